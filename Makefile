@@ -1,0 +1,41 @@
+# The two commands: `make up` runs the whole platform, `make test` the suite.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install up test gen check-gen lint fmt clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+gen: $(STAMP)
+	$(BIN)/python -m services.stack.gen
+
+up: gen
+	$(BIN)/gofund up
+
+lint: $(STAMP)
+	$(BIN)/ruff check services tests bench
+	$(BIN)/ruff format --check services tests bench
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/pytest
+
+fmt: $(STAMP)
+	$(BIN)/ruff check --fix services tests bench
+	$(BIN)/ruff format services tests bench
+
+# CI: the committed gen/ and descriptor must be what `make gen` produces.
+check-gen: gen
+	git diff --exit-code -- gen envoy/gofund.binpb
+	test -z "$$(git status --porcelain -- gen envoy/gofund.binpb)"
+
+clean:
+	rm -rf .build .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,152 @@
+"""The one settings object: read once from the environment at start-up.
+
+Every external address and secret comes from a `GOFUND_*` or `PAYSTACK_*`
+variable. In development each has an embedded default (the servers `gofund up`
+starts on this machine). With `GOFUND_ENV=production` nothing falls back: every
+address and secret in `REQUIRED_IN_PRODUCTION` must be set, and a missing one
+stops the process with one message naming all of them.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Self
+
+from pydantic import Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+POSTGRES_DATABASES = ("identity", "goals", "ledger")
+
+
+class Environment(StrEnum):
+    DEVELOPMENT = "development"
+    PRODUCTION = "production"
+
+
+class ConfigError(Exception):
+    """The environment does not describe a runnable service; the message says why."""
+
+
+def _env(name: str, **kwargs: Any) -> Any:
+    """A field read from the environment variable `name`."""
+    return Field(validation_alias=name, **kwargs)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+    env: Environment = _env("GOFUND_ENV", default=Environment.DEVELOPMENT)
+    data_dir: Path = _env("GOFUND_DATA_DIR", default=Path(".gofund"))
+    log_level: str = _env("GOFUND_LOG_LEVEL", default="INFO")
+    # Address the gRPC servers bind to; loopback unless a deployment says otherwise.
+    bind_host: str = _env("GOFUND_BIND_HOST", default="127.0.0.1")
+
+    identity_port: int = _env("GOFUND_IDENTITY_PORT", default=50051)
+    goals_port: int = _env("GOFUND_GOALS_PORT", default=50052)
+    ledger_port: int = _env("GOFUND_LEDGER_PORT", default=50053)
+    payments_port: int = _env("GOFUND_PAYMENTS_PORT", default=50054)
+    # Where the other services reach each service ("host:port"); derived from
+    # the ports on loopback in development.
+    identity_target: str = _env("GOFUND_IDENTITY_TARGET", default="")
+    goals_target: str = _env("GOFUND_GOALS_TARGET", default="")
+    ledger_target: str = _env("GOFUND_LEDGER_TARGET", default="")
+    payments_target: str = _env("GOFUND_PAYMENTS_TARGET", default="")
+
+    # Embedded servers (development only).
+    postgres_port: int = _env("GOFUND_POSTGRES_PORT", default=54329)
+    mongodb_port: int = _env("GOFUND_MONGODB_PORT", default=27019)
+    envoy_port: int = _env("GOFUND_ENVOY_PORT", default=8080)
+    envoy_admin_port: int = _env("GOFUND_ENVOY_ADMIN_PORT", default=9901)
+    paystack_simulator_port: int = _env("GOFUND_PAYSTACK_SIM_PORT", default=8090)
+    smtp_port: int = _env("GOFUND_SMTP_PORT", default=1025)
+
+    identity_database_url: str = _env("GOFUND_IDENTITY_DATABASE_URL", default="")
+    goals_database_url: str = _env("GOFUND_GOALS_DATABASE_URL", default="")
+    ledger_database_url: str = _env("GOFUND_LEDGER_DATABASE_URL", default="")
+    mongodb_uri: str = _env("GOFUND_MONGODB_URI", default="")
+    mongodb_database: str = _env("GOFUND_MONGODB_DATABASE", default="payments")
+
+    # Shared secret other services present on internal services.
+    service_token: str = _env("GOFUND_SERVICE_TOKEN", default="dev-service-token-not-for-production")
+    paystack_base_url: str = _env("PAYSTACK_BASE_URL", default="")
+    paystack_secret_key: str = _env("PAYSTACK_SECRET_KEY", default="sk_test_gofund_dev")
+    webhook_url: str = _env("GOFUND_WEBHOOK_URL", default="")
+    smtp_host: str = _env("GOFUND_SMTP_HOST", default="127.0.0.1")
+
+    # Budget of an outgoing unary call when the incoming call leaves more.
+    call_timeout_ms: int = _env("GOFUND_CALL_TIMEOUT_MS", default=5000, gt=0)
+    # Kept back from the incoming deadline so our answer still arrives in time.
+    deadline_margin_ms: int = _env("GOFUND_DEADLINE_MARGIN_MS", default=20, ge=0)
+    # On SIGTERM: NOT_SERVING for this long (so health checks see it), then
+    # in-flight calls get `shutdown_grace_ms` to finish.
+    shutdown_drain_ms: int = _env("GOFUND_SHUTDOWN_DRAIN_MS", default=0, ge=0)
+    shutdown_grace_ms: int = _env("GOFUND_SHUTDOWN_GRACE_MS", default=5000, ge=0)
+
+    @model_validator(mode="after")
+    def _production_sets_everything(self) -> Self:
+        if self.env is Environment.PRODUCTION:
+            missing = [name for name in REQUIRED_IN_PRODUCTION if name not in self.model_fields_set]
+            if missing:
+                variables = ", ".join(_variable(name) for name in missing)
+                raise ValueError(f"GOFUND_ENV=production requires {variables} to be set")
+        return self
+
+    # Embedded defaults, filled in only when the variable is unset.
+    def target(self, service: str) -> str:
+        explicit: str = getattr(self, f"{service}_target")
+        return explicit or f"127.0.0.1:{getattr(self, f'{service}_port')}"
+
+    def database_url(self, service: str) -> str:
+        explicit: str = getattr(self, f"{service}_database_url")
+        return explicit or f"postgresql+psycopg://postgres@127.0.0.1:{self.postgres_port}/{service}"
+
+    @property
+    def mongodb_url(self) -> str:
+        return self.mongodb_uri or f"mongodb://127.0.0.1:{self.mongodb_port}/?directConnection=true"
+
+    @property
+    def paystack_url(self) -> str:
+        return self.paystack_base_url or f"http://127.0.0.1:{self.paystack_simulator_port}"
+
+    @property
+    def paystack_webhook_url(self) -> str:
+        return self.webhook_url or f"http://127.0.0.1:{self.envoy_port}/v1/webhooks/paystack"
+
+
+REQUIRED_IN_PRODUCTION = (
+    "identity_target",
+    "goals_target",
+    "ledger_target",
+    "payments_target",
+    "identity_database_url",
+    "goals_database_url",
+    "ledger_database_url",
+    "mongodb_uri",
+    "service_token",
+    "paystack_base_url",
+    "paystack_secret_key",
+    "smtp_host",
+)
+
+
+def _variable(field: str) -> str:
+    alias = Settings.model_fields[field].validation_alias
+    return str(alias)
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the environment once; raise ConfigError with every problem in one message."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            location = ".".join(str(part) for part in error["loc"])
+            message = error["msg"].removeprefix("Value error, ")
+            problems.append(f"{location}: {message}" if location else message)
+        raise ConfigError("invalid configuration: " + "; ".join(problems)) from None
+
+
+class StartupError(Exception):
+    """A service cannot start (port in use, store unreachable); the message says which."""

@@ -1,0 +1,20 @@
+"""Per-call context shared by the server and client interceptors.
+
+The server interceptor sets these for the duration of one incoming RPC; the
+client interceptor reads them so that an outgoing call carries the same request
+id and never outlives the incoming call's deadline; the log formatter reads the
+request id.
+"""
+
+import time
+from contextvars import ContextVar
+
+request_id: ContextVar[str] = ContextVar("request_id", default="")
+# Absolute deadline of the incoming call on the time.monotonic() clock, or None.
+deadline: ContextVar[float | None] = ContextVar("deadline", default=None)
+
+
+def remaining_seconds() -> float | None:
+    """Seconds left before the incoming call's deadline; None outside a call or without one."""
+    current = deadline.get()
+    return None if current is None else current - time.monotonic()

@@ -1,0 +1,171 @@
+"""Domain errors and the one mapping from them to gRPC statuses.
+
+Domain code raises plain exceptions that say what rule was broken
+(`InsufficientFunds`, `GoalNotOpen`). Each service owns one `ErrorTable` that
+maps those classes to a gRPC code and an `ErrorInfo` reason; the server
+interceptor is the only place that applies it. Anything not in the table is a
+bug: it is logged with the request id and answered `INTERNAL` with a generic
+message, so internals never leak to a client.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+import grpc
+from google.protobuf import any_pb2, message
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+
+class DomainError(Exception):
+    """A request broke a rule. Subclasses name the rule; the message is safe to show."""
+
+    def __init__(self, message: str, *, metadata: Mapping[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.metadata = dict(metadata or {})
+
+
+@dataclass(frozen=True)
+class FieldViolation:
+    field: str
+    description: str
+    reason: str = ""
+
+
+class ValidationFailed(DomainError):
+    """One or more request fields are invalid; carried as BadRequest field violations."""
+
+    def __init__(self, violations: Iterable[FieldViolation]) -> None:
+        self.violations = tuple(violations)
+        super().__init__("; ".join(f"{v.field}: {v.description}" for v in self.violations))
+
+    @property
+    def reason(self) -> str:
+        """The first violation's reason, so a client can branch on one string."""
+        return next((v.reason for v in self.violations if v.reason), "")
+
+
+class Validator:
+    """Collects field violations so a request reports all of them at once."""
+
+    def __init__(self) -> None:
+        self.violations: list[FieldViolation] = []
+
+    def require(self, condition: bool, field: str, description: str, reason: str) -> bool:
+        if not condition:
+            self.violations.append(FieldViolation(field, description, reason))
+        return condition
+
+    def raise_if_invalid(self) -> None:
+        if self.violations:
+            raise ValidationFailed(self.violations)
+
+
+class Unauthenticated(DomainError):
+    """No valid credentials were presented."""
+
+
+class PermissionDenied(DomainError):
+    """The caller is known but may not do this."""
+
+
+class IdempotencyKeyReused(DomainError):
+    """A client-chosen key was used before with different input."""
+
+
+@dataclass(frozen=True)
+class ErrorMapping:
+    code: grpc.StatusCode
+    reason: str
+
+
+COMMON_ERRORS: dict[type[DomainError], ErrorMapping] = {
+    ValidationFailed: ErrorMapping(grpc.StatusCode.INVALID_ARGUMENT, "VALIDATION_FAILED"),
+    Unauthenticated: ErrorMapping(grpc.StatusCode.UNAUTHENTICATED, "UNAUTHENTICATED"),
+    PermissionDenied: ErrorMapping(grpc.StatusCode.PERMISSION_DENIED, "PERMISSION_DENIED"),
+    IdempotencyKeyReused: ErrorMapping(grpc.StatusCode.INVALID_ARGUMENT, "IDEMPOTENCY_KEY_REUSED"),
+}
+
+
+@dataclass
+class ErrorTable:
+    """Maps a service's domain exceptions to (gRPC code, ErrorInfo reason).
+
+    Lookup follows the exception's class hierarchy, so a table can map a base
+    class once. `ValidationFailed` may carry its own, more precise reason.
+    """
+
+    domain: str
+    entries: dict[type[DomainError], ErrorMapping] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.entries = {**COMMON_ERRORS, **self.entries}
+
+    def lookup(self, error: DomainError) -> ErrorMapping | None:
+        for cls in type(error).__mro__:
+            mapping = self.entries.get(cls)
+            if mapping is not None:
+                return mapping
+        return None
+
+    def to_status(self, error: DomainError) -> grpc.Status:
+        mapping = self.lookup(error)
+        if mapping is None:
+            return internal_status(self.domain)
+        reason = mapping.reason
+        details: list[message.Message] = []
+        if isinstance(error, ValidationFailed):
+            reason = error.reason or reason
+            details.append(
+                error_details_pb2.BadRequest(
+                    field_violations=[
+                        error_details_pb2.BadRequest.FieldViolation(
+                            field=v.field, description=v.description, reason=v.reason
+                        )
+                        for v in error.violations
+                    ]
+                )
+            )
+        return make_status(
+            mapping.code, error.message, reason, self.domain, metadata=error.metadata, extra_details=details
+        )
+
+
+def make_status(
+    code: grpc.StatusCode,
+    message_text: str,
+    reason: str,
+    domain: str,
+    *,
+    metadata: Mapping[str, str] | None = None,
+    extra_details: Iterable[message.Message] = (),
+) -> grpc.Status:
+    """A grpc.Status whose details carry ErrorInfo (first) and any extra detail messages."""
+    packed = []
+    for detail in (
+        error_details_pb2.ErrorInfo(reason=reason, domain=domain, metadata=dict(metadata or {})),
+        *extra_details,
+    ):
+        any_detail = any_pb2.Any()
+        any_detail.Pack(detail)
+        packed.append(any_detail)
+    status = status_pb2.Status(code=code.value[0], message=message_text, details=packed)
+    return rpc_status.to_status(status)
+
+
+def internal_status(domain: str) -> grpc.Status:
+    return make_status(grpc.StatusCode.INTERNAL, "internal error", "INTERNAL", domain)
+
+
+def error_info(error: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo | None:
+    """The ErrorInfo detail of a failed call, if the server sent one."""
+    for key, value in error.trailing_metadata() or ():
+        if key == "grpc-status-details-bin" and isinstance(value, bytes):
+            for detail in status_pb2.Status.FromString(value).details:
+                info = error_details_pb2.ErrorInfo()
+                if detail.Unpack(info):
+                    return info
+    return None

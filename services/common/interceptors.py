@@ -1,0 +1,159 @@
+"""Server interceptors, written once and used by every service.
+
+`CallContextInterceptor` wraps each unary and server-streaming handler:
+- takes `x-request-id` from the caller (Envoy generates one) or makes one;
+- records the incoming deadline for outgoing calls, and refuses a call whose
+  deadline has already passed;
+- maps domain errors through the service's ErrorTable, and anything unexpected
+  to INTERNAL with a generic message (logged with the request id);
+- logs one JSON line per call with method, code and duration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, NoReturn
+
+import grpc
+
+from services.common import context
+from services.common.errors import DomainError, ErrorTable, internal_status, make_status
+
+log = logging.getLogger("gofund.rpc")
+
+REQUEST_ID_HEADER = "x-request-id"
+HEALTH_METHOD_PREFIX = "/grpc.health.v1.Health/"
+
+# Status codes a dependency's failure is passed on with; anything else from a
+# dependency is our bug and becomes INTERNAL.
+_PASSED_ON_CODES = {
+    grpc.StatusCode.UNAVAILABLE: "DEPENDENCY_UNAVAILABLE",
+    grpc.StatusCode.DEADLINE_EXCEEDED: "DEADLINE_EXCEEDED",
+    grpc.StatusCode.CANCELLED: "CANCELLED",
+}
+
+
+def _metadata_value(details: grpc.HandlerCallDetails, key: str) -> str:
+    for item in details.invocation_metadata or ():
+        if item.key == key:
+            return str(item.value)
+    return ""
+
+
+class CallContextInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self, errors: ErrorTable) -> None:
+        self._errors = errors
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        if handler is None:
+            return None
+        method: str = details.method
+        incoming_request_id = _metadata_value(details, REQUEST_ID_HEADER)
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                self._wrap_unary(method, incoming_request_id, handler.unary_unary),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                self._wrap_stream(method, incoming_request_id, handler.unary_stream),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler  # client- and bidi-streaming (reflection) pass through untouched
+
+    def _wrap_unary(self, method: str, incoming_request_id: str, behaviour: Any) -> Any:
+        async def unary(request: Any, ctx: grpc.aio.ServicerContext) -> Any:
+            started = self._enter(incoming_request_id, ctx)
+            try:
+                await self._refuse_if_expired(ctx)
+                return await behaviour(request, ctx)
+            except Exception as exc:
+                await self._abort(ctx, exc)
+            finally:
+                self._log(method, ctx, started)
+
+        return unary
+
+    def _wrap_stream(self, method: str, incoming_request_id: str, behaviour: Any) -> Any:
+        async def stream(request: Any, ctx: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            started = self._enter(incoming_request_id, ctx)
+            try:
+                await self._refuse_if_expired(ctx)
+                async for message in behaviour(request, ctx):
+                    yield message
+            except Exception as exc:
+                await self._abort(ctx, exc)
+            finally:
+                self._log(method, ctx, started)
+
+        return stream
+
+    @staticmethod
+    def _enter(incoming_request_id: str, ctx: grpc.aio.ServicerContext) -> float:
+        started = time.monotonic()
+        context.request_id.set(incoming_request_id or uuid.uuid4().hex)
+        remaining = ctx.time_remaining()
+        context.deadline.set(None if remaining is None else started + remaining)
+        return started
+
+    @staticmethod
+    async def _refuse_if_expired(ctx: grpc.aio.ServicerContext) -> None:
+        remaining = context.remaining_seconds()
+        if remaining is not None and remaining <= 0:
+            await ctx.abort_with_status(
+                make_status(
+                    grpc.StatusCode.DEADLINE_EXCEEDED,
+                    "deadline expired before the call started",
+                    "DEADLINE_EXCEEDED",
+                    "gofund",
+                )
+            )
+
+    async def _abort(self, ctx: grpc.aio.ServicerContext, exc: Exception) -> NoReturn:
+        """End the call with the status `exc` stands for."""
+        if isinstance(exc, grpc.aio.AbortError | asyncio.CancelledError):
+            raise exc  # already a status (or the client went away)
+        if isinstance(exc, DomainError):
+            status = self._errors.to_status(exc)
+        elif isinstance(exc, NotImplementedError):
+            status = make_status(
+                grpc.StatusCode.UNIMPLEMENTED, "not implemented yet", "NOT_IMPLEMENTED", self._errors.domain
+            )
+        elif isinstance(exc, grpc.aio.AioRpcError) and exc.code() in _PASSED_ON_CODES:
+            status = make_status(
+                exc.code(),
+                f"a dependency failed: {exc.code().name.lower()}",
+                _PASSED_ON_CODES[exc.code()],
+                self._errors.domain,
+            )
+        else:
+            log.exception("unhandled error")
+            status = internal_status(self._errors.domain)
+        await ctx.abort_with_status(status)
+        raise AssertionError("abort_with_status returned")  # it raises AbortError
+
+    @staticmethod
+    def _log(method: str, ctx: grpc.aio.ServicerContext, started: float) -> None:
+        code = ctx.code() or grpc.StatusCode.OK
+        # Health probes arrive every second from Envoy; keep them out of INFO.
+        level = logging.DEBUG if method.startswith(HEALTH_METHOD_PREFIX) else logging.INFO
+        log.log(
+            level,
+            "rpc",
+            extra={
+                "method": method,
+                "code": getattr(code, "name", str(code)),
+                "duration_ms": round((time.monotonic() - started) * 1000, 3),
+            },
+        )

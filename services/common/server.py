@@ -1,0 +1,146 @@
+"""The one way to run a GoFund gRPC server.
+
+A service describes itself with a `build` coroutine that opens its resources on
+an AsyncExitStack (closed in reverse on shutdown) and returns a `Service`: its
+servicers, its error table and any background loops. `ServiceRunner` adds what
+every server has — the call-context interceptor, grpc.health.v1, reflection —
+binds the port and handles shutdown: health NOT_SERVING first, a drain pause so
+load balancers notice, then in-flight calls get a grace period. `run` is the
+process entry point (`gofund serve <service>`): it reads the settings, reports a
+configuration or start-up problem as one line, and stops on SIGTERM or SIGINT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from google.protobuf import descriptor
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from services.common import log as gofund_log
+from services.common.config import ConfigError, Settings, StartupError, load_settings
+from services.common.errors import ErrorTable
+from services.common.interceptors import CallContextInterceptor
+
+log = logging.getLogger("gofund.server")
+
+
+@dataclass
+class Service:
+    """What a service's `build` returns."""
+
+    name: str
+    errors: ErrorTable
+    # (add_XServicer_to_server, servicer) pairs from the generated code.
+    servicers: Sequence[tuple[Callable[[Any, grpc.aio.Server], None], object]]
+    # The services' descriptors, for health and reflection.
+    descriptors: Sequence[descriptor.ServiceDescriptor]
+    # Long-running loops (outbox processor, scheduler); cancelled on shutdown.
+    background: Sequence[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=tuple)
+
+
+Build = Callable[[Settings, AsyncExitStack], Awaitable[Service]]
+
+
+class ServiceRunner:
+    """Starts one service in this event loop; used by `run` and by the tests."""
+
+    def __init__(self, build: Build, settings: Settings, *, port: int) -> None:
+        self._build = build
+        self._settings = settings
+        self._requested_port = port
+        self._stack = AsyncExitStack()
+        self._server: grpc.aio.Server | None = None
+        self._health = health.aio.HealthServicer()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.port = 0
+        self.service: Service | None = None
+
+    async def start(self) -> int:
+        """Open resources, bind and start serving; returns the bound port."""
+        try:
+            self.service = service = await self._build(self._settings, self._stack)
+            server = grpc.aio.server(
+                interceptors=[CallContextInterceptor(service.errors)],
+                # Without this a second process could bind the same port and
+                # share its traffic silently.
+                options=[("grpc.so_reuseport", 0)],
+            )
+            for add_to_server, servicer in service.servicers:
+                add_to_server(servicer, server)
+            health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+            names = [d.full_name for d in service.descriptors]
+            reflection.enable_server_reflection(
+                [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
+                server,
+            )
+            address = f"{self._settings.bind_host}:{self._requested_port}"
+            try:
+                self.port = server.add_insecure_port(address)
+            except RuntimeError:
+                raise StartupError(
+                    f"{service.name}: cannot listen on {address}: the port is in use or not available"
+                ) from None
+            await server.start()
+            self._server = server
+            for name in ("", *names):
+                await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+            self._tasks = [asyncio.create_task(loop()) for loop in service.background]
+        except BaseException:
+            await self._stack.aclose()
+            raise
+        log.info("serving", extra={"service": service.name, "address": address, "port": self.port})
+        return self.port
+
+    async def stop(self) -> None:
+        """Health NOT_SERVING, drain pause, graceful stop, then close resources."""
+        if self._server is not None:
+            await self._health.enter_graceful_shutdown()
+            if self._settings.shutdown_drain_ms:
+                await asyncio.sleep(self._settings.shutdown_drain_ms / 1000)
+            await self._server.stop(self._settings.shutdown_grace_ms / 1000)
+            self._server = None
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        await self._stack.aclose()
+
+
+def run(name: str, build: Build) -> None:
+    """Process entry point for one service."""
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"gofund {name}: {exc}", file=sys.stderr)
+        sys.exit(2)
+    gofund_log.configure(name, settings.log_level)
+    try:
+        asyncio.run(_serve_until_signalled(build, settings, getattr(settings, f"{name}_port")))
+    except StartupError as exc:
+        print(f"gofund {name}: {exc}", file=sys.stderr)
+        sys.exit(1)
+
+
+async def _serve_until_signalled(build: Build, settings: Settings, port: int) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    runner = ServiceRunner(build, settings, port=port)
+    await runner.start()
+    await stop.wait()
+    log.info("shutting down")
+    await runner.stop()

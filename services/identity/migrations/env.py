@@ -1,0 +1,4 @@
+from services.common.db import run_alembic_env
+from services.identity.store import Base
+
+run_alembic_env(Base.metadata)

@@ -1,0 +1,43 @@
+"""Wiring of the payments service: resources are opened here, never at import."""
+
+from contextlib import AsyncExitStack
+
+from gofund.payments.v1 import payments_service_pb2, payments_service_pb2_grpc
+from pymongo import AsyncMongoClient
+from pymongo.errors import PyMongoError
+
+from services.common.config import Settings, StartupError
+from services.common.server import Service, run
+from services.payments.servicer import ERRORS, PaymentsInternalServicer, PaymentsServicer
+from services.payments.store import ensure_indexes
+
+MONGO_TIMEOUT_MS = 5000
+
+
+async def build(settings: Settings, stack: AsyncExitStack) -> Service:
+    client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(
+        settings.mongodb_url, serverSelectionTimeoutMS=MONGO_TIMEOUT_MS, tz_aware=True
+    )
+    stack.push_async_callback(client.close)
+    database = client[settings.mongodb_database]
+    try:
+        await ensure_indexes(database)
+    except PyMongoError as exc:
+        raise StartupError(f"payments: cannot use MongoDB at {settings.mongodb_url}: {exc}") from None
+    services = payments_service_pb2.DESCRIPTOR.services_by_name
+    return Service(
+        name="payments",
+        errors=ERRORS,
+        servicers=[
+            (payments_service_pb2_grpc.add_PaymentsServiceServicer_to_server, PaymentsServicer()),
+            (
+                payments_service_pb2_grpc.add_PaymentsInternalServiceServicer_to_server,
+                PaymentsInternalServicer(),
+            ),
+        ],
+        descriptors=[services["PaymentsService"], services["PaymentsInternalService"]],
+    )
+
+
+def main() -> None:
+    run("payments", build)

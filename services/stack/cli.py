@@ -1,0 +1,96 @@
+"""The `gofund` command: run the platform, one service, migrations."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import signal
+import sys
+import threading
+
+from services.common.config import POSTGRES_DATABASES, ConfigError, load_settings
+from services.stack.envoy_config import SERVICES
+
+
+def _serve(args: argparse.Namespace) -> None:
+    main = importlib.import_module(f"services.{args.service}.main")
+    main.main()
+
+
+def _migrate(args: argparse.Namespace) -> None:
+    from services.common.db import ensure_database, upgrade
+
+    settings = load_settings()
+    unknown = set(args.services) - set(POSTGRES_DATABASES)
+    if unknown:
+        sys.exit(f"gofund migrate: no SQL service named {', '.join(sorted(unknown))}")
+    for service in args.services or POSTGRES_DATABASES:
+        url = settings.database_url(service)
+        if settings.env == "development":
+            ensure_database(url)
+        upgrade(service, url)
+        print(f"{service}: migrated to head")
+
+
+def _up(args: argparse.Namespace) -> None:
+    from services.stack.stack import Stack, StackError
+
+    stack = Stack()
+    stopping = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stopping.set())
+    print(f"Starting GoFund from {stack.data_dir} ...", flush=True)
+    try:
+        stack.start()
+    except StackError as exc:
+        print(f"gofund up: {exc}", file=sys.stderr)
+        sys.exit(1)
+    s = stack.settings
+    print(
+        f"GoFund is up.\n{stack.endpoints()}\n\n"
+        "Try:\n"
+        f"  curl -s http://127.0.0.1:{s.envoy_port}/v1/goals\n"
+        f"  grpcurl -plaintext 127.0.0.1:{s.goals_port} list\n"
+        f"  grpcurl -plaintext 127.0.0.1:{s.ledger_port} grpc.health.v1.Health/Check\n\n"
+        "Ctrl-C stops everything; data stays in the data directory.",
+        flush=True,
+    )
+    crashed = None
+    while not stopping.wait(1.0):
+        crashed = stack.crashed()
+        if crashed is not None:
+            break
+    if crashed is not None:
+        print(
+            f"gofund up: {crashed.name} stopped unexpectedly; last log lines:\n{crashed.tail()}",
+            file=sys.stderr,
+        )
+    print("Stopping GoFund ...", flush=True)
+    stack.stop()
+    print("Stopped.")
+    sys.exit(1 if crashed is not None else 0)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="gofund", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    up = commands.add_parser("up", help="run the whole platform on embedded servers (Ctrl-C stops it)")
+    up.set_defaults(handler=_up)
+    serve = commands.add_parser("serve", help="run one service (reads GOFUND_* settings)")
+    serve.add_argument("service", choices=SERVICES)
+    serve.set_defaults(handler=_serve)
+    migrate = commands.add_parser("migrate", help="apply database migrations")
+    migrate.add_argument(
+        "services", nargs="*", metavar="service", help=f"any of {', '.join(POSTGRES_DATABASES)}"
+    )
+    migrate.set_defaults(handler=_migrate)
+    args = parser.parse_args(argv)
+    try:
+        args.handler(args)
+    except ConfigError as exc:
+        print(f"gofund {args.command}: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,188 @@
+"""The whole platform on one machine: what `gofund up` runs and the e2e tests start.
+
+Order: PostgreSQL and the Mongo-wire server, databases and migrations, the four
+services, then Envoy (config rendered from envoy/envoy.yaml). `start` returns
+once every service answers SERVING and Envoy reports every cluster healthy;
+`stop` stops everything in reverse order. Children inherit this process's
+environment plus `overrides`, so they read the same settings the stack used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Mapping
+
+import httpx
+
+from services.common.config import POSTGRES_DATABASES, Settings
+from services.common.db import ensure_database, upgrade
+from services.stack import embedded
+from services.stack.envoy_config import SERVICES, EdgeConfig, write
+
+HEALTHY_TIMEOUT_S = 30.0
+
+
+class StackError(Exception):
+    """The stack cannot start; the message says why in one line (plus a log tail if useful)."""
+
+
+class Stack:
+    def __init__(self, overrides: Mapping[str, str] | None = None, *, durable: bool = True) -> None:
+        self.overrides = dict(overrides or {})
+        self.env = {**os.environ, **self.overrides}
+        self.settings = Settings(**self.overrides)  # type: ignore[arg-type]
+        self.data_dir = self.settings.data_dir.resolve()
+        self.logs_dir = self.data_dir / "logs"
+        self.durable = durable
+        self.processes: list[embedded.ManagedProcess] = []
+        self.services: dict[str, embedded.ManagedProcess] = {}
+        self.envoy: embedded.ManagedProcess | None = None
+        self._lock_path = self.data_dir / "stack.pid"
+
+    # -- ports -----------------------------------------------------------------
+    def ports(self) -> dict[str, int]:
+        s = self.settings
+        return {
+            "GOFUND_POSTGRES_PORT": s.postgres_port,
+            "GOFUND_MONGODB_PORT": s.mongodb_port,
+            "GOFUND_IDENTITY_PORT": s.identity_port,
+            "GOFUND_GOALS_PORT": s.goals_port,
+            "GOFUND_LEDGER_PORT": s.ledger_port,
+            "GOFUND_PAYMENTS_PORT": s.payments_port,
+            "GOFUND_ENVOY_PORT": s.envoy_port,
+            "GOFUND_ENVOY_ADMIN_PORT": s.envoy_admin_port,
+        }
+
+    def _preflight(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self._lock_path.exists():
+            with contextlib.suppress(ValueError, OSError):
+                pid = int(self._lock_path.read_text().strip())
+                os.kill(pid, 0)
+                raise StackError(
+                    f"a GoFund stack is already running from {self.data_dir} (pid {pid}); stop it first"
+                )
+        busy = [f"{name}={port}" for name, port in self.ports().items() if not embedded.port_is_free(port)]
+        if busy:
+            raise StackError(f"port(s) already in use: {', '.join(busy)}; free them or set these variables")
+        self._lock_path.write_text(str(os.getpid()))
+
+    # -- lifecycle -------------------------------------------------------------
+    def start(self) -> None:
+        self._preflight()
+        try:
+            self._start_stores()
+            self._migrate()
+            for name in SERVICES:
+                self.start_service(name)
+            self._start_envoy()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self, process: embedded.ManagedProcess) -> embedded.ManagedProcess:
+        try:
+            process.start()
+        except embedded.EmbeddedError as exc:
+            raise StackError(str(exc)) from None
+        self.processes.append(process)
+        return process
+
+    def _start_stores(self) -> None:
+        s = self.settings
+        self._start(
+            embedded.postgres(
+                self.data_dir / "postgres",
+                s.postgres_port,
+                self.logs_dir / "postgres.log",
+                durable=self.durable,
+            )
+        )
+        self._start(
+            embedded.mongo_wire(self.data_dir / "mongodb", s.mongodb_port, self.logs_dir / "mongodb.log")
+        )
+
+    def _migrate(self) -> None:
+        for service in POSTGRES_DATABASES:
+            url = self.settings.database_url(service)
+            ensure_database(url)
+            upgrade(service, url)
+
+    def start_service(self, name: str) -> embedded.ManagedProcess:
+        port = getattr(self.settings, f"{name}_port")
+        process = self._start(embedded.gofund_service(name, port, self.env, self.logs_dir / f"{name}.log"))
+        self.services[name] = process
+        return process
+
+    def _start_envoy(self) -> None:
+        s = self.settings
+        config = EdgeConfig(
+            public_port=s.envoy_port,
+            admin_port=s.envoy_admin_port,
+            upstreams={name: [("127.0.0.1", getattr(s, f"{name}_port"))] for name in SERVICES},
+        )
+        path = write(config, self.data_dir / "envoy.yaml")
+        # Envoy instances on one machine need distinct shared-memory ids.
+        self.envoy = self._start(
+            embedded.envoy(path, s.envoy_admin_port, self.logs_dir / "envoy.log", base_id=s.envoy_admin_port)
+        )
+        self.wait_edge_healthy()
+
+    def wait_edge_healthy(self, timeout_s: float = HEALTHY_TIMEOUT_S) -> None:
+        """Wait until Envoy's active health checks pass for every host of every cluster."""
+        deadline = time.monotonic() + timeout_s
+        unhealthy: list[str] = []
+        while time.monotonic() < deadline:
+            unhealthy = self.unhealthy_clusters()
+            if not unhealthy:
+                return
+            time.sleep(0.1)
+        raise StackError(f"Envoy reports unhealthy clusters after {timeout_s:.0f}s: {', '.join(unhealthy)}")
+
+    def unhealthy_clusters(self) -> list[str]:
+        url = f"http://127.0.0.1:{self.settings.envoy_admin_port}/clusters?format=json"
+        try:
+            statuses = httpx.get(url, timeout=1).json()["cluster_statuses"]
+        except (httpx.HTTPError, ValueError, KeyError):
+            return list(SERVICES)
+        unhealthy = []
+        for cluster in statuses:
+            hosts = cluster.get("host_statuses", [])
+            if not hosts or any(_host_unhealthy(host) for host in hosts):
+                unhealthy.append(cluster["name"])
+        return unhealthy
+
+    def crashed(self) -> embedded.ManagedProcess | None:
+        """A child that has exited on its own, if any."""
+        return next((p for p in self.processes if not p.running()), None)
+
+    def stop(self) -> None:
+        for process in reversed(self.processes):
+            process.stop()
+        self.processes.clear()
+        self.services.clear()
+        with contextlib.suppress(FileNotFoundError):
+            if self._lock_path.read_text().strip() == str(os.getpid()):
+                self._lock_path.unlink()
+
+    def endpoints(self) -> str:
+        s = self.settings
+        lines = [
+            f"  Envoy, JSON and gRPC   http://127.0.0.1:{s.envoy_port}",
+            f"  Envoy admin            http://127.0.0.1:{s.envoy_admin_port}  (loopback only)",
+            *(
+                f"  {name:<22} 127.0.0.1:{getattr(s, f'{name}_port')}  (gRPC, reflection, health)"
+                for name in SERVICES
+            ),
+            f"  PostgreSQL             postgresql://postgres@127.0.0.1:{s.postgres_port}",
+            f"  MongoDB wire           {s.mongodb_url}",
+            f"  data and logs          {self.data_dir}",
+        ]
+        return "\n".join(lines)
+
+
+def _host_unhealthy(host: dict[str, dict[str, object]]) -> bool:
+    health = host["health_status"]
+    return bool(health.get("failed_active_health_check")) or health.get("eds_health_status") != "HEALTHY"
