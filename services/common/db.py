@@ -63,7 +63,7 @@ class Database:
                     lambda sync: MigrationContext.configure(sync).get_current_revision()
                 )
         except (OSError, TimeoutError, DBAPIError) as exc:
-            reason = exc.orig if isinstance(exc, DBAPIError) else exc
+            reason = " ".join(str(exc.orig if isinstance(exc, DBAPIError) else exc).split())
             raise StartupError(
                 f"{self.service}: cannot reach the database at {describe(self.url)}: {reason}"
             ) from None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import signal
 import sys
 import threading
@@ -13,6 +14,10 @@ from services.stack.envoy_config import SERVICES
 
 
 def _serve(args: argparse.Namespace) -> None:
+    # gRPC's C core logs to stderr by itself (a failed bind, say); the service
+    # reports those failures as one line, so the core stays quiet unless asked.
+    # Must be set before grpc is first imported.
+    os.environ.setdefault("GRPC_VERBOSITY", "NONE")
     main = importlib.import_module(f"services.{args.service}.main")
     main.main()
 

@@ -1,0 +1,64 @@
+"""Fixtures shared by every test layer.
+
+One real PostgreSQL and one real Mongo-wire server are started per test session
+(the same embedded servers `gofund up` runs), on free loopback ports, in a
+temporary directory, and stopped at the end. Tests get their own databases with
+unique names so they never collide.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from services.common.config import Settings
+from services.common.db import ensure_database, upgrade
+from services.stack import embedded
+
+
+@pytest.fixture(scope="session")
+def postgres_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    root = tmp_path_factory.mktemp("postgres")
+    port = embedded.free_port()
+    server = embedded.postgres(root / "data", port, root / "postgres.log", durable=False)
+    server.start()
+    yield port
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def mongodb_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    root = tmp_path_factory.mktemp("mongodb")
+    port = embedded.free_port()
+    server = embedded.mongo_wire(root / "data", port, root / "mongodb.log")
+    server.start()
+    yield port
+    server.stop()
+
+
+def unique_name(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:10]}"
+
+
+def migrated_database(postgres_port: int, service: str) -> str:
+    """A fresh database named after the service, migrated to head; returns its URL."""
+    url = f"postgresql+psycopg://postgres@127.0.0.1:{postgres_port}/{unique_name(service)}"
+    ensure_database(url)
+    upgrade(service, url)
+    return url
+
+
+def settings_with(postgres_port: int, mongodb_port: int, data_dir: Path, **overrides: object) -> Settings:
+    """Settings pointing at the session's embedded servers; services bind port 0 in tests."""
+    values: dict[str, object] = {
+        "postgres_port": postgres_port,
+        "mongodb_port": mongodb_port,
+        "mongodb_database": unique_name("payments"),
+        "data_dir": data_dir,
+        "shutdown_grace_ms": 1000,
+    }
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]

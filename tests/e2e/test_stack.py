@@ -1,0 +1,271 @@
+"""The whole platform as `gofund up` runs it: embedded stores, four services, real Envoy.
+
+Reached the ways users reach it: JSON over HTTP through Envoy, native gRPC
+through Envoy, and the real `grpcurl` binary against each server.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import httpx
+import psutil
+import pytest
+from gofund.ledger.v1 import ledger_service_pb2, ledger_service_pb2_grpc
+
+from services.stack import embedded
+from services.stack.envoy_config import SERVICES
+from services.stack.stack import Stack, StackError
+
+BIN = Path(sys.executable).parent
+PORT_VARIABLES = (
+    "GOFUND_POSTGRES_PORT",
+    "GOFUND_MONGODB_PORT",
+    "GOFUND_IDENTITY_PORT",
+    "GOFUND_GOALS_PORT",
+    "GOFUND_LEDGER_PORT",
+    "GOFUND_PAYMENTS_PORT",
+    "GOFUND_ENVOY_PORT",
+    "GOFUND_ENVOY_ADMIN_PORT",
+)
+
+
+def stack_environment(data_dir: Path) -> dict[str, str]:
+    """Free ports for every server and a private data directory."""
+    overrides = {name: str(embedded.free_port()) for name in PORT_VARIABLES}
+    overrides["GOFUND_DATA_DIR"] = str(data_dir)
+    return overrides
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    platform = Stack(stack_environment(tmp_path_factory.mktemp("stack")), durable=False)
+    platform.start()
+    yield platform
+    platform.stop()
+
+
+def edge(stack: Stack) -> str:
+    return f"http://127.0.0.1:{stack.settings.envoy_port}"
+
+
+def grpcurl(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BIN / "grpcurl"), "-plaintext", *args], capture_output=True, text=True, timeout=30, check=False
+    )
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_grpcurl_lists_each_servers_services_by_reflection(stack: Stack, service: str) -> None:
+    port = getattr(stack.settings, f"{service}_port")
+    result = grpcurl(f"127.0.0.1:{port}", "list")
+    assert result.returncode == 0, result.stderr
+    listed = set(result.stdout.split())
+    capitalised = service.capitalize()
+    assert {
+        f"gofund.{service}.v1.{capitalised}Service",
+        f"gofund.{service}.v1.{capitalised}InternalService",
+        "grpc.health.v1.Health",
+    } <= listed
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_grpcurl_health_check_is_serving(stack: Stack, service: str) -> None:
+    port = getattr(stack.settings, f"{service}_port")
+    result = grpcurl(f"127.0.0.1:{port}", "grpc.health.v1.Health/Check")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"status": "SERVING"}
+
+
+def test_envoy_reports_every_cluster_healthy(stack: Stack) -> None:
+    assert stack.unhealthy_clusters() == []
+    clusters = httpx.get(f"http://127.0.0.1:{stack.settings.envoy_admin_port}/clusters?format=json").json()
+    assert sorted(c["name"] for c in clusters["cluster_statuses"]) == sorted(SERVICES)
+
+
+def test_envoy_admin_is_on_loopback_only(stack: Stack) -> None:
+    listeners = httpx.get(f"http://127.0.0.1:{stack.settings.envoy_admin_port}/server_info").json()
+    assert listeners["command_line_options"]["base_id"] == str(stack.settings.envoy_admin_port)
+    rendered = (stack.data_dir / "envoy.yaml").read_text()
+    assert "address: 127.0.0.1, port_value: " + str(stack.settings.envoy_admin_port) in rendered
+
+
+def test_json_route_reaches_the_service_and_renders_its_error_as_json(stack: Stack) -> None:
+    response = httpx.get(f"{edge(stack)}/v1/goals", timeout=10)
+    assert response.status_code == 501
+    assert response.headers["content-type"] == "application/json"
+    body = response.json()
+    assert body["code"] == grpc.StatusCode.UNIMPLEMENTED.value[0]
+    (detail,) = body["details"]
+    assert detail["@type"] == "type.googleapis.com/google.rpc.ErrorInfo"
+    assert (detail["reason"], detail["domain"]) == ("NOT_IMPLEMENTED", "goals.gofund")
+
+
+def test_path_parameters_are_transcoded(stack: Stack) -> None:
+    response = httpx.get(
+        f"{edge(stack)}/v1/accounts/7d0c1c38-0000-4000-8000-000000000000/balance", timeout=10
+    )
+    assert response.status_code == 501
+    assert response.json()["details"][0]["domain"] == "ledger.gofund"
+
+
+def test_unknown_route_is_404_and_unknown_query_parameter_400(stack: Stack) -> None:
+    assert httpx.get(f"{edge(stack)}/v1/nothing-here", timeout=10).status_code == 404
+    assert httpx.get(f"{edge(stack)}/v1/goals?no_such_parameter=1", timeout=10).status_code == 400
+
+
+def test_native_grpc_through_envoy_reaches_a_public_service(stack: Stack) -> None:
+    with grpc.insecure_channel(f"127.0.0.1:{stack.settings.envoy_port}") as channel:
+        stub = ledger_service_pb2_grpc.LedgerServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as raised:
+            stub.GetAccount(ledger_service_pb2.GetAccountRequest(account_id="x"), timeout=10)
+    error = raised.value
+    assert error.code() is grpc.StatusCode.UNIMPLEMENTED  # type: ignore[attr-defined]
+    assert "not implemented yet" in error.details()  # type: ignore[attr-defined]
+
+
+def test_internal_service_is_not_reachable_through_envoy(stack: Stack) -> None:
+    with grpc.insecure_channel(f"127.0.0.1:{stack.settings.envoy_port}") as channel:
+        stub = ledger_service_pb2_grpc.LedgerInternalServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as raised:
+            stub.Reconcile(ledger_service_pb2.ReconcileRequest(), timeout=10)
+    # Envoy answers itself (no route): no ErrorInfo from the ledger, and the
+    # ledger never saw the call.
+    assert raised.value.code() is grpc.StatusCode.UNIMPLEMENTED  # type: ignore[attr-defined]
+    assert "not implemented yet" not in (raised.value.details() or "")  # type: ignore[attr-defined]
+    assert "LedgerInternalService/Reconcile" not in stack.services["ledger"].log_path.read_text()
+    response = httpx.post(
+        f"{edge(stack)}/gofund.ledger.v1.LedgerInternalService/Reconcile", json={}, timeout=10
+    )
+    assert response.status_code == 404
+
+
+def test_service_logs_are_json_lines_with_request_ids(stack: Stack) -> None:
+    httpx.get(f"{edge(stack)}/v1/goals", headers={"x-request-id": "e2e-request-7"}, timeout=10)
+    lines = [json.loads(line) for line in stack.services["goals"].log_path.read_text().splitlines() if line]
+    rpc_lines = [line for line in lines if line.get("method") == "/gofund.goals.v1.GoalsService/ListGoals"]
+    assert any(line["request_id"] == "e2e-request-7" for line in rpc_lines)
+
+
+def test_second_stack_on_the_same_data_directory_is_refused(stack: Stack) -> None:
+    overrides = dict(stack.overrides)
+    second = Stack(overrides, durable=False)
+    with pytest.raises(StackError, match="already running"):
+        second.start()
+    assert stack.unhealthy_clusters() == []
+
+
+def test_stack_on_busy_ports_names_them(tmp_path: Path) -> None:
+    overrides = stack_environment(tmp_path)
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", int(overrides["GOFUND_ENVOY_PORT"])))
+        holder.listen()
+        with pytest.raises(StackError, match=f"GOFUND_ENVOY_PORT={overrides['GOFUND_ENVOY_PORT']}"):
+            Stack(overrides, durable=False).start()
+
+
+def descendants_alive(process: psutil.Process) -> list[psutil.Process]:
+    return [child for child in process.children(recursive=True) if child.is_running()]
+
+
+def test_gofund_up_starts_everything_and_ctrl_c_stops_it_cleanly(tmp_path: Path) -> None:
+    overrides = stack_environment(tmp_path / "data")
+    env = {**os.environ, **overrides}
+    process = subprocess.Popen(
+        [str(BIN / "gofund"), "up"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    assert process.stdout is not None
+    lines = []
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        lines.append(line)
+        if "GoFund is up." in line or not line:
+            break
+    output = "".join(lines)
+    assert "GoFund is up." in output, output
+    children = psutil.Process(process.pid).children(recursive=True)
+    assert len(children) >= 7  # postgres, mongodb, four services, envoy (+ postgres workers)
+    response = httpx.get(f"http://127.0.0.1:{overrides['GOFUND_ENVOY_PORT']}/v1/goals", timeout=10)
+    assert response.status_code == 501
+
+    process.send_signal(signal.SIGINT)
+    rest, _ = process.communicate(timeout=60)
+    assert process.returncode == 0, rest
+    assert "Stopped." in rest
+    assert [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE] == []
+    for name in PORT_VARIABLES:
+        assert embedded.port_is_free(int(overrides[name])), name
+    assert not (tmp_path / "data" / "stack.pid").exists()
+
+
+def run_serve(service: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BIN / "gofund"), "serve", service],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+
+
+def test_serve_in_production_without_configuration_fails_with_one_line() -> None:
+    result = run_serve("ledger", {"GOFUND_ENV": "production"})
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "GOFUND_LEDGER_DATABASE_URL" in result.stderr
+
+
+def test_serve_on_a_port_in_use_fails_with_one_line(stack: Stack) -> None:
+    env = {
+        "GOFUND_POSTGRES_PORT": str(stack.settings.postgres_port),
+        "GOFUND_LEDGER_PORT": str(stack.settings.ledger_port),  # the running ledger holds it
+    }
+    result = run_serve("ledger", env)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if not line.startswith("{")]
+    assert errors == [
+        f"gofund ledger: ledger: cannot listen on 127.0.0.1:{stack.settings.ledger_port}: "
+        "the port is in use or not available"
+    ]
+
+
+def test_serve_in_production_with_an_unreachable_database_fails_with_one_line() -> None:
+    closed = embedded.free_port()
+    env = {
+        "GOFUND_ENV": "production",
+        "GOFUND_IDENTITY_TARGET": "127.0.0.1:1",
+        "GOFUND_GOALS_TARGET": "127.0.0.1:1",
+        "GOFUND_LEDGER_TARGET": "127.0.0.1:1",
+        "GOFUND_PAYMENTS_TARGET": "127.0.0.1:1",
+        "GOFUND_IDENTITY_DATABASE_URL": f"postgresql+psycopg://u:p@127.0.0.1:{closed}/identity",
+        "GOFUND_GOALS_DATABASE_URL": f"postgresql+psycopg://u:p@127.0.0.1:{closed}/goals",
+        "GOFUND_LEDGER_DATABASE_URL": f"postgresql+psycopg://u:p@127.0.0.1:{closed}/ledger",
+        "GOFUND_MONGODB_URI": f"mongodb://127.0.0.1:{closed}/",
+        "GOFUND_SERVICE_TOKEN": "t",
+        "PAYSTACK_BASE_URL": "http://127.0.0.1:1",
+        "PAYSTACK_SECRET_KEY": "sk",
+        "GOFUND_SMTP_HOST": "127.0.0.1",
+        "GOFUND_LEDGER_PORT": str(embedded.free_port()),
+    }
+    result = run_serve("ledger", env)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if not line.startswith("{")]
+    assert len(errors) == 1
+    assert (
+        f"ledger: cannot reach the database at postgresql+psycopg://u:***@127.0.0.1:{closed}/ledger"
+        in errors[0]
+    )
