@@ -8,10 +8,24 @@ request id.
 
 import time
 from contextvars import ContextVar
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: set by the auth interceptor for an authenticated end user."""
+
+    user_id: str
+    session_id: str = ""
+    roles: frozenset[str] = field(default_factory=frozenset)
+    permissions: frozenset[str] = field(default_factory=frozenset)
+
 
 request_id: ContextVar[str] = ContextVar("request_id", default="")
 # Absolute deadline of the incoming call on the time.monotonic() clock, or None.
 deadline: ContextVar[float | None] = ContextVar("deadline", default=None)
+# The authenticated end user, or None for an anonymous call (or a service).
+principal: ContextVar[Principal | None] = ContextVar("principal", default=None)
 
 
 def remaining_seconds() -> float | None:

@@ -64,9 +64,7 @@ class Database:
                 )
         except (OSError, TimeoutError, DBAPIError) as exc:
             reason = " ".join(str(exc.orig if isinstance(exc, DBAPIError) else exc).split())
-            raise StartupError(
-                f"{self.service}: cannot reach the database at {describe(self.url)}: {reason}"
-            ) from None
+            raise StartupError(f"{self.service}: cannot reach the database at {describe(self.url)}: {reason}") from None
         head = ScriptDirectory.from_config(alembic_config(self.service, self.url)).get_current_head()
         if current != head:
             raise StartupError(
@@ -107,8 +105,6 @@ def ensure_database(url: str) -> None:
     parsed = make_url(url)
     admin = parsed.set(drivername="postgresql", database="postgres").render_as_string(hide_password=False)
     with psycopg.connect(admin, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S) as connection:
-        exists = connection.execute(
-            "SELECT 1 FROM pg_database WHERE datname = %s", (parsed.database,)
-        ).fetchone()
+        exists = connection.execute("SELECT 1 FROM pg_database WHERE datname = %s", (parsed.database,)).fetchone()
         if not exists:
             connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(str(parsed.database))))

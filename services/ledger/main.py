@@ -7,22 +7,32 @@ from gofund.ledger.v1 import ledger_service_pb2, ledger_service_pb2_grpc
 from services.common.config import Settings
 from services.common.db import Database
 from services.common.server import Service, run
+from services.ledger.service import Ledger
 from services.ledger.servicer import ERRORS, LedgerInternalServicer, LedgerServicer
+from services.ledger.streams import Broadcaster
 
 
 async def build(settings: Settings, stack: AsyncExitStack) -> Service:
-    database = Database("ledger", settings.database_url("ledger"))
+    # Posting holds a few row locks per transaction; the pool bounds how many
+    # postings run at once (the rest queue in the pool, not in PostgreSQL).
+    database = Database("ledger", settings.database_url("ledger"), pool_size=20)
     stack.push_async_callback(database.dispose)
     await database.check_ready()
+    broadcaster = Broadcaster(database)
+    ledger = Ledger(database, broadcaster)
     services = ledger_service_pb2.DESCRIPTOR.services_by_name
     return Service(
         name="ledger",
         errors=ERRORS,
         servicers=[
-            (ledger_service_pb2_grpc.add_LedgerServiceServicer_to_server, LedgerServicer()),
-            (ledger_service_pb2_grpc.add_LedgerInternalServiceServicer_to_server, LedgerInternalServicer()),
+            (ledger_service_pb2_grpc.add_LedgerServiceServicer_to_server, LedgerServicer(ledger)),
+            (
+                ledger_service_pb2_grpc.add_LedgerInternalServiceServicer_to_server,
+                LedgerInternalServicer(ledger),
+            ),
         ],
         descriptors=[services["LedgerService"], services["LedgerInternalService"]],
+        background=[broadcaster.run],
     )
 
 

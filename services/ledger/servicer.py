@@ -1,19 +1,246 @@
-"""gRPC adapter for the ledger service.
+"""gRPC adapter for the ledger: proto in, use case, proto out. No rules, no SQL."""
 
-Every RPC of the contract is registered; those not built yet inherit the
-generated base behaviour and answer UNIMPLEMENTED (reason NOT_IMPLEMENTED).
-"""
+from __future__ import annotations
 
-from gofund.ledger.v1 import ledger_service_pb2_grpc
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Any
 
-from services.common.errors import ErrorTable
+import grpc
+from gofund.ledger.v1 import ledger_pb2, ledger_service_pb2, ledger_service_pb2_grpc
+from google.protobuf.timestamp_pb2 import Timestamp
 
-ERRORS = ErrorTable(domain="ledger.gofund")
+from services.common import paging
+from services.common.errors import ErrorMapping, ErrorTable, FieldViolation, ValidationFailed
+from services.ledger import domain, store
+from services.ledger.domain import AccountType, EntryType, Posting
+from services.ledger.service import Ledger
+from services.ledger.streams import ChangeFeedUnavailable, WatcherClosed
+
+Code = grpc.StatusCode
+ERRORS = ErrorTable(
+    domain="ledger.gofund",
+    entries={
+        domain.AccountNotFound: ErrorMapping(Code.NOT_FOUND, "ACCOUNT_NOT_FOUND"),
+        domain.TransactionNotFound: ErrorMapping(Code.NOT_FOUND, "TRANSACTION_NOT_FOUND"),
+        domain.InsufficientFunds: ErrorMapping(Code.FAILED_PRECONDITION, "INSUFFICIENT_FUNDS"),
+        domain.AlreadyReversed: ErrorMapping(Code.FAILED_PRECONDITION, "ALREADY_REVERSED"),
+        domain.CurrencyMismatch: ErrorMapping(Code.INVALID_ARGUMENT, "CURRENCY_MISMATCH"),
+        domain.InvalidAccountId: ErrorMapping(Code.INVALID_ARGUMENT, "INVALID_ACCOUNT_ID"),
+        WatcherClosed: ErrorMapping(Code.UNAVAILABLE, "WATCH_INTERRUPTED"),
+        ChangeFeedUnavailable: ErrorMapping(Code.UNAVAILABLE, "CHANGE_FEED_UNAVAILABLE"),
+    },
+)
+
+_ACCOUNT_TYPES = {
+    ledger_pb2.ACCOUNT_TYPE_USER: AccountType.USER,
+    ledger_pb2.ACCOUNT_TYPE_GOAL: AccountType.GOAL,
+    ledger_pb2.ACCOUNT_TYPE_ESCROW: AccountType.ESCROW,
+    ledger_pb2.ACCOUNT_TYPE_REVENUE: AccountType.REVENUE,
+}
+_ACCOUNT_TYPE_PROTO = {v: k for k, v in _ACCOUNT_TYPES.items()}
+_ENTRY_TYPES = {ledger_pb2.ENTRY_TYPE_DEBIT: EntryType.DEBIT, ledger_pb2.ENTRY_TYPE_CREDIT: EntryType.CREDIT}
+_ENTRY_TYPE_PROTO = {v: k for k, v in _ENTRY_TYPES.items()}
+
+
+def timestamp(value: datetime) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(value)
+    return stamp
+
+
+def account_message(account: store.AccountRow) -> ledger_pb2.Account:
+    return ledger_pb2.Account(
+        id=account.id,
+        account_type=_ACCOUNT_TYPE_PROTO[account.account_type],
+        entity_id=account.entity_id,
+        currency=account.currency,
+        created_at=timestamp(account.created_at),
+    )
+
+
+def balance_message(balance: store.BalanceRow) -> ledger_pb2.Balance:
+    return ledger_pb2.Balance(
+        account_id=balance.account_id,
+        currency=balance.currency,
+        balance=balance.balance,
+        debits=balance.debits,
+        credits=balance.credits,
+        seq=balance.seq,
+        updated_at=timestamp(balance.updated_at),
+    )
+
+
+def entry_message(entry: store.EntryRow) -> ledger_pb2.Entry:
+    return ledger_pb2.Entry(
+        id=entry.id,
+        account_id=entry.account_id,
+        transaction_id=entry.transaction_id,
+        entry_type=_ENTRY_TYPE_PROTO[entry.entry_type],
+        amount=entry.amount,
+        currency=entry.currency,
+        description=entry.description,
+        seq=entry.seq,
+        created_at=timestamp(entry.created_at),
+    )
+
+
+def transaction_message(transaction: store.TransactionRow) -> ledger_pb2.Transaction:
+    return ledger_pb2.Transaction(
+        id=transaction.id,
+        entries=[entry_message(e) for e in transaction.entries],
+        description=transaction.description,
+        metadata=transaction.metadata,
+        reverses_transaction_id=transaction.reverses_transaction_id or "",
+        created_at=timestamp(transaction.created_at),
+    )
+
+
+def postings(request: Any) -> list[Posting]:
+    unknown = [i for i, p in enumerate(request.postings) if p.entry_type not in _ENTRY_TYPES]
+    if unknown:
+        raise ValidationFailed(
+            [
+                FieldViolation(f"postings[{i}].entry_type", "must be DEBIT or CREDIT", "INVALID_ENTRY_TYPE")
+                for i in unknown
+            ]
+        )
+    return [Posting(p.account_id, _ENTRY_TYPES[p.entry_type], p.amount, p.currency) for p in request.postings]
+
+
+def account_types(values: Any) -> list[AccountType]:
+    if any(v not in _ACCOUNT_TYPES for v in values):
+        raise ValidationFailed([FieldViolation("account_types", "unknown account type", "INVALID_ACCOUNT_TYPE")])
+    return [_ACCOUNT_TYPES[v] for v in values]
 
 
 class LedgerServicer(ledger_service_pb2_grpc.LedgerServiceServicer):
-    """Public RPCs (routed by Envoy)."""
+    """Public reads; each checks visibility first (a hidden account is NOT_FOUND)."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+
+    async def GetAccount(self, request: Any, context: Any) -> ledger_service_pb2.GetAccountResponse:
+        account = await self.ledger.visible_account(request.account_id)
+        return ledger_service_pb2.GetAccountResponse(account=account_message(account))
+
+    async def GetBalance(self, request: Any, context: Any) -> ledger_service_pb2.GetBalanceResponse:
+        await self.ledger.visible_account(request.account_id)
+        return ledger_service_pb2.GetBalanceResponse(
+            balance=balance_message(await self.ledger.balance(request.account_id))
+        )
+
+    async def ListEntries(self, request: Any, context: Any) -> ledger_service_pb2.ListEntriesResponse:
+        size = paging.page_size(request.page_size)
+        cursor = paging.decode_token(request.page_token)
+        before = cursor.get("before_seq") if cursor else None
+        if before is not None and not isinstance(before, int):
+            raise ValidationFailed(
+                [FieldViolation("page_token", "is not a token this service issued", "INVALID_PAGE_TOKEN")]
+            )
+        await self.ledger.visible_account(request.account_id)
+        entries = await self.ledger.entries(request.account_id, before, size + 1)
+        token = paging.encode_token({"before_seq": entries[size - 1].seq}) if len(entries) > size else ""
+        return ledger_service_pb2.ListEntriesResponse(
+            entries=[entry_message(e) for e in entries[:size]], next_page_token=token
+        )
+
+    async def WatchBalance(self, request: Any, context: Any) -> AsyncIterator[ledger_service_pb2.WatchBalanceResponse]:
+        if request.after_seq < 0:
+            raise ValidationFailed([FieldViolation("after_seq", "must not be negative", "INVALID_AFTER_SEQ")])
+        await self.ledger.visible_account(request.account_id)
+        changes = self.ledger.watch(
+            account_ids=[request.account_id], account_types=[], after_seq=request.after_seq,
+            current_first=request.after_seq == 0,
+        )  # fmt: skip
+        async for change in changes:
+            yield ledger_service_pb2.WatchBalanceResponse(
+                account_id=change.account_id,
+                balance=change.balance,
+                seq=change.seq,
+                transaction_id=change.transaction_id,
+                currency=change.currency,
+            )
 
 
 class LedgerInternalServicer(ledger_service_pb2_grpc.LedgerInternalServiceServicer):
-    """Internal RPCs (other GoFund services only)."""
+    """Writes and service-to-service reads."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+
+    async def OpenAccount(self, request: Any, context: Any) -> ledger_service_pb2.OpenAccountResponse:
+        account, created = await self.ledger.open_account(
+            _ACCOUNT_TYPES.get(request.account_type), request.entity_id, request.currency
+        )
+        return ledger_service_pb2.OpenAccountResponse(account=account_message(account), created=created)
+
+    async def PostTransaction(self, request: Any, context: Any) -> ledger_service_pb2.PostTransactionResponse:
+        transaction, created = await self.ledger.post_transaction(
+            request.transaction_id, postings(request), request.description, dict(request.metadata)
+        )
+        return ledger_service_pb2.PostTransactionResponse(transaction=transaction_message(transaction), created=created)
+
+    async def ReverseTransaction(self, request: Any, context: Any) -> ledger_service_pb2.ReverseTransactionResponse:
+        transaction, created = await self.ledger.reverse_transaction(
+            request.transaction_id, request.original_transaction_id, request.description
+        )
+        return ledger_service_pb2.ReverseTransactionResponse(
+            transaction=transaction_message(transaction), created=created
+        )
+
+    async def GetTransaction(self, request: Any, context: Any) -> ledger_service_pb2.GetTransactionResponse:
+        transaction = await self.ledger.transaction(request.transaction_id)
+        return ledger_service_pb2.GetTransactionResponse(transaction=transaction_message(transaction))
+
+    async def BatchGetBalances(self, request: Any, context: Any) -> ledger_service_pb2.BatchGetBalancesResponse:
+        if len(request.account_ids) > paging.MAX_PAGE_SIZE:
+            raise ValidationFailed([FieldViolation("account_ids", "at most 500", "TOO_MANY_ACCOUNT_IDS")])
+        balances = await self.ledger.balances(list(request.account_ids))
+        return ledger_service_pb2.BatchGetBalancesResponse(balances=[balance_message(b) for b in balances])
+
+    async def WatchBalances(
+        self, request: Any, context: Any
+    ) -> AsyncIterator[ledger_service_pb2.WatchBalancesResponse]:
+        types = account_types(request.account_types)
+        if not types and not request.account_ids:
+            raise ValidationFailed([FieldViolation("account_types", "give account types, ids or both", "EMPTY_FILTER")])
+        if any(not domain.is_uuid(a) for a in request.account_ids):
+            raise domain.InvalidAccountId("every account id must be a UUID")
+        if request.after_seq < 0:
+            raise ValidationFailed([FieldViolation("after_seq", "must not be negative", "INVALID_AFTER_SEQ")])
+        changes = self.ledger.watch(
+            account_ids=list(request.account_ids),
+            account_types=types,
+            after_seq=request.after_seq,
+            current_first=False,
+        )
+        async for change in changes:
+            yield ledger_service_pb2.WatchBalancesResponse(
+                account_id=change.account_id,
+                account_type=_ACCOUNT_TYPE_PROTO[change.account_type],
+                entity_id=change.entity_id,
+                currency=change.currency,
+                balance=change.balance,
+                debits=change.debits,
+                credits=change.credits,
+                seq=change.seq,
+                transaction_id=change.transaction_id,
+            )
+
+    async def Reconcile(self, request: Any, context: Any) -> ledger_service_pb2.ReconcileResponse:
+        differences, accounts, entries = await self.ledger.reconcile()
+        return ledger_service_pb2.ReconcileResponse(
+            differences=[
+                ledger_pb2.BalanceDifference(
+                    account_id=d.account_id,
+                    stored_debits=d.stored_debits,
+                    computed_debits=d.computed_debits,
+                    stored_credits=d.stored_credits,
+                    computed_credits=d.computed_credits,
+                )
+                for d in differences
+            ],
+            accounts_checked=accounts,
+            entries_checked=entries,
+        )

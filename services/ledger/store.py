@@ -1,15 +1,52 @@
-"""Ledger's tables (SQLAlchemy 2 models). Repositories are added with the service."""
+"""Ledger persistence: SQLAlchemy 2 models and the posting transaction.
 
+Posting runs in one database transaction (READ COMMITTED) and takes its locks
+in one fixed order, so concurrent posts never deadlock and never lose an update:
+  1. the transaction row (its primary key is the idempotency key: a concurrent
+     duplicate waits here, then finds the committed original);
+  2. the balance rows of the accounts involved, `FOR UPDATE`, in account-id order;
+  3. the single `ledger_sequence` row, which hands out `seq` and is held until
+     commit, so seqs are gap-free and in commit order.
+Then the entries (with each account's running totals), the new balances and
+one NOTIFY carrying the changes are written, and the transaction commits.
+"""
+
+from __future__ import annotations
+
+import json
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from services.common.models import created_at_column
+from services.common.errors import IdempotencyKeyReused
+from services.common.models import created_at_column, updated_at_column
+from services.ledger import domain
+from services.ledger.domain import AccountState, AccountType, EntryType, Posting
 
-ACCOUNT_TYPES = ("USER", "GOAL", "ESCROW", "REVENUE")
-ENTRY_TYPES = ("DEBIT", "CREDIT")
+ACCOUNT_TYPES = tuple(t.value for t in AccountType)
+ENTRY_TYPES = tuple(t.value for t in EntryType)
+NOTIFY_CHANNEL = "ledger_balances"
+# Reads run on a session (in a unit of work) or a bare connection (streams).
+Executor = AsyncSession | AsyncConnection
+# PostgreSQL's NOTIFY payload limit is 8000 bytes; above this we send only the
+# seq range and listeners read the entries back.
+MAX_NOTIFY_PAYLOAD = 7000
 
 
 class Base(DeclarativeBase):
@@ -30,6 +67,22 @@ class Account(Base):
     created_at: Mapped[datetime] = created_at_column()
 
 
+class LedgerTransaction(Base):
+    __tablename__ = "ledger_transactions"
+    __table_args__ = (UniqueConstraint("reverses_transaction_id", name="ledger_transactions_reversed_once"),)
+
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    description: Mapped[str] = mapped_column(String(500))
+    # "metadata" is reserved on declarative classes, hence the attribute name.
+    meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSONB)
+    # SHA-256 of the canonical postings: a replay must match it.
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    reverses_transaction_id: Mapped[str | None] = mapped_column(
+        String(200), ForeignKey("ledger_transactions.id"), nullable=True
+    )
+    created_at: Mapped[datetime] = created_at_column()
+
+
 class LedgerEntry(Base):
     __tablename__ = "ledger_entries"
     __table_args__ = (
@@ -40,13 +93,475 @@ class LedgerEntry(Base):
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
-    transaction_id: Mapped[str] = mapped_column(String(200))
+    transaction_id: Mapped[str] = mapped_column(String(200), ForeignKey("ledger_transactions.id"))
     account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("accounts.id"))
     entry_type: Mapped[str] = mapped_column(String(6))
     # Minor units (kobo, pesewas, cents); always positive, the side says the sign.
     amount: Mapped[int] = mapped_column(BigInteger)
     currency: Mapped[str] = mapped_column(String(3))
     description: Mapped[str] = mapped_column(String(500), default="")
-    # Global position in commit order (assigned by the ledger service).
+    # Global position in commit order, gap-free.
     seq: Mapped[int] = mapped_column(BigInteger, unique=True)
+    # The account's totals and normal-side balance right after this entry.
+    debits_after: Mapped[int] = mapped_column(BigInteger)
+    credits_after: Mapped[int] = mapped_column(BigInteger)
+    balance_after: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = created_at_column()
+
+
+class AccountBalance(Base):
+    __tablename__ = "account_balances"
+    __table_args__ = (
+        CheckConstraint("balance >= 0", name="account_balances_not_negative"),
+        CheckConstraint("debits >= 0 AND credits >= 0", name="account_balances_totals_not_negative"),
+    )
+
+    account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("accounts.id"), primary_key=True)
+    debits: Mapped[int] = mapped_column(BigInteger)
+    credits: Mapped[int] = mapped_column(BigInteger)
+    # On the account's normal side; never below zero (the domain checks first,
+    # this constraint is the backstop).
+    balance: Mapped[int] = mapped_column(BigInteger)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime] = updated_at_column()
+
+
+class LedgerSequence(Base):
+    __tablename__ = "ledger_sequence"
+    __table_args__ = (CheckConstraint("id = 1", name="ledger_sequence_single_row"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    last_seq: Mapped[int] = mapped_column(BigInteger)
+
+
+# -- read models ----------------------------------------------------------------
+@dataclass(frozen=True)
+class AccountRow:
+    id: str
+    account_type: AccountType
+    entity_id: str
+    currency: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class BalanceRow:
+    account_id: str
+    currency: str
+    balance: int
+    debits: int
+    credits: int
+    seq: int
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class EntryRow:
+    id: str
+    account_id: str
+    transaction_id: str
+    entry_type: EntryType
+    amount: int
+    currency: str
+    description: str
+    seq: int
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class TransactionRow:
+    id: str
+    description: str
+    metadata: dict[str, str]
+    reverses_transaction_id: str | None
+    created_at: datetime
+    entries: tuple[EntryRow, ...]
+
+
+@dataclass(frozen=True)
+class BalanceChange:
+    """An account's totals after one entry: what balance streams carry."""
+
+    account_id: str
+    account_type: AccountType
+    entity_id: str
+    currency: str
+    balance: int
+    debits: int
+    credits: int
+    seq: int
+    transaction_id: str
+
+    def to_json(self) -> list[Any]:
+        return [
+            self.account_id,
+            self.account_type.value,
+            self.entity_id,
+            self.currency,
+            self.balance,
+            self.debits,
+            self.credits,
+            self.seq,
+            self.transaction_id,
+        ]
+
+    @classmethod
+    def from_json(cls, row: Sequence[Any]) -> BalanceChange:
+        account_id, account_type, entity_id, currency, balance, debits, credits, seq, transaction_id = row
+        return cls(
+            account_id,
+            AccountType(account_type),
+            entity_id,
+            currency,
+            balance,
+            debits,
+            credits,
+            seq,
+            transaction_id,
+        )
+
+
+@dataclass(frozen=True)
+class Difference:
+    account_id: str
+    stored_debits: int
+    computed_debits: int
+    stored_credits: int
+    computed_credits: int
+
+
+# -- accounts -------------------------------------------------------------------
+_ACCOUNT_COLUMNS = "a.id, a.account_type, a.entity_id, a.currency, a.created_at"
+
+
+def _account(row: Any) -> AccountRow:
+    return AccountRow(str(row.id), AccountType(row.account_type), row.entity_id, row.currency, row.created_at)
+
+
+async def open_account(
+    session: AsyncSession, account_type: AccountType, entity_id: str, currency: str
+) -> tuple[AccountRow, bool]:
+    """Get or create; safe under concurrency (the unique key decides, the loser reads)."""
+    inserted = (
+        await session.execute(
+            text(
+                "INSERT INTO accounts (id, account_type, entity_id, currency) "
+                "VALUES (:id, :type, :entity, :currency) "
+                "ON CONFLICT ON CONSTRAINT accounts_owner_key DO NOTHING "
+                "RETURNING id, account_type, entity_id, currency, created_at"
+            ),
+            {"id": uuid.uuid4(), "type": account_type.value, "entity": entity_id, "currency": currency},
+        )
+    ).first()
+    if inserted is not None:
+        await session.execute(
+            text("INSERT INTO account_balances (account_id, debits, credits, balance, seq) VALUES (:id, 0, 0, 0, 0)"),
+            {"id": inserted.id},
+        )
+        return _account(inserted), True
+    existing = (
+        await session.execute(
+            text(
+                f"SELECT {_ACCOUNT_COLUMNS} FROM accounts a "  # noqa: S608 (a constant column list, no input)
+                "WHERE a.account_type = :type AND a.entity_id = :entity AND a.currency = :currency"
+            ),
+            {"type": account_type.value, "entity": entity_id, "currency": currency},
+        )
+    ).one()
+    return _account(existing), False
+
+
+async def get_account(session: Executor, account_id: str) -> AccountRow:
+    row = (
+        await session.execute(text(f"SELECT {_ACCOUNT_COLUMNS} FROM accounts a WHERE a.id = :id"), {"id": account_id})  # noqa: S608 (a constant column list, no input)
+    ).first()
+    if row is None:
+        raise domain.AccountNotFound(f"account {account_id} does not exist", metadata={"account_id": account_id})
+    return _account(row)
+
+
+async def get_balances(session: Executor, account_ids: Sequence[str]) -> list[BalanceRow]:
+    """Balances in the order asked; AccountNotFound if any is missing."""
+    rows = (
+        await session.execute(
+            text(
+                "SELECT b.account_id, a.currency, b.balance, b.debits, b.credits, b.seq, b.updated_at "
+                "FROM account_balances b JOIN accounts a ON a.id = b.account_id "
+                "WHERE b.account_id = ANY(CAST(:ids AS uuid[]))"
+            ),
+            {"ids": list(account_ids)},
+        )
+    ).all()
+    by_id = {
+        str(r.account_id): BalanceRow(
+            str(r.account_id), r.currency, r.balance, r.debits, r.credits, r.seq, r.updated_at
+        )
+        for r in rows
+    }
+    missing = [a for a in account_ids if a not in by_id]
+    if missing:
+        raise domain.AccountNotFound(f"account {missing[0]} does not exist", metadata={"account_id": missing[0]})
+    return [by_id[a] for a in account_ids]
+
+
+# -- entries --------------------------------------------------------------------
+_ENTRY_COLUMNS = (
+    "e.id, e.account_id, e.transaction_id, e.entry_type, e.amount, e.currency, e.description, e.seq, e.created_at"
+)
+
+
+def _entry(row: Any) -> EntryRow:
+    return EntryRow(
+        str(row.id), str(row.account_id), row.transaction_id, EntryType(row.entry_type), row.amount,
+        row.currency, row.description, row.seq, row.created_at,
+    )  # fmt: skip
+
+
+async def list_entries(session: Executor, account_id: str, before_seq: int | None, limit: int) -> list[EntryRow]:
+    """Newest first; `before_seq` continues a previous page."""
+    rows = (
+        await session.execute(
+            text(
+                f"SELECT {_ENTRY_COLUMNS} FROM ledger_entries e WHERE e.account_id = :account "  # noqa: S608 (a constant column list, no input)
+                "AND (CAST(:before AS bigint) IS NULL OR e.seq < :before) ORDER BY e.seq DESC LIMIT :limit"
+            ),
+            {"account": account_id, "before": before_seq, "limit": limit},
+        )
+    ).all()
+    return [_entry(r) for r in rows]
+
+
+async def get_transaction(session: Executor, transaction_id: str) -> TransactionRow:
+    header = (
+        await session.execute(
+            text(
+                "SELECT id, description, metadata, reverses_transaction_id, created_at "
+                "FROM ledger_transactions WHERE id = :id"
+            ),
+            {"id": transaction_id},
+        )
+    ).first()
+    if header is None:
+        raise domain.TransactionNotFound(
+            f"transaction {transaction_id} does not exist", metadata={"transaction_id": transaction_id}
+        )
+    entries = (
+        await session.execute(
+            text(f"SELECT {_ENTRY_COLUMNS} FROM ledger_entries e WHERE e.transaction_id = :id ORDER BY e.seq"),  # noqa: S608 (a constant column list, no input)
+            {"id": transaction_id},
+        )
+    ).all()
+    return TransactionRow(
+        header.id, header.description, dict(header.metadata), header.reverses_transaction_id,
+        header.created_at, tuple(_entry(e) for e in entries),
+    )  # fmt: skip
+
+
+# -- posting --------------------------------------------------------------------
+async def post(
+    session: AsyncSession,
+    transaction_id: str,
+    postings: Sequence[Posting],
+    description: str,
+    metadata: dict[str, str],
+    *,
+    reverses: str | None = None,
+) -> tuple[TransactionRow, bool]:
+    """Write a validated transaction; on a replay return the original and False."""
+    print_ = domain.fingerprint(postings)
+    claimed = (
+        await session.execute(
+            text(
+                "INSERT INTO ledger_transactions (id, description, metadata, fingerprint, reverses_transaction_id) "
+                "VALUES (:id, :description, CAST(:metadata AS jsonb), :fingerprint, :reverses) "
+                "ON CONFLICT (id) DO NOTHING RETURNING created_at"
+            ),
+            {
+                "id": transaction_id,
+                "description": description,
+                "metadata": json.dumps(metadata),
+                "fingerprint": print_,
+                "reverses": reverses,
+            },
+        )
+    ).first()
+    if claimed is None:
+        return await _replay(session, transaction_id, print_), False
+
+    account_ids = sorted({p.account_id for p in postings})
+    locked = (
+        await session.execute(
+            text(
+                "SELECT b.account_id, a.account_type, a.entity_id, a.currency, b.debits, b.credits "
+                "FROM account_balances b JOIN accounts a ON a.id = b.account_id "
+                "WHERE b.account_id = ANY(CAST(:ids AS uuid[])) ORDER BY b.account_id FOR UPDATE OF b"
+            ),
+            {"ids": account_ids},
+        )
+    ).all()
+    before = {
+        str(r.account_id): AccountState(str(r.account_id), AccountType(r.account_type), r.currency, r.debits, r.credits)
+        for r in locked
+    }
+    entity_ids = {str(r.account_id): r.entity_id for r in locked}
+    after = domain.apply(before, postings)  # raises before anything else is written
+
+    last_seq = (
+        await session.execute(
+            text("UPDATE ledger_sequence SET last_seq = last_seq + :n WHERE id = 1 RETURNING last_seq"),
+            {"n": len(postings)},
+        )
+    ).scalar_one()
+    first_seq = last_seq - len(postings) + 1
+
+    running = dict(before)
+    entries: list[dict[str, Any]] = []
+    changes: list[BalanceChange] = []
+    for offset, posting in enumerate(postings):
+        state = running[posting.account_id]
+        debit = posting.amount if posting.entry_type is EntryType.DEBIT else 0
+        state = AccountState(
+            state.account_id,
+            state.account_type,
+            state.currency,
+            state.debits + debit,
+            state.credits + posting.amount - debit,
+        )
+        running[posting.account_id] = state
+        seq = first_seq + offset
+        entries.append(
+            {
+                "id": uuid.uuid4(), "transaction_id": transaction_id, "account_id": posting.account_id,
+                "entry_type": posting.entry_type.value, "amount": posting.amount, "currency": posting.currency,
+                "description": description, "seq": seq, "debits_after": state.debits,
+                "credits_after": state.credits, "balance_after": state.balance,
+            }
+        )  # fmt: skip
+        changes.append(
+            BalanceChange(
+                state.account_id, state.account_type, entity_ids[state.account_id], state.currency,
+                state.balance, state.debits, state.credits, seq, transaction_id,
+            )
+        )  # fmt: skip
+    await session.execute(
+        text(
+            "INSERT INTO ledger_entries (id, transaction_id, account_id, entry_type, amount, currency, description, "
+            "seq, debits_after, credits_after, balance_after) VALUES (:id, :transaction_id, :account_id, :entry_type, "
+            ":amount, :currency, :description, :seq, :debits_after, :credits_after, :balance_after)"
+        ),
+        entries,
+    )
+    last_seq_of = {change.account_id: change.seq for change in changes}
+    await session.execute(
+        text(
+            "UPDATE account_balances SET debits = :debits, credits = :credits, balance = :balance, seq = :seq, "
+            "updated_at = now() WHERE account_id = :id"
+        ),
+        [
+            {"id": a, "debits": s.debits, "credits": s.credits, "balance": s.balance, "seq": last_seq_of[a]}
+            for a, s in after.items()
+            if a in last_seq_of
+        ],
+    )
+    await notify(session, changes)
+    # Entries' created_at defaults to now(), the transaction's start time, as does the header's.
+    created = claimed.created_at
+    transaction = TransactionRow(
+        transaction_id, description, metadata, reverses, created,
+        tuple(
+            EntryRow(str(e["id"]), e["account_id"], transaction_id, EntryType(e["entry_type"]), e["amount"],
+                     e["currency"], description, e["seq"], created)
+            for e in entries
+        ),
+    )  # fmt: skip
+    return transaction, True
+
+
+async def _replay(session: AsyncSession, transaction_id: str, print_: str) -> TransactionRow:
+    stored = (
+        await session.execute(
+            text("SELECT fingerprint FROM ledger_transactions WHERE id = :id"), {"id": transaction_id}
+        )
+    ).scalar_one()
+    if stored != print_:
+        raise IdempotencyKeyReused(
+            f"transaction {transaction_id} was posted with different entries",
+            metadata={"transaction_id": transaction_id},
+        )
+    return await get_transaction(session, transaction_id)
+
+
+async def notify(session: AsyncSession, changes: Sequence[BalanceChange]) -> None:
+    """One NOTIFY per transaction, delivered at commit in commit order."""
+    payload = json.dumps([c.to_json() for c in changes], separators=(",", ":"))
+    if len(payload) > MAX_NOTIFY_PAYLOAD:
+        payload = json.dumps({"from": changes[0].seq, "to": changes[-1].seq})
+    await session.execute(text("SELECT pg_notify(:channel, :payload)"), {"channel": NOTIFY_CHANNEL, "payload": payload})
+
+
+# -- streams ----------------------------------------------------------------------
+async def last_seq(connection: Executor) -> int:
+    return int((await connection.execute(text("SELECT last_seq FROM ledger_sequence WHERE id = 1"))).scalar_one())
+
+
+async def changes_after(
+    connection: Executor,
+    *,
+    after_seq: int,
+    up_to_seq: int | None,
+    account_ids: Sequence[str] = (),
+    account_types: Sequence[AccountType] = (),
+    limit: int = 1000,
+) -> list[BalanceChange]:
+    """Entries with after_seq < seq <= up_to_seq matching the filter, as balance changes, in seq order."""
+    rows = (
+        await connection.execute(
+            text(
+                "SELECT e.account_id, a.account_type, a.entity_id, e.currency, e.balance_after, e.debits_after, "
+                "e.credits_after, e.seq, e.transaction_id FROM ledger_entries e JOIN accounts a ON a.id = e.account_id "
+                "WHERE e.seq > :after AND (CAST(:upto AS bigint) IS NULL OR e.seq <= :upto) "
+                "AND (e.account_id = ANY(CAST(:ids AS uuid[])) OR a.account_type = ANY(CAST(:types AS text[]))) "
+                "ORDER BY e.seq LIMIT :limit"
+            ),
+            {
+                "after": after_seq,
+                "upto": up_to_seq,
+                "ids": list(account_ids),
+                "types": [t.value for t in account_types],
+                "limit": limit,
+            },
+        )
+    ).all()
+    return [
+        BalanceChange(
+            str(r.account_id), AccountType(r.account_type), r.entity_id, r.currency, r.balance_after,
+            r.debits_after, r.credits_after, r.seq, r.transaction_id,
+        )
+        for r in rows
+    ]  # fmt: skip
+
+
+# -- audit ----------------------------------------------------------------------
+async def reconcile(session: AsyncSession) -> tuple[list[Difference], int, int]:
+    """Stored totals vs totals recomputed from every entry; (differences, accounts, entries)."""
+    rows = (
+        await session.execute(
+            text(
+                "SELECT b.account_id, b.debits, b.credits, b.balance, a.account_type, "
+                "COALESCE(s.debits, 0) AS computed_debits, COALESCE(s.credits, 0) AS computed_credits "
+                "FROM account_balances b JOIN accounts a ON a.id = b.account_id LEFT JOIN ("
+                "  SELECT account_id, SUM(amount) FILTER (WHERE entry_type = 'DEBIT') AS debits,"
+                "         SUM(amount) FILTER (WHERE entry_type = 'CREDIT') AS credits"
+                "  FROM ledger_entries GROUP BY account_id"
+                ") s ON s.account_id = b.account_id"
+            )
+        )
+    ).all()
+    entries = int((await session.execute(text("SELECT count(*) FROM ledger_entries"))).scalar_one())
+    differences = [
+        Difference(str(r.account_id), r.debits, int(r.computed_debits), r.credits, int(r.computed_credits))
+        for r in rows
+        if (r.debits, r.credits) != (r.computed_debits, r.computed_credits)
+        or r.balance != domain.normal_balance(AccountType(r.account_type), r.debits, r.credits)
+    ]
+    return differences, len(rows), entries

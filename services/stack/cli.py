@@ -85,9 +85,7 @@ def main(argv: list[str] | None = None) -> None:
     serve.add_argument("service", choices=SERVICES)
     serve.set_defaults(handler=_serve)
     migrate = commands.add_parser("migrate", help="apply database migrations")
-    migrate.add_argument(
-        "services", nargs="*", metavar="service", help=f"any of {', '.join(POSTGRES_DATABASES)}"
-    )
+    migrate.add_argument("services", nargs="*", metavar="service", help=f"any of {', '.join(POSTGRES_DATABASES)}")
     migrate.set_defaults(handler=_migrate)
     args = parser.parse_args(argv)
     try:

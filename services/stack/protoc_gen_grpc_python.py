@@ -22,9 +22,7 @@ def main() -> None:
     )
     with tempfile.TemporaryDirectory() as work:
         descriptor_set = Path(work) / "input.binpb"
-        descriptor_set.write_bytes(
-            descriptor_pb2.FileDescriptorSet(file=request.proto_file).SerializeToString()
-        )
+        descriptor_set.write_bytes(descriptor_pb2.FileDescriptorSet(file=request.proto_file).SerializeToString())
         out = Path(work) / "out"
         out.mkdir()
         status = protoc.main(

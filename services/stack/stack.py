@@ -61,9 +61,7 @@ class Stack:
             with contextlib.suppress(ValueError, OSError):
                 pid = int(self._lock_path.read_text().strip())
                 os.kill(pid, 0)
-                raise StackError(
-                    f"a GoFund stack is already running from {self.data_dir} (pid {pid}); stop it first"
-                )
+                raise StackError(f"a GoFund stack is already running from {self.data_dir} (pid {pid}); stop it first")
         busy = [f"{name}={port}" for name, port in self.ports().items() if not embedded.port_is_free(port)]
         if busy:
             raise StackError(f"port(s) already in use: {', '.join(busy)}; free them or set these variables")
@@ -100,9 +98,7 @@ class Stack:
                 durable=self.durable,
             )
         )
-        self._start(
-            embedded.mongo_wire(self.data_dir / "mongodb", s.mongodb_port, self.logs_dir / "mongodb.log")
-        )
+        self._start(embedded.mongo_wire(self.data_dir / "mongodb", s.mongodb_port, self.logs_dir / "mongodb.log"))
 
     def _migrate(self) -> None:
         for service in POSTGRES_DATABASES:
@@ -172,10 +168,7 @@ class Stack:
         lines = [
             f"  Envoy, JSON and gRPC   http://127.0.0.1:{s.envoy_port}",
             f"  Envoy admin            http://127.0.0.1:{s.envoy_admin_port}  (loopback only)",
-            *(
-                f"  {name:<22} 127.0.0.1:{getattr(s, f'{name}_port')}  (gRPC, reflection, health)"
-                for name in SERVICES
-            ),
+            *(f"  {name:<22} 127.0.0.1:{getattr(s, f'{name}_port')}  (gRPC, reflection, health)" for name in SERVICES),
             f"  PostgreSQL             postgresql://postgres@127.0.0.1:{s.postgres_port}",
             f"  MongoDB wire           {s.mongodb_url}",
             f"  data and logs          {self.data_dir}",

@@ -111,9 +111,7 @@ def test_json_route_reaches_the_service_and_renders_its_error_as_json(stack: Sta
 
 
 def test_path_parameters_are_transcoded(stack: Stack) -> None:
-    response = httpx.get(
-        f"{edge(stack)}/v1/accounts/7d0c1c38-0000-4000-8000-000000000000/balance", timeout=10
-    )
+    response = httpx.get(f"{edge(stack)}/v1/accounts/7d0c1c38-0000-4000-8000-000000000000/balance", timeout=10)
     assert response.status_code == 501
     assert response.json()["details"][0]["domain"] == "ledger.gofund"
 
@@ -143,9 +141,7 @@ def test_internal_service_is_not_reachable_through_envoy(stack: Stack) -> None:
     assert raised.value.code() is grpc.StatusCode.UNIMPLEMENTED  # type: ignore[attr-defined]
     assert "not implemented yet" not in (raised.value.details() or "")  # type: ignore[attr-defined]
     assert "LedgerInternalService/Reconcile" not in stack.services["ledger"].log_path.read_text()
-    response = httpx.post(
-        f"{edge(stack)}/gofund.ledger.v1.LedgerInternalService/Reconcile", json={}, timeout=10
-    )
+    response = httpx.post(f"{edge(stack)}/gofund.ledger.v1.LedgerInternalService/Reconcile", json={}, timeout=10)
     assert response.status_code == 404
 
 
@@ -265,7 +261,4 @@ def test_serve_in_production_with_an_unreachable_database_fails_with_one_line() 
     assert "Traceback" not in result.stderr
     errors = [line for line in result.stderr.splitlines() if not line.startswith("{")]
     assert len(errors) == 1
-    assert (
-        f"ledger: cannot reach the database at postgresql+psycopg://u:***@127.0.0.1:{closed}/ledger"
-        in errors[0]
-    )
+    assert f"ledger: cannot reach the database at postgresql+psycopg://u:***@127.0.0.1:{closed}/ledger" in errors[0]

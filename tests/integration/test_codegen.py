@@ -20,9 +20,7 @@ BIN = Path(sys.executable).parent
 
 def test_buf_lint_passes_on_our_module() -> None:
     gen.copy_third_party_protos()
-    result = subprocess.run(
-        [str(BIN / "buf"), "lint", "proto"], cwd=ROOT, capture_output=True, text=True, check=False
-    )
+    result = subprocess.run([str(BIN / "buf"), "lint", "proto"], cwd=ROOT, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -37,9 +35,7 @@ def test_committed_gen_and_descriptor_match_the_contracts(tmp_path: Path) -> Non
     assert sorted(fresh) == sorted(committed), "run `make gen` and commit gen/"
     stale = [name for name in fresh if fresh[name] != committed[name]]
     assert stale == [], "run `make gen` and commit gen/"
-    assert (tmp_path / "envoy" / "gofund.binpb").read_bytes() == (
-        ROOT / "envoy" / "gofund.binpb"
-    ).read_bytes()
+    assert (tmp_path / "envoy" / "gofund.binpb").read_bytes() == (ROOT / "envoy" / "gofund.binpb").read_bytes()
 
 
 def test_descriptor_includes_error_details_for_envoy() -> None:
@@ -61,9 +57,7 @@ def test_envoy_validates_the_rendered_config(tmp_path: Path) -> None:
     config = EdgeConfig(
         public_port=18080,
         admin_port=19901,
-        upstreams={
-            name: [("127.0.0.1", 50051 + i), ("127.0.0.1", 51051 + i)] for i, name in enumerate(SERVICES)
-        },
+        upstreams={name: [("127.0.0.1", 50051 + i), ("127.0.0.1", 51051 + i)] for i, name in enumerate(SERVICES)},
     )
     path = write(config, tmp_path / "envoy.yaml")
     result = subprocess.run(

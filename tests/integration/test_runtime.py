@@ -56,9 +56,7 @@ class ProbeServicer(ledger_service_pb2_grpc.LedgerInternalServiceServicer):
         self.calls: list[str] = []
 
     def stub(self) -> ledger_service_pb2_grpc.LedgerInternalServiceStub:
-        return ledger_service_pb2_grpc.LedgerInternalServiceStub(
-            self.channels.get(self.target[0], [LEDGER_INTERNAL])
-        )
+        return ledger_service_pb2_grpc.LedgerInternalServiceStub(self.channels.get(self.target[0], [LEDGER_INTERNAL]))
 
     async def GetTransaction(self, request: Any, context_: grpc.aio.ServicerContext) -> Any:
         self.calls.append(request.transaction_id)
@@ -74,14 +72,10 @@ class ProbeServicer(ledger_service_pb2_grpc.LedgerInternalServiceServicer):
             remaining = context_.time_remaining()
             return reply(f"{metadata.get('x-request-id', '')}|{remaining}|{context.request_id.get()}")
         if kind == "forward":
-            return await self.stub().GetTransaction(
-                ledger_service_pb2.GetTransactionRequest(transaction_id="report")
-            )
+            return await self.stub().GetTransaction(ledger_service_pb2.GetTransactionRequest(transaction_id="report"))
         if kind == "slow-forward":
             await asyncio.sleep(0.3)
-            return await self.stub().GetTransaction(
-                ledger_service_pb2.GetTransactionRequest(transaction_id="report")
-            )
+            return await self.stub().GetTransaction(ledger_service_pb2.GetTransactionRequest(transaction_id="report"))
         return reply(kind)
 
 

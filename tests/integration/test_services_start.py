@@ -30,9 +30,7 @@ UNBUILT = {
     "identity": lambda c: identity_service_pb2_grpc.IdentityServiceStub(c).GetCurrentUser(
         identity_service_pb2.GetCurrentUserRequest()
     ),
-    "goals": lambda c: goals_service_pb2_grpc.GoalsServiceStub(c).ListGoals(
-        goals_service_pb2.ListGoalsRequest()
-    ),
+    "goals": lambda c: goals_service_pb2_grpc.GoalsServiceStub(c).ListGoals(goals_service_pb2.ListGoalsRequest()),
     "ledger": lambda c: ledger_service_pb2_grpc.LedgerServiceStub(c).GetAccount(
         ledger_service_pb2.GetAccountRequest(account_id="x")
     ),
@@ -58,9 +56,7 @@ def build_of(service: str):  # type: ignore[no-untyped-def]
 async def test_service_starts_healthy_and_answers_unbuilt_rpcs_as_unimplemented(
     service: str, postgres_port: int, mongodb_port: int, tmp_path: Path
 ) -> None:
-    runner = ServiceRunner(
-        build_of(service), settings_for(service, postgres_port, mongodb_port, tmp_path), port=0
-    )
+    runner = ServiceRunner(build_of(service), settings_for(service, postgres_port, mongodb_port, tmp_path), port=0)
     port = await runner.start()
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:

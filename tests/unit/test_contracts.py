@@ -13,15 +13,8 @@ from google.protobuf import descriptor, descriptor_pb2
 from services.common.clients import retry_service_config
 
 FILES = (identity_service_pb2, goals_service_pb2, ledger_service_pb2, payments_service_pb2)
-PUBLIC = [
-    f.DESCRIPTOR.services_by_name[n]
-    for f in FILES
-    for n in f.DESCRIPTOR.services_by_name
-    if "Internal" not in n
-]
-INTERNAL = [
-    f.DESCRIPTOR.services_by_name[n] for f in FILES for n in f.DESCRIPTOR.services_by_name if "Internal" in n
-]
+PUBLIC = [f.DESCRIPTOR.services_by_name[n] for f in FILES for n in f.DESCRIPTOR.services_by_name if "Internal" not in n]
+INTERNAL = [f.DESCRIPTOR.services_by_name[n] for f in FILES for n in f.DESCRIPTOR.services_by_name if "Internal" in n]
 
 # Every route API.md lists, as (verb, path template).
 API_MD_ROUTES = {

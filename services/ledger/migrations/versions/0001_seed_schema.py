@@ -26,9 +26,7 @@ def upgrade() -> None:
         sa.Column("entity_id", sa.String(length=64), nullable=False),
         sa.Column("currency", sa.String(length=3), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
-        sa.CheckConstraint(
-            "account_type IN ('USER', 'GOAL', 'ESCROW', 'REVENUE')", name="accounts_account_type_check"
-        ),
+        sa.CheckConstraint("account_type IN ('USER', 'GOAL', 'ESCROW', 'REVENUE')", name="accounts_account_type_check"),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("account_type", "entity_id", "currency", name="accounts_owner_key"),
     )

@@ -1,0 +1,152 @@
+"""Ledger use cases: each runs in one unit of work and applies the domain rules.
+
+The servicer calls these with plain values and gets plain values back; no
+gRPC here, and SQL only through `store`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+
+from sqlalchemy import text
+
+from services.common import context
+from services.common.db import Database
+from services.ledger import domain, store
+from services.ledger.domain import AccountType, Posting
+from services.ledger.streams import Broadcaster
+
+REPLAY_PAGE = 1000
+
+
+class Ledger:
+    def __init__(self, database: Database, broadcaster: Broadcaster) -> None:
+        self.database = database
+        self.broadcaster = broadcaster
+
+    # -- writes ---------------------------------------------------------------
+    async def open_account(
+        self, account_type: AccountType | None, entity_id: str, currency: str
+    ) -> tuple[store.AccountRow, bool]:
+        domain.validate_account_key(account_type, entity_id, currency)
+        assert account_type is not None
+        async with self.database.transaction() as session:
+            return await store.open_account(session, account_type, entity_id, currency)
+
+    async def post_transaction(
+        self, transaction_id: str, postings: Sequence[Posting], description: str, metadata: dict[str, str]
+    ) -> tuple[store.TransactionRow, bool]:
+        domain.validate_transaction(transaction_id, postings, description)
+        async with self.database.transaction() as session:
+            return await store.post(session, transaction_id, postings, description, metadata)
+
+    async def reverse_transaction(
+        self, transaction_id: str, original_id: str, description: str
+    ) -> tuple[store.TransactionRow, bool]:
+        async with self.database.transaction() as session:
+            original = await store.get_transaction(session, original_id)
+        postings = domain.reversal(Posting(e.account_id, e.entry_type, e.amount, e.currency) for e in original.entries)
+        domain.validate_transaction(transaction_id, postings, description)
+        async with self.database.transaction() as session:
+            existing = await session.execute(
+                text("SELECT id FROM ledger_transactions WHERE reverses_transaction_id = :id AND id <> :new"),
+                {"id": original_id, "new": transaction_id},
+            )
+            if existing.first() is not None:
+                raise domain.AlreadyReversed(
+                    f"transaction {original_id} is already reversed", metadata={"transaction_id": original_id}
+                )
+            return await store.post(
+                session,
+                transaction_id,
+                postings,
+                description,
+                {"reverses": original_id},
+                reverses=original_id,
+            )
+
+    # -- reads ----------------------------------------------------------------
+    async def visible_account(self, account_id: str) -> store.AccountRow:
+        """The account if the caller may see it; otherwise the same NOT_FOUND as a missing one."""
+        if not domain.is_uuid(account_id):
+            raise domain.InvalidAccountId(f"{account_id!r} is not an account id")
+        async with self.database.transaction() as session:
+            account = await store.get_account(session, account_id)
+        caller = context.principal.get()
+        if not domain.can_view(
+            account.account_type,
+            account.entity_id,
+            caller.user_id if caller else None,
+            caller.permissions if caller else (),
+        ):
+            raise domain.AccountNotFound(f"account {account_id} does not exist", metadata={"account_id": account_id})
+        return account
+
+    async def balance(self, account_id: str) -> store.BalanceRow:
+        async with self.database.transaction() as session:
+            (balance,) = await store.get_balances(session, [account_id])
+        return balance
+
+    async def balances(self, account_ids: Sequence[str]) -> list[store.BalanceRow]:
+        if any(not domain.is_uuid(a) for a in account_ids):
+            raise domain.InvalidAccountId("every account id must be a UUID")
+        async with self.database.transaction() as session:
+            return await store.get_balances(session, account_ids)
+
+    async def entries(self, account_id: str, before_seq: int | None, limit: int) -> list[store.EntryRow]:
+        async with self.database.transaction() as session:
+            return await store.list_entries(session, account_id, before_seq, limit)
+
+    async def transaction(self, transaction_id: str) -> store.TransactionRow:
+        async with self.database.transaction() as session:
+            return await store.get_transaction(session, transaction_id)
+
+    async def reconcile(self) -> tuple[list[store.Difference], int, int]:
+        async with self.database.transaction() as session:
+            return await store.reconcile(session)
+
+    # -- streams --------------------------------------------------------------
+    async def watch(
+        self,
+        *,
+        account_ids: Sequence[str],
+        account_types: Sequence[AccountType],
+        after_seq: int,
+        current_first: bool,
+    ) -> AsyncIterator[store.BalanceChange]:
+        """Changes in seq order: the missed ones from the entries, then live ones.
+
+        The watcher is registered before the database is read, so a commit
+        lands either in what is read or in the watcher (or both: then seq
+        decides). `current_first` (one account, after_seq 0) starts with the
+        account's current balance instead of its history.
+        """
+        watcher = await self.broadcaster.subscribe(account_ids, account_types)
+        try:
+            async with self.database.engine.connect() as connection:
+                snapshot = await store.last_seq(connection)
+                if current_first:
+                    (balance,) = await store.get_balances(connection, account_ids)
+                    account = await store.get_account(connection, account_ids[0])
+                    yield store.BalanceChange(
+                        account.id, account.account_type, account.entity_id, account.currency,
+                        balance.balance, balance.debits, balance.credits, balance.seq, "",
+                    )  # fmt: skip
+                    sent = snapshot
+                else:
+                    sent = after_seq
+                    while sent < snapshot:
+                        page = await store.changes_after(
+                            connection, after_seq=sent, up_to_seq=snapshot, account_ids=account_ids,
+                            account_types=account_types, limit=REPLAY_PAGE,
+                        )  # fmt: skip
+                        for change in page:
+                            yield change
+                        sent = page[-1].seq if len(page) == REPLAY_PAGE else snapshot
+            while True:
+                for change in await watcher.next_batch():
+                    if change.seq > sent:
+                        sent = change.seq
+                        yield change
+        finally:
+            self.broadcaster.unsubscribe(watcher)

@@ -1,0 +1,162 @@
+"""Balance fan-out: one LISTEN connection per process, one small queue per watcher.
+
+Every posting commits one NOTIFY on `ledger_balances` with the balance changes
+it made (or, for a very large transaction, just its seq range). PostgreSQL
+delivers notifications in commit order to every listening connection, so every
+ledger replica sees every commit. `Broadcaster` holds this process's single
+listening connection and hands each change to the watchers whose filter
+matches.
+
+A watcher never slows posting: posting does not wait for it, and its queue
+keeps only the latest change per account (a slow watcher is coalesced to the
+latest balance, still in seq order). If it falls behind on more accounts than
+its capacity, it is closed and its client resumes from the last seq it saw,
+replaying from the entries. If the listening connection drops, every watcher is
+closed the same way, because notifications sent meanwhile are lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections import OrderedDict, defaultdict
+from collections.abc import Iterable
+
+import psycopg
+from sqlalchemy import make_url
+
+from services.common.db import Database
+from services.common.errors import DomainError
+from services.ledger.domain import AccountType
+from services.ledger.store import NOTIFY_CHANNEL, BalanceChange, changes_after
+
+log = logging.getLogger("gofund.ledger.streams")
+
+RECONNECT_DELAY_S = 0.5
+DEFAULT_CAPACITY = 10_000
+
+
+class WatcherClosed(DomainError):
+    """The watcher can no longer promise completeness; the client must resume from its last seq."""
+
+
+class ChangeFeedUnavailable(DomainError):
+    """This process is not listening to the database's change feed right now."""
+
+
+class Watcher:
+    def __init__(self, account_ids: Iterable[str], account_types: Iterable[AccountType], capacity: int) -> None:
+        self.account_ids = frozenset(account_ids)
+        self.account_types = frozenset(account_types)
+        self.capacity = capacity
+        self._pending: OrderedDict[str, BalanceChange] = OrderedDict()
+        self._wakeup = asyncio.Event()
+        self._closed: str | None = None
+
+    def offer(self, change: BalanceChange) -> None:
+        if self._closed is not None:
+            return
+        # Keep only the newest change per account; re-inserting at the end keeps seq order.
+        self._pending.pop(change.account_id, None)
+        self._pending[change.account_id] = change
+        if len(self._pending) > self.capacity:
+            self.close("watcher fell too far behind")
+        self._wakeup.set()
+
+    def close(self, reason: str) -> None:
+        self._closed = reason
+        self._pending.clear()
+        self._wakeup.set()
+
+    async def next_batch(self) -> list[BalanceChange]:
+        """The changes waiting, oldest first; waits for at least one."""
+        while not self._pending:
+            if self._closed is not None:
+                raise WatcherClosed(self._closed)
+            self._wakeup.clear()
+            await self._wakeup.wait()
+        batch = list(self._pending.values())
+        self._pending.clear()
+        return batch
+
+
+class Broadcaster:
+    def __init__(self, database: Database, *, capacity: int = DEFAULT_CAPACITY) -> None:
+        self._database = database
+        self._dsn = make_url(database.url).set(drivername="postgresql").render_as_string(hide_password=False)
+        self._capacity = capacity
+        self._by_account: dict[str, set[Watcher]] = defaultdict(set)
+        self._by_type: dict[AccountType, set[Watcher]] = defaultdict(set)
+        self._listening = asyncio.Event()
+
+    @property
+    def watcher_count(self) -> int:
+        return len({w for ws in (*self._by_account.values(), *self._by_type.values()) for w in ws})
+
+    async def run(self) -> None:
+        """Keep one LISTEN connection open for the life of the process (a background loop)."""
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(self._dsn, autocommit=True) as connection:
+                    await connection.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                    self._listening.set()
+                    async for notification in connection.notifies():
+                        await self._dispatch(notification.payload)
+            except (psycopg.Error, OSError) as exc:
+                log.warning("balance listener lost its connection", extra={"error": str(exc)})
+            finally:
+                self._listening.clear()
+                self._close_all("the ledger lost its change feed; resume from your last seq")
+            await asyncio.sleep(RECONNECT_DELAY_S)
+
+    async def subscribe(
+        self, account_ids: Iterable[str], account_types: Iterable[AccountType], timeout_s: float = 5.0
+    ) -> Watcher:
+        """A watcher that receives every change committed from now on."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._listening.wait()
+        except TimeoutError:
+            raise ChangeFeedUnavailable("the ledger is not receiving changes right now; try again") from None
+        watcher = Watcher(account_ids, account_types, self._capacity)
+        for account_id in watcher.account_ids:
+            self._by_account[account_id].add(watcher)
+        for account_type in watcher.account_types:
+            self._by_type[account_type].add(watcher)
+        return watcher
+
+    def unsubscribe(self, watcher: Watcher) -> None:
+        for account_id in watcher.account_ids:
+            watchers = self._by_account.get(account_id)
+            if watchers is not None:
+                watchers.discard(watcher)
+                if not watchers:
+                    del self._by_account[account_id]
+        for account_type in watcher.account_types:
+            self._by_type[account_type].discard(watcher)
+
+    async def _dispatch(self, payload: str) -> None:
+        decoded = json.loads(payload)
+        if isinstance(decoded, dict):  # a large transaction: read its entries back
+            async with self._database.engine.connect() as connection:
+                changes = await changes_after(
+                    connection,
+                    after_seq=decoded["from"] - 1,
+                    up_to_seq=decoded["to"],
+                    account_types=list(AccountType),
+                    limit=decoded["to"] - decoded["from"] + 1,
+                )
+        else:
+            changes = [BalanceChange.from_json(row) for row in decoded]
+        for change in changes:
+            for watcher in self._by_account.get(change.account_id, ()):
+                watcher.offer(change)
+            for watcher in self._by_type.get(change.account_type, ()):
+                if change.account_id not in watcher.account_ids:  # already offered above
+                    watcher.offer(change)
+
+    def _close_all(self, reason: str) -> None:
+        for watchers in (*self._by_account.values(), *self._by_type.values()):
+            for watcher in watchers:
+                watcher.close(reason)
