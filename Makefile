@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install up test gen check-gen lint fmt clean
+.PHONY: install up test gen check-gen lint fmt bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ lint: $(STAMP)
 
 test: lint
 	$(BIN)/pytest
+
+# Benchmarks print figures and ratios; they assert nothing. BENCH_FLAGS=--quick for a short run.
+bench: $(STAMP)
+	$(BIN)/python bench/ledger.py $(BENCH_FLAGS)
 
 fmt: $(STAMP)
 	$(BIN)/ruff check --fix services tests bench

@@ -46,7 +46,9 @@ class Database:
             url,
             pool_size=pool_size,
             max_overflow=pool_size,
-            pool_pre_ping=True,
+            # No pre-ping: it costs a round trip on every checkout. A connection
+            # the server dropped fails its call (UNAVAILABLE, retried by
+            # clients) and the pool replaces it.
             connect_args={"connect_timeout": CONNECT_TIMEOUT_S},
         )
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)

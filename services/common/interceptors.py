@@ -19,6 +19,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, NoReturn
 
 import grpc
+import psycopg
+import pymongo.errors
+from sqlalchemy.exc import DBAPIError
 
 from services.common import context
 from services.common.errors import DomainError, ErrorTable, internal_status, make_status
@@ -42,6 +45,23 @@ def _metadata_value(details: grpc.HandlerCallDetails, key: str) -> str:
         if item.key == key:
             return str(item.value)
     return ""
+
+
+def _bytes_or(serializer: Callable[[Any], bytes]) -> Callable[[Any], bytes]:
+    """A stream may yield already-serialized bytes: one change fanned out to many
+    watchers is then serialized once, not once per watcher."""
+
+    def serialize(message: Any) -> bytes:
+        return message if isinstance(message, bytes) else serializer(message)
+
+    return serialize
+
+
+def _store_unavailable(exc: Exception) -> bool:
+    """A lost or refused connection to PostgreSQL or MongoDB: worth a retry, not a bug."""
+    if isinstance(exc, DBAPIError):
+        return bool(exc.connection_invalidated) or isinstance(exc.orig, psycopg.OperationalError)
+    return isinstance(exc, psycopg.OperationalError | pymongo.errors.ConnectionFailure)
 
 
 class CallContextInterceptor(grpc.aio.ServerInterceptor):
@@ -68,7 +88,7 @@ class CallContextInterceptor(grpc.aio.ServerInterceptor):
             return grpc.unary_stream_rpc_method_handler(
                 self._wrap_stream(method, incoming_request_id, handler.unary_stream),
                 request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
+                response_serializer=_bytes_or(handler.response_serializer),
             )
         return handler  # client- and bidi-streaming (reflection) pass through untouched
 
@@ -129,6 +149,14 @@ class CallContextInterceptor(grpc.aio.ServerInterceptor):
         elif isinstance(exc, NotImplementedError):
             status = make_status(
                 grpc.StatusCode.UNIMPLEMENTED, "not implemented yet", "NOT_IMPLEMENTED", self._errors.domain
+            )
+        elif _store_unavailable(exc):
+            log.warning("data store unavailable", extra={"error": str(exc)[:300]})
+            status = make_status(
+                grpc.StatusCode.UNAVAILABLE,
+                "a data store is unavailable; retry",
+                "STORE_UNAVAILABLE",
+                self._errors.domain,
             )
         elif isinstance(exc, grpc.aio.AioRpcError) and exc.code() in _PASSED_ON_CODES:
             status = make_status(

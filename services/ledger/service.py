@@ -68,10 +68,25 @@ class Ledger:
     # -- reads ----------------------------------------------------------------
     async def visible_account(self, account_id: str) -> store.AccountRow:
         """The account if the caller may see it; otherwise the same NOT_FOUND as a missing one."""
+        async with self.database.transaction() as session:
+            return await self._visible(session, account_id)
+
+    async def visible_balance(self, account_id: str) -> store.BalanceRow:
+        async with self.database.transaction() as session:
+            await self._visible(session, account_id)
+            (balance,) = await store.get_balances(session, [account_id])
+        return balance
+
+    async def visible_entries(self, account_id: str, before_seq: int | None, limit: int) -> list[store.EntryRow]:
+        async with self.database.transaction() as session:
+            await self._visible(session, account_id)
+            return await store.list_entries(session, account_id, before_seq, limit)
+
+    @staticmethod
+    async def _visible(session: store.Executor, account_id: str) -> store.AccountRow:
         if not domain.is_uuid(account_id):
             raise domain.InvalidAccountId(f"{account_id!r} is not an account id")
-        async with self.database.transaction() as session:
-            account = await store.get_account(session, account_id)
+        account = await store.get_account(session, account_id)
         caller = context.principal.get()
         if not domain.can_view(
             account.account_type,
@@ -82,20 +97,11 @@ class Ledger:
             raise domain.AccountNotFound(f"account {account_id} does not exist", metadata={"account_id": account_id})
         return account
 
-    async def balance(self, account_id: str) -> store.BalanceRow:
-        async with self.database.transaction() as session:
-            (balance,) = await store.get_balances(session, [account_id])
-        return balance
-
     async def balances(self, account_ids: Sequence[str]) -> list[store.BalanceRow]:
         if any(not domain.is_uuid(a) for a in account_ids):
             raise domain.InvalidAccountId("every account id must be a UUID")
         async with self.database.transaction() as session:
             return await store.get_balances(session, account_ids)
-
-    async def entries(self, account_id: str, before_seq: int | None, limit: int) -> list[store.EntryRow]:
-        async with self.database.transaction() as session:
-            return await store.list_entries(session, account_id, before_seq, limit)
 
     async def transaction(self, transaction_id: str) -> store.TransactionRow:
         async with self.database.transaction() as session:

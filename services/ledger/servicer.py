@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
@@ -96,6 +97,34 @@ def transaction_message(transaction: store.TransactionRow) -> ledger_pb2.Transac
     )
 
 
+# Every watcher of an account receives the same message for a change: serialize
+# it once (the interceptor passes bytes through) and share it.
+@functools.lru_cache(maxsize=4096)
+def watch_balance_bytes(change: store.BalanceChange) -> bytes:
+    return ledger_service_pb2.WatchBalanceResponse(
+        account_id=change.account_id,
+        balance=change.balance,
+        seq=change.seq,
+        transaction_id=change.transaction_id,
+        currency=change.currency,
+    ).SerializeToString()
+
+
+@functools.lru_cache(maxsize=4096)
+def watch_balances_bytes(change: store.BalanceChange) -> bytes:
+    return ledger_service_pb2.WatchBalancesResponse(
+        account_id=change.account_id,
+        account_type=_ACCOUNT_TYPE_PROTO[change.account_type],
+        entity_id=change.entity_id,
+        currency=change.currency,
+        balance=change.balance,
+        debits=change.debits,
+        credits=change.credits,
+        seq=change.seq,
+        transaction_id=change.transaction_id,
+    ).SerializeToString()
+
+
 def postings(request: Any) -> list[Posting]:
     unknown = [i for i, p in enumerate(request.postings) if p.entry_type not in _ENTRY_TYPES]
     if unknown:
@@ -125,10 +154,8 @@ class LedgerServicer(ledger_service_pb2_grpc.LedgerServiceServicer):
         return ledger_service_pb2.GetAccountResponse(account=account_message(account))
 
     async def GetBalance(self, request: Any, context: Any) -> ledger_service_pb2.GetBalanceResponse:
-        await self.ledger.visible_account(request.account_id)
-        return ledger_service_pb2.GetBalanceResponse(
-            balance=balance_message(await self.ledger.balance(request.account_id))
-        )
+        balance = await self.ledger.visible_balance(request.account_id)
+        return ledger_service_pb2.GetBalanceResponse(balance=balance_message(balance))
 
     async def ListEntries(self, request: Any, context: Any) -> ledger_service_pb2.ListEntriesResponse:
         size = paging.page_size(request.page_size)
@@ -138,14 +165,14 @@ class LedgerServicer(ledger_service_pb2_grpc.LedgerServiceServicer):
             raise ValidationFailed(
                 [FieldViolation("page_token", "is not a token this service issued", "INVALID_PAGE_TOKEN")]
             )
-        await self.ledger.visible_account(request.account_id)
-        entries = await self.ledger.entries(request.account_id, before, size + 1)
+        entries = await self.ledger.visible_entries(request.account_id, before, size + 1)
         token = paging.encode_token({"before_seq": entries[size - 1].seq}) if len(entries) > size else ""
         return ledger_service_pb2.ListEntriesResponse(
             entries=[entry_message(e) for e in entries[:size]], next_page_token=token
         )
 
-    async def WatchBalance(self, request: Any, context: Any) -> AsyncIterator[ledger_service_pb2.WatchBalanceResponse]:
+    # Streams yield pre-serialized messages (see watch_balance_bytes), hence the override.
+    async def WatchBalance(self, request: Any, context: Any) -> AsyncIterator[bytes]:  # type: ignore[override]
         if request.after_seq < 0:
             raise ValidationFailed([FieldViolation("after_seq", "must not be negative", "INVALID_AFTER_SEQ")])
         await self.ledger.visible_account(request.account_id)
@@ -154,13 +181,7 @@ class LedgerServicer(ledger_service_pb2_grpc.LedgerServiceServicer):
             current_first=request.after_seq == 0,
         )  # fmt: skip
         async for change in changes:
-            yield ledger_service_pb2.WatchBalanceResponse(
-                account_id=change.account_id,
-                balance=change.balance,
-                seq=change.seq,
-                transaction_id=change.transaction_id,
-                currency=change.currency,
-            )
+            yield watch_balance_bytes(change)
 
 
 class LedgerInternalServicer(ledger_service_pb2_grpc.LedgerInternalServiceServicer):
@@ -199,9 +220,7 @@ class LedgerInternalServicer(ledger_service_pb2_grpc.LedgerInternalServiceServic
         balances = await self.ledger.balances(list(request.account_ids))
         return ledger_service_pb2.BatchGetBalancesResponse(balances=[balance_message(b) for b in balances])
 
-    async def WatchBalances(
-        self, request: Any, context: Any
-    ) -> AsyncIterator[ledger_service_pb2.WatchBalancesResponse]:
+    async def WatchBalances(self, request: Any, context: Any) -> AsyncIterator[bytes]:  # type: ignore[override]
         types = account_types(request.account_types)
         if not types and not request.account_ids:
             raise ValidationFailed([FieldViolation("account_types", "give account types, ids or both", "EMPTY_FILTER")])
@@ -216,17 +235,7 @@ class LedgerInternalServicer(ledger_service_pb2_grpc.LedgerInternalServiceServic
             current_first=False,
         )
         async for change in changes:
-            yield ledger_service_pb2.WatchBalancesResponse(
-                account_id=change.account_id,
-                account_type=_ACCOUNT_TYPE_PROTO[change.account_type],
-                entity_id=change.entity_id,
-                currency=change.currency,
-                balance=change.balance,
-                debits=change.debits,
-                credits=change.credits,
-                seq=change.seq,
-                transaction_id=change.transaction_id,
-            )
+            yield watch_balances_bytes(change)
 
     async def Reconcile(self, request: Any, context: Any) -> ledger_service_pb2.ReconcileResponse:
         differences, accounts, entries = await self.ledger.reconcile()

@@ -105,6 +105,10 @@ class Broadcaster:
                         await self._dispatch(notification.payload)
             except (psycopg.Error, OSError) as exc:
                 log.warning("balance listener lost its connection", extra={"error": str(exc)})
+            except Exception:
+                # Never let the feed die silently: watchers are closed (they
+                # resume from their seq) and the listener starts again.
+                log.exception("balance listener failed")
             finally:
                 self._listening.clear()
                 self._close_all("the ledger lost its change feed; resume from your last seq")
@@ -137,18 +141,25 @@ class Broadcaster:
             self._by_type[account_type].discard(watcher)
 
     async def _dispatch(self, payload: str) -> None:
-        decoded = json.loads(payload)
-        if isinstance(decoded, dict):  # a large transaction: read its entries back
+        try:
+            decoded = json.loads(payload)
+            if isinstance(decoded, dict):  # a large transaction: its seq range only
+                first, last = int(decoded["from"]), int(decoded["to"])
+            else:
+                changes = [BalanceChange.from_json(row) for row in decoded]
+        except (ValueError, TypeError, KeyError):
+            # Not written by a ledger (someone else NOTIFYing on our channel): skip it.
+            log.error("ignored a malformed notification", extra={"payload": payload[:200]})
+            return
+        if isinstance(decoded, dict):
             async with self._database.engine.connect() as connection:
                 changes = await changes_after(
                     connection,
-                    after_seq=decoded["from"] - 1,
-                    up_to_seq=decoded["to"],
+                    after_seq=first - 1,
+                    up_to_seq=last,
                     account_types=list(AccountType),
-                    limit=decoded["to"] - decoded["from"] + 1,
+                    limit=last - first + 1,
                 )
-        else:
-            changes = [BalanceChange.from_json(row) for row in decoded]
         for change in changes:
             for watcher in self._by_account.get(change.account_id, ()):
                 watcher.offer(change)

@@ -37,6 +37,41 @@ def _migrate(args: argparse.Namespace) -> None:
         print(f"{service}: migrated to head")
 
 
+def _ledger_reconcile(args: argparse.Namespace) -> None:
+    import asyncio
+
+    os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+    import grpc
+    from gofund.ledger.v1 import ledger_service_pb2, ledger_service_pb2_grpc
+
+    from services.common.clients import Channels
+
+    settings = load_settings()
+
+    async def reconcile() -> ledger_service_pb2.ReconcileResponse:
+        channels = Channels(settings.service_token, default_timeout_ms=60_000, deadline_margin_ms=0)
+        service = ledger_service_pb2.DESCRIPTOR.services_by_name["LedgerInternalService"]
+        try:
+            stub = ledger_service_pb2_grpc.LedgerInternalServiceStub(channels.get(settings.target("ledger"), [service]))
+            response: ledger_service_pb2.ReconcileResponse = await stub.Reconcile(ledger_service_pb2.ReconcileRequest())
+            return response
+        finally:
+            await channels.close()
+
+    try:
+        report = asyncio.run(reconcile())
+    except grpc.aio.AioRpcError as exc:
+        sys.exit(f"gofund ledger reconcile: {settings.target('ledger')}: {exc.code().name}: {exc.details()}")
+    print(f"checked {report.accounts_checked} accounts and {report.entries_checked} entries")
+    for d in report.differences:
+        print(
+            f"  {d.account_id}: stored debits {d.stored_debits} vs entries {d.computed_debits}, "
+            f"stored credits {d.stored_credits} vs entries {d.computed_credits}"
+        )
+    print("no differences" if not report.differences else f"{len(report.differences)} account(s) differ")
+    sys.exit(1 if report.differences else 0)
+
+
 def _up(args: argparse.Namespace) -> None:
     from services.stack.stack import Stack, StackError
 
@@ -87,6 +122,11 @@ def main(argv: list[str] | None = None) -> None:
     migrate = commands.add_parser("migrate", help="apply database migrations")
     migrate.add_argument("services", nargs="*", metavar="service", help=f"any of {', '.join(POSTGRES_DATABASES)}")
     migrate.set_defaults(handler=_migrate)
+    ledger = commands.add_parser("ledger", help="ledger operations").add_subparsers(
+        dest="ledger_command", required=True
+    )
+    reconcile = ledger.add_parser("reconcile", help="recompute every balance from the entries and list differences")
+    reconcile.set_defaults(handler=_ledger_reconcile)
     args = parser.parse_args(argv)
     try:
         args.handler(args)

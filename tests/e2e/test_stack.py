@@ -6,6 +6,7 @@ through Envoy, and the real `grpcurl` binary against each server.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -13,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,8 +22,9 @@ import grpc
 import httpx
 import psutil
 import pytest
-from gofund.ledger.v1 import ledger_service_pb2, ledger_service_pb2_grpc
+from gofund.ledger.v1 import ledger_pb2, ledger_service_pb2, ledger_service_pb2_grpc
 
+from services.common.errors import error_info
 from services.stack import embedded
 from services.stack.envoy_config import SERVICES
 from services.stack.stack import Stack, StackError
@@ -110,10 +113,103 @@ def test_json_route_reaches_the_service_and_renders_its_error_as_json(stack: Sta
     assert (detail["reason"], detail["domain"]) == ("NOT_IMPLEMENTED", "goals.gofund")
 
 
-def test_path_parameters_are_transcoded(stack: Stack) -> None:
+def test_path_parameters_are_transcoded_and_not_found_is_404_json(stack: Stack) -> None:
     response = httpx.get(f"{edge(stack)}/v1/accounts/7d0c1c38-0000-4000-8000-000000000000/balance", timeout=10)
-    assert response.status_code == 501
-    assert response.json()["details"][0]["domain"] == "ledger.gofund"
+    assert response.status_code == 404
+    detail = response.json()["details"][0]
+    assert (detail["reason"], detail["domain"]) == ("ACCOUNT_NOT_FOUND", "ledger.gofund")
+
+
+@contextlib.contextmanager
+def ledger_internal(stack: Stack) -> Iterator[ledger_service_pb2_grpc.LedgerInternalServiceStub]:
+    """The ledger's internal service, reached directly (as another service would)."""
+    with grpc.insecure_channel(f"127.0.0.1:{stack.settings.ledger_port}") as channel:
+        yield ledger_service_pb2_grpc.LedgerInternalServiceStub(channel)
+
+
+def funded_goal_account(stack: Stack, amount: int) -> str:
+    with ledger_internal(stack) as internal:
+
+        def open_(kind: int, entity: str) -> str:
+            request = ledger_service_pb2.OpenAccountRequest(account_type=kind, entity_id=entity, currency="NGN")
+            return str(internal.OpenAccount(request, timeout=10).account.id)
+
+        escrow = open_(ledger_pb2.ACCOUNT_TYPE_ESCROW, "platform")
+        goal = open_(ledger_pb2.ACCOUNT_TYPE_GOAL, str(uuid.uuid4()))
+        internal.PostTransaction(
+            ledger_service_pb2.PostTransactionRequest(
+                transaction_id=f"e2e:{uuid.uuid4()}",
+                postings=[
+                    ledger_pb2.Posting(
+                        account_id=escrow, entry_type=ledger_pb2.ENTRY_TYPE_DEBIT, amount=amount, currency="NGN"
+                    ),
+                    ledger_pb2.Posting(
+                        account_id=goal, entry_type=ledger_pb2.ENTRY_TYPE_CREDIT, amount=amount, currency="NGN"
+                    ),
+                ],
+            ),
+            timeout=10,
+        )
+        return goal
+
+
+def test_goal_balance_reads_as_json_through_envoy(stack: Stack) -> None:
+    goal = funded_goal_account(stack, 150_000)
+    account = httpx.get(f"{edge(stack)}/v1/accounts/{goal}", timeout=10).json()["account"]
+    assert (account["id"], account["account_type"], account["currency"]) == (goal, "ACCOUNT_TYPE_GOAL", "NGN")
+    balance = httpx.get(f"{edge(stack)}/v1/accounts/{goal}/balance", timeout=10).json()["balance"]
+    assert (balance["balance"], balance["debits"], balance["credits"]) == ("150000", "0", "150000")
+    entries = httpx.get(f"{edge(stack)}/v1/accounts/{goal}/entries", timeout=10).json()
+    assert [e["entry_type"] for e in entries["entries"]] == ["ENTRY_TYPE_CREDIT"]
+    assert entries["next_page_token"] == ""
+
+
+def test_balance_watch_streams_ndjson_through_envoy_as_changes_happen(stack: Stack) -> None:
+    goal = funded_goal_account(stack, 10)
+    with httpx.stream("GET", f"{edge(stack)}/v1/accounts/{goal}/balance:watch", timeout=30) as response:
+        assert response.status_code == 200
+        lines = response.iter_lines()
+        first = json.loads(next(lines))
+        assert (first["account_id"], first["balance"]) == (goal, "10")
+        with ledger_internal(stack) as internal:
+            escrow = internal.OpenAccount(
+                ledger_service_pb2.OpenAccountRequest(
+                    account_type=ledger_pb2.ACCOUNT_TYPE_ESCROW, entity_id="platform", currency="NGN"
+                ),
+                timeout=10,
+            ).account.id
+            internal.PostTransaction(
+                ledger_service_pb2.PostTransactionRequest(
+                    transaction_id=f"e2e:{uuid.uuid4()}",
+                    postings=[
+                        ledger_pb2.Posting(
+                            account_id=escrow, entry_type=ledger_pb2.ENTRY_TYPE_DEBIT, amount=5, currency="NGN"
+                        ),
+                        ledger_pb2.Posting(
+                            account_id=goal, entry_type=ledger_pb2.ENTRY_TYPE_CREDIT, amount=5, currency="NGN"
+                        ),
+                    ],
+                ),
+                timeout=10,
+            )
+        second = json.loads(next(lines))  # arrives while the stream is open, not at its end
+        assert second["balance"] == "15"
+        assert int(second["seq"]) > int(first["seq"])
+
+
+def test_gofund_ledger_reconcile_reports_no_differences(stack: Stack) -> None:
+    funded_goal_account(stack, 42)
+    env = {"GOFUND_LEDGER_PORT": str(stack.settings.ledger_port)}
+    result = subprocess.run(
+        [str(BIN / "gofund"), "ledger", "reconcile"],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no differences" in result.stdout
 
 
 def test_unknown_route_is_404_and_unknown_query_parameter_400(stack: Stack) -> None:
@@ -125,31 +221,45 @@ def test_native_grpc_through_envoy_reaches_a_public_service(stack: Stack) -> Non
     with grpc.insecure_channel(f"127.0.0.1:{stack.settings.envoy_port}") as channel:
         stub = ledger_service_pb2_grpc.LedgerServiceStub(channel)
         with pytest.raises(grpc.RpcError) as raised:
-            stub.GetAccount(ledger_service_pb2.GetAccountRequest(account_id="x"), timeout=10)
+            stub.GetAccount(ledger_service_pb2.GetAccountRequest(account_id="not-a-uuid"), timeout=10)
     error = raised.value
-    assert error.code() is grpc.StatusCode.UNIMPLEMENTED  # type: ignore[attr-defined]
-    assert "not implemented yet" in error.details()  # type: ignore[attr-defined]
+    assert error.code() is grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
+    info = error_info(error)  # type: ignore[arg-type]
+    assert info is not None
+    assert (info.reason, info.domain) == ("INVALID_ACCOUNT_ID", "ledger.gofund")
 
 
 def test_internal_service_is_not_reachable_through_envoy(stack: Stack) -> None:
+    ledger_log = stack.services["ledger"].log_path
+    reconciles_before = ledger_log.read_text().count("LedgerInternalService/Reconcile")
     with grpc.insecure_channel(f"127.0.0.1:{stack.settings.envoy_port}") as channel:
         stub = ledger_service_pb2_grpc.LedgerInternalServiceStub(channel)
         with pytest.raises(grpc.RpcError) as raised:
             stub.Reconcile(ledger_service_pb2.ReconcileRequest(), timeout=10)
-    # Envoy answers itself (no route): no ErrorInfo from the ledger, and the
-    # ledger never saw the call.
+    # Envoy answers itself (no route); the ledger, which implements Reconcile,
+    # never saw the call.
     assert raised.value.code() is grpc.StatusCode.UNIMPLEMENTED  # type: ignore[attr-defined]
-    assert "not implemented yet" not in (raised.value.details() or "")  # type: ignore[attr-defined]
-    assert "LedgerInternalService/Reconcile" not in stack.services["ledger"].log_path.read_text()
+    assert error_info(raised.value) is None  # type: ignore[arg-type]
+    assert ledger_log.read_text().count("LedgerInternalService/Reconcile") == reconciles_before
     response = httpx.post(f"{edge(stack)}/gofund.ledger.v1.LedgerInternalService/Reconcile", json={}, timeout=10)
     assert response.status_code == 404
 
 
 def test_service_logs_are_json_lines_with_request_ids(stack: Stack) -> None:
     httpx.get(f"{edge(stack)}/v1/goals", headers={"x-request-id": "e2e-request-7"}, timeout=10)
-    lines = [json.loads(line) for line in stack.services["goals"].log_path.read_text().splitlines() if line]
-    rpc_lines = [line for line in lines if line.get("method") == "/gofund.goals.v1.GoalsService/ListGoals"]
-    assert any(line["request_id"] == "e2e-request-7" for line in rpc_lines)
+
+    def logged() -> bool:
+        lines = [json.loads(line) for line in stack.services["goals"].log_path.read_text().splitlines() if line]
+        return any(
+            line.get("method") == "/gofund.goals.v1.GoalsService/ListGoals" and line["request_id"] == "e2e-request-7"
+            for line in lines
+        )
+
+    # The service writes its log line as the call ends, which may be just after the reply.
+    deadline = time.monotonic() + 5
+    while not logged() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert logged()
 
 
 def test_second_stack_on_the_same_data_directory_is_refused(stack: Stack) -> None:

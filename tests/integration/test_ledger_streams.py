@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +14,7 @@ from gofund.ledger.v1 import ledger_pb2, ledger_service_pb2, ledger_service_pb2_
 
 from services.stack import embedded
 from tests.integration.conftest import LedgerUnderTest
-from tests.integration.ledger_helpers import fund, new_id, open_account, transfer
+from tests.integration.ledger_helpers import CREDIT, DEBIT, fund, new_id, open_account, posting, transfer
 
 pytestmark = pytest.mark.asyncio
 
@@ -96,7 +96,7 @@ async def test_a_client_that_goes_away_frees_its_watcher(ledger: LedgerUnderTest
     assert broadcaster.watcher_count == before + 1
     stream.cancel()
     async with asyncio.timeout(5):
-        while broadcaster.watcher_count != before:
+        while broadcaster.watcher_count != before:  # noqa: ASYNC110 - polling a count the server owns
             await asyncio.sleep(0.02)
 
 
@@ -152,3 +152,31 @@ async def test_a_watcher_on_one_replica_sees_every_change_posted_through_another
     assert [r.balance for r in received] == [sum(range(1, n + 1)) for n in range(1, 51)]
 
 
+async def test_a_foreign_notification_on_the_channel_does_not_stop_the_feed(ledger: LedgerUnderTest) -> None:
+    escrow, goal = await open_account(ledger.internal, "ESCROW"), await open_account(ledger.internal, "GOAL")
+    stream = ledger.public.WatchBalance(ledger_service_pb2.WatchBalanceRequest(account_id=goal))
+    await take(stream, 1)
+    for payload in ("not json", "[[1, 2]]", '{"unexpected": true}'):
+        ledger.sql("SELECT pg_notify('ledger_balances', %s)", payload)
+    await fund(ledger.internal, escrow, goal, 9)
+    (change,) = await take(stream, 1)
+    stream.cancel()
+    assert change.balance == 9
+
+
+async def test_a_transaction_too_large_for_one_notification_still_reaches_watchers(ledger: LedgerUnderTest) -> None:
+    escrow, goal = await open_account(ledger.internal, "ESCROW"), await open_account(ledger.internal, "GOAL")
+    stream = ledger.public.WatchBalance(ledger_service_pb2.WatchBalanceRequest(account_id=goal))
+    await take(stream, 1)
+    legs = [posting(escrow, DEBIT, 1) for _ in range(40)] + [posting(goal, CREDIT, 1) for _ in range(40)]
+    await ledger.internal.PostTransaction(
+        ledger_service_pb2.PostTransactionRequest(transaction_id=new_id(), postings=legs)  # ~12 kB of changes
+    )
+    final = None
+    async with asyncio.timeout(10):
+        async for change in stream:
+            if change.balance == 40:
+                final = change
+                break
+    stream.cancel()
+    assert final is not None

@@ -25,14 +25,15 @@ from tests.conftest import migrated_database, settings_with, unique_name
 
 pytestmark = pytest.mark.asyncio
 
-# An RPC of each service that is not built yet, to show the server answers.
-UNBUILT = {
+# One RPC per service, with the code it answers today: UNIMPLEMENTED until the
+# service's issue lands, a real validation error after.
+PROBE = {
     "identity": lambda c: identity_service_pb2_grpc.IdentityServiceStub(c).GetCurrentUser(
         identity_service_pb2.GetCurrentUserRequest()
     ),
     "goals": lambda c: goals_service_pb2_grpc.GoalsServiceStub(c).ListGoals(goals_service_pb2.ListGoalsRequest()),
     "ledger": lambda c: ledger_service_pb2_grpc.LedgerServiceStub(c).GetAccount(
-        ledger_service_pb2.GetAccountRequest(account_id="x")
+        ledger_service_pb2.GetAccountRequest(account_id="not-a-uuid")
     ),
     "payments": lambda c: payments_service_pb2_grpc.PaymentsServiceStub(c).GetPayment(
         payments_service_pb2.GetPaymentRequest(payment_id="x")
@@ -52,9 +53,17 @@ def build_of(service: str):  # type: ignore[no-untyped-def]
     return importlib.import_module(f"services.{service}.main").build
 
 
-@pytest.mark.parametrize("service", ["identity", "goals", "ledger", "payments"])
-async def test_service_starts_healthy_and_answers_unbuilt_rpcs_as_unimplemented(
-    service: str, postgres_port: int, mongodb_port: int, tmp_path: Path
+@pytest.mark.parametrize(
+    ("service", "expected"),
+    [
+        ("identity", grpc.StatusCode.UNIMPLEMENTED),
+        ("goals", grpc.StatusCode.UNIMPLEMENTED),
+        ("ledger", grpc.StatusCode.INVALID_ARGUMENT),
+        ("payments", grpc.StatusCode.UNIMPLEMENTED),
+    ],
+)
+async def test_service_starts_healthy_and_answers_with_its_error_domain(
+    service: str, expected: grpc.StatusCode, postgres_port: int, mongodb_port: int, tmp_path: Path
 ) -> None:
     runner = ServiceRunner(build_of(service), settings_for(service, postgres_port, mongodb_port, tmp_path), port=0)
     port = await runner.start()
@@ -66,8 +75,8 @@ async def test_service_starts_healthy_and_answers_unbuilt_rpcs_as_unimplemented(
                 response = await health.Check(health_pb2.HealthCheckRequest(service=descriptor.full_name))
                 assert response.status == health_pb2.HealthCheckResponse.SERVING
             with pytest.raises(grpc.aio.AioRpcError) as raised:
-                await UNBUILT[service](channel)
-        assert raised.value.code() is grpc.StatusCode.UNIMPLEMENTED
+                await PROBE[service](channel)
+        assert raised.value.code() is expected
         info = error_info(raised.value)
         assert info is not None
         assert info.domain == f"{service}.gofund"

@@ -545,7 +545,7 @@ class WatchBalancesRequest(_message.Message):
     ACCOUNT_IDS_FIELD_NUMBER: _builtins.int
     AFTER_SEQ_FIELD_NUMBER: _builtins.int
     after_seq: _builtins.int
-    """The last `seq` the caller has processed; 0 to start from current balances."""
+    """The last `seq` the caller has processed; 0 to replay from the beginning."""
     @_builtins.property
     def account_types(self) -> _containers.RepeatedScalarFieldContainer[_ledger_pb2.AccountType.ValueType]:
         """Watch every account of these types."""
@@ -603,7 +603,7 @@ class WatchBalancesResponse(_message.Message):
     seq: _builtins.int
     """The `seq` of the last entry included; store it to resume."""
     transaction_id: _builtins.str
-    """The transaction that made this change; empty for a current-balance message."""
+    """The transaction that made this change."""
     def __init__(
         self,
         *,

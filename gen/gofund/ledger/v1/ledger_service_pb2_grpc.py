@@ -101,9 +101,10 @@ class LedgerServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def WatchBalance(self, request, context):
-        """Streams an account's balance: first the current balance, then one message
-        per change in `seq` order. A client that reconnects with the last `seq`
-        it saw as `after_seq` misses nothing. A slow client may have intermediate
+        """Streams an account's balance: with `after_seq` 0, first the current
+        balance; otherwise first every change after `after_seq`, replayed from the
+        entries. Then one message per change in `seq` order. A client that
+        reconnects with the last `seq` it saw as `after_seq` misses nothing. A slow client may have intermediate
         balances coalesced into the latest one; it never sees them out of order.
 
         Errors: as GetAccount.
@@ -376,13 +377,16 @@ class LedgerInternalServiceServicer:
 
     def WatchBalances(self, request, context):
         """Streams balance changes for a set of accounts, chosen by type, by id, or
-        both (a change matching either is sent). When `after_seq` is 0 the first
-        messages are the current balance of each account given by id; then every
-        change with `seq` > `after_seq` is sent in `seq` order, replayed from the
-        entries first if the caller is behind. A caller that stores the last `seq`
-        it processed and resumes from it misses nothing.
+        both (a change matching either is sent): first every change with `seq` >
+        `after_seq` replayed from the entries (0 replays from the beginning), then
+        each new change as it commits, all in `seq` order. A caller that stores the
+        last `seq` it processed and resumes from it misses nothing. A slow caller
+        may have intermediate balances of an account coalesced into the latest.
 
-        Errors: INVALID_ARGUMENT (EMPTY_FILTER) if neither types nor ids are given.
+        Errors: INVALID_ARGUMENT (EMPTY_FILTER) if neither types nor ids are given;
+        UNAVAILABLE (WATCH_INTERRUPTED) when the stream can no longer promise
+        completeness (resume from the last `seq`), (CHANGE_FEED_UNAVAILABLE) while
+        the ledger is not receiving changes.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

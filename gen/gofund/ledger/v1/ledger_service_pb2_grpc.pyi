@@ -57,9 +57,10 @@ class LedgerServiceStub:
     INVALID_PAGE_SIZE) for bad paging.
     """
     WatchBalance: _grpc.UnaryStreamMultiCallable[_ledger_service_pb2.WatchBalanceRequest, _ledger_service_pb2.WatchBalanceResponse]
-    """Streams an account's balance: first the current balance, then one message
-    per change in `seq` order. A client that reconnects with the last `seq`
-    it saw as `after_seq` misses nothing. A slow client may have intermediate
+    """Streams an account's balance: with `after_seq` 0, first the current
+    balance; otherwise first every change after `after_seq`, replayed from the
+    entries. Then one message per change in `seq` order. A client that
+    reconnects with the last `seq` it saw as `after_seq` misses nothing. A slow client may have intermediate
     balances coalesced into the latest one; it never sees them out of order.
 
     Errors: as GetAccount.
@@ -94,9 +95,10 @@ class LedgerServiceAsyncStub(LedgerServiceStub):
     INVALID_PAGE_SIZE) for bad paging.
     """
     WatchBalance: _aio.UnaryStreamMultiCallable[_ledger_service_pb2.WatchBalanceRequest, _ledger_service_pb2.WatchBalanceResponse]  # type: ignore[assignment]
-    """Streams an account's balance: first the current balance, then one message
-    per change in `seq` order. A client that reconnects with the last `seq`
-    it saw as `after_seq` misses nothing. A slow client may have intermediate
+    """Streams an account's balance: with `after_seq` 0, first the current
+    balance; otherwise first every change after `after_seq`, replayed from the
+    entries. Then one message per change in `seq` order. A client that
+    reconnects with the last `seq` it saw as `after_seq` misses nothing. A slow client may have intermediate
     balances coalesced into the latest one; it never sees them out of order.
 
     Errors: as GetAccount.
@@ -152,9 +154,10 @@ class LedgerServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _ledger_service_pb2.WatchBalanceRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_ledger_service_pb2.WatchBalanceResponse], _abc.AsyncIterator[_ledger_service_pb2.WatchBalanceResponse]]:
-        """Streams an account's balance: first the current balance, then one message
-        per change in `seq` order. A client that reconnects with the last `seq`
-        it saw as `after_seq` misses nothing. A slow client may have intermediate
+        """Streams an account's balance: with `after_seq` 0, first the current
+        balance; otherwise first every change after `after_seq`, replayed from the
+        entries. Then one message per change in `seq` order. A client that
+        reconnects with the last `seq` it saw as `after_seq` misses nothing. A slow client may have intermediate
         balances coalesced into the latest one; it never sees them out of order.
 
         Errors: as GetAccount.
@@ -213,13 +216,16 @@ class LedgerInternalServiceStub:
     """
     WatchBalances: _grpc.UnaryStreamMultiCallable[_ledger_service_pb2.WatchBalancesRequest, _ledger_service_pb2.WatchBalancesResponse]
     """Streams balance changes for a set of accounts, chosen by type, by id, or
-    both (a change matching either is sent). When `after_seq` is 0 the first
-    messages are the current balance of each account given by id; then every
-    change with `seq` > `after_seq` is sent in `seq` order, replayed from the
-    entries first if the caller is behind. A caller that stores the last `seq`
-    it processed and resumes from it misses nothing.
+    both (a change matching either is sent): first every change with `seq` >
+    `after_seq` replayed from the entries (0 replays from the beginning), then
+    each new change as it commits, all in `seq` order. A caller that stores the
+    last `seq` it processed and resumes from it misses nothing. A slow caller
+    may have intermediate balances of an account coalesced into the latest.
 
-    Errors: INVALID_ARGUMENT (EMPTY_FILTER) if neither types nor ids are given.
+    Errors: INVALID_ARGUMENT (EMPTY_FILTER) if neither types nor ids are given;
+    UNAVAILABLE (WATCH_INTERRUPTED) when the stream can no longer promise
+    completeness (resume from the last `seq`), (CHANGE_FEED_UNAVAILABLE) while
+    the ledger is not receiving changes.
     """
     Reconcile: _grpc.UnaryUnaryMultiCallable[_ledger_service_pb2.ReconcileRequest, _ledger_service_pb2.ReconcileResponse]
     """Recomputes every balance from the entries and reports each account whose
@@ -276,13 +282,16 @@ class LedgerInternalServiceAsyncStub(LedgerInternalServiceStub):
     """
     WatchBalances: _aio.UnaryStreamMultiCallable[_ledger_service_pb2.WatchBalancesRequest, _ledger_service_pb2.WatchBalancesResponse]  # type: ignore[assignment]
     """Streams balance changes for a set of accounts, chosen by type, by id, or
-    both (a change matching either is sent). When `after_seq` is 0 the first
-    messages are the current balance of each account given by id; then every
-    change with `seq` > `after_seq` is sent in `seq` order, replayed from the
-    entries first if the caller is behind. A caller that stores the last `seq`
-    it processed and resumes from it misses nothing.
+    both (a change matching either is sent): first every change with `seq` >
+    `after_seq` replayed from the entries (0 replays from the beginning), then
+    each new change as it commits, all in `seq` order. A caller that stores the
+    last `seq` it processed and resumes from it misses nothing. A slow caller
+    may have intermediate balances of an account coalesced into the latest.
 
-    Errors: INVALID_ARGUMENT (EMPTY_FILTER) if neither types nor ids are given.
+    Errors: INVALID_ARGUMENT (EMPTY_FILTER) if neither types nor ids are given;
+    UNAVAILABLE (WATCH_INTERRUPTED) when the stream can no longer promise
+    completeness (resume from the last `seq`), (CHANGE_FEED_UNAVAILABLE) while
+    the ledger is not receiving changes.
     """
     Reconcile: _aio.UnaryUnaryMultiCallable[_ledger_service_pb2.ReconcileRequest, _ledger_service_pb2.ReconcileResponse]  # type: ignore[assignment]
     """Recomputes every balance from the entries and reports each account whose
@@ -372,13 +381,16 @@ class LedgerInternalServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_ledger_service_pb2.WatchBalancesResponse], _abc.AsyncIterator[_ledger_service_pb2.WatchBalancesResponse]]:
         """Streams balance changes for a set of accounts, chosen by type, by id, or
-        both (a change matching either is sent). When `after_seq` is 0 the first
-        messages are the current balance of each account given by id; then every
-        change with `seq` > `after_seq` is sent in `seq` order, replayed from the
-        entries first if the caller is behind. A caller that stores the last `seq`
-        it processed and resumes from it misses nothing.
+        both (a change matching either is sent): first every change with `seq` >
+        `after_seq` replayed from the entries (0 replays from the beginning), then
+        each new change as it commits, all in `seq` order. A caller that stores the
+        last `seq` it processed and resumes from it misses nothing. A slow caller
+        may have intermediate balances of an account coalesced into the latest.
 
-        Errors: INVALID_ARGUMENT (EMPTY_FILTER) if neither types nor ids are given.
+        Errors: INVALID_ARGUMENT (EMPTY_FILTER) if neither types nor ids are given;
+        UNAVAILABLE (WATCH_INTERRUPTED) when the stream can no longer promise
+        completeness (resume from the last `seq`), (CHANGE_FEED_UNAVAILABLE) while
+        the ledger is not receiving changes.
         """
 
     @_abc_1.abstractmethod

@@ -1,0 +1,390 @@
+"""Ledger benchmarks: figures and ratios measured side by side in one run. Asserts nothing.
+
+Starts its own durable PostgreSQL and a ledger server process (`gofund serve
+ledger`), then prints one line per figure: `name: value (target ...)`.
+
+  make bench                            # full run (a few minutes)
+  make bench BENCH_FLAGS=--quick        # under a minute: fewer postings, 100k history instead of 1M
+
+Commit-to-watcher latency is measured from the moment the posting client has
+its response (the commit happened before), clamped at zero: the watcher often
+has the change first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import os
+import random
+import statistics
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import grpc
+import psycopg
+from gofund.ledger.v1 import ledger_pb2, ledger_service_pb2, ledger_service_pb2_grpc
+
+from services.common.db import ensure_database, upgrade
+from services.ledger import domain
+from services.ledger.domain import EntryType, Posting
+from services.stack import embedded
+
+CLIENTS = 8
+ACCOUNTS = 20
+
+
+def line(name: str, value: str, target: str) -> None:
+    print(f"{name}: {value} (target {target})", flush=True)
+
+
+# -- setup ------------------------------------------------------------------------
+async def open_accounts(internal: Any, count: int, currency: str = "NGN") -> tuple[str, list[str]]:
+    escrow = await internal.OpenAccount(
+        ledger_service_pb2.OpenAccountRequest(
+            account_type=ledger_pb2.ACCOUNT_TYPE_ESCROW, entity_id="platform", currency=currency
+        )
+    )
+    accounts = []
+    for _ in range(count):
+        response = await internal.OpenAccount(
+            ledger_service_pb2.OpenAccountRequest(
+                account_type=ledger_pb2.ACCOUNT_TYPE_GOAL, entity_id=str(uuid.uuid4()), currency=currency
+            )
+        )
+        accounts.append(response.account.id)
+    return escrow.account.id, accounts
+
+
+def transfer_request(source: str, target: str, amount: int) -> Any:
+    return ledger_service_pb2.PostTransactionRequest(
+        transaction_id=f"bench:{uuid.uuid4()}",
+        postings=[
+            ledger_pb2.Posting(
+                account_id=source, entry_type=ledger_pb2.ENTRY_TYPE_DEBIT, amount=amount, currency="NGN"
+            ),
+            ledger_pb2.Posting(
+                account_id=target, entry_type=ledger_pb2.ENTRY_TYPE_CREDIT, amount=amount, currency="NGN"
+            ),
+        ],
+        description="bench transfer",
+    )
+
+
+async def fund_all(internal: Any, escrow: str, accounts: list[str], amount: int) -> None:
+    for account in accounts:
+        await internal.PostTransaction(
+            ledger_service_pb2.PostTransactionRequest(
+                transaction_id=f"bench-fund:{uuid.uuid4()}",
+                postings=[
+                    ledger_pb2.Posting(
+                        account_id=escrow, entry_type=ledger_pb2.ENTRY_TYPE_DEBIT, amount=amount, currency="NGN"
+                    ),
+                    ledger_pb2.Posting(
+                        account_id=account, entry_type=ledger_pb2.ENTRY_TYPE_CREDIT, amount=amount, currency="NGN"
+                    ),
+                ],
+            )
+        )
+
+
+def pairs(accounts: list[str], count: int, *, hot: bool, seed: int) -> list[tuple[str, str]]:
+    rng = random.Random(seed)
+    chosen = []
+    for _ in range(count):
+        source, target = rng.sample(accounts, 2)
+        if hot:  # every posting touches accounts[0]
+            source, target = (accounts[0], target) if target != accounts[0] else (source, accounts[0])
+        chosen.append((source, target))
+    return chosen
+
+
+# -- gRPC posting -----------------------------------------------------------------
+async def grpc_throughput(
+    target: str, accounts: list[str], per_client: int, *, hot: bool, on_posted: Any = None
+) -> float:
+    async def client(seed: int) -> None:
+        async with grpc.aio.insecure_channel(target) as channel:
+            internal = ledger_service_pb2_grpc.LedgerInternalServiceStub(channel)
+            for source, destination in pairs(accounts, per_client, hot=hot, seed=seed):
+                response = await internal.PostTransaction(transfer_request(source, destination, 1))
+                if on_posted is not None:
+                    on_posted(response, time.monotonic())
+
+    started = time.monotonic()
+    await asyncio.gather(*(client(seed) for seed in range(CLIENTS)))
+    return CLIENTS * per_client / (time.monotonic() - started)
+
+
+# -- the same SQL work, straight through psycopg ------------------------------------
+async def raw_post(connection: psycopg.AsyncConnection[Any], source: str, target: str) -> None:
+    """What store.post does for a two-posting transfer, statement for statement."""
+    postings = [Posting(source, EntryType.DEBIT, 1, "NGN"), Posting(target, EntryType.CREDIT, 1, "NGN")]
+    transaction_id = f"raw:{uuid.uuid4()}"
+    async with connection.transaction():
+        await connection.execute(
+            "INSERT INTO ledger_transactions (id, description, metadata, fingerprint) VALUES (%s, %s, '{}', %s) "
+            "ON CONFLICT (id) DO NOTHING RETURNING created_at",
+            (transaction_id, "raw transfer", domain.fingerprint(postings)),
+        )
+        rows = await (
+            await connection.execute(
+                "SELECT b.account_id, a.account_type, a.entity_id, a.currency, b.debits, b.credits "
+                "FROM account_balances b JOIN accounts a ON a.id = b.account_id "
+                "WHERE b.account_id = ANY(%s::uuid[]) ORDER BY b.account_id FOR UPDATE OF b",
+                (sorted({source, target}),),
+            )
+        ).fetchall()
+        totals = {str(r[0]): [r[4], r[5]] for r in rows}
+        last = (
+            await (
+                await connection.execute(
+                    "UPDATE ledger_sequence SET last_seq = last_seq + 2 WHERE id = 1 RETURNING last_seq"
+                )
+            ).fetchone()
+        )[0]  # type: ignore[index]
+        totals[source][0] += 1
+        totals[target][1] += 1
+        async with connection.cursor() as cursor:
+            await cursor.executemany(
+                "INSERT INTO ledger_entries (id, transaction_id, account_id, entry_type, amount, currency, "
+                "description, seq, debits_after, credits_after, balance_after) "
+                "VALUES (%s, %s, %s, %s, 1, 'NGN', 'raw', %s, %s, %s, %s)",
+                [
+                    (
+                        uuid.uuid4(),
+                        transaction_id,
+                        source,
+                        "DEBIT",
+                        last - 1,
+                        *totals[source],
+                        totals[source][1] - totals[source][0],
+                    ),
+                    (
+                        uuid.uuid4(),
+                        transaction_id,
+                        target,
+                        "CREDIT",
+                        last,
+                        *totals[target],
+                        totals[target][1] - totals[target][0],
+                    ),
+                ],
+            )
+            await cursor.executemany(
+                "UPDATE account_balances SET debits = %s, credits = %s, balance = %s, seq = %s, updated_at = now() "
+                "WHERE account_id = %s",
+                [
+                    (*totals[source], totals[source][1] - totals[source][0], last - 1, source),
+                    (*totals[target], totals[target][1] - totals[target][0], last, target),
+                ],
+            )
+        # Same size of payload as the service's, on a channel nobody listens to.
+        payload = json.dumps(
+            [
+                [source, "GOAL", "e", "NGN", *totals[source], 0, last - 1, transaction_id],
+                [target, "GOAL", "e", "NGN", *totals[target], 0, last, transaction_id],
+            ]
+        )
+        await connection.execute("SELECT pg_notify('bench_raw', %s)", (payload,))
+
+
+async def raw_throughput(dsn: str, accounts: list[str], per_client: int) -> float:
+    async def client(seed: int) -> None:
+        async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as connection:
+            for source, target in pairs(accounts, per_client, hot=False, seed=seed):
+                await raw_post(connection, source, target)
+
+    started = time.monotonic()
+    await asyncio.gather(*(client(seed) for seed in range(CLIENTS)))
+    return CLIENTS * per_client / (time.monotonic() - started)
+
+
+# -- balance reads over a long history ---------------------------------------------
+def seed_history(dsn: str, account: str, sink: str, entries: int) -> None:
+    """Append `entries` entries to `account` in bulk (half as many transactions, each with its sink leg)."""
+    transactions = entries // 2
+    with psycopg.connect(dsn, autocommit=True) as connection, connection.transaction():
+        base = connection.execute(
+            "UPDATE ledger_sequence SET last_seq = last_seq + %s WHERE id = 1 RETURNING last_seq - %s",
+            (transactions * 2, transactions * 2),
+        ).fetchone()[0]  # type: ignore[index]
+        connection.execute(
+            "INSERT INTO ledger_transactions (id, description, metadata, fingerprint) "
+            "SELECT 'history:' || %s || ':' || g, 'history', '{}', 'x' FROM generate_series(1, %s) g",
+            (account, transactions),
+        )
+        # Each history transaction moves 1 from sink to account and back alternately, so totals stay valid.
+        connection.execute(
+            "INSERT INTO ledger_entries (id, transaction_id, account_id, entry_type, amount, currency, "
+            "description, seq, debits_after, credits_after, balance_after) "
+            "SELECT gen_random_uuid(), 'history:' || %(account)s || ':' || g, %(account)s::uuid, "
+            "CASE WHEN g %% 2 = 1 THEN 'CREDIT' ELSE 'DEBIT' END, 1, 'NGN', 'history', %(base)s + 2 * g - 1, "
+            "g / 2, (g + 1) / 2, (g + 1) / 2 - g / 2 FROM generate_series(1, %(n)s) g",
+            {"account": account, "base": base, "n": transactions},
+        )
+        connection.execute(
+            "INSERT INTO ledger_entries (id, transaction_id, account_id, entry_type, amount, currency, "
+            "description, seq, debits_after, credits_after, balance_after) "
+            "SELECT gen_random_uuid(), 'history:' || %(account)s || ':' || g, %(sink)s::uuid, "
+            "CASE WHEN g %% 2 = 1 THEN 'DEBIT' ELSE 'CREDIT' END, 1, 'NGN', 'history', %(base)s + 2 * g, "
+            "0, 0, 0 FROM generate_series(1, %(n)s) g",
+            {"account": account, "sink": sink, "base": base, "n": transactions},
+        )
+        connection.execute("ANALYZE ledger_entries")
+
+
+async def balance_p50(target: str, account: str, samples: int) -> float:
+    async with grpc.aio.insecure_channel(target) as channel:
+        public = ledger_service_pb2_grpc.LedgerServiceStub(channel)
+        request = ledger_service_pb2.GetBalanceRequest(account_id=account)
+        for _ in range(50):
+            await public.GetBalance(request)
+        timings = []
+        for _ in range(samples):
+            started = time.perf_counter()
+            await public.GetBalance(request)
+            timings.append(time.perf_counter() - started)
+    return statistics.median(timings)
+
+
+# -- watchers -----------------------------------------------------------------------
+def watcher_process(target: str, accounts: list[str], count: int, ready: Any, stop: Any, results: Any) -> None:
+    """`count` WatchBalance streams in their own process, so the posting clients' event
+    loop is not also the watchers'. Sends back (seq, receive time) of every change seen."""
+
+    async def run() -> None:
+        channel = grpc.aio.insecure_channel(target)
+        public = ledger_service_pb2_grpc.LedgerServiceStub(channel)
+        requests = [
+            ledger_service_pb2.WatchBalanceRequest(account_id=accounts[i % len(accounts)]) for i in range(count)
+        ]
+        streams = [public.WatchBalance(r) for r in requests]
+        started = [0]
+        seen: list[tuple[int, float]] = []
+
+        async def follow(stream: Any) -> None:
+            first = True
+            async for message in stream:
+                if first:
+                    first, started[0] = False, started[0] + 1
+                else:
+                    seen.append((message.seq, time.monotonic()))
+
+        followers = [asyncio.create_task(follow(s)) for s in streams]
+        while started[0] < count:
+            await asyncio.sleep(0.05)
+        ready.set()
+        while not stop.is_set():
+            await asyncio.sleep(0.05)
+        for stream in streams:
+            stream.cancel()
+        await asyncio.gather(*followers, return_exceptions=True)
+        await channel.close()
+        results.put(seen)
+
+    asyncio.run(run())
+
+
+async def with_watchers(
+    target: str, posted: list[str], watched: list[str], per_client: int, watchers: int
+) -> tuple[float, list[float], int]:
+    """Posting throughput to `posted` while `watchers` streams follow `watched`;
+    (throughput, commit-to-watcher latencies, messages delivered)."""
+    context = multiprocessing.get_context("spawn")
+    ready, stop, results = context.Event(), context.Event(), context.Queue()
+    process = context.Process(target=watcher_process, args=(target, watched, watchers, ready, stop, results))
+    process.start()
+    while not ready.is_set():
+        await asyncio.sleep(0.05)
+    committed: dict[int, float] = {}
+
+    def on_posted(response: Any, at: float) -> None:
+        for entry in response.transaction.entries:
+            committed[entry.seq] = at
+
+    rate = await grpc_throughput(target, posted, per_client, hot=False, on_posted=on_posted)
+    await asyncio.sleep(1.0)  # let the last changes arrive
+    stop.set()
+    seen = await asyncio.to_thread(results.get)
+    process.join()
+    # CLOCK_MONOTONIC is system-wide on Linux, so times from both processes compare.
+    latencies = [max(0.0, at - committed[seq]) for seq, at in seen if seq in committed]
+    return rate, latencies, len(seen)
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] if ordered else float("nan")
+
+
+async def main(quick: bool) -> None:
+    per_client = 150 if quick else 600
+    history = 100_000 if quick else 1_000_000
+    root = Path(tempfile.mkdtemp(prefix="gofund-bench-"))
+    pg_port, ledger_port = embedded.free_port(), embedded.free_port()
+    postgres = embedded.postgres(root / "pg", pg_port, root / "postgres.log", durable=True)
+    postgres.start()
+    url = f"postgresql+psycopg://postgres@127.0.0.1:{pg_port}/ledger"
+    dsn = f"postgresql://postgres@127.0.0.1:{pg_port}/ledger"
+    ensure_database(url)
+    upgrade("ledger", url)
+    env = {
+        **os.environ,
+        "GOFUND_LEDGER_DATABASE_URL": url,
+        "GOFUND_LEDGER_PORT": str(ledger_port),
+        "GOFUND_LOG_LEVEL": "WARNING",
+    }
+    server = embedded.gofund_service("ledger", ledger_port, env, root / "ledger.log")
+    server.start()
+    target = f"127.0.0.1:{ledger_port}"
+    try:
+        async with grpc.aio.insecure_channel(target) as channel:
+            internal = ledger_service_pb2_grpc.LedgerInternalServiceStub(channel)
+            escrow, accounts = await open_accounts(internal, ACCOUNTS)
+            await fund_all(internal, escrow, accounts, 10**9)
+            _, short = await open_accounts(internal, 2)
+            _, long_ = await open_accounts(internal, 2)
+            await fund_all(internal, escrow, short + long_, 10**6)
+
+        await grpc_throughput(target, accounts, 20, hot=False)  # warm up
+        uniform = await grpc_throughput(target, accounts, per_client, hot=False)
+        raw = await raw_throughput(dsn, accounts, per_client)
+        hot = await grpc_throughput(target, accounts, per_client, hot=True)
+        line("post_transaction_grpc_per_s", f"{uniform:.0f}", "-")
+        line("post_transaction_raw_psycopg_per_s", f"{raw:.0f}", "-")
+        line("post_transaction_grpc_vs_raw_sql", f"{uniform / raw:.2f}", ">= 0.3")
+        line("hot_account_vs_uniform", f"{hot / uniform:.2f}", ">= 0.6")
+
+        seed_history(dsn, short[0], short[1], 1_000)
+        seed_history(dsn, long_[0], long_[1], history)
+        p50_short = await balance_p50(target, short[0], 2000 if not quick else 500)
+        p50_long = await balance_p50(target, long_[0], 2000 if not quick else 500)
+        line("get_balance_p50_ms_1k_entries", f"{p50_short * 1000:.3f}", "-")
+        line(f"get_balance_p50_ms_{history // 1000}k_entries", f"{p50_long * 1000:.3f}", "-")
+        line(f"get_balance_p50_{history // 1000}k_vs_1k_entries", f"{p50_long / p50_short:.2f}", "<= 1.5")
+
+        async with grpc.aio.insecure_channel(target) as channel:
+            _, idle = await open_accounts(ledger_service_pb2_grpc.LedgerInternalServiceStub(channel), ACCOUNTS)
+        none = await grpc_throughput(target, accounts, per_client, hot=False)
+        connected, _, _ = await with_watchers(target, accounts, idle, per_client, 1000)
+        active, latencies, delivered = await with_watchers(target, accounts, accounts, per_client, 1000)
+        line("post_with_1000_watchers_connected_vs_none", f"{connected / none:.2f}", ">= 0.8")
+        line("post_with_1000_watchers_on_the_posted_accounts_vs_none", f"{active / none:.2f}", ">= 0.8")
+        line("watcher_messages_delivered", str(delivered), "-")
+        line("commit_to_watcher_p50_ms_1000_watchers", f"{percentile(latencies, 0.5) * 1000:.1f}", "-")
+        line("commit_to_watcher_p99_ms_1000_watchers", f"{percentile(latencies, 0.99) * 1000:.1f}", "<= 50")
+    finally:
+        server.stop()
+        postgres.stop()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="a run under a minute")
+    asyncio.run(main(parser.parse_args().quick))
