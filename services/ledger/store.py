@@ -31,6 +31,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -369,22 +370,32 @@ async def post(
 ) -> tuple[TransactionRow, bool]:
     """Write a validated transaction; on a replay return the original and False."""
     print_ = domain.fingerprint(postings)
-    claimed = (
-        await session.execute(
-            text(
-                "INSERT INTO ledger_transactions (id, description, metadata, fingerprint, reverses_transaction_id) "
-                "VALUES (:id, :description, CAST(:metadata AS jsonb), :fingerprint, :reverses) "
-                "ON CONFLICT (id) DO NOTHING RETURNING created_at"
-            ),
-            {
-                "id": transaction_id,
-                "description": description,
-                "metadata": json.dumps(metadata),
-                "fingerprint": print_,
-                "reverses": reverses,
-            },
-        )
-    ).first()
+    try:
+        claimed = (
+            await session.execute(
+                text(
+                    "INSERT INTO ledger_transactions (id, description, metadata, fingerprint, reverses_transaction_id) "
+                    "VALUES (:id, :description, CAST(:metadata AS jsonb), :fingerprint, :reverses) "
+                    "ON CONFLICT (id) DO NOTHING RETURNING created_at"
+                ),
+                {
+                    "id": transaction_id,
+                    "description": description,
+                    "metadata": json.dumps(metadata),
+                    "fingerprint": print_,
+                    "reverses": reverses,
+                },
+            )
+        ).first()
+    except IntegrityError as exc:
+        # Two different reversals of one transaction raced past the service's
+        # check: the database's "reversed once" constraint decides.
+        diag = getattr(exc.orig, "diag", None)
+        if diag is not None and diag.constraint_name == "ledger_transactions_reversed_once":
+            raise domain.AlreadyReversed(
+                f"transaction {reverses} is already reversed", metadata={"transaction_id": str(reverses)}
+            ) from None
+        raise
     if claimed is None:
         return await _replay(session, transaction_id, print_), False
 

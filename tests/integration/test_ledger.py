@@ -294,3 +294,20 @@ async def test_eight_clients_times_500_random_transfers_keep_every_invariant(led
     assert seqs == list(range(1, len(seqs) + 1))  # gap-free
     report = await ledger.internal.Reconcile(ledger_service_pb2.ReconcileRequest())
     assert list(report.differences) == []
+
+
+async def test_concurrent_reversals_under_different_ids_reverse_once(ledger: LedgerUnderTest) -> None:
+    escrow, goal = await open_account(ledger.internal, "ESCROW"), await open_account(ledger.internal, "GOAL")
+    original = await fund(ledger.internal, escrow, goal, 900)
+    requests = [
+        ledger_service_pb2.ReverseTransactionRequest(
+            transaction_id=f"reverse:{new_id()}", original_transaction_id=original.transaction.id
+        )
+        for _ in range(10)
+    ]
+    outcomes = await asyncio.gather(*(ledger.internal.ReverseTransaction(r) for r in requests), return_exceptions=True)
+    succeeded = [o for o in outcomes if not isinstance(o, Exception)]
+    refused = [reason(o) for o in outcomes if isinstance(o, grpc.aio.AioRpcError)]
+    assert len(succeeded) == 1
+    assert refused == ["ALREADY_REVERSED"] * 9
+    assert (await ledger.balance(goal)).balance == 0
