@@ -20,9 +20,8 @@ import grpc
 from google.protobuf import descriptor, descriptor_pb2
 
 from services.common import context
+from services.common.auth import SERVICE_CREDENTIAL_HEADER
 from services.common.interceptors import REQUEST_ID_HEADER
-
-SERVICE_CREDENTIAL_HEADER = "x-gofund-service-credential"
 
 _RETRY_POLICY = {
     "maxAttempts": 4,
@@ -113,11 +112,13 @@ class Channels:
         deadline_margin_ms: int,
     ) -> None:
         self._interceptor_args = (service_token, default_timeout_ms / 1000, deadline_margin_ms / 1000)
-        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._channels: dict[tuple[str, frozenset[str]], grpc.aio.Channel] = {}
 
     def get(self, target: str, services: Iterable[descriptor.ServiceDescriptor]) -> grpc.aio.Channel:
-        """The channel to `target`; `services` are those called on it (for the retry config)."""
-        channel = self._channels.get(target)
+        """The channel to `target` for `services` (their idempotent methods get retries)."""
+        services = list(services)
+        key = (target, frozenset(s.full_name for s in services))
+        channel = self._channels.get(key)
         if channel is None:
             channel = grpc.aio.insecure_channel(
                 target,
@@ -131,7 +132,7 @@ class Channels:
                     _StreamInterceptor(*self._interceptor_args),
                 ],
             )
-            self._channels[target] = channel
+            self._channels[key] = channel
         return channel
 
     async def close(self) -> None:

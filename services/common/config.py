@@ -34,7 +34,9 @@ def _env(name: str, **kwargs: Any) -> Any:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+    # An empty variable counts as unset (docker-compose's `${VAR}` yields "" for
+    # a missing VAR): production then refuses it instead of using a default.
+    model_config = SettingsConfigDict(frozen=True, extra="ignore", populate_by_name=True, env_ignore_empty=True)
 
     env: Environment = _env("GOFUND_ENV", default=Environment.DEVELOPMENT)
     data_dir: Path = _env("GOFUND_DATA_DIR", default=Path(".gofund"))
@@ -73,6 +75,13 @@ class Settings(BaseSettings):
     paystack_secret_key: str = _env("PAYSTACK_SECRET_KEY", default="sk_test_gofund_dev")
     webhook_url: str = _env("GOFUND_WEBHOOK_URL", default="")
     smtp_host: str = _env("GOFUND_SMTP_HOST", default="127.0.0.1")
+
+    # How long a resolved session token is trusted without asking identity again
+    # (so how long a revoked token can live on): at most 5 s.
+    auth_cache_ms: int = _env("GOFUND_AUTH_CACHE_MS", default=5000, ge=0, le=5000)
+    # Key for hashing verification codes (HMAC-SHA256), so a leaked table does not reveal codes.
+    identity_secret: str = _env("GOFUND_IDENTITY_SECRET", default="dev-identity-secret-not-for-production")
+    session_ttl_hours: int = _env("GOFUND_SESSION_TTL_HOURS", default=24 * 30, gt=0)
 
     # Budget of an outgoing unary call when the incoming call leaves more.
     call_timeout_ms: int = _env("GOFUND_CALL_TIMEOUT_MS", default=5000, gt=0)
@@ -124,6 +133,7 @@ REQUIRED_IN_PRODUCTION = (
     "ledger_database_url",
     "mongodb_uri",
     "service_token",
+    "identity_secret",
     "paystack_base_url",
     "paystack_secret_key",
     "smtp_host",

@@ -33,6 +33,11 @@ SERVICES_DIR = Path(__file__).resolve().parents[1]
 CONNECT_TIMEOUT_S = 5
 
 
+def psycopg_dsn(url: str) -> str:
+    """A SQLAlchemy URL as a plain libpq DSN, for psycopg connections outside the pool."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
 def describe(url: str) -> str:
     """The URL without its password, for messages."""
     return make_url(url).render_as_string(hide_password=True)
@@ -105,7 +110,7 @@ def run_alembic_env(target_metadata: MetaData) -> None:
 def ensure_database(url: str) -> None:
     """Create the URL's database if it does not exist (embedded server only)."""
     parsed = make_url(url)
-    admin = parsed.set(drivername="postgresql", database="postgres").render_as_string(hide_password=False)
+    admin = psycopg_dsn(parsed.set(database="postgres").render_as_string(hide_password=False))
     with psycopg.connect(admin, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S) as connection:
         exists = connection.execute("SELECT 1 FROM pg_database WHERE datname = %s", (parsed.database,)).fetchone()
         if not exists:

@@ -72,6 +72,30 @@ class PermissionDenied(DomainError):
     """The caller is known but may not do this."""
 
 
+class InvalidToken(Unauthenticated):
+    """The bearer token is unknown, expired or revoked."""
+
+
+class LoginRequired(Unauthenticated):
+    """The method needs a logged-in user and no token was sent."""
+
+
+class ServiceCredentialRequired(Unauthenticated):
+    """An internal method was called without a valid service credential."""
+
+
+class UserTokenOnInternalService(PermissionDenied):
+    """An end user's token was presented to an internal service."""
+
+
+class ServiceCredentialOnPublicService(PermissionDenied):
+    """The service credential was presented to a public service, which never accepts it."""
+
+
+class MissingPermission(PermissionDenied):
+    """The user is logged in but lacks the permission the method needs."""
+
+
 class IdempotencyKeyReused(DomainError):
     """A client-chosen key was used before with different input."""
 
@@ -87,6 +111,14 @@ COMMON_ERRORS: dict[type[DomainError], ErrorMapping] = {
     Unauthenticated: ErrorMapping(grpc.StatusCode.UNAUTHENTICATED, "UNAUTHENTICATED"),
     PermissionDenied: ErrorMapping(grpc.StatusCode.PERMISSION_DENIED, "PERMISSION_DENIED"),
     IdempotencyKeyReused: ErrorMapping(grpc.StatusCode.INVALID_ARGUMENT, "IDEMPOTENCY_KEY_REUSED"),
+    InvalidToken: ErrorMapping(grpc.StatusCode.UNAUTHENTICATED, "INVALID_TOKEN"),
+    LoginRequired: ErrorMapping(grpc.StatusCode.UNAUTHENTICATED, "LOGIN_REQUIRED"),
+    ServiceCredentialRequired: ErrorMapping(grpc.StatusCode.UNAUTHENTICATED, "SERVICE_CREDENTIAL_REQUIRED"),
+    UserTokenOnInternalService: ErrorMapping(grpc.StatusCode.PERMISSION_DENIED, "USER_TOKEN_ON_INTERNAL_SERVICE"),
+    ServiceCredentialOnPublicService: ErrorMapping(
+        grpc.StatusCode.PERMISSION_DENIED, "SERVICE_CREDENTIAL_ON_PUBLIC_SERVICE"
+    ),
+    MissingPermission: ErrorMapping(grpc.StatusCode.PERMISSION_DENIED, "MISSING_PERMISSION"),
 }
 
 

@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 import uuid
@@ -24,9 +23,14 @@ import pymongo.errors
 from sqlalchemy.exc import DBAPIError
 
 from services.common import context
+from services.common.context import Principal
 from services.common.errors import DomainError, ErrorTable, internal_status, make_status
 
 log = logging.getLogger("gofund.rpc")
+
+# Given the method path and the call's metadata, the caller's principal (None
+# for a service or an anonymous caller), or a DomainError refusing the call.
+Authorize = Callable[[str, dict[str, Any]], Awaitable[Principal | None]]
 
 REQUEST_ID_HEADER = "x-request-id"
 HEALTH_METHOD_PREFIX = "/grpc.health.v1.Health/"
@@ -65,8 +69,9 @@ def _store_unavailable(exc: Exception) -> bool:
 
 
 class CallContextInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self, errors: ErrorTable) -> None:
+    def __init__(self, errors: ErrorTable, authorize: Authorize | None = None) -> None:
         self._errors = errors
+        self._authorize = authorize
 
     async def intercept_service(
         self,
@@ -97,6 +102,7 @@ class CallContextInterceptor(grpc.aio.ServerInterceptor):
             started = self._enter(incoming_request_id, ctx)
             try:
                 await self._refuse_if_expired(ctx)
+                await self._identify(method, ctx)
                 return await behaviour(request, ctx)
             except Exception as exc:
                 await self._abort(ctx, exc)
@@ -110,6 +116,7 @@ class CallContextInterceptor(grpc.aio.ServerInterceptor):
             started = self._enter(incoming_request_id, ctx)
             try:
                 await self._refuse_if_expired(ctx)
+                await self._identify(method, ctx)
                 async for message in behaviour(request, ctx):
                     yield message
             except Exception as exc:
@@ -127,6 +134,13 @@ class CallContextInterceptor(grpc.aio.ServerInterceptor):
         context.deadline.set(None if remaining is None else started + remaining)
         return started
 
+    async def _identify(self, method: str, ctx: grpc.aio.ServicerContext) -> None:
+        """Who is calling (see services.common.auth); refuses the call if it may not be made."""
+        context.principal.set(None)
+        if self._authorize is not None:
+            metadata = {item.key: item.value for item in ctx.invocation_metadata() or ()}
+            context.principal.set(await self._authorize(method, metadata))
+
     @staticmethod
     async def _refuse_if_expired(ctx: grpc.aio.ServicerContext) -> None:
         remaining = context.remaining_seconds()
@@ -142,8 +156,8 @@ class CallContextInterceptor(grpc.aio.ServerInterceptor):
 
     async def _abort(self, ctx: grpc.aio.ServicerContext, exc: Exception) -> NoReturn:
         """End the call with the status `exc` stands for."""
-        if isinstance(exc, grpc.aio.AbortError | asyncio.CancelledError):
-            raise exc  # already a status (or the client went away)
+        if isinstance(exc, grpc.aio.AbortError):
+            raise exc  # already a status
         if isinstance(exc, DomainError):
             status = self._errors.to_status(exc)
         elif isinstance(exc, NotImplementedError):
@@ -173,7 +187,7 @@ class CallContextInterceptor(grpc.aio.ServerInterceptor):
 
     @staticmethod
     def _log(method: str, ctx: grpc.aio.ServicerContext, started: float) -> None:
-        code = ctx.code() or grpc.StatusCode.OK
+        code = grpc.StatusCode.CANCELLED if ctx.cancelled() else (ctx.code() or grpc.StatusCode.OK)
         # Health probes arrive every second from Envoy; keep them out of INFO.
         level = logging.DEBUG if method.startswith(HEALTH_METHOD_PREFIX) else logging.INFO
         log.log(

@@ -28,6 +28,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from services.common import log as gofund_log
+from services.common.auth import Authenticator, Authorizer, AuthPolicy
 from services.common.config import ConfigError, Settings, StartupError, load_settings
 from services.common.errors import ErrorTable
 from services.common.interceptors import CallContextInterceptor
@@ -45,6 +46,10 @@ class Service:
     servicers: Sequence[tuple[Callable[[Any, grpc.aio.Server], None], object]]
     # The services' descriptors, for health and reflection.
     descriptors: Sequence[descriptor.ServiceDescriptor]
+    # Who may call what (internal vs public services, anonymous methods).
+    auth: AuthPolicy | None = None
+    # Resolves user tokens; identity answers locally, the others ask identity.
+    authenticator: Authenticator | None = None
     # Long-running loops (outbox processor, scheduler); cancelled on shutdown.
     background: Sequence[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=tuple)
 
@@ -70,8 +75,18 @@ class ServiceRunner:
         """Open resources, bind and start serving; returns the bound port."""
         try:
             self.service = service = await self._build(self._settings, self._stack)
+            authorize = None
+            if service.auth is not None:
+                if service.authenticator is None:
+                    raise StartupError(f"{service.name}: an auth policy needs an authenticator")
+                authorize = Authorizer(
+                    service.auth,
+                    self._settings.service_token,
+                    service.authenticator,
+                    self._settings.auth_cache_ms / 1000,
+                )
             server = grpc.aio.server(
-                interceptors=[CallContextInterceptor(service.errors)],
+                interceptors=[CallContextInterceptor(service.errors, authorize)],
                 # Without this a second process could bind the same port and
                 # share its traffic silently.
                 options=[("grpc.so_reuseport", 0)],

@@ -1,31 +1,51 @@
 """Wiring of the identity service: resources are opened here, never at import."""
 
 from contextlib import AsyncExitStack
+from datetime import timedelta
 
 from gofund.identity.v1 import identity_service_pb2, identity_service_pb2_grpc
 
+from services.common.auth import AuthPolicy
 from services.common.config import Settings
 from services.common.db import Database
 from services.common.server import Service, run
-from services.identity.servicer import ERRORS, IdentityInternalServicer, IdentityServicer
+from services.identity.notify import LoggingSmsSender, SmtpEmailSender
+from services.identity.service import Identity
+from services.identity.servicer import (
+    ANONYMOUS,
+    ERRORS,
+    IdentityInternalServicer,
+    IdentityServicer,
+    LocalAuthenticator,
+)
 
 
 async def build(settings: Settings, stack: AsyncExitStack) -> Service:
     database = Database("identity", settings.database_url("identity"))
     stack.push_async_callback(database.dispose)
     await database.check_ready()
+    identity = Identity(
+        database,
+        code_secret=settings.identity_secret,
+        session_ttl=timedelta(hours=settings.session_ttl_hours),
+        email=SmtpEmailSender(settings.smtp_host, settings.smtp_port),
+        sms=LoggingSmsSender(),
+    )
     services = identity_service_pb2.DESCRIPTOR.services_by_name
+    descriptors = [services["IdentityService"], services["IdentityInternalService"]]
     return Service(
         name="identity",
         errors=ERRORS,
         servicers=[
-            (identity_service_pb2_grpc.add_IdentityServiceServicer_to_server, IdentityServicer()),
+            (identity_service_pb2_grpc.add_IdentityServiceServicer_to_server, IdentityServicer(identity)),
             (
                 identity_service_pb2_grpc.add_IdentityInternalServiceServicer_to_server,
-                IdentityInternalServicer(),
+                IdentityInternalServicer(identity),
             ),
         ],
-        descriptors=[services["IdentityService"], services["IdentityInternalService"]],
+        descriptors=descriptors,
+        auth=AuthPolicy.of(descriptors, ANONYMOUS),
+        authenticator=LocalAuthenticator(identity),
     )
 
 

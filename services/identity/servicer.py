@@ -1,19 +1,250 @@
-"""gRPC adapter for the identity service.
+"""gRPC adapter for identity: proto in, use case, proto out. No rules, no SQL."""
 
-Every RPC of the contract is registered; those not built yet inherit the
-generated base behaviour and answer UNIMPLEMENTED (reason NOT_IMPLEMENTED).
-"""
+from __future__ import annotations
 
-from gofund.identity.v1 import identity_service_pb2_grpc
+from datetime import datetime
+from typing import Any
 
-from services.common.errors import ErrorTable
+import grpc
+from gofund.identity.v1 import identity_pb2, identity_service_pb2, identity_service_pb2_grpc
+from google.protobuf.timestamp_pb2 import Timestamp
 
-ERRORS = ErrorTable(domain="identity.gofund")
+from services.common import context, paging
+from services.common.context import Principal
+from services.common.errors import ErrorMapping, ErrorTable, FieldViolation, LoginRequired, ValidationFailed
+from services.identity import domain, store
+from services.identity.domain import Channel
+from services.identity.service import DeviceInfo, Identity, UserView
+
+Code = grpc.StatusCode
+ERRORS = ErrorTable(
+    domain="identity.gofund",
+    entries={
+        domain.EmailTaken: ErrorMapping(Code.ALREADY_EXISTS, "EMAIL_TAKEN"),
+        domain.UsernameTaken: ErrorMapping(Code.ALREADY_EXISTS, "USERNAME_TAKEN"),
+        domain.InvalidCredentials: ErrorMapping(Code.UNAUTHENTICATED, "INVALID_CREDENTIALS"),
+        domain.UserNotFound: ErrorMapping(Code.NOT_FOUND, "USER_NOT_FOUND"),
+        domain.SessionNotFound: ErrorMapping(Code.NOT_FOUND, "SESSION_NOT_FOUND"),
+        domain.RoleNotFound: ErrorMapping(Code.NOT_FOUND, "ROLE_NOT_FOUND"),
+        domain.RoleExists: ErrorMapping(Code.ALREADY_EXISTS, "ROLE_NAME_TAKEN"),
+        domain.LastAdmin: ErrorMapping(Code.FAILED_PRECONDITION, "LAST_ADMIN"),
+        domain.InvalidCode: ErrorMapping(Code.INVALID_ARGUMENT, "INVALID_CODE"),
+        domain.CodeExpired: ErrorMapping(Code.FAILED_PRECONDITION, "CODE_EXPIRED"),
+        domain.NoPendingCode: ErrorMapping(Code.FAILED_PRECONDITION, "NO_PENDING_CODE"),
+        domain.TooManyAttempts: ErrorMapping(Code.FAILED_PRECONDITION, "TOO_MANY_ATTEMPTS"),
+        domain.AlreadyVerified: ErrorMapping(Code.FAILED_PRECONDITION, "ALREADY_VERIFIED"),
+        domain.PhoneNotSet: ErrorMapping(Code.FAILED_PRECONDITION, "PHONE_NOT_SET"),
+        domain.DeliveryFailed: ErrorMapping(Code.UNAVAILABLE, "DELIVERY_FAILED"),
+    },
+)
+
+# Methods a caller may use without logging in.
+ANONYMOUS = ("IdentityService/CreateUser", "IdentityService/CreateSession")
+PROFILE_FIELDS = ("first_name", "last_name", "phone")
+
+
+def timestamp(value: datetime) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(value)
+    return stamp
+
+
+def user_message(view: UserView) -> identity_pb2.User:
+    user = view.user
+    return identity_pb2.User(
+        id=str(user.id),
+        email=user.email,
+        username=user.username,
+        first_name=user.first_name,
+        last_name=user.last_name,
+        phone=user.phone,
+        email_verified=user.email_verified,
+        phone_verified=user.phone_verified,
+        roles=list(view.roles),
+        created_at=timestamp(user.created_at),
+        updated_at=timestamp(user.updated_at),
+    )
+
+
+def session_message(row: store.Session, current_session_id: str) -> identity_pb2.Session:
+    return identity_pb2.Session(
+        id=str(row.id),
+        user_id=str(row.user_id),
+        user_agent=row.user_agent,
+        ip_address=row.ip_address,
+        device_name=row.device_name,
+        created_at=timestamp(row.created_at),
+        last_seen_at=timestamp(row.last_seen_at),
+        expires_at=timestamp(row.expires_at),
+        current=str(row.id) == current_session_id,
+    )
+
+
+def role_message(role: store.Role) -> identity_pb2.Role:
+    return identity_pb2.Role(
+        name=role.name,
+        description=role.description,
+        permissions=list(role.permissions),
+        created_at=timestamp(role.created_at),
+    )
+
+
+def caller() -> Principal:
+    principal = context.principal.get()
+    if principal is None:
+        raise LoginRequired("log in first")
+    return principal
+
+
+def device(ctx: Any, device_name: str) -> DeviceInfo:
+    """User agent and client address as Envoy forwards them (the first X-Forwarded-For hop)."""
+    metadata = {item.key: item.value for item in ctx.invocation_metadata() or ()}
+    forwarded = str(metadata.get("x-forwarded-for", "")).split(",")[0].strip()
+    address = forwarded or str(metadata.get("x-envoy-external-address", ""))
+    if not address:
+        peer = str(ctx.peer() or "")  # "ipv4:127.0.0.1:5555" for a direct gRPC client
+        address = peer.split(":")[1] if peer.count(":") >= 2 else ""
+    return DeviceInfo(
+        user_agent=str(metadata.get("x-gofund-user-agent") or metadata.get("user-agent", "")),
+        ip_address=address,
+        device_name=device_name,
+    )
 
 
 class IdentityServicer(identity_service_pb2_grpc.IdentityServiceServicer):
-    """Public RPCs (routed by Envoy)."""
+    def __init__(self, identity: Identity) -> None:
+        self.identity = identity
+
+    async def CreateUser(self, request: Any, context: Any) -> identity_service_pb2.CreateUserResponse:
+        view = await self.identity.register(
+            email=request.email,
+            username=request.username,
+            password=request.password,
+            first_name=request.first_name,
+            last_name=request.last_name,
+            phone=request.phone,
+        )
+        return identity_service_pb2.CreateUserResponse(user=user_message(view))
+
+    async def CreateSession(self, request: Any, context: Any) -> identity_service_pb2.CreateSessionResponse:
+        token, row, view = await self.identity.login(
+            request.login, request.password, device(context, request.device_name)
+        )
+        return identity_service_pb2.CreateSessionResponse(
+            token=token, session=session_message(row, str(row.id)), user=user_message(view)
+        )
+
+    async def DeleteCurrentSession(
+        self, request: Any, context: Any
+    ) -> identity_service_pb2.DeleteCurrentSessionResponse:
+        await self.identity.logout(caller())
+        return identity_service_pb2.DeleteCurrentSessionResponse()
+
+    async def GetCurrentUser(self, request: Any, context: Any) -> identity_service_pb2.GetCurrentUserResponse:
+        return identity_service_pb2.GetCurrentUserResponse(
+            user=user_message(await self.identity.user(caller().user_id))
+        )
+
+    async def UpdateCurrentUser(self, request: Any, context: Any) -> identity_service_pb2.UpdateCurrentUserResponse:
+        paths = list(request.update_mask.paths)
+        unknown = [p for p in paths if p not in PROFILE_FIELDS]
+        if unknown:
+            raise ValidationFailed(
+                [FieldViolation("update_mask", f"cannot update {', '.join(unknown)}", "INVALID_UPDATE_MASK")]
+            )
+        fields = paths or [f for f in PROFILE_FIELDS if request.HasField(f)]
+        changes = {f: getattr(request, f) for f in fields}
+        view = await self.identity.update_profile(caller(), changes)
+        return identity_service_pb2.UpdateCurrentUserResponse(user=user_message(view))
+
+    async def ListCurrentUserSessions(
+        self, request: Any, context: Any
+    ) -> identity_service_pb2.ListCurrentUserSessionsResponse:
+        principal = caller()
+        size = paging.page_size(request.page_size)
+        cursor = paging.decode_token(request.page_token)
+        before = datetime.fromisoformat(cursor["before"]) if cursor and "before" in cursor else None
+        rows = await self.identity.sessions(principal, before, size + 1)
+        token = paging.encode_token({"before": rows[size - 1].created_at.isoformat()}) if len(rows) > size else ""
+        return identity_service_pb2.ListCurrentUserSessionsResponse(
+            sessions=[session_message(r, principal.session_id) for r in rows[:size]], next_page_token=token
+        )
+
+    async def DeleteSession(self, request: Any, context: Any) -> identity_service_pb2.DeleteSessionResponse:
+        await self.identity.revoke_session(caller(), request.session_id)
+        return identity_service_pb2.DeleteSessionResponse()
+
+    async def RequestEmailVerification(
+        self, request: Any, context: Any
+    ) -> identity_service_pb2.RequestEmailVerificationResponse:
+        await self.identity.request_code(caller(), Channel.EMAIL)
+        return identity_service_pb2.RequestEmailVerificationResponse()
+
+    async def VerifyEmail(self, request: Any, context: Any) -> identity_service_pb2.VerifyEmailResponse:
+        view = await self.identity.verify_code(caller(), Channel.EMAIL, request.code)
+        return identity_service_pb2.VerifyEmailResponse(user=user_message(view))
+
+    async def RequestPhoneVerification(
+        self, request: Any, context: Any
+    ) -> identity_service_pb2.RequestPhoneVerificationResponse:
+        await self.identity.request_code(caller(), Channel.PHONE)
+        return identity_service_pb2.RequestPhoneVerificationResponse()
+
+    async def VerifyPhone(self, request: Any, context: Any) -> identity_service_pb2.VerifyPhoneResponse:
+        view = await self.identity.verify_code(caller(), Channel.PHONE, request.code)
+        return identity_service_pb2.VerifyPhoneResponse(user=user_message(view))
+
+    async def ListRoles(self, request: Any, context: Any) -> identity_service_pb2.ListRolesResponse:
+        roles = await self.identity.roles(context.principal.get())
+        return identity_service_pb2.ListRolesResponse(roles=[role_message(r) for r in roles])
+
+    async def CreateRole(self, request: Any, context: Any) -> identity_service_pb2.CreateRoleResponse:
+        role = await self.identity.create_role(
+            context.principal.get(), request.name, request.description, list(request.permissions)
+        )
+        return identity_service_pb2.CreateRoleResponse(role=role_message(role))
+
+    async def AssignRole(self, request: Any, context: Any) -> identity_service_pb2.AssignRoleResponse:
+        view = await self.identity.assign_role(context.principal.get(), request.user_id, request.role_name)
+        return identity_service_pb2.AssignRoleResponse(user=user_message(view))
+
+    async def RevokeRole(self, request: Any, context: Any) -> identity_service_pb2.RevokeRoleResponse:
+        view = await self.identity.revoke_role(context.principal.get(), request.user_id, request.role_name)
+        return identity_service_pb2.RevokeRoleResponse(user=user_message(view))
 
 
 class IdentityInternalServicer(identity_service_pb2_grpc.IdentityInternalServiceServicer):
-    """Internal RPCs (other GoFund services only)."""
+    def __init__(self, identity: Identity) -> None:
+        self.identity = identity
+
+    async def Authenticate(self, request: Any, context: Any) -> identity_service_pb2.AuthenticateResponse:
+        principal, user = await self.identity.resolve(request.token)
+        return identity_service_pb2.AuthenticateResponse(
+            principal=identity_pb2.Principal(
+                user_id=principal.user_id,
+                session_id=principal.session_id,
+                roles=sorted(principal.roles),
+                permissions=sorted(principal.permissions),
+                email=user.email,
+                username=user.username,
+            )
+        )
+
+    async def GetUser(self, request: Any, context: Any) -> identity_service_pb2.GetUserResponse:
+        return identity_service_pb2.GetUserResponse(user=user_message(await self.identity.user(request.user_id)))
+
+    async def BatchGetUsers(self, request: Any, context: Any) -> identity_service_pb2.BatchGetUsersResponse:
+        if len(request.user_ids) > paging.MAX_PAGE_SIZE:
+            raise ValidationFailed([FieldViolation("user_ids", "at most 500", "TOO_MANY_USER_IDS")])
+        views = await self.identity.users(list(request.user_ids))
+        return identity_service_pb2.BatchGetUsersResponse(users=[user_message(v) for v in views])
+
+
+class LocalAuthenticator:
+    """Identity resolves tokens itself, without a network hop."""
+
+    def __init__(self, identity: Identity) -> None:
+        self.identity = identity
+
+    async def authenticate(self, token: str) -> Principal:
+        return await self.identity.authenticate(token)

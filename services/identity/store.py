@@ -1,11 +1,28 @@
-"""Identity's tables (SQLAlchemy 2 models). Repositories are added with the service."""
+"""Identity persistence: SQLAlchemy 2 models and the queries the use cases need."""
 
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, DateTime, ForeignKey, Index, LargeBinary, String, Text, text
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    func,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from services.common.models import created_at_column, updated_at_column
@@ -70,3 +87,151 @@ class Session(Base):
     last_seen_at: Mapped[datetime] = created_at_column()
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class VerificationCode(Base):
+    __tablename__ = "verification_codes"
+    __table_args__ = (
+        CheckConstraint("channel IN ('EMAIL', 'PHONE')", name="verification_codes_channel_check"),
+        Index("verification_codes_user_channel_idx", "user_id", "channel"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    channel: Mapped[str] = mapped_column(String(5))
+    # The address or number the code was sent to: verifying proves that one.
+    destination: Mapped[str] = mapped_column(String(254))
+    # HMAC-SHA256 of the code (keyed by GOFUND_IDENTITY_SECRET); the code itself is never stored.
+    code_hash: Mapped[str] = mapped_column(String(64))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    consumed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    created_at: Mapped[datetime] = created_at_column()
+
+
+# -- queries ----------------------------------------------------------------------
+_UNIQUE_ERRORS = {"users_email_lower_key": "email", "users_username_lower_key": "username"}
+
+
+async def insert_user(session: AsyncSession, user: User, role: str) -> str | None:
+    """Insert a user with one role; the name of the taken field if email or username exists."""
+    try:
+        async with session.begin_nested():
+            session.add(user)
+            await session.flush()
+    except IntegrityError as exc:
+        diag = getattr(exc.orig, "diag", None)
+        taken = _UNIQUE_ERRORS.get(getattr(diag, "constraint_name", "") or "")
+        if taken is None:
+            raise
+        return taken
+    session.add(UserRole(user_id=user.id, role_name=role))
+    await session.flush()
+    return None
+
+
+async def user_by_login(session: AsyncSession, login: str) -> User | None:
+    column = User.email if "@" in login else User.username
+    return (await session.execute(select(User).where(func.lower(column) == login.lower()))).scalar_one_or_none()
+
+
+async def user_by_id(session: AsyncSession, user_id: uuid.UUID) -> User | None:
+    return await session.get(User, user_id)
+
+
+async def users_by_id(session: AsyncSession, user_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, User]:
+    rows = (await session.execute(select(User).where(User.id.in_(user_ids)))).scalars()
+    return {u.id: u for u in rows}
+
+
+async def roles_of(session: AsyncSession, user_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, list[Role]]:
+    rows = await session.execute(
+        select(UserRole.user_id, Role)
+        .join(Role, Role.name == UserRole.role_name)
+        .where(UserRole.user_id.in_(user_ids))
+        .order_by(Role.name)
+    )
+    found: dict[uuid.UUID, list[Role]] = {u: [] for u in user_ids}
+    for user_id, role in rows:
+        found[user_id].append(role)
+    return found
+
+
+async def live_session(session: AsyncSession, token_hash: bytes) -> tuple[Session, User] | None:
+    """The session for a token hash if it is neither revoked nor expired."""
+    row = (
+        await session.execute(
+            select(Session, User)
+            .join(User, User.id == Session.user_id)
+            .where(Session.token_hash == token_hash, Session.revoked_at.is_(None), Session.expires_at > func.now())
+        )
+    ).first()
+    return None if row is None else (row[0], row[1])
+
+
+async def touch_session(session: AsyncSession, session_id: uuid.UUID) -> None:
+    """last_seen_at, at most once a minute (so authenticating is not a write per call)."""
+    await session.execute(
+        update(Session)
+        .where(Session.id == session_id, Session.last_seen_at < func.now() - text("interval '60 seconds'"))
+        .values(last_seen_at=func.now())
+    )
+
+
+async def sessions_of(session: AsyncSession, user_id: uuid.UUID, before: datetime | None, limit: int) -> list[Session]:
+    query = select(Session).where(
+        Session.user_id == user_id, Session.revoked_at.is_(None), Session.expires_at > func.now()
+    )
+    if before is not None:
+        query = query.where(Session.created_at < before)
+    return list((await session.execute(query.order_by(Session.created_at.desc()).limit(limit))).scalars())
+
+
+async def revoke_session(session: AsyncSession, user_id: uuid.UUID, session_id: uuid.UUID) -> bool:
+    result = await session.execute(
+        update(Session)
+        .where(Session.id == session_id, Session.user_id == user_id, Session.revoked_at.is_(None))
+        .values(revoked_at=func.now())
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def pending_code(session: AsyncSession, user_id: uuid.UUID, channel: str) -> VerificationCode | None:
+    """The newest unconsumed code for the channel, locked for this transaction."""
+    return (
+        await session.execute(
+            select(VerificationCode)
+            .where(
+                VerificationCode.user_id == user_id,
+                VerificationCode.channel == channel,
+                VerificationCode.consumed_at.is_(None),
+            )
+            .order_by(VerificationCode.created_at.desc())
+            .limit(1)
+            .with_for_update()
+        )
+    ).scalar_one_or_none()
+
+
+async def retire_codes(session: AsyncSession, user_id: uuid.UUID, channel: str) -> None:
+    await session.execute(
+        update(VerificationCode)
+        .where(
+            VerificationCode.user_id == user_id,
+            VerificationCode.channel == channel,
+            VerificationCode.consumed_at.is_(None),
+        )
+        .values(consumed_at=func.now())
+    )
+
+
+async def all_roles(session: AsyncSession) -> list[Role]:
+    return list((await session.execute(select(Role).order_by(Role.name))).scalars())
+
+
+async def admin_count(session: AsyncSession) -> int:
+    return int(
+        (
+            await session.execute(select(func.count()).select_from(UserRole).where(UserRole.role_name == "admin"))
+        ).scalar_one()
+    )

@@ -109,11 +109,20 @@ def normal_balance(account_type: AccountType, debits: int, credits: int) -> int:
 
 # -- validation -----------------------------------------------------------------
 def is_uuid(value: str) -> bool:
+    return canonical_id(value) is not None
+
+
+def canonical_id(value: str) -> str | None:
+    """The id in the one form stored and compared (lower-case, hyphenated), or None.
+
+    uuid.UUID also parses upper-case, braced and hyphen-less forms; ids are
+    compared as strings in memory (watchers, postings, fingerprints), so every
+    id is brought to this form where a request enters.
+    """
     try:
-        uuid.UUID(value)
+        return str(uuid.UUID(value))
     except ValueError:
-        return False
-    return True
+        return None
 
 
 def validate_account_key(account_type: AccountType | None, entity_id: str, currency: str) -> None:
@@ -191,10 +200,12 @@ def validate_transaction(transaction_id: str, postings: Sequence[Posting], descr
         check.raise_if_invalid()
 
 
-def fingerprint(postings: Iterable[Posting]) -> str:
-    """Identity of a transaction's content for idempotency: same postings (in any order), same print."""
+def fingerprint(postings: Iterable[Posting], reverses: str | None = None) -> str:
+    """Identity of a transaction's content for idempotency: same postings (in any order) and
+    same reversed transaction, same print."""
     canonical = sorted((p.account_id, p.entry_type.value, p.amount, p.currency) for p in postings)
-    return hashlib.sha256(json.dumps(canonical, separators=(",", ":")).encode()).hexdigest()
+    content = {"postings": canonical, "reverses": reverses}
+    return hashlib.sha256(json.dumps(content, separators=(",", ":")).encode()).hexdigest()
 
 
 def apply(accounts: Mapping[str, AccountState], postings: Sequence[Posting]) -> dict[str, AccountState]:

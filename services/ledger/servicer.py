@@ -125,6 +125,20 @@ def watch_balances_bytes(change: store.BalanceChange) -> bytes:
     ).SerializeToString()
 
 
+def account_id(value: str) -> str:
+    """The id in canonical form (see domain.canonical_id); INVALID_ARGUMENT if it is not one."""
+    canonical = domain.canonical_id(value)
+    if canonical is None:
+        raise domain.InvalidAccountId(f"{value!r} is not an account id")
+    return canonical
+
+
+def after_seq(value: int) -> int:
+    if value < 0:
+        raise ValidationFailed([FieldViolation("after_seq", "must not be negative", "INVALID_AFTER_SEQ")])
+    return value
+
+
 def postings(request: Any) -> list[Posting]:
     unknown = [i for i, p in enumerate(request.postings) if p.entry_type not in _ENTRY_TYPES]
     if unknown:
@@ -134,7 +148,10 @@ def postings(request: Any) -> list[Posting]:
                 for i in unknown
             ]
         )
-    return [Posting(p.account_id, _ENTRY_TYPES[p.entry_type], p.amount, p.currency) for p in request.postings]
+    return [
+        Posting(domain.canonical_id(p.account_id) or p.account_id, _ENTRY_TYPES[p.entry_type], p.amount, p.currency)
+        for p in request.postings
+    ]
 
 
 def account_types(values: Any) -> list[AccountType]:
@@ -150,11 +167,11 @@ class LedgerServicer(ledger_service_pb2_grpc.LedgerServiceServicer):
         self.ledger = ledger
 
     async def GetAccount(self, request: Any, context: Any) -> ledger_service_pb2.GetAccountResponse:
-        account = await self.ledger.visible_account(request.account_id)
+        account = await self.ledger.visible_account(account_id(request.account_id))
         return ledger_service_pb2.GetAccountResponse(account=account_message(account))
 
     async def GetBalance(self, request: Any, context: Any) -> ledger_service_pb2.GetBalanceResponse:
-        balance = await self.ledger.visible_balance(request.account_id)
+        balance = await self.ledger.visible_balance(account_id(request.account_id))
         return ledger_service_pb2.GetBalanceResponse(balance=balance_message(balance))
 
     async def ListEntries(self, request: Any, context: Any) -> ledger_service_pb2.ListEntriesResponse:
@@ -165,7 +182,7 @@ class LedgerServicer(ledger_service_pb2_grpc.LedgerServiceServicer):
             raise ValidationFailed(
                 [FieldViolation("page_token", "is not a token this service issued", "INVALID_PAGE_TOKEN")]
             )
-        entries = await self.ledger.visible_entries(request.account_id, before, size + 1)
+        entries = await self.ledger.visible_entries(account_id(request.account_id), before, size + 1)
         token = paging.encode_token({"before_seq": entries[size - 1].seq}) if len(entries) > size else ""
         return ledger_service_pb2.ListEntriesResponse(
             entries=[entry_message(e) for e in entries[:size]], next_page_token=token
@@ -173,13 +190,10 @@ class LedgerServicer(ledger_service_pb2_grpc.LedgerServiceServicer):
 
     # Streams yield pre-serialized messages (see watch_balance_bytes), hence the override.
     async def WatchBalance(self, request: Any, context: Any) -> AsyncIterator[bytes]:  # type: ignore[override]
-        if request.after_seq < 0:
-            raise ValidationFailed([FieldViolation("after_seq", "must not be negative", "INVALID_AFTER_SEQ")])
-        await self.ledger.visible_account(request.account_id)
-        changes = self.ledger.watch(
-            account_ids=[request.account_id], account_types=[], after_seq=request.after_seq,
-            current_first=request.after_seq == 0,
-        )  # fmt: skip
+        watched = account_id(request.account_id)
+        since = after_seq(request.after_seq)
+        await self.ledger.visible_account(watched)
+        changes = self.ledger.watch(account_ids=[watched], account_types=[], after_seq=since, current_first=since == 0)
         async for change in changes:
             yield watch_balance_bytes(change)
 
@@ -191,8 +205,9 @@ class LedgerInternalServicer(ledger_service_pb2_grpc.LedgerInternalServiceServic
         self.ledger = ledger
 
     async def OpenAccount(self, request: Any, context: Any) -> ledger_service_pb2.OpenAccountResponse:
+        entity_id = domain.canonical_id(request.entity_id) or request.entity_id
         account, created = await self.ledger.open_account(
-            _ACCOUNT_TYPES.get(request.account_type), request.entity_id, request.currency
+            _ACCOUNT_TYPES.get(request.account_type), entity_id, request.currency
         )
         return ledger_service_pb2.OpenAccountResponse(account=account_message(account), created=created)
 
@@ -217,22 +232,16 @@ class LedgerInternalServicer(ledger_service_pb2_grpc.LedgerInternalServiceServic
     async def BatchGetBalances(self, request: Any, context: Any) -> ledger_service_pb2.BatchGetBalancesResponse:
         if len(request.account_ids) > paging.MAX_PAGE_SIZE:
             raise ValidationFailed([FieldViolation("account_ids", "at most 500", "TOO_MANY_ACCOUNT_IDS")])
-        balances = await self.ledger.balances(list(request.account_ids))
+        balances = await self.ledger.balances([account_id(a) for a in request.account_ids])
         return ledger_service_pb2.BatchGetBalancesResponse(balances=[balance_message(b) for b in balances])
 
     async def WatchBalances(self, request: Any, context: Any) -> AsyncIterator[bytes]:  # type: ignore[override]
         types = account_types(request.account_types)
         if not types and not request.account_ids:
             raise ValidationFailed([FieldViolation("account_types", "give account types, ids or both", "EMPTY_FILTER")])
-        if any(not domain.is_uuid(a) for a in request.account_ids):
-            raise domain.InvalidAccountId("every account id must be a UUID")
-        if request.after_seq < 0:
-            raise ValidationFailed([FieldViolation("after_seq", "must not be negative", "INVALID_AFTER_SEQ")])
+        ids = [account_id(a) for a in request.account_ids]
         changes = self.ledger.watch(
-            account_ids=list(request.account_ids),
-            account_types=types,
-            after_seq=request.after_seq,
-            current_first=False,
+            account_ids=ids, account_types=types, after_seq=after_seq(request.after_seq), current_first=False
         )
         async for change in changes:
             yield watch_balances_bytes(change)

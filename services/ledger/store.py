@@ -369,7 +369,7 @@ async def post(
     reverses: str | None = None,
 ) -> tuple[TransactionRow, bool]:
     """Write a validated transaction; on a replay return the original and False."""
-    print_ = domain.fingerprint(postings)
+    print_ = domain.fingerprint(postings, reverses)
     try:
         claimed = (
             await session.execute(
@@ -474,7 +474,10 @@ async def post(
             if a in last_seq_of
         ],
     )
-    await notify(session, changes)
+    # Watchers see each account once per transaction, at its committed state:
+    # an account touched twice never shows the balance between its legs.
+    committed = sorted({c.account_id: c for c in changes}.values(), key=lambda c: c.seq)
+    await notify(session, committed)
     # Entries' created_at defaults to now(), the transaction's start time, as does the header's.
     created = claimed.created_at
     transaction = TransactionRow(
@@ -525,13 +528,23 @@ async def changes_after(
     limit: int = 1000,
 ) -> list[BalanceChange]:
     """Entries with after_seq < seq <= up_to_seq matching the filter, as balance changes, in seq order."""
+    # Each filter shape gets a predicate PostgreSQL can serve from an index:
+    # (account_id, seq) for ids, the unique seq index for types.
+    if account_ids and account_types:
+        matches = "(e.account_id = ANY(CAST(:ids AS uuid[])) OR a.account_type = ANY(CAST(:types AS text[])))"
+    elif account_ids:
+        matches = "e.account_id = ANY(CAST(:ids AS uuid[]))"
+    else:
+        matches = "a.account_type = ANY(CAST(:types AS text[]))"
     rows = (
         await connection.execute(
             text(
-                "SELECT e.account_id, a.account_type, a.entity_id, e.currency, e.balance_after, e.debits_after, "
+                "SELECT e.account_id, a.account_type, a.entity_id, e.currency, e.balance_after, e.debits_after, "  # noqa: S608 (fixed predicates, no input)
                 "e.credits_after, e.seq, e.transaction_id FROM ledger_entries e JOIN accounts a ON a.id = e.account_id "
-                "WHERE e.seq > :after AND (CAST(:upto AS bigint) IS NULL OR e.seq <= :upto) "
-                "AND (e.account_id = ANY(CAST(:ids AS uuid[])) OR a.account_type = ANY(CAST(:types AS text[]))) "
+                f"WHERE {matches} AND e.seq > :after AND (CAST(:upto AS bigint) IS NULL OR e.seq <= :upto) "
+                # Only an account's last entry in each transaction: its committed state.
+                "AND NOT EXISTS (SELECT 1 FROM ledger_entries later WHERE later.transaction_id = e.transaction_id "
+                "AND later.account_id = e.account_id AND later.seq > e.seq) "
                 "ORDER BY e.seq LIMIT :limit"
             ),
             {

@@ -24,9 +24,8 @@ from collections import OrderedDict, defaultdict
 from collections.abc import Iterable
 
 import psycopg
-from sqlalchemy import make_url
 
-from services.common.db import Database
+from services.common.db import Database, psycopg_dsn
 from services.common.errors import DomainError
 from services.ledger.domain import AccountType
 from services.ledger.store import NOTIFY_CHANNEL, BalanceChange, changes_after
@@ -34,6 +33,7 @@ from services.ledger.store import NOTIFY_CHANNEL, BalanceChange, changes_after
 log = logging.getLogger("gofund.ledger.streams")
 
 RECONNECT_DELAY_S = 0.5
+LISTENER_KEEPALIVES = "keepalives=1 keepalives_idle=10 keepalives_interval=5 keepalives_count=3 connect_timeout=5"
 DEFAULT_CAPACITY = 10_000
 
 
@@ -84,7 +84,7 @@ class Watcher:
 class Broadcaster:
     def __init__(self, database: Database, *, capacity: int = DEFAULT_CAPACITY) -> None:
         self._database = database
-        self._dsn = make_url(database.url).set(drivername="postgresql").render_as_string(hide_password=False)
+        self._dsn = psycopg_dsn(database.url)
         self._capacity = capacity
         self._by_account: dict[str, set[Watcher]] = defaultdict(set)
         self._by_type: dict[AccountType, set[Watcher]] = defaultdict(set)
@@ -98,7 +98,12 @@ class Broadcaster:
         """Keep one LISTEN connection open for the life of the process (a background loop)."""
         while True:
             try:
-                async with await psycopg.AsyncConnection.connect(self._dsn, autocommit=True) as connection:
+                # TCP keepalives: a listener whose server vanished without a word
+                # is noticed within ~30 s (and its watchers told to resume).
+                dsn = psycopg.conninfo.make_conninfo(
+                    self._dsn, **psycopg.conninfo.conninfo_to_dict(LISTENER_KEEPALIVES)
+                )
+                async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as connection:
                     await connection.execute(f"LISTEN {NOTIFY_CHANNEL}")
                     self._listening.set()
                     async for notification in connection.notifies():

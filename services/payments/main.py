@@ -1,5 +1,6 @@
 """Wiring of the payments service: resources are opened here, never at import."""
 
+import re
 from contextlib import AsyncExitStack
 
 from gofund.payments.v1 import payments_service_pb2, payments_service_pb2_grpc
@@ -23,7 +24,8 @@ async def build(settings: Settings, stack: AsyncExitStack) -> Service:
     try:
         await ensure_indexes(database)
     except PyMongoError as exc:
-        raise StartupError(f"payments: cannot use MongoDB at {settings.mongodb_url}: {exc}") from None
+        where = re.sub(r"//[^/@]*@", "//***@", settings.mongodb_url)  # never print credentials
+        raise StartupError(f"payments: cannot use MongoDB at {where}: {exc}") from None
     services = payments_service_pb2.DESCRIPTOR.services_by_name
     return Service(
         name="payments",

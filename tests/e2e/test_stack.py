@@ -361,6 +361,7 @@ def test_serve_in_production_with_an_unreachable_database_fails_with_one_line() 
         "GOFUND_LEDGER_DATABASE_URL": f"postgresql+psycopg://u:p@127.0.0.1:{closed}/ledger",
         "GOFUND_MONGODB_URI": f"mongodb://127.0.0.1:{closed}/",
         "GOFUND_SERVICE_TOKEN": "t",
+        "GOFUND_IDENTITY_SECRET": "k",
         "PAYSTACK_BASE_URL": "http://127.0.0.1:1",
         "PAYSTACK_SECRET_KEY": "sk",
         "GOFUND_SMTP_HOST": "127.0.0.1",

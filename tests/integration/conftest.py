@@ -10,8 +10,8 @@ import psycopg
 import pytest
 import pytest_asyncio
 from gofund.ledger.v1 import ledger_pb2, ledger_service_pb2, ledger_service_pb2_grpc
-from sqlalchemy import make_url
 
+from services.common.db import psycopg_dsn
 from services.common.server import ServiceRunner
 from services.ledger.main import build
 from tests.conftest import migrated_database, settings_with
@@ -27,8 +27,7 @@ class LedgerUnderTest:
         self.public = ledger_service_pb2_grpc.LedgerServiceStub(self.channel)
 
     def sql(self, statement: str, *params: Any) -> list[Any]:
-        dsn = make_url(self.url).set(drivername="postgresql").render_as_string(hide_password=False)
-        with psycopg.connect(dsn, autocommit=True) as connection:
+        with psycopg.connect(psycopg_dsn(self.url), autocommit=True) as connection:
             cursor = connection.execute(statement, params)
             return cursor.fetchall() if cursor.description else []
 

@@ -311,3 +311,39 @@ async def test_concurrent_reversals_under_different_ids_reverse_once(ledger: Led
     assert len(succeeded) == 1
     assert refused == ["ALREADY_REVERSED"] * 9
     assert (await ledger.balance(goal)).balance == 0
+
+
+async def test_ids_in_any_uuid_spelling_are_the_same_account(ledger: LedgerUnderTest) -> None:
+    escrow = await open_account(ledger.internal, "ESCROW")
+    owner = new_id()
+    goal = await open_account(ledger.internal, "GOAL", entity_id=owner.upper())
+    assert goal == await open_account(ledger.internal, "GOAL", entity_id=owner)
+    request = ledger_service_pb2.PostTransactionRequest(
+        transaction_id=new_id(),
+        postings=[posting(escrow.upper(), DEBIT, 40), posting("{" + goal + "}", CREDIT, 40)],
+    )
+    await ledger.internal.PostTransaction(request)
+    assert (await ledger.internal.PostTransaction(request)).created is False
+    balance = await ledger.public.GetBalance(ledger_service_pb2.GetBalanceRequest(account_id=goal.replace("-", "")))
+    assert balance.balance.balance == 40
+
+
+async def test_a_reversal_replayed_against_another_original_is_refused(ledger: LedgerUnderTest) -> None:
+    escrow, goal = await open_account(ledger.internal, "ESCROW"), await open_account(ledger.internal, "GOAL")
+    first, second = await fund(ledger.internal, escrow, goal, 50), await fund(ledger.internal, escrow, goal, 50)
+    reversal_id = f"reverse:{new_id()}"
+    await ledger.internal.ReverseTransaction(
+        ledger_service_pb2.ReverseTransactionRequest(
+            transaction_id=reversal_id, original_transaction_id=first.transaction.id
+        )
+    )
+    # Same id, same postings (equal contributions), but another original: not a replay.
+    error = await rejected(
+        ledger.internal.ReverseTransaction(
+            ledger_service_pb2.ReverseTransactionRequest(
+                transaction_id=reversal_id, original_transaction_id=second.transaction.id
+            )
+        )
+    )
+    assert reason(error) == "IDEMPOTENCY_KEY_REUSED"
+    assert (await ledger.balance(goal)).balance == 50

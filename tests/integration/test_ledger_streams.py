@@ -180,3 +180,25 @@ async def test_a_transaction_too_large_for_one_notification_still_reaches_watche
                 break
     stream.cancel()
     assert final is not None
+
+
+async def test_watchers_see_an_account_once_per_transaction_at_its_committed_balance(ledger: LedgerUnderTest) -> None:
+    escrow, goal = await open_account(ledger.internal, "ESCROW"), await open_account(ledger.internal, "GOAL")
+    await fund(ledger.internal, escrow, goal, 100)
+    stream = ledger.public.WatchBalance(ledger_service_pb2.WatchBalanceRequest(account_id=goal))
+    (first,) = await take(stream, 1)
+    # The goal is touched twice in one transaction: debit 100 (a transient 0), then credit 30.
+    sink = await open_account(ledger.internal, "USER")
+    legs = [posting(goal, DEBIT, 100), posting(sink, CREDIT, 100), posting(sink, DEBIT, 30), posting(goal, CREDIT, 30)]
+    posted = await ledger.internal.PostTransaction(
+        ledger_service_pb2.PostTransactionRequest(transaction_id=new_id(), postings=legs)
+    )
+    await fund(ledger.internal, escrow, goal, 1)  # a later change, so we know nothing else came between
+    changes = await take(stream, 2)
+    stream.cancel()
+    assert [c.balance for c in changes] == [30, 31]
+    assert changes[0].transaction_id == posted.transaction.id
+    replay = ledger.public.WatchBalance(ledger_service_pb2.WatchBalanceRequest(account_id=goal, after_seq=first.seq))
+    replayed = await take(replay, 2)
+    replay.cancel()
+    assert [c.balance for c in replayed] == [30, 31]

@@ -24,6 +24,7 @@ def production_environment() -> dict[str, str]:
         "GOFUND_LEDGER_DATABASE_URL": "postgresql+psycopg://gofund:pw@db/ledger",
         "GOFUND_MONGODB_URI": "mongodb://mongo:27017/?replicaSet=rs0",
         "GOFUND_SERVICE_TOKEN": "s3cret-service-token",
+        "GOFUND_IDENTITY_SECRET": "s3cret-identity-key",
         "PAYSTACK_BASE_URL": "https://paystack.example",
         "PAYSTACK_SECRET_KEY": "sk_live_x",
         "GOFUND_SMTP_HOST": "smtp",
@@ -77,4 +78,12 @@ def test_production_missing_one_secret_is_refused(monkeypatch: pytest.MonkeyPatc
 def test_a_malformed_value_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GOFUND_LEDGER_PORT", "not-a-port")
     with pytest.raises(ConfigError, match="GOFUND_LEDGER_PORT"):
+        load_settings()
+
+
+def test_production_treats_an_empty_variable_as_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in production_environment().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("GOFUND_LEDGER_DATABASE_URL", "")  # what compose's ${VAR} gives for an unset VAR
+    with pytest.raises(ConfigError, match="GOFUND_LEDGER_DATABASE_URL"):
         load_settings()
