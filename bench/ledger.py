@@ -30,6 +30,8 @@ import grpc
 import psycopg
 from gofund.ledger.v1 import ledger_pb2, ledger_service_pb2, ledger_service_pb2_grpc
 
+from services.common.clients import Channels
+from services.common.config import Settings
 from services.common.db import ensure_database, upgrade
 from services.ledger import domain
 from services.ledger.domain import EntryType, Posting
@@ -37,6 +39,13 @@ from services.stack import embedded
 
 CLIENTS = 8
 ACCOUNTS = 20
+LEDGER_INTERNAL = ledger_service_pb2.DESCRIPTOR.services_by_name["LedgerInternalService"]
+
+
+def service_channels() -> Channels:
+    """Channels that call as a GoFund service (the development service credential)."""
+    token = Settings.model_fields["service_token"].default
+    return Channels(token, default_timeout_ms=30_000, deadline_margin_ms=0)
 
 
 def line(name: str, value: str, target: str) -> None:
@@ -109,12 +118,15 @@ async def grpc_throughput(
     target: str, accounts: list[str], per_client: int, *, hot: bool, on_posted: Any = None
 ) -> float:
     async def client(seed: int) -> None:
-        async with grpc.aio.insecure_channel(target) as channel:
-            internal = ledger_service_pb2_grpc.LedgerInternalServiceStub(channel)
+        channels = service_channels()  # one connection per client, as separate services would have
+        try:
+            internal = ledger_service_pb2_grpc.LedgerInternalServiceStub(channels.get(target, [LEDGER_INTERNAL]))
             for source, destination in pairs(accounts, per_client, hot=hot, seed=seed):
                 response = await internal.PostTransaction(transfer_request(source, destination, 1))
                 if on_posted is not None:
                     on_posted(response, time.monotonic())
+        finally:
+            await channels.close()
 
     started = time.monotonic()
     await asyncio.gather(*(client(seed) for seed in range(CLIENTS)))
@@ -344,13 +356,17 @@ async def main(quick: bool) -> None:
     server.start()
     target = f"127.0.0.1:{ledger_port}"
     try:
-        async with grpc.aio.insecure_channel(target) as channel:
-            internal = ledger_service_pb2_grpc.LedgerInternalServiceStub(channel)
+        setup = service_channels()
+        try:
+            internal = ledger_service_pb2_grpc.LedgerInternalServiceStub(setup.get(target, [LEDGER_INTERNAL]))
             escrow, accounts = await open_accounts(internal, ACCOUNTS)
             await fund_all(internal, escrow, accounts, 10**9)
             _, short = await open_accounts(internal, 2)
             _, long_ = await open_accounts(internal, 2)
             await fund_all(internal, escrow, short + long_, 10**6)
+            _, idle = await open_accounts(internal, ACCOUNTS)
+        finally:
+            await setup.close()
 
         await grpc_throughput(target, accounts, 20, hot=False)  # warm up
         uniform = await grpc_throughput(target, accounts, per_client, hot=False)
@@ -369,8 +385,6 @@ async def main(quick: bool) -> None:
         line(f"get_balance_p50_ms_{history // 1000}k_entries", f"{p50_long * 1000:.3f}", "-")
         line(f"get_balance_p50_{history // 1000}k_vs_1k_entries", f"{p50_long / p50_short:.2f}", "<= 1.5")
 
-        async with grpc.aio.insecure_channel(target) as channel:
-            _, idle = await open_accounts(ledger_service_pb2_grpc.LedgerInternalServiceStub(channel), ACCOUNTS)
         none = await grpc_throughput(target, accounts, per_client, hot=False)
         connected, _, _ = await with_watchers(target, accounts, idle, per_client, 1000)
         active, latencies, delivered = await with_watchers(target, accounts, accounts, per_client, 1000)

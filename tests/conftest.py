@@ -11,9 +11,12 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import grpc
 import pytest
 
+from services.common.auth import SERVICE_CREDENTIAL_HEADER
 from services.common.config import Settings
 from services.common.db import ensure_database, upgrade
 from services.stack import embedded
@@ -62,3 +65,45 @@ def settings_with(postgres_port: int, mongodb_port: int, data_dir: Path, **overr
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
+
+
+# The credential the services under test expect (the development default).
+SERVICE_TOKEN: str = Settings.model_fields["service_token"].default
+CREDENTIAL = ((SERVICE_CREDENTIAL_HEADER, SERVICE_TOKEN),)
+
+
+def _with_credential(details: Any, aio: bool) -> Any:
+    metadata = [*(details.metadata or ()), *CREDENTIAL]
+    if aio:
+        return grpc.aio.ClientCallDetails(
+            details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
+        )
+    return details._replace(metadata=metadata)
+
+
+# grpc.aio files each interceptor under one kind only, hence two classes.
+class _AioUnaryCredential(grpc.aio.UnaryUnaryClientInterceptor):
+    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await continuation(_with_credential(details, aio=True), request)
+
+
+class _AioStreamCredential(grpc.aio.UnaryStreamClientInterceptor):
+    async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await continuation(_with_credential(details, aio=True), request)
+
+
+class _SyncCredential(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
+    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return continuation(_with_credential(details, aio=False), request)
+
+    def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        return continuation(_with_credential(details, aio=False), request)
+
+
+def service_channel(target: str) -> grpc.aio.Channel:
+    """An async channel that calls as a GoFund service would (with the service credential)."""
+    return grpc.aio.insecure_channel(target, interceptors=[_AioUnaryCredential(), _AioStreamCredential()])
+
+
+def sync_service_channel(target: str) -> grpc.Channel:
+    return grpc.intercept_channel(grpc.insecure_channel(target), _SyncCredential())

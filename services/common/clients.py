@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from contextlib import AsyncExitStack
 from typing import Any
 
 import grpc
@@ -21,6 +22,7 @@ from google.protobuf import descriptor, descriptor_pb2
 
 from services.common import context
 from services.common.auth import SERVICE_CREDENTIAL_HEADER
+from services.common.config import Settings
 from services.common.interceptors import REQUEST_ID_HEADER
 
 _RETRY_POLICY = {
@@ -139,3 +141,14 @@ class Channels:
         for channel in self._channels.values():
             await channel.close()
         self._channels.clear()
+
+
+def open_channels(settings: Settings, stack: AsyncExitStack) -> Channels:
+    """The process's channels, closed with the service."""
+    channels = Channels(
+        settings.service_token,
+        default_timeout_ms=settings.call_timeout_ms,
+        deadline_margin_ms=settings.deadline_margin_ms,
+    )
+    stack.push_async_callback(channels.close)
+    return channels

@@ -50,6 +50,9 @@ class Service:
     auth: AuthPolicy | None = None
     # Resolves user tokens; identity answers locally, the others ask identity.
     authenticator: Authenticator | None = None
+    # Cache resolved tokens (GOFUND_AUTH_CACHE_MS)? Identity does not: it reads
+    # its own database, and a logout there must take effect at once.
+    cache_tokens: bool = True
     # Long-running loops (outbox processor, scheduler); cancelled on shutdown.
     background: Sequence[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=tuple)
 
@@ -83,7 +86,7 @@ class ServiceRunner:
                     service.auth,
                     self._settings.service_token,
                     service.authenticator,
-                    self._settings.auth_cache_ms / 1000,
+                    self._settings.auth_cache_ms / 1000 if service.cache_tokens else 0.0,
                 )
             server = grpc.aio.server(
                 interceptors=[CallContextInterceptor(service.errors, authorize)],

@@ -46,6 +46,7 @@ async def build(settings: Settings, stack: AsyncExitStack) -> Service:
         descriptors=descriptors,
         auth=AuthPolicy.of(descriptors, ANONYMOUS),
         authenticator=LocalAuthenticator(identity),
+        cache_tokens=False,
     )
 
 

@@ -89,11 +89,17 @@ def role_message(role: store.Role) -> identity_pb2.Role:
     )
 
 
+def principal() -> Principal | None:
+    """The caller, as the auth interceptor identified it (None if anonymous)."""
+    return context.principal.get()
+
+
 def caller() -> Principal:
-    principal = context.principal.get()
-    if principal is None:
+    """The logged-in caller; LoginRequired otherwise."""
+    found = principal()
+    if found is None:
         raise LoginRequired("log in first")
-    return principal
+    return found
 
 
 def device(ctx: Any, device_name: str) -> DeviceInfo:
@@ -195,21 +201,21 @@ class IdentityServicer(identity_service_pb2_grpc.IdentityServiceServicer):
         return identity_service_pb2.VerifyPhoneResponse(user=user_message(view))
 
     async def ListRoles(self, request: Any, context: Any) -> identity_service_pb2.ListRolesResponse:
-        roles = await self.identity.roles(context.principal.get())
+        roles = await self.identity.roles(principal())
         return identity_service_pb2.ListRolesResponse(roles=[role_message(r) for r in roles])
 
     async def CreateRole(self, request: Any, context: Any) -> identity_service_pb2.CreateRoleResponse:
         role = await self.identity.create_role(
-            context.principal.get(), request.name, request.description, list(request.permissions)
+            principal(), request.name, request.description, list(request.permissions)
         )
         return identity_service_pb2.CreateRoleResponse(role=role_message(role))
 
     async def AssignRole(self, request: Any, context: Any) -> identity_service_pb2.AssignRoleResponse:
-        view = await self.identity.assign_role(context.principal.get(), request.user_id, request.role_name)
+        view = await self.identity.assign_role(principal(), request.user_id, request.role_name)
         return identity_service_pb2.AssignRoleResponse(user=user_message(view))
 
     async def RevokeRole(self, request: Any, context: Any) -> identity_service_pb2.RevokeRoleResponse:
-        view = await self.identity.revoke_role(context.principal.get(), request.user_id, request.role_name)
+        view = await self.identity.revoke_role(principal(), request.user_id, request.role_name)
         return identity_service_pb2.RevokeRoleResponse(user=user_message(view))
 
 

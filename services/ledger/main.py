@@ -4,6 +4,8 @@ from contextlib import AsyncExitStack
 
 from gofund.ledger.v1 import ledger_service_pb2, ledger_service_pb2_grpc
 
+from services.common.auth import AuthPolicy, RemoteAuthenticator
+from services.common.clients import open_channels
 from services.common.config import Settings
 from services.common.db import Database
 from services.common.server import Service, run
@@ -18,9 +20,11 @@ async def build(settings: Settings, stack: AsyncExitStack) -> Service:
     database = Database("ledger", settings.database_url("ledger"), pool_size=20)
     stack.push_async_callback(database.dispose)
     await database.check_ready()
+    channels = open_channels(settings, stack)
     broadcaster = Broadcaster(database)
     ledger = Ledger(database, broadcaster)
     services = ledger_service_pb2.DESCRIPTOR.services_by_name
+    descriptors = [services["LedgerService"], services["LedgerInternalService"]]
     return Service(
         name="ledger",
         errors=ERRORS,
@@ -31,7 +35,11 @@ async def build(settings: Settings, stack: AsyncExitStack) -> Service:
                 LedgerInternalServicer(ledger),
             ),
         ],
-        descriptors=[services["LedgerService"], services["LedgerInternalService"]],
+        descriptors=descriptors,
+        # Every public read is open: visibility (GOAL public, USER to its user,
+        # platform accounts with ledger:read_any) is decided per account.
+        auth=AuthPolicy.of(descriptors, [f"LedgerService/{m.name}" for m in services["LedgerService"].methods]),
+        authenticator=RemoteAuthenticator(channels, settings.target("identity")),
         background=[broadcaster.run],
     )
 

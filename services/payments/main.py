@@ -7,12 +7,18 @@ from gofund.payments.v1 import payments_service_pb2, payments_service_pb2_grpc
 from pymongo import AsyncMongoClient
 from pymongo.errors import PyMongoError
 
+from services.common.auth import AuthPolicy, RemoteAuthenticator
+from services.common.clients import open_channels
 from services.common.config import Settings, StartupError
 from services.common.server import Service, run
 from services.payments.servicer import ERRORS, PaymentsInternalServicer, PaymentsServicer
 from services.payments.store import ensure_indexes
 
 MONGO_TIMEOUT_MS = 5000
+
+
+# Methods a caller may use without logging in.
+ANONYMOUS = ["PaymentsService/HandlePaystackWebhook"]
 
 
 async def build(settings: Settings, stack: AsyncExitStack) -> Service:
@@ -27,6 +33,8 @@ async def build(settings: Settings, stack: AsyncExitStack) -> Service:
         where = re.sub(r"//[^/@]*@", "//***@", settings.mongodb_url)  # never print credentials
         raise StartupError(f"payments: cannot use MongoDB at {where}: {exc}") from None
     services = payments_service_pb2.DESCRIPTOR.services_by_name
+    descriptors = [services["PaymentsService"], services["PaymentsInternalService"]]
+    channels = open_channels(settings, stack)
     return Service(
         name="payments",
         errors=ERRORS,
@@ -37,7 +45,9 @@ async def build(settings: Settings, stack: AsyncExitStack) -> Service:
                 PaymentsInternalServicer(),
             ),
         ],
-        descriptors=[services["PaymentsService"], services["PaymentsInternalService"]],
+        descriptors=descriptors,
+        auth=AuthPolicy.of(descriptors, ANONYMOUS),
+        authenticator=RemoteAuthenticator(channels, settings.target("identity")),
     )
 
 

@@ -72,6 +72,48 @@ def _ledger_reconcile(args: argparse.Namespace) -> None:
     sys.exit(1 if report.differences else 0)
 
 
+def _smtp_sink(args: argparse.Namespace) -> None:
+    from services.stack import smtp_sink
+
+    settings = load_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    smtp_sink.main(settings.smtp_port, settings.data_dir / "mail.jsonl")
+
+
+def _admin_create(args: argparse.Namespace) -> None:
+    """Give an existing user the admin role (the first admin has no one to ask)."""
+    import asyncio
+    from datetime import timedelta
+
+    from services.common.db import Database
+    from services.common.errors import DomainError
+    from services.identity.notify import LoggingSmsSender, SmtpEmailSender
+    from services.identity.service import Identity
+
+    settings = load_settings()
+
+    async def grant() -> str:
+        database = Database("identity", settings.database_url("identity"), pool_size=1)
+        try:
+            identity = Identity(
+                database,
+                code_secret=settings.identity_secret,
+                session_ttl=timedelta(hours=settings.session_ttl_hours),
+                email=SmtpEmailSender(settings.smtp_host, settings.smtp_port),
+                sms=LoggingSmsSender(),
+            )
+            user = await identity.user_by_email(args.email)
+            view = await identity.grant(str(user.user.id), "admin")
+            return f"{view.user.username} ({view.user.email}) now has roles: {', '.join(view.roles)}"
+        finally:
+            await database.dispose()
+
+    try:
+        print(asyncio.run(grant()))
+    except DomainError as exc:
+        sys.exit(f"gofund admin create: {exc.message}")
+
+
 def _up(args: argparse.Namespace) -> None:
     from services.stack.stack import Stack, StackError
 
@@ -127,6 +169,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     reconcile = ledger.add_parser("reconcile", help="recompute every balance from the entries and list differences")
     reconcile.set_defaults(handler=_ledger_reconcile)
+    sink = commands.add_parser("smtp-sink", help="run the local mail sink (GOFUND_SMTP_PORT; mail in the data dir)")
+    sink.set_defaults(handler=_smtp_sink)
+    admin = commands.add_parser("admin", help="administration").add_subparsers(dest="admin_command", required=True)
+    create = admin.add_parser("create", help="make an existing user an admin")
+    create.add_argument("--email", required=True)
+    create.set_defaults(handler=_admin_create)
     args = parser.parse_args(argv)
     try:
         args.handler(args)

@@ -53,6 +53,7 @@ class Stack:
             "GOFUND_PAYMENTS_PORT": s.payments_port,
             "GOFUND_ENVOY_PORT": s.envoy_port,
             "GOFUND_ENVOY_ADMIN_PORT": s.envoy_admin_port,
+            "GOFUND_SMTP_PORT": s.smtp_port,
         }
 
     def _preflight(self) -> None:
@@ -99,6 +100,15 @@ class Stack:
             )
         )
         self._start(embedded.mongo_wire(self.data_dir / "mongodb", s.mongodb_port, self.logs_dir / "mongodb.log"))
+        self._start(
+            embedded.ManagedProcess(
+                "smtp sink",
+                [str(embedded.BIN / "gofund"), "smtp-sink"],
+                log_path=self.logs_dir / "smtp-sink.log",
+                ready=embedded.tcp_ready(s.smtp_port),
+                env=self.env,
+            )
+        )
 
     def _migrate(self) -> None:
         for service in POSTGRES_DATABASES:
@@ -171,6 +181,7 @@ class Stack:
             *(f"  {name:<22} 127.0.0.1:{getattr(s, f'{name}_port')}  (gRPC, reflection, health)" for name in SERVICES),
             f"  PostgreSQL             postgresql://postgres@127.0.0.1:{s.postgres_port}",
             f"  MongoDB wire           {s.mongodb_url}",
+            f"  SMTP sink              127.0.0.1:{s.smtp_port}  (mail kept in {self.data_dir / 'mail.jsonl'})",
             f"  data and logs          {self.data_dir}",
         ]
         return "\n".join(lines)

@@ -28,6 +28,7 @@ from services.common.errors import error_info
 from services.stack import embedded
 from services.stack.envoy_config import SERVICES
 from services.stack.stack import Stack, StackError
+from tests.conftest import sync_service_channel
 
 BIN = Path(sys.executable).parent
 PORT_VARIABLES = (
@@ -39,6 +40,7 @@ PORT_VARIABLES = (
     "GOFUND_PAYMENTS_PORT",
     "GOFUND_ENVOY_PORT",
     "GOFUND_ENVOY_ADMIN_PORT",
+    "GOFUND_SMTP_PORT",
 )
 
 
@@ -123,7 +125,7 @@ def test_path_parameters_are_transcoded_and_not_found_is_404_json(stack: Stack) 
 @contextlib.contextmanager
 def ledger_internal(stack: Stack) -> Iterator[ledger_service_pb2_grpc.LedgerInternalServiceStub]:
     """The ledger's internal service, reached directly (as another service would)."""
-    with grpc.insecure_channel(f"127.0.0.1:{stack.settings.ledger_port}") as channel:
+    with sync_service_channel(f"127.0.0.1:{stack.settings.ledger_port}") as channel:
         yield ledger_service_pb2_grpc.LedgerInternalServiceStub(channel)
 
 
@@ -300,7 +302,7 @@ def test_gofund_up_starts_everything_and_ctrl_c_stops_it_cleanly(tmp_path: Path)
     output = "".join(lines)
     assert "GoFund is up." in output, output
     children = psutil.Process(process.pid).children(recursive=True)
-    assert len(children) >= 7  # postgres, mongodb, four services, envoy (+ postgres workers)
+    assert len(children) >= 8  # postgres, mongodb, smtp sink, four services, envoy (+ postgres workers)
     response = httpx.get(f"http://127.0.0.1:{overrides['GOFUND_ENVOY_PORT']}/v1/goals", timeout=10)
     assert response.status_code == 501
 

@@ -14,7 +14,7 @@ from gofund.ledger.v1 import ledger_pb2, ledger_service_pb2, ledger_service_pb2_
 from services.common.db import psycopg_dsn
 from services.common.server import ServiceRunner
 from services.ledger.main import build
-from tests.conftest import migrated_database, settings_with
+from tests.conftest import migrated_database, service_channel, settings_with
 
 
 class LedgerUnderTest:
@@ -23,7 +23,8 @@ class LedgerUnderTest:
         self.port = port
         self.url = url
         self.channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
-        self.internal = ledger_service_pb2_grpc.LedgerInternalServiceStub(self.channel)
+        self.service_channel = service_channel(f"127.0.0.1:{port}")
+        self.internal = ledger_service_pb2_grpc.LedgerInternalServiceStub(self.service_channel)
         self.public = ledger_service_pb2_grpc.LedgerServiceStub(self.channel)
 
     def sql(self, statement: str, *params: Any) -> list[Any]:
@@ -49,4 +50,5 @@ async def ledger(
     under_test = LedgerUnderTest(runner, port, url)
     yield under_test
     await under_test.channel.close()
+    await under_test.service_channel.close()
     await runner.stop()

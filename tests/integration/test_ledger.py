@@ -12,6 +12,7 @@ import pytest
 from gofund.ledger.v1 import ledger_pb2, ledger_service_pb2, ledger_service_pb2_grpc
 
 from services.common.errors import error_info
+from tests.conftest import service_channel
 from tests.integration.conftest import LedgerUnderTest
 from tests.integration.ledger_helpers import CREDIT, DEBIT, fund, new_id, open_account, posting, transfer
 
@@ -264,7 +265,7 @@ async def test_eight_clients_times_500_random_transfers_keep_every_invariant(led
 
     async def client(seed: int) -> None:
         rng = random.Random(seed)
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{ledger.port}") as channel:
+        async with service_channel(f"127.0.0.1:{ledger.port}") as channel:
             internal = ledger_service_pb2_grpc.LedgerInternalServiceStub(channel)
             for _ in range(500):
                 source, target = rng.sample(accounts, 2)

@@ -13,6 +13,7 @@ import pytest
 from gofund.ledger.v1 import ledger_pb2, ledger_service_pb2, ledger_service_pb2_grpc
 
 from services.stack import embedded
+from tests.conftest import service_channel
 from tests.integration.conftest import LedgerUnderTest
 from tests.integration.ledger_helpers import CREDIT, DEBIT, fund, new_id, open_account, posting, transfer
 
@@ -143,7 +144,7 @@ async def test_a_watcher_on_one_replica_sees_every_change_posted_through_another
     escrow, goal = await open_account(ledger.internal, "ESCROW"), await open_account(ledger.internal, "GOAL")
     stream = ledger.public.WatchBalance(ledger_service_pb2.WatchBalanceRequest(account_id=goal))
     await take(stream, 1)
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{second_ledger_process}") as channel:
+    async with service_channel(f"127.0.0.1:{second_ledger_process}") as channel:
         replica_b = ledger_service_pb2_grpc.LedgerInternalServiceStub(channel)
         posted = [await fund(replica_b, escrow, goal, amount) for amount in range(1, 51)]
     received = await take(stream, 50, timeout_s=30)

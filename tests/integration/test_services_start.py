@@ -58,7 +58,7 @@ def build_of(service: str):  # type: ignore[no-untyped-def]
         ("identity", grpc.StatusCode.UNAUTHENTICATED),
         ("goals", grpc.StatusCode.UNIMPLEMENTED),
         ("ledger", grpc.StatusCode.INVALID_ARGUMENT),
-        ("payments", grpc.StatusCode.UNIMPLEMENTED),
+        ("payments", grpc.StatusCode.UNAUTHENTICATED),  # GetPayment needs a login
     ],
 )
 async def test_service_starts_healthy_and_answers_with_its_error_domain(
