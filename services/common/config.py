@@ -62,6 +62,8 @@ class Settings(BaseSettings):
     envoy_admin_port: int = _env("GOFUND_ENVOY_ADMIN_PORT", default=9901)
     paystack_simulator_port: int = _env("GOFUND_PAYSTACK_SIM_PORT", default=8090)
     smtp_port: int = _env("GOFUND_SMTP_PORT", default=1025)
+    # Login and registration requests per minute that Envoy lets through.
+    auth_rate_per_minute: int = _env("GOFUND_AUTH_RATE_PER_MINUTE", default=60, gt=0)
 
     identity_database_url: str = _env("GOFUND_IDENTITY_DATABASE_URL", default="")
     goals_database_url: str = _env("GOFUND_GOALS_DATABASE_URL", default="")

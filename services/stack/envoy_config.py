@@ -30,6 +30,8 @@ class EdgeConfig:
     # STATIC for IP addresses, STRICT_DNS for host names (docker-compose).
     cluster_type: str = "STATIC"
     health_interval: str = "1s"
+    # Login and registration requests per minute through this Envoy (a shared bucket).
+    auth_rate_per_minute: int = 60
 
 
 def _endpoints(addresses: Sequence[tuple[str, int]]) -> str:
@@ -47,6 +49,7 @@ def render(config: EdgeConfig) -> str:
         "DESCRIPTOR_PATH": str(config.descriptor_path),
         "CLUSTER_TYPE": config.cluster_type,
         "HEALTH_INTERVAL": config.health_interval,
+        "AUTH_RATE_PER_MINUTE": str(config.auth_rate_per_minute),
     }
     for service in SERVICES:
         values[f"{service.upper()}_ENDPOINTS"] = _endpoints(config.upstreams[service])

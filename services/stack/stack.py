@@ -128,6 +128,7 @@ class Stack:
             public_port=s.envoy_port,
             admin_port=s.envoy_admin_port,
             upstreams={name: [("127.0.0.1", getattr(s, f"{name}_port"))] for name in SERVICES},
+            auth_rate_per_minute=s.auth_rate_per_minute,
         )
         path = write(config, self.data_dir / "envoy.yaml")
         # Envoy instances on one machine need distinct shared-memory ids.

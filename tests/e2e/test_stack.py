@@ -12,7 +12,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -29,38 +28,7 @@ from services.stack import embedded
 from services.stack.envoy_config import SERVICES
 from services.stack.stack import Stack, StackError
 from tests.conftest import sync_service_channel
-
-BIN = Path(sys.executable).parent
-PORT_VARIABLES = (
-    "GOFUND_POSTGRES_PORT",
-    "GOFUND_MONGODB_PORT",
-    "GOFUND_IDENTITY_PORT",
-    "GOFUND_GOALS_PORT",
-    "GOFUND_LEDGER_PORT",
-    "GOFUND_PAYMENTS_PORT",
-    "GOFUND_ENVOY_PORT",
-    "GOFUND_ENVOY_ADMIN_PORT",
-    "GOFUND_SMTP_PORT",
-)
-
-
-def stack_environment(data_dir: Path) -> dict[str, str]:
-    """Free ports for every server and a private data directory."""
-    overrides = {name: str(embedded.free_port()) for name in PORT_VARIABLES}
-    overrides["GOFUND_DATA_DIR"] = str(data_dir)
-    return overrides
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    platform = Stack(stack_environment(tmp_path_factory.mktemp("stack")), durable=False)
-    platform.start()
-    yield platform
-    platform.stop()
-
-
-def edge(stack: Stack) -> str:
-    return f"http://127.0.0.1:{stack.settings.envoy_port}"
+from tests.e2e.conftest import BIN, PORT_VARIABLES, edge, stack_environment
 
 
 def grpcurl(*args: str) -> subprocess.CompletedProcess[str]:
@@ -247,13 +215,15 @@ def test_internal_service_is_not_reachable_through_envoy(stack: Stack) -> None:
     assert response.status_code == 404
 
 
-def test_service_logs_are_json_lines_with_request_ids(stack: Stack) -> None:
-    httpx.get(f"{edge(stack)}/v1/goals", headers={"x-request-id": "e2e-request-7"}, timeout=10)
+def test_service_logs_carry_the_request_id_envoy_returned(stack: Stack) -> None:
+    response = httpx.get(f"{edge(stack)}/v1/goals", headers={"x-request-id": "client-chosen"}, timeout=10)
+    request_id = response.headers["x-request-id"]
+    assert request_id != "client-chosen"  # the edge makes its own
 
     def logged() -> bool:
         lines = [json.loads(line) for line in stack.services["goals"].log_path.read_text().splitlines() if line]
         return any(
-            line.get("method") == "/gofund.goals.v1.GoalsService/ListGoals" and line["request_id"] == "e2e-request-7"
+            line.get("method") == "/gofund.goals.v1.GoalsService/ListGoals" and line["request_id"] == request_id
             for line in lines
         )
 

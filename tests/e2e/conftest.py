@@ -1,0 +1,46 @@
+"""The whole stack, started once for the e2e tests (as `gofund up` runs it), on free ports."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from services.stack import embedded
+from services.stack.stack import Stack
+
+BIN = Path(sys.executable).parent
+PORT_VARIABLES = (
+    "GOFUND_POSTGRES_PORT",
+    "GOFUND_MONGODB_PORT",
+    "GOFUND_IDENTITY_PORT",
+    "GOFUND_GOALS_PORT",
+    "GOFUND_LEDGER_PORT",
+    "GOFUND_PAYMENTS_PORT",
+    "GOFUND_ENVOY_PORT",
+    "GOFUND_ENVOY_ADMIN_PORT",
+    "GOFUND_SMTP_PORT",
+)
+
+
+def stack_environment(data_dir: Path) -> dict[str, str]:
+    """Free ports for every server and a private data directory."""
+    overrides = {name: str(embedded.free_port()) for name in PORT_VARIABLES}
+    overrides["GOFUND_DATA_DIR"] = str(data_dir)
+    # Enough for the suite's logins and registrations; the rate-limit test drains the rest.
+    overrides["GOFUND_AUTH_RATE_PER_MINUTE"] = "40"
+    return overrides
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    platform = Stack(stack_environment(tmp_path_factory.mktemp("stack")), durable=False)
+    platform.start()
+    yield platform
+    platform.stop()
+
+
+def edge(stack: Stack) -> str:
+    return f"http://127.0.0.1:{stack.settings.envoy_port}"
