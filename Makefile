@@ -31,6 +31,7 @@ test: lint
 # Benchmarks print figures and ratios; they assert nothing. BENCH_FLAGS=--quick for a short run.
 bench: $(STAMP)
 	$(BIN)/python bench/ledger.py $(BENCH_FLAGS)
+	$(BIN)/python bench/identity.py $(BENCH_FLAGS)
 
 fmt: $(STAMP)
 	$(BIN)/ruff check --fix services tests bench

@@ -50,8 +50,8 @@ class Service:
     auth: AuthPolicy | None = None
     # Resolves user tokens; identity answers locally, the others ask identity.
     authenticator: Authenticator | None = None
-    # Cache resolved tokens (GOFUND_AUTH_CACHE_MS)? Identity does not: it reads
-    # its own database, and a logout there must take effect at once.
+    # Cache resolved tokens here (GOFUND_AUTH_CACHE_MS)? Identity keeps its own
+    # cache instead, which its logout can evict at once.
     cache_tokens: bool = True
     # Long-running loops (outbox processor, scheduler); cancelled on shutdown.
     background: Sequence[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=tuple)

@@ -30,6 +30,7 @@ async def build(settings: Settings, stack: AsyncExitStack) -> Service:
         session_ttl=timedelta(hours=settings.session_ttl_hours),
         email=SmtpEmailSender(settings.smtp_host, settings.smtp_port),
         sms=LoggingSmsSender(),
+        token_cache_ttl=timedelta(milliseconds=settings.auth_cache_ms),
     )
     services = identity_service_pb2.DESCRIPTOR.services_by_name
     descriptors = [services["IdentityService"], services["IdentityInternalService"]]
@@ -46,7 +47,7 @@ async def build(settings: Settings, stack: AsyncExitStack) -> Service:
         descriptors=descriptors,
         auth=AuthPolicy.of(descriptors, ANONYMOUS),
         authenticator=LocalAuthenticator(identity),
-        cache_tokens=False,
+        cache_tokens=False,  # Identity caches in resolve(), where logout can evict
     )
 
 

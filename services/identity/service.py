@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from services.identity.domain import Channel
 from services.identity.notify import DeliveryError, EmailSender, SmsSender
 
 ROLES_PERMISSION = "roles:manage"
+MAX_CACHED_TOKENS = 100_000
 
 
 @dataclass(frozen=True)
@@ -52,8 +54,14 @@ class Identity:
         email: EmailSender,
         sms: SmsSender,
         hasher: PasswordHasher | None = None,
+        token_cache_ttl: timedelta = timedelta(0),
     ) -> None:
         self.database = database
+        # Resolved tokens, for at most `token_cache_ttl` (≤ 5 s) and never past the
+        # session's expiry. Logout, revocation and role changes evict at once
+        # here; another identity replica may trust its entry until it lapses.
+        self._token_cache: dict[bytes, tuple[Principal, store.User, float]] = {}
+        self._token_cache_ttl_s = min(token_cache_ttl.total_seconds(), 5.0)
         self._code_secret = code_secret
         self._session_ttl = session_ttl
         self._email = email
@@ -131,6 +139,9 @@ class Identity:
         token_hash = domain.token_hash(token)
         if token_hash is None:
             raise InvalidToken("the session token is not valid")
+        cached = self._token_cache.get(token_hash)
+        if cached is not None and cached[2] > time.monotonic():
+            return cached[0], cached[1]
         async with self.database.transaction() as session:
             found = await store.live_session(session, token_hash)
             if found is None:
@@ -144,7 +155,21 @@ class Identity:
             roles=frozenset(r.name for r in roles),
             permissions=domain.permissions_of(r.permissions for r in roles),
         )
+        if self._token_cache_ttl_s > 0:
+            until_expiry = (row.expires_at - datetime.now(UTC)).total_seconds()
+            if len(self._token_cache) >= MAX_CACHED_TOKENS:
+                self._token_cache.clear()
+            self._token_cache[token_hash] = (
+                principal,
+                user,
+                time.monotonic() + min(self._token_cache_ttl_s, until_expiry),
+            )
         return principal, user
+
+    def _forget(self, user_id: str) -> None:
+        """Drop every cached token of a user (after logout, revocation, a role change)."""
+        for key in [k for k, (p, _, _) in self._token_cache.items() if p.user_id == user_id]:
+            self._token_cache.pop(key, None)
 
     async def logout(self, principal: Principal) -> None:
         await self.revoke_session(principal, principal.session_id)
@@ -157,6 +182,7 @@ class Identity:
         async with self.database.transaction() as session:
             if not await store.revoke_session(session, uuid.UUID(principal.user_id), target):
                 raise domain.SessionNotFound("no such session")
+        self._forget(principal.user_id)
 
     async def sessions(self, principal: Principal, before: datetime | None, limit: int) -> list[store.Session]:
         async with self.database.transaction() as session:
@@ -300,6 +326,7 @@ class Identity:
                 raise domain.RoleNotFound(f"no role {role_name}", metadata={"role": role_name})
             if await session.get(store.UserRole, (target.user.id, role_name)) is None:
                 session.add(store.UserRole(user_id=target.user.id, role_name=role_name))
+        self._forget(str(target.user.id))
         return await self.user(user_id)
 
     async def revoke_role(self, principal: Principal | None, user_id: str, role_name: str) -> UserView:
@@ -311,6 +338,7 @@ class Identity:
                 if role_name == domain.ADMIN_ROLE and await store.admin_count(session) <= 1:
                     raise domain.LastAdmin("the last admin cannot lose the admin role")
                 await session.delete(link)
+        self._forget(str(target.user.id))
         return await self.user(user_id)
 
     async def user_by_email(self, email: str) -> UserView:

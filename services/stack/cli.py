@@ -104,7 +104,10 @@ def _admin_create(args: argparse.Namespace) -> None:
             )
             user = await identity.user_by_email(args.email)
             view = await identity.grant(str(user.user.id), "admin")
-            return f"{view.user.username} ({view.user.email}) now has roles: {', '.join(view.roles)}"
+            return (
+                f"{view.user.username} ({view.user.email}) now has roles: {', '.join(view.roles)} "
+                f"(sessions already in use see it within {settings.auth_cache_ms / 1000:g} s)"
+            )
         finally:
             await database.dispose()
 

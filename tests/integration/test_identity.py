@@ -194,11 +194,11 @@ async def test_logout_stops_the_token_at_once(identity: IdentityUnderTest) -> No
 
 
 async def test_an_expired_session_is_refused(identity: IdentityUnderTest) -> None:
-    _, token = await identity.user_with_token()
-    principal = await identity.internal.Authenticate(identity_service_pb2.AuthenticateRequest(token=token))
-    identity.sql(
-        "UPDATE sessions SET expires_at = now() - interval '1 second' WHERE id = %s", principal.principal.session_id
-    )
+    # Expired in the database before any use, so no cached answer stands in the way.
+    user = await identity.register()
+    session = await identity.login(user.email)
+    token = session.token
+    identity.sql("UPDATE sessions SET expires_at = now() - interval '1 second' WHERE id = %s", session.session.id)
     error = await rejected(
         identity.public.GetCurrentUser(identity_service_pb2.GetCurrentUserRequest(), metadata=bearer(token))
     )
