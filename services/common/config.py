@@ -85,6 +85,30 @@ class Settings(BaseSettings):
     identity_secret: str = _env("GOFUND_IDENTITY_SECRET", default="dev-identity-secret-not-for-production")
     session_ttl_hours: int = _env("GOFUND_SESSION_TTL_HOURS", default=24 * 30, gt=0)
 
+    # Payments: Paystack calls, and the webhook processor (outbox) retrying a
+    # failed event with exponential backoff from `webhook_retry_base_ms` (capped
+    # at a minute) until `webhook_max_attempts`, after which it is parked.
+    paystack_timeout_ms: int = _env("GOFUND_PAYSTACK_TIMEOUT_MS", default=10_000, gt=0)
+    paystack_callback_url: str = _env("GOFUND_PAYSTACK_CALLBACK_URL", default="")
+    webhook_max_attempts: int = _env("GOFUND_WEBHOOK_MAX_ATTEMPTS", default=8, gt=0)
+    webhook_retry_base_ms: int = _env("GOFUND_WEBHOOK_RETRY_BASE_MS", default=500, gt=0)
+
+    # Goals: the platform fee and the vote rules, in basis points (1/100 of a
+    # percent) of the goal's raised amount, and how often the scheduler looks
+    # for goals past their deadline and proofs past their voting window.
+    platform_fee_bps: int = _env("GOFUND_PLATFORM_FEE_BPS", default=500, ge=0, le=10_000)
+    voting_window_hours: float = _env("GOFUND_VOTING_WINDOW_HOURS", default=24 * 7, gt=0)
+    approval_threshold_bps: int = _env("GOFUND_APPROVAL_THRESHOLD_BPS", default=5000, ge=0, lt=10_000)
+    quorum_bps: int = _env("GOFUND_QUORUM_BPS", default=2000, ge=0, le=10_000)
+    scheduler_interval_ms: int = _env("GOFUND_SCHEDULER_INTERVAL_MS", default=1000, gt=0)
+
+    # Paystack simulator (development only): Paystack retries a webhook every
+    # 3 minutes 4 times, then hourly; the simulator compresses 3 minutes to
+    # `retry_base_ms` (an hour is 20 of them). Refunds and transfers settle on
+    # their own after `settle_ms` (0: only through the /_sim settle routes).
+    paystack_sim_retry_base_ms: int = _env("GOFUND_PAYSTACK_SIM_RETRY_BASE_MS", default=1000, gt=0)
+    paystack_sim_settle_ms: int = _env("GOFUND_PAYSTACK_SIM_SETTLE_MS", default=3000, ge=0)
+
     # Budget of an outgoing unary call when the incoming call leaves more.
     call_timeout_ms: int = _env("GOFUND_CALL_TIMEOUT_MS", default=5000, gt=0)
     # Kept back from the incoming deadline so our answer still arrives in time.
