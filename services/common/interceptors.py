@@ -61,7 +61,7 @@ def _bytes_or(serializer: Callable[[Any], bytes]) -> Callable[[Any], bytes]:
     return serialize
 
 
-def _store_unavailable(exc: Exception) -> bool:
+def store_unavailable(exc: Exception) -> bool:
     """A lost or refused connection to PostgreSQL or MongoDB: worth a retry, not a bug."""
     if isinstance(exc, DBAPIError):
         return bool(exc.connection_invalidated) or isinstance(exc.orig, psycopg.OperationalError)
@@ -164,7 +164,7 @@ class CallContextInterceptor(grpc.aio.ServerInterceptor):
             status = make_status(
                 grpc.StatusCode.UNIMPLEMENTED, "not implemented yet", "NOT_IMPLEMENTED", self._errors.domain
             )
-        elif _store_unavailable(exc):
+        elif store_unavailable(exc):
             log.warning("data store unavailable", extra={"error": str(exc)[:300]})
             status = make_status(
                 grpc.StatusCode.UNAVAILABLE,

@@ -7,11 +7,11 @@ from typing import Any
 
 import grpc
 from gofund.identity.v1 import identity_pb2, identity_service_pb2, identity_service_pb2_grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from services.common import context, paging
 from services.common.context import Principal
 from services.common.errors import ErrorMapping, ErrorTable, FieldViolation, LoginRequired, ValidationFailed
+from services.common.proto import timestamp
 from services.identity import domain, store
 from services.identity.domain import Channel
 from services.identity.service import DeviceInfo, Identity, UserView
@@ -41,12 +41,6 @@ ERRORS = ErrorTable(
 # Methods a caller may use without logging in.
 ANONYMOUS = ("IdentityService/CreateUser", "IdentityService/CreateSession")
 PROFILE_FIELDS = ("first_name", "last_name", "phone")
-
-
-def timestamp(value: datetime) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
 
 
 def user_message(view: UserView) -> identity_pb2.User:

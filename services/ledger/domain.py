@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from services.common.errors import DomainError, Validator
+from services.common.money import SUPPORTED_CURRENCIES
 
-SUPPORTED_CURRENCIES = frozenset({"NGN", "GHS", "ZAR", "KES", "USD"})
 PLATFORM_ENTITY = "platform"
 MAX_AMOUNT = 10**15  # minor units; far above any real transfer, far below int64
 MAX_TRANSACTION_ID = 200

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import functools
 from collections.abc import AsyncIterator
-from datetime import datetime
 from typing import Any
 
 import grpc
 from gofund.ledger.v1 import ledger_pb2, ledger_service_pb2, ledger_service_pb2_grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from services.common import paging
 from services.common.errors import ErrorMapping, ErrorTable, FieldViolation, ValidationFailed
+from services.common.proto import timestamp
 from services.ledger import domain, store
 from services.ledger.domain import AccountType, EntryType, Posting
 from services.ledger.service import Ledger
@@ -42,12 +41,6 @@ _ACCOUNT_TYPES = {
 _ACCOUNT_TYPE_PROTO = {v: k for k, v in _ACCOUNT_TYPES.items()}
 _ENTRY_TYPES = {ledger_pb2.ENTRY_TYPE_DEBIT: EntryType.DEBIT, ledger_pb2.ENTRY_TYPE_CREDIT: EntryType.CREDIT}
 _ENTRY_TYPE_PROTO = {v: k for k, v in _ENTRY_TYPES.items()}
-
-
-def timestamp(value: datetime) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
 
 
 def account_message(account: store.AccountRow) -> ledger_pb2.Account:

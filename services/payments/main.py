@@ -11,13 +11,17 @@ from services.common.auth import AuthPolicy, RemoteAuthenticator
 from services.common.clients import open_channels
 from services.common.config import Settings, StartupError
 from services.common.server import Service, run
+from services.payments.paystack import Paystack
+from services.payments.peers import Peers
+from services.payments.processor import Processor
+from services.payments.service import Payments
 from services.payments.servicer import ERRORS, PaymentsInternalServicer, PaymentsServicer
-from services.payments.store import ensure_indexes
+from services.payments.store import PaymentsStore, ensure_indexes
 
 MONGO_TIMEOUT_MS = 5000
 
 
-# Methods a caller may use without logging in.
+# Methods a caller may use without logging in: Paystack signs its webhooks instead.
 ANONYMOUS = ["PaymentsService/HandlePaystackWebhook"]
 
 
@@ -32,22 +36,39 @@ async def build(settings: Settings, stack: AsyncExitStack) -> Service:
     except PyMongoError as exc:
         where = re.sub(r"//[^/@]*@", "//***@", settings.mongodb_url)  # never print credentials
         raise StartupError(f"payments: cannot use MongoDB at {where}: {exc}") from None
+    paystack = Paystack(
+        settings.paystack_url, settings.paystack_secret_key, timeout_s=settings.paystack_timeout_ms / 1000
+    )
+    stack.push_async_callback(paystack.close)
+    channels = open_channels(settings, stack)
+    payments = Payments(
+        PaymentsStore(database),
+        paystack,
+        Peers(channels, settings),
+        secret_key=settings.paystack_secret_key,
+        default_callback_url=settings.paystack_callback_url,
+        paystack_timeout_s=settings.paystack_timeout_ms / 1000,
+    )
+    processor = Processor(
+        payments, max_attempts=settings.webhook_max_attempts, retry_base_ms=settings.webhook_retry_base_ms
+    )
+    payments.wake_processor = processor.wake
     services = payments_service_pb2.DESCRIPTOR.services_by_name
     descriptors = [services["PaymentsService"], services["PaymentsInternalService"]]
-    channels = open_channels(settings, stack)
     return Service(
         name="payments",
         errors=ERRORS,
         servicers=[
-            (payments_service_pb2_grpc.add_PaymentsServiceServicer_to_server, PaymentsServicer()),
+            (payments_service_pb2_grpc.add_PaymentsServiceServicer_to_server, PaymentsServicer(payments)),
             (
                 payments_service_pb2_grpc.add_PaymentsInternalServiceServicer_to_server,
-                PaymentsInternalServicer(),
+                PaymentsInternalServicer(payments),
             ),
         ],
         descriptors=descriptors,
         auth=AuthPolicy.of(descriptors, ANONYMOUS),
         authenticator=RemoteAuthenticator(channels, settings.target("identity")),
+        background=[processor.run],
     )
 
 

@@ -1,19 +1,231 @@
-"""gRPC adapter for the payments service.
+"""gRPC adapter for payments: proto in, use case, proto out. No rules, no MongoDB."""
 
-Every RPC of the contract is registered; those not built yet inherit the
-generated base behaviour and answer UNIMPLEMENTED (reason NOT_IMPLEMENTED).
-"""
+from __future__ import annotations
 
-from gofund.payments.v1 import payments_service_pb2_grpc
+from datetime import datetime
+from typing import Any
 
-from services.common.errors import ErrorTable
+import grpc
+from gofund.payments.v1 import payments_pb2, payments_service_pb2, payments_service_pb2_grpc
 
-ERRORS = ErrorTable(domain="payments.gofund")
+from services.common import context, paging
+from services.common.errors import ErrorMapping, ErrorTable, FieldViolation, ValidationFailed
+from services.common.proto import datetime_of, optional_timestamp, timestamp
+from services.payments import domain
+from services.payments.domain import EventStatus, PaymentStatus, PayoutStatus
+from services.payments.service import Payments, Reconciler
+from services.payments.store import Payment, Payout, Recipient, WebhookEvent
+
+Code = grpc.StatusCode
+ERRORS = ErrorTable(
+    domain="payments.gofund",
+    entries={
+        domain.PaymentNotFound: ErrorMapping(Code.NOT_FOUND, "PAYMENT_NOT_FOUND"),
+        domain.PayoutNotFound: ErrorMapping(Code.NOT_FOUND, "PAYOUT_NOT_FOUND"),
+        domain.WebhookEventNotFound: ErrorMapping(Code.NOT_FOUND, "WEBHOOK_EVENT_NOT_FOUND"),
+        domain.WebhookEventIgnored: ErrorMapping(Code.FAILED_PRECONDITION, "WEBHOOK_EVENT_IGNORED"),
+        domain.UserNotFound: ErrorMapping(Code.NOT_FOUND, "USER_NOT_FOUND"),
+        domain.PaymentNotRefundable: ErrorMapping(Code.FAILED_PRECONDITION, "PAYMENT_NOT_REFUNDABLE"),
+        domain.NoPayoutRecipient: ErrorMapping(Code.FAILED_PRECONDITION, "NO_PAYOUT_RECIPIENT"),
+        domain.InvalidSignature: ErrorMapping(Code.UNAUTHENTICATED, "INVALID_SIGNATURE"),
+        domain.MalformedEvent: ErrorMapping(Code.INVALID_ARGUMENT, "MALFORMED_EVENT"),
+        domain.PaystackUnavailable: ErrorMapping(Code.UNAVAILABLE, "PAYSTACK_UNAVAILABLE"),
+        domain.PaystackRejected: ErrorMapping(Code.FAILED_PRECONDITION, "PAYSTACK_REJECTED"),
+        domain.RecipientRejected: ErrorMapping(Code.INVALID_ARGUMENT, "RECIPIENT_REJECTED"),
+        domain.EventStoreUnavailable: ErrorMapping(Code.UNAVAILABLE, "EVENT_STORE_UNAVAILABLE"),
+    },
+)
+
+SIGNATURE_HEADER = "x-paystack-signature"
+
+_PAYMENT_STATUS = {s: payments_pb2.PaymentStatus.Value(f"PAYMENT_STATUS_{s}") for s in PaymentStatus}
+_PAYOUT_STATUS = {s: payments_pb2.PayoutStatus.Value(f"PAYOUT_STATUS_{s}") for s in PayoutStatus}
+_EVENT_STATUS = {s: payments_pb2.WebhookEventStatus.Value(f"WEBHOOK_EVENT_STATUS_{s}") for s in EventStatus}
+_EVENT_STATUS_OF = {v: k for k, v in _EVENT_STATUS.items()}
+
+
+def payment_message(payment: Payment) -> payments_pb2.Payment:
+    return payments_pb2.Payment(
+        payment_id=payment.payment_id,
+        reference=payment.reference,
+        user_id=payment.user_id,
+        goal_id=payment.goal_id,
+        contribution_id=payment.contribution_id,
+        amount=payment.amount,
+        currency=payment.currency,
+        status=_PAYMENT_STATUS[payment.status],
+        authorization_url=payment.authorization_url,
+        flagged=payment.flagged,
+        flag_reason=payment.flag_reason,
+        paid_at=optional_timestamp(payment.paid_at),
+        created_at=timestamp(payment.created_at),
+        updated_at=timestamp(payment.updated_at),
+    )
+
+
+def recipient_message(recipient: Recipient) -> payments_pb2.PayoutRecipient:
+    return payments_pb2.PayoutRecipient(
+        id=recipient.id,
+        user_id=recipient.user_id,
+        name=recipient.name,
+        account_number_last4=recipient.account_number_last4,
+        bank_code=recipient.bank_code,
+        currency=recipient.currency,
+        recipient_code=recipient.recipient_code,
+        created_at=timestamp(recipient.created_at),
+    )
+
+
+def payout_message(payout: Payout) -> payments_pb2.Payout:
+    return payments_pb2.Payout(
+        payout_id=payout.payout_id,
+        goal_id=payout.goal_id,
+        user_id=payout.user_id,
+        recipient_id=payout.recipient_id,
+        amount=payout.amount,
+        currency=payout.currency,
+        status=_PAYOUT_STATUS[payout.status],
+        transfer_code=payout.transfer_code,
+        failure_reason=payout.failure_reason,
+        created_at=timestamp(payout.created_at),
+        updated_at=timestamp(payout.updated_at),
+    )
+
+
+def event_message(event: WebhookEvent) -> payments_pb2.WebhookEvent:
+    return payments_pb2.WebhookEvent(
+        event_id=event.event_id,
+        event=event.event,
+        status=_EVENT_STATUS[event.status],
+        attempts=event.attempts,
+        last_error=event.last_error,
+        received_at=timestamp(event.received_at),
+        processed_at=optional_timestamp(event.processed_at),
+    )
 
 
 class PaymentsServicer(payments_service_pb2_grpc.PaymentsServiceServicer):
     """Public RPCs (routed by Envoy)."""
 
+    def __init__(self, payments: Payments) -> None:
+        self._payments = payments
+
+    async def GetPayment(self, request: Any, ctx: Any) -> payments_service_pb2.GetPaymentResponse:
+        payment = await self._payments.payer_payment(context.principal.get(), request.payment_id)
+        return payments_service_pb2.GetPaymentResponse(payment=payment_message(payment))
+
+    async def VerifyPayment(self, request: Any, ctx: Any) -> payments_service_pb2.VerifyPaymentResponse:
+        payment = await self._payments.verify(context.principal.get(), request.payment_id)
+        return payments_service_pb2.VerifyPaymentResponse(payment=payment_message(payment))
+
+    async def CreatePayoutRecipient(self, request: Any, ctx: Any) -> payments_service_pb2.CreatePayoutRecipientResponse:
+        recipient = await self._payments.create_recipient(
+            context.principal.get(),
+            account_number=request.account_number,
+            bank_code=request.bank_code,
+            name=request.name,
+            currency=request.currency,
+            idempotency_key=request.idempotency_key,
+        )
+        return payments_service_pb2.CreatePayoutRecipientResponse(recipient=recipient_message(recipient))
+
+    async def HandlePaystackWebhook(self, request: Any, ctx: Any) -> payments_service_pb2.HandlePaystackWebhookResponse:
+        signature = next(
+            (str(item.value) for item in ctx.invocation_metadata() or () if item.key == SIGNATURE_HEADER), ""
+        )
+        await self._payments.receive_webhook(bytes(request.body.data), signature)
+        return payments_service_pb2.HandlePaystackWebhookResponse()
+
+    async def ListWebhookEvents(self, request: Any, ctx: Any) -> payments_service_pb2.ListWebhookEventsResponse:
+        size = paging.page_size(request.page_size)
+        status = None
+        if request.status:
+            if request.status not in _EVENT_STATUS_OF:
+                raise ValidationFailed([FieldViolation("status", "is not a webhook event status", "INVALID_STATUS")])
+            status = _EVENT_STATUS_OF[request.status]
+        cursor = paging.decode_token(request.page_token)
+        before = None
+        if cursor is not None:
+            try:
+                before = (datetime.fromisoformat(str(cursor["received_at"])), str(cursor["event_id"]))
+            except (KeyError, TypeError, ValueError):
+                raise ValidationFailed(
+                    [FieldViolation("page_token", "is not a token this service issued", "INVALID_PAGE_TOKEN")]
+                ) from None
+        events = await self._payments.webhook_events(context.principal.get(), status, before, size + 1)
+        token = ""
+        if len(events) > size:
+            last = events[size - 1]
+            token = paging.encode_token({"received_at": last.received_at.isoformat(), "event_id": last.event_id})
+        return payments_service_pb2.ListWebhookEventsResponse(
+            events=[event_message(e) for e in events[:size]], next_page_token=token
+        )
+
+    async def RetryWebhookEvent(self, request: Any, ctx: Any) -> payments_service_pb2.RetryWebhookEventResponse:
+        event = await self._payments.retry_event(context.principal.get(), request.event_id)
+        return payments_service_pb2.RetryWebhookEventResponse(event=event_message(event))
+
 
 class PaymentsInternalServicer(payments_service_pb2_grpc.PaymentsInternalServiceServicer):
     """Internal RPCs (other GoFund services only)."""
+
+    def __init__(self, payments: Payments) -> None:
+        self._payments = payments
+        self._reconciler = Reconciler(payments)
+
+    async def InitializePayment(self, request: Any, ctx: Any) -> payments_service_pb2.InitializePaymentResponse:
+        payment = await self._payments.initialize(
+            idempotency_key=request.idempotency_key,
+            user_id=request.user_id,
+            goal_id=request.goal_id,
+            contribution_id=request.contribution_id,
+            amount=request.amount,
+            currency=request.currency,
+            callback_url=request.callback_url,
+            metadata=dict(request.metadata),
+        )
+        return payments_service_pb2.InitializePaymentResponse(
+            payment=payment_message(payment),
+            authorization_url=payment.authorization_url,
+            access_code=payment.access_code,
+        )
+
+    async def RefundPayment(self, request: Any, ctx: Any) -> payments_service_pb2.RefundPaymentResponse:
+        payment = await self._payments.refund(request.payment_id, request.refund_id, request.reason)
+        return payments_service_pb2.RefundPaymentResponse(payment=payment_message(payment))
+
+    async def CreatePayout(self, request: Any, ctx: Any) -> payments_service_pb2.CreatePayoutResponse:
+        payout = await self._payments.create_payout(
+            payout_id=request.payout_id,
+            goal_id=request.goal_id,
+            user_id=request.user_id,
+            amount=request.amount,
+            currency=request.currency,
+            reason=request.reason,
+        )
+        return payments_service_pb2.CreatePayoutResponse(payout=payout_message(payout))
+
+    async def GetPayout(self, request: Any, ctx: Any) -> payments_service_pb2.GetPayoutResponse:
+        payout = await self._payments.payout(request.payout_id)
+        return payments_service_pb2.GetPayoutResponse(payout=payout_message(payout))
+
+    async def ReconcilePayments(self, request: Any, ctx: Any) -> payments_service_pb2.ReconcilePaymentsResponse:
+        after = datetime_of(request.created_after) if request.HasField("created_after") else None
+        before = datetime_of(request.created_before) if request.HasField("created_before") else None
+        if after is not None and before is not None and after >= before:
+            raise ValidationFailed(
+                [FieldViolation("created_after", "must be before created_before", "INVALID_TIME_RANGE")]
+            )
+        mismatches, checked = await self._reconciler.run(after, before)
+        return payments_service_pb2.ReconcilePaymentsResponse(
+            mismatches=[
+                payments_pb2.PaymentMismatch(
+                    payment_id=m.payment_id,
+                    reference=m.reference,
+                    kind=payments_pb2.MismatchKind.Value(f"MISMATCH_KIND_{m.kind}"),
+                    detail=m.detail,
+                )
+                for m in mismatches
+            ],
+            payments_checked=checked,
+        )

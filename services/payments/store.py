@@ -1,7 +1,33 @@
-"""Payments' MongoDB collections and their indexes. Repositories are added with the service."""
+"""Payments' MongoDB collections, their indexes, and the repository over them.
 
-from pymongo import ASCENDING, IndexModel
+Correctness rests on the database, not on checks before writes:
+- unique indexes make concurrent duplicates collide (one payment per
+  contribution, one event per derived event id, one key per idempotency key);
+- every status move is a conditional update (`status` in the moves allowed
+  from it), so two processors racing on one payment move it once;
+- work that must happen once at Paystack (initialize, refund, transfer) is
+  done under a lease taken with one atomic find-and-modify, so of 20 concurrent
+  retries one calls Paystack and the others wait for its answer.
+Documents use Paystack-style camelCase field names, as the seed schema does.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
+from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
+
+from services.common.errors import IdempotencyKeyReused
+from services.payments.domain import EventStatus, PaymentStatus, PayoutStatus
+
+Document = dict[str, Any]
 
 # Each collection with the indexes the design relies on: uniqueness makes
 # retries and duplicate webhooks harmless; the TTL index forgets idempotency
@@ -11,19 +37,464 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("paymentId", ASCENDING)], unique=True, name="paymentId_unique"),
         IndexModel([("paystackReference", ASCENDING)], unique=True, name="paystackReference_unique"),
         IndexModel([("status", ASCENDING), ("createdAt", ASCENDING)], name="status_createdAt"),
+        IndexModel([("createdAt", ASCENDING)], name="createdAt"),
+        IndexModel([("refund.refundId", ASCENDING)], name="refundId", sparse=True),
     ],
     "webhook_events": [
         IndexModel([("eventId", ASCENDING)], unique=True, name="eventId_unique"),
         IndexModel([("processed", ASCENDING), ("receivedAt", ASCENDING)], name="processed_receivedAt"),
+        IndexModel([("status", ASCENDING), ("nextAttemptAt", ASCENDING)], name="status_nextAttemptAt"),
     ],
     "idempotency_keys": [
         IndexModel([("key", ASCENDING)], unique=True, name="key_unique"),
         IndexModel([("expiresAt", ASCENDING)], expireAfterSeconds=0, name="expiresAt_ttl"),
     ],
+    "payout_recipients": [
+        IndexModel([("id", ASCENDING)], unique=True, name="id_unique"),
+        IndexModel([("userId", ASCENDING), ("currency", ASCENDING), ("createdAt", DESCENDING)], name="user_currency"),
+    ],
+    "payouts": [
+        IndexModel([("payoutId", ASCENDING)], unique=True, name="payoutId_unique"),
+        IndexModel([("reference", ASCENDING)], unique=True, name="reference_unique"),
+        IndexModel([("transferCode", ASCENDING)], name="transferCode", sparse=True),
+    ],
 }
 
+IDEMPOTENCY_TTL = timedelta(hours=24)
 
-async def ensure_indexes(database: AsyncDatabase[dict[str, object]]) -> None:
+
+async def ensure_indexes(database: AsyncDatabase[Document]) -> None:
     """Create the collections' indexes; a no-op when they already exist."""
     for collection, indexes in INDEXES.items():
         await database[collection].create_indexes(indexes)
+
+
+def now() -> datetime:
+    # Mongo keeps milliseconds; truncating here keeps what we compare equal to what we stored.
+    current = datetime.now(UTC)
+    return current.replace(microsecond=current.microsecond // 1000 * 1000)
+
+
+# -- records ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Payment:
+    payment_id: str
+    reference: str
+    user_id: str
+    goal_id: str
+    contribution_id: str
+    amount: int
+    currency: str
+    status: PaymentStatus
+    fingerprint: str
+    authorization_url: str
+    access_code: str
+    reference_attempt: int
+    flagged: bool
+    flag_reason: str
+    paid_at: datetime | None
+    refund: Mapping[str, Any] | None
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, doc: Document) -> Payment:
+        return cls(
+            payment_id=doc["paymentId"],
+            reference=doc["paystackReference"],
+            user_id=doc["userId"],
+            goal_id=doc["goalId"],
+            contribution_id=doc["contributionId"],
+            amount=doc["amount"],
+            currency=doc["currency"],
+            status=PaymentStatus(doc["status"]),
+            fingerprint=doc["fingerprint"],
+            authorization_url=doc.get("authorizationUrl") or "",
+            access_code=doc.get("accessCode") or "",
+            reference_attempt=doc.get("referenceAttempt", 0),
+            flagged=bool(doc.get("flagged")),
+            flag_reason=doc.get("flagReason") or "",
+            paid_at=doc.get("paidAt"),
+            refund=doc.get("refund"),
+            created_at=doc["createdAt"],
+            updated_at=doc["updatedAt"],
+        )
+
+
+@dataclass(frozen=True)
+class Recipient:
+    id: str
+    user_id: str
+    name: str
+    account_number_last4: str
+    bank_code: str
+    currency: str
+    recipient_code: str
+    created_at: datetime
+
+    @classmethod
+    def of(cls, doc: Document) -> Recipient:
+        return cls(
+            id=doc["id"],
+            user_id=doc["userId"],
+            name=doc["name"],
+            account_number_last4=doc["accountNumberLast4"],
+            bank_code=doc["bankCode"],
+            currency=doc["currency"],
+            recipient_code=doc["recipientCode"],
+            created_at=doc["createdAt"],
+        )
+
+
+@dataclass(frozen=True)
+class Payout:
+    payout_id: str
+    goal_id: str
+    user_id: str
+    recipient_id: str
+    recipient_code: str
+    amount: int
+    currency: str
+    reason: str
+    fingerprint: str
+    status: PayoutStatus
+    reference: str
+    transfer_code: str
+    requested: bool
+    failure_reason: str
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, doc: Document) -> Payout:
+        return cls(
+            payout_id=doc["payoutId"],
+            goal_id=doc["goalId"],
+            user_id=doc["userId"],
+            recipient_id=doc["recipientId"],
+            recipient_code=doc["recipientCode"],
+            amount=doc["amount"],
+            currency=doc["currency"],
+            reason=doc.get("reason", ""),
+            fingerprint=doc["fingerprint"],
+            status=PayoutStatus(doc["status"]),
+            reference=doc["reference"],
+            transfer_code=doc.get("transferCode") or "",
+            requested=bool(doc.get("requested")),
+            failure_reason=doc.get("failureReason") or "",
+            created_at=doc["createdAt"],
+            updated_at=doc["updatedAt"],
+        )
+
+
+@dataclass(frozen=True)
+class WebhookEvent:
+    event_id: str
+    event: str
+    data: Mapping[str, Any]
+    status: EventStatus
+    attempts: int
+    last_error: str
+    received_at: datetime
+    processed_at: datetime | None
+    deliveries: int = 1
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, doc: Document) -> WebhookEvent:
+        return cls(
+            event_id=doc["eventId"],
+            event=doc["event"],
+            data=doc.get("data") or {},
+            status=EventStatus(doc["status"]),
+            attempts=doc.get("attempts", 0),
+            last_error=doc.get("lastError") or "",
+            received_at=doc["receivedAt"],
+            processed_at=doc.get("processedAt"),
+            deliveries=doc.get("deliveries", 1),
+        )
+
+
+# -- the repository ----------------------------------------------------------------------------
+class PaymentsStore:
+    def __init__(self, database: AsyncDatabase[Document]) -> None:
+        self.database = database
+        self.payments: AsyncCollection[Document] = database["payments"]
+        self.events: AsyncCollection[Document] = database["webhook_events"]
+        self.keys: AsyncCollection[Document] = database["idempotency_keys"]
+        self.recipients: AsyncCollection[Document] = database["payout_recipients"]
+        self.payouts: AsyncCollection[Document] = database["payouts"]
+
+    # -- idempotency keys ------------------------------------------------------------------
+    async def claim_key(self, key: str, fingerprint: str, resource_id: str) -> str:
+        """Record `key` for `resource_id`, or return the resource it already names.
+
+        The same key with another fingerprint (different input) is refused.
+        Kept for 24 h (TTL index); the resources themselves have their own
+        unique ids, so an expired key cannot create a duplicate payment.
+        """
+        while True:
+            stamp = now()
+            try:
+                await self.keys.insert_one(
+                    {
+                        "key": key,
+                        "fingerprint": fingerprint,
+                        "resourceId": resource_id,
+                        "createdAt": stamp,
+                        "expiresAt": stamp + IDEMPOTENCY_TTL,
+                    }
+                )
+                return resource_id
+            except DuplicateKeyError:
+                existing = await self.keys.find_one({"key": key})
+                if existing is None:
+                    continue  # expired between the two calls; claim it afresh
+                if existing["fingerprint"] != fingerprint:
+                    raise IdempotencyKeyReused(
+                        "this idempotency key was used with different input", metadata={"key": key}
+                    ) from None
+                return str(existing["resourceId"])
+
+    # -- leases ----------------------------------------------------------------------------------
+    @staticmethod
+    async def take_lease(
+        collection: AsyncCollection[Document], match: Mapping[str, Any], lease_field: str, duration: timedelta
+    ) -> tuple[Document | None, str]:
+        """Atomically take the lease `lease_field` on the document matching `match`.
+
+        Returns the document and a token that later writes must present, or
+        (None, "") if another holder's lease is still running (or nothing matches).
+        """
+        stamp = now()
+        token = secrets.token_hex(8)
+        doc = await collection.find_one_and_update(
+            {**match, "$or": [{f"{lease_field}.until": None}, {f"{lease_field}.until": {"$lt": stamp}}]},
+            {"$set": {lease_field: {"until": stamp + duration, "token": token}}},
+            return_document=ReturnDocument.AFTER,
+        )
+        return doc, (token if doc is not None else "")
+
+    # -- payments ------------------------------------------------------------------------------
+    async def insert_payment(self, doc: Document) -> Payment:
+        """Insert the payment unless one with its id exists; return what is stored."""
+        stored = await self.payments.find_one_and_update(
+            {"paymentId": doc["paymentId"]},
+            {"$setOnInsert": doc},
+            upsert=True,
+            return_document=ReturnDocument.AFTER,
+        )
+        assert stored is not None
+        return Payment.of(stored)
+
+    async def payment(self, payment_id: str) -> Payment | None:
+        doc = await self.payments.find_one({"paymentId": payment_id})
+        return Payment.of(doc) if doc else None
+
+    async def payment_by_reference(self, reference: str) -> Payment | None:
+        doc = await self.payments.find_one(
+            {"$or": [{"paystackReference": reference}, {"earlierReferences": reference}]}
+        )
+        return Payment.of(doc) if doc else None
+
+    async def update_payment(
+        self,
+        payment_id: str,
+        changes: Mapping[str, Any],
+        *,
+        statuses: Sequence[PaymentStatus] | None = None,
+        lease: tuple[str, str] | None = None,
+        unset: Sequence[str] = (),
+    ) -> Payment | None:
+        """Apply `changes` if the payment is in one of `statuses` (and the lease
+        `(field, token)` is still ours); the updated payment, or None if not applied."""
+        match: dict[str, Any] = {"paymentId": payment_id}
+        if statuses is not None:
+            match["status"] = {"$in": [str(s) for s in statuses]}
+        if lease is not None:
+            match[f"{lease[0]}.token"] = lease[1]
+        update: dict[str, Any] = {"$set": {**changes, "updatedAt": now()}}
+        if unset:
+            update["$unset"] = dict.fromkeys(unset, "")
+        doc = await self.payments.find_one_and_update(match, update, return_document=ReturnDocument.AFTER)
+        return Payment.of(doc) if doc else None
+
+    async def payments_created(self, after: datetime | None, before: datetime | None) -> list[Payment]:
+        window: dict[str, Any] = {}
+        if after is not None:
+            window["$gte"] = after
+        if before is not None:
+            window["$lt"] = before
+        query = {"createdAt": window} if window else {}
+        return [Payment.of(doc) async for doc in self.payments.find(query).sort("createdAt", ASCENDING)]
+
+    # -- webhook events ------------------------------------------------------------------------
+    async def insert_event(self, event_id: str, event: str, body: str, data: Document, status: EventStatus) -> bool:
+        """Store a received event; False if it was received before (a duplicate delivery)."""
+        stamp = now()
+        try:
+            await self.events.insert_one(
+                {
+                    "eventId": event_id,
+                    "event": event,
+                    "body": body,
+                    "data": data,
+                    "status": str(status),
+                    "processed": status is EventStatus.IGNORED,
+                    "attempts": 0,
+                    "lastError": "",
+                    "nextAttemptAt": stamp,
+                    "receivedAt": stamp,
+                    "processedAt": stamp if status is EventStatus.IGNORED else None,
+                    "deliveries": 1,
+                }
+            )
+        except DuplicateKeyError:
+            await self.events.update_one({"eventId": event_id}, {"$inc": {"deliveries": 1}})
+            return False
+        return True
+
+    async def claim_due_event(self, lease: timedelta) -> Document | None:
+        """The oldest pending event whose next attempt is due, leased to this processor."""
+        stamp = now()
+        token = secrets.token_hex(8)
+        return await self.events.find_one_and_update(
+            {
+                "status": str(EventStatus.PENDING),
+                "nextAttemptAt": {"$lte": stamp},
+                "$or": [{"lease.until": None}, {"lease.until": {"$lt": stamp}}],
+            },
+            {"$set": {"lease": {"until": stamp + lease, "token": token}}},
+            sort=[("nextAttemptAt", ASCENDING)],
+            return_document=ReturnDocument.AFTER,
+        )
+
+    async def event_done(self, event_id: str, token: str, status: EventStatus, note: str = "") -> None:
+        stamp = now()
+        await self.events.update_one(
+            {"eventId": event_id, "lease.token": token},
+            {
+                "$set": {
+                    "status": str(status),
+                    "processed": True,
+                    "processedAt": stamp,
+                    "lastError": note,
+                    "lease": None,
+                },
+                "$inc": {"attempts": 1},
+            },
+        )
+
+    async def event_failed(
+        self, event_id: str, token: str, error: str, retry_at: datetime | None, *, count_failure: bool
+    ) -> None:
+        """Record a failed attempt; `retry_at` None parks the event. `failures`
+        counts only the attempts that failed through the event's own fault."""
+        changes: dict[str, Any] = {"lastError": error[:1000], "lease": None}
+        if retry_at is None:
+            changes["status"] = str(EventStatus.PARKED)
+        else:
+            changes["nextAttemptAt"] = retry_at
+        await self.events.update_one(
+            {"eventId": event_id, "lease.token": token},
+            {"$set": changes, "$inc": {"attempts": 1, "failures": int(count_failure)}},
+        )
+
+    async def next_event_due(self) -> datetime | None:
+        doc = await self.events.find_one(
+            {"status": str(EventStatus.PENDING)}, sort=[("nextAttemptAt", ASCENDING)], projection={"nextAttemptAt": 1}
+        )
+        return doc["nextAttemptAt"] if doc else None
+
+    async def event(self, event_id: str) -> WebhookEvent | None:
+        doc = await self.events.find_one({"eventId": event_id})
+        return WebhookEvent.of(doc) if doc else None
+
+    async def list_events(
+        self, status: EventStatus | None, before: tuple[datetime, str] | None, limit: int
+    ) -> list[WebhookEvent]:
+        query: dict[str, Any] = {}
+        if status is not None:
+            query["status"] = str(status)
+        if before is not None:
+            received, event_id = before
+            query["$or"] = [
+                {"receivedAt": {"$lt": received}},
+                {"receivedAt": received, "eventId": {"$lt": event_id}},
+            ]
+        cursor = self.events.find(query).sort([("receivedAt", DESCENDING), ("eventId", DESCENDING)]).limit(limit)
+        return [WebhookEvent.of(doc) async for doc in cursor]
+
+    async def unpark_event(self, event_id: str) -> WebhookEvent | None:
+        doc = await self.events.find_one_and_update(
+            {"eventId": event_id, "status": str(EventStatus.PARKED)},
+            {
+                "$set": {
+                    "status": str(EventStatus.PENDING),
+                    "attempts": 0,
+                    "failures": 0,
+                    "nextAttemptAt": now(),
+                    "lease": None,
+                }
+            },
+            return_document=ReturnDocument.AFTER,
+        )
+        return WebhookEvent.of(doc) if doc else None
+
+    # -- payout recipients ------------------------------------------------------------------------
+    async def insert_recipient(self, doc: Document) -> Recipient:
+        stored = await self.recipients.find_one_and_update(
+            {"id": doc["id"]}, {"$setOnInsert": doc}, upsert=True, return_document=ReturnDocument.AFTER
+        )
+        assert stored is not None
+        return Recipient.of(stored)
+
+    async def recipient(self, recipient_id: str) -> Recipient | None:
+        doc = await self.recipients.find_one({"id": recipient_id})
+        return Recipient.of(doc) if doc else None
+
+    async def current_recipient(self, user_id: str, currency: str) -> Recipient | None:
+        """The user's newest recipient in `currency`: a new one replaces the earlier for future payouts."""
+        doc = await self.recipients.find_one(
+            {"userId": user_id, "currency": currency}, sort=[("createdAt", DESCENDING), ("id", DESCENDING)]
+        )
+        return Recipient.of(doc) if doc else None
+
+    # -- payouts ------------------------------------------------------------------------------------
+    async def insert_payout(self, doc: Document) -> Payout:
+        stored = await self.payouts.find_one_and_update(
+            {"payoutId": doc["payoutId"]}, {"$setOnInsert": doc}, upsert=True, return_document=ReturnDocument.AFTER
+        )
+        assert stored is not None
+        return Payout.of(stored)
+
+    async def payout(self, payout_id: str) -> Payout | None:
+        doc = await self.payouts.find_one({"payoutId": payout_id})
+        return Payout.of(doc) if doc else None
+
+    async def payout_by_transfer(self, transfer_code: str, reference: str) -> Payout | None:
+        clauses = [{"transferCode": transfer_code}] if transfer_code else []
+        if reference:
+            clauses.append({"reference": reference})
+        if not clauses:
+            return None
+        doc = await self.payouts.find_one({"$or": clauses})
+        return Payout.of(doc) if doc else None
+
+    async def update_payout(
+        self,
+        payout_id: str,
+        changes: Mapping[str, Any],
+        *,
+        statuses: Sequence[PayoutStatus] | None = None,
+        lease: tuple[str, str] | None = None,
+    ) -> Payout | None:
+        match: dict[str, Any] = {"payoutId": payout_id}
+        if statuses is not None:
+            match["status"] = {"$in": [str(s) for s in statuses]}
+        if lease is not None:
+            match[f"{lease[0]}.token"] = lease[1]
+        doc = await self.payouts.find_one_and_update(
+            match, {"$set": {**changes, "updatedAt": now()}}, return_document=ReturnDocument.AFTER
+        )
+        return Payout.of(doc) if doc else None

@@ -1,0 +1,356 @@
+"""Payment rules: statuses and their moves, webhook signatures and event ids,
+input validation, deterministic ids. Pure: no MongoDB, no HTTP, no gRPC.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from services.common.errors import DomainError, FieldViolation, ValidationFailed, Validator
+from services.common.money import MAX_PUBLIC_AMOUNT, SUPPORTED_CURRENCIES
+
+MAX_KEY = 200
+MAX_REASON = 500
+_KEY = re.compile(r"^[\x21-\x7e]{1,200}$")  # printable ASCII, no spaces
+_ACCOUNT_NUMBER = re.compile(r"^[0-9]{6,20}$")
+_BANK_CODE = re.compile(r"^[A-Za-z0-9_-]{1,20}$")
+
+
+class PaymentStatus(StrEnum):
+    PENDING = "PENDING"
+    SUCCESS = "SUCCESS"
+    FAILED = "FAILED"
+    ABANDONED = "ABANDONED"
+    REFUND_PENDING = "REFUND_PENDING"
+    REFUNDED = "REFUNDED"
+
+
+class PayoutStatus(StrEnum):
+    PENDING = "PENDING"
+    SUCCESS = "SUCCESS"
+    FAILED = "FAILED"
+    REVERSED = "REVERSED"
+
+
+class EventStatus(StrEnum):
+    PENDING = "PENDING"
+    PROCESSED = "PROCESSED"
+    IGNORED = "IGNORED"
+    PARKED = "PARKED"
+
+
+# The only moves a payment makes; anything else is a no-op, so a late or
+# repeated event can never undo a later status.
+PAYMENT_MOVES: Mapping[PaymentStatus, frozenset[PaymentStatus]] = {
+    PaymentStatus.PENDING: frozenset({PaymentStatus.SUCCESS, PaymentStatus.FAILED, PaymentStatus.ABANDONED}),
+    PaymentStatus.SUCCESS: frozenset({PaymentStatus.REFUND_PENDING, PaymentStatus.REFUNDED}),
+    PaymentStatus.REFUND_PENDING: frozenset({PaymentStatus.REFUNDED, PaymentStatus.SUCCESS}),
+    PaymentStatus.FAILED: frozenset(),
+    PaymentStatus.ABANDONED: frozenset(),
+    PaymentStatus.REFUNDED: frozenset(),
+}
+
+# Statuses in which the capture of the payment is (or must be) in the ledger.
+CAPTURED = frozenset({PaymentStatus.SUCCESS, PaymentStatus.REFUND_PENDING, PaymentStatus.REFUNDED})
+
+
+def can_move(current: PaymentStatus, target: PaymentStatus) -> bool:
+    return target in PAYMENT_MOVES[current]
+
+
+# -- errors ---------------------------------------------------------------------
+class PaymentNotFound(DomainError):
+    pass
+
+
+class PayoutNotFound(DomainError):
+    pass
+
+
+class WebhookEventNotFound(DomainError):
+    pass
+
+
+class WebhookEventIgnored(DomainError):
+    """An IGNORED event cannot be retried: nothing would process it."""
+
+
+class PaymentNotRefundable(DomainError):
+    pass
+
+
+class NoPayoutRecipient(DomainError):
+    pass
+
+
+class InvalidSignature(DomainError):
+    pass
+
+
+class MalformedEvent(DomainError):
+    pass
+
+
+class UserNotFound(DomainError):
+    pass
+
+
+class PaystackUnavailable(DomainError):
+    """Paystack could not be reached or answered 5xx; nothing was decided there."""
+
+
+class PaystackRejected(DomainError):
+    """Paystack answered and refused the request (its message is kept)."""
+
+
+class RecipientRejected(PaystackRejected):
+    """Paystack could not resolve the bank account."""
+
+
+class EventStoreUnavailable(DomainError):
+    pass
+
+
+# -- ids --------------------------------------------------------------------------
+_NAMESPACE = uuid.UUID("0b6f6f3e-5b6e-4b8a-9d3c-6f0a1c2d3e4f")
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def payment_reference(payment_id: str, attempt: int = 0) -> str:
+    """Our Paystack reference for a payment, fixed before Paystack is first called.
+
+    A later attempt gets a new reference only when Paystack already holds the
+    first (an initialize whose answer was lost): that transaction's checkout URL
+    was never shown to anyone, so it can never be paid.
+    """
+    base = "gf_" + uuid.UUID(payment_id).hex
+    return base if attempt == 0 else f"{base}_{attempt}"
+
+
+def payout_reference(payout_id: str) -> str:
+    return "gfpo_" + uuid.UUID(payout_id).hex
+
+
+def capture_transaction_id(payment_id: str) -> str:
+    return f"payment:{payment_id}:capture"
+
+
+def refund_transaction_id(payment_id: str) -> str:
+    return f"payment:{payment_id}:refund"
+
+
+def payout_transaction_id(payout_id: str) -> str:
+    return f"payout:{payout_id}:transfer"
+
+
+def payout_reversal_transaction_id(payout_id: str) -> str:
+    return f"payout:{payout_id}:reversal"
+
+
+def fingerprint(fields: Mapping[str, object]) -> str:
+    """A stable digest of a request's meaningful fields, compared on idempotent replays."""
+    return hashlib.sha256(json.dumps(dict(fields), sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+# -- webhooks -----------------------------------------------------------------------
+HANDLED_EVENTS = frozenset(
+    {
+        "charge.success",
+        "refund.processed",
+        "refund.failed",
+        "transfer.success",
+        "transfer.failed",
+        "transfer.reversed",
+    }
+)
+
+
+def signature_valid(secret: str, body: bytes, signature: str) -> bool:
+    """Paystack signs the exact raw body: hex HMAC-SHA512 keyed by the secret key."""
+    if not signature:
+        return False
+    expected = hmac.new(secret.encode(), body, hashlib.sha512).hexdigest()
+    return hmac.compare_digest(expected.encode(), signature.strip().lower().encode())
+
+
+def sign(secret: str, body: bytes) -> str:
+    return hmac.new(secret.encode(), body, hashlib.sha512).hexdigest()
+
+
+@dataclass(frozen=True)
+class ParsedEvent:
+    event_id: str
+    event: str
+    data: dict[str, Any]
+
+    @property
+    def handled(self) -> bool:
+        return self.event in HANDLED_EVENTS
+
+
+def parse_event(body: bytes) -> ParsedEvent:
+    """The event in a signed body, with its derived id (Paystack sends none).
+
+    The id is the event name and the most specific identity of its object:
+    refunds and transfers by their own id or code, charges by our reference.
+    The same delivery twice derives the same id; two different happenings
+    (the refund of a charge, and the charge) never share one.
+    """
+    try:
+        envelope = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise MalformedEvent("the body is not JSON") from None
+    if not isinstance(envelope, dict):
+        raise MalformedEvent("the body is not a Paystack event")
+    event, data = envelope.get("event"), envelope.get("data")
+    if not isinstance(event, str) or not event or not isinstance(data, dict):
+        raise MalformedEvent("a Paystack event has a string `event` and an object `data`")
+    family = event.split(".", 1)[0]
+    candidates: tuple[str, ...]
+    if family == "refund":
+        candidates = ("id", "refund_reference", "transaction_reference")
+    elif family == "transfer":
+        candidates = ("transfer_code", "reference", "id")
+    else:
+        candidates = ("reference", "id", "code")
+    for name in candidates:
+        value = data.get(name)
+        if isinstance(value, str | int) and not isinstance(value, bool) and str(value):
+            return ParsedEvent(event_id=f"{event}:{value}", event=event, data=data)
+    raise MalformedEvent(f"the {event} event carries no id, reference or code to identify it")
+
+
+# -- Paystack's view of a charge -------------------------------------------------------
+@dataclass(frozen=True)
+class Verdict:
+    """What a verify answer means for a payment of ours."""
+
+    status: PaymentStatus | None  # the status to move to; None: leave it as it is
+    mismatch: str = ""  # non-empty: Paystack disagrees with us; flag, never credit
+
+
+def judge_verification(
+    paystack_status: str, paystack_amount: int, paystack_currency: str, amount: int, currency: str
+) -> Verdict:
+    """Compare Paystack's verify with the payment. Only `success` with our
+    amount and currency credits; `failed` fails it; anything else (abandoned,
+    ongoing, pending...) leaves it pending, since the payer may still pay."""
+    if paystack_status == "success":
+        if paystack_amount != amount:
+            return Verdict(None, f"Paystack captured {paystack_amount}, the payment is for {amount}")
+        if paystack_currency.upper() != currency:
+            return Verdict(None, f"Paystack captured {paystack_currency}, the payment is in {currency}")
+        return Verdict(PaymentStatus.SUCCESS)
+    if paystack_status in ("failed", "reversed"):
+        return Verdict(PaymentStatus.FAILED)
+    return Verdict(None)
+
+
+# -- validation --------------------------------------------------------------------
+def valid_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
+def require_uuid(value: str, field: str, reason: str) -> str:
+    if not valid_uuid(value):
+        raise ValidationFailed([FieldViolation(field, "must be a UUID", reason)])
+    return str(uuid.UUID(value))
+
+
+def check_key(check: Validator, value: str, field: str = "idempotency_key") -> None:
+    check.require(
+        bool(_KEY.match(value)),
+        field,
+        f"is required: 1 to {MAX_KEY} printable characters without spaces",
+        "INVALID_IDEMPOTENCY_KEY",
+    )
+
+
+def check_currency(check: Validator, currency: str) -> None:
+    check.require(
+        currency in SUPPORTED_CURRENCIES,
+        "currency",
+        f"must be one of {', '.join(sorted(SUPPORTED_CURRENCIES))}",
+        "UNSUPPORTED_CURRENCY",
+    )
+
+
+def check_amount(check: Validator, amount: int) -> None:
+    check.require(
+        0 < amount <= MAX_PUBLIC_AMOUNT, "amount", f"must be positive and at most {MAX_PUBLIC_AMOUNT}", "INVALID_AMOUNT"
+    )
+
+
+def validate_initialize(
+    *, idempotency_key: str, user_id: str, goal_id: str, contribution_id: str, amount: int, currency: str, callback: str
+) -> None:
+    check = Validator()
+    check_key(check, idempotency_key)
+    check.require(valid_uuid(user_id), "user_id", "must be a UUID", "INVALID_USER_ID")
+    check.require(valid_uuid(goal_id), "goal_id", "must be a UUID", "INVALID_GOAL_ID")
+    check.require(valid_uuid(contribution_id), "contribution_id", "must be a UUID", "INVALID_CONTRIBUTION_ID")
+    check_amount(check, amount)
+    check_currency(check, currency)
+    check.require(
+        not callback or (callback.startswith(("https://", "http://")) and len(callback) <= 2048),
+        "callback_url",
+        "must be an http(s) URL of at most 2,048 characters",
+        "INVALID_CALLBACK_URL",
+    )
+    check.raise_if_invalid()
+
+
+def validate_recipient(*, account_number: str, bank_code: str, name: str, currency: str, idempotency_key: str) -> None:
+    check = Validator()
+    check.require(
+        bool(_ACCOUNT_NUMBER.match(account_number)),
+        "account_number",
+        "must be 6 to 20 digits",
+        "INVALID_ACCOUNT_NUMBER",
+    )
+    check.require(
+        bool(_BANK_CODE.match(bank_code)),
+        "bank_code",
+        "must be Paystack's bank code (1 to 20 letters, digits, _ or -)",
+        "INVALID_BANK_CODE",
+    )
+    check.require(0 < len(name.strip()) <= 100, "name", "must be 1 to 100 characters", "INVALID_NAME")
+    check_currency(check, currency)
+    check_key(check, idempotency_key)
+    check.raise_if_invalid()
+
+
+def validate_payout(*, payout_id: str, goal_id: str, user_id: str, amount: int, currency: str, reason: str) -> None:
+    check = Validator()
+    check.require(valid_uuid(payout_id), "payout_id", "must be a UUID", "INVALID_PAYOUT_ID")
+    check.require(valid_uuid(goal_id), "goal_id", "must be a UUID", "INVALID_GOAL_ID")
+    check.require(valid_uuid(user_id), "user_id", "must be a UUID", "INVALID_USER_ID")
+    check_amount(check, amount)
+    check_currency(check, currency)
+    check.require(len(reason) <= MAX_REASON, "reason", f"must be at most {MAX_REASON} characters", "INVALID_REASON")
+    check.raise_if_invalid()
+
+
+# Paystack's transfer recipient type for a bank account in each currency.
+RECIPIENT_TYPES: Mapping[str, str] = {
+    "NGN": "nuban",
+    "GHS": "ghipss",
+    "ZAR": "basa",
+    "KES": "mobile_money",
+    "USD": "nuban",
+}

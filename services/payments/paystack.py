@@ -1,0 +1,207 @@
+"""A small typed client for the parts of Paystack's API payments uses.
+
+One `httpx.AsyncClient` per process (created in `main`, closed on shutdown),
+base URL and secret key from the settings, so the same code talks to Paystack
+or to the simulator. Paystack answers `{status, message, data}`; a `false`
+status or a 4xx becomes `PaystackRejected` with Paystack's message, a 5xx, a
+timeout or a refused connection becomes `PaystackUnavailable`.
+
+Only reads are retried here (verify: repeating it changes nothing). A POST
+whose answer is lost may or may not have happened at Paystack, so the callers
+decide: they send our own references, which Paystack refuses to reuse, and
+resume from what they stored before calling.
+
+The PyPI clients we looked at hard-code the base URL and open a connection per
+call, hence this module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from services.payments.domain import PaystackRejected, PaystackUnavailable, RecipientRejected
+
+log = logging.getLogger("gofund.paystack")
+
+READ_ATTEMPTS = 3
+READ_BACKOFF_S = 0.2
+
+
+@dataclass(frozen=True)
+class Checkout:
+    authorization_url: str
+    access_code: str
+    reference: str
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Charge:
+    """A transaction as `GET /transaction/verify/:reference` reports it."""
+
+    status: str  # success, failed, abandoned, ongoing, pending, reversed ...
+    reference: str
+    amount: int
+    currency: str
+    paid_at: str | None
+    gateway_response: str
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Refund:
+    id: str
+    status: str
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Recipient:
+    recipient_code: str
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Transfer:
+    transfer_code: str
+    status: str
+    reference: str
+    data: dict[str, Any]
+
+
+class Paystack:
+    def __init__(self, base_url: str, secret_key: str, *, timeout_s: float) -> None:
+        self._http = httpx.AsyncClient(
+            base_url=base_url.rstrip("/"),
+            headers={"Authorization": f"Bearer {secret_key}", "Accept": "application/json"},
+            timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 5.0)),
+        )
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    # -- transactions ------------------------------------------------------------
+    async def initialize(
+        self,
+        *,
+        email: str,
+        amount: int,
+        currency: str,
+        reference: str,
+        callback_url: str,
+        metadata: Mapping[str, str],
+    ) -> Checkout:
+        body: dict[str, Any] = {
+            "email": email,
+            "amount": amount,
+            "currency": currency,
+            "reference": reference,
+            "metadata": dict(metadata),
+        }
+        if callback_url:
+            body["callback_url"] = callback_url
+        data = await self._call("POST", "/transaction/initialize", json=body)
+        return Checkout(
+            authorization_url=str(data["authorization_url"]),
+            access_code=str(data.get("access_code", "")),
+            reference=str(data.get("reference", reference)),
+            data=data,
+        )
+
+    async def verify(self, reference: str) -> Charge:
+        data = await self._call("GET", f"/transaction/verify/{reference}", read=True)
+        return Charge(
+            status=str(data.get("status", "")),
+            reference=str(data.get("reference", reference)),
+            amount=int(data.get("amount", 0)),
+            currency=str(data.get("currency", "")),
+            paid_at=data.get("paid_at") or data.get("paidAt"),
+            gateway_response=str(data.get("gateway_response", "")),
+            data=data,
+        )
+
+    # -- refunds -------------------------------------------------------------------
+    async def refund(self, *, transaction: str, amount: int, merchant_note: str) -> Refund:
+        body = {"transaction": transaction, "amount": amount, "merchant_note": merchant_note}
+        data = await self._call("POST", "/refund", json=body)
+        return Refund(id=str(data.get("id", "")), status=str(data.get("status", "")), data=data)
+
+    # -- transfers -------------------------------------------------------------------
+    async def create_recipient(
+        self, *, recipient_type: str, name: str, account_number: str, bank_code: str, currency: str
+    ) -> Recipient:
+        body = {
+            "type": recipient_type,
+            "name": name,
+            "account_number": account_number,
+            "bank_code": bank_code,
+            "currency": currency,
+        }
+        try:
+            data = await self._call("POST", "/transferrecipient", json=body)
+        except PaystackRejected as exc:
+            raise RecipientRejected(exc.message) from None
+        return Recipient(recipient_code=str(data["recipient_code"]), data=data)
+
+    async def transfer(
+        self, *, amount: int, recipient_code: str, reason: str, currency: str, reference: str
+    ) -> Transfer:
+        body = {
+            "source": "balance",
+            "amount": amount,
+            "recipient": recipient_code,
+            "reason": reason,
+            "currency": currency,
+            "reference": reference,
+        }
+        data = await self._call("POST", "/transfer", json=body)
+        return Transfer(
+            transfer_code=str(data.get("transfer_code", "")),
+            status=str(data.get("status", "")),
+            reference=str(data.get("reference", reference)),
+            data=data,
+        )
+
+    # -- plumbing ----------------------------------------------------------------------
+    async def _call(self, method: str, path: str, *, json: Any = None, read: bool = False) -> dict[str, Any]:
+        attempts = READ_ATTEMPTS if read else 1
+        for attempt in range(1, attempts + 1):
+            try:
+                response = await self._http.request(method, path, json=json)
+            except httpx.TransportError as exc:
+                if attempt < attempts:
+                    await asyncio.sleep(READ_BACKOFF_S * attempt)
+                    continue
+                log.warning("paystack unreachable", extra={"path": path, "error": type(exc).__name__})
+                raise PaystackUnavailable(f"Paystack could not be reached ({type(exc).__name__})") from None
+            if response.status_code >= 500:
+                if attempt < attempts:
+                    await asyncio.sleep(READ_BACKOFF_S * attempt)
+                    continue
+                raise PaystackUnavailable(f"Paystack answered {response.status_code}")
+            return self._data(response)
+        raise AssertionError("unreachable")  # the loop returns or raises
+
+    @staticmethod
+    def _data(response: httpx.Response) -> dict[str, Any]:
+        try:
+            envelope = response.json()
+        except ValueError:
+            raise PaystackUnavailable(f"Paystack answered {response.status_code} without JSON") from None
+        message = str(envelope.get("message", "")) if isinstance(envelope, dict) else ""
+        if response.status_code == 401:
+            # Our secret key is wrong: every call will fail until the deployment is fixed.
+            log.error("paystack refused the secret key", extra={"paystack_message": message})
+            raise PaystackUnavailable("Paystack refused our secret key")
+        if response.status_code >= 400 or not isinstance(envelope, dict) or envelope.get("status") is not True:
+            raise PaystackRejected(message or f"Paystack answered {response.status_code}")
+        data = envelope.get("data")
+        if not isinstance(data, dict):
+            raise PaystackRejected("Paystack answered without a data object")
+        return data
