@@ -1,0 +1,505 @@
+"""Paystack's rules, as far as GoFund meets them: take a payment, refund it, pay out.
+
+Request bodies arrive as parsed JSON (or form fields) and are validated the way
+Paystack validates them, failing with Paystack's own error messages where its
+documentation (the API reference and its published error list) gives one.
+Where it gives none the message is the simulator's choice, marked so below.
+
+Status words are Paystack's:
+
+- transaction: `abandoned` from initialize until the checkout is completed
+  (Paystack's word for "not completed yet"; it can still succeed), then
+  `success` or `failed`; `reversed` once refunds processed cover the whole
+  amount (a partly refunded transaction stays `success`).
+- refund: `pending`, then `processed` or `failed`.
+- transfer: `pending` (OTP disabled), then `success` or `failed`; `reversed`
+  straight from `pending`, or after `success` (Paystack sends
+  `transfer.reversed` with `transferred_at` set, so a transfer that went
+  through can still come back).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import secrets
+from collections.abc import Awaitable, Callable, Mapping
+from enum import StrEnum
+from functools import partial
+from typing import Any, Protocol
+
+from services.paystack_sim import shapes
+from services.paystack_sim.records import (
+    Card,
+    Customer,
+    Event,
+    Recipient,
+    Refund,
+    RefundStatus,
+    Transaction,
+    TransactionStatus,
+    Transfer,
+    TransferStatus,
+    now_ms,
+)
+from services.paystack_sim.state import State, random_code
+
+SUPPORTED_CURRENCIES = ("NGN", "GHS", "ZAR", "KES", "USD")
+# The integration's default currency, used when initialize names none.
+DEFAULT_CURRENCY = "NGN"
+# Simulator's choice: the one account number that "does not resolve", so a
+# client's error path can be exercised (Paystack answers "Cannot resolve account").
+UNRESOLVABLE_ACCOUNT_NUMBER = "0000000000"
+# Recipient types Paystack documents for bank and mobile-money payouts, with
+# the currency each implies. (`authorization`, paying out to a card, is not simulated.)
+RECIPIENT_TYPES = {"nuban": "NGN", "ghipss": "GHS", "mobile_money": "GHS", "basa": "ZAR", "kepss": "KES"}
+# A few Nigerian bank codes with their names; any other code is accepted and
+# named after itself (the simulator does not know every bank).
+BANK_NAMES = {
+    "011": "First Bank of Nigeria",
+    "033": "United Bank For Africa",
+    "035": "Wema Bank",
+    "044": "Access Bank",
+    "050": "Ecobank Nigeria",
+    "057": "Zenith Bank",
+    "058": "Guaranty Trust Bank",
+    "070": "Fidelity Bank",
+    "214": "First City Monument Bank",
+    "232": "Sterling Bank",
+}
+
+# Paystack: "Only -, ., = and alphanumeric characters are allowed" in a transaction reference.
+_TRANSACTION_REFERENCE = re.compile(r"[A-Za-z0-9.=-]+")
+# Paystack: "-, _ and alphanumeric characters" in a transfer reference. Its docs ask for
+# lower case but its own samples use upper case, so both are accepted.
+_TRANSFER_REFERENCE = re.compile(r"[A-Za-z0-9_-]+")
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+_INTEGER = re.compile(r"-?[0-9]+")
+
+
+class PaystackError(Exception):
+    """A request Paystack refuses: `{"status": false, "message": ...}` with this HTTP status."""
+
+    def __init__(self, message: str, http_status: int = 400) -> None:
+        super().__init__(message)
+        self.message = message
+        self.http_status = http_status
+
+
+class NotFound(PaystackError):
+    def __init__(self, message: str) -> None:
+        super().__init__(message, 404)
+
+
+class AlreadySettled(PaystackError):
+    """A /_sim settle control for a refund or transfer that has already settled."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, 409)
+
+
+class Outcome(StrEnum):
+    SUCCESS = "success"
+    FAILED = "failed"
+    REVERSED = "reversed"
+
+
+class EventPublisher(Protocol):
+    def publish(self, event: str, data: dict[str, Any], reference: str) -> Event: ...
+
+
+class Scheduler(Protocol):
+    def call_at(self, due_at_ms: int, action: Callable[[], Awaitable[None]]) -> None: ...
+
+
+def parse_amount(value: Any) -> int | None:
+    """An amount in subunits as Paystack takes it: a JSON integer or a string of digits ("10000")."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and _INTEGER.fullmatch(value.strip()):
+        return int(value)
+    return None
+
+
+def fees(amount: int, currency: str) -> int:
+    """A realistic-looking fee, not an accounting figure: Paystack's Nigerian card pricing
+    (1.5 % plus ₦100, the ₦100 waived under ₦2,500, capped at ₦2,000); 1.5 % elsewhere."""
+    percentage = amount * 15 // 1000
+    if currency != "NGN":
+        return percentage
+    flat = 10_000 if amount >= 250_000 else 0
+    return min(percentage + flat, 200_000)
+
+
+def _text(body: Mapping[str, Any], name: str) -> str:
+    value = body.get(name)
+    return value.strip() if isinstance(value, str) else ""
+
+
+class Paystack:
+    def __init__(
+        self, state: State, events: EventPublisher, scheduler: Scheduler, *, settle_ms: int, base_url: str
+    ) -> None:
+        self._state = state
+        self._events = events
+        self._scheduler = scheduler
+        self._settle_ms = settle_ms
+        self.base_url = base_url
+
+    # Transactions.
+
+    def initialize(self, body: Mapping[str, Any]) -> Transaction:
+        email = _text(body, "email")
+        if not email:
+            raise PaystackError("Email is not allowed to be empty")
+        if not _EMAIL.fullmatch(email):
+            raise PaystackError("Invalid Email Address Passed")
+        amount = parse_amount(body.get("amount"))
+        if amount is None:
+            raise PaystackError("Invalid Amount Sent")
+        if amount <= 0:
+            raise PaystackError("You must specify a valid amount")
+        currency = body.get("currency") or DEFAULT_CURRENCY
+        if currency not in SUPPORTED_CURRENCIES:
+            raise PaystackError("Currency not supported by merchant")
+        reference = body.get("reference") or random_code(10)
+        if not isinstance(reference, str) or not _TRANSACTION_REFERENCE.fullmatch(reference):
+            raise PaystackError("Invalid character in transaction reference")
+        if reference in self._state.transactions:
+            raise PaystackError("Duplicate Transaction Reference")
+        callback_url = body.get("callback_url")
+        record = Transaction(
+            id=self._state.next_id(),
+            reference=reference,
+            access_code=random_code(15),
+            customer_email=self._customer(email).email,
+            requested_amount=amount,
+            amount=amount,
+            currency=currency,
+            callback_url=callback_url if isinstance(callback_url, str) and callback_url else None,
+            metadata=_metadata(body.get("metadata")),
+            status=TransactionStatus.ABANDONED,
+            gateway_response="The transaction was not completed",
+            created_at=now_ms(),
+        )
+        self._state.transactions[reference] = record
+        self._state.save()
+        return record
+
+    def authorization_url(self, record: Transaction) -> str:
+        return f"{self.base_url}/checkout/{record.access_code}"
+
+    def transaction(self, reference: str) -> Transaction:
+        record = self._state.transactions.get(reference)
+        if record is None:
+            raise PaystackError("Transaction reference not found")
+        return record
+
+    def customer_of(self, record: Transaction) -> Customer:
+        return self._state.customers[record.customer_email.lower()]
+
+    def checkout(self, access_code: str) -> Transaction:
+        record = self._state.transaction_by_access_code(access_code)
+        if record is None:
+            raise NotFound("No transaction has this access code")
+        return record
+
+    def pay(self, access_code: str, outcome: Any, amount: Any = None) -> Transaction:
+        """Complete the checkout: the customer's card is charged, or declined.
+
+        `amount` (subunits) makes the charge capture a different amount than was
+        initialized: a test control for a client that must not trust the
+        amount it asked for. Paystack sends a webhook only for a successful
+        charge ("we currently send webhook events for just successful
+        transactions"), so a declined one sends none.
+        """
+        record = self.checkout(access_code)
+        if outcome not in (Outcome.SUCCESS, Outcome.FAILED):
+            raise PaystackError('outcome must be "success" or "failed"')
+        captured = record.requested_amount if amount in (None, "") else parse_amount(amount)
+        if captured is None or captured <= 0:
+            raise PaystackError("amount must be a positive integer in subunits")
+        if record.status is not TransactionStatus.ABANDONED:
+            # Simulator's choice: a completed checkout cannot be paid again.
+            raise PaystackError(f"Transaction has already been completed ({record.status.value})")
+        at = now_ms()
+        card = Card(authorization_code="AUTH_" + random_code(10), signature="SIG_" + random_code(20))
+        if outcome == Outcome.SUCCESS:
+            record.status, record.gateway_response = TransactionStatus.SUCCESS, "Successful"
+            record.amount, record.paid_at, record.card = captured, at, card
+            record.fees = fees(captured, record.currency)
+        else:
+            card.reusable = False
+            record.status, record.gateway_response, record.card = TransactionStatus.FAILED, "Declined", card
+        self._state.save()
+        if record.status is TransactionStatus.SUCCESS:
+            data = shapes.transaction(record, self.customer_of(record))
+            self._events.publish("charge.success", data, record.reference)
+        return record
+
+    def _customer(self, email: str) -> Customer:
+        key = email.lower()
+        found = self._state.customers.get(key)
+        if found is None:
+            found = Customer(id=self._state.next_id(), customer_code="CUS_" + random_code(15), email=key)
+            self._state.customers[key] = found
+        return found
+
+    # Refunds.
+
+    def create_refund(self, body: Mapping[str, Any]) -> Refund:
+        key = body.get("transaction")
+        if key is None or key == "":
+            raise PaystackError("transaction is required")  # simulator's choice of words
+        refunded = self._refundable(key)
+        refunds = self._state.refunds_of(refunded.reference)
+        left = refunded.amount - sum(r.amount for r in refunds if r.status is not RefundStatus.FAILED)
+        if refunded.status is TransactionStatus.REVERSED or left <= 0:
+            raise PaystackError("Transaction has been fully reversed")
+        amount = left if body.get("amount") in (None, "") else parse_amount(body.get("amount"))
+        if amount is None or amount <= 0:
+            raise PaystackError("Invalid Amount Sent")
+        if amount > left:
+            # Simulator's choice of words; Paystack documents the rule, not its message.
+            raise PaystackError("Refund amount cannot be more than the transaction amount not yet refunded")
+        currency = body.get("currency") or refunded.currency
+        if currency != refunded.currency:
+            raise PaystackError("Refund currency must be the transaction's currency")  # simulator's choice
+        at = now_ms()
+        default_note = f"Refund for transaction {refunded.reference}"
+        record = Refund(
+            id=self._state.next_id(),
+            transaction_reference=refunded.reference,
+            amount=amount,
+            currency=currency,
+            status=RefundStatus.PENDING,
+            merchant_note=_text(body, "merchant_note") or default_note,
+            customer_note=_text(body, "customer_note") or default_note,
+            created_at=at,
+            updated_at=at,
+            settle_at=at + self._settle_ms if self._settle_ms > 0 else None,
+        )
+        self._state.refunds[record.id] = record
+        self._state.save()
+        self._schedule_refund(record)
+        return record
+
+    def _refundable(self, key: Any) -> Transaction:
+        """The transaction `key` names, by id (a number) or reference, if it can be refunded."""
+        found: Transaction | None = None
+        if isinstance(key, int) and not isinstance(key, bool):
+            found = self._state.transaction_by_id(key)
+        elif isinstance(key, str):
+            found = self._state.transactions.get(key)
+            if found is None and key.isdigit():
+                found = self._state.transaction_by_id(int(key))
+        if found is None:
+            raise PaystackError("Transaction not found")
+        if found.status not in (TransactionStatus.SUCCESS, TransactionStatus.REVERSED):
+            # Simulator's choice of words: only a paid transaction can be refunded.
+            raise PaystackError(f"Cannot refund a transaction that is {found.status.value}")
+        return found
+
+    def refund(self, key: str) -> Refund:
+        """A refund by its id, or (for tests that know only the payment) the oldest pending one of a transaction."""
+        if key.isdigit() and int(key) in self._state.refunds:
+            return self._state.refunds[int(key)]
+        refunds = self._state.refunds_of(key)
+        pending = [r for r in refunds if r.status is RefundStatus.PENDING]
+        if pending:
+            return pending[0]
+        if refunds:
+            return refunds[-1]
+        raise NotFound("Refund not found")
+
+    def refunded_transaction(self, record: Refund) -> Transaction:
+        return self._state.transactions[record.transaction_reference]
+
+    def settle_refund(self, key: str, outcome: Any) -> Refund:
+        record = self.refund(key)
+        if outcome not in (Outcome.SUCCESS, Outcome.FAILED):
+            raise PaystackError('a refund settles with outcome "success" or "failed"')
+        if record.status is not RefundStatus.PENDING:
+            raise AlreadySettled(f"Refund {record.id} is already {record.status.value}")
+        at = now_ms()
+        refunded = self.refunded_transaction(record)
+        record.updated_at, record.settle_at = at, None
+        if outcome == Outcome.SUCCESS:
+            record.status, record.refunded_at = RefundStatus.PROCESSED, at
+            # Paystack fills in the card processor's reference (a long number) once processed.
+            record.refund_reference = "".join(secrets.choice("0123456789") for _ in range(12))
+            refunds = self._state.refunds_of(refunded.reference)
+            if sum(r.amount for r in refunds if r.status is RefundStatus.PROCESSED) >= refunded.amount:
+                refunded.status = TransactionStatus.REVERSED
+        else:
+            # Paystack's refund.failed sample names the failed instant transfer here.
+            record.status, record.refund_reference = RefundStatus.FAILED, "TRF_" + random_code(15)
+        self._state.save()
+        data = shapes.refund_event(record, self.customer_of(refunded))
+        self._events.publish(f"refund.{record.status.value}", data, record.transaction_reference)
+        return record
+
+    def _schedule_refund(self, record: Refund) -> None:
+        if record.settle_at is not None:
+            action = partial(self._settle_by_itself, self.settle_refund, str(record.id))
+            self._scheduler.call_at(record.settle_at, action)
+
+    # Transfers.
+
+    def create_recipient(self, body: Mapping[str, Any]) -> Recipient:
+        """A payout destination.
+
+        Paystack: "A duplicate account number will lead to the retrieval of the existing record."
+        """
+        kind = _text(body, "type")
+        if kind not in RECIPIENT_TYPES:
+            raise PaystackError(f"Recipient type must be one of {', '.join(RECIPIENT_TYPES)}")  # simulator's choice
+        name = _text(body, "name")
+        if not name:
+            raise PaystackError("name is required")  # simulator's choice, in Paystack's style
+        account_number = _text(body, "account_number")
+        if not account_number:
+            raise PaystackError("Account number is required")
+        if not account_number.isdigit():
+            raise PaystackError("Account number should be numeric")
+        if kind == "nuban" and len(account_number) != 10:
+            raise PaystackError("Account number is invalid")
+        bank_code = _text(body, "bank_code")
+        if not bank_code:
+            raise PaystackError("bank_code is required")
+        if account_number == UNRESOLVABLE_ACCOUNT_NUMBER:
+            raise PaystackError("Cannot resolve account")
+        currency = body.get("currency") or RECIPIENT_TYPES[kind]
+        if currency not in SUPPORTED_CURRENCIES:
+            raise PaystackError("Currency not supported by merchant")
+        for existing in self._state.recipients.values():
+            same = (existing.type, existing.account_number, existing.bank_code, existing.currency)
+            if same == (kind, account_number, bank_code, currency):
+                return existing
+        at = now_ms()
+        email = body.get("email")
+        record = Recipient(
+            id=self._state.next_id(),
+            recipient_code="RCP_" + random_code(15),
+            type=kind,
+            name=name,
+            account_number=account_number,
+            # Paystack resolves the name the bank holds; the simulator's bank holds the one given.
+            account_name=name,
+            bank_code=bank_code,
+            bank_name=BANK_NAMES.get(bank_code, f"Simulated Bank {bank_code}"),
+            currency=currency,
+            description=_text(body, "description"),
+            email=email if isinstance(email, str) and email else None,
+            metadata=body.get("metadata"),
+            created_at=at,
+            updated_at=at,
+        )
+        self._state.recipients[record.recipient_code] = record
+        self._state.save()
+        return record
+
+    def initiate_transfer(self, body: Mapping[str, Any]) -> Transfer:
+        if body.get("source") != "balance":
+            # Paystack: "Where should we transfer from? Only balance for now".
+            raise PaystackError('source must be "balance"')  # simulator's choice of words
+        amount = parse_amount(body.get("amount"))
+        if amount is None or amount <= 0:
+            raise PaystackError("Invalid amount passed.")
+        to = self._state.recipients.get(_text(body, "recipient"))
+        if to is None:
+            raise PaystackError("Recipient specified is invalid")
+        reference = body.get("reference") or random_code(20)
+        if not isinstance(reference, str) or not _TRANSFER_REFERENCE.fullmatch(reference):
+            raise PaystackError("Your reference contains illegal special characters")
+        if self._state.transfer_by_reference(reference) is not None:
+            raise PaystackError("Please provide a unique reference. Reference already exists on a transfer")
+        currency = body.get("currency") or to.currency
+        if currency != to.currency:
+            raise PaystackError("Transfer currency must be the recipient's currency")  # simulator's choice
+        at = now_ms()
+        record = Transfer(
+            id=self._state.next_id(),
+            transfer_code="TRF_" + random_code(15),
+            reference=reference,
+            amount=amount,
+            currency=currency,
+            source="balance",
+            reason=_text(body, "reason"),
+            recipient_code=to.recipient_code,
+            status=TransferStatus.PENDING,
+            created_at=at,
+            updated_at=at,
+            settle_at=at + self._settle_ms if self._settle_ms > 0 else None,
+        )
+        self._state.transfers[record.transfer_code] = record
+        self._state.save()
+        self._schedule_transfer(record)
+        return record
+
+    def recipient_of(self, record: Transfer) -> Recipient:
+        return self._state.recipients[record.recipient_code]
+
+    def transfer(self, key: str) -> Transfer:
+        """A transfer by its code, its reference or its id."""
+        found = self._state.transfers.get(key) or self._state.transfer_by_reference(key)
+        if found is None and key.isdigit():
+            found = next((t for t in self._state.transfers.values() if t.id == int(key)), None)
+        if found is None:
+            raise PaystackError("Transfer not found")
+        return found
+
+    def settle_transfer(self, key: str, outcome: Any) -> Transfer:
+        try:
+            record = self.transfer(key)
+        except PaystackError as exc:
+            raise NotFound(exc.message) from None
+        if outcome not in (Outcome.SUCCESS, Outcome.FAILED, Outcome.REVERSED):
+            raise PaystackError('a transfer settles with outcome "success", "failed" or "reversed"')
+        can_settle = record.status is TransferStatus.PENDING or (
+            record.status is TransferStatus.SUCCESS and outcome == Outcome.REVERSED
+        )
+        if not can_settle:
+            raise AlreadySettled(f"Transfer {record.transfer_code} is already {record.status.value}")
+        at = now_ms()
+        record.status, record.updated_at, record.settle_at = TransferStatus(outcome), at, None
+        if record.status is TransferStatus.SUCCESS:
+            record.transferred_at = at
+        if record.session_id is None and record.status is not TransferStatus.FAILED:
+            record.session_id = "".join(secrets.choice("0123456789") for _ in range(30))
+        self._state.save()
+        data = shapes.transfer_event(record, self.recipient_of(record))
+        self._events.publish(f"transfer.{record.status.value}", data, record.reference)
+        return record
+
+    def _schedule_transfer(self, record: Transfer) -> None:
+        if record.settle_at is not None:
+            action = partial(self._settle_by_itself, self.settle_transfer, record.transfer_code)
+            self._scheduler.call_at(record.settle_at, action)
+
+    async def _settle_by_itself(self, settle: Callable[[str, Any], object], key: str) -> None:
+        """Automatic settlement: success, unless a /_sim control settled it first."""
+        with contextlib.suppress(AlreadySettled):
+            settle(key, Outcome.SUCCESS)
+
+    def resume_settlements(self) -> None:
+        """Schedule again the automatic settlements that were due when the simulator last stopped."""
+        for refund in self._state.refunds.values():
+            if refund.status is RefundStatus.PENDING:
+                self._schedule_refund(refund)
+        for transfer in self._state.transfers.values():
+            if transfer.status is TransferStatus.PENDING:
+                self._schedule_transfer(transfer)
+
+
+def _metadata(value: Any) -> Any:
+    """Paystack takes metadata as an object or as "stringified JSON"; either way it prints the object."""
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value

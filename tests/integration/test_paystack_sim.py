@@ -1,0 +1,737 @@
+"""The Paystack simulator over real HTTP, delivering real signed webhooks to a real receiver.
+
+Each test starts its own simulator in this event loop on a free loopback port,
+with its state in the test's temporary directory, and a small aiohttp webhook
+receiver that records every request (and can be told to answer 500 first).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import pytest_asyncio
+from aiohttp import web
+
+from services.common.config import Settings
+from services.paystack_sim.main import Simulator, start
+from services.paystack_sim.webhooks import MAX_ATTEMPTS
+
+pytestmark = pytest.mark.asyncio
+WAIT_S = 10.0
+
+
+@dataclass
+class Delivery:
+    body: bytes
+    signature: str | None
+    content_type: str
+    answered: int
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        parsed: dict[str, Any] = json.loads(self.body)
+        return parsed
+
+
+class WebhookReceiver:
+    """Records every POST; answers 500 to the next `failures_left` of them, 200 afterwards."""
+
+    def __init__(self) -> None:
+        self.deliveries: list[Delivery] = []
+        self.failures_left = 0
+        self._changed = asyncio.Condition()
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/webhooks/paystack", self._receive)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = self._runner.addresses[0][1]
+        self.url = f"http://127.0.0.1:{port}/webhooks/paystack"
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _receive(self, request: web.Request) -> web.Response:
+        answer = 200
+        if self.failures_left > 0:
+            self.failures_left -= 1
+            answer = 500
+        delivery = Delivery(
+            await request.read(), request.headers.get("x-paystack-signature"), request.content_type, answer
+        )
+        async with self._changed:
+            self.deliveries.append(delivery)
+            self._changed.notify_all()
+        return web.Response(status=answer)
+
+    async def wait_for(self, predicate: Callable[[list[Delivery]], bool]) -> list[Delivery]:
+        async with self._changed:
+            await asyncio.wait_for(self._changed.wait_for(lambda: predicate(self.deliveries)), WAIT_S)
+        return self.deliveries
+
+    async def wait_for_event(
+        self, event: str, reference: str, *, count: int = 1, answered: int = 200
+    ) -> list[Delivery]:
+        """The deliveries of `event` about `reference` once `count` of them got `answered`."""
+
+        def matching(deliveries: list[Delivery]) -> list[Delivery]:
+            return [d for d in deliveries if d.payload["event"] == event and _reference_of(d.payload) == reference]
+
+        await self.wait_for(lambda ds: len([d for d in matching(ds) if d.answered == answered]) >= count)
+        return matching(self.deliveries)
+
+
+def _reference_of(payload: dict[str, Any]) -> str:
+    data = payload["data"]
+    return str(data.get("transaction_reference") or data["reference"])
+
+
+class SimulatorUnderTest:
+    def __init__(self, simulator: Simulator, secret_key: str) -> None:
+        self.simulator = simulator
+        self.secret_key = secret_key
+        self.api = httpx.AsyncClient(base_url=simulator.base_url, headers={"Authorization": f"Bearer {secret_key}"})
+        # The customer's browser and the /_sim controls present no key.
+        self.browser = httpx.AsyncClient(base_url=simulator.base_url)
+
+    async def close(self) -> None:
+        await self.api.aclose()
+        await self.browser.aclose()
+        await self.simulator.stop()
+
+    async def initialize(self, **fields: Any) -> dict[str, Any]:
+        body = {"email": "ada@example.com", "amount": 500_000, "currency": "NGN", "reference": new_reference()}
+        body.update(fields)
+        response = await self.api.post("/transaction/initialize", json=body)
+        assert response.status_code == 200, response.text
+        data: dict[str, Any] = response.json()["data"]
+        return data
+
+    async def paid(self, **fields: Any) -> dict[str, Any]:
+        """A transaction initialized and paid at the checkout; returns initialize's data."""
+        started = await self.initialize(**fields)
+        response = await self.browser.post(f"/checkout/{started['access_code']}/pay", json={"outcome": "success"})
+        assert response.status_code == 200, response.text
+        return started
+
+    async def verify(self, reference: str) -> dict[str, Any]:
+        response = await self.api.get(f"/transaction/verify/{reference}")
+        assert response.status_code == 200, response.text
+        data: dict[str, Any] = response.json()["data"]
+        return data
+
+    async def events(self, **filters: str) -> list[dict[str, Any]]:
+        response = await self.browser.get("/_sim/events", params=filters)
+        assert response.status_code == 200, response.text
+        listed: list[dict[str, Any]] = response.json()["data"]
+        return listed
+
+    async def recipient(self, **fields: Any) -> dict[str, Any]:
+        body = {"type": "nuban", "name": "Ada Obi", "account_number": "0123456789", "bank_code": "058"}
+        body.update(fields)
+        response = await self.api.post("/transferrecipient", json=body)
+        assert response.status_code == 200, response.text
+        data: dict[str, Any] = response.json()["data"]
+        return data
+
+    async def transfer(self, recipient_code: str, **fields: Any) -> dict[str, Any]:
+        body = {"source": "balance", "amount": 300_000, "recipient": recipient_code, "reason": "Goal payout"}
+        body.update({"reference": new_reference("payout_"), **fields})
+        response = await self.api.post("/transfer", json=body)
+        assert response.status_code == 200, response.text
+        data: dict[str, Any] = response.json()["data"]
+        return data
+
+
+def new_reference(prefix: str = "gofund-") -> str:
+    return prefix + uuid.uuid4().hex[:16]
+
+
+def signature_of(secret_key: str, body: bytes) -> str:
+    return hmac.new(secret_key.encode(), body, hashlib.sha512).hexdigest()
+
+
+Launch = Callable[..., Awaitable[SimulatorUnderTest]]
+
+
+@pytest_asyncio.fixture
+async def receiver() -> AsyncIterator[WebhookReceiver]:
+    receiver = WebhookReceiver()
+    await receiver.start()
+    yield receiver
+    await receiver.stop()
+
+
+@pytest_asyncio.fixture
+async def launch(tmp_path: Path, receiver: WebhookReceiver) -> AsyncIterator[Launch]:
+    """Start a simulator (state in tmp_path, webhooks to `receiver`); every one started is stopped at the end."""
+    started: list[SimulatorUnderTest] = []
+
+    async def launch(**overrides: Any) -> SimulatorUnderTest:
+        values: dict[str, Any] = {
+            "data_dir": tmp_path,
+            "webhook_url": receiver.url,
+            "paystack_sim_retry_base_ms": 50,
+            "paystack_sim_settle_ms": 0,
+        }
+        values.update(overrides)
+        settings = Settings(**values)
+        under_test = SimulatorUnderTest(await start(settings, port=0), settings.paystack_secret_key)
+        started.append(under_test)
+        return under_test
+
+    yield launch
+    for under_test in started:
+        await under_test.close()
+
+
+@pytest_asyncio.fixture
+async def paystack(launch: Launch) -> SimulatorUnderTest:
+    return await launch()
+
+
+async def eventually(check: Callable[[], Awaitable[bool]]) -> None:
+    """Wait until `check` holds (the simulator records an attempt just after the receiver answers it)."""
+    async with asyncio.timeout(WAIT_S):
+        # Polling the simulator's HTTP API: nothing in this process is told when it records an attempt.
+        while not await check():  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+
+
+# Payments.
+
+
+async def test_a_paid_checkout_verifies_as_success_and_sends_a_signed_charge_success(
+    paystack: SimulatorUnderTest, receiver: WebhookReceiver
+) -> None:
+    reference = new_reference()
+    started = await paystack.initialize(
+        email="ada@example.com", amount=750_000, reference=reference, metadata={"goal_id": "g1"}
+    )
+    assert started["reference"] == reference
+    assert started["authorization_url"] == f"{paystack.simulator.base_url}/checkout/{started['access_code']}"
+
+    before = await paystack.verify(reference)
+    assert before["status"] == "abandoned"
+    assert (before["amount"], before["requested_amount"], before["currency"]) == (750_000, 750_000, "NGN")
+    assert before["paid_at"] is None
+    assert before["authorization"] == {}
+    assert before["customer"]["email"] == "ada@example.com"
+    assert before["metadata"] == {"goal_id": "g1"}
+
+    page = await paystack.browser.get(started["authorization_url"])
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    assert "NGN 7,500.00" in page.text
+    assert 'data-amount="750000"' in page.text
+
+    paid = await paystack.browser.post(f"/checkout/{started['access_code']}/pay", json={})
+    assert paid.json()["data"]["status"] == "success"
+
+    after = await paystack.verify(reference)
+    assert after["status"] == "success"
+    assert after["gateway_response"] == "Successful"
+    assert after["paid_at"] is not None
+    assert after["paidAt"] == after["paid_at"]
+    assert after["id"] == before["id"]
+    assert after["domain"] == "test"
+    assert after["channel"] == "card"
+    assert after["fees"] > 0
+    assert set(after["customer"]) >= {
+        "id",
+        "first_name",
+        "last_name",
+        "email",
+        "customer_code",
+        "phone",
+        "metadata",
+        "risk_action",
+    }
+    assert after["customer"]["customer_code"].startswith("CUS_")
+    authorization = after["authorization"]
+    assert set(authorization) >= {
+        "authorization_code",
+        "bin",
+        "last4",
+        "exp_month",
+        "exp_year",
+        "channel",
+        "card_type",
+        "bank",
+        "country_code",
+        "brand",
+        "reusable",
+        "signature",
+        "account_name",
+    }
+    assert authorization["authorization_code"].startswith("AUTH_")
+    assert (authorization["last4"], authorization["reusable"]) == ("4081", True)
+
+    [delivery] = await receiver.wait_for_event("charge.success", reference)
+    assert delivery.content_type == "application/json"
+    assert delivery.signature == signature_of(paystack.secret_key, delivery.body)
+    assert delivery.payload["data"] == after
+
+
+async def test_a_declined_checkout_fails_and_sends_no_webhook(paystack: SimulatorUnderTest) -> None:
+    started = await paystack.initialize()
+    declined = await paystack.browser.post(f"/checkout/{started['access_code']}/pay", json={"outcome": "failed"})
+    assert declined.status_code == 200
+
+    verified = await paystack.verify(started["reference"])
+    assert (verified["status"], verified["gateway_response"], verified["paid_at"]) == ("failed", "Declined", None)
+    assert await paystack.events(reference=started["reference"]) == []
+
+
+async def test_paying_twice_is_refused_and_sends_no_second_event(paystack: SimulatorUnderTest) -> None:
+    started = await paystack.paid()
+    again = await paystack.browser.post(f"/checkout/{started['access_code']}/pay", json={"outcome": "success"})
+    assert again.status_code == 400
+    assert again.json()["status"] is False
+    assert len(await paystack.events(event="charge.success", reference=started["reference"])) == 1
+
+
+async def test_the_amount_control_makes_the_captured_amount_differ_from_the_requested_one(
+    paystack: SimulatorUnderTest, receiver: WebhookReceiver
+) -> None:
+    started = await paystack.initialize(amount=500_000)
+    response = await paystack.browser.post(f"/checkout/{started['access_code']}/pay", json={"amount": 100_000})
+    assert response.status_code == 200
+
+    verified = await paystack.verify(started["reference"])
+    assert (verified["status"], verified["amount"], verified["requested_amount"]) == ("success", 100_000, 500_000)
+    [delivery] = await receiver.wait_for_event("charge.success", started["reference"])
+    assert delivery.payload["data"]["amount"] == 100_000
+
+
+async def test_the_checkout_form_returns_the_customer_to_the_callback_url(paystack: SimulatorUnderTest) -> None:
+    started = await paystack.initialize(callback_url="http://127.0.0.1:9/payments/return?goal=g1")
+    response = await paystack.browser.post(f"/checkout/{started['access_code']}/pay", data={"outcome": "success"})
+    assert response.status_code == 303
+    reference = started["reference"]
+    assert response.headers["location"] == (
+        f"http://127.0.0.1:9/payments/return?goal=g1&trxref={reference}&reference={reference}"
+    )
+
+
+async def test_an_unknown_checkout_is_not_found(paystack: SimulatorUnderTest) -> None:
+    assert (await paystack.browser.get("/checkout/nosuchcode")).status_code == 404
+    assert (await paystack.browser.post("/checkout/nosuchcode/pay", json={})).status_code == 404
+
+
+# Authentication and validation.
+
+
+@pytest.mark.parametrize(
+    ("authorization", "message"),
+    [
+        ("Bearer sk_test_wrong", "Invalid key"),
+        (None, "No Authorization Header was found"),
+        ("sk_test_gofund_dev", "Format is Authorization Bearer [secret key]"),
+    ],
+)
+async def test_a_wrong_or_missing_secret_key_is_refused(
+    paystack: SimulatorUnderTest, authorization: str | None, message: str
+) -> None:
+    headers = {"Authorization": authorization} if authorization is not None else {}
+    body = {"email": "ada@example.com", "amount": 1000}
+    for call in (
+        paystack.browser.post("/transaction/initialize", json=body, headers=headers),
+        paystack.browser.get("/transaction/verify/anything", headers=headers),
+        paystack.browser.post("/transfer", json={}, headers=headers),
+    ):
+        response = await call
+        assert response.status_code == 401
+        assert response.json() == {"status": False, "message": message}
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"email": ""}, "Email is not allowed to be empty"),
+        ({"email": "not-an-email"}, "Invalid Email Address Passed"),
+        ({"amount": "five"}, "Invalid Amount Sent"),
+        ({"amount": 12.5}, "Invalid Amount Sent"),
+        ({"amount": 0}, "You must specify a valid amount"),
+        ({"currency": "EUR"}, "Currency not supported by merchant"),
+        ({"reference": "has spaces!"}, "Invalid character in transaction reference"),
+    ],
+)
+async def test_initialize_refuses_invalid_fields_with_paystacks_message(
+    paystack: SimulatorUnderTest, fields: dict[str, Any], message: str
+) -> None:
+    body = {"email": "ada@example.com", "amount": 500_000, "currency": "NGN", "reference": new_reference(), **fields}
+    response = await paystack.api.post("/transaction/initialize", json=body)
+    assert response.status_code == 400
+    assert response.json() == {"status": False, "message": message}
+
+
+async def test_initialize_takes_every_supported_currency_and_amounts_as_digit_strings(
+    paystack: SimulatorUnderTest,
+) -> None:
+    for currency in ("NGN", "GHS", "ZAR", "KES", "USD"):
+        started = await paystack.initialize(currency=currency, amount="2500")
+        verified = await paystack.verify(started["reference"])
+        assert (verified["currency"], verified["amount"]) == (currency, 2500)
+
+
+async def test_a_duplicate_transaction_reference_is_refused(paystack: SimulatorUnderTest) -> None:
+    reference = new_reference()
+    await paystack.initialize(reference=reference)
+    response = await paystack.api.post(
+        "/transaction/initialize", json={"email": "ada@example.com", "amount": 100, "reference": reference}
+    )
+    assert response.status_code == 400
+    assert response.json() == {"status": False, "message": "Duplicate Transaction Reference"}
+
+
+async def test_an_unknown_reference_does_not_verify(paystack: SimulatorUnderTest) -> None:
+    response = await paystack.api.get(f"/transaction/verify/{new_reference()}")
+    assert response.status_code == 400
+    assert response.json() == {"status": False, "message": "Transaction reference not found"}
+
+
+# Refunds.
+
+
+async def test_a_processed_refund_sends_refund_processed_and_reverses_the_transaction(
+    paystack: SimulatorUnderTest, receiver: WebhookReceiver
+) -> None:
+    started = await paystack.paid(amount=500_000)
+    reference = started["reference"]
+
+    created = await paystack.api.post("/refund", json={"transaction": reference})
+    assert created.status_code == 200
+    assert created.json()["message"] == "Refund has been queued for processing"
+    refund = created.json()["data"]
+    assert (refund["status"], refund["amount"], refund["currency"]) == ("pending", 500_000, "NGN")
+    assert refund["transaction"]["reference"] == reference
+
+    fetched = await paystack.api.get(f"/refund/{refund['id']}")
+    assert fetched.json()["data"]["status"] == "pending"
+
+    settled = await paystack.browser.post(f"/_sim/refunds/{refund['id']}/settle", json={"outcome": "success"})
+    assert settled.status_code == 200
+    assert settled.json()["data"]["status"] == "processed"
+
+    [delivery] = await receiver.wait_for_event("refund.processed", reference)
+    assert delivery.signature == signature_of(paystack.secret_key, delivery.body)
+    data = delivery.payload["data"]
+    assert (data["status"], data["transaction_reference"], data["currency"]) == ("processed", reference, "NGN")
+    # As in Paystack's sample, refund.processed prints the amount as a string.
+    assert data["amount"] == "500000"
+    assert isinstance(data["refund_reference"], str)
+    assert data["refund_reference"]
+    assert (await paystack.verify(reference))["status"] == "reversed"
+
+    again = await paystack.browser.post(f"/_sim/refunds/{refund['id']}/settle", json={"outcome": "failed"})
+    assert again.status_code == 409
+    assert len(await paystack.events(reference=reference, event="refund.processed")) == 1
+    assert await paystack.events(reference=reference, event="refund.failed") == []
+
+    another = await paystack.api.post("/refund", json={"transaction": reference})
+    assert another.status_code == 400
+    assert another.json()["message"] == "Transaction has been fully reversed"
+
+
+async def test_a_failed_refund_sends_refund_failed_and_the_amount_can_be_refunded_again(
+    paystack: SimulatorUnderTest, receiver: WebhookReceiver
+) -> None:
+    started = await paystack.paid(amount=500_000)
+    reference = started["reference"]
+    transaction_id = (await paystack.verify(reference))["id"]
+
+    created = await paystack.api.post("/refund", json={"transaction": transaction_id, "amount": "200000"})
+    assert created.json()["data"]["amount"] == 200_000
+    # The settle control also finds a transaction's pending refund by the transaction's reference.
+    settled = await paystack.browser.post(f"/_sim/refunds/{reference}/settle", json={"outcome": "failed"})
+    assert settled.json()["data"]["status"] == "failed"
+
+    [delivery] = await receiver.wait_for_event("refund.failed", reference)
+    assert (delivery.payload["data"]["status"], delivery.payload["data"]["amount"]) == ("failed", 200_000)
+    assert (await paystack.verify(reference))["status"] == "success"
+
+    full = await paystack.api.post("/refund", json={"transaction": reference})
+    assert full.json()["data"]["amount"] == 500_000
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"transaction": "no-such-reference"}, "Transaction not found"),
+        ({"transaction": "PAID", "amount": 500_001}, None),
+        ({"transaction": "PAID", "amount": 0}, "Invalid Amount Sent"),
+        ({"transaction": "UNPAID"}, None),
+    ],
+)
+async def test_a_refund_paystack_would_refuse_is_refused(
+    paystack: SimulatorUnderTest, body: dict[str, Any], message: str | None
+) -> None:
+    paid = await paystack.paid(amount=500_000)
+    unpaid = await paystack.initialize()
+    names = {"PAID": paid["reference"], "UNPAID": unpaid["reference"]}
+    body = {**body, "transaction": names.get(body["transaction"], body["transaction"])}
+    response = await paystack.api.post("/refund", json=body)
+    assert response.status_code == 400
+    assert response.json()["status"] is False
+    if message is not None:
+        assert response.json()["message"] == message
+
+
+# Transfers.
+
+
+async def test_a_transfer_recipient_gets_a_code_and_the_same_account_the_same_recipient(
+    paystack: SimulatorUnderTest,
+) -> None:
+    created = await paystack.recipient(name="Ada Obi", account_number="0123456789", bank_code="058")
+    assert created["recipient_code"].startswith("RCP_")
+    assert (created["type"], created["currency"], created["active"]) == ("nuban", "NGN", True)
+    assert created["details"] == {
+        "authorization_code": None,
+        "account_number": "0123456789",
+        "account_name": "Ada Obi",
+        "bank_code": "058",
+        "bank_name": "Guaranty Trust Bank",
+    }
+    again = await paystack.recipient(name="Ada Obi", account_number="0123456789", bank_code="058")
+    assert again["recipient_code"] == created["recipient_code"]
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"account_number": "0000000000"}, "Cannot resolve account"),
+        ({"bank_code": ""}, "bank_code is required"),
+        ({"account_number": "01234abc89"}, "Account number should be numeric"),
+        ({"account_number": "12345"}, "Account number is invalid"),
+    ],
+)
+async def test_a_recipient_paystack_cannot_resolve_is_refused(
+    paystack: SimulatorUnderTest, fields: dict[str, Any], message: str
+) -> None:
+    body = {"type": "nuban", "name": "Ada Obi", "account_number": "0123456789", "bank_code": "058", **fields}
+    response = await paystack.api.post("/transferrecipient", json=body)
+    assert response.status_code == 400
+    assert response.json() == {"status": False, "message": message}
+
+
+async def test_transfers_settle_as_success_failed_or_reversed_with_one_event_each(
+    paystack: SimulatorUnderTest, receiver: WebhookReceiver
+) -> None:
+    recipient = await paystack.recipient()
+    code = recipient["recipient_code"]
+    succeeding = await paystack.transfer(code, amount=300_000)
+    assert succeeding["transfer_code"].startswith("TRF_")
+    assert (succeeding["status"], succeeding["amount"], succeeding["recipient"]) == (
+        "pending",
+        300_000,
+        recipient["id"],
+    )
+    failing = await paystack.transfer(code)
+    reversing = await paystack.transfer(code)
+
+    for transfer, outcome in ((succeeding, "success"), (failing, "failed"), (reversing, "success")):
+        settled = await paystack.browser.post(
+            f"/_sim/transfers/{transfer['transfer_code']}/settle", json={"outcome": outcome}
+        )
+        assert settled.status_code == 200, settled.text
+    # A transfer that went through can still come back.
+    reversed_ = await paystack.browser.post(
+        f"/_sim/transfers/{reversing['transfer_code']}/settle", json={"outcome": "reversed"}
+    )
+    assert reversed_.status_code == 200
+
+    [success] = await receiver.wait_for_event("transfer.success", succeeding["reference"])
+    data = success.payload["data"]
+    assert (data["status"], data["transfer_code"], data["amount"], data["currency"]) == (
+        "success",
+        succeeding["transfer_code"],
+        300_000,
+        "NGN",
+    )
+    assert data["reason"] == "Goal payout"
+    assert data["transferred_at"] is not None
+    assert data["recipient"]["recipient_code"] == code
+    assert data["recipient"]["details"]["account_number"] == "0123456789"
+    [failed] = await receiver.wait_for_event("transfer.failed", failing["reference"])
+    assert failed.payload["data"]["status"] == "failed"
+    [reversed_event] = await receiver.wait_for_event("transfer.reversed", reversing["reference"])
+    assert reversed_event.payload["data"]["status"] == "reversed"
+
+    verified = await paystack.api.get(f"/transfer/verify/{reversing['reference']}")
+    assert verified.json()["data"]["status"] == "reversed"
+
+    for transfer in (succeeding, failing, reversing):
+        again = await paystack.browser.post(
+            f"/_sim/transfers/{transfer['transfer_code']}/settle", json={"outcome": "success"}
+        )
+        assert again.status_code == 409
+    assert len(await paystack.events(event="transfer.success", reference=succeeding["reference"])) == 1
+
+
+async def test_a_transfer_to_an_unknown_recipient_or_with_a_used_reference_is_refused(
+    paystack: SimulatorUnderTest,
+) -> None:
+    unknown = await paystack.api.post(
+        "/transfer", json={"source": "balance", "amount": 1000, "recipient": "RCP_nosuchrecipient"}
+    )
+    assert unknown.status_code == 400
+    assert unknown.json() == {"status": False, "message": "Recipient specified is invalid"}
+
+    recipient = await paystack.recipient()
+    first = await paystack.transfer(recipient["recipient_code"])
+    duplicate = await paystack.api.post(
+        "/transfer",
+        json={
+            "source": "balance",
+            "amount": 1000,
+            "recipient": recipient["recipient_code"],
+            "reference": first["reference"],
+        },
+    )
+    assert duplicate.status_code == 400
+    assert duplicate.json() == {
+        "status": False,
+        "message": "Please provide a unique reference. Reference already exists on a transfer",
+    }
+
+
+# Webhook delivery.
+
+
+async def test_a_webhook_answered_500_is_retried_with_the_same_signed_body_until_it_gets_200(
+    paystack: SimulatorUnderTest, receiver: WebhookReceiver
+) -> None:
+    receiver.failures_left = 3
+    started = await paystack.paid()
+    reference = started["reference"]
+
+    deliveries = await receiver.wait_for_event("charge.success", reference)
+    assert [d.answered for d in deliveries] == [500, 500, 500, 200]
+    assert len({d.body for d in deliveries}) == 1
+    assert all(d.signature == signature_of(paystack.secret_key, d.body) for d in deliveries)
+
+    async def recorded() -> bool:
+        [event] = await paystack.events(reference=reference)
+        return bool(event["status"] == "delivered")
+
+    await eventually(recorded)
+    [event] = await paystack.events(reference=reference)
+    assert (event["attempts"], event["last_http_status"]) == (4, 200)
+    assert [a["http_status"] for a in event["attempt_log"]] == [500, 500, 500, 200]
+
+
+async def test_delivery_stops_after_paystacks_documented_number_of_attempts(
+    launch: Launch, receiver: WebhookReceiver
+) -> None:
+    paystack = await launch(paystack_sim_retry_base_ms=1)
+    receiver.failures_left = MAX_ATTEMPTS + 10
+    reference = (await paystack.paid())["reference"]
+
+    async def given_up() -> bool:
+        [event] = await paystack.events(reference=reference)
+        return bool(event["status"] == "failed")
+
+    await eventually(given_up)
+    [event] = await paystack.events(reference=reference)
+    assert event["attempts"] == MAX_ATTEMPTS == 76
+    assert event["next_attempt_at"] is None
+    assert len(receiver.deliveries) == MAX_ATTEMPTS
+
+
+async def test_redelivery_sends_the_same_event_again(paystack: SimulatorUnderTest, receiver: WebhookReceiver) -> None:
+    reference = (await paystack.paid())["reference"]
+    [original] = await receiver.wait_for_event("charge.success", reference)
+
+    by_reference = await paystack.browser.post("/_sim/webhooks/redeliver", json={"reference": reference})
+    assert by_reference.status_code == 200
+    assert by_reference.json()["data"]["redelivery_of"] == 0
+    latest = await paystack.browser.post("/_sim/webhooks/redeliver", json={})
+    assert latest.status_code == 200
+    by_index = await paystack.browser.post("/_sim/webhooks/redeliver", json={"event_index": 0})
+    assert by_index.status_code == 200
+
+    deliveries = await receiver.wait_for_event("charge.success", reference, count=4)
+    assert {d.body for d in deliveries} == {original.body}
+    assert all(d.signature == original.signature for d in deliveries)
+
+    missing = await paystack.browser.post("/_sim/webhooks/redeliver", json={"event_index": 99})
+    assert missing.status_code == 404
+
+
+# Restarts and automatic settlement.
+
+
+async def test_a_paid_transaction_still_verifies_after_a_restart(launch: Launch, receiver: WebhookReceiver) -> None:
+    first = await launch()
+    started = await first.paid()
+    await receiver.wait_for_event("charge.success", started["reference"])
+    before = await first.verify(started["reference"])
+    await first.close()
+
+    second = await launch()
+    assert await second.verify(started["reference"]) == before
+    duplicate = await second.api.post(
+        "/transaction/initialize",
+        json={"email": "ada@example.com", "amount": 100, "reference": started["reference"]},
+    )
+    assert duplicate.json()["message"] == "Duplicate Transaction Reference"
+    assert (await second.verify((await second.initialize())["reference"]))["id"] > before["id"]
+    [event] = await second.events()
+    assert (event["event"], event["attempts"], event["last_http_status"]) == ("charge.success", 1, 200)
+
+
+async def test_a_pending_webhook_is_resumed_after_a_restart(launch: Launch, receiver: WebhookReceiver) -> None:
+    receiver.failures_left = 1_000
+    first = await launch()
+    reference = (await first.paid())["reference"]
+    [refused, *_] = await receiver.wait_for_event("charge.success", reference, answered=500)
+    await first.close()
+
+    receiver.failures_left = 0
+    second = await launch()
+    deliveries = await receiver.wait_for_event("charge.success", reference)
+    assert deliveries[-1].body == refused.body
+
+    async def recorded() -> bool:
+        [event] = await second.events(reference=reference)
+        return bool(event["status"] == "delivered")
+
+    await eventually(recorded)
+    [event] = await second.events(reference=reference)
+    *refusals, accepted = [a["http_status"] for a in event["attempt_log"]]
+    assert refusals
+    assert set(refusals) == {500}
+    assert accepted == 200
+
+
+async def test_refunds_and_transfers_settle_by_themselves_when_settle_ms_is_set(
+    launch: Launch, receiver: WebhookReceiver
+) -> None:
+    paystack = await launch(paystack_sim_settle_ms=50)
+    reference = (await paystack.paid())["reference"]
+    refund = await paystack.api.post("/refund", json={"transaction": reference})
+    assert refund.json()["data"]["status"] == "pending"
+    transfer = await paystack.transfer((await paystack.recipient())["recipient_code"])
+
+    await receiver.wait_for_event("refund.processed", reference)
+    await receiver.wait_for_event("transfer.success", transfer["reference"])
+    settled = await paystack.browser.post(f"/_sim/transfers/{transfer['transfer_code']}/settle", json={})
+    assert settled.status_code == 409
