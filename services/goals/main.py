@@ -1,6 +1,12 @@
-"""Wiring of the goals service: resources are opened here, never at import."""
+"""Wiring of the goals service: resources are opened here, never at import.
 
+`build` takes the clock every rule reads `now` from (deadlines, voting
+windows, saga retries), so tests move time instead of sleeping.
+"""
+
+from collections.abc import Callable
 from contextlib import AsyncExitStack
+from datetime import UTC, datetime, timedelta
 
 from gofund.goals.v1 import goals_service_pb2, goals_service_pb2_grpc
 
@@ -9,35 +15,66 @@ from services.common.clients import open_channels
 from services.common.config import Settings
 from services.common.db import Database
 from services.common.server import Service, run
-from services.goals.servicer import ERRORS, GoalsInternalServicer, GoalsServicer
-
-# Methods a caller may use without logging in.
-ANONYMOUS = [
-    "GoalsService/GetGoal",
-    "GoalsService/ListGoals",
-    "GoalsService/WatchGoal",
-    "GoalsService/ListProofs",
-    "GoalsService/GetProof",
-]
+from services.goals.funding import BalanceFollower
+from services.goals.gateways import LedgerGateway, PaymentsGateway
+from services.goals.lifecycle import Rules
+from services.goals.sagas import Sagas
+from services.goals.scheduler import Scheduler
+from services.goals.service import Goals
+from services.goals.servicer import ANONYMOUS, ERRORS, GoalsInternalServicer, GoalsServicer
+from services.goals.streams import ProgressBroadcaster
 
 
-async def build(settings: Settings, stack: AsyncExitStack) -> Service:
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+async def build(settings: Settings, stack: AsyncExitStack, *, clock: Callable[[], datetime] = utc_now) -> Service:
     database = Database("goals", settings.database_url("goals"))
     stack.push_async_callback(database.dispose)
     await database.check_ready()
+    channels = open_channels(settings, stack)
+    ledger = LedgerGateway(channels, settings.target("ledger"))
+    payments = PaymentsGateway(channels, settings.target("payments"))
+    rules = Rules(
+        platform_fee_bps=settings.platform_fee_bps,
+        voting_window=timedelta(hours=settings.voting_window_hours),
+        approval_threshold_bps=settings.approval_threshold_bps,
+        quorum_bps=settings.quorum_bps,
+    )
+    sagas = Sagas(database, ledger, payments, clock)
+    scheduler = Scheduler(
+        database=database,
+        ledger=ledger,
+        sagas=sagas,
+        rules=rules,
+        clock=clock,
+        interval_s=settings.scheduler_interval_ms / 1000,
+    )
+    broadcaster = ProgressBroadcaster(database)
+    follower = BalanceFollower(database, ledger, clock)
+    goals = Goals(
+        database,
+        ledger=ledger,
+        payments=payments,
+        broadcaster=broadcaster,
+        rules=rules,
+        clock=clock,
+        wake_sagas=scheduler.wake,
+    )
     services = goals_service_pb2.DESCRIPTOR.services_by_name
     descriptors = [services["GoalsService"], services["GoalsInternalService"]]
-    channels = open_channels(settings, stack)
     return Service(
         name="goals",
         errors=ERRORS,
         servicers=[
-            (goals_service_pb2_grpc.add_GoalsServiceServicer_to_server, GoalsServicer()),
-            (goals_service_pb2_grpc.add_GoalsInternalServiceServicer_to_server, GoalsInternalServicer()),
+            (goals_service_pb2_grpc.add_GoalsServiceServicer_to_server, GoalsServicer(goals)),
+            (goals_service_pb2_grpc.add_GoalsInternalServiceServicer_to_server, GoalsInternalServicer(goals)),
         ],
         descriptors=descriptors,
         auth=AuthPolicy.of(descriptors, ANONYMOUS),
         authenticator=RemoteAuthenticator(channels, settings.target("identity")),
+        background=[broadcaster.run, follower.run, scheduler.run],
     )
 
 

@@ -1,19 +1,339 @@
-"""gRPC adapter for the goals service.
+"""gRPC adapter for the goals service: proto in, use case, proto out. No rules, no SQL."""
 
-Every RPC of the contract is registered; those not built yet inherit the
-generated base behaviour and answer UNIMPLEMENTED (reason NOT_IMPLEMENTED).
-"""
+from __future__ import annotations
 
-from gofund.goals.v1 import goals_service_pb2_grpc
+import functools
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
 
-from services.common.errors import ErrorTable
+import grpc
+from gofund.goals.v1 import goals_pb2, goals_service_pb2, goals_service_pb2_grpc
+from google.protobuf.timestamp_pb2 import Timestamp
 
-ERRORS = ErrorTable(domain="goals.gofund")
+from services.common import context, paging
+from services.common.context import Principal
+from services.common.errors import ErrorMapping, ErrorTable, FieldViolation, LoginRequired, ValidationFailed
+from services.goals import domain, store
+from services.goals.domain import ContributionStatus, GoalStatus, PayoutOutcome, ProofStatus
+from services.goals.service import Goals
+
+Code = grpc.StatusCode
+ERRORS = ErrorTable(
+    domain="goals.gofund",
+    entries={
+        domain.GoalNotFound: ErrorMapping(Code.NOT_FOUND, "GOAL_NOT_FOUND"),
+        domain.ContributionNotFound: ErrorMapping(Code.NOT_FOUND, "CONTRIBUTION_NOT_FOUND"),
+        domain.ProofNotFound: ErrorMapping(Code.NOT_FOUND, "PROOF_NOT_FOUND"),
+        domain.NotGoalOwner: ErrorMapping(Code.PERMISSION_DENIED, "NOT_GOAL_OWNER"),
+        domain.GoalNotOpen: ErrorMapping(Code.FAILED_PRECONDITION, "GOAL_NOT_OPEN"),
+        domain.GoalNotCancellable: ErrorMapping(Code.FAILED_PRECONDITION, "GOAL_NOT_CANCELLABLE"),
+        domain.GoalNotFunded: ErrorMapping(Code.FAILED_PRECONDITION, "GOAL_NOT_FUNDED"),
+        domain.GoalNotReleased: ErrorMapping(Code.FAILED_PRECONDITION, "GOAL_NOT_RELEASED"),
+        domain.PaymentMismatch: ErrorMapping(Code.INVALID_ARGUMENT, "PAYMENT_MISMATCH"),
+        domain.PayoutMismatch: ErrorMapping(Code.INVALID_ARGUMENT, "PAYOUT_MISMATCH"),
+        domain.ContributionAlreadyFailed: ErrorMapping(Code.FAILED_PRECONDITION, "CONTRIBUTION_ALREADY_FAILED"),
+        domain.ContributionAlreadySucceeded: ErrorMapping(Code.FAILED_PRECONDITION, "CONTRIBUTION_ALREADY_SUCCEEDED"),
+        domain.ContributionNotSucceeded: ErrorMapping(Code.FAILED_PRECONDITION, "CONTRIBUTION_NOT_SUCCEEDED"),
+        domain.ProofPending: ErrorMapping(Code.FAILED_PRECONDITION, "PROOF_PENDING"),
+        domain.ProofLimitReached: ErrorMapping(Code.FAILED_PRECONDITION, "PROOF_LIMIT_REACHED"),
+        domain.NotAContributor: ErrorMapping(Code.PERMISSION_DENIED, "NOT_A_CONTRIBUTOR"),
+        domain.OwnerCannotVote: ErrorMapping(Code.PERMISSION_DENIED, "OWNER_CANNOT_VOTE"),
+        domain.VotingClosed: ErrorMapping(Code.FAILED_PRECONDITION, "VOTING_CLOSED"),
+        domain.AlreadyVoted: ErrorMapping(Code.ALREADY_EXISTS, "ALREADY_VOTED"),
+        domain.LedgerUnavailable: ErrorMapping(Code.UNAVAILABLE, "LEDGER_UNAVAILABLE"),
+        domain.PaymentsUnavailable: ErrorMapping(Code.UNAVAILABLE, "PAYMENTS_UNAVAILABLE"),
+        domain.PaymentRejected: ErrorMapping(Code.FAILED_PRECONDITION, "PAYSTACK_REJECTED"),
+    },
+)
+
+# Methods a caller may use without logging in.
+ANONYMOUS = [
+    "GoalsService/GetGoal",
+    "GoalsService/ListGoals",
+    "GoalsService/WatchGoal",
+    "GoalsService/ListProofs",
+    "GoalsService/GetProof",
+]
+
+_GOAL_STATUS = {s: getattr(goals_pb2, f"GOAL_STATUS_{s.value}") for s in GoalStatus}
+_GOAL_STATUS_OF = {v: k for k, v in _GOAL_STATUS.items()}
+_CONTRIBUTION_STATUS = {s: getattr(goals_pb2, f"CONTRIBUTION_STATUS_{s.value}") for s in ContributionStatus}
+_PROOF_STATUS = {s: getattr(goals_pb2, f"PROOF_STATUS_{s.value}") for s in ProofStatus}
+_PAYOUT_OUTCOME_OF = {getattr(goals_pb2, f"PAYOUT_OUTCOME_{o.value}"): o for o in PayoutOutcome}
+UPDATABLE_FIELDS = ("title", "description")
+
+
+def timestamp(value: datetime) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(value)
+    return stamp
+
+
+def caller() -> Principal:
+    """The logged-in caller; LoginRequired otherwise."""
+    found = context.principal.get()
+    if found is None:
+        raise LoginRequired("log in first")
+    return found
+
+
+def goal_message(goal: store.Goal) -> goals_pb2.Goal:
+    message = goals_pb2.Goal(
+        id=str(goal.id),
+        owner_id=str(goal.owner_id),
+        title=goal.title,
+        description=goal.description,
+        target_amount=goal.target_amount,
+        currency=goal.currency,
+        deadline=timestamp(goal.deadline),
+        status=_GOAL_STATUS[GoalStatus(goal.status)],
+        raised_amount=goal.raised_amount,
+        contributor_count=goal.contributor_count,
+        account_id=str(goal.account_id or ""),
+        created_at=timestamp(goal.created_at),
+        updated_at=timestamp(goal.updated_at),
+        cancel_reason=goal.cancel_reason,
+    )
+    if goal.funded_at is not None:
+        message.funded_at.CopyFrom(timestamp(goal.funded_at))
+    return message
+
+
+def contribution_message(contribution: store.Contribution) -> goals_pb2.Contribution:
+    return goals_pb2.Contribution(
+        id=str(contribution.id),
+        goal_id=str(contribution.goal_id),
+        user_id=str(contribution.user_id),
+        payment_id=contribution.payment_id or "",
+        amount=contribution.amount,
+        currency=contribution.currency,
+        status=_CONTRIBUTION_STATUS[ContributionStatus(contribution.status)],
+        created_at=timestamp(contribution.created_at),
+        updated_at=timestamp(contribution.updated_at),
+        payment_reference=contribution.payment_reference,
+    )
+
+
+def proof_message(proof: store.Proof) -> goals_pb2.Proof:
+    message = goals_pb2.Proof(
+        id=str(proof.id),
+        goal_id=str(proof.goal_id),
+        owner_id=str(proof.owner_id),
+        title=proof.title,
+        description=proof.description,
+        media_urls=[str(u) for u in proof.media_urls],
+        status=_PROOF_STATUS[ProofStatus(proof.status)],
+        approve_weight=proof.approve_weight,
+        reject_weight=proof.reject_weight,
+        voter_count=proof.voter_count,
+        voting_ends_at=timestamp(proof.voting_ends_at),
+        attempt=proof.attempt,
+        created_at=timestamp(proof.created_at),
+        updated_at=timestamp(proof.updated_at),
+    )
+    if proof.decided_at is not None:
+        message.decided_at.CopyFrom(timestamp(proof.decided_at))
+    return message
+
+
+def vote_message(vote: store.Vote) -> goals_pb2.Vote:
+    return goals_pb2.Vote(
+        id=str(vote.id),
+        proof_id=str(vote.proof_id),
+        voter_id=str(vote.voter_id),
+        is_approved=vote.is_approved,
+        weight=vote.weight,
+        comment=vote.comment,
+        created_at=timestamp(vote.created_at),
+    )
+
+
+# Every watcher of a goal receives the same message for a change: serialize it
+# once (the interceptor passes bytes through) and share it.
+@functools.lru_cache(maxsize=4096)
+def progress_bytes(progress: store.Progress) -> bytes:
+    return goals_service_pb2.WatchGoalResponse(
+        goal_id=progress.goal_id,
+        status=_GOAL_STATUS[progress.status],
+        raised_amount=progress.raised_amount,
+        target_amount=progress.target_amount,
+        contributor_count=progress.contributor_count,
+        seq=progress.seq,
+        currency=progress.currency,
+    ).SerializeToString()
+
+
+def _bad_token() -> ValidationFailed:
+    return ValidationFailed(
+        [FieldViolation("page_token", "is not a token for this list and these filters", "INVALID_PAGE_TOKEN")]
+    )
+
+
+def decode_cursor(token: str, scope: dict[str, Any]) -> tuple[datetime, str] | None:
+    """The (created_at, id) position of a page token issued for the same `scope` (filters)."""
+    cursor = paging.decode_token(token)
+    if cursor is None:
+        return None
+    if cursor.get("scope") != scope:
+        raise _bad_token()
+    try:
+        position = (datetime.fromisoformat(str(cursor["created_at"])), str(cursor["id"]))
+    except (KeyError, ValueError):
+        raise _bad_token() from None
+    if domain.canonical_id(position[1]) is None or position[0].tzinfo is None:
+        raise _bad_token()
+    return position
+
+
+def encode_cursor(created_at: datetime, row_id: object, scope: dict[str, Any]) -> str:
+    return paging.encode_token({"created_at": created_at.isoformat(), "id": str(row_id), "scope": scope})
 
 
 class GoalsServicer(goals_service_pb2_grpc.GoalsServiceServicer):
     """Public RPCs (routed by Envoy)."""
 
+    def __init__(self, goals: Goals) -> None:
+        self.goals = goals
+
+    async def CreateGoal(self, request: Any, context: Any) -> goals_service_pb2.CreateGoalResponse:
+        deadline = request.deadline.ToDatetime(tzinfo=UTC) if request.HasField("deadline") else None
+        goal = await self.goals.create_goal(
+            context_principal(),
+            domain.NewGoal(
+                title=request.title,
+                description=request.description,
+                target_amount=request.target_amount,
+                currency=request.currency,
+                deadline=deadline,
+                request_id=request.request_id,
+            ),
+        )
+        return goals_service_pb2.CreateGoalResponse(goal=goal_message(goal))
+
+    async def GetGoal(self, request: Any, context: Any) -> goals_service_pb2.GetGoalResponse:
+        return goals_service_pb2.GetGoalResponse(goal=goal_message(await self.goals.goal(request.goal_id)))
+
+    async def ListGoals(self, request: Any, context: Any) -> goals_service_pb2.ListGoalsResponse:
+        check_status = request.status == goals_pb2.GOAL_STATUS_UNSPECIFIED or request.status in _GOAL_STATUS_OF
+        owner_id = domain.canonical_id(request.owner_id) if request.owner_id else None
+        violations = []
+        if not check_status:
+            violations.append(FieldViolation("status", "unknown goal status", "INVALID_STATUS"))
+        if request.owner_id and owner_id is None:
+            violations.append(FieldViolation("owner_id", "must be a UUID", "INVALID_OWNER_ID"))
+        if violations:
+            raise ValidationFailed(violations)
+        size = paging.page_size(request.page_size)
+        scope = {"status": int(request.status), "owner_id": owner_id or ""}
+        after = decode_cursor(request.page_token, scope)
+        status = _GOAL_STATUS_OF.get(request.status)
+        goals = await self.goals.list_goals(status, owner_id, after, size + 1)
+        token = encode_cursor(goals[size - 1].created_at, goals[size - 1].id, scope) if len(goals) > size else ""
+        return goals_service_pb2.ListGoalsResponse(goals=[goal_message(g) for g in goals[:size]], next_page_token=token)
+
+    async def UpdateGoal(self, request: Any, context: Any) -> goals_service_pb2.UpdateGoalResponse:
+        paths = list(request.update_mask.paths)
+        unknown = [p for p in paths if p not in UPDATABLE_FIELDS]
+        if unknown:
+            raise ValidationFailed(
+                [FieldViolation("update_mask", f"cannot update {', '.join(unknown)}", "INVALID_UPDATE_MASK")]
+            )
+        fields = paths or [f for f in UPDATABLE_FIELDS if request.HasField(f)]
+        # A field the mask names but the request leaves out is cleared (AIP-134).
+        changes = {f: getattr(request, f) if request.HasField(f) else "" for f in fields}
+        goal = await self.goals.update_goal(caller(), request.goal_id, changes)
+        return goals_service_pb2.UpdateGoalResponse(goal=goal_message(goal))
+
+    async def CancelGoal(self, request: Any, context: Any) -> goals_service_pb2.CancelGoalResponse:
+        goal = await self.goals.cancel_goal(caller(), request.goal_id, request.reason)
+        return goals_service_pb2.CancelGoalResponse(goal=goal_message(goal))
+
+    # Streams yield pre-serialized messages (see progress_bytes), hence the override.
+    async def WatchGoal(self, request: Any, context: Any) -> AsyncIterator[bytes]:  # type: ignore[override]
+        async for progress in self.goals.watch(request.goal_id):
+            yield progress_bytes(progress)
+
+    async def CreateContribution(self, request: Any, context: Any) -> goals_service_pb2.CreateContributionResponse:
+        checkout = await self.goals.create_contribution(
+            caller(), request.goal_id, request.amount, request.currency, request.idempotency_key
+        )
+        return goals_service_pb2.CreateContributionResponse(
+            contribution=contribution_message(checkout.contribution),
+            authorization_url=checkout.authorization_url,
+            payment_reference=checkout.contribution.payment_reference,
+        )
+
+    async def ListContributions(self, request: Any, context: Any) -> goals_service_pb2.ListContributionsResponse:
+        principal = caller()
+        size = paging.page_size(request.page_size)
+        goal_id = domain.canonical_id(request.goal_id) or request.goal_id
+        scope = {"goal_id": goal_id}
+        after = decode_cursor(request.page_token, scope)
+        rows = await self.goals.list_contributions(principal, request.goal_id, after, size + 1)
+        token = encode_cursor(rows[size - 1].created_at, rows[size - 1].id, scope) if len(rows) > size else ""
+        return goals_service_pb2.ListContributionsResponse(
+            contributions=[contribution_message(c) for c in rows[:size]], next_page_token=token
+        )
+
+    async def GetContribution(self, request: Any, context: Any) -> goals_service_pb2.GetContributionResponse:
+        contribution = await self.goals.contribution(caller(), request.contribution_id)
+        return goals_service_pb2.GetContributionResponse(contribution=contribution_message(contribution))
+
+    async def CreateProof(self, request: Any, context: Any) -> goals_service_pb2.CreateProofResponse:
+        proof = await self.goals.create_proof(
+            caller(),
+            request.goal_id,
+            title=request.title,
+            description=request.description,
+            media_urls=list(request.media_urls),
+            request_id=request.request_id,
+        )
+        return goals_service_pb2.CreateProofResponse(proof=proof_message(proof))
+
+    async def ListProofs(self, request: Any, context: Any) -> goals_service_pb2.ListProofsResponse:
+        proofs = await self.goals.proofs(request.goal_id)
+        return goals_service_pb2.ListProofsResponse(proofs=[proof_message(p) for p in proofs])
+
+    async def GetProof(self, request: Any, context: Any) -> goals_service_pb2.GetProofResponse:
+        return goals_service_pb2.GetProofResponse(proof=proof_message(await self.goals.proof(request.proof_id)))
+
+    async def CreateVote(self, request: Any, context: Any) -> goals_service_pb2.CreateVoteResponse:
+        vote, proof = await self.goals.vote(caller(), request.proof_id, request.is_approved, request.comment)
+        return goals_service_pb2.CreateVoteResponse(vote=vote_message(vote), proof=proof_message(proof))
+
+
+def context_principal() -> Principal | None:
+    return context.principal.get()
+
 
 class GoalsInternalServicer(goals_service_pb2_grpc.GoalsInternalServiceServicer):
-    """Internal RPCs (other GoFund services only)."""
+    """Internal RPCs: the payments service reports payments, refunds and payouts."""
+
+    def __init__(self, goals: Goals) -> None:
+        self.goals = goals
+
+    async def ConfirmContribution(self, request: Any, context: Any) -> goals_service_pb2.ConfirmContributionResponse:
+        paid_at = request.paid_at.ToDatetime(tzinfo=UTC) if request.HasField("paid_at") else None
+        contribution, refund_started = await self.goals.confirm_contribution(
+            request.contribution_id, request.payment_id, request.amount, request.currency, paid_at
+        )
+        return goals_service_pb2.ConfirmContributionResponse(
+            contribution=contribution_message(contribution), refund_started=refund_started
+        )
+
+    async def FailContribution(self, request: Any, context: Any) -> goals_service_pb2.FailContributionResponse:
+        contribution = await self.goals.fail_contribution(request.contribution_id, request.payment_id, request.reason)
+        return goals_service_pb2.FailContributionResponse(contribution=contribution_message(contribution))
+
+    async def MarkContributionRefunded(
+        self, request: Any, context: Any
+    ) -> goals_service_pb2.MarkContributionRefundedResponse:
+        contribution = await self.goals.mark_refunded(request.contribution_id, request.payment_id)
+        return goals_service_pb2.MarkContributionRefundedResponse(contribution=contribution_message(contribution))
+
+    async def RecordPayoutResult(self, request: Any, context: Any) -> goals_service_pb2.RecordPayoutResultResponse:
+        goal = await self.goals.record_payout_result(
+            request.goal_id, request.payout_id, _PAYOUT_OUTCOME_OF.get(request.outcome), request.reason
+        )
+        return goals_service_pb2.RecordPayoutResultResponse(goal=goal_message(goal))

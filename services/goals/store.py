@@ -1,6 +1,19 @@
-"""Goals' tables (SQLAlchemy 2 models). Repositories are added with the service."""
+"""Goals persistence: SQLAlchemy 2 models and the queries the use cases need.
 
+Locks are always taken in one order — the goal row, then its contributions,
+proofs or saga rows — so concurrent calls on one goal never deadlock. Every
+change of a goal's progress (status, raised amount, contributor count) goes
+through `progress_changed`, which increments the goal's `seq` and queues one
+NOTIFY on `goal_progress` in the same transaction: PostgreSQL delivers it at
+commit, in commit order, to the listener of every goals replica.
+"""
+
+from __future__ import annotations
+
+import json
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -15,23 +28,53 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    and_,
+    func,
+    or_,
+    select,
+    text,
+    update,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import JSONB, insert
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from services.common.models import created_at_column, updated_at_column
+from services.common.models import created_at_column
+from services.goals.domain import (
+    ContributionStatus,
+    GoalStatus,
+    ProofStatus,
+    RefundState,
+    ReleaseStep,
+)
+
+NOTIFY_CHANNEL = "goal_progress"
+GOAL_STATUSES = tuple(s.value for s in GoalStatus)
+CONTRIBUTION_STATUSES = tuple(s.value for s in ContributionStatus)
+PROOF_STATUSES = tuple(s.value for s in ProofStatus)
 
 
 class Base(DeclarativeBase):
     pass
 
 
+def updated_at_column() -> Mapped[datetime]:
+    # Set by the service from its clock on every change (`touch`), never by an
+    # ORM on-update default, which would mix the database's clock in.
+    return mapped_column(DateTime(timezone=True), server_default=func.now(), nullable=False)
+
+
 class Goal(Base):
     __tablename__ = "goals"
     __table_args__ = (
         CheckConstraint("target_amount > 0", name="goals_target_positive"),
+        CheckConstraint(f"status IN {GOAL_STATUSES}", name="goals_status_check"),
+        CheckConstraint("raised_amount >= 0", name="goals_raised_not_negative"),
         Index("goals_status_deadline_idx", "status", "deadline"),
         Index("goals_owner_idx", "owner_id", "created_at"),
+        Index("goals_created_idx", "created_at", "id"),
+        # A client's request id names one goal (the goal id is derived from it too).
+        UniqueConstraint("owner_id", "request_id", name="goals_request_key"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
@@ -51,14 +94,27 @@ class Goal(Base):
     funded_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     created_at: Mapped[datetime] = created_at_column()
     updated_at: Mapped[datetime] = updated_at_column()
+    # Incremented on every change of progress (status, raised, contributors):
+    # WatchGoal's `seq`.
+    seq: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # The ledger `seq` of the last GOAL balance applied, so a replayed or stale
+    # balance change is never applied over a newer one.
+    ledger_seq: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # The client's CreateGoal request id and the hash of its input.
+    request_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    request_fingerprint: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # EXPIRED, CANCELLED or REJECTED once a refund has started; NULL before.
+    refund_cause: Mapped[str | None] = mapped_column(String(16), nullable=True)
 
 
 class Contribution(Base):
     __tablename__ = "contributions"
     __table_args__ = (
         CheckConstraint("amount > 0", name="contributions_amount_positive"),
+        CheckConstraint(f"status IN {CONTRIBUTION_STATUSES}", name="contributions_status_check"),
         UniqueConstraint("user_id", "idempotency_key", name="contributions_idempotency_key"),
         Index("contributions_goal_idx", "goal_id", "created_at"),
+        Index("contributions_goal_status_user_idx", "goal_id", "status", "user_id"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
@@ -73,11 +129,26 @@ class Contribution(Base):
     status: Mapped[str] = mapped_column(String(16), default="PENDING")
     created_at: Mapped[datetime] = created_at_column()
     updated_at: Mapped[datetime] = updated_at_column()
+    # When Paystack says the payer paid.
+    paid_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # Why the payment failed, as payments reported it.
+    failure_reason: Mapped[str] = mapped_column(String(500), default="", server_default="")
+    # The payment succeeded after the goal had closed: it never counted and is
+    # refunded on its own (ConfirmContribution's `refund_started`).
+    refund_on_confirm: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
 
 
 class Proof(Base):
     __tablename__ = "proofs"
-    __table_args__ = (UniqueConstraint("goal_id", "attempt", name="proofs_goal_attempt_key"),)
+    __table_args__ = (
+        UniqueConstraint("goal_id", "attempt", name="proofs_goal_attempt_key"),
+        UniqueConstraint("owner_id", "request_id", name="proofs_request_key"),
+        CheckConstraint(f"status IN {PROOF_STATUSES}", name="proofs_status_check"),
+        CheckConstraint("attempt BETWEEN 1 AND 3", name="proofs_attempt_range"),
+        # At most one proof of a goal in voting, enforced by the database.
+        Index("proofs_one_pending_per_goal", "goal_id", unique=True, postgresql_where=text("status = 'PENDING'")),
+        Index("proofs_pending_ends_idx", "voting_ends_at", postgresql_where=text("status = 'PENDING'")),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
     goal_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("goals.id"))
@@ -95,6 +166,10 @@ class Proof(Base):
     decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     created_at: Mapped[datetime] = created_at_column()
     updated_at: Mapped[datetime] = updated_at_column()
+    voter_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # The client's CreateProof request id and the hash of its input.
+    request_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    request_fingerprint: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class Vote(Base):
@@ -110,3 +185,442 @@ class Vote(Base):
     weight: Mapped[int] = mapped_column(BigInteger)
     comment: Mapped[str] = mapped_column(String(2000), default="")
     created_at: Mapped[datetime] = created_at_column()
+
+
+class LedgerCursor(Base):
+    """How far the GOAL balance stream has been applied (one row)."""
+
+    __tablename__ = "ledger_cursor"
+    __table_args__ = (CheckConstraint("id = 1", name="ledger_cursor_single_row"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    last_seq: Mapped[int] = mapped_column(BigInteger)
+
+
+class Refund(Base):
+    """Refund saga of one succeeded contribution (the goal closed, or it paid too late)."""
+
+    __tablename__ = "refunds"
+    __table_args__ = (
+        CheckConstraint(f"state IN {tuple(s.value for s in RefundState)}", name="refunds_state_check"),
+        Index("refunds_due_idx", "next_attempt_at", postgresql_where=text("state <> 'DONE'")),
+        Index("refunds_goal_idx", "goal_id"),
+    )
+
+    contribution_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("contributions.id"), primary_key=True)
+    goal_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("goals.id"))
+    payment_id: Mapped[str] = mapped_column(String(64))
+    # Each attempt has its own refund id (domain.refund_id); a new attempt
+    # starts only after payments reports the previous one failed.
+    attempt: Mapped[int] = mapped_column(Integer, default=1)
+    state: Mapped[str] = mapped_column(String(16), default=RefundState.PENDING.value)
+    # Failed or inconclusive calls in a row, for the backoff.
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_error: Mapped[str] = mapped_column(String(500), default="")
+    created_at: Mapped[datetime] = created_at_column()
+    updated_at: Mapped[datetime] = updated_at_column()
+
+
+class Release(Base):
+    """Release saga of one goal: post the release, then pay the owner out."""
+
+    __tablename__ = "releases"
+    __table_args__ = (
+        CheckConstraint(f"step IN {tuple(s.value for s in ReleaseStep)}", name="releases_step_check"),
+        CheckConstraint("amount > 0 AND fee >= 0 AND fee <= amount", name="releases_amounts_check"),
+        Index("releases_due_idx", "next_attempt_at", postgresql_where=text("step IN ('POST', 'PAYOUT')")),
+    )
+
+    goal_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("goals.id"), primary_key=True)
+    proof_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("proofs.id"))
+    # Fixed when the proof is approved: what leaves the GOAL account, minor units.
+    amount: Mapped[int] = mapped_column(BigInteger)
+    # The platform's share of `amount`; the owner is paid `amount - fee`.
+    fee: Mapped[int] = mapped_column(BigInteger)
+    step: Mapped[str] = mapped_column(String(16), default=ReleaseStep.POST.value)
+    # The payout attempt in progress or next (1-based); each has its own id.
+    payout_attempt: Mapped[int] = mapped_column(Integer, default=1)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_error: Mapped[str] = mapped_column(String(500), default="")
+    created_at: Mapped[datetime] = created_at_column()
+    updated_at: Mapped[datetime] = updated_at_column()
+
+
+class Payout(Base):
+    """Every payout the release saga asked for, stored before it is asked (its id is the key)."""
+
+    __tablename__ = "payouts"
+    __table_args__ = (
+        UniqueConstraint("goal_id", "attempt", name="payouts_goal_attempt_key"),
+        CheckConstraint("outcome IS NULL OR outcome IN ('SUCCEEDED', 'FAILED', 'REVERSED')", name="payouts_outcome"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    goal_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("goals.id"))
+    attempt: Mapped[int] = mapped_column(Integer)
+    # Minor units of the goal's currency.
+    amount: Mapped[int] = mapped_column(BigInteger)
+    # NULL until RecordPayoutResult reports it.
+    outcome: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    reason: Mapped[str] = mapped_column(String(500), default="")
+    created_at: Mapped[datetime] = created_at_column()
+    updated_at: Mapped[datetime] = updated_at_column()
+
+
+# -- progress -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Progress:
+    """What WatchGoal sends: a goal's progress at one `seq`."""
+
+    goal_id: str
+    seq: int
+    status: GoalStatus
+    raised_amount: int
+    target_amount: int
+    contributor_count: int
+    currency: str
+
+    def to_json(self) -> str:
+        return json.dumps(
+            [self.goal_id, self.seq, self.status.value, self.raised_amount, self.target_amount,
+             self.contributor_count, self.currency],
+            separators=(",", ":"),
+        )  # fmt: skip
+
+    @classmethod
+    def from_json(cls, payload: str) -> Progress:
+        goal_id, seq, status, raised, target, count, currency = json.loads(payload)
+        return cls(str(goal_id), int(seq), GoalStatus(status), int(raised), int(target), int(count), str(currency))
+
+    @classmethod
+    def of(cls, goal: Goal) -> Progress:
+        return cls(
+            str(goal.id), goal.seq, GoalStatus(goal.status), goal.raised_amount, goal.target_amount,
+            goal.contributor_count, goal.currency,
+        )  # fmt: skip
+
+
+def touch(row: Goal | Contribution | Proof | Refund | Release | Payout, at: datetime) -> None:
+    """Set `updated_at` from the service's clock (the one rules read)."""
+    row.updated_at = at
+
+
+async def progress_changed(session: AsyncSession, goal: Goal, now: datetime) -> None:
+    """Record one change of the goal's progress: next seq, and a NOTIFY sent at commit."""
+    goal.seq += 1
+    touch(goal, now)
+    await session.flush()
+    await session.execute(
+        text("SELECT pg_notify(:channel, :payload)"),
+        {"channel": NOTIFY_CHANNEL, "payload": Progress.of(goal).to_json()},
+    )
+
+
+async def progress_of(connection: AsyncConnection, goal_id: str) -> Progress | None:
+    row = (
+        await connection.execute(
+            select(
+                Goal.id, Goal.seq, Goal.status, Goal.raised_amount, Goal.target_amount,
+                Goal.contributor_count, Goal.currency,
+            ).where(Goal.id == uuid.UUID(goal_id))
+        )
+    ).first()  # fmt: skip
+    if row is None:
+        return None
+    return Progress(str(row[0]), row[1], GoalStatus(row[2]), row[3], row[4], row[5], row[6])
+
+
+# -- goals ----------------------------------------------------------------------------
+async def get_goal(
+    session: AsyncSession, goal_id: str, *, lock: bool = False, skip_locked: bool = False
+) -> Goal | None:
+    query = select(Goal).where(Goal.id == uuid.UUID(goal_id))
+    if lock:
+        query = query.with_for_update(skip_locked=skip_locked)
+    return (await session.execute(query)).scalar_one_or_none()
+
+
+async def insert_goal(session: AsyncSession, values: dict[str, Any]) -> bool:
+    """Insert unless a goal with this id exists (a concurrent retry); True if inserted."""
+    inserted = await session.execute(insert(Goal).values(**values).on_conflict_do_nothing().returning(Goal.id))
+    return inserted.first() is not None
+
+
+async def list_goals(
+    session: AsyncSession,
+    *,
+    status: GoalStatus | None,
+    owner_id: str | None,
+    after: tuple[datetime, str] | None,
+    limit: int,
+) -> list[Goal]:
+    """Newest first; `after` is the (created_at, id) of the previous page's last goal."""
+    query = select(Goal)
+    if status is not None:
+        query = query.where(Goal.status == status.value)
+    if owner_id is not None:
+        query = query.where(Goal.owner_id == uuid.UUID(owner_id))
+    if after is not None:
+        created, last_id = after
+        query = query.where(
+            or_(Goal.created_at < created, and_(Goal.created_at == created, Goal.id < uuid.UUID(last_id)))
+        )
+    query = query.order_by(Goal.created_at.desc(), Goal.id.desc()).limit(limit)
+    return list((await session.execute(query)).scalars())
+
+
+async def is_releasing(session: AsyncSession, goal_id: uuid.UUID) -> bool:
+    return (await session.execute(select(Release.goal_id).where(Release.goal_id == goal_id))).first() is not None
+
+
+async def goals_due_to_expire(session: AsyncSession, now: datetime, limit: int) -> list[Goal]:
+    query = (
+        select(Goal)
+        .where(Goal.status == GoalStatus.OPEN.value, Goal.deadline <= now)
+        .order_by(Goal.deadline)
+        .limit(limit)
+    )
+    return list((await session.execute(query)).scalars())
+
+
+# -- contributions ----------------------------------------------------------------------
+def _counting(goal_id: uuid.UUID) -> Any:
+    """Contributions that count for the goal: succeeded, and not refunded for paying too late."""
+    return and_(
+        Contribution.goal_id == goal_id,
+        Contribution.status == ContributionStatus.SUCCEEDED.value,
+        Contribution.refund_on_confirm.is_(False),
+    )
+
+
+async def contributor_count(session: AsyncSession, goal_id: uuid.UUID) -> int:
+    query = select(func.count(func.distinct(Contribution.user_id))).where(_counting(goal_id))
+    return int((await session.execute(query)).scalar_one())
+
+
+async def counted_total(session: AsyncSession, goal_id: uuid.UUID) -> int:
+    """The goal's raised amount as its contributions tell it: the weight of every vote together."""
+    query = select(func.coalesce(func.sum(Contribution.amount), 0)).where(_counting(goal_id))
+    return int((await session.execute(query)).scalar_one())
+
+
+async def weight_of(session: AsyncSession, goal_id: uuid.UUID, user_id: uuid.UUID) -> int:
+    query = select(func.coalesce(func.sum(Contribution.amount), 0)).where(
+        _counting(goal_id), Contribution.user_id == user_id
+    )
+    return int((await session.execute(query)).scalar_one())
+
+
+async def uncast_weight(session: AsyncSession, goal_id: uuid.UUID, owner_id: uuid.UUID, proof_id: uuid.UUID) -> int:
+    """Weight of the contributors (never the owner) who have not voted on the proof yet."""
+    voters = select(Vote.voter_id).where(Vote.proof_id == proof_id)
+    query = select(func.coalesce(func.sum(Contribution.amount), 0)).where(
+        _counting(goal_id), Contribution.user_id != owner_id, Contribution.user_id.not_in(voters)
+    )
+    return int((await session.execute(query)).scalar_one())
+
+
+async def get_contribution(session: AsyncSession, contribution_id: str, *, lock: bool = False) -> Contribution | None:
+    query = select(Contribution).where(Contribution.id == uuid.UUID(contribution_id))
+    if lock:
+        query = query.with_for_update()
+    return (await session.execute(query)).scalar_one_or_none()
+
+
+async def contribution_by_key(session: AsyncSession, user_id: str, idempotency_key: str) -> Contribution | None:
+    query = select(Contribution).where(
+        Contribution.user_id == uuid.UUID(user_id), Contribution.idempotency_key == idempotency_key
+    )
+    return (await session.execute(query)).scalar_one_or_none()
+
+
+async def insert_contribution(session: AsyncSession, values: dict[str, Any]) -> bool:
+    """Insert unless the caller's idempotency key is taken (a concurrent retry); True if inserted."""
+    statement = (
+        insert(Contribution)
+        .values(**values)
+        .on_conflict_do_nothing(constraint="contributions_idempotency_key")
+        .returning(Contribution.id)
+    )
+    return (await session.execute(statement)).first() is not None
+
+
+async def record_payment(
+    session: AsyncSession, contribution_id: uuid.UUID, payment_id: str, reference: str, now: datetime
+) -> None:
+    """Remember the payment behind a contribution, unless a confirmation already recorded it."""
+    await session.execute(
+        update(Contribution)
+        .where(Contribution.id == contribution_id, Contribution.payment_id.is_(None))
+        .values(payment_id=payment_id, updated_at=now)
+    )
+    await session.execute(
+        update(Contribution)
+        .where(Contribution.id == contribution_id, Contribution.payment_reference == "")
+        .values(payment_reference=reference, updated_at=now)
+    )
+
+
+async def list_contributions(
+    session: AsyncSession,
+    goal_id: uuid.UUID,
+    *,
+    user_id: uuid.UUID | None,
+    after: tuple[datetime, str] | None,
+    limit: int,
+) -> list[Contribution]:
+    query = select(Contribution).where(Contribution.goal_id == goal_id)
+    if user_id is not None:
+        query = query.where(Contribution.user_id == user_id)
+    if after is not None:
+        created, last_id = after
+        query = query.where(
+            or_(
+                Contribution.created_at < created,
+                and_(Contribution.created_at == created, Contribution.id < uuid.UUID(last_id)),
+            )
+        )
+    query = query.order_by(Contribution.created_at.desc(), Contribution.id.desc()).limit(limit)
+    return list((await session.execute(query)).scalars())
+
+
+async def succeeded_contributions(session: AsyncSession, goal_id: uuid.UUID) -> list[Contribution]:
+    query = select(Contribution).where(
+        Contribution.goal_id == goal_id, Contribution.status == ContributionStatus.SUCCEEDED.value
+    )
+    return list((await session.execute(query)).scalars())
+
+
+async def any_succeeded(session: AsyncSession, goal_id: uuid.UUID) -> bool:
+    query = select(Contribution.id).where(
+        Contribution.goal_id == goal_id, Contribution.status == ContributionStatus.SUCCEEDED.value
+    )
+    return (await session.execute(query.limit(1))).first() is not None
+
+
+# -- proofs and votes -------------------------------------------------------------------
+async def get_proof(session: AsyncSession, proof_id: str, *, lock: bool = False) -> Proof | None:
+    query = select(Proof).where(Proof.id == uuid.UUID(proof_id))
+    if lock:
+        query = query.with_for_update()
+    return (await session.execute(query)).scalar_one_or_none()
+
+
+async def proofs_of(session: AsyncSession, goal_id: uuid.UUID) -> list[Proof]:
+    return list(
+        (await session.execute(select(Proof).where(Proof.goal_id == goal_id).order_by(Proof.attempt))).scalars()
+    )
+
+
+async def proof_by_request(session: AsyncSession, owner_id: uuid.UUID, request_id: str) -> Proof | None:
+    query = select(Proof).where(Proof.owner_id == owner_id, Proof.request_id == request_id)
+    return (await session.execute(query)).scalar_one_or_none()
+
+
+async def vote_of(session: AsyncSession, proof_id: uuid.UUID, voter_id: uuid.UUID) -> Vote | None:
+    query = select(Vote).where(Vote.proof_id == proof_id, Vote.voter_id == voter_id)
+    return (await session.execute(query)).scalar_one_or_none()
+
+
+async def proofs_due_to_close(session: AsyncSession, now: datetime, limit: int) -> list[tuple[uuid.UUID, uuid.UUID]]:
+    """(proof id, goal id) of proofs still in voting whose window has ended."""
+    query = (
+        select(Proof.id, Proof.goal_id)
+        .where(Proof.status == ProofStatus.PENDING.value, Proof.voting_ends_at <= now)
+        .order_by(Proof.voting_ends_at)
+        .limit(limit)
+    )
+    return [(row[0], row[1]) for row in (await session.execute(query)).all()]
+
+
+# -- sagas ----------------------------------------------------------------------------------
+async def refunds_due(session: AsyncSession, now: datetime, limit: int) -> list[uuid.UUID]:
+    query = (
+        select(Refund.contribution_id)
+        .where(Refund.state != RefundState.DONE.value, Refund.next_attempt_at <= now)
+        .order_by(Refund.next_attempt_at)
+        .limit(limit)
+    )
+    return [row[0] for row in (await session.execute(query)).all()]
+
+
+async def claim_refund(session: AsyncSession, contribution_id: uuid.UUID, now: datetime) -> Refund | None:
+    """The refund row if it is still due and no other process is working on it."""
+    query = (
+        select(Refund)
+        .where(
+            Refund.contribution_id == contribution_id,
+            Refund.state != RefundState.DONE.value,
+            Refund.next_attempt_at <= now,
+        )
+        .with_for_update(skip_locked=True)
+    )
+    return (await session.execute(query)).scalar_one_or_none()
+
+
+async def get_refund(session: AsyncSession, contribution_id: uuid.UUID, *, lock: bool = False) -> Refund | None:
+    query = select(Refund).where(Refund.contribution_id == contribution_id)
+    if lock:
+        query = query.with_for_update()
+    return (await session.execute(query)).scalar_one_or_none()
+
+
+async def insert_refund(session: AsyncSession, contribution: Contribution, now: datetime) -> None:
+    assert contribution.payment_id is not None
+    await session.execute(
+        insert(Refund)
+        .values(
+            contribution_id=contribution.id, goal_id=contribution.goal_id, payment_id=contribution.payment_id,
+            attempt=1, state=RefundState.PENDING.value, failures=0, next_attempt_at=now, last_error="",
+            created_at=now, updated_at=now,
+        )
+        .on_conflict_do_nothing()
+    )  # fmt: skip
+
+
+async def releases_due(session: AsyncSession, now: datetime, limit: int) -> list[tuple[uuid.UUID, str]]:
+    query = (
+        select(Release.goal_id, Release.step)
+        .where(Release.step.in_([ReleaseStep.POST.value, ReleaseStep.PAYOUT.value]), Release.next_attempt_at <= now)
+        .order_by(Release.next_attempt_at)
+        .limit(limit)
+    )
+    return [(row[0], row[1]) for row in (await session.execute(query)).all()]
+
+
+async def get_release(
+    session: AsyncSession, goal_id: uuid.UUID, *, lock: bool = False, skip_locked: bool = False
+) -> Release | None:
+    query = select(Release).where(Release.goal_id == goal_id)
+    if lock:
+        query = query.with_for_update(skip_locked=skip_locked)
+    return (await session.execute(query)).scalar_one_or_none()
+
+
+async def get_payout(session: AsyncSession, payout_id: uuid.UUID, *, lock: bool = False) -> Payout | None:
+    query = select(Payout).where(Payout.id == payout_id)
+    if lock:
+        query = query.with_for_update()
+    return (await session.execute(query)).scalar_one_or_none()
+
+
+async def insert_payout(session: AsyncSession, values: dict[str, Any]) -> None:
+    await session.execute(insert(Payout).values(**values).on_conflict_do_nothing())
+
+
+# -- the ledger stream's cursor -----------------------------------------------------------------
+async def ledger_cursor(session: AsyncSession) -> int:
+    return int((await session.execute(select(LedgerCursor.last_seq).where(LedgerCursor.id == 1))).scalar_one())
+
+
+async def advance_ledger_cursor(session: AsyncSession, seq: int) -> None:
+    # GREATEST: several goals replicas may apply the same stream; the cursor never goes back.
+    await session.execute(
+        update(LedgerCursor).where(LedgerCursor.id == 1).values(last_seq=func.greatest(LedgerCursor.last_seq, seq))
+    )
+
+
+def ids(values: Sequence[uuid.UUID]) -> list[str]:
+    return [str(v) for v in values]

@@ -1,0 +1,386 @@
+"""Goal rules: states, validation, the vote tally, fees, saga ids and retry delays.
+
+Pure: no SQL, no gRPC, no clock of its own (callers pass `now`).
+
+Money never moves twice because every money step has an id derived from what
+it is for: the release posting is "goal:<goal_id>:release", payout and refund
+ids are UUIDv5 of (goal or contribution, attempt), and the payment behind a
+contribution is initialized under "contribution:<contribution_id>". The ledger
+and payments are idempotent on those ids, so a saga step repeated after a crash
+changes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+from urllib.parse import urlsplit
+
+from services.common.errors import DomainError, Validator
+
+SUPPORTED_CURRENCIES = frozenset({"NGN", "GHS", "ZAR", "KES", "USD"})
+MAX_AMOUNT = 10**12  # minor units
+TITLE_MIN, TITLE_MAX = 3, 120
+MAX_DESCRIPTION = 10_000
+MAX_REQUEST_ID = 200
+MAX_CANCEL_REASON = 500
+MAX_MEDIA_URLS = 10
+MAX_MEDIA_URL = 2048
+MAX_COMMENT = 1000
+MAX_FAILURE_REASON = 500
+MIN_DEADLINE = timedelta(hours=1)
+MAX_DEADLINE = timedelta(days=365)
+MAX_PROOFS = 3
+BPS = 10_000  # basis points in a whole
+PLATFORM_ENTITY = "platform"
+
+# Namespace of every id the goals service derives (UUIDv5); fixed forever.
+ID_NAMESPACE = uuid.UUID("6f1d3c52-3a3e-4c55-9b55-2b8f0a6e9d17")
+
+
+class GoalStatus(StrEnum):
+    OPEN = "OPEN"
+    FUNDED = "FUNDED"
+    RELEASED = "RELEASED"
+    WITHDRAWN = "WITHDRAWN"
+    EXPIRED = "EXPIRED"
+    CANCELLED = "CANCELLED"
+    REFUNDING = "REFUNDING"
+    REFUNDED = "REFUNDED"
+
+    @property
+    def final(self) -> bool:
+        """A goal in a final status never changes again; its watchers are done."""
+        return self in (GoalStatus.WITHDRAWN, GoalStatus.REFUNDED)
+
+
+class ContributionStatus(StrEnum):
+    PENDING = "PENDING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    REFUNDED = "REFUNDED"
+
+
+class ProofStatus(StrEnum):
+    PENDING = "PENDING"
+    APPROVED = "APPROVED"
+    REJECTED = "REJECTED"
+
+
+class PayoutOutcome(StrEnum):
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    REVERSED = "REVERSED"
+
+
+class RefundCause(StrEnum):
+    """Why a goal is refunding: it tells a repeated cancel from a refund for another reason."""
+
+    EXPIRED = "EXPIRED"
+    CANCELLED = "CANCELLED"
+    REJECTED = "REJECTED"
+
+
+class RefundState(StrEnum):
+    # RefundPayment must be (re)sent for the current attempt's refund id.
+    PENDING = "PENDING"
+    # Payments accepted the refund; we look again later in case Paystack failed it.
+    REQUESTED = "REQUESTED"
+    # MarkContributionRefunded arrived: the money is back with the payer.
+    DONE = "DONE"
+
+
+class ReleaseStep(StrEnum):
+    # Post "goal:<id>:release" to the ledger (fee to REVENUE, rest to the owner).
+    POST = "POST"
+    # Ask payments for the payout of the current attempt.
+    PAYOUT = "PAYOUT"
+    # The payout is with Paystack; RecordPayoutResult says how it ended.
+    PAYING = "PAYING"
+    DONE = "DONE"
+
+
+# -- errors ---------------------------------------------------------------------
+class GoalNotFound(DomainError):
+    pass
+
+
+class ContributionNotFound(DomainError):
+    pass
+
+
+class ProofNotFound(DomainError):
+    pass
+
+
+class NotGoalOwner(DomainError):
+    pass
+
+
+class GoalNotOpen(DomainError):
+    pass
+
+
+class GoalNotCancellable(DomainError):
+    pass
+
+
+class GoalNotFunded(DomainError):
+    pass
+
+
+class GoalNotReleased(DomainError):
+    pass
+
+
+class PaymentMismatch(DomainError):
+    pass
+
+
+class PayoutMismatch(DomainError):
+    pass
+
+
+class ContributionAlreadyFailed(DomainError):
+    pass
+
+
+class ContributionAlreadySucceeded(DomainError):
+    pass
+
+
+class ContributionNotSucceeded(DomainError):
+    pass
+
+
+class ProofPending(DomainError):
+    pass
+
+
+class ProofLimitReached(DomainError):
+    pass
+
+
+class NotAContributor(DomainError):
+    pass
+
+
+class OwnerCannotVote(DomainError):
+    pass
+
+
+class VotingClosed(DomainError):
+    pass
+
+
+class AlreadyVoted(DomainError):
+    pass
+
+
+class LedgerUnavailable(DomainError):
+    pass
+
+
+class PaymentsUnavailable(DomainError):
+    pass
+
+
+class PaymentRejected(DomainError):
+    """Payments refused to initialize the payment (Paystack rejected it)."""
+
+
+# -- validation -------------------------------------------------------------------
+def canonical_id(value: str) -> str | None:
+    """The UUID in its one stored form (lower-case, hyphenated), or None."""
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        return None
+
+
+def require_id(check: Validator, value: str, field: str, reason: str) -> str:
+    canonical = canonical_id(value)
+    check.require(canonical is not None, field, "must be a UUID", reason)
+    return canonical or ""
+
+
+def check_title(check: Validator, title: str) -> str:
+    trimmed = title.strip()
+    check.require(
+        TITLE_MIN <= len(trimmed) <= TITLE_MAX,
+        "title",
+        f"must be {TITLE_MIN} to {TITLE_MAX} characters",
+        "INVALID_TITLE",
+    )
+    return trimmed
+
+
+def check_description(check: Validator, description: str) -> None:
+    check.require(
+        len(description) <= MAX_DESCRIPTION,
+        "description",
+        f"at most {MAX_DESCRIPTION:,} characters",
+        "INVALID_DESCRIPTION",
+    )
+
+
+def check_request_id(check: Validator, request_id: str, field: str = "request_id") -> None:
+    check.require(
+        len(request_id) <= MAX_REQUEST_ID, field, f"at most {MAX_REQUEST_ID} characters", "INVALID_REQUEST_ID"
+    )
+
+
+@dataclass(frozen=True)
+class NewGoal:
+    title: str
+    description: str
+    target_amount: int
+    currency: str
+    deadline: datetime | None
+    request_id: str
+
+    def fingerprint(self) -> str:
+        return fingerprint(
+            {
+                "title": self.title,
+                "description": self.description,
+                "target_amount": self.target_amount,
+                "currency": self.currency,
+                "deadline": self.deadline.isoformat() if self.deadline else None,
+            }
+        )
+
+
+def validate_new_goal(goal: NewGoal) -> NewGoal:
+    """Shape rules (all violations at once); the deadline's distance from now is `check_deadline`."""
+    check = Validator()
+    title = check_title(check, goal.title)
+    check_description(check, goal.description)
+    check.require(
+        0 < goal.target_amount <= MAX_AMOUNT,
+        "target_amount",
+        "must be positive and at most 10^12 (minor units)",
+        "INVALID_TARGET_AMOUNT",
+    )
+    check.require(
+        goal.currency in SUPPORTED_CURRENCIES,
+        "currency",
+        f"must be one of {', '.join(sorted(SUPPORTED_CURRENCIES))}",
+        "UNSUPPORTED_CURRENCY",
+    )
+    check.require(goal.deadline is not None, "deadline", "is required", "INVALID_DEADLINE")
+    check_request_id(check, goal.request_id)
+    check.raise_if_invalid()
+    return NewGoal(title, goal.description, goal.target_amount, goal.currency, goal.deadline, goal.request_id)
+
+
+def check_deadline(deadline: datetime, now: datetime) -> None:
+    check = Validator()
+    check.require(
+        now + MIN_DEADLINE <= deadline <= now + MAX_DEADLINE,
+        "deadline",
+        "must be between 1 hour and 365 days from now",
+        "INVALID_DEADLINE",
+    )
+    check.raise_if_invalid()
+
+
+def validate_media_urls(check: Validator, urls: list[str]) -> None:
+    if not check.require(len(urls) <= MAX_MEDIA_URLS, "media_urls", f"at most {MAX_MEDIA_URLS}", "TOO_MANY_MEDIA_URLS"):
+        return
+    for index, url in enumerate(urls):
+        parts = urlsplit(url) if len(url) <= MAX_MEDIA_URL else None
+        check.require(
+            parts is not None and parts.scheme == "https" and bool(parts.hostname) and " " not in url,
+            f"media_urls[{index}]",
+            f"must be an https URL of at most {MAX_MEDIA_URL} characters",
+            "INVALID_MEDIA_URL",
+        )
+
+
+def fingerprint(content: dict[str, Any]) -> str:
+    """Identity of a request's content, for idempotency keys."""
+    return hashlib.sha256(json.dumps(content, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+# -- states -----------------------------------------------------------------------
+def accepts_money(status: GoalStatus, releasing: bool) -> bool:
+    """May a captured payment count towards this goal? Only while OPEN or FUNDED and not
+    being released: once the release amount is fixed, later money is refunded instead."""
+    return status in (GoalStatus.OPEN, GoalStatus.FUNDED) and not releasing
+
+
+def takes_contributions(status: GoalStatus, deadline: datetime, now: datetime) -> bool:
+    return status is GoalStatus.OPEN and now < deadline
+
+
+def cancellable(status: GoalStatus, releasing: bool) -> bool:
+    return status in (GoalStatus.OPEN, GoalStatus.FUNDED) and not releasing
+
+
+# -- votes ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Tally:
+    """Weights in minor units. `raised` is the sum of every succeeded contribution that
+    counts for the goal; `uncast` the part of it whose contributors may still vote."""
+
+    approve: int
+    reject: int
+    uncast: int
+    raised: int
+
+
+def decide_early(tally: Tally, approval_threshold_bps: int) -> ProofStatus | None:
+    """Approved once approving weight exceeds the threshold; rejected once it no longer can."""
+    needed = approval_threshold_bps * tally.raised
+    if tally.approve * BPS > needed:
+        return ProofStatus.APPROVED
+    if (tally.approve + tally.uncast) * BPS <= needed:
+        return ProofStatus.REJECTED
+    return None
+
+
+def decide_at_close(tally: Tally, quorum_bps: int) -> ProofStatus:
+    """When the window closes undecided: the majority of the weight cast, if enough was cast."""
+    cast = tally.approve + tally.reject
+    if cast * BPS >= quorum_bps * tally.raised and tally.approve > tally.reject:
+        return ProofStatus.APPROVED
+    return ProofStatus.REJECTED
+
+
+# -- money ------------------------------------------------------------------------
+def platform_fee(amount: int, fee_bps: int) -> int:
+    """The platform's share, rounded down to the minor unit."""
+    return amount * fee_bps // BPS
+
+
+def release_transaction_id(goal_id: str) -> str:
+    return f"goal:{goal_id}:release"
+
+
+def payout_id(goal_id: str, attempt: int) -> str:
+    return str(uuid.uuid5(ID_NAMESPACE, f"goal:{goal_id}:payout:{attempt}"))
+
+
+def refund_id(contribution_id: str, attempt: int) -> str:
+    return str(uuid.uuid5(ID_NAMESPACE, f"contribution:{contribution_id}:refund:{attempt}"))
+
+
+def payment_idempotency_key(contribution_id: str) -> str:
+    return f"contribution:{contribution_id}"
+
+
+def goal_id_for_request(owner_id: str, request_id: str) -> str:
+    """A retried CreateGoal names the same goal (and so the same GOAL account)."""
+    return str(uuid.uuid5(ID_NAMESPACE, f"goal-request:{owner_id}:{request_id}"))
+
+
+def retry_delay(failures: int, *, base: timedelta, cap: timedelta) -> timedelta:
+    """Exponential backoff for a saga step that failed `failures` times in a row (>= 1)."""
+    exponent = min(max(failures, 1) - 1, 30)
+    return min(base * (1 << exponent), cap)

@@ -1,0 +1,67 @@
+"""Funding from the ledger: the GOAL balance stream, applied to goals.
+
+A background loop of every goals process reads LedgerInternalService.
+WatchBalances(account_types=[GOAL], after_seq=<cursor>) and applies each change
+in its own transaction together with the cursor (`ledger_cursor`), so a
+restart resumes exactly where the last commit left off. A broken stream
+(WATCH_INTERRUPTED, the ledger restarting, a network fault) is normal: the loop
+reconnects with backoff from the stored cursor. Every goal remembers the ledger
+seq it last applied, so replays and several replicas consuming the same stream
+never move a goal backwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from datetime import datetime
+
+from services.common.db import Database
+from services.common.errors import DomainError
+from services.goals import domain, lifecycle, store
+from services.goals.gateways import BalanceChange, LedgerGateway, Refused
+
+log = logging.getLogger("gofund.goals.funding")
+
+BACKOFF_START_S = 0.1
+BACKOFF_MAX_S = 5.0
+
+
+class BalanceFollower:
+    def __init__(self, database: Database, ledger: LedgerGateway, clock: Callable[[], datetime]) -> None:
+        self.database = database
+        self.ledger = ledger
+        self.clock = clock
+        # How many stream messages this process has applied (for tests and logs).
+        self.applied = 0
+        self.connected = asyncio.Event()
+
+    async def run(self) -> None:
+        backoff = BACKOFF_START_S
+        while True:
+            try:
+                async with self.database.transaction() as session:
+                    after = await store.ledger_cursor(session)
+                self.connected.set()
+                async for change in self.ledger.goal_balance_changes(after):
+                    await self.apply(change)
+                    backoff = BACKOFF_START_S
+            except (DomainError, Refused) as exc:
+                log.info("goal balance stream interrupted; resuming", extra={"error": str(exc)[:300]})
+            except Exception:
+                log.exception("goal balance stream failed; resuming")
+            finally:
+                self.connected.clear()
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, BACKOFF_MAX_S)
+
+    async def apply(self, change: BalanceChange) -> None:
+        now = self.clock()
+        async with self.database.transaction() as session:
+            goal_id = domain.canonical_id(change.entity_id)
+            goal = await store.get_goal(session, goal_id, lock=True) if goal_id else None
+            if goal is not None and str(goal.account_id) == change.account_id:
+                await lifecycle.apply_balance(session, goal, change.balance, change.seq, now)
+            await store.advance_ledger_cursor(session, change.seq)
+        self.applied += 1

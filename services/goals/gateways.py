@@ -1,0 +1,213 @@
+"""The goals service's calls to the ledger and to payments.
+
+Each call goes through the process's shared channels (deadline, retries on
+UNAVAILABLE for idempotent methods, service credential, request id). Failures
+come back as domain errors: the dependency could not be reached in time
+(`LedgerUnavailable`, `PaymentsUnavailable`), or it answered with a refusal
+(`Refused`, carrying its code and ErrorInfo reason so that sagas can decide).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from gofund.ledger.v1 import ledger_pb2, ledger_service_pb2, ledger_service_pb2_grpc
+from gofund.payments.v1 import payments_pb2, payments_service_pb2, payments_service_pb2_grpc
+
+from services.common.clients import Channels
+from services.common.errors import error_info
+from services.goals.domain import LedgerUnavailable, PaymentsUnavailable
+
+# Codes that mean "not reachable in time": the call may be retried later. An
+# UNIMPLEMENTED answer comes from a replica that does not have the method yet.
+_UNREACHABLE = (
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.UNIMPLEMENTED,
+    grpc.StatusCode.CANCELLED,
+)
+
+DEBIT = ledger_pb2.ENTRY_TYPE_DEBIT
+CREDIT = ledger_pb2.ENTRY_TYPE_CREDIT
+ACCOUNT_TYPES = {
+    "USER": ledger_pb2.ACCOUNT_TYPE_USER,
+    "GOAL": ledger_pb2.ACCOUNT_TYPE_GOAL,
+    "REVENUE": ledger_pb2.ACCOUNT_TYPE_REVENUE,
+}
+
+
+class Refused(Exception):
+    """A dependency answered and said no. Not a DomainError: if an RPC lets it
+    through, that is a bug and is answered INTERNAL."""
+
+    def __init__(self, service: str, code: grpc.StatusCode, reason: str, message: str) -> None:
+        super().__init__(f"{service} refused: {code.name} {reason}: {message}")
+        self.code = code
+        self.reason = reason
+
+
+def _refused(service: str, exc: grpc.aio.AioRpcError) -> Refused:
+    info = error_info(exc)
+    return Refused(service, exc.code(), info.reason if info else "", exc.details() or "")
+
+
+@dataclass(frozen=True)
+class BalanceChange:
+    """One message of the GOAL balance stream."""
+
+    account_id: str
+    entity_id: str
+    balance: int
+    seq: int
+
+
+@dataclass(frozen=True)
+class Balance:
+    balance: int
+    seq: int
+
+
+@dataclass(frozen=True)
+class Posting:
+    account_id: str
+    entry_type: ledger_pb2.EntryType.ValueType
+    amount: int
+
+
+class LedgerGateway:
+    def __init__(self, channels: Channels, target: str) -> None:
+        service = ledger_service_pb2.DESCRIPTOR.services_by_name["LedgerInternalService"]
+        self._stub = ledger_service_pb2_grpc.LedgerInternalServiceStub(channels.get(target, [service]))
+
+    async def _call(self, method: Any, request: Any) -> Any:
+        try:
+            return await method(request)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() in _UNREACHABLE:
+                raise LedgerUnavailable("the ledger is unavailable; retry") from None
+            raise _refused("ledger", exc) from None
+
+    async def open_account(self, account_type: str, entity_id: str, currency: str) -> str:
+        response = await self._call(
+            self._stub.OpenAccount,
+            ledger_service_pb2.OpenAccountRequest(
+                account_type=ACCOUNT_TYPES[account_type], entity_id=entity_id, currency=currency
+            ),
+        )
+        return str(response.account.id)
+
+    async def balances(self, account_ids: Sequence[str]) -> dict[str, Balance]:
+        if not account_ids:
+            return {}
+        response = await self._call(
+            self._stub.BatchGetBalances, ledger_service_pb2.BatchGetBalancesRequest(account_ids=list(account_ids))
+        )
+        return {b.account_id: Balance(b.balance, b.seq) for b in response.balances}
+
+    async def post(
+        self,
+        transaction_id: str,
+        postings: Sequence[Posting],
+        currency: str,
+        description: str,
+        metadata: dict[str, str],
+    ) -> None:
+        await self._call(
+            self._stub.PostTransaction,
+            ledger_service_pb2.PostTransactionRequest(
+                transaction_id=transaction_id,
+                postings=[
+                    ledger_pb2.Posting(
+                        account_id=p.account_id, entry_type=p.entry_type, amount=p.amount, currency=currency
+                    )
+                    for p in postings
+                ],
+                description=description,
+                metadata=metadata,
+            ),
+        )
+
+    async def goal_balance_changes(self, after_seq: int) -> AsyncIterator[BalanceChange]:
+        """Every GOAL balance change after `after_seq`, then live ones; ends with LedgerUnavailable
+        when the stream breaks (the caller resumes from the last seq it stored)."""
+        call = self._stub.WatchBalances(
+            ledger_service_pb2.WatchBalancesRequest(account_types=[ledger_pb2.ACCOUNT_TYPE_GOAL], after_seq=after_seq)
+        )
+        try:
+            async for message in call:
+                yield BalanceChange(message.account_id, message.entity_id, message.balance, message.seq)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() in _UNREACHABLE:
+                raise LedgerUnavailable(f"the balance stream ended: {exc.details()}") from None
+            raise _refused("ledger", exc) from None
+        finally:
+            call.cancel()
+        raise LedgerUnavailable("the balance stream ended")
+
+
+@dataclass(frozen=True)
+class InitializedPayment:
+    payment_id: str
+    reference: str
+    authorization_url: str
+
+
+class PaymentsGateway:
+    def __init__(self, channels: Channels, target: str) -> None:
+        service = payments_service_pb2.DESCRIPTOR.services_by_name["PaymentsInternalService"]
+        self._stub = payments_service_pb2_grpc.PaymentsInternalServiceStub(channels.get(target, [service]))
+
+    async def _call(self, method: Any, request: Any) -> Any:
+        try:
+            return await method(request)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() in _UNREACHABLE:
+                raise PaymentsUnavailable("the payments service is unavailable; retry with the same key") from None
+            raise _refused("payments", exc) from None
+
+    async def initialize_payment(
+        self,
+        *,
+        idempotency_key: str,
+        user_id: str,
+        goal_id: str,
+        contribution_id: str,
+        amount: int,
+        currency: str,
+    ) -> InitializedPayment:
+        response = await self._call(
+            self._stub.InitializePayment,
+            payments_service_pb2.InitializePaymentRequest(
+                idempotency_key=idempotency_key,
+                user_id=user_id,
+                goal_id=goal_id,
+                contribution_id=contribution_id,
+                amount=amount,
+                currency=currency,
+                metadata={"goal_id": goal_id, "contribution_id": contribution_id},
+            ),
+        )
+        return InitializedPayment(response.payment.payment_id, response.payment.reference, response.authorization_url)
+
+    async def refund_payment(self, payment_id: str, refund_id: str, reason: str) -> str:
+        """The payment's status after the call, without its prefix ("REFUND_PENDING", "SUCCESS", ...)."""
+        response = await self._call(
+            self._stub.RefundPayment,
+            payments_service_pb2.RefundPaymentRequest(payment_id=payment_id, refund_id=refund_id, reason=reason),
+        )
+        return str(payments_pb2.PaymentStatus.Name(response.payment.status)).removeprefix("PAYMENT_STATUS_")
+
+    async def create_payout(
+        self, *, payout_id: str, goal_id: str, user_id: str, amount: int, currency: str, reason: str
+    ) -> str:
+        """The payout's status after the call, without its prefix ("PENDING", "SUCCESS", ...)."""
+        response = await self._call(
+            self._stub.CreatePayout,
+            payments_service_pb2.CreatePayoutRequest(
+                payout_id=payout_id, goal_id=goal_id, user_id=user_id, amount=amount, currency=currency, reason=reason
+            ),
+        )
+        return str(payments_pb2.PayoutStatus.Name(response.payout.status)).removeprefix("PAYOUT_STATUS_")

@@ -1,0 +1,587 @@
+"""Goals use cases: each in one unit of work, the rules from `domain` and `lifecycle`.
+
+The servicer calls these with plain values and gets store rows back; no gRPC
+here, SQL only through `store`. Calls to the ledger and payments are made
+outside any transaction that holds a goal's row lock, except where the lock is
+what makes the step safe (documented in `sagas`).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+import grpc
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.common.auth import require_permission
+from services.common.context import Principal
+from services.common.db import Database
+from services.common.errors import FieldViolation, IdempotencyKeyReused, ValidationFailed, Validator
+from services.goals import domain, lifecycle, store
+from services.goals.domain import (
+    ContributionStatus,
+    GoalStatus,
+    PayoutOutcome,
+    ProofStatus,
+    RefundCause,
+    RefundState,
+    ReleaseStep,
+)
+from services.goals.gateways import LedgerGateway, PaymentsGateway, Refused
+from services.goals.sagas import Sagas
+from services.goals.streams import ProgressBroadcaster
+
+CREATE_PERMISSION = "goals:create"
+
+
+@dataclass(frozen=True)
+class ContributionCheckout:
+    contribution: store.Contribution
+    authorization_url: str
+
+
+def _not_found_goal(goal_id: str) -> domain.GoalNotFound:
+    return domain.GoalNotFound(f"goal {goal_id} does not exist", metadata={"goal_id": goal_id})
+
+
+def _invalid(field: str, description: str, reason: str) -> ValidationFailed:
+    return ValidationFailed([FieldViolation(field, description, reason)])
+
+
+def _id(value: str, field: str, reason: str) -> str:
+    canonical = domain.canonical_id(value)
+    if canonical is None:
+        raise _invalid(field, "must be a UUID", reason)
+    return canonical
+
+
+class Goals:
+    def __init__(
+        self,
+        database: Database,
+        *,
+        ledger: LedgerGateway,
+        payments: PaymentsGateway,
+        broadcaster: ProgressBroadcaster,
+        rules: lifecycle.Rules,
+        clock: Callable[[], datetime],
+        wake_sagas: Callable[[], None],
+    ) -> None:
+        self.database = database
+        self.ledger = ledger
+        self.payments = payments
+        self.broadcaster = broadcaster
+        self.rules = rules
+        self.clock = clock
+        self.wake_sagas = wake_sagas
+
+    # -- goals ------------------------------------------------------------------------
+    async def create_goal(self, caller: Principal | None, request: domain.NewGoal) -> store.Goal:
+        owner = require_permission(caller, CREATE_PERMISSION)
+        new = domain.validate_new_goal(request)
+        assert new.deadline is not None
+        now = self.clock()
+        goal_id = domain.goal_id_for_request(owner.user_id, new.request_id) if new.request_id else str(uuid.uuid4())
+        if new.request_id:
+            async with self.database.transaction() as session:
+                existing = await store.get_goal(session, goal_id)
+            if existing is not None:
+                return self._replayed_goal(existing, new)
+        domain.check_deadline(new.deadline, now)
+        # The GOAL account first: if the ledger cannot open it, no goal exists.
+        # A retry (same request id, same goal id) finds the same account.
+        account_id = await self.ledger.open_account("GOAL", goal_id, new.currency)
+        async with self.database.transaction() as session:
+            inserted = await store.insert_goal(
+                session,
+                {
+                    "id": uuid.UUID(goal_id), "owner_id": uuid.UUID(owner.user_id), "title": new.title,
+                    "description": new.description, "target_amount": new.target_amount, "currency": new.currency,
+                    "deadline": new.deadline, "status": GoalStatus.OPEN.value, "raised_amount": 0,
+                    "contributor_count": 0, "account_id": uuid.UUID(account_id), "cancel_reason": "",
+                    "created_at": now, "updated_at": now, "seq": 1, "ledger_seq": 0,
+                    "request_id": new.request_id or None,
+                    "request_fingerprint": new.fingerprint() if new.request_id else None,
+                },
+            )  # fmt: skip
+            goal = await store.get_goal(session, goal_id)
+        assert goal is not None
+        return goal if inserted else self._replayed_goal(goal, new)
+
+    @staticmethod
+    def _replayed_goal(goal: store.Goal, request: domain.NewGoal) -> store.Goal:
+        if goal.request_fingerprint != request.fingerprint():
+            raise IdempotencyKeyReused(
+                "request_id was used for a goal with different input", metadata={"goal_id": str(goal.id)}
+            )
+        return goal
+
+    async def goal(self, goal_id: str) -> store.Goal:
+        goal_id = _id(goal_id, "goal_id", "INVALID_GOAL_ID")
+        async with self.database.transaction() as session:
+            goal = await store.get_goal(session, goal_id)
+        if goal is None:
+            raise _not_found_goal(goal_id)
+        return goal
+
+    async def list_goals(
+        self, status: GoalStatus | None, owner_id: str | None, after: tuple[datetime, str] | None, limit: int
+    ) -> list[store.Goal]:
+        async with self.database.transaction() as session:
+            return await store.list_goals(session, status=status, owner_id=owner_id, after=after, limit=limit)
+
+    async def update_goal(self, caller: Principal, goal_id: str, changes: dict[str, str]) -> store.Goal:
+        check = Validator()
+        goal_id = domain.require_id(check, goal_id, "goal_id", "INVALID_GOAL_ID")
+        if "title" in changes:
+            changes["title"] = domain.check_title(check, changes["title"])
+        if "description" in changes:
+            domain.check_description(check, changes["description"])
+        check.raise_if_invalid()
+        now = self.clock()
+        async with self.database.transaction() as session:
+            goal = await self._owned_goal(session, caller, goal_id)
+            if goal.status != GoalStatus.OPEN.value:
+                raise domain.GoalNotOpen("only an open goal can be changed", metadata={"status": goal.status})
+            if any(getattr(goal, field) != value for field, value in changes.items()):
+                for field, value in changes.items():
+                    setattr(goal, field, value)
+                store.touch(goal, now)
+            return goal
+
+    async def cancel_goal(self, caller: Principal, goal_id: str, reason: str) -> store.Goal:
+        check = Validator()
+        goal_id = domain.require_id(check, goal_id, "goal_id", "INVALID_GOAL_ID")
+        reason = reason.strip()
+        check.require(
+            1 <= len(reason) <= domain.MAX_CANCEL_REASON,
+            "reason",
+            f"must be 1 to {domain.MAX_CANCEL_REASON} characters",
+            "INVALID_CANCEL_REASON",
+        )
+        check.raise_if_invalid()
+        now = self.clock()
+        async with self.database.transaction() as session:
+            goal = await self._owned_goal(session, caller, goal_id)
+            if goal.refund_cause == RefundCause.CANCELLED.value:
+                return goal  # cancelled before: as it is, with the first reason
+            releasing = await store.is_releasing(session, goal.id)
+            if not domain.cancellable(GoalStatus(goal.status), releasing):
+                raise domain.GoalNotCancellable("the goal can no longer be cancelled", metadata={"status": goal.status})
+            for proof in await store.proofs_of(session, goal.id):
+                if proof.status == ProofStatus.PENDING.value:
+                    proof.status = ProofStatus.REJECTED.value
+                    proof.decided_at = now
+                    store.touch(proof, now)
+            goal.cancel_reason = reason
+            await lifecycle.start_refund(session, goal, RefundCause.CANCELLED, now)
+        self.wake_sagas()
+        return goal
+
+    async def _owned_goal(self, session: AsyncSession, caller: Principal, goal_id: str) -> store.Goal:
+        goal = await store.get_goal(session, goal_id, lock=True)
+        if goal is None:
+            raise _not_found_goal(goal_id)
+        if str(goal.owner_id) != caller.user_id:
+            raise domain.NotGoalOwner("only the goal's owner may do this")
+        return goal
+
+    async def watch(self, goal_id: str) -> AsyncIterator[store.Progress]:
+        """The goal's progress now, then each change in seq order, until a final status."""
+        goal_id = _id(goal_id, "goal_id", "INVALID_GOAL_ID")
+        # Subscribed before reading, so no commit falls between the read and the stream.
+        watcher = self.broadcaster.subscribe(goal_id)
+        try:
+            current = await self._progress(goal_id)
+            if current is None:
+                raise _not_found_goal(goal_id)
+            yield current
+            sent = current.seq
+            while not current.status.final:
+                latest = await watcher.next()
+                if latest is None:  # notifications may have been lost: read it
+                    latest = await self._progress(goal_id)
+                if latest is None or latest.seq <= sent:
+                    continue
+                current, sent = latest, latest.seq
+                yield current
+        finally:
+            self.broadcaster.unsubscribe(watcher)
+
+    async def _progress(self, goal_id: str) -> store.Progress | None:
+        # A short read on its own connection: never hold one while a client is written to.
+        async with self.database.engine.connect() as connection:
+            return await store.progress_of(connection, goal_id)
+
+    # -- contributions --------------------------------------------------------------------
+    async def create_contribution(
+        self, caller: Principal, goal_id: str, amount: int, currency: str, idempotency_key: str
+    ) -> ContributionCheckout:
+        check = Validator()
+        goal_id = domain.require_id(check, goal_id, "goal_id", "INVALID_GOAL_ID")
+        check.require(
+            0 < amount <= domain.MAX_AMOUNT, "amount", "must be positive and at most 10^12 (minor units)",
+            "INVALID_AMOUNT",
+        )  # fmt: skip
+        if check.require(bool(idempotency_key), "idempotency_key", "is required", "MISSING_IDEMPOTENCY_KEY"):
+            check.require(
+                len(idempotency_key) <= domain.MAX_REQUEST_ID,
+                "idempotency_key",
+                f"at most {domain.MAX_REQUEST_ID} characters",
+                "INVALID_IDEMPOTENCY_KEY",
+            )
+        check.raise_if_invalid()
+        now = self.clock()
+        async with self.database.transaction() as session:
+            contribution = await store.contribution_by_key(session, caller.user_id, idempotency_key)
+            if contribution is None:
+                goal = await store.get_goal(session, goal_id)
+                if goal is None:
+                    raise _not_found_goal(goal_id)
+                if currency != goal.currency:
+                    raise _invalid("currency", f"must be the goal's currency, {goal.currency}", "CURRENCY_MISMATCH")
+                if not domain.takes_contributions(GoalStatus(goal.status), goal.deadline, now):
+                    raise domain.GoalNotOpen("the goal is not taking contributions", metadata={"status": goal.status})
+                await store.insert_contribution(
+                    session,
+                    {
+                        "id": uuid.uuid4(), "goal_id": goal.id, "user_id": uuid.UUID(caller.user_id),
+                        "payment_reference": "", "idempotency_key": idempotency_key, "amount": amount,
+                        "currency": currency, "status": ContributionStatus.PENDING.value,
+                        "created_at": now, "updated_at": now,
+                    },
+                )  # fmt: skip
+                contribution = await store.contribution_by_key(session, caller.user_id, idempotency_key)
+                assert contribution is not None
+        if (str(contribution.goal_id), contribution.amount, contribution.currency) != (goal_id, amount, currency):
+            raise IdempotencyKeyReused(
+                "idempotency_key was used for a different contribution",
+                metadata={"contribution_id": str(contribution.id)},
+            )
+        try:
+            payment = await self.payments.initialize_payment(
+                idempotency_key=domain.payment_idempotency_key(str(contribution.id)),
+                user_id=caller.user_id,
+                goal_id=goal_id,
+                contribution_id=str(contribution.id),
+                amount=amount,
+                currency=currency,
+            )
+        except Refused as exc:
+            if exc.code is grpc.StatusCode.FAILED_PRECONDITION:
+                raise domain.PaymentRejected(
+                    "the payment could not be started; try another amount or later", metadata={"reason": exc.reason}
+                ) from None
+            raise
+        async with self.database.transaction() as session:
+            await store.record_payment(session, contribution.id, payment.payment_id, payment.reference, self.clock())
+            recorded = await store.get_contribution(session, str(contribution.id))
+        assert recorded is not None
+        return ContributionCheckout(recorded, payment.authorization_url)
+
+    async def list_contributions(
+        self, caller: Principal, goal_id: str, after: tuple[datetime, str] | None, limit: int
+    ) -> list[store.Contribution]:
+        goal = await self.goal(goal_id)
+        mine_only = None if str(goal.owner_id) == caller.user_id else uuid.UUID(caller.user_id)
+        async with self.database.transaction() as session:
+            return await store.list_contributions(session, goal.id, user_id=mine_only, after=after, limit=limit)
+
+    async def contribution(self, caller: Principal, contribution_id: str) -> store.Contribution:
+        contribution_id = _id(contribution_id, "contribution_id", "INVALID_CONTRIBUTION_ID")
+        async with self.database.transaction() as session:
+            contribution = await store.get_contribution(session, contribution_id)
+            goal = await store.get_goal(session, str(contribution.goal_id)) if contribution else None
+        if (
+            contribution is None
+            or goal is None
+            or caller.user_id not in (str(contribution.user_id), str(goal.owner_id))
+        ):
+            raise domain.ContributionNotFound(
+                f"contribution {contribution_id} does not exist", metadata={"contribution_id": contribution_id}
+            )
+        return contribution
+
+    # -- proofs and votes -----------------------------------------------------------------------
+    async def create_proof(
+        self,
+        caller: Principal,
+        goal_id: str,
+        *,
+        title: str,
+        description: str,
+        media_urls: list[str],
+        request_id: str,
+    ) -> store.Proof:
+        check = Validator()
+        goal_id = domain.require_id(check, goal_id, "goal_id", "INVALID_GOAL_ID")
+        title = domain.check_title(check, title)
+        domain.check_description(check, description)
+        domain.validate_media_urls(check, media_urls)
+        domain.check_request_id(check, request_id)
+        check.raise_if_invalid()
+        fingerprint = domain.fingerprint(
+            {"goal_id": goal_id, "title": title, "description": description, "media_urls": media_urls}
+        )
+        now = self.clock()
+        try:
+            async with self.database.transaction() as session:
+                if request_id:
+                    existing = await store.proof_by_request(session, uuid.UUID(caller.user_id), request_id)
+                    if existing is not None:
+                        return self._replayed_proof(existing, fingerprint)
+                goal = await self._owned_goal(session, caller, goal_id)
+                if goal.status != GoalStatus.FUNDED.value or await store.is_releasing(session, goal.id):
+                    raise domain.GoalNotFunded(
+                        "proof can only be submitted for a funded goal", metadata={"status": goal.status}
+                    )
+                proofs = await store.proofs_of(session, goal.id)
+                if any(p.status == ProofStatus.PENDING.value for p in proofs):
+                    raise domain.ProofPending("another proof is still in voting")
+                if len(proofs) >= domain.MAX_PROOFS:
+                    raise domain.ProofLimitReached(f"a goal takes at most {domain.MAX_PROOFS} proofs")
+                proof = store.Proof(
+                    id=uuid.uuid4(), goal_id=goal.id, owner_id=goal.owner_id, title=title, description=description,
+                    media_urls=list(media_urls), status=ProofStatus.PENDING.value, attempt=len(proofs) + 1,
+                    approve_weight=0, reject_weight=0, voter_count=0,
+                    voting_ends_at=now + self.rules.voting_window, created_at=now, updated_at=now,
+                    request_id=request_id or None, request_fingerprint=fingerprint if request_id else None,
+                )  # fmt: skip
+                session.add(proof)
+                await session.flush()
+                return proof
+        except IntegrityError:
+            # A concurrent retry with the same request id won the insert.
+            if not request_id:
+                raise
+            async with self.database.transaction() as session:
+                existing = await store.proof_by_request(session, uuid.UUID(caller.user_id), request_id)
+            if existing is None:
+                raise
+            return self._replayed_proof(existing, fingerprint)
+
+    @staticmethod
+    def _replayed_proof(proof: store.Proof, fingerprint: str) -> store.Proof:
+        if proof.request_fingerprint != fingerprint:
+            raise IdempotencyKeyReused(
+                "request_id was used for a proof with different input", metadata={"proof_id": str(proof.id)}
+            )
+        return proof
+
+    async def proofs(self, goal_id: str) -> list[store.Proof]:
+        goal = await self.goal(goal_id)
+        async with self.database.transaction() as session:
+            return await store.proofs_of(session, goal.id)
+
+    async def proof(self, proof_id: str) -> store.Proof:
+        proof_id = _id(proof_id, "proof_id", "INVALID_PROOF_ID")
+        async with self.database.transaction() as session:
+            proof = await store.get_proof(session, proof_id)
+        if proof is None:
+            raise domain.ProofNotFound(f"proof {proof_id} does not exist", metadata={"proof_id": proof_id})
+        return proof
+
+    async def vote(
+        self, caller: Principal, proof_id: str, is_approved: bool, comment: str
+    ) -> tuple[store.Vote, store.Proof]:
+        check = Validator()
+        proof_id = domain.require_id(check, proof_id, "proof_id", "INVALID_PROOF_ID")
+        check.require(
+            len(comment) <= domain.MAX_COMMENT, "comment", f"at most {domain.MAX_COMMENT} characters", "INVALID_COMMENT"
+        )
+        check.raise_if_invalid()
+        voter = uuid.UUID(caller.user_id)
+        now = self.clock()
+        decided = False
+        async with self.database.transaction() as session:
+            found = await store.get_proof(session, proof_id)
+            if found is None:
+                raise domain.ProofNotFound(f"proof {proof_id} does not exist", metadata={"proof_id": proof_id})
+            # Votes on one goal are serialized by its row lock: each tally sees the one before.
+            goal = await store.get_goal(session, str(found.goal_id), lock=True)
+            proof = await store.get_proof(session, proof_id, lock=True)
+            assert goal is not None
+            assert proof is not None
+            if goal.owner_id == voter:
+                raise domain.OwnerCannotVote("the goal's owner does not vote on its proofs")
+            weight = await store.weight_of(session, goal.id, voter)
+            if weight <= 0:
+                raise domain.NotAContributor("only the goal's contributors vote")
+            if await store.vote_of(session, proof.id, voter) is not None:
+                raise domain.AlreadyVoted("you have already voted on this proof")
+            if proof.status != ProofStatus.PENDING.value or now >= proof.voting_ends_at:
+                raise domain.VotingClosed("voting on this proof has closed", metadata={"status": proof.status})
+            vote = store.Vote(
+                id=uuid.uuid4(), proof_id=proof.id, voter_id=voter, is_approved=is_approved, weight=weight,
+                comment=comment, created_at=now,
+            )  # fmt: skip
+            session.add(vote)
+            if is_approved:
+                proof.approve_weight += weight
+            else:
+                proof.reject_weight += weight
+            proof.voter_count += 1
+            store.touch(proof, now)
+            await session.flush()
+            decision = domain.decide_early(
+                await lifecycle.tally(session, goal, proof), self.rules.approval_threshold_bps
+            )
+            if decision is not None:
+                await lifecycle.settle_proof(session, goal, proof, decision, rules=self.rules, now=now)
+                decided = True
+        if decided:
+            self.wake_sagas()
+        return vote, proof
+
+    # -- from payments ---------------------------------------------------------------------------
+    async def _locked_contribution(
+        self, session: AsyncSession, contribution_id: str
+    ) -> tuple[store.Goal, store.Contribution]:
+        """The contribution and its goal, both locked (goal first, as everywhere)."""
+        found = await store.get_contribution(session, contribution_id)
+        if found is None:
+            raise domain.ContributionNotFound(
+                f"contribution {contribution_id} does not exist", metadata={"contribution_id": contribution_id}
+            )
+        goal = await store.get_goal(session, str(found.goal_id), lock=True)
+        contribution = await store.get_contribution(session, contribution_id, lock=True)
+        assert goal is not None
+        assert contribution is not None
+        return goal, contribution
+
+    @staticmethod
+    def _check_payment(contribution: store.Contribution, payment_id: str) -> None:
+        if not payment_id or (contribution.payment_id is not None and contribution.payment_id != payment_id):
+            raise domain.PaymentMismatch(
+                "the payment is not this contribution's", metadata={"contribution_id": str(contribution.id)}
+            )
+
+    async def confirm_contribution(
+        self, contribution_id: str, payment_id: str, amount: int, currency: str, paid_at: datetime | None
+    ) -> tuple[store.Contribution, bool]:
+        contribution_id = _id(contribution_id, "contribution_id", "INVALID_CONTRIBUTION_ID")
+        now = self.clock()
+        refund_started = False
+        async with self.database.transaction() as session:
+            goal, contribution = await self._locked_contribution(session, contribution_id)
+            self._check_payment(contribution, payment_id)
+            if (amount, currency) != (contribution.amount, contribution.currency):
+                raise domain.PaymentMismatch(
+                    f"the contribution is {contribution.amount} {contribution.currency}",
+                    metadata={"contribution_id": contribution_id},
+                )
+            if contribution.status == ContributionStatus.FAILED.value:
+                raise domain.ContributionAlreadyFailed("the contribution's payment was reported failed before")
+            if contribution.status != ContributionStatus.PENDING.value:
+                return contribution, contribution.refund_on_confirm
+            contribution.status = ContributionStatus.SUCCEEDED.value
+            contribution.payment_id = payment_id
+            contribution.paid_at = paid_at
+            store.touch(contribution, now)
+            releasing = await store.is_releasing(session, goal.id)
+            if domain.accepts_money(GoalStatus(goal.status), releasing):
+                await session.flush()
+                await lifecycle.recount_contributors(session, goal, now)
+            else:
+                # The goal closed while the payer was paying: the money goes back.
+                contribution.refund_on_confirm = True
+                await session.flush()
+                await store.insert_refund(session, contribution, now)
+                refund_started = True
+        if refund_started:
+            self.wake_sagas()
+        return contribution, contribution.refund_on_confirm
+
+    async def fail_contribution(self, contribution_id: str, payment_id: str, reason: str) -> store.Contribution:
+        contribution_id = _id(contribution_id, "contribution_id", "INVALID_CONTRIBUTION_ID")
+        now = self.clock()
+        async with self.database.transaction() as session:
+            contribution = await store.get_contribution(session, contribution_id, lock=True)
+            if contribution is None:
+                raise domain.ContributionNotFound(
+                    f"contribution {contribution_id} does not exist", metadata={"contribution_id": contribution_id}
+                )
+            self._check_payment(contribution, payment_id)
+            if contribution.status in (ContributionStatus.SUCCEEDED.value, ContributionStatus.REFUNDED.value):
+                raise domain.ContributionAlreadySucceeded("the contribution's payment was confirmed before")
+            if contribution.status == ContributionStatus.PENDING.value:
+                contribution.status = ContributionStatus.FAILED.value
+                contribution.payment_id = payment_id
+                contribution.failure_reason = reason[: domain.MAX_FAILURE_REASON]
+                store.touch(contribution, now)
+            return contribution
+
+    async def mark_refunded(self, contribution_id: str, payment_id: str) -> store.Contribution:
+        contribution_id = _id(contribution_id, "contribution_id", "INVALID_CONTRIBUTION_ID")
+        now = self.clock()
+        async with self.database.transaction() as session:
+            goal, contribution = await self._locked_contribution(session, contribution_id)
+            if contribution.payment_id is not None:
+                self._check_payment(contribution, payment_id)
+            if contribution.status == ContributionStatus.REFUNDED.value:
+                return contribution
+            if contribution.status != ContributionStatus.SUCCEEDED.value:
+                raise domain.ContributionNotSucceeded("the contribution never succeeded, so nothing was refunded")
+            contribution.status = ContributionStatus.REFUNDED.value
+            store.touch(contribution, now)
+            refund = await store.get_refund(session, contribution.id, lock=True)
+            if refund is not None:
+                refund.state = RefundState.DONE.value
+                refund.last_error = ""
+                store.touch(refund, now)
+            await session.flush()
+            if domain.accepts_money(GoalStatus(goal.status), await store.is_releasing(session, goal.id)):
+                await lifecycle.recount_contributors(session, goal, now)
+            await lifecycle.finish_refund_if_done(session, goal, now)
+            return contribution
+
+    async def record_payout_result(
+        self, goal_id: str, payout_id: str, outcome: PayoutOutcome | None, reason: str
+    ) -> store.Goal:
+        check = Validator()
+        goal_id = domain.require_id(check, goal_id, "goal_id", "INVALID_GOAL_ID")
+        check.require(outcome is not None, "outcome", "must be SUCCEEDED, FAILED or REVERSED", "INVALID_PAYOUT_OUTCOME")
+        check.raise_if_invalid()
+        assert outcome is not None
+        now = self.clock()
+        mismatch = domain.PayoutMismatch("the payout is not this goal's current payout", metadata={"goal_id": goal_id})
+        async with self.database.transaction() as session:
+            goal = await store.get_goal(session, goal_id, lock=True)
+            if goal is None:
+                raise _not_found_goal(goal_id)
+            if goal.status not in (GoalStatus.RELEASED.value, GoalStatus.WITHDRAWN.value):
+                raise domain.GoalNotReleased("the goal has not been released", metadata={"status": goal.status})
+            release = await store.get_release(session, goal.id, lock=True)
+            payout_uuid = domain.canonical_id(payout_id)
+            payout = await store.get_payout(session, uuid.UUID(payout_uuid), lock=True) if payout_uuid else None
+            if release is None or payout is None or payout.goal_id != goal.id:
+                raise mismatch
+            if payout.outcome == outcome.value:
+                return goal  # a repeat
+            if payout.attempt != release.payout_attempt:
+                raise mismatch
+            payout.outcome = outcome.value
+            payout.reason = reason[: domain.MAX_FAILURE_REASON]
+            store.touch(payout, now)
+            store.touch(release, now)
+            if outcome is PayoutOutcome.SUCCEEDED:
+                release.step = ReleaseStep.DONE.value
+                release.last_error = ""
+                new_status = GoalStatus.WITHDRAWN
+            else:
+                # The money is (again) in the owner's USER account: pay it out
+                # later under a new payout id.
+                release.step = ReleaseStep.PAYOUT.value
+                release.payout_attempt += 1
+                release.failures = 0
+                release.last_error = f"payout {payout.attempt} {outcome.value.lower()}: {reason}"[:500]
+                release.next_attempt_at = Sagas.payout_retry_at(now, payout.attempt)
+                new_status = GoalStatus.RELEASED
+            if goal.status != new_status.value:
+                goal.status = new_status.value
+                await store.progress_changed(session, goal, now)
+            return goal
