@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 import threading
+from typing import Any
 
 from services.common.config import POSTGRES_DATABASES, ConfigError, load_settings
 from services.stack.envoy_config import SERVICES
@@ -37,31 +38,39 @@ def _migrate(args: argparse.Namespace) -> None:
         print(f"{service}: migrated to head")
 
 
-def _ledger_reconcile(args: argparse.Namespace) -> None:
+def _call_internal(command: str, service: str, method: str, request: Any, timeout_ms: int) -> Any:
+    """One call to a service's internal API with the service credential, as the
+    services call each other; a failed call ends the command with one line."""
     import asyncio
 
     os.environ.setdefault("GRPC_VERBOSITY", "NONE")
     import grpc
-    from gofund.ledger.v1 import ledger_service_pb2, ledger_service_pb2_grpc
 
     from services.common.clients import Channels
 
     settings = load_settings()
+    module = importlib.import_module(f"gofund.{service}.v1.{service}_service_pb2_grpc")
+    internal = f"{service.capitalize()}InternalService"
 
-    async def reconcile() -> ledger_service_pb2.ReconcileResponse:
-        channels = Channels(settings.service_token, default_timeout_ms=60_000, deadline_margin_ms=0)
-        service = ledger_service_pb2.DESCRIPTOR.services_by_name["LedgerInternalService"]
+    async def call() -> Any:
+        channels = Channels(settings.service_token, default_timeout_ms=timeout_ms, deadline_margin_ms=0)
+        descriptor = request.DESCRIPTOR.file.services_by_name[internal]
         try:
-            stub = ledger_service_pb2_grpc.LedgerInternalServiceStub(channels.get(settings.target("ledger"), [service]))
-            response: ledger_service_pb2.ReconcileResponse = await stub.Reconcile(ledger_service_pb2.ReconcileRequest())
-            return response
+            stub = getattr(module, f"{internal}Stub")(channels.get(settings.target(service), [descriptor]))
+            return await getattr(stub, method)(request)
         finally:
             await channels.close()
 
     try:
-        report = asyncio.run(reconcile())
+        return asyncio.run(call())
     except grpc.aio.AioRpcError as exc:
-        sys.exit(f"gofund ledger reconcile: {settings.target('ledger')}: {exc.code().name}: {exc.details()}")
+        sys.exit(f"gofund {command}: {settings.target(service)}: {exc.code().name}: {exc.details()}")
+
+
+def _ledger_reconcile(args: argparse.Namespace) -> None:
+    from gofund.ledger.v1 import ledger_service_pb2
+
+    report = _call_internal("ledger reconcile", "ledger", "Reconcile", ledger_service_pb2.ReconcileRequest(), 60_000)
     print(f"checked {report.accounts_checked} accounts and {report.entries_checked} entries")
     for d in report.differences:
         print(
@@ -72,12 +81,32 @@ def _ledger_reconcile(args: argparse.Namespace) -> None:
     sys.exit(1 if report.differences else 0)
 
 
+def _payments_reconcile(args: argparse.Namespace) -> None:
+    from gofund.payments.v1 import payments_pb2, payments_service_pb2
+
+    report = _call_internal(
+        "payments reconcile", "payments", "ReconcilePayments", payments_service_pb2.ReconcilePaymentsRequest(), 300_000
+    )
+    print(f"checked {report.payments_checked} payments against Paystack and the ledger")
+    for m in report.mismatches:
+        kind = payments_pb2.MismatchKind.Name(m.kind).removeprefix("MISMATCH_KIND_")
+        print(f"  {m.payment_id} ({m.reference}): {kind}: {m.detail}")
+    print("no mismatches" if not report.mismatches else f"{len(report.mismatches)} mismatch(es)")
+    sys.exit(1 if report.mismatches else 0)
+
+
 def _smtp_sink(args: argparse.Namespace) -> None:
     from services.stack import smtp_sink
 
     settings = load_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     smtp_sink.main(settings.smtp_port, settings.data_dir / "mail.jsonl")
+
+
+def _paystack_sim(args: argparse.Namespace) -> None:
+    from services.paystack_sim.main import run
+
+    run(load_settings())
 
 
 def _admin_create(args: argparse.Namespace) -> None:
@@ -172,8 +201,19 @@ def main(argv: list[str] | None = None) -> None:
     )
     reconcile = ledger.add_parser("reconcile", help="recompute every balance from the entries and list differences")
     reconcile.set_defaults(handler=_ledger_reconcile)
+    payments = commands.add_parser("payments", help="payments operations").add_subparsers(
+        dest="payments_command", required=True
+    )
+    payments_reconcile = payments.add_parser(
+        "reconcile", help="compare every payment with Paystack and the ledger and list mismatches"
+    )
+    payments_reconcile.set_defaults(handler=_payments_reconcile)
     sink = commands.add_parser("smtp-sink", help="run the local mail sink (GOFUND_SMTP_PORT; mail in the data dir)")
     sink.set_defaults(handler=_smtp_sink)
+    simulator = commands.add_parser(
+        "paystack-sim", help="run the Paystack simulator (GOFUND_PAYSTACK_SIM_PORT; state in the data dir)"
+    )
+    simulator.set_defaults(handler=_paystack_sim)
     admin = commands.add_parser("admin", help="administration").add_subparsers(dest="admin_command", required=True)
     create = admin.add_parser("create", help="make an existing user an admin")
     create.add_argument("--email", required=True)

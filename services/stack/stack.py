@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import httpx
 
@@ -29,8 +29,18 @@ class StackError(Exception):
 
 
 class Stack:
-    def __init__(self, overrides: Mapping[str, str] | None = None, *, durable: bool = True) -> None:
+    def __init__(
+        self,
+        overrides: Mapping[str, str] | None = None,
+        *,
+        durable: bool = True,
+        external_services: Sequence[str] = (),
+    ) -> None:
         self.overrides = dict(overrides or {})
+        # Services the caller runs itself on their configured ports (a test that
+        # injects a clock into goals, say): not started here, and Envoy's
+        # health is not awaited for them; call `wait_edge_healthy` once they run.
+        self.external_services = tuple(external_services)
         self.env = {**os.environ, **self.overrides}
         self.settings = Settings(**self.overrides)  # type: ignore[arg-type]
         self.data_dir = self.settings.data_dir.resolve()
@@ -54,6 +64,7 @@ class Stack:
             "GOFUND_ENVOY_PORT": s.envoy_port,
             "GOFUND_ENVOY_ADMIN_PORT": s.envoy_admin_port,
             "GOFUND_SMTP_PORT": s.smtp_port,
+            "GOFUND_PAYSTACK_SIM_PORT": s.paystack_simulator_port,
         }
 
     def _preflight(self) -> None:
@@ -74,8 +85,10 @@ class Stack:
         try:
             self._start_stores()
             self._migrate()
+            self._start_paystack_simulator()
             for name in SERVICES:
-                self.start_service(name)
+                if name not in self.external_services:
+                    self.start_service(name)
             self._start_envoy()
         except BaseException:
             self.stop()
@@ -110,6 +123,18 @@ class Stack:
             )
         )
 
+    def _start_paystack_simulator(self) -> None:
+        # Development only: production talks to Paystack itself (PAYSTACK_BASE_URL).
+        self._start(
+            embedded.ManagedProcess(
+                "paystack simulator",
+                [str(embedded.BIN / "gofund"), "paystack-sim"],
+                log_path=self.logs_dir / "paystack-sim.log",
+                ready=embedded.tcp_ready(self.settings.paystack_simulator_port),
+                env=self.env,
+            )
+        )
+
     def _migrate(self) -> None:
         for service in POSTGRES_DATABASES:
             url = self.settings.database_url(service)
@@ -135,14 +160,14 @@ class Stack:
         self.envoy = self._start(
             embedded.envoy(path, s.envoy_admin_port, self.logs_dir / "envoy.log", base_id=s.envoy_admin_port)
         )
-        self.wait_edge_healthy()
+        self.wait_edge_healthy(ignore=self.external_services)
 
-    def wait_edge_healthy(self, timeout_s: float = HEALTHY_TIMEOUT_S) -> None:
-        """Wait until Envoy's active health checks pass for every host of every cluster."""
+    def wait_edge_healthy(self, timeout_s: float = HEALTHY_TIMEOUT_S, ignore: Sequence[str] = ()) -> None:
+        """Wait until Envoy's active health checks pass for every host of every cluster (but `ignore`)."""
         deadline = time.monotonic() + timeout_s
         unhealthy: list[str] = []
         while time.monotonic() < deadline:
-            unhealthy = self.unhealthy_clusters()
+            unhealthy = [name for name in self.unhealthy_clusters() if name not in ignore]
             if not unhealthy:
                 return
             time.sleep(0.1)
@@ -183,6 +208,7 @@ class Stack:
             f"  PostgreSQL             postgresql://postgres@127.0.0.1:{s.postgres_port}",
             f"  MongoDB wire           {s.mongodb_url}",
             f"  SMTP sink              127.0.0.1:{s.smtp_port}  (mail kept in {self.data_dir / 'mail.jsonl'})",
+            f"  Paystack simulator     {s.paystack_url}  (checkout pages, /_sim controls)",
             f"  data and logs          {self.data_dir}",
         ]
         return "\n".join(lines)

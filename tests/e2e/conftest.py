@@ -22,6 +22,7 @@ PORT_VARIABLES = (
     "GOFUND_ENVOY_PORT",
     "GOFUND_ENVOY_ADMIN_PORT",
     "GOFUND_SMTP_PORT",
+    "GOFUND_PAYSTACK_SIM_PORT",
 )
 
 
@@ -31,6 +32,10 @@ def stack_environment(data_dir: Path) -> dict[str, str]:
     overrides["GOFUND_DATA_DIR"] = str(data_dir)
     # Enough for the suite's logins and registrations; the rate-limit test drains the rest.
     overrides["GOFUND_AUTH_RATE_PER_MINUTE"] = "40"
+    # Paystack's webhook retries and settlements, compressed for tests.
+    overrides["GOFUND_PAYSTACK_SIM_RETRY_BASE_MS"] = "200"
+    overrides["GOFUND_PAYSTACK_SIM_SETTLE_MS"] = "0"
+    overrides["GOFUND_WEBHOOK_RETRY_BASE_MS"] = "100"
     return overrides
 
 

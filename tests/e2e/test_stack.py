@@ -73,14 +73,14 @@ def test_envoy_admin_is_on_loopback_only(stack: Stack) -> None:
 
 
 def test_json_route_reaches_the_service_and_renders_its_error_as_json(stack: Stack) -> None:
-    response = httpx.get(f"{edge(stack)}/v1/goals", timeout=10)
-    assert response.status_code == 501
+    response = httpx.get(f"{edge(stack)}/v1/accounts/not-a-uuid", timeout=10)
+    assert response.status_code == 400
     assert response.headers["content-type"] == "application/json"
     body = response.json()
-    assert body["code"] == grpc.StatusCode.UNIMPLEMENTED.value[0]
-    (detail,) = body["details"]
+    assert body["code"] == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    detail = body["details"][0]
     assert detail["@type"] == "type.googleapis.com/google.rpc.ErrorInfo"
-    assert (detail["reason"], detail["domain"]) == ("NOT_IMPLEMENTED", "goals.gofund")
+    assert (detail["reason"], detail["domain"]) == ("INVALID_ACCOUNT_ID", "ledger.gofund")
 
 
 def test_path_parameters_are_transcoded_and_not_found_is_404_json(stack: Stack) -> None:
@@ -272,9 +272,10 @@ def test_gofund_up_starts_everything_and_ctrl_c_stops_it_cleanly(tmp_path: Path)
     output = "".join(lines)
     assert "GoFund is up." in output, output
     children = psutil.Process(process.pid).children(recursive=True)
-    assert len(children) >= 8  # postgres, mongodb, smtp sink, four services, envoy (+ postgres workers)
-    response = httpx.get(f"http://127.0.0.1:{overrides['GOFUND_ENVOY_PORT']}/v1/goals", timeout=10)
-    assert response.status_code == 501
+    # postgres, mongodb, smtp sink, Paystack simulator, four services, envoy (+ postgres workers)
+    assert len(children) >= 9
+    response = httpx.get(f"http://127.0.0.1:{overrides['GOFUND_ENVOY_PORT']}/v1/accounts/not-a-uuid", timeout=10)
+    assert response.status_code == 400
 
     process.send_signal(signal.SIGINT)
     rest, _ = process.communicate(timeout=60)
