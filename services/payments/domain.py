@@ -134,12 +134,14 @@ def payment_reference(payment_id: str, attempt: int = 0) -> str:
     first (an initialize whose answer was lost): that transaction's checkout URL
     was never shown to anyone, so it can never be paid.
     """
-    base = "gf_" + uuid.UUID(payment_id).hex
-    return base if attempt == 0 else f"{base}_{attempt}"
+    # Paystack allows letters, digits and `-.=` in transaction references.
+    base = "gf-" + uuid.UUID(payment_id).hex
+    return base if attempt == 0 else f"{base}-{attempt}"
 
 
 def payout_reference(payout_id: str) -> str:
-    return "gfpo_" + uuid.UUID(payout_id).hex
+    # Paystack allows letters, digits, `-` and `_` in transfer references.
+    return "gfpo-" + uuid.UUID(payout_id).hex
 
 
 def capture_transaction_id(payment_id: str) -> str:
