@@ -214,10 +214,10 @@ class Platform:
             )
         )
 
-    def pending_contribution(self, goal: Any, user: User, amount: int) -> str:
+    async def pending_contribution(self, goal: Any, user: User, amount: int) -> str:
         """A contribution as CreateContribution records it before payments answers."""
         contribution_id = str(uuid.uuid4())
-        self.goals_sql(
+        await self.goals_sql(
             "INSERT INTO contributions (id, goal_id, user_id, payment_reference, idempotency_key, amount, currency, "
             "status, created_at, updated_at) VALUES (%s, %s, %s, '', %s, %s, %s, 'PENDING', now(), now())",
             contribution_id, goal.id, user.id, uuid.uuid4().hex, amount, goal.currency,
@@ -226,7 +226,7 @@ class Platform:
 
     async def contribute(self, goal: Any, user: User, amount: int) -> tuple[str, str]:
         """A succeeded contribution: (contribution id, payment id), captured and confirmed."""
-        contribution_id = self.pending_contribution(goal, user, amount)
+        contribution_id = await self.pending_contribution(goal, user, amount)
         payment_id = str(uuid.uuid4())
         await self.capture(goal, amount, payment_id)
         await self.confirm(contribution_id, payment_id, amount, goal.currency)
@@ -252,14 +252,16 @@ class Platform:
         return int(response.balances[0].balance)
 
     # -- the goals database -------------------------------------------------------------
-    def goals_sql(self, statement: str, *params: Any) -> list[Any]:
-        return self.sql(self.goals_url, statement, *params)
+    async def goals_sql(self, statement: str, *params: Any) -> list[Any]:
+        return await self.sql(self.goals_url, statement, *params)
 
     @staticmethod
-    def sql(url: str, statement: str, *params: Any) -> list[Any]:
-        with psycopg.connect(psycopg_dsn(url), autocommit=True) as connection:
-            cursor = connection.execute(statement, params)
-            return cursor.fetchall() if cursor.description else []
+    async def sql(url: str, statement: str, *params: Any) -> list[Any]:
+        # Asynchronous: the services under test run in this event loop, and a
+        # statement waiting for one of their row locks must not block it.
+        async with await psycopg.AsyncConnection.connect(psycopg_dsn(url), autocommit=True) as connection:
+            cursor = await connection.execute(statement, params)
+            return await cursor.fetchall() if cursor.description else []
 
 
 async def rejected(call: Awaitable[Any]) -> grpc.aio.AioRpcError:
@@ -312,10 +314,10 @@ async def platform(
     await running.close()
 
 
-async def eventually(check: Callable[[], Any], timeout_s: float = 10.0) -> Any:
+async def eventually(check: Callable[[], Awaitable[Any]], timeout_s: float = 10.0) -> Any:
     """Poll `check` (state another task or process changes) until it returns something truthy."""
     async with asyncio.timeout(timeout_s):
-        while not (result := check()):  # noqa: ASYNC110 - polling state the service owns
+        while not (result := await check()):  # noqa: ASYNC110 - polling state the service owns
             await asyncio.sleep(0.02)
     return result
 

@@ -66,7 +66,7 @@ async def test_creating_a_goal_needs_a_login_and_the_goals_create_permission(pla
     anonymous = await rejected(platform.goals.public.CreateGoal(goals_service_pb2.CreateGoalRequest()))
     assert anonymous.code() is grpc.StatusCode.UNAUTHENTICATED
     user = await platform.user()
-    platform.sql(platform.settings.identity_database_url, "DELETE FROM user_roles WHERE user_id = %s", user.id)
+    await platform.sql(platform.settings.identity_database_url, "DELETE FROM user_roles WHERE user_id = %s", user.id)
     denied = await rejected(platform.goal(user))
     assert denied.code() is grpc.StatusCode.PERMISSION_DENIED
     assert reason(denied) == "MISSING_PERMISSION"
@@ -80,7 +80,7 @@ async def test_a_request_id_makes_creation_idempotent_and_refuses_other_input(pl
         platform.goal(owner, request_id="create-1", deadline=deadline),
     )
     assert first == second
-    assert platform.goals_sql("SELECT count(*) FROM goals WHERE owner_id = %s", owner.id) == [(1,)]
+    assert await platform.goals_sql("SELECT count(*) FROM goals WHERE owner_id = %s", owner.id) == [(1,)]
     other = await rejected(platform.goal(owner, request_id="create-1", deadline=deadline, title="Another title"))
     assert other.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert reason(other) == "IDEMPOTENCY_KEY_REUSED"
@@ -99,7 +99,7 @@ async def test_no_goal_is_created_when_the_ledger_is_down(platform: Platform) ->
         error = await rejected(cut_off.public.CreateGoal(request, metadata=owner.auth))
         assert error.code() is grpc.StatusCode.UNAVAILABLE
         assert reason(error) == "LEDGER_UNAVAILABLE"
-        assert platform.goals_sql("SELECT count(*) FROM goals WHERE title = %s", title) == [(0,)]
+        assert await platform.goals_sql("SELECT count(*) FROM goals WHERE title = %s", title) == [(0,)]
     finally:
         await platform.stop_goals(cut_off)
 
@@ -272,7 +272,7 @@ async def test_a_contribution_retried_while_payments_is_down_stays_one_pending_c
     for _ in range(2):
         error = await rejected(platform.goals.public.CreateContribution(request, metadata=payer.auth))
         assert (error.code(), reason(error)) == (grpc.StatusCode.UNAVAILABLE, "PAYMENTS_UNAVAILABLE")
-    rows = platform.goals_sql("SELECT status, amount, payment_id FROM contributions WHERE goal_id = %s", goal.id)
+    rows = await platform.goals_sql("SELECT status, amount, payment_id FROM contributions WHERE goal_id = %s", goal.id)
     assert rows == [("PENDING", 700, None)]
     reused = goals_service_pb2.CreateContributionRequest(
         goal_id=goal.id, amount=800, currency="NGN", idempotency_key="checkout-1"
@@ -284,7 +284,7 @@ async def test_a_contribution_retried_while_payments_is_down_stays_one_pending_c
 async def test_a_confirmed_contribution_counts_its_payer_and_a_repeat_changes_nothing(platform: Platform) -> None:
     owner, payer = await platform.users(2)
     goal = await platform.goal(owner)
-    contribution_id = platform.pending_contribution(goal, payer, 1200)
+    contribution_id = await platform.pending_contribution(goal, payer, 1200)
     payment_id = str(uuid.uuid4())
     await platform.capture(goal, 1200, payment_id)
     first = await platform.confirm(contribution_id, payment_id, 1200, "NGN")
@@ -317,7 +317,7 @@ async def test_a_confirmed_contribution_counts_its_payer_and_a_repeat_changes_no
 async def test_a_failed_payment_fails_its_contribution_once_and_for_all(platform: Platform) -> None:
     owner, payer = await platform.users(2)
     goal = await platform.goal(owner)
-    contribution_id = platform.pending_contribution(goal, payer, 900)
+    contribution_id = await platform.pending_contribution(goal, payer, 900)
     payment_id = str(uuid.uuid4())
     fail = goals_service_pb2.FailContributionRequest(
         contribution_id=contribution_id, payment_id=payment_id, reason="Declined"
@@ -349,7 +349,9 @@ async def test_owners_see_every_contribution_and_contributors_only_their_own(pla
     alice_id, _ = await platform.contribute(goal, alice, 300)
     platform.clock.advance(seconds=1)
     bob_id, _ = await platform.contribute(goal, bob, 400)
-    platform.goals_sql("UPDATE contributions SET created_at = created_at + interval '1 second' WHERE id = %s", bob_id)
+    await platform.goals_sql(
+        "UPDATE contributions SET created_at = created_at + interval '1 second' WHERE id = %s", bob_id
+    )
     list_them = platform.goals.public.ListContributions
 
     everything = await list_them(goals_service_pb2.ListContributionsRequest(goal_id=goal.id), metadata=owner.auth)
@@ -391,7 +393,7 @@ async def test_a_goal_is_funded_once_at_its_target_and_keeps_taking_money(platfo
 async def test_money_paid_after_the_goal_closed_is_refunded_never_kept(platform: Platform) -> None:
     owner, payer = await platform.users(2)
     goal = await platform.goal(owner)
-    contribution_id = platform.pending_contribution(goal, payer, 2500)
+    contribution_id = await platform.pending_contribution(goal, payer, 2500)
     await platform.goals.public.CancelGoal(
         goals_service_pb2.CancelGoalRequest(goal_id=goal.id, reason="closing"), metadata=owner.auth
     )
@@ -408,9 +410,9 @@ async def test_money_paid_after_the_goal_closed_is_refunded_never_kept(platform:
             "SELECT 1 FROM refunds WHERE contribution_id = %s AND last_error <> ''", contribution_id
         )
     )
-    assert platform.goals_sql("SELECT state, attempt FROM refunds WHERE contribution_id = %s", contribution_id) == [
-        ("PENDING", 1)
-    ]
+    assert await platform.goals_sql(
+        "SELECT state, attempt FROM refunds WHERE contribution_id = %s", contribution_id
+    ) == [("PENDING", 1)]
 
     # payments posts GOAL -> ESCROW on refund.processed, then tells goals.
     await platform.refund_posting(goal, 2500, payment_id)
@@ -420,7 +422,9 @@ async def test_money_paid_after_the_goal_closed_is_refunded_never_kept(platform:
     assert (await platform.goals.internal.MarkContributionRefunded(mark)) == marked
     after = await platform.confirm(contribution_id, payment_id, 2500, "NGN")
     assert (after.contribution.status, after.refund_started) == (REFUNDED_CONTRIBUTION, True)
-    assert platform.goals_sql("SELECT state FROM refunds WHERE contribution_id = %s", contribution_id) == [("DONE",)]
+    assert await platform.goals_sql("SELECT state FROM refunds WHERE contribution_id = %s", contribution_id) == [
+        ("DONE",)
+    ]
     assert await platform.balance(goal.account_id) == 0
 
 
@@ -435,7 +439,7 @@ async def test_cancelling_a_funded_goal_refunds_every_contribution_then_the_goal
         )
     ).goal
     assert (cancelled.status, cancelled.raised_amount, cancelled.contributor_count) == (REFUNDING, 5000, 2)
-    rows = platform.goals_sql(
+    rows = await platform.goals_sql(
         "SELECT c.id, c.payment_id, c.amount FROM refunds r JOIN contributions c ON c.id = r.contribution_id "
         "WHERE r.goal_id = %s ORDER BY c.amount",
         goal.id,
