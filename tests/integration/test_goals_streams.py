@@ -1,0 +1,200 @@
+"""WatchGoal, the GOAL balance stream from the ledger, replicas, restarts and the scheduler."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import grpc
+import pytest
+from gofund.goals.v1 import goals_pb2, goals_service_pb2
+from gofund.ledger.v1 import ledger_service_pb2
+
+from services.common.server import ServiceRunner
+from services.ledger import main as ledger_main
+from tests.integration.goals_fixtures import Platform, eventually, platform, reason, rejected, take
+
+__all__ = ["platform"]
+pytestmark = pytest.mark.asyncio
+
+OPEN, FUNDED = goals_pb2.GOAL_STATUS_OPEN, goals_pb2.GOAL_STATUS_FUNDED
+REFUNDING, REFUNDED = goals_pb2.GOAL_STATUS_REFUNDING, goals_pb2.GOAL_STATUS_REFUNDED
+
+
+def watch(platform: Platform, goal_id: str, process: object = None) -> grpc.aio.UnaryStreamCall:
+    stub = (process or platform.goals).public  # type: ignore[attr-defined]
+    return stub.WatchGoal(goals_service_pb2.WatchGoalRequest(goal_id=goal_id))
+
+
+async def cancel(platform: Platform, owner: object, goal_id: str) -> None:
+    await platform.goals.public.CancelGoal(
+        goals_service_pb2.CancelGoalRequest(goal_id=goal_id, reason="done"),
+        metadata=owner.auth,  # type: ignore[attr-defined]
+    )
+
+
+async def test_watching_starts_with_the_current_progress_follows_changes_and_ends_when_final(
+    platform: Platform,
+) -> None:
+    owner, alice, bob = await platform.users(3)
+    goal = await platform.goal(owner, target=1000)
+    await platform.contribute(goal, alice, 300)
+    await platform.until(goal.id, lambda g: g.raised_amount == 300 and g.contributor_count == 1)
+    stream = watch(platform, goal.id)
+    (first,) = await take(stream, 1)
+    assert (first.goal_id, first.status, first.raised_amount, first.target_amount, first.currency) == (
+        goal.id, OPEN, 300, 1000, "NGN",
+    )  # fmt: skip
+    assert first.contributor_count == 1
+
+    await platform.contribute(goal, bob, 700)
+    changes = []
+    async with asyncio.timeout(10):
+        async for message in stream:
+            changes.append(message)
+            if message.status == FUNDED and message.contributor_count == 2:
+                break
+    assert [m.seq for m in changes] == sorted({m.seq for m in changes})
+    assert changes[0].seq > first.seq
+    assert (changes[-1].raised_amount, changes[-1].status) == (1000, FUNDED)
+
+    await cancel(platform, owner, goal.id)
+    async with asyncio.timeout(10):
+        async for message in stream:
+            if message.status == REFUNDING:
+                break
+    # Payments refunds each contribution; the last one makes the goal REFUNDED.
+    contributions = await platform.goals_sql(
+        "SELECT id, payment_id, amount FROM contributions WHERE goal_id = %s", goal.id
+    )
+    for contribution_id, payment_id, amount in contributions:
+        await platform.refund_posting(goal, amount, payment_id)
+        await platform.goals.internal.MarkContributionRefunded(
+            goals_service_pb2.MarkContributionRefundedRequest(
+                contribution_id=str(contribution_id), payment_id=payment_id
+            )
+        )
+    async with asyncio.timeout(10):
+        rest = [m async for m in stream]  # ends with OK after the final status
+    assert rest[-1].status == REFUNDED
+    assert await stream.code() is grpc.StatusCode.OK
+    once_final = [m async for m in watch(platform, goal.id)]
+    assert [(m.status, m.raised_amount) for m in once_final] == [(REFUNDED, 1000)]
+
+
+async def test_watching_a_goal_needs_a_real_goal(platform: Platform) -> None:
+    bad = await rejected(take(watch(platform, "not-an-id"), 1))
+    assert (bad.code(), reason(bad)) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_GOAL_ID")
+    missing = await rejected(take(watch(platform, str(uuid.uuid4())), 1))
+    assert (missing.code(), reason(missing)) == (grpc.StatusCode.NOT_FOUND, "GOAL_NOT_FOUND")
+
+
+async def test_a_watcher_that_goes_away_is_forgotten(platform: Platform) -> None:
+    owner = await platform.user()
+    goal = await platform.goal(owner)
+    broadcaster = platform.goals.broadcaster
+    before = broadcaster.watcher_count
+    stream = watch(platform, goal.id)
+    await take(stream, 1)
+    assert broadcaster.watcher_count == before + 1
+    stream.cancel()
+    await eventually(lambda: asyncio.sleep(0, broadcaster.watcher_count == before))
+
+
+async def test_changes_made_by_another_goals_process_reach_every_watcher(platform: Platform) -> None:
+    replica = await platform.start_goals()
+    try:
+        owner, backer = await platform.users(2)
+        goal = await platform.goal(owner, target=5000)
+        here, there = watch(platform, goal.id), watch(platform, goal.id, replica)
+        await take(here, 1)
+        await take(there, 1)
+        # The cancel is handled by the first process; the replica's watcher sees it too.
+        await cancel(platform, owner, goal.id)
+        seen_there = [m.status async for m in there]
+        seen_here = [m.status async for m in here]
+        assert seen_there[-1] == seen_here[-1] == REFUNDED
+        # Funding seen by both processes' balance followers moves the goal once.
+        other = await platform.goal(owner, target=800)
+        await platform.contribute(other, backer, 800)
+        funded = await platform.status(other.id, FUNDED)
+        assert (funded.raised_amount, funded.contributor_count) == (800, 1)
+        watched = await take(watch(platform, other.id, replica), 1)
+        assert watched[0].seq == (await platform.goals_sql("SELECT seq FROM goals WHERE id = %s", other.id))[0][0]
+    finally:
+        await platform.stop_goals(replica)
+
+
+async def test_a_restarted_goals_process_resumes_the_balance_stream_from_its_stored_seq(platform: Platform) -> None:
+    owner, backer = await platform.users(2)
+    goal = await platform.goal(owner, target=3000)
+    await platform.stop_goals(platform.goals)
+    try:
+        for amount in (1000, 2000):  # money arrives while no goals process is running
+            contribution_id = await platform.pending_contribution(goal, backer, amount)
+            payment_id = str(uuid.uuid4())
+            await platform.capture(goal, amount, payment_id)
+            await platform.goals_sql(
+                "UPDATE contributions SET status = 'SUCCEEDED', payment_id = %s WHERE id = %s",
+                payment_id,
+                contribution_id,
+            )
+    finally:
+        platform.goals = await platform.start_goals()
+    funded = await platform.status(goal.id, FUNDED)
+    assert funded.raised_amount == 3000
+    ((cursor,),) = await platform.goals_sql("SELECT last_seq FROM ledger_cursor")
+    ((ledger_last,),) = await platform.sql(platform.ledger_url, "SELECT last_seq FROM ledger_sequence")
+    await eventually(lambda: platform.goals_sql("SELECT 1 FROM ledger_cursor WHERE last_seq = %s", ledger_last))
+    assert cursor <= ledger_last
+
+
+async def test_the_balance_stream_survives_a_ledger_restart(platform: Platform) -> None:
+    owner, backer = await platform.users(2)
+    goal = await platform.goal(owner, target=900)
+    ledger = platform.runners[1]
+    await ledger.stop()
+    replacement = ServiceRunner(ledger_main.build, platform.settings, port=platform.settings.ledger_port)
+    await replacement.start()
+    platform.runners[1] = replacement
+    await platform.ledger.Reconcile(ledger_service_pb2.ReconcileRequest(), wait_for_ready=True)
+    await platform.contribute(goal, backer, 900)
+    assert (await platform.status(goal.id, FUNDED)).raised_amount == 900
+
+
+async def test_expiry_asks_the_ledger_instead_of_trusting_a_lagging_raised_amount(platform: Platform) -> None:
+    owner = await platform.user()
+    short = await platform.goal(owner, target=500, deadline=platform.deadline(hours=2))
+    reached = await platform.goal(owner, target=500, deadline=platform.deadline(hours=2))
+    # This process stops following the ledger: its raised amounts lag behind.
+    await platform.stop_goals(platform.goals)
+    platform.goals = await platform.start_goals()
+    platform.goals.runner._tasks[1].cancel()  # the balance follower of this process
+    await platform.capture(reached, 500, str(uuid.uuid4()))
+    await platform.capture(short, 200, str(uuid.uuid4()))
+    assert (await platform.get(reached.id)).raised_amount == 0
+    platform.clock.advance(hours=3)
+    expired = await platform.status(short.id, REFUNDED)  # nothing to refund: no contribution paid
+    assert expired.raised_amount == 200
+    funded = await platform.status(reached.id, FUNDED)
+    assert funded.raised_amount == 500
+    await platform.stop_goals(platform.goals)
+    platform.goals = await platform.start_goals()
+
+
+async def test_two_schedulers_expire_each_goal_exactly_once(platform: Platform) -> None:
+    replica = await platform.start_goals()
+    try:
+        owner = await platform.user()
+        goals = [await platform.goal(owner, deadline=platform.deadline(hours=1, seconds=30)) for _ in range(10)]
+        platform.clock.advance(hours=2)
+        await asyncio.gather(platform.goals.scheduler.tick(), replica.scheduler.tick())
+        for goal in goals:
+            await platform.status(goal.id, REFUNDED)
+        seqs = await platform.goals_sql(
+            "SELECT seq FROM goals WHERE id = ANY(%s::uuid[])", [uuid.UUID(g.id) for g in goals]
+        )
+        # created (1), EXPIRED, REFUNDING, REFUNDED: each transition once.
+        assert sorted(s for (s,) in seqs) == [4] * 10
+    finally:
+        await platform.stop_goals(replica)
