@@ -128,6 +128,11 @@ class Channels:
                     ("grpc.enable_retries", 1),
                     ("grpc.service_config", retry_service_config(services)),
                     ("grpc.keepalive_time_ms", 30_000),
+                    # gRPC's default reconnect backoff grows to two minutes, so a
+                    # dependency back after a short outage would stay unreachable
+                    # for long after it returns; inside one deployment, retry often.
+                    ("grpc.initial_reconnect_backoff_ms", 100),
+                    ("grpc.max_reconnect_backoff_ms", 2_000),
                 ],
                 interceptors=[
                     _UnaryInterceptor(*self._interceptor_args),

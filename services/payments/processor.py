@@ -7,12 +7,18 @@ and events stored by another replica are processed too. Each event is taken
 under a lease (one atomic find-and-modify), so two processes never work on the
 same event at once; a process that dies mid-event leaves a lease that runs out.
 
-Failures are retried with exponential backoff (from `webhook_retry_base_ms`,
-capped at a minute). A dependency being down (ledger, goals, identity, Paystack,
-the store) is not the event's fault: it is retried for as long as it takes. Any
-other failure counts towards `webhook_max_attempts`, after which the event is
-PARKED with its error, for an operator (ListWebhookEvents, RetryWebhookEvent),
-so one poison event cannot block or starve the rest.
+The lease is short and renewed while the event is worked on, so an event held
+by a process that was killed waits at most one lease before another process
+(or the restarted one) takes it; at start-up every pending event is made due
+at once, so a restart resumes work without waiting out earlier backoffs.
+
+Failures are retried with exponential backoff from `webhook_retry_base_ms`. A
+dependency being down (ledger, goals, identity, Paystack, the store) is not the
+event's fault: it is retried for as long as it takes, at least every 10 s so
+the event follows soon after the dependency returns. Any other failure counts
+towards `webhook_max_attempts` (backoff capped at a minute), after which the
+event is PARKED with its error, for an operator (ListWebhookEvents,
+RetryWebhookEvent), so one poison event cannot block or starve the rest.
 """
 
 from __future__ import annotations
@@ -35,9 +41,10 @@ from services.payments.store import now
 log = logging.getLogger("gofund.payments.processor")
 
 MAX_BACKOFF_S = 60.0
+MAX_TRANSIENT_BACKOFF_S = 10.0
 IDLE_POLL_S = 1.0
-# Long enough for any one event's calls (each has its own deadline).
-EVENT_LEASE = timedelta(seconds=120)
+EVENT_LEASE = timedelta(seconds=30)
+LEASE_RENEWAL_S = 10.0
 _TRANSIENT_CODES = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED}
 
 
@@ -50,9 +57,9 @@ def transient(exc: BaseException) -> bool:
     )
 
 
-def backoff_s(attempt: int, base_s: float) -> float:
-    """Exponential with full jitter, so replicas retrying one dependency do not stampede."""
-    ceiling = min(MAX_BACKOFF_S, base_s * 2 ** max(attempt - 1, 0))
+def backoff_s(attempt: int, base_s: float, cap_s: float) -> float:
+    """Exponential with jitter, so replicas retrying one dependency do not stampede."""
+    ceiling = min(cap_s, base_s * 2 ** max(attempt - 1, 0))
     return random.uniform(ceiling / 2, ceiling)
 
 
@@ -69,6 +76,10 @@ class Processor:
 
     async def run(self) -> None:
         """Process due events until cancelled (the server cancels it on shutdown)."""
+        with contextlib.suppress(Exception):  # the loop below copes with a store that is away
+            resumed = await self._payments.records.make_pending_events_due()
+            if resumed:
+                log.info("resuming pending webhook events", extra={"count": resumed})
         while True:
             try:
                 worked = await self.process_one()
@@ -97,12 +108,14 @@ class Processor:
         event_id, token = doc["eventId"], doc["lease"]["token"]
         attempt = doc.get("attempts", 0) + 1
         context.request_id.set(f"webhook:{event_id}")
+        renewal = asyncio.create_task(self._keep_lease(event_id, token))
         try:
             outcome = await self._payments.process(doc["event"], doc.get("data") or {})
         except Exception as exc:
             failure_count = doc.get("failures", 0) + (0 if transient(exc) else 1)
             parked = failure_count >= self._max_attempts
-            retry_at = None if parked else now() + timedelta(seconds=backoff_s(attempt, self._base_s))
+            cap_s = MAX_TRANSIENT_BACKOFF_S if transient(exc) else MAX_BACKOFF_S
+            retry_at = None if parked else now() + timedelta(seconds=backoff_s(attempt, self._base_s, cap_s))
             error = f"{type(exc).__name__}: {getattr(exc, 'message', None) or exc}"
             if isinstance(exc, grpc.aio.AioRpcError):
                 error = f"{exc.code().name}: {exc.details()}"
@@ -115,6 +128,15 @@ class Processor:
                 event_id, token, error, retry_at, count_failure=not transient(exc)
             )
             return True
+        finally:
+            renewal.cancel()
         await self._payments.records.event_done(event_id, token, outcome.status, outcome.note)
         log.info("webhook event processed", extra={"event_id": event_id, "status": str(outcome.status)})
         return True
+
+    async def _keep_lease(self, event_id: str, token: str) -> None:
+        """Renew the event's lease while it is being worked on."""
+        while True:
+            await asyncio.sleep(LEASE_RENEWAL_S)
+            with contextlib.suppress(Exception):
+                await self._payments.records.renew_event_lease(event_id, token, EVENT_LEASE)

@@ -369,6 +369,19 @@ class PaymentsStore:
             return_document=ReturnDocument.AFTER,
         )
 
+    async def renew_event_lease(self, event_id: str, token: str, lease: timedelta) -> None:
+        await self.events.update_one(
+            {"eventId": event_id, "lease.token": token}, {"$set": {"lease.until": now() + lease}}
+        )
+
+    async def make_pending_events_due(self) -> int:
+        """At start-up: every pending event waiting out a backoff is due now."""
+        stamp = now()
+        result = await self.events.update_many(
+            {"status": str(EventStatus.PENDING), "nextAttemptAt": {"$gt": stamp}}, {"$set": {"nextAttemptAt": stamp}}
+        )
+        return int(result.modified_count)
+
     async def event_done(self, event_id: str, token: str, status: EventStatus, note: str = "") -> None:
         stamp = now()
         await self.events.update_one(
