@@ -111,6 +111,7 @@ class Platform:
         self._ledger_channel = service_channel(settings.target("ledger"))
         self.ledger = ledger_service_pb2_grpc.LedgerInternalServiceStub(self._ledger_channel)
         self.escrow: dict[str, str] = {}
+        self._pool: list[User] = []
 
     async def start_goals(self, clock: FakeClock | None = None, **overrides: object) -> GoalsUnderTest:
         """Another goals process on the same database (a replica, or a restart)."""
@@ -136,6 +137,19 @@ class Platform:
 
     # -- users ------------------------------------------------------------------------
     async def user(self) -> User:
+        """One of the module's users (see `users`)."""
+        return (await self.users(1))[0]
+
+    async def users(self, count: int) -> list[User]:
+        """`count` distinct users, the same ones for every test of the module: registering
+        costs two argon2 hashes, and what a test checks is per goal, proof or key anyway."""
+        missing = count - len(self._pool)
+        if missing > 0:
+            self._pool.extend(await asyncio.gather(*(self.fresh_user() for _ in range(missing))))
+        return self._pool[:count]
+
+    async def fresh_user(self) -> User:
+        """A user no other test has seen (for checks that span all of a user's goals)."""
         name = "g" + uuid.uuid4().hex[:12]
         created = await self.identity.CreateUser(
             identity_service_pb2.CreateUserRequest(email=f"{name}@example.com", username=name, password=PASSWORD)
@@ -144,9 +158,6 @@ class Platform:
             identity_service_pb2.CreateSessionRequest(login=name, password=PASSWORD)
         )
         return User(created.user.id, session.token)
-
-    async def users(self, count: int) -> list[User]:
-        return list(await asyncio.gather(*(self.user() for _ in range(count))))
 
     # -- goals ------------------------------------------------------------------------
     def deadline(self, **delta: float) -> Timestamp:

@@ -65,7 +65,7 @@ async def test_the_deadline_is_between_an_hour_and_a_year_ahead(
 async def test_creating_a_goal_needs_a_login_and_the_goals_create_permission(platform: Platform) -> None:
     anonymous = await rejected(platform.goals.public.CreateGoal(goals_service_pb2.CreateGoalRequest()))
     assert anonymous.code() is grpc.StatusCode.UNAUTHENTICATED
-    user = await platform.user()
+    user = await platform.fresh_user()
     await platform.sql(platform.settings.identity_database_url, "DELETE FROM user_roles WHERE user_id = %s", user.id)
     denied = await rejected(platform.goal(user))
     assert denied.code() is grpc.StatusCode.PERMISSION_DENIED
@@ -73,7 +73,7 @@ async def test_creating_a_goal_needs_a_login_and_the_goals_create_permission(pla
 
 
 async def test_a_request_id_makes_creation_idempotent_and_refuses_other_input(platform: Platform) -> None:
-    owner = await platform.user()
+    owner = await platform.fresh_user()
     deadline = platform.deadline(days=10)
     first, second = await asyncio.gather(
         platform.goal(owner, request_id="create-1", deadline=deadline),
@@ -112,7 +112,7 @@ async def test_get_goal_checks_the_id(platform: Platform) -> None:
 
 
 async def test_goals_are_listed_newest_first_by_filter_and_page(platform: Platform) -> None:
-    owner = await platform.user()
+    owner = await platform.fresh_user()
     created = []
     for _ in range(3):
         created.append(await platform.goal(owner))
@@ -233,7 +233,9 @@ async def test_contributions_are_validated_before_payments_is_asked(platform: Pl
     goal = await platform.goal(owner)
 
     def request(**fields: object) -> goals_service_pb2.CreateContributionRequest:
-        values: dict[str, object] = {"goal_id": goal.id, "amount": 500, "currency": "NGN", "idempotency_key": "k1"}
+        values: dict[str, object] = {
+            "goal_id": goal.id, "amount": 500, "currency": "NGN", "idempotency_key": uuid.uuid4().hex,
+        }  # fmt: skip
         values.update(fields)
         return goals_service_pb2.CreateContributionRequest(**values)  # type: ignore[arg-type]
 
@@ -257,7 +259,7 @@ async def test_contributions_are_validated_before_payments_is_asked(platform: Pl
     await platform.goals.public.CancelGoal(
         goals_service_pb2.CancelGoalRequest(goal_id=goal.id, reason="closing"), metadata=owner.auth
     )
-    closed = await rejected(create(request(idempotency_key="k2"), metadata=payer.auth))
+    closed = await rejected(create(request(), metadata=payer.auth))
     assert (closed.code(), reason(closed)) == (grpc.StatusCode.FAILED_PRECONDITION, "GOAL_NOT_OPEN")
 
 
@@ -266,8 +268,9 @@ async def test_a_contribution_retried_while_payments_is_down_stays_one_pending_c
 ) -> None:
     owner, payer = await platform.users(2)
     goal = await platform.goal(owner)
+    key = uuid.uuid4().hex
     request = goals_service_pb2.CreateContributionRequest(
-        goal_id=goal.id, amount=700, currency="NGN", idempotency_key="checkout-1"
+        goal_id=goal.id, amount=700, currency="NGN", idempotency_key=key
     )
     for _ in range(2):
         error = await rejected(platform.goals.public.CreateContribution(request, metadata=payer.auth))
@@ -275,7 +278,7 @@ async def test_a_contribution_retried_while_payments_is_down_stays_one_pending_c
     rows = await platform.goals_sql("SELECT status, amount, payment_id FROM contributions WHERE goal_id = %s", goal.id)
     assert rows == [("PENDING", 700, None)]
     reused = goals_service_pb2.CreateContributionRequest(
-        goal_id=goal.id, amount=800, currency="NGN", idempotency_key="checkout-1"
+        goal_id=goal.id, amount=800, currency="NGN", idempotency_key=key
     )
     error = await rejected(platform.goals.public.CreateContribution(reused, metadata=payer.auth))
     assert reason(error) == "IDEMPOTENCY_KEY_REUSED"
