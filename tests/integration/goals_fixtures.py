@@ -1,11 +1,18 @@
 """Goals under test: identity + ledger + goals in this process on real PostgreSQL and real gRPC.
 
 Goals gets an injected clock (`FakeClock`) so tests move time instead of
-sleeping. Payments is not running yet: its address is a closed port, so every
-call goals makes to it fails UNAVAILABLE, which the tests use as "payments is
-down". Succeeded contributions are made the way payments makes them: the
-ledger capture "payment:<payment_id>:capture" (ESCROW -> GOAL) and then
+sleeping.
+
+`platform` runs without payments: its address is a closed port, so every call
+goals makes to it fails UNAVAILABLE ("payments is down"), and succeeded
+contributions are made the way payments makes them: the ledger capture
+"payment:<payment_id>:capture" (ESCROW -> GOAL), then
 GoalsInternalService.ConfirmContribution with the service credential.
+
+`paying_platform` adds the real payments service (on the session's Mongo-wire
+server) and the Paystack simulator, whose webhooks reach payments through
+`WebhookRelay`: what Envoy's webhook route does, the raw body and the
+signature header passed to HandlePaystackWebhook over gRPC.
 """
 
 from __future__ import annotations
@@ -23,9 +30,12 @@ import grpc
 import psycopg
 import pytest
 import pytest_asyncio
+from aiohttp import web
 from gofund.goals.v1 import goals_pb2, goals_service_pb2, goals_service_pb2_grpc
 from gofund.identity.v1 import identity_service_pb2, identity_service_pb2_grpc
 from gofund.ledger.v1 import ledger_service_pb2, ledger_service_pb2_grpc
+from gofund.payments.v1 import payments_service_pb2, payments_service_pb2_grpc
+from google.api import httpbody_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from services.common.config import Settings
@@ -35,6 +45,8 @@ from services.common.server import ServiceRunner
 from services.goals import main as goals_main
 from services.identity import main as identity_main
 from services.ledger import main as ledger_main
+from services.payments import main as payments_main
+from services.paystack_sim import main as paystack_sim
 from services.stack import embedded
 from tests.conftest import migrated_database, service_channel, settings_with
 from tests.integration.ledger_helpers import CREDIT, DEBIT, open_account, posting
@@ -97,6 +109,42 @@ class GoalsUnderTest:
         await self.runner.stop()
 
 
+class WebhookRelay:
+    """Envoy's webhook route in miniature: POST /v1/webhooks/paystack, raw body and
+    x-paystack-signature to PaymentsService.HandlePaystackWebhook; 200 only if payments took it."""
+
+    def __init__(self, payments_target: str) -> None:
+        self._channel = grpc.aio.insecure_channel(payments_target)
+        self._payments = payments_service_pb2_grpc.PaymentsServiceStub(self._channel)
+        self._runner: web.AppRunner | None = None
+
+    async def start(self, port: int) -> None:
+        app = web.Application()
+        app.router.add_post("/v1/webhooks/paystack", self._relay)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", port).start()
+
+    async def _relay(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        try:
+            await self._payments.HandlePaystackWebhook(
+                payments_service_pb2.HandlePaystackWebhookRequest(
+                    body=httpbody_pb2.HttpBody(content_type=request.content_type, data=body)
+                ),
+                metadata=(("x-paystack-signature", request.headers.get("x-paystack-signature", "")),),
+                timeout=10,
+            )
+        except grpc.aio.AioRpcError as exc:
+            return web.json_response({"code": exc.code().value[0]}, status=503)
+        return web.json_response({})
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+        await self._channel.close()
+
+
 class Platform:
     def __init__(self, settings: Settings, goals_url: str, ledger_url: str) -> None:
         self.settings = settings
@@ -112,12 +160,21 @@ class Platform:
         self.ledger = ledger_service_pb2_grpc.LedgerInternalServiceStub(self._ledger_channel)
         self.escrow: dict[str, str] = {}
         self._pool: list[User] = []
+        # With payments (paying_platform): the simulator, the relay and payments' clients.
+        self.simulator: paystack_sim.Simulator | None = None
+        self.relay: WebhookRelay | None = None
+        self.payment_channels: list[grpc.aio.Channel] = []
+        self.payments: payments_service_pb2_grpc.PaymentsServiceStub
+        self.payments_internal: payments_service_pb2_grpc.PaymentsInternalServiceStub
 
-    async def start_goals(self, clock: FakeClock | None = None, **overrides: object) -> GoalsUnderTest:
-        """Another goals process on the same database (a replica, or a restart)."""
+    async def start_goals(
+        self, clock: FakeClock | None = None, *, port: int = 0, **overrides: object
+    ) -> GoalsUnderTest:
+        """Another goals process on the same database (a replica, or a restart). Payments reaches
+        the one on `settings.goals_port`; the others take any free port."""
         settings = self.settings.model_copy(update=overrides) if overrides else self.settings
         clock = clock or self.clock
-        runner = ServiceRunner(functools.partial(goals_main.build, clock=clock), settings, port=0)
+        runner = ServiceRunner(functools.partial(goals_main.build, clock=clock), settings, port=port)
         port = await runner.start()
         process = GoalsUnderTest(runner, port, clock)
         self.processes.append(process)
@@ -132,8 +189,14 @@ class Platform:
             await self.stop_goals(process)
         await self._identity_channel.close()
         await self._ledger_channel.close()
+        for channel in self.payment_channels:
+            await channel.close()
+        if self.relay is not None:
+            await self.relay.stop()
         for runner in reversed(self.runners):
             await runner.stop()
+        if self.simulator is not None:
+            await self.simulator.stop()
 
     # -- users ------------------------------------------------------------------------
     async def user(self) -> User:
@@ -288,8 +351,12 @@ def reason(error: grpc.aio.AioRpcError) -> str:
     return str(info.reason)
 
 
-async def start_platform(postgres_port: int, mongodb_port: int, data_dir: Path, **overrides: object) -> Platform:
-    identity_port, ledger_port, payments_port = (embedded.free_port() for _ in range(3))
+async def start_platform(
+    postgres_port: int, mongodb_port: int, data_dir: Path, *, with_payments: bool = False, **overrides: object
+) -> Platform:
+    identity_port, ledger_port, goals_port, payments_port, simulator_port, relay_port = (
+        embedded.free_port() for _ in range(6)
+    )
     goals_url = migrated_database(postgres_port, "goals")
     ledger_url = migrated_database(postgres_port, "ledger")
     values: dict[str, object] = {
@@ -300,19 +367,41 @@ async def start_platform(postgres_port: int, mongodb_port: int, data_dir: Path, 
         "ledger_port": ledger_port,
         "identity_target": f"127.0.0.1:{identity_port}",
         "ledger_target": f"127.0.0.1:{ledger_port}",
-        # Nothing listens here: payments is "down" for these tests.
+        "goals_port": goals_port,
+        "goals_target": f"127.0.0.1:{goals_port}",
+        # Nothing listens here unless `with_payments`: payments is "down".
+        "payments_port": payments_port,
         "payments_target": f"127.0.0.1:{payments_port}",
         "scheduler_interval_ms": 50,
         "call_timeout_ms": 2000,
+        "paystack_simulator_port": simulator_port,
+        "paystack_base_url": f"http://127.0.0.1:{simulator_port}",
+        "webhook_url": f"http://127.0.0.1:{relay_port}/v1/webhooks/paystack",
+        # Refunds and transfers settle only when a test says so; retries are quick.
+        "paystack_sim_settle_ms": 0,
+        "paystack_sim_retry_base_ms": 100,
+        "webhook_retry_base_ms": 100,
     }
     values.update(overrides)
     settings = settings_with(postgres_port, mongodb_port, data_dir, **values)
     platform = Platform(settings, goals_url, ledger_url)
-    for build, port in ((identity_main.build, identity_port), (ledger_main.build, ledger_port)):
+    services = [(identity_main.build, identity_port), (ledger_main.build, ledger_port)]
+    if with_payments:
+        platform.simulator = await paystack_sim.start(settings, port=simulator_port)
+        services.append((payments_main.build, payments_port))
+    for build, port in services:
         runner = ServiceRunner(build, settings, port=port)
         await runner.start()
         platform.runners.append(runner)
-    platform.goals = await platform.start_goals()
+    if with_payments:
+        platform.relay = WebhookRelay(settings.target("payments"))
+        await platform.relay.start(relay_port)
+        public = grpc.aio.insecure_channel(settings.target("payments"))
+        internal = service_channel(settings.target("payments"))
+        platform.payment_channels = [public, internal]
+        platform.payments = payments_service_pb2_grpc.PaymentsServiceStub(public)
+        platform.payments_internal = payments_service_pb2_grpc.PaymentsInternalServiceStub(internal)
+    platform.goals = await platform.start_goals(port=goals_port)
     return platform
 
 
@@ -331,6 +420,17 @@ async def eventually(check: Callable[[], Awaitable[Any]], timeout_s: float = 10.
         while not (result := await check()):  # noqa: ASYNC110 - polling state the service owns
             await asyncio.sleep(0.02)
     return result
+
+
+@pytest_asyncio.fixture(scope="module")
+async def paying_platform(
+    postgres_port: int, mongodb_port: int, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Platform]:
+    running = await start_platform(
+        postgres_port, mongodb_port, tmp_path_factory.mktemp("goals-payments"), with_payments=True
+    )
+    yield running
+    await running.close()
 
 
 async def take(stream: Any, count: int, timeout_s: float = 10.0) -> list[Any]:

@@ -1,0 +1,232 @@
+"""Goals with the real payments service and the Paystack simulator: checkout, webhooks, refunds, payouts."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import grpc
+import httpx
+import pytest
+from gofund.goals.v1 import goals_pb2, goals_service_pb2
+from gofund.payments.v1 import payments_pb2, payments_service_pb2
+
+from services.goals import domain
+from tests.integration.goals_fixtures import Platform, User, eventually, paying_platform, take
+from tests.integration.ledger_helpers import open_account
+
+__all__ = ["paying_platform"]
+pytestmark = pytest.mark.asyncio
+
+OPEN, FUNDED, RELEASED, WITHDRAWN = (
+    goals_pb2.GOAL_STATUS_OPEN,
+    goals_pb2.GOAL_STATUS_FUNDED,
+    goals_pb2.GOAL_STATUS_RELEASED,
+    goals_pb2.GOAL_STATUS_WITHDRAWN,
+)
+REFUNDED = goals_pb2.GOAL_STATUS_REFUNDED
+SUCCEEDED = goals_pb2.CONTRIBUTION_STATUS_SUCCEEDED
+REFUNDED_CONTRIBUTION = goals_pb2.CONTRIBUTION_STATUS_REFUNDED
+
+
+async def checkout(platform: Platform, payer: User, goal: Any, amount: int, key: str | None = None) -> Any:
+    request = goals_service_pb2.CreateContributionRequest(
+        goal_id=goal.id, amount=amount, currency=goal.currency, idempotency_key=key or uuid.uuid4().hex
+    )
+    return await platform.goals.public.CreateContribution(request, metadata=payer.auth)
+
+
+async def simulator(path: str, body: dict[str, Any] | None = None) -> httpx.Response:
+    async with httpx.AsyncClient(timeout=10) as client:
+        return await client.post(path, json=body or {})
+
+
+async def pay(started: Any) -> None:
+    """The payer presses Pay on the simulator's checkout page."""
+    response = await simulator(f"{started.authorization_url}/pay", {"outcome": "success"})
+    assert response.status_code == 200, response.text
+
+
+async def settle(platform: Platform, kind: str, key: str, outcome: str) -> None:
+    assert platform.simulator is not None
+    response = await simulator(f"{platform.simulator.base_url}/_sim/{kind}/{key}/settle", {"outcome": outcome})
+    assert response.status_code == 200, response.text
+
+
+async def contribution(platform: Platform, user: User, contribution_id: str) -> Any:
+    response = await platform.goals.public.GetContribution(
+        goals_service_pb2.GetContributionRequest(contribution_id=contribution_id), metadata=user.auth
+    )
+    return response.contribution
+
+
+async def paid_contribution(platform: Platform, payer: User, goal: Any, amount: int) -> Any:
+    started = await checkout(platform, payer, goal, amount)
+    await pay(started)
+    return await eventually(lambda: _status_is(platform, payer, started.contribution.id, SUCCEEDED), timeout_s=15)
+
+
+async def _status_is(platform: Platform, user: User, contribution_id: str, status: int) -> Any:
+    found = await contribution(platform, user, contribution_id)
+    return found if found.status == status else None
+
+
+async def test_a_payment_at_checkout_funds_the_goal_and_a_retry_returns_the_same_checkout(
+    paying_platform: Platform,
+) -> None:
+    platform = paying_platform
+    owner, payer = await platform.users(2)
+    goal = await platform.goal(owner, target=5000)
+    key = uuid.uuid4().hex
+    started = await checkout(platform, payer, goal, 5000, key)
+    again = await checkout(platform, payer, goal, 5000, key)
+    assert started.contribution.status == goals_pb2.CONTRIBUTION_STATUS_PENDING
+    assert started.contribution.payment_id
+    assert started.payment_reference == started.contribution.payment_reference
+    assert (again.contribution.id, again.authorization_url) == (started.contribution.id, started.authorization_url)
+    assert started.authorization_url.startswith(platform.settings.paystack_url)
+
+    stream = platform.goals.public.WatchGoal(goals_service_pb2.WatchGoalRequest(goal_id=goal.id))
+    (first,) = await take(stream, 1)
+    assert (first.status, first.raised_amount) == (OPEN, 0)
+    await pay(started)
+    # The capture (ledger) and the confirmation (payments -> goals) arrive separately.
+    funded = await platform.until(goal.id, lambda g: g.status == FUNDED and g.contributor_count == 1, 15)
+    assert funded.raised_amount == 5000
+    async for message in stream:
+        if message.status == FUNDED:
+            break
+    stream.cancel()
+    paid = await contribution(platform, payer, started.contribution.id)
+    assert (paid.status, paid.payment_id) == (SUCCEEDED, started.contribution.payment_id)
+    # A retry after the payment succeeded still names the same contribution and payment.
+    late_retry = await checkout(platform, payer, goal, 5000, key)
+    assert (late_retry.contribution.id, late_retry.contribution.status) == (started.contribution.id, SUCCEEDED)
+
+
+async def test_the_payout_waits_for_the_owners_bank_account_then_the_goal_is_withdrawn(
+    paying_platform: Platform,
+) -> None:
+    platform = paying_platform
+    owner = await platform.fresh_user()
+    (backer,) = (await platform.users(2))[1:]
+    goal = await platform.goal(owner, target=4000)
+    await paid_contribution(platform, backer, goal, 4000)
+    await platform.status(goal.id, FUNDED, timeout_s=15)
+    proof = (
+        await platform.goals.public.CreateProof(
+            goals_service_pb2.CreateProofRequest(goal_id=goal.id, title="Receipts"), metadata=owner.auth
+        )
+    ).proof
+    await platform.goals.public.CreateVote(
+        goals_service_pb2.CreateVoteRequest(proof_id=proof.id, is_approved=True), metadata=backer.auth
+    )
+    await platform.status(goal.id, RELEASED)
+    waiting = await eventually(
+        lambda: platform.goals_sql(
+            "SELECT last_error FROM releases WHERE goal_id = %s AND last_error LIKE %s",
+            goal.id,
+            "%NO_PAYOUT_RECIPIENT%",
+        )
+    )
+    assert waiting
+
+    await platform.payments.CreatePayoutRecipient(
+        payments_service_pb2.CreatePayoutRecipientRequest(
+            account_number="0123456789", bank_code="058", name="Ada Owner", currency="NGN",
+            idempotency_key=uuid.uuid4().hex,
+        ),
+        metadata=owner.auth,
+    )  # fmt: skip
+    platform.clock.advance(minutes=30)  # the saga's next look
+    payout_id = domain.payout_id(goal.id, 1)
+    payout = await eventually(lambda: _payout(platform, payout_id))
+    assert (payout.amount, payout.user_id, payout.status) == (3800, owner.id, payments_pb2.PAYOUT_STATUS_PENDING)
+
+    await settle(platform, "transfers", payout.transfer_code, "success")
+    withdrawn = await platform.status(goal.id, WITHDRAWN, timeout_s=15)
+    assert withdrawn.raised_amount == 4000
+    owner_account = await platform_account(platform, "USER", owner.id)
+    revenue = await platform_account(platform, "REVENUE", "platform")
+    assert await platform.balance(owner_account) == 0
+    assert await platform.balance(goal.account_id) == 0
+    assert await platform.balance(revenue) >= 200
+
+
+async def _payment_is(platform: Platform, payer: User, payment_id: str, status: int) -> bool:
+    response = await platform.payments.GetPayment(
+        payments_service_pb2.GetPaymentRequest(payment_id=payment_id), metadata=payer.auth
+    )
+    return bool(response.payment.status == status)
+
+
+async def _payout(platform: Platform, payout_id: str) -> Any:
+    try:
+        response = await platform.payments_internal.GetPayout(
+            payments_service_pb2.GetPayoutRequest(payout_id=payout_id)
+        )
+    except grpc.aio.AioRpcError as exc:
+        if exc.code() is grpc.StatusCode.NOT_FOUND:
+            return None
+        raise
+    return response.payout if response.payout.transfer_code else None
+
+
+async def platform_account(platform: Platform, kind: str, entity_id: str) -> str:
+    return await open_account(platform.ledger, kind, "NGN", entity_id)
+
+
+async def test_a_refund_paystack_fails_is_retried_under_a_new_refund_id(paying_platform: Platform) -> None:
+    platform = paying_platform
+    owner, payer = await platform.users(2)
+    goal = await platform.goal(owner, target=10_000)
+    paid = await paid_contribution(platform, payer, goal, 3000)
+    await platform.until(goal.id, lambda g: g.raised_amount == 3000)
+    await platform.goals.public.CancelGoal(
+        goals_service_pb2.CancelGoalRequest(goal_id=goal.id, reason="Venue closed"), metadata=owner.auth
+    )
+    await eventually(
+        lambda: platform.goals_sql("SELECT 1 FROM refunds WHERE contribution_id = %s AND state = 'REQUESTED'", paid.id)
+    )
+    await settle(platform, "refunds", paid.payment_reference, "failed")
+    await eventually(lambda: _payment_is(platform, payer, paid.payment_id, payments_pb2.PAYMENT_STATUS_SUCCESS))
+    # The saga looks again later, finds the payment back in SUCCESS, and asks under the next id.
+    platform.clock.advance(minutes=5)
+    await eventually(
+        lambda: platform.goals_sql(
+            "SELECT 1 FROM refunds WHERE contribution_id = %s AND attempt = 2 AND state = 'REQUESTED'", paid.id
+        ),
+        timeout_s=15,
+    )
+    await settle(platform, "refunds", paid.payment_reference, "success")
+    refunded = await platform.status(goal.id, REFUNDED, timeout_s=15)
+    assert (refunded.raised_amount, refunded.contributor_count) == (3000, 1)
+    assert (await contribution(platform, payer, paid.id)).status == REFUNDED_CONTRIBUTION
+    assert await platform.balance(goal.account_id) == 0
+
+
+async def test_a_payment_completed_after_the_goal_was_cancelled_goes_back_to_the_payer(
+    paying_platform: Platform,
+) -> None:
+    platform = paying_platform
+    owner, payer = await platform.users(2)
+    goal = await platform.goal(owner, target=10_000)
+    started = await checkout(platform, payer, goal, 2500)
+    cancelled = (
+        await platform.goals.public.CancelGoal(
+            goals_service_pb2.CancelGoalRequest(goal_id=goal.id, reason="Changed plans"), metadata=owner.auth
+        )
+    ).goal
+    assert cancelled.status == REFUNDED  # nothing had been paid yet
+    await pay(started)  # the payer was still on the checkout page
+    await eventually(
+        lambda: platform.goals_sql(
+            "SELECT 1 FROM refunds WHERE contribution_id = %s AND state = 'REQUESTED'", started.contribution.id
+        ),
+        timeout_s=15,
+    )
+    await settle(platform, "refunds", started.payment_reference, "success")
+    await eventually(lambda: _status_is(platform, payer, started.contribution.id, REFUNDED_CONTRIBUTION), 15)
+    after = await platform.get(goal.id)
+    assert (after.status, after.raised_amount, after.contributor_count) == (REFUNDED, 0, 0)
+    assert await platform.balance(goal.account_id) == 0
