@@ -30,7 +30,9 @@ PROBE = {
     "identity": lambda c: identity_service_pb2_grpc.IdentityServiceStub(c).GetCurrentUser(
         identity_service_pb2.GetCurrentUserRequest()
     ),
-    "goals": lambda c: goals_service_pb2_grpc.GoalsServiceStub(c).ListGoals(goals_service_pb2.ListGoalsRequest()),
+    "goals": lambda c: goals_service_pb2_grpc.GoalsServiceStub(c).GetGoal(
+        goals_service_pb2.GetGoalRequest(goal_id="not-a-uuid")
+    ),
     "ledger": lambda c: ledger_service_pb2_grpc.LedgerServiceStub(c).GetAccount(
         ledger_service_pb2.GetAccountRequest(account_id="not-a-uuid")
     ),
@@ -56,7 +58,7 @@ def build_of(service: str):  # type: ignore[no-untyped-def]
     ("service", "expected"),
     [
         ("identity", grpc.StatusCode.UNAUTHENTICATED),
-        ("goals", grpc.StatusCode.UNIMPLEMENTED),
+        ("goals", grpc.StatusCode.INVALID_ARGUMENT),
         ("ledger", grpc.StatusCode.INVALID_ARGUMENT),
         ("payments", grpc.StatusCode.UNAUTHENTICATED),  # GetPayment needs a login
     ],
