@@ -92,6 +92,8 @@ class Settings(BaseSettings):
     paystack_callback_url: str = _env("GOFUND_PAYSTACK_CALLBACK_URL", default="")
     webhook_max_attempts: int = _env("GOFUND_WEBHOOK_MAX_ATTEMPTS", default=8, gt=0)
     webhook_retry_base_ms: int = _env("GOFUND_WEBHOOK_RETRY_BASE_MS", default=500, gt=0)
+    # Events one payments process works on at once (each mostly waits on Paystack and the ledger).
+    webhook_workers: int = _env("GOFUND_WEBHOOK_WORKERS", default=4, gt=0, le=64)
 
     # Goals: the platform fee and the vote rules, in basis points (1/100 of a
     # percent) of the goal's raised amount, and how often the scheduler looks

@@ -50,7 +50,10 @@ async def build(settings: Settings, stack: AsyncExitStack) -> Service:
         paystack_timeout_s=settings.paystack_timeout_ms / 1000,
     )
     processor = Processor(
-        payments, max_attempts=settings.webhook_max_attempts, retry_base_ms=settings.webhook_retry_base_ms
+        payments,
+        max_attempts=settings.webhook_max_attempts,
+        retry_base_ms=settings.webhook_retry_base_ms,
+        workers=settings.webhook_workers,
     )
     payments.wake_processor = processor.wake
     services = payments_service_pb2.DESCRIPTOR.services_by_name

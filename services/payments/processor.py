@@ -4,7 +4,7 @@ A received event is stored PENDING and acknowledged; this loop then applies it
 (`Payments.process`) and marks it PROCESSED. It runs in every payments process
 and picks up whatever is due, so events left by a crash are resumed at start-up
 and events stored by another replica are processed too. Each event is taken
-under a lease (one atomic find-and-modify), so two processes never work on the
+under a lease (one conditional update), so two processes never work on the
 same event at once; a process that dies mid-event leaves a lease that runs out.
 
 The lease is short and renewed while the event is worked on, so an event held
@@ -64,8 +64,9 @@ def backoff_s(attempt: int, base_s: float, cap_s: float) -> float:
 
 
 class Processor:
-    def __init__(self, payments: Payments, *, max_attempts: int, retry_base_ms: int) -> None:
+    def __init__(self, payments: Payments, *, max_attempts: int, retry_base_ms: int, workers: int = 1) -> None:
         self._payments = payments
+        self._workers = workers
         self._max_attempts = max_attempts
         self._base_s = retry_base_ms / 1000
         self._wake = asyncio.Event()
@@ -80,7 +81,15 @@ class Processor:
             resumed = await self._payments.records.make_pending_events_due()
             if resumed:
                 log.info("resuming pending webhook events", extra={"count": resumed})
+        async with asyncio.TaskGroup() as group:
+            for _ in range(self._workers):
+                group.create_task(self._work())
+
+    async def _work(self) -> None:
+        """One worker: events are claimed one at a time, so workers never share one."""
         while True:
+            # Cleared before looking, so an event stored after the look still wakes us.
+            self._wake.clear()
             try:
                 worked = await self.process_one()
             except Exception:
@@ -91,7 +100,6 @@ class Processor:
                 await self._idle()
 
     async def _idle(self) -> None:
-        self._wake.clear()
         delay = IDLE_POLL_S
         with contextlib.suppress(Exception):
             due = await self._payments.records.next_event_due()
@@ -105,7 +113,7 @@ class Processor:
         doc = await self._payments.records.claim_due_event(EVENT_LEASE)
         if doc is None:
             return False
-        event_id, token = doc["eventId"], doc["lease"]["token"]
+        event_id, token = doc["eventId"], doc["leaseToken"]
         attempt = doc.get("attempts", 0) + 1
         context.request_id.set(f"webhook:{event_id}")
         renewal = asyncio.create_task(self._keep_lease(event_id, token))

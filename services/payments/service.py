@@ -193,24 +193,23 @@ class Payments:
                 moved = await self.records.update_payment(
                     payment.payment_id,
                     {"paystackReference": domain.payment_reference(payment.payment_id, attempt),
-                     "referenceAttempt": attempt, "initLease": None},
+                     "referenceAttempt": attempt},
                     lease=lease,
+                    release_lease=True,
+                    push={"earlierReferences": payment.reference},
                 )  # fmt: skip
-                if moved is not None:
-                    await self.records.payments.update_one(
-                        {"paymentId": payment.payment_id}, {"$push": {"earlierReferences": payment.reference}}
-                    )
                 return moved or await self._reload(payment.payment_id)
-            await self.records.update_payment(payment.payment_id, {"initLease": None}, lease=lease)
+            await self.records.update_payment(payment.payment_id, {}, lease=lease, release_lease=True)
             raise
         except BaseException:
-            await self.records.update_payment(payment.payment_id, {"initLease": None}, lease=lease)
+            await self.records.update_payment(payment.payment_id, {}, lease=lease, release_lease=True)
             raise
         stored = await self.records.update_payment(
             payment.payment_id,
             {"authorizationUrl": checkout.authorization_url, "accessCode": checkout.access_code,
-             "paystackData": checkout.data, "initLease": None},
+             "paystackData": checkout.data},
             lease=lease,
+            release_lease=True,
         )  # fmt: skip
         # Lost the lease (it ran out mid-call and another caller took over): theirs stands.
         return stored or await self._reload(payment.payment_id)
@@ -256,6 +255,7 @@ class Payments:
         `confirmed_by_event`: a signed `charge.success` says it was paid, so a
         verify that does not agree yet is retried later rather than ignored.
         """
+        posted = False
         if payment.status is PaymentStatus.PENDING and not payment.flagged:
             charge = await self.paystack.verify(payment.reference)
             verdict = domain.judge_verification(
@@ -264,16 +264,18 @@ class Payments:
             if verdict.mismatch:
                 log.warning("payment flagged", extra={"payment_id": payment.payment_id, "reason": verdict.mismatch})
                 return await self._flag(payment, verdict.mismatch, charge.data)
+            moved = None
             if verdict.status is PaymentStatus.SUCCESS:
                 await self._post_capture(payment)
-                paid_at = _parse_time(charge.paid_at) or store.now()
-                await self.records.update_payment(
+                posted = True
+                moved = await self.records.update_payment(
                     payment.payment_id,
-                    {"status": str(PaymentStatus.SUCCESS), "paidAt": paid_at, "verification": charge.data},
+                    {"status": str(PaymentStatus.SUCCESS), "paidAt": _parse_time(charge.paid_at) or store.now(),
+                     "verification": charge.data},
                     statuses=[PaymentStatus.PENDING],
-                )
+                )  # fmt: skip
             elif verdict.status is PaymentStatus.FAILED:
-                await self.records.update_payment(
+                moved = await self.records.update_payment(
                     payment.payment_id,
                     {"status": str(PaymentStatus.FAILED), "verification": charge.data,
                      "failureReason": charge.gateway_response or charge.status},
@@ -281,11 +283,13 @@ class Payments:
                 )  # fmt: skip
             elif confirmed_by_event:
                 raise NotYetConfirmed(f"Paystack's verify reports {charge.status!r} for a charge.success")
-            payment = await self._reload(payment.payment_id)
+            # Not moved: still pending, or another caller moved it first; either way, as it stands now.
+            payment = moved or await self._reload(payment.payment_id)
         if payment.flagged:
             return payment
         if payment.status in CAPTURED:
-            await self._post_capture(payment)  # a replay when it is already written
+            if not posted:
+                await self._post_capture(payment)  # a replay when it is already written
             await self.peers.confirm_contribution(
                 payment.contribution_id, payment.payment_id, payment.amount, payment.currency, payment.paid_at
             )
@@ -372,13 +376,13 @@ class Payments:
                     merchant_note=str(refund.get("reason") or "GoFund refund"),
                 )
             except BaseException:
-                await self.records.update_payment(payment.payment_id, {"refundLease": None}, lease=lease)
+                await self.records.update_payment(payment.payment_id, {}, lease=lease, release_lease=True)
                 raise
             stored = await self.records.update_payment(
                 payment.payment_id,
-                {"refund.requested": True, "refund.paystackRefundId": answer.id, "refund.data": answer.data,
-                 "refundLease": None},
+                {"refund.requested": True, "refund.paystackRefundId": answer.id, "refund.data": answer.data},
                 lease=lease,
+                release_lease=True,
             )  # fmt: skip
             payment = stored or await self._reload(payment.payment_id)
         return payment
@@ -543,20 +547,20 @@ class Payments:
                     # An earlier attempt reached Paystack (its answer was lost).
                     # Its events carry our reference, which is how they find the payout.
                     stored = await self.records.update_payout(
-                        payout.payout_id, {"requested": True, "transferLease": None}, lease=lease
+                        payout.payout_id, {"requested": True}, lease=lease, release_lease=True
                     )
                     payout = stored or await self._payout(payout.payout_id)
                     continue
-                await self.records.update_payout(payout.payout_id, {"transferLease": None}, lease=lease)
+                await self.records.update_payout(payout.payout_id, {}, lease=lease, release_lease=True)
                 raise
             except BaseException:
-                await self.records.update_payout(payout.payout_id, {"transferLease": None}, lease=lease)
+                await self.records.update_payout(payout.payout_id, {}, lease=lease, release_lease=True)
                 raise
             stored = await self.records.update_payout(
                 payout.payout_id,
-                {"requested": True, "transferCode": transfer.transfer_code, "transferData": transfer.data,
-                 "transferLease": None},
+                {"requested": True, "transferCode": transfer.transfer_code, "transferData": transfer.data},
                 lease=lease,
+                release_lease=True,
             )  # fmt: skip
             payout = stored or await self._payout(payout.payout_id)
         return payout
