@@ -330,11 +330,12 @@ class Goals:
         now = self.clock()
         try:
             async with self.database.transaction() as session:
+                # Under the goal's lock, so a concurrent retry finds the first one's proof.
+                goal = await self._owned_goal(session, caller, goal_id)
                 if request_id:
                     existing = await store.proof_by_request(session, uuid.UUID(caller.user_id), request_id)
                     if existing is not None:
                         return self._replayed_proof(existing, fingerprint)
-                goal = await self._owned_goal(session, caller, goal_id)
                 if goal.status != GoalStatus.FUNDED.value or await store.is_releasing(session, goal.id):
                     raise domain.GoalNotFunded(
                         "proof can only be submitted for a funded goal", metadata={"status": goal.status}
@@ -355,7 +356,7 @@ class Goals:
                 await session.flush()
                 return proof
         except IntegrityError:
-            # A concurrent retry with the same request id won the insert.
+            # The same request id used at the same time for another goal won the insert.
             if not request_id:
                 raise
             async with self.database.transaction() as session:

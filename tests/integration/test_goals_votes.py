@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import grpc
@@ -70,7 +71,11 @@ async def test_only_the_owner_of_a_funded_goal_submits_proof_one_at_a_time(platf
     assert reason(missing) == "GOAL_NOT_FOUND"
 
     media = ["https://example.com/receipt.jpg", "https://example.com/class.mp4"]
-    proof = await submit(platform, owner, goal.id, media_urls=media, request_id="proof-1")
+    proof, twin = await asyncio.gather(
+        submit(platform, owner, goal.id, media_urls=media, request_id="proof-1"),
+        submit(platform, owner, goal.id, media_urls=media, request_id="proof-1"),
+    )
+    assert twin == proof
     assert (proof.status, proof.attempt, list(proof.media_urls), proof.owner_id) == (PENDING, 1, media, owner.id)
     window = proof.voting_ends_at.ToDatetime() - proof.created_at.ToDatetime()
     assert window.total_seconds() == platform.settings.voting_window_hours * 3600
@@ -107,7 +112,13 @@ async def test_contributors_vote_once_by_weight_and_the_owner_never(platform: Pl
     )
     assert reason(long_comment) == "INVALID_COMMENT"
 
-    first = await vote(platform, alice, proof.id, approve=True)
+    outcomes = await asyncio.gather(
+        vote(platform, alice, proof.id, approve=True), vote(platform, alice, proof.id, approve=True),
+        return_exceptions=True,
+    )  # fmt: skip
+    (first,) = [o for o in outcomes if not isinstance(o, BaseException)]
+    (twice,) = [o for o in outcomes if isinstance(o, grpc.aio.AioRpcError)]
+    assert reason(twice) == "ALREADY_VOTED"
     assert (first.vote.weight, first.vote.voter_id, first.vote.is_approved) == (3000, alice.id, True)
     assert (first.proof.approve_weight, first.proof.reject_weight, first.proof.voter_count) == (3000, 0, 1)
     again = await rejected(vote(platform, alice, proof.id, approve=False))
