@@ -336,15 +336,16 @@ class Goals:
                     existing = await store.proof_by_request(session, uuid.UUID(caller.user_id), request_id)
                     if existing is not None:
                         return self._replayed_proof(existing, fingerprint)
+                proofs = await store.proofs_of(session, goal.id)
+                pending = any(p.status == ProofStatus.PENDING.value for p in proofs)
+                if len(proofs) >= domain.MAX_PROOFS and not pending:
+                    raise domain.ProofLimitReached(f"a goal takes at most {domain.MAX_PROOFS} proofs")
                 if goal.status != GoalStatus.FUNDED.value or await store.is_releasing(session, goal.id):
                     raise domain.GoalNotFunded(
                         "proof can only be submitted for a funded goal", metadata={"status": goal.status}
                     )
-                proofs = await store.proofs_of(session, goal.id)
-                if any(p.status == ProofStatus.PENDING.value for p in proofs):
+                if pending:
                     raise domain.ProofPending("another proof is still in voting")
-                if len(proofs) >= domain.MAX_PROOFS:
-                    raise domain.ProofLimitReached(f"a goal takes at most {domain.MAX_PROOFS} proofs")
                 proof = store.Proof(
                     id=uuid.uuid4(), goal_id=goal.id, owner_id=goal.owner_id, title=title, description=description,
                     media_urls=list(media_urls), status=ProofStatus.PENDING.value, attempt=len(proofs) + 1,

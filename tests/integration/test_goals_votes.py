@@ -262,7 +262,7 @@ async def test_the_third_rejected_proof_refunds_the_goal(platform: Platform) -> 
     assert (refunding.status, refunding.raised_amount) == (REFUNDING, 10_000)
     assert await platform.goals_sql("SELECT count(*) FROM refunds WHERE goal_id = %s", goal.id) == [(2,)]
     after = await rejected(submit(platform, owner, goal.id))
-    assert reason(after) == "GOAL_NOT_FUNDED"
+    assert (after.code(), reason(after)) == (grpc.StatusCode.FAILED_PRECONDITION, "PROOF_LIMIT_REACHED")
 
 
 async def test_a_release_replayed_after_a_lost_commit_moves_the_money_once(platform: Platform) -> None:
