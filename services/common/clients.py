@@ -46,7 +46,14 @@ def retry_service_config(services: Iterable[descriptor.ServiceDescriptor]) -> st
         for method in service.methods
         if method.GetOptions().idempotency_level in _IDEMPOTENT_LEVELS
     ]
-    config: dict[str, Any] = {"methodConfig": []}
+    # Round robin over every address of the target (replicas listed with the
+    # ipv4: scheme, or a DNS name's records), skipping those whose health
+    # service is not SERVING, so a replica that drains stops getting calls.
+    config: dict[str, Any] = {
+        "loadBalancingConfig": [{"round_robin": {}}],
+        "healthCheckConfig": {"serviceName": ""},
+        "methodConfig": [],
+    }
     if names:
         config["methodConfig"].append({"name": names, "retryPolicy": _RETRY_POLICY})
     return json.dumps(config)

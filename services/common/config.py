@@ -64,6 +64,12 @@ class Settings(BaseSettings):
     smtp_port: int = _env("GOFUND_SMTP_PORT", default=1025)
     # Login and registration requests per minute that Envoy lets through.
     auth_rate_per_minute: int = _env("GOFUND_AUTH_RATE_PER_MINUTE", default=60, gt=0)
+    # Paystack webhook deliveries per minute that Envoy lets through (Paystack retries a 429).
+    webhook_rate_per_minute: int = _env("GOFUND_WEBHOOK_RATE_PER_MINUTE", default=1200, gt=0)
+    # The deadline of every unary route at the edge; the service sees it as grpc-timeout.
+    edge_timeout_ms: int = _env("GOFUND_EDGE_TIMEOUT_MS", default=15_000, gt=0, le=99_999_999)
+    # The web app's origin: the only one CORS lets call the API from a browser.
+    web_origin: str = _env("GOFUND_WEB_ORIGIN", default="http://localhost:3000")
 
     identity_database_url: str = _env("GOFUND_IDENTITY_DATABASE_URL", default="")
     goals_database_url: str = _env("GOFUND_GOALS_DATABASE_URL", default="")

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 import uuid
@@ -112,6 +113,10 @@ class CallContextInterceptor(grpc.aio.ServerInterceptor):
         return unary
 
     def _wrap_stream(self, method: str, incoming_request_id: str, behaviour: Any) -> Any:
+        if not inspect.isasyncgenfunction(behaviour):
+            # A stream written through ctx.write (grpc's own health Watch) is a
+            # coroutine, not a generator: wrapped like a unary handler.
+            return self._wrap_unary(method, incoming_request_id, behaviour)
         async def stream(request: Any, ctx: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             started = self._enter(incoming_request_id, ctx)
             try:

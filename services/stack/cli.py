@@ -149,7 +149,11 @@ def _admin_create(args: argparse.Namespace) -> None:
 def _up(args: argparse.Namespace) -> None:
     from services.stack.stack import Stack, StackError
 
-    stack = Stack()
+    try:
+        stack = Stack(replicas=args.replicas)
+    except StackError as exc:
+        print(f"gofund up: {exc}", file=sys.stderr)
+        sys.exit(2)
     stopping = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stopping.set())
@@ -189,6 +193,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="gofund", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     up = commands.add_parser("up", help="run the whole platform on embedded servers (Ctrl-C stops it)")
+    up.add_argument(
+        "--replicas", type=int, default=1, metavar="N", help="processes per service behind Envoy (ports +100 each)"
+    )
     up.set_defaults(handler=_up)
     serve = commands.add_parser("serve", help="run one service (reads GOFUND_* settings)")
     serve.add_argument("service", choices=SERVICES)

@@ -32,6 +32,12 @@ class EdgeConfig:
     health_interval: str = "1s"
     # Login and registration requests per minute through this Envoy (a shared bucket).
     auth_rate_per_minute: int = 60
+    # Paystack webhook deliveries per minute through this Envoy.
+    webhook_rate_per_minute: int = 1200
+    # The deadline of every unary route, passed to the service as grpc-timeout.
+    unary_timeout_ms: int = 15_000
+    # The web app's origin, the one CORS lets call the API from a browser.
+    web_origin: str = "http://localhost:3000"
 
 
 def _endpoints(addresses: Sequence[tuple[str, int]]) -> str:
@@ -50,6 +56,11 @@ def render(config: EdgeConfig) -> str:
         "CLUSTER_TYPE": config.cluster_type,
         "HEALTH_INTERVAL": config.health_interval,
         "AUTH_RATE_PER_MINUTE": str(config.auth_rate_per_minute),
+        "WEBHOOK_RATE_PER_MINUTE": str(config.webhook_rate_per_minute),
+        "UNARY_TIMEOUT": f"{config.unary_timeout_ms / 1000:g}s",
+        # gRPC's wire form: at most 8 digits and a unit (m = milliseconds).
+        "UNARY_GRPC_TIMEOUT": f"{config.unary_timeout_ms}m",
+        "WEB_ORIGIN": config.web_origin,
     }
     for service in SERVICES:
         values[f"{service.upper()}_ENDPOINTS"] = _endpoints(config.upstreams[service])

@@ -22,6 +22,7 @@ from services.stack import embedded
 from services.stack.envoy_config import SERVICES, EdgeConfig, write
 
 HEALTHY_TIMEOUT_S = 30.0
+REPLICA_PORT_STEP = 100
 
 
 class StackError(Exception):
@@ -35,19 +36,32 @@ class Stack:
         *,
         durable: bool = True,
         external_services: Sequence[str] = (),
+        replicas: int = 1,
     ) -> None:
         self.overrides = dict(overrides or {})
+        if replicas < 1:
+            raise StackError("replicas must be at least 1")
+        self.replicas = replicas
         # Services the caller runs itself on their configured ports (a test that
         # injects a clock into goals, say): not started here, and Envoy's
         # health is not awaited for them; call `wait_edge_healthy` once they run.
         self.external_services = tuple(external_services)
         self.env = {**os.environ, **self.overrides}
         self.settings = Settings(**self.overrides)  # type: ignore[arg-type]
+        if replicas > 1:
+            # Services reach every replica of each other, balanced by gRPC's
+            # round robin over this address list (see services.common.clients).
+            for name in SERVICES:
+                variable = f"GOFUND_{name.upper()}_TARGET"
+                if variable not in self.overrides:
+                    self.env[variable] = "ipv4:" + ",".join(f"127.0.0.1:{p}" for p in self.replica_ports(name))
         self.data_dir = self.settings.data_dir.resolve()
         self.logs_dir = self.data_dir / "logs"
         self.durable = durable
         self.processes: list[embedded.ManagedProcess] = []
+        # Replica 0 of each service; `replica_processes` has all of them.
         self.services: dict[str, embedded.ManagedProcess] = {}
+        self.replica_processes: dict[str, list[embedded.ManagedProcess]] = {}
         self.envoy: embedded.ManagedProcess | None = None
         self._lock_path = self.data_dir / "stack.pid"
 
@@ -65,7 +79,18 @@ class Stack:
             "GOFUND_ENVOY_ADMIN_PORT": s.envoy_admin_port,
             "GOFUND_SMTP_PORT": s.smtp_port,
             "GOFUND_PAYSTACK_SIM_PORT": s.paystack_simulator_port,
+            **{
+                f"GOFUND_{name.upper()}_PORT (replica {i})": port
+                for name in SERVICES
+                for i, port in enumerate(self.replica_ports(name))
+                if i > 0
+            },
         }
+
+    def replica_ports(self, name: str) -> list[int]:
+        """Replica i of a service listens on its port + 100 * i (50051, 50151, ...)."""
+        base: int = getattr(self.settings, f"{name}_port")
+        return [base + REPLICA_PORT_STEP * i for i in range(self.replicas)]
 
     def _preflight(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -88,7 +113,8 @@ class Stack:
             self._start_paystack_simulator()
             for name in SERVICES:
                 if name not in self.external_services:
-                    self.start_service(name)
+                    for replica in range(self.replicas):
+                        self.start_service(name, replica)
             self._start_envoy()
         except BaseException:
             self.stop()
@@ -141,10 +167,19 @@ class Stack:
             ensure_database(url)
             upgrade(service, url)
 
-    def start_service(self, name: str) -> embedded.ManagedProcess:
-        port = getattr(self.settings, f"{name}_port")
-        process = self._start(embedded.gofund_service(name, port, self.env, self.logs_dir / f"{name}.log"))
-        self.services[name] = process
+    def start_service(self, name: str, replica: int = 0) -> embedded.ManagedProcess:
+        """Start (or restart) one replica of a service."""
+        port = self.replica_ports(name)[replica]
+        env = {**self.env, f"GOFUND_{name.upper()}_PORT": str(port)}
+        log_name = name if replica == 0 else f"{name}-{replica}"
+        process = self._start(embedded.gofund_service(name, port, env, self.logs_dir / f"{log_name}.log"))
+        replicas = self.replica_processes.setdefault(name, [])
+        if replica < len(replicas):
+            replicas[replica] = process
+        else:
+            replicas.append(process)
+        if replica == 0:
+            self.services[name] = process
         return process
 
     def _start_envoy(self) -> None:
@@ -152,8 +187,11 @@ class Stack:
         config = EdgeConfig(
             public_port=s.envoy_port,
             admin_port=s.envoy_admin_port,
-            upstreams={name: [("127.0.0.1", getattr(s, f"{name}_port"))] for name in SERVICES},
+            upstreams={name: [("127.0.0.1", port) for port in self.replica_ports(name)] for name in SERVICES},
             auth_rate_per_minute=s.auth_rate_per_minute,
+            webhook_rate_per_minute=s.webhook_rate_per_minute,
+            unary_timeout_ms=s.edge_timeout_ms,
+            web_origin=s.web_origin,
         )
         path = write(config, self.data_dir / "envoy.yaml")
         # Envoy instances on one machine need distinct shared-memory ids.
@@ -195,6 +233,7 @@ class Stack:
             process.stop()
         self.processes.clear()
         self.services.clear()
+        self.replica_processes.clear()
         with contextlib.suppress(FileNotFoundError):
             if self._lock_path.read_text().strip() == str(os.getpid()):
                 self._lock_path.unlink()
@@ -204,7 +243,11 @@ class Stack:
         lines = [
             f"  Envoy, JSON and gRPC   http://127.0.0.1:{s.envoy_port}",
             f"  Envoy admin            http://127.0.0.1:{s.envoy_admin_port}  (loopback only)",
-            *(f"  {name:<22} 127.0.0.1:{getattr(s, f'{name}_port')}  (gRPC, reflection, health)" for name in SERVICES),
+            *(
+                f"  {name:<22} {', '.join(f'127.0.0.1:{p}' for p in self.replica_ports(name))}"
+                "  (gRPC, reflection, health)"
+                for name in SERVICES
+            ),
             f"  PostgreSQL             postgresql://postgres@127.0.0.1:{s.postgres_port}",
             f"  MongoDB wire           {s.mongodb_url}",
             f"  SMTP sink              127.0.0.1:{s.smtp_port}  (mail kept in {self.data_dir / 'mail.jsonl'})",

@@ -225,11 +225,22 @@ async def test_health_is_serving_then_not_serving_while_draining(probe: Any) -> 
 
 
 async def test_in_flight_call_finishes_during_graceful_stop(probe: Any) -> None:
-    _, port, runner = probe
-    in_flight = asyncio.create_task(call(port, "slow-forward", timeout=5))
-    await asyncio.sleep(0.1)
-    await runner.stop()
-    response = await in_flight
+    servicer, port, runner = probe
+    # The in-flight call's downstream is another server: the draining one is
+    # NOT_SERVING, and health-checked channels send it nothing new.
+    downstream = grpc.aio.server()
+    ledger_service_pb2_grpc.add_LedgerInternalServiceServicer_to_server(
+        ProbeServicer(servicer.channels, servicer.target), downstream
+    )
+    servicer.target[0] = f"127.0.0.1:{downstream.add_insecure_port('127.0.0.1:0')}"
+    await downstream.start()
+    try:
+        in_flight = asyncio.create_task(call(port, "slow-forward", timeout=5))
+        await asyncio.sleep(0.1)
+        await runner.stop()
+        response = await in_flight
+    finally:
+        await downstream.stop(0)
     received, remaining, _ = response.transaction.id.split("|")
     assert received  # the downstream call went through while the server drained
     assert float(remaining) > 0
