@@ -29,6 +29,8 @@ from services.paystack_sim.webhooks import WebhookDispatcher
 
 log = logging.getLogger("gofund.paystack_sim")
 
+# Where payers' browsers reach the checkout (authorization_url). The simulator
+# binds GOFUND_BIND_HOST: loopback on a laptop, 0.0.0.0 in a container.
 HOST = "127.0.0.1"
 # In-flight requests get this long to finish when the simulator stops.
 _SHUTDOWN_TIMEOUT_S = 5.0
@@ -67,18 +69,18 @@ class Simulator:
         log.info("paystack simulator stopped", extra={"port": self.port})
 
 
-def _listen(port: int) -> socket.socket:
+def _listen(host: str, port: int) -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     # A restart must not wait for the last run's connections to leave TIME_WAIT.
     # (On Linux this still refuses a port another process is listening on.)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        sock.bind((HOST, port))
+        sock.bind((host, port))
         sock.listen(128)
     except OSError as exc:
         sock.close()
         raise StartupError(
-            f"cannot listen on {HOST}:{port} ({exc.strerror}); GOFUND_PAYSTACK_SIM_PORT moves it"
+            f"cannot listen on {host}:{port} ({exc.strerror}); GOFUND_PAYSTACK_SIM_PORT moves it"
         ) from None
     sock.setblocking(False)
     return sock
@@ -87,7 +89,7 @@ def _listen(port: int) -> socket.socket:
 async def start(settings: Settings, *, port: int = 0) -> Simulator:
     """Serve on 127.0.0.1:`port` (0: any free port) with the state in `settings.data_dir`."""
     state = State.load(settings.data_dir / STATE_FILE)
-    sock = _listen(port)
+    sock = _listen(settings.bind_host, port)
     bound_port: int = sock.getsockname()[1]
     timers = Timers()
     client = httpx.AsyncClient()
