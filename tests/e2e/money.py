@@ -146,6 +146,47 @@ def contributed(stack: Stack, payer: User, goal: dict[str, Any], amount: int) ->
     )
 
 
+def goal_status(stack: Stack, goal_id: str, status: str, timeout_s: float = 30.0) -> dict[str, Any]:
+    return eventually(
+        lambda: (g := ok(api(stack, "GET", f"/v1/goals/{goal_id}"))["goal"])["status"] == f"GOAL_STATUS_{status}" and g,
+        timeout_s,
+        f"goal {goal_id} to be {status}",
+    )
+
+
+def register_recipient(stack: Stack, owner: User, currency: str) -> None:
+    ok(
+        api(
+            stack,
+            "POST",
+            "/v1/payout-recipients",
+            owner,
+            json={
+                "account_number": "0123456789",
+                "bank_code": "058",
+                "name": "Ada Obi",
+                "currency": currency,
+                "idempotency_key": uuid.uuid4().hex,
+            },
+        )
+    )
+
+
+def settle_payout(stack: Stack, goal_id: str, outcome: str = "success") -> None:
+    def payout() -> dict[str, Any] | None:
+        with payments_db(stack) as db:
+            found: dict[str, Any] | None = db.payouts.find_one(
+                {"goalId": goal_id, "status": "PENDING", "requested": True}
+            )
+        return found
+
+    reference = eventually(payout, what="the payout to be requested")["reference"]
+    settled = httpx.post(
+        f"{stack.settings.paystack_url}/_sim/transfers/{reference}/settle", json={"outcome": outcome}, timeout=10
+    )
+    assert settled.status_code == 200, settled.text
+
+
 # -- the ledger, the payments store, the simulator -------------------------------------------------
 @contextlib.contextmanager
 def ledger(stack: Stack) -> Iterator[ledger_service_pb2_grpc.LedgerInternalServiceStub]:

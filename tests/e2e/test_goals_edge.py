@@ -10,7 +10,6 @@ import json
 import os
 import subprocess
 import threading
-import uuid
 from typing import Any
 
 import httpx
@@ -19,26 +18,19 @@ from gofund.ledger.v1 import ledger_pb2, ledger_service_pb2
 from services.stack.stack import Stack
 from tests.e2e.conftest import BIN, edge
 from tests.e2e.money import (
-    User,
     api,
     balance,
     contributed,
     eventually,
+    goal_status,
     ledger,
     new_user,
     ok,
     open_goal,
-    payments_db,
     platform_account,
+    register_recipient,
+    settle_payout,
 )
-
-
-def goal_status(stack: Stack, goal_id: str, status: str, timeout_s: float = 30.0) -> dict[str, Any]:
-    return eventually(
-        lambda: (g := ok(api(stack, "GET", f"/v1/goals/{goal_id}"))["goal"])["status"] == f"GOAL_STATUS_{status}" and g,
-        timeout_s,
-        f"goal {goal_id} to be {status}",
-    )
 
 
 def watch_goal(stack: Stack, goal_id: str, received: list[dict[str, Any]], opened: threading.Event) -> None:
@@ -49,39 +41,6 @@ def watch_goal(stack: Stack, goal_id: str, received: list[dict[str, Any]], opene
             if line.strip():
                 received.append(json.loads(line))
                 opened.set()
-
-
-def register_recipient(stack: Stack, owner: User, currency: str) -> None:
-    ok(
-        api(
-            stack,
-            "POST",
-            "/v1/payout-recipients",
-            owner,
-            json={
-                "account_number": "0123456789",
-                "bank_code": "058",
-                "name": "Ada Obi",
-                "currency": currency,
-                "idempotency_key": uuid.uuid4().hex,
-            },
-        )
-    )
-
-
-def settle_payout(stack: Stack, goal_id: str, outcome: str = "success") -> None:
-    def payout() -> dict[str, Any] | None:
-        with payments_db(stack) as db:
-            found: dict[str, Any] | None = db.payouts.find_one(
-                {"goalId": goal_id, "status": "PENDING", "requested": True}
-            )
-        return found
-
-    reference = eventually(payout, what="the payout to be requested")["reference"]
-    settled = httpx.post(
-        f"{stack.settings.paystack_url}/_sim/transfers/{reference}/settle", json={"outcome": outcome}, timeout=10
-    )
-    assert settled.status_code == 200, settled.text
 
 
 def test_a_funded_goal_is_proven_approved_released_and_paid_out(stack: Stack) -> None:

@@ -1,13 +1,15 @@
-"""Crashes and outages around a webhook, on a stack of their own (they stop its processes).
+"""Crashes and outages, on a stack of their own (they stop its processes).
 
 A webhook arriving while the ledger is down is acknowledged, kept, retried and
 credited once when the ledger is back; a payments process killed (SIGKILL)
 after storing an event and before processing it finishes the event after its
-restart.
+restart; a goals process killed between the release posting and the payout
+finishes the release after its restart, moving the money once.
 """
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 
 import pytest
@@ -16,16 +18,24 @@ from services.payments.domain import capture_transaction_id
 from services.stack.stack import Stack
 from tests.e2e.conftest import stack_environment
 from tests.e2e.money import (
+    api,
     balance,
     contribute,
+    contributed,
     entries,
     eventually,
+    goal_status,
     new_user,
+    ok,
     open_goal,
     pay,
     payment_status,
     payments_db,
+    platform_account,
+    register_recipient,
+    settle_payout,
     sim_events,
+    transaction,
 )
 
 
@@ -89,3 +99,45 @@ def test_payments_killed_between_storing_and_processing_finishes_after_restart(f
     payment_status(fragile, payer, payment_id, "SUCCESS", timeout_s=60)
     assert [e["transaction_id"] for e in entries(fragile, goal["account_id"])] == [capture_transaction_id(payment_id)]
     assert (stored_event(fragile, reference) or {})["status"] == "PROCESSED"
+
+
+def test_goals_killed_mid_release_completes_the_release_once_after_restart(fragile: Stack) -> None:
+    currency = "GHS"
+    owner, backer = new_user(fragile), new_user(fragile)
+    goal = open_goal(fragile, owner, target=80_000, currency=currency)
+    contributed(fragile, backer, goal, 80_000)
+    goal_status(fragile, goal["id"], "FUNDED")
+    register_recipient(fragile, owner, currency)
+    proof = ok(
+        api(
+            fragile,
+            "POST",
+            f"/v1/goals/{goal['id']}/proofs",
+            owner,
+            json={"title": "Done", "description": "All of it."},
+        )
+    )["proof"]
+
+    payments = fragile.services["payments"].process
+    assert payments is not None
+    payments.send_signal(signal.SIGSTOP)  # the payout request will hang: the release stops between its steps
+    try:
+        ok(api(fragile, "POST", f"/v1/proofs/{proof['id']}/votes", backer, json={"is_approved": True}))
+        eventually(lambda: transaction(fragile, f"goal:{goal['id']}:release"), what="the release posting")
+        fragile.services["goals"].kill()
+    finally:
+        payments.send_signal(signal.SIGCONT)
+    fragile.start_service("goals")
+    fragile.wait_edge_healthy()
+
+    settle_payout(fragile, goal["id"])
+    goal_status(fragile, goal["id"], "WITHDRAWN", timeout_s=60)
+    fee = 80_000 * fragile.settings.platform_fee_bps // 10_000
+    with payments_db(fragile) as db:
+        payouts = list(db.payouts.find({"goalId": goal["id"]}))
+    assert [(p["amount"], p["status"]) for p in payouts] == [(80_000 - fee, "SUCCESS")]
+    release = transaction(fragile, f"goal:{goal['id']}:release")
+    assert sorted(e.amount for e in release.entries) == sorted([80_000, fee, 80_000 - fee])
+    assert balance(fragile, platform_account(fragile, "REVENUE", currency)) == fee
+    assert balance(fragile, platform_account(fragile, "ESCROW", currency)) == fee
+    assert balance(fragile, goal["account_id"]) == 0
