@@ -109,6 +109,12 @@ def _paystack_sim(args: argparse.Namespace) -> None:
     run(load_settings())
 
 
+def _demo(args: argparse.Namespace) -> None:
+    from services.stack.demo import main as demo
+
+    demo(load_settings())
+
+
 def _admin_create(args: argparse.Namespace) -> None:
     """Give an existing user the admin role (the first admin has no one to ask)."""
     import asyncio
@@ -221,6 +227,8 @@ def main(argv: list[str] | None = None) -> None:
         "paystack-sim", help="run the Paystack simulator (GOFUND_PAYSTACK_SIM_PORT; state in the data dir)"
     )
     simulator.set_defaults(handler=_paystack_sim)
+    demo = commands.add_parser("demo", help="run the whole story against a running stack (`gofund up`)")
+    demo.set_defaults(handler=_demo)
     admin = commands.add_parser("admin", help="administration").add_subparsers(dest="admin_command", required=True)
     create = admin.add_parser("create", help="make an existing user an admin")
     create.add_argument("--email", required=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -255,8 +256,9 @@ def descendants_alive(process: psutil.Process) -> list[psutil.Process]:
     return [child for child in process.children(recursive=True) if child.is_running()]
 
 
-def test_gofund_up_starts_everything_and_ctrl_c_stops_it_cleanly(tmp_path: Path) -> None:
+def test_gofund_up_starts_everything_runs_the_demo_and_ctrl_c_stops_it_cleanly(tmp_path: Path) -> None:
     overrides = stack_environment(tmp_path / "data")
+    overrides["GOFUND_PAYSTACK_SIM_SETTLE_MS"] = "300"  # as on a laptop: transfers settle by themselves
     env = {**os.environ, **overrides}
     process = subprocess.Popen(
         [str(BIN / "gofund"), "up"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
@@ -276,6 +278,14 @@ def test_gofund_up_starts_everything_and_ctrl_c_stops_it_cleanly(tmp_path: Path)
     assert len(children) >= 9
     response = httpx.get(f"http://127.0.0.1:{overrides['GOFUND_ENVOY_PORT']}/v1/accounts/not-a-uuid", timeout=10)
     assert response.status_code == 400
+    demo = subprocess.run(
+        [str(BIN / "gofund"), "demo"], env=env, capture_output=True, text=True, timeout=180, check=False
+    )
+    assert demo.returncode == 0, demo.stdout + demo.stderr
+    assert "[live] FUNDED" in demo.stdout
+    assert "goal WITHDRAWN" in demo.stdout
+    assert re.search(r"platform fees \(REVENUE\) +NGN 75\.00", demo.stdout)  # 5% of NGN 1,500.00
+    assert re.search(r"goal \(GOAL\) +NGN 0\.00", demo.stdout)
 
     process.send_signal(signal.SIGINT)
     rest, _ = process.communicate(timeout=60)
