@@ -33,6 +33,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/ledger.py $(BENCH_FLAGS)
 	$(BIN)/python bench/identity.py $(BENCH_FLAGS)
 	$(BIN)/python bench/payments.py $(BENCH_FLAGS)
+	$(BIN)/python bench/edge.py $(BENCH_FLAGS)
 
 fmt: $(STAMP)
 	$(BIN)/ruff check --fix services tests bench
