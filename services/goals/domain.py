@@ -12,18 +12,16 @@ changes nothing.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any
 from urllib.parse import urlsplit
 
 from services.common.errors import DomainError, Validator
+from services.common.idempotency import fingerprint
+from services.common.money import SUPPORTED_CURRENCIES
 
-SUPPORTED_CURRENCIES = frozenset({"NGN", "GHS", "ZAR", "KES", "USD"})
 MAX_AMOUNT = 10**12  # minor units
 TITLE_MIN, TITLE_MAX = 3, 120
 MAX_DESCRIPTION = 10_000
@@ -301,11 +299,6 @@ def validate_media_urls(check: Validator, urls: list[str]) -> None:
             f"must be an https URL of at most {MAX_MEDIA_URL} characters",
             "INVALID_MEDIA_URL",
         )
-
-
-def fingerprint(content: dict[str, Any]) -> str:
-    """Identity of a request's content, for idempotency keys."""
-    return hashlib.sha256(json.dumps(content, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 # -- states -----------------------------------------------------------------------

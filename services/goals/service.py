@@ -21,6 +21,7 @@ from services.common.auth import require_permission
 from services.common.context import Principal
 from services.common.db import Database
 from services.common.errors import FieldViolation, IdempotencyKeyReused, ValidationFailed, Validator
+from services.common.idempotency import fingerprint
 from services.goals import domain, lifecycle, store
 from services.goals.domain import (
     ContributionStatus,
@@ -324,7 +325,7 @@ class Goals:
         domain.validate_media_urls(check, media_urls)
         domain.check_request_id(check, request_id)
         check.raise_if_invalid()
-        fingerprint = domain.fingerprint(
+        content = fingerprint(
             {"goal_id": goal_id, "title": title, "description": description, "media_urls": media_urls}
         )
         now = self.clock()
@@ -335,7 +336,7 @@ class Goals:
                 if request_id:
                     existing = await store.proof_by_request(session, uuid.UUID(caller.user_id), request_id)
                     if existing is not None:
-                        return self._replayed_proof(existing, fingerprint)
+                        return self._replayed_proof(existing, content)
                 proofs = await store.proofs_of(session, goal.id)
                 pending = any(p.status == ProofStatus.PENDING.value for p in proofs)
                 if len(proofs) >= domain.MAX_PROOFS and not pending:
@@ -351,7 +352,7 @@ class Goals:
                     media_urls=list(media_urls), status=ProofStatus.PENDING.value, attempt=len(proofs) + 1,
                     approve_weight=0, reject_weight=0, voter_count=0,
                     voting_ends_at=now + self.rules.voting_window, created_at=now, updated_at=now,
-                    request_id=request_id or None, request_fingerprint=fingerprint if request_id else None,
+                    request_id=request_id or None, request_fingerprint=content if request_id else None,
                 )  # fmt: skip
                 session.add(proof)
                 await session.flush()
@@ -364,11 +365,11 @@ class Goals:
                 existing = await store.proof_by_request(session, uuid.UUID(caller.user_id), request_id)
             if existing is None:
                 raise
-            return self._replayed_proof(existing, fingerprint)
+            return self._replayed_proof(existing, content)
 
     @staticmethod
-    def _replayed_proof(proof: store.Proof, fingerprint: str) -> store.Proof:
-        if proof.request_fingerprint != fingerprint:
+    def _replayed_proof(proof: store.Proof, content: str) -> store.Proof:
+        if proof.request_fingerprint != content:
             raise IdempotencyKeyReused(
                 "request_id was used for a proof with different input", metadata={"proof_id": str(proof.id)}
             )

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import functools
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import grpc
 from gofund.goals.v1 import goals_pb2, goals_service_pb2, goals_service_pb2_grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from services.common import context, paging
 from services.common.context import Principal
 from services.common.errors import ErrorMapping, ErrorTable, FieldViolation, LoginRequired, ValidationFailed
+from services.common.proto import request_datetime, timestamp
 from services.goals import domain, store
 from services.goals.domain import ContributionStatus, GoalStatus, PayoutOutcome, ProofStatus
 from services.goals.service import Goals
@@ -62,12 +62,6 @@ _CONTRIBUTION_STATUS = {s: getattr(goals_pb2, f"CONTRIBUTION_STATUS_{s.value}") 
 _PROOF_STATUS = {s: getattr(goals_pb2, f"PROOF_STATUS_{s.value}") for s in ProofStatus}
 _PAYOUT_OUTCOME_OF = {getattr(goals_pb2, f"PAYOUT_OUTCOME_{o.value}"): o for o in PayoutOutcome}
 UPDATABLE_FIELDS = ("title", "description")
-
-
-def timestamp(value: datetime) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
 
 
 def caller() -> Principal:
@@ -197,7 +191,7 @@ class GoalsServicer(goals_service_pb2_grpc.GoalsServiceServicer):
         self.goals = goals
 
     async def CreateGoal(self, request: Any, context: Any) -> goals_service_pb2.CreateGoalResponse:
-        deadline = request.deadline.ToDatetime(tzinfo=UTC) if request.HasField("deadline") else None
+        deadline = request_datetime(request, "deadline", "INVALID_DEADLINE")
         goal = await self.goals.create_goal(
             context_principal(),
             domain.NewGoal(
@@ -314,7 +308,7 @@ class GoalsInternalServicer(goals_service_pb2_grpc.GoalsInternalServiceServicer)
         self.goals = goals
 
     async def ConfirmContribution(self, request: Any, context: Any) -> goals_service_pb2.ConfirmContributionResponse:
-        paid_at = request.paid_at.ToDatetime(tzinfo=UTC) if request.HasField("paid_at") else None
+        paid_at = request_datetime(request, "paid_at", "INVALID_PAID_AT")
         contribution, refund_started = await self.goals.confirm_contribution(
             request.contribution_id, request.payment_id, request.amount, request.currency, paid_at
         )

@@ -47,23 +47,8 @@ class EventStatus(StrEnum):
     PARKED = "PARKED"
 
 
-# The only moves a payment makes; anything else is a no-op, so a late or
-# repeated event can never undo a later status.
-PAYMENT_MOVES: Mapping[PaymentStatus, frozenset[PaymentStatus]] = {
-    PaymentStatus.PENDING: frozenset({PaymentStatus.SUCCESS, PaymentStatus.FAILED, PaymentStatus.ABANDONED}),
-    PaymentStatus.SUCCESS: frozenset({PaymentStatus.REFUND_PENDING, PaymentStatus.REFUNDED}),
-    PaymentStatus.REFUND_PENDING: frozenset({PaymentStatus.REFUNDED, PaymentStatus.SUCCESS}),
-    PaymentStatus.FAILED: frozenset(),
-    PaymentStatus.ABANDONED: frozenset(),
-    PaymentStatus.REFUNDED: frozenset(),
-}
-
 # Statuses in which the capture of the payment is (or must be) in the ledger.
 CAPTURED = frozenset({PaymentStatus.SUCCESS, PaymentStatus.REFUND_PENDING, PaymentStatus.REFUNDED})
-
-
-def can_move(current: PaymentStatus, target: PaymentStatus) -> bool:
-    return target in PAYMENT_MOVES[current]
 
 
 # -- errors ---------------------------------------------------------------------
@@ -139,6 +124,18 @@ def payment_reference(payment_id: str, attempt: int = 0) -> str:
     return base if attempt == 0 else f"{base}-{attempt}"
 
 
+def duplicate_reference(paystack_message: str) -> bool:
+    """Paystack refused a reference it already holds: an earlier attempt of ours reached it."""
+    message = paystack_message.lower()
+    return "duplicate" in message or "reference already exists" in message
+
+
+def already_refunded(paystack_message: str) -> bool:
+    """Paystack refused a refund because earlier refunds cover the charge (one of ours, whose answer was lost)."""
+    message = paystack_message.lower()
+    return "fully reversed" in message or "not yet refunded" in message
+
+
 def payout_reference(payout_id: str) -> str:
     # Paystack allows letters, digits, `-` and `_` in transfer references.
     return "gfpo-" + uuid.UUID(payout_id).hex
@@ -160,12 +157,12 @@ def payout_reversal_transaction_id(payout_id: str) -> str:
     return f"payout:{payout_id}:reversal"
 
 
-def fingerprint(fields: Mapping[str, object]) -> str:
-    """A stable digest of a request's meaningful fields, compared on idempotent replays."""
-    return hashlib.sha256(json.dumps(dict(fields), sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-
-
 # -- webhooks -----------------------------------------------------------------------
+# Work the service gives its own processor (the outbox), so that a step begun
+# in an RPC is finished even if the RPC's caller goes away or the process dies.
+SETTLE_PAYMENT = "gofund.payment.settle"  # tell goals how a verified payment ended
+PAYOUT_REJECTED = "gofund.payout.rejected"  # Paystack refused a transfer outright
+
 HANDLED_EVENTS = frozenset(
     {
         "charge.success",
@@ -221,7 +218,7 @@ def parse_event(body: bytes) -> ParsedEvent:
     family = event.split(".", 1)[0]
     candidates: tuple[str, ...]
     if family == "refund":
-        candidates = ("id", "refund_reference", "transaction_reference")
+        candidates = ("id", "refund_reference")
     elif family == "transfer":
         candidates = ("transfer_code", "reference", "id")
     else:
@@ -230,6 +227,12 @@ def parse_event(body: bytes) -> ParsedEvent:
         value = data.get(name)
         if isinstance(value, str | int) and not isinstance(value, bool) and str(value):
             return ParsedEvent(event_id=f"{event}:{value}", event=event, data=data)
+    charge = data.get("transaction_reference")
+    if family == "refund" and isinstance(charge, str) and charge:
+        # Paystack's refund events may carry neither id nor refund reference: the
+        # charge's reference alone would make a second refund of it look like a
+        # duplicate, so the exact bytes (the same on every redelivery) complete it.
+        return ParsedEvent(f"{event}:{charge}:{hashlib.sha256(body).hexdigest()[:16]}", event, data)
     raise MalformedEvent(f"the {event} event carries no id, reference or code to identify it")
 
 
@@ -274,12 +277,11 @@ def require_uuid(value: str, field: str, reason: str) -> str:
     return str(uuid.UUID(value))
 
 
-def check_key(check: Validator, value: str, field: str = "idempotency_key") -> None:
+def check_key(
+    check: Validator, value: str, field: str = "idempotency_key", reason: str = "INVALID_IDEMPOTENCY_KEY"
+) -> None:
     check.require(
-        bool(_KEY.match(value)),
-        field,
-        f"is required: 1 to {MAX_KEY} printable characters without spaces",
-        "INVALID_IDEMPOTENCY_KEY",
+        bool(_KEY.match(value)), field, f"is required: 1 to {MAX_KEY} printable characters without spaces", reason
     )
 
 

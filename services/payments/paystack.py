@@ -77,6 +77,9 @@ class Transfer:
 
 class Paystack:
     def __init__(self, base_url: str, secret_key: str, *, timeout_s: float) -> None:
+        # httpx's timeouts bound each phase (connect, each read); this bounds the
+        # whole call, so a caller holding a lease knows it outlives the call.
+        self._timeout_s = timeout_s
         self._http = httpx.AsyncClient(
             base_url=base_url.rstrip("/"),
             headers={"Authorization": f"Bearer {secret_key}", "Accept": "application/json"},
@@ -173,8 +176,9 @@ class Paystack:
         attempts = READ_ATTEMPTS if read else 1
         for attempt in range(1, attempts + 1):
             try:
-                response = await self._http.request(method, path, json=json)
-            except httpx.TransportError as exc:
+                async with asyncio.timeout(self._timeout_s):
+                    response = await self._http.request(method, path, json=json)
+            except (httpx.TransportError, TimeoutError) as exc:
                 if attempt < attempts:
                     await asyncio.sleep(READ_BACKOFF_S * attempt)
                     continue

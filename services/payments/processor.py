@@ -35,7 +35,7 @@ import pymongo.errors
 from services.common import context
 from services.common.interceptors import store_unavailable
 from services.payments.domain import PaystackUnavailable
-from services.payments.service import NotYetConfirmed, Payments
+from services.payments.service import Payments
 from services.payments.store import now
 
 log = logging.getLogger("gofund.payments.processor")
@@ -52,7 +52,9 @@ def transient(exc: BaseException) -> bool:
     """A failure of a dependency, not of the event: retried without counting towards parking."""
     if isinstance(exc, grpc.aio.AioRpcError):
         return exc.code() in _TRANSIENT_CODES
-    return isinstance(exc, PaystackUnavailable | NotYetConfirmed | pymongo.errors.ConnectionFailure) or (
+    # NotYetConfirmed is not among them: a verify that never agrees with a
+    # signed charge.success must end up parked, in front of an operator.
+    return isinstance(exc, PaystackUnavailable | pymongo.errors.ConnectionFailure) or (
         isinstance(exc, Exception) and store_unavailable(exc)
     )
 

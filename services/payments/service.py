@@ -1,14 +1,17 @@
 """Payments use cases: initialize, refund, payout, recipients, webhook intake,
 and settlement — what a Paystack event (or a payer's verify) does to our records.
 
-Every money step has a deterministic id and every step is safe to repeat, so a
-crash anywhere is repaired by running the same step again:
-- the ledger posting comes first, under an id derived from the payment or
-  payout (the ledger writes it once);
-- then the status moves, as a conditional update (it moves once);
+Every money step has a deterministic ledger id and every step is safe to
+repeat, so a crash anywhere is repaired by running the same step again:
+- a charge's capture and a refund are posted to the ledger before the
+  payment's status moves (a conditional update: it moves once);
+- a payout's status moves first, then its postings; a reversed payout always
+  gets both the transfer's posting and the reversal, so the ledger nets out
+  however a success and a reversal interleave;
 - then goals is told (its internal methods are idempotent).
-A re-run finds the posting already written, the status already moved, and
-tells goals again, which changes nothing.
+What an RPC starts and must finish (a payer's verify, a transfer Paystack
+refused) is handed to the processor as an outbox entry before it is done, so
+goals hears of it even if the RPC is cut short.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from services.common import context
 from services.common.auth import require_permission
 from services.common.context import Principal
 from services.common.errors import IdempotencyKeyReused, LoginRequired, Validator
+from services.common.idempotency import fingerprint
 from services.payments import domain, store
 from services.payments.domain import (
     CAPTURED,
@@ -37,7 +41,7 @@ from services.payments.domain import (
     PaymentStatus,
     PayoutStatus,
 )
-from services.payments.paystack import Paystack
+from services.payments.paystack import Paystack, Refund
 from services.payments.peers import ESCROW, GOAL, PLATFORM, USER, PayoutOutcome, Peers
 from services.payments.store import Payment, PaymentsStore, Payout, Recipient, WebhookEvent
 
@@ -109,7 +113,7 @@ class Payments:
             callback=callback_url,
         )
         user_id, goal_id, contribution_id = (str(uuid.UUID(v)) for v in (user_id, goal_id, contribution_id))
-        terms = domain.fingerprint(
+        terms = fingerprint(
             {"user": user_id, "goal": goal_id, "contribution": contribution_id, "amount": amount, "currency": currency}
         )
         # One payment per contribution: its id is derived from the contribution,
@@ -157,10 +161,7 @@ class Payments:
     async def _ensure_checkout(self, payment: Payment) -> Payment:
         """Initialize the payment at Paystack once, however many callers ask at once."""
         while not payment.authorization_url and payment.status is PaymentStatus.PENDING:
-            doc, token = await self.records.take_lease(
-                self.records.payments, {"paymentId": payment.payment_id, "authorizationUrl": None}, "initLease",
-                self._lease,
-            )  # fmt: skip
+            doc, token = await self.records.lease_checkout(payment.payment_id, self._lease)
             if doc is None:
                 payment = await self._wait_for(self.records.payment, payment.payment_id, lambda p: p.authorization_url)
                 continue
@@ -185,7 +186,7 @@ class Payments:
                 },
             )
         except domain.PaystackRejected as exc:
-            if "duplicate" in exc.message.lower():
+            if domain.duplicate_reference(exc.message):
                 # An earlier attempt reached Paystack but its answer was lost:
                 # its checkout URL was never shown, so it can never be paid.
                 # Continue under the next reference.
@@ -201,9 +202,12 @@ class Payments:
                 return moved or await self._reload(payment.payment_id)
             await self.records.update_payment(payment.payment_id, {}, lease=lease, release_lease=True)
             raise
-        except BaseException:
+        except domain.PaystackUnavailable:
+            # Perhaps it reached Paystack: a retry then meets our reference and moves on.
             await self.records.update_payment(payment.payment_id, {}, lease=lease, release_lease=True)
             raise
+        # Cancelled mid-call (the caller went away): the lease is kept until it runs out,
+        # so nobody asks Paystack again while this call may still land there.
         stored = await self.records.update_payment(
             payment.payment_id,
             {"authorizationUrl": checkout.authorization_url, "accessCode": checkout.access_code,
@@ -242,22 +246,36 @@ class Payments:
         return payment
 
     async def verify(self, principal: Principal | None, payment_id: str) -> Payment:
-        """Ask Paystack now (a payer back from checkout before the webhook)."""
+        """Ask Paystack now (a payer back from checkout before the webhook).
+
+        The processor is given the payment first (an outbox entry), so goals is
+        told how it ended even if this call is cut short; the answer here is the
+        payment brought up to date.
+        """
         payment = await self.payer_payment(principal, payment_id)
         if payment.status is not PaymentStatus.PENDING or payment.flagged:
             return payment
-        return await self.settle_charge(payment, confirmed_by_event=False)
+        await self.records.arm_event(
+            f"{domain.SETTLE_PAYMENT}:{payment.payment_id}", domain.SETTLE_PAYMENT, {"payment_id": payment.payment_id}
+        )
+        settled = await self.settle_charge(payment, confirmed_by_event=False, notify=False)
+        self.wake_processor()
+        return settled
 
     # -- settlement of charges --------------------------------------------------------------
-    async def settle_charge(self, payment: Payment, *, confirmed_by_event: bool) -> Payment:
+    async def settle_charge(
+        self, payment: Payment, *, confirmed_by_event: bool, notify: bool = True, reference: str = ""
+    ) -> Payment:
         """Bring a payment in line with Paystack's verify, then finish what its status implies.
 
         `confirmed_by_event`: a signed `charge.success` says it was paid, so a
         verify that does not agree yet is retried later rather than ignored.
+        `notify`: tell goals (the processor does; an RPC leaves it to the processor).
+        `reference`: the one Paystack named, if not the payment's current one.
         """
         posted = False
         if payment.status is PaymentStatus.PENDING and not payment.flagged:
-            charge = await self.paystack.verify(payment.reference)
+            charge = await self.paystack.verify(reference or payment.reference)
             verdict = domain.judge_verification(
                 charge.status, charge.amount, charge.currency, payment.amount, payment.currency
             )
@@ -285,7 +303,7 @@ class Payments:
                 raise NotYetConfirmed(f"Paystack's verify reports {charge.status!r} for a charge.success")
             # Not moved: still pending, or another caller moved it first; either way, as it stands now.
             payment = moved or await self._reload(payment.payment_id)
-        if payment.flagged:
+        if payment.flagged or not notify:
             return payment
         if payment.status in CAPTURED:
             if not posted:
@@ -320,15 +338,15 @@ class Payments:
     async def refund(self, payment_id: str, refund_id: str, reason: str) -> Payment:
         payment_id = domain.require_uuid(payment_id, "payment_id", "INVALID_PAYMENT_ID")
         check = Validator()
-        domain.check_key(check, refund_id, "refund_id")
+        domain.check_key(check, refund_id, "refund_id", "INVALID_REFUND_ID")
         check.raise_if_invalid()
-        await self.records.claim_key(f"refund:{refund_id}", domain.fingerprint({"payment": payment_id}), payment_id)
+        await self.records.claim_key(f"refund:{refund_id}", fingerprint({"payment": payment_id}), payment_id)
         while True:
             payment = await self._reload(payment_id)
             current = payment.refund or {}
             if current.get("refundId") == refund_id:
                 break
-            if refund_id in (await self._failed_refund_ids(payment_id)):
+            if refund_id in payment.failed_refund_ids:
                 return payment  # that refund failed at Paystack; the caller retries under a new id
             if payment.status is not PaymentStatus.SUCCESS or payment.flagged:
                 raise domain.PaymentNotRefundable(
@@ -348,21 +366,12 @@ class Payments:
                 break
         return await self._ensure_refund_requested(payment)
 
-    async def _failed_refund_ids(self, payment_id: str) -> list[str]:
-        doc = await self.records.payments.find_one({"paymentId": payment_id}, {"failedRefunds": 1})
-        return [r.get("refundId") for r in (doc or {}).get("failedRefunds", [])]
-
     async def _ensure_refund_requested(self, payment: Payment) -> Payment:
         while True:
             refund = payment.refund
             if not refund or refund.get("requested") or payment.status is not PaymentStatus.REFUND_PENDING:
                 return payment
-            doc, token = await self.records.take_lease(
-                self.records.payments,
-                {"paymentId": payment.payment_id, "refund.refundId": refund["refundId"],
-                 "refund.requested": False},
-                "refundLease", self._lease,
-            )  # fmt: skip
+            doc, token = await self.records.lease_refund(payment.payment_id, refund["refundId"], self._lease)
             if doc is None:
                 payment = await self._wait_for(
                     self.records.payment, payment.payment_id, lambda p: (p.refund or {}).get("requested")
@@ -375,7 +384,14 @@ class Payments:
                     amount=payment.amount,
                     merchant_note=str(refund.get("reason") or "GoFund refund"),
                 )
-            except BaseException:
+            except domain.PaystackRejected as exc:
+                if not domain.already_refunded(exc.message):
+                    await self.records.update_payment(payment.payment_id, {}, lease=lease, release_lease=True)
+                    raise
+                # Paystack holds a refund for all of it: our earlier attempt, whose
+                # answer was lost. Its refund.* event settles the payment.
+                answer = Refund(id="", status="pending", data={"paystack_message": exc.message})
+            except domain.PaystackUnavailable:
                 await self.records.update_payment(payment.payment_id, {}, lease=lease, release_lease=True)
                 raise
             stored = await self.records.update_payment(
@@ -393,13 +409,10 @@ class Payments:
         if payment is None:
             return Outcome(EventStatus.PROCESSED, f"no payment with reference {reference!r}; nothing to do")
         if event == "refund.failed":
-            if payment.status is PaymentStatus.REFUND_PENDING and payment.refund:
-                await self.records.payments.update_one(
-                    {"paymentId": payment.payment_id, "status": str(PaymentStatus.REFUND_PENDING)},
-                    {"$set": {"status": str(PaymentStatus.SUCCESS), "updatedAt": store.now()},
-                     "$push": {"failedRefunds": {**payment.refund, "failedAt": store.now(), "data": dict(data)}},
-                     "$unset": {"refund": ""}},
-                )  # fmt: skip
+            ours = str((payment.refund or {}).get("paystackRefundId") or "")
+            if ours and data.get("id") not in (None, "") and str(data.get("id")) != ours:
+                return Outcome(EventStatus.PROCESSED, "refund.failed for an earlier refund; nothing to do")
+            if await self.records.fail_refund(payment.payment_id, data):
                 return Outcome(EventStatus.PROCESSED, "refund failed at Paystack; the payment can be refunded again")
             return Outcome(EventStatus.PROCESSED, f"refund.failed for a {payment.status} payment; nothing to do")
         # refund.processed: the money went back to the payer.
@@ -448,7 +461,7 @@ class Payments:
         name = name.strip()
         # The account number is never stored; its keyed digest tells a replay from new input.
         account_digest = hmac.new(self._secret_key.encode(), account_number.encode(), hashlib.sha256).hexdigest()
-        terms = domain.fingerprint({"account": account_digest, "bank": bank_code, "name": name, "currency": currency})
+        terms = fingerprint({"account": account_digest, "bank": bank_code, "name": name, "currency": currency})
         recipient_id = await self.records.claim_key(
             f"recipient:{principal.user_id}:{idempotency_key}", terms, domain.new_id()
         )
@@ -487,7 +500,7 @@ class Payments:
             payout_id=payout_id, goal_id=goal_id, user_id=user_id, amount=amount, currency=currency, reason=reason
         )
         payout_id, goal_id, user_id = (str(uuid.UUID(v)) for v in (payout_id, goal_id, user_id))
-        terms = domain.fingerprint({"goal": goal_id, "user": user_id, "amount": amount, "currency": currency})
+        terms = fingerprint({"goal": goal_id, "user": user_id, "amount": amount, "currency": currency})
         payout = await self.records.payout(payout_id)
         if payout is None:
             recipient = await self.records.current_recipient(user_id, currency)
@@ -527,9 +540,7 @@ class Payments:
     async def _ensure_transfer(self, payout: Payout) -> Payout:
         """Ask Paystack for the transfer once, however many callers ask at once."""
         while not payout.requested and payout.status is PayoutStatus.PENDING:
-            doc, token = await self.records.take_lease(
-                self.records.payouts, {"payoutId": payout.payout_id, "requested": False}, "transferLease", self._lease
-            )
+            doc, token = await self.records.lease_transfer(payout.payout_id, self._lease)
             if doc is None:
                 payout = await self._wait_for(self.records.payout, payout.payout_id, lambda p: p.requested)
                 continue
@@ -543,7 +554,7 @@ class Payments:
                     reference=payout.reference,
                 )
             except domain.PaystackRejected as exc:
-                if "duplicate" in exc.message.lower() or "already" in exc.message.lower():
+                if domain.duplicate_reference(exc.message):
                     # An earlier attempt reached Paystack (its answer was lost).
                     # Its events carry our reference, which is how they find the payout.
                     stored = await self.records.update_payout(
@@ -551,9 +562,17 @@ class Payments:
                     )
                     payout = stored or await self._payout(payout.payout_id)
                     continue
-                await self.records.update_payout(payout.payout_id, {}, lease=lease, release_lease=True)
-                raise
-            except BaseException:
+                # Refused outright (an unusable recipient, say): the payout fails now,
+                # and goals hears it as it hears transfer.failed, through the
+                # processor, so it retries under a new payout id (and recipient).
+                await self.records.arm_event(
+                    f"{domain.PAYOUT_REJECTED}:{payout.payout_id}", domain.PAYOUT_REJECTED,
+                    {"payout_id": payout.payout_id, "reason": exc.message},
+                )  # fmt: skip
+                self.wake_processor()
+                return await self._reject_payout(payout.payout_id, exc.message)
+            except domain.PaystackUnavailable:
+                # Perhaps it reached Paystack: a retry then meets our reference.
                 await self.records.update_payout(payout.payout_id, {}, lease=lease, release_lease=True)
                 raise
             stored = await self.records.update_payout(
@@ -564,6 +583,14 @@ class Payments:
             )  # fmt: skip
             payout = stored or await self._payout(payout.payout_id)
         return payout
+
+    async def _reject_payout(self, payout_id: str, reason: str) -> Payout:
+        moved = await self.records.update_payout(
+            payout_id,
+            {"status": str(PayoutStatus.FAILED), "failureReason": f"Paystack refused the transfer: {reason}"[:500]},
+            statuses=[PayoutStatus.PENDING],
+        )
+        return moved or await self._payout(payout_id)
 
     async def _payout(self, payout_id: str) -> Payout:
         payout = await self.records.payout(payout_id)
@@ -576,55 +603,42 @@ class Payments:
 
     async def settle_transfer(self, event: str, data: Mapping[str, Any]) -> Outcome:
         """transfer.success / failed / reversed. The status moves first (once), then
-        the money: a reversal always writes the transfer's posting before undoing
-        it, so however the events interleave the ledger nets out right."""
+        the money. A reversed payout always has both the transfer's posting and its
+        reversal written (they net to nothing), so however a success and a
+        reversal interleave, even processed at once, the ledger ends right."""
         payout = await self.records.payout_by_transfer(
             str(data.get("transfer_code") or ""), str(data.get("reference") or "")
         )
         if payout is None:
             return Outcome(EventStatus.PROCESSED, "no payout with this transfer code or reference; nothing to do")
         reason = str(data.get("reason_for_failure") or data.get("failures") or data.get("gateway_response") or "")
-        if event == "transfer.success":
-            moved = await self.records.update_payout(
-                payout.payout_id, {"status": str(PayoutStatus.SUCCESS)}, statuses=[PayoutStatus.PENDING]
-            )
-            payout = moved or await self._payout(payout.payout_id)
-            if payout.status is not PayoutStatus.SUCCESS:
-                return Outcome(EventStatus.PROCESSED, f"transfer.success for a {payout.status} payout; nothing to do")
+        target, sources = {
+            "transfer.success": (PayoutStatus.SUCCESS, [PayoutStatus.PENDING]),
+            "transfer.failed": (PayoutStatus.FAILED, [PayoutStatus.PENDING]),
+            "transfer.reversed": (PayoutStatus.REVERSED, [PayoutStatus.PENDING, PayoutStatus.SUCCESS]),
+        }[event]
+        changes: dict[str, Any] = {"status": str(target)}
+        if target is not PayoutStatus.SUCCESS:
+            changes["failureReason"] = reason or event.replace(".", " ")
+        moved = await self.records.update_payout(payout.payout_id, changes, statuses=sources)
+        payout = moved or await self._payout(payout.payout_id)
+        if payout.status is not target:
+            return Outcome(EventStatus.PROCESSED, f"{event} for a {payout.status} payout; nothing to do")
+        if target is PayoutStatus.SUCCESS:
             await self._post_payout(payout)
-        elif event == "transfer.failed":
-            moved = await self.records.update_payout(
-                payout.payout_id,
-                {"status": str(PayoutStatus.FAILED), "failureReason": reason or "transfer failed"},
-                statuses=[PayoutStatus.PENDING],
+        elif target is PayoutStatus.REVERSED:
+            await self._post_payout(payout)  # a replay if the success was processed
+            user = await self.peers.account(USER, payout.user_id, payout.currency)
+            escrow = await self.peers.account(ESCROW, PLATFORM, payout.currency)
+            await self.peers.transfer(
+                domain.payout_reversal_transaction_id(payout.payout_id),
+                debit=escrow,
+                credit=user,
+                amount=payout.amount,
+                currency=payout.currency,
+                description="payout reversed by Paystack; the money is the owner's again",
+                metadata=_payout_metadata(payout),
             )
-            payout = moved or await self._payout(payout.payout_id)
-            if payout.status is not PayoutStatus.FAILED:
-                return Outcome(EventStatus.PROCESSED, f"transfer.failed for a {payout.status} payout; nothing to do")
-        else:  # transfer.reversed
-            moved = await self.records.update_payout(
-                payout.payout_id,
-                {"status": str(PayoutStatus.REVERSED), "failureReason": reason or "transfer reversed",
-                 "reversedAfterSuccess": payout.status is PayoutStatus.SUCCESS},
-                statuses=[PayoutStatus.PENDING, PayoutStatus.SUCCESS],
-            )  # fmt: skip
-            payout = moved or await self._payout(payout.payout_id)
-            if payout.status is not PayoutStatus.REVERSED:
-                return Outcome(EventStatus.PROCESSED, f"transfer.reversed for a {payout.status} payout; nothing to do")
-            doc = await self.records.payouts.find_one({"payoutId": payout.payout_id}, {"reversedAfterSuccess": 1})
-            if doc and doc.get("reversedAfterSuccess"):
-                await self._post_payout(payout)  # a replay: written when the success was processed
-                user = await self.peers.account(USER, payout.user_id, payout.currency)
-                escrow = await self.peers.account(ESCROW, PLATFORM, payout.currency)
-                await self.peers.transfer(
-                    domain.payout_reversal_transaction_id(payout.payout_id),
-                    debit=escrow,
-                    credit=user,
-                    amount=payout.amount,
-                    currency=payout.currency,
-                    description="payout reversed by Paystack; the money is the owner's again",
-                    metadata=_payout_metadata(payout),
-                )
         await self.peers.payout_result(
             payout.goal_id, payout.payout_id, _PAYOUT_OUTCOME[payout.status], payout.failure_reason
         )
@@ -667,23 +681,34 @@ class Payments:
         )
         return new
 
+    async def settle_charge_event(self, data: Mapping[str, Any]) -> Outcome:
+        reference = str(data.get("reference") or "")
+        payment = await self.records.payment_by_reference(reference)
+        if payment is None:
+            return Outcome(EventStatus.PROCESSED, f"no payment with reference {reference!r}; nothing to do")
+        if payment.status in (PaymentStatus.FAILED, PaymentStatus.ABANDONED) and not payment.flagged:
+            await self._flag(payment, f"Paystack reports a charge on a {payment.status} payment", data)
+            return Outcome(EventStatus.PROCESSED, "charge on a closed payment; flagged for an operator")
+        settled = await self.settle_charge(payment, confirmed_by_event=True, reference=reference)
+        return Outcome(EventStatus.PROCESSED, "flagged: " + settled.flag_reason if settled.flagged else "")
+
     async def process(self, event: str, data: Mapping[str, Any]) -> Outcome:
         """Apply one stored event (the processor calls this; safe to repeat)."""
         if event == "charge.success":
-            reference = str(data.get("reference") or "")
-            payment = await self.records.payment_by_reference(reference)
-            if payment is None:
-                return Outcome(EventStatus.PROCESSED, f"no payment with reference {reference!r}; nothing to do")
-            if payment.status in (PaymentStatus.FAILED, PaymentStatus.ABANDONED) and not payment.flagged:
-                await self._flag(payment, f"Paystack reports a charge on a {payment.status} payment", data)
-                return Outcome(EventStatus.PROCESSED, "charge on a closed payment; flagged for an operator")
-            settled = await self.settle_charge(payment, confirmed_by_event=True)
-            return Outcome(EventStatus.PROCESSED, "flagged: " + settled.flag_reason if settled.flagged else "")
+            return await self.settle_charge_event(data)
+        if event == domain.SETTLE_PAYMENT:
+            await self.settle_charge(await self._reload(str(data["payment_id"])), confirmed_by_event=False)
+            return Outcome(EventStatus.PROCESSED)
+        if event == domain.PAYOUT_REJECTED:
+            payout = await self._reject_payout(str(data["payout_id"]), str(data.get("reason") or ""))
+            if payout.status is PayoutStatus.FAILED:
+                await self.peers.payout_result(
+                    payout.goal_id, payout.payout_id, _PAYOUT_OUTCOME[payout.status], payout.failure_reason
+                )
+            return Outcome(EventStatus.PROCESSED)
         if event.startswith("refund."):
             return await self.settle_refund(event, data)
-        if event.startswith("transfer."):
-            return await self.settle_transfer(event, data)
-        return Outcome(EventStatus.IGNORED, f"{event} is not handled")
+        return await self.settle_transfer(event, data)
 
     async def webhook_events(
         self, principal: Principal | None, status: EventStatus | None, before: tuple[datetime, str] | None, limit: int

@@ -10,7 +10,7 @@ from gofund.payments.v1 import payments_pb2, payments_service_pb2, payments_serv
 
 from services.common import context, paging
 from services.common.errors import ErrorMapping, ErrorTable, FieldViolation, ValidationFailed
-from services.common.proto import datetime_of, optional_timestamp, timestamp
+from services.common.proto import optional_timestamp, request_datetime, timestamp
 from services.payments import domain
 from services.payments.domain import EventStatus, PaymentStatus, PayoutStatus
 from services.payments.service import Payments, Reconciler
@@ -210,8 +210,8 @@ class PaymentsInternalServicer(payments_service_pb2_grpc.PaymentsInternalService
         return payments_service_pb2.GetPayoutResponse(payout=payout_message(payout))
 
     async def ReconcilePayments(self, request: Any, ctx: Any) -> payments_service_pb2.ReconcilePaymentsResponse:
-        after = datetime_of(request.created_after) if request.HasField("created_after") else None
-        before = datetime_of(request.created_before) if request.HasField("created_before") else None
+        after = request_datetime(request, "created_after", "INVALID_TIME_RANGE")
+        before = request_datetime(request, "created_before", "INVALID_TIME_RANGE")
         if after is not None and before is not None and after >= before:
             raise ValidationFailed(
                 [FieldViolation("created_after", "must be before created_before", "INVALID_TIME_RANGE")]

@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import threading
+import uuid
 from typing import Any
 
 import httpx
@@ -18,6 +19,7 @@ from gofund.ledger.v1 import ledger_pb2, ledger_service_pb2
 from services.stack.stack import Stack
 from tests.e2e.conftest import BIN, edge
 from tests.e2e.money import (
+    User,
     api,
     balance,
     contributed,
@@ -27,9 +29,11 @@ from tests.e2e.money import (
     new_user,
     ok,
     open_goal,
+    payments_db,
     platform_account,
     register_recipient,
     settle_payout,
+    transaction,
 )
 
 
@@ -140,3 +144,59 @@ def test_a_cancelled_goal_refunds_every_contribution(stack: Stack) -> None:
     assert balance(stack, goal["account_id"]) == 0
     assert balance(stack, platform_account(stack, "ESCROW", currency)) == 0
     assert balance(stack, platform_account(stack, "REVENUE", currency)) == 0
+
+
+def released_goal(stack: Stack, amount: int) -> tuple[User, dict[str, Any], str]:
+    """A goal funded by one backer, approved and released: (owner, goal, owner's USER account)."""
+    owner, backer = new_user(stack), new_user(stack)
+    goal = open_goal(stack, owner, target=amount)
+    contributed(stack, backer, goal, amount)
+    goal_status(stack, goal["id"], "FUNDED")
+    register_recipient(stack, owner, goal["currency"])
+    proof = ok(api(stack, "POST", f"/v1/goals/{goal['id']}/proofs", owner, json={"title": "Done", "description": "."}))
+    ok(api(stack, "POST", f"/v1/proofs/{proof['proof']['id']}/votes", backer, json={"is_approved": True}))
+    goal_status(stack, goal["id"], "RELEASED")
+    with ledger(stack) as internal:
+        owner_account = internal.OpenAccount(
+            ledger_service_pb2.OpenAccountRequest(
+                account_type=ledger_pb2.ACCOUNT_TYPE_USER, entity_id=owner.id, currency=goal["currency"]
+            ),
+            timeout=10,
+        ).account.id
+    return owner, goal, str(owner_account)
+
+
+def payouts_of(stack: Stack, goal_id: str) -> list[dict[str, Any]]:
+    with payments_db(stack) as db:
+        return list(db.payouts.find({"goalId": goal_id}, {"_id": 0, "payoutId": 1, "status": 1, "amount": 1}))
+
+
+def test_a_failed_transfer_keeps_the_money_with_the_owner_and_the_goal_released(stack: Stack) -> None:
+    _, goal, owner_account = released_goal(stack, 20_000)
+    owed = 20_000 - 20_000 * stack.settings.platform_fee_bps // 10_000
+    settle_payout(stack, goal["id"], outcome="failed")
+    (payout,) = eventually(
+        lambda: [p for p in payouts_of(stack, goal["id"]) if p["status"] == "FAILED"], what="the failed payout"
+    )
+    assert transaction(stack, f"payout:{payout['payoutId']}:transfer") is None  # no money left
+    assert balance(stack, owner_account) == owed
+    assert ok(api(stack, "GET", f"/v1/goals/{goal['id']}"))["goal"]["status"] == "GOAL_STATUS_RELEASED"
+
+
+def test_a_reversed_transfer_returns_the_money_to_the_owner_exactly_once(stack: Stack) -> None:
+    _, goal, owner_account = released_goal(stack, 30_000)
+    owed = 30_000 - 30_000 * stack.settings.platform_fee_bps // 10_000
+    settle_payout(stack, goal["id"], outcome="success")
+    goal_status(stack, goal["id"], "WITHDRAWN")
+    assert balance(stack, owner_account) == 0
+    (payout,) = payouts_of(stack, goal["id"])
+    reversed_ = httpx.post(
+        f"{stack.settings.paystack_url}/_sim/transfers/gfpo-{uuid.UUID(payout['payoutId']).hex}/settle",
+        json={"outcome": "reversed"},
+        timeout=10,
+    )
+    assert reversed_.status_code == 200, reversed_.text
+    goal_status(stack, goal["id"], "RELEASED")  # the money is the owner's again; goals pays it out anew
+    assert transaction(stack, f"payout:{payout['payoutId']}:transfer") is not None
+    assert transaction(stack, f"payout:{payout['payoutId']}:reversal") is not None
+    assert balance(stack, owner_account) == owed

@@ -8,6 +8,7 @@ import uuid
 import pytest
 
 from services.common.errors import ValidationFailed
+from services.common.idempotency import fingerprint
 from services.payments import domain
 from services.payments.domain import PaymentStatus
 
@@ -93,12 +94,20 @@ def test_a_failed_charge_fails_the_payment() -> None:
     assert domain.judge_verification("failed", 500, "NGN", 500, "NGN").status is PaymentStatus.FAILED
 
 
-def test_statuses_only_move_forward() -> None:
-    assert domain.can_move(PaymentStatus.PENDING, PaymentStatus.SUCCESS)
-    assert domain.can_move(PaymentStatus.REFUND_PENDING, PaymentStatus.SUCCESS)  # a failed refund
-    assert not domain.can_move(PaymentStatus.SUCCESS, PaymentStatus.PENDING)
-    assert not domain.can_move(PaymentStatus.REFUNDED, PaymentStatus.SUCCESS)
-    assert not domain.can_move(PaymentStatus.FAILED, PaymentStatus.SUCCESS)
+def test_a_refund_event_without_its_own_id_is_told_apart_by_its_bytes() -> None:
+    first = body("refund.failed", transaction_reference="gf-1", amount=100)
+    second = body("refund.failed", transaction_reference="gf-1", amount=200)
+    assert domain.parse_event(first).event_id == domain.parse_event(first).event_id
+    assert domain.parse_event(first).event_id != domain.parse_event(second).event_id
+    assert domain.parse_event(body("refund.processed", refund_reference="RF1")).event_id == "refund.processed:RF1"
+
+
+def test_paystacks_refusals_of_our_own_earlier_attempts_are_recognised() -> None:
+    assert domain.duplicate_reference("Duplicate Transaction Reference")
+    assert domain.duplicate_reference("Please provide a unique reference. Reference already exists on a transfer")
+    assert not domain.duplicate_reference("Recipient specified is invalid")
+    assert domain.already_refunded("Transaction has been fully reversed")
+    assert not domain.already_refunded("Transaction not found")
 
 
 def test_references_are_fixed_per_payment_and_change_only_per_attempt() -> None:
@@ -137,5 +146,5 @@ def test_recipient_validation_names_each_field() -> None:
 
 
 def test_fingerprints_ignore_key_order() -> None:
-    assert domain.fingerprint({"a": 1, "b": 2}) == domain.fingerprint({"b": 2, "a": 1})
-    assert domain.fingerprint({"a": 1}) != domain.fingerprint({"a": 2})
+    assert fingerprint({"a": 1, "b": 2}) == fingerprint({"b": 2, "a": 1})
+    assert fingerprint({"a": 1}) != fingerprint({"a": 2})
