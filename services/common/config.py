@@ -48,6 +48,11 @@ class Settings(BaseSettings):
     goals_port: int = _env("GOFUND_GOALS_PORT", default=50052)
     ledger_port: int = _env("GOFUND_LEDGER_PORT", default=50053)
     payments_port: int = _env("GOFUND_PAYMENTS_PORT", default=50054)
+    # Where a service serves Prometheus metrics (GET /metrics). 0: a service
+    # process (`gofund serve`) takes its gRPC port + 1000 (identity 51051 ...
+    # payments 51054), a service started inside the tests any free port. Set it
+    # only where one service runs per address (a container).
+    metrics_port: int = _env("GOFUND_METRICS_PORT", default=0, ge=0, le=65535)
     # Where the other services reach each service ("host:port"); derived from
     # the ports on loopback in development.
     identity_target: str = _env("GOFUND_IDENTITY_TARGET", default="")

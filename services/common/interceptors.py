@@ -6,11 +6,15 @@
   deadline has already passed;
 - maps domain errors through the service's ErrorTable, and anything unexpected
   to INTERNAL with a generic message (logged with the request id);
-- logs one JSON line per call with method, code and duration.
+- logs one JSON line per call with method, code and duration;
+- counts and times each call by its final code, and counts the server
+  streams open (services.common.metrics).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import inspect
 import logging
 import time
@@ -26,6 +30,7 @@ from sqlalchemy.exc import DBAPIError
 from services.common import context
 from services.common.context import Principal
 from services.common.errors import DomainError, ErrorTable, internal_status, make_status
+from services.common.metrics import RpcMetrics
 
 log = logging.getLogger("gofund.rpc")
 
@@ -70,9 +75,12 @@ def store_unavailable(exc: Exception) -> bool:
 
 
 class CallContextInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self, errors: ErrorTable, authorize: Authorize | None = None) -> None:
+    def __init__(
+        self, errors: ErrorTable, authorize: Authorize | None = None, metrics: RpcMetrics | None = None
+    ) -> None:
         self._errors = errors
         self._authorize = authorize
+        self._metrics = metrics
 
     async def intercept_service(
         self,
@@ -101,14 +109,18 @@ class CallContextInterceptor(grpc.aio.ServerInterceptor):
     def _wrap_unary(self, method: str, incoming_request_id: str, behaviour: Any) -> Any:
         async def unary(request: Any, ctx: grpc.aio.ServicerContext) -> Any:
             started = self._enter(incoming_request_id, ctx)
+            cancelled = False
             try:
                 await self._refuse_if_expired(ctx)
                 await self._identify(method, ctx)
                 return await behaviour(request, ctx)
             except Exception as exc:
                 await self._abort(ctx, exc)
+            except asyncio.CancelledError:
+                cancelled = True  # the client went away; grpc cancels the handler
+                raise
             finally:
-                self._log(method, ctx, started)
+                self._finish(method, ctx, started, cancelled=cancelled)
 
         return unary
 
@@ -117,17 +129,31 @@ class CallContextInterceptor(grpc.aio.ServerInterceptor):
             # A stream written through ctx.write (grpc's own health Watch) is a
             # coroutine, not a generator: wrapped like a unary handler.
             return self._wrap_unary(method, incoming_request_id, behaviour)
+
         async def stream(request: Any, ctx: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             started = self._enter(incoming_request_id, ctx)
+            cancelled = False
+            if self._metrics is not None:
+                self._metrics.stream_opened(method)
             try:
                 await self._refuse_if_expired(ctx)
                 await self._identify(method, ctx)
-                async for message in behaviour(request, ctx):
-                    yield message
+                # Closed with this wrapper, so the handler's own clean-up runs
+                # when the client goes away, not when the generator is collected.
+                async with contextlib.aclosing(behaviour(request, ctx)) as messages:
+                    async for message in messages:
+                        yield message
             except Exception as exc:
                 await self._abort(ctx, exc)
+            except (asyncio.CancelledError, GeneratorExit):
+                # The client went away: grpc cancels the handler, or, if it was
+                # waiting to write, drops this generator (closed with GeneratorExit).
+                cancelled = True
+                raise
             finally:
-                self._log(method, ctx, started)
+                if self._metrics is not None:
+                    self._metrics.stream_closed(method)
+                self._finish(method, ctx, started, cancelled=cancelled)
 
         return stream
 
@@ -190,17 +216,20 @@ class CallContextInterceptor(grpc.aio.ServerInterceptor):
         await ctx.abort_with_status(status)
         raise AssertionError("abort_with_status returned")  # it raises AbortError
 
-    @staticmethod
-    def _log(method: str, ctx: grpc.aio.ServicerContext, started: float) -> None:
-        code = grpc.StatusCode.CANCELLED if ctx.cancelled() else (ctx.code() or grpc.StatusCode.OK)
-        # Health probes arrive every second from Envoy; keep them out of INFO.
-        level = logging.DEBUG if method.startswith(HEALTH_METHOD_PREFIX) else logging.INFO
+    def _finish(self, method: str, ctx: grpc.aio.ServicerContext, started: float, *, cancelled: bool) -> None:
+        """Log the call and record it in the metrics."""
+        # ctx.cancelled() stays False when the client cancels; the handler sees it as CancelledError.
+        cancelled = cancelled or ctx.cancelled()
+        code = grpc.StatusCode.CANCELLED if cancelled else (ctx.code() or grpc.StatusCode.OK)
+        code_name = getattr(code, "name", str(code))
+        seconds = time.monotonic() - started
+        # Health probes arrive every second from Envoy; keep them out of INFO
+        # and out of the latency histogram (they are still counted).
+        health = method.startswith(HEALTH_METHOD_PREFIX)
+        if self._metrics is not None:
+            self._metrics.finished(method, code_name, None if health else seconds)
         log.log(
-            level,
+            logging.DEBUG if health else logging.INFO,
             "rpc",
-            extra={
-                "method": method,
-                "code": getattr(code, "name", str(code)),
-                "duration_ms": round((time.monotonic() - started) * 1000, 3),
-            },
+            extra={"method": method, "code": code_name, "duration_ms": round(seconds * 1000, 3)},
         )

@@ -3,11 +3,12 @@
 A service describes itself with a `build` coroutine that opens its resources on
 an AsyncExitStack (closed in reverse on shutdown) and returns a `Service`: its
 servicers, its error table and any background loops. `ServiceRunner` adds what
-every server has — the call-context interceptor, grpc.health.v1, reflection —
-binds the port and handles shutdown: health NOT_SERVING first, a drain pause so
-load balancers notice, then in-flight calls get a grace period. `run` is the
-process entry point (`gofund serve <service>`): it reads the settings, reports a
-configuration or start-up problem as one line, and stops on SIGTERM or SIGINT.
+every server has — the call-context interceptor, grpc.health.v1, reflection,
+Prometheus metrics on a port of their own — binds the ports and handles
+shutdown: health NOT_SERVING first, a drain pause so load balancers notice,
+then in-flight calls get a grace period. `run` is the process entry point
+(`gofund serve <service>`): it reads the settings, reports a configuration or
+start-up problem as one line, and stops on SIGTERM or SIGINT.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 import sys
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from contextlib import AsyncExitStack
@@ -26,12 +28,15 @@ import grpc
 from google.protobuf import descriptor
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from prometheus_client import CollectorRegistry
+from prometheus_client.registry import Collector
 
 from services.common import log as gofund_log
 from services.common.auth import Authenticator, Authorizer, AuthPolicy
 from services.common.config import ConfigError, Settings, StartupError, load_settings
 from services.common.errors import ErrorTable
 from services.common.interceptors import CallContextInterceptor
+from services.common.metrics import MetricsServer, RpcMetrics
 
 log = logging.getLogger("gofund.server")
 
@@ -55,6 +60,9 @@ class Service:
     cache_tokens: bool = True
     # Long-running loops (outbox processor, scheduler); cancelled on shutdown.
     background: Sequence[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=tuple)
+    # Metrics of its own (unregistered gauges, see services.common.metrics),
+    # served with the RPC metrics; a background loop keeps them current.
+    collectors: Sequence[Collector] = field(default_factory=tuple)
 
 
 Build = Callable[[Settings, AsyncExitStack], Awaitable[Service]]
@@ -63,15 +71,21 @@ Build = Callable[[Settings, AsyncExitStack], Awaitable[Service]]
 class ServiceRunner:
     """Starts one service in this event loop; used by `run` and by the tests."""
 
-    def __init__(self, build: Build, settings: Settings, *, port: int) -> None:
+    def __init__(self, build: Build, settings: Settings, *, port: int, metrics_port: int | None = None) -> None:
         self._build = build
         self._settings = settings
         self._requested_port = port
+        # GOFUND_METRICS_PORT unless given (`run` gives the gRPC port + 1000);
+        # 0: any free port, so runners inside one process (the tests) never collide.
+        self._requested_metrics_port = settings.metrics_port if metrics_port is None else metrics_port
         self._stack = AsyncExitStack()
         self._server: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()
         self._tasks: list[asyncio.Task[None]] = []
         self.port = 0
+        self.metrics_port = 0
+        # The service's metrics; Prometheus reads them from `metrics_port`.
+        self.registry = CollectorRegistry()
         self.service: Service | None = None
 
     async def start(self) -> int:
@@ -88,8 +102,12 @@ class ServiceRunner:
                     service.authenticator,
                     self._settings.auth_cache_ms / 1000 if service.cache_tokens else 0.0,
                 )
+            for collector in service.collectors:
+                self.registry.register(collector)
+            await self._serve_metrics(service.name)
+            metrics = RpcMetrics(service.name, self.registry)
             server = grpc.aio.server(
-                interceptors=[CallContextInterceptor(service.errors, authorize)],
+                interceptors=[CallContextInterceptor(service.errors, authorize, metrics)],
                 # Without this a second process could bind the same port and
                 # share its traffic silently.
                 options=[("grpc.so_reuseport", 0)],
@@ -106,9 +124,7 @@ class ServiceRunner:
             try:
                 self.port = server.add_insecure_port(address)
             except RuntimeError:
-                raise StartupError(
-                    f"{service.name}: cannot listen on {address}: the port is in use or not available"
-                ) from None
+                raise self._cannot_listen(service.name) from None
             await server.start()
             self._server = server
             for name in ("", *names):
@@ -117,8 +133,33 @@ class ServiceRunner:
         except BaseException:
             await self._stack.aclose()
             raise
-        log.info("serving", extra={"service": service.name, "address": address, "port": self.port})
+        log.info(
+            "serving",
+            extra={"service": service.name, "address": address, "port": self.port, "metrics_port": self.metrics_port},
+        )
         return self.port
+
+    async def _serve_metrics(self, name: str) -> None:
+        """GET /metrics on its own port. Stopped with the service's resources, after
+        the gRPC server, so the last counts can still be read while it drains."""
+        port = self._requested_metrics_port
+        address = f"{self._settings.bind_host}:{port}"
+        metrics_server = MetricsServer(self.registry)
+        try:
+            self.metrics_port = await metrics_server.start(self._settings.bind_host, port)
+        except (OSError, OverflowError):  # in use, not ours to bind, or past 65535
+            if self._requested_port and not _bindable(self._settings.bind_host, self._requested_port):
+                # A second copy of a running service: name the port it is after first.
+                raise self._cannot_listen(name) from None
+            raise StartupError(
+                f"{name}: cannot serve metrics on {address}: the port is in use or not available"
+                "; set GOFUND_METRICS_PORT to move it"
+            ) from None
+        self._stack.push_async_callback(metrics_server.stop)
+
+    def _cannot_listen(self, name: str) -> StartupError:
+        address = f"{self._settings.bind_host}:{self._requested_port}"
+        return StartupError(f"{name}: cannot listen on {address}: the port is in use or not available")
 
     async def stop(self) -> None:
         """Health NOT_SERVING, drain pause, graceful stop, then close resources."""
@@ -135,6 +176,24 @@ class ServiceRunner:
                 await task
         self._tasks = []
         await self._stack.aclose()
+
+
+def _bindable(host: str, port: int) -> bool:
+    """Whether a listener could bind host:port now (a probe; nothing is kept)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def metrics_port_for(settings: Settings, grpc_port: int) -> int:
+    """A service process's metrics port: GOFUND_METRICS_PORT, or else its gRPC
+    port + 1000 (identity 51051 ... payments 51054; a replica on 50151, 51151)."""
+    return settings.metrics_port or (grpc_port + 1000 if grpc_port else 0)
 
 
 def run(name: str, build: Build) -> None:
@@ -157,7 +216,7 @@ async def _serve_until_signalled(build: Build, settings: Settings, port: int) ->
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    runner = ServiceRunner(build, settings, port=port)
+    runner = ServiceRunner(build, settings, port=port, metrics_port=metrics_port_for(settings, port))
     await runner.start()
     await stop.wait()
     log.info("shutting down")

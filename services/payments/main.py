@@ -10,15 +10,18 @@ from pymongo.errors import PyMongoError
 from services.common.auth import AuthPolicy, RemoteAuthenticator
 from services.common.clients import open_channels
 from services.common.config import Settings, StartupError
+from services.common.metrics import WebhookBacklog, every
 from services.common.server import Service, run
 from services.payments.paystack import Paystack
 from services.payments.peers import Peers
 from services.payments.processor import Processor
 from services.payments.service import Payments
 from services.payments.servicer import ERRORS, PaymentsInternalServicer, PaymentsServicer
-from services.payments.store import PaymentsStore, ensure_indexes
+from services.payments.store import PaymentsStore, ensure_indexes, now
 
 MONGO_TIMEOUT_MS = 5000
+# How often the webhook backlog gauges are recounted (Prometheus scrapes every 15 s or so).
+BACKLOG_REFRESH_S = 5.0
 
 
 # Methods a caller may use without logging in: Paystack signs its webhooks instead.
@@ -56,6 +59,14 @@ async def build(settings: Settings, stack: AsyncExitStack) -> Service:
         workers=settings.webhook_workers,
     )
     payments.wake_processor = processor.wake
+    backlog = WebhookBacklog()
+
+    async def count_backlog() -> None:
+        counted = await payments.records.event_backlog()
+        oldest = counted.oldest_pending_received_at
+        age_s = 0.0 if oldest is None else max((now() - oldest).total_seconds(), 0.0)
+        backlog.set(pending=counted.pending, parked=counted.parked, oldest_pending_age_s=age_s)
+
     services = payments_service_pb2.DESCRIPTOR.services_by_name
     descriptors = [services["PaymentsService"], services["PaymentsInternalService"]]
     return Service(
@@ -71,7 +82,8 @@ async def build(settings: Settings, stack: AsyncExitStack) -> Service:
         descriptors=descriptors,
         auth=AuthPolicy.of(descriptors, ANONYMOUS),
         authenticator=RemoteAuthenticator(channels, settings.target("identity")),
-        background=[processor.run],
+        background=[processor.run, every(BACKLOG_REFRESH_S, count_backlog)],
+        collectors=backlog.collectors,
     )
 
 
