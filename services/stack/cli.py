@@ -161,7 +161,8 @@ def _up(args: argparse.Namespace) -> None:
         print(f"gofund up: {exc}", file=sys.stderr)
         sys.exit(2)
     stopping = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    # SIGHUP too: a closed terminal must stop the platform, not orphan it.
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, lambda *_: stopping.set())
     print(f"Starting GoFund from {stack.data_dir} ...", flush=True)
     try:

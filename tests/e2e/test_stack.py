@@ -256,45 +256,63 @@ def descendants_alive(process: psutil.Process) -> list[psutil.Process]:
     return [child for child in process.children(recursive=True) if child.is_running()]
 
 
+@contextlib.contextmanager
+def gofund_up(env: dict[str, str]) -> Iterator[subprocess.Popen[str]]:
+    """`gofund up` as a user runs it; stopped (and its children with it) whatever the test's outcome."""
+    process = subprocess.Popen(
+        [str(BIN / "gofund"), "up"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(60)
+            except subprocess.TimeoutExpired:
+                for child in psutil.Process(process.pid).children(recursive=True):
+                    child.kill()
+                process.kill()
+                process.wait()
+
+
 def test_gofund_up_starts_everything_runs_the_demo_and_ctrl_c_stops_it_cleanly(tmp_path: Path) -> None:
     overrides = stack_environment(tmp_path / "data")
     overrides["GOFUND_PAYSTACK_SIM_SETTLE_MS"] = "300"  # as on a laptop: transfers settle by themselves
     env = {**os.environ, **overrides}
-    process = subprocess.Popen(
-        [str(BIN / "gofund"), "up"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    assert process.stdout is not None
-    lines = []
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        lines.append(line)
-        if "GoFund is up." in line or not line:
-            break
-    output = "".join(lines)
-    assert "GoFund is up." in output, output
-    children = psutil.Process(process.pid).children(recursive=True)
-    # postgres, mongodb, smtp sink, Paystack simulator, four services, envoy (+ postgres workers)
-    assert len(children) >= 9
-    response = httpx.get(f"http://127.0.0.1:{overrides['GOFUND_ENVOY_PORT']}/v1/accounts/not-a-uuid", timeout=10)
-    assert response.status_code == 400
-    demo = subprocess.run(
-        [str(BIN / "gofund"), "demo"], env=env, capture_output=True, text=True, timeout=180, check=False
-    )
-    assert demo.returncode == 0, demo.stdout + demo.stderr
-    assert "[live] FUNDED" in demo.stdout
-    assert "goal WITHDRAWN" in demo.stdout
-    assert re.search(r"platform fees \(REVENUE\) +NGN 75\.00", demo.stdout)  # 5% of NGN 1,500.00
-    assert re.search(r"goal \(GOAL\) +NGN 0\.00", demo.stdout)
+    with gofund_up(env) as process:
+        assert process.stdout is not None
+        lines = []
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            line = process.stdout.readline()
+            lines.append(line)
+            if "GoFund is up." in line or not line:
+                break
+        output = "".join(lines)
+        assert "GoFund is up." in output, output
+        children = psutil.Process(process.pid).children(recursive=True)
+        # postgres, mongodb, smtp sink, Paystack simulator, four services, envoy (+ postgres workers)
+        assert len(children) >= 9
+        response = httpx.get(f"http://127.0.0.1:{overrides['GOFUND_ENVOY_PORT']}/v1/accounts/not-a-uuid", timeout=10)
+        assert response.status_code == 400
+        demo = subprocess.run(
+            [str(BIN / "gofund"), "demo"], env=env, capture_output=True, text=True, timeout=180, check=False
+        )
+        assert demo.returncode == 0, demo.stdout + demo.stderr
+        assert "[live] FUNDED" in demo.stdout
+        assert "goal WITHDRAWN" in demo.stdout
+        assert re.search(r"platform fees \(REVENUE\) +NGN 75\.00", demo.stdout)  # 5% of NGN 1,500.00
+        assert re.search(r"goal \(GOAL\) +NGN 0\.00", demo.stdout)
 
-    process.send_signal(signal.SIGINT)
-    rest, _ = process.communicate(timeout=60)
-    assert process.returncode == 0, rest
-    assert "Stopped." in rest
-    assert [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE] == []
-    for name in PORT_VARIABLES:
-        assert embedded.port_is_free(int(overrides[name])), name
-    assert not (tmp_path / "data" / "stack.pid").exists()
+        process.send_signal(signal.SIGINT)
+        rest, _ = process.communicate(timeout=60)
+        assert process.returncode == 0, rest
+        assert "Stopped." in rest
+        assert [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE] == []
+        for name in PORT_VARIABLES:
+            assert embedded.port_is_free(int(overrides[name])), name
+        assert not (tmp_path / "data" / "stack.pid").exists()
 
 
 def run_serve(service: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
