@@ -39,6 +39,8 @@ from services.common.interceptors import CallContextInterceptor
 from services.common.metrics import MetricsServer, RpcMetrics
 
 log = logging.getLogger("gofund.server")
+# Where a service serves metrics when GOFUND_METRICS_PORT is unset: its gRPC port + this.
+METRICS_PORT_OFFSET = 1000
 
 
 @dataclass
@@ -110,7 +112,14 @@ class ServiceRunner:
                 interceptors=[CallContextInterceptor(service.errors, authorize, metrics)],
                 # Without this a second process could bind the same port and
                 # share its traffic silently.
-                options=[("grpc.so_reuseport", 0)],
+                options=[
+                    ("grpc.so_reuseport", 0),
+                    # Our clients ping idle connections every 30 s (long streams sit
+                    # idle); gRPC servers by default answer pings more often than
+                    # every 5 minutes with GOAWAY too_many_pings.
+                    ("grpc.http2.min_recv_ping_interval_without_data_ms", 20_000),
+                    ("grpc.keepalive_permit_without_calls", 1),
+                ],
             )
             for add_to_server, servicer in service.servicers:
                 add_to_server(servicer, server)
@@ -193,7 +202,7 @@ def _bindable(host: str, port: int) -> bool:
 def metrics_port_for(settings: Settings, grpc_port: int) -> int:
     """A service process's metrics port: GOFUND_METRICS_PORT, or else its gRPC
     port + 1000 (identity 51051 ... payments 51054; a replica on 50151, 51151)."""
-    return settings.metrics_port or (grpc_port + 1000 if grpc_port else 0)
+    return settings.metrics_port or (grpc_port + METRICS_PORT_OFFSET if grpc_port else 0)
 
 
 def run(name: str, build: Build) -> None:

@@ -65,6 +65,14 @@ def backoff_s(attempt: int, base_s: float, cap_s: float) -> float:
     return random.uniform(ceiling / 2, ceiling)
 
 
+def _raise_if_cancelling() -> None:
+    """pymongo may turn a cancellation into an error of its own; a loop that
+    swallowed it would never stop (the server waits for it on shutdown)."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 class Processor:
     def __init__(self, payments: Payments, *, max_attempts: int, retry_base_ms: int, workers: int = 1) -> None:
         self._payments = payments
@@ -95,6 +103,7 @@ class Processor:
             try:
                 worked = await self.process_one()
             except Exception:
+                _raise_if_cancelling()
                 # The store itself failed (claiming an event); wait and look again.
                 log.exception("webhook processor could not claim an event")
                 worked = False
@@ -103,10 +112,13 @@ class Processor:
 
     async def _idle(self) -> None:
         delay = IDLE_POLL_S
-        with contextlib.suppress(Exception):
+        try:
             due = await self._payments.records.next_event_due()
-            if due is not None:
-                delay = min(delay, max((due - now()).total_seconds(), 0.0))
+        except Exception:
+            _raise_if_cancelling()
+            due = None
+        if due is not None:
+            delay = min(delay, max((due - now()).total_seconds(), 0.0))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout=delay)
 

@@ -18,6 +18,7 @@ import httpx
 
 from services.common.config import POSTGRES_DATABASES, Settings
 from services.common.db import ensure_database, upgrade
+from services.common.server import METRICS_PORT_OFFSET
 from services.stack import embedded
 from services.stack.envoy_config import SERVICES, EdgeConfig, write
 
@@ -84,6 +85,12 @@ class Stack:
                 for name in SERVICES
                 for i, port in enumerate(self.replica_ports(name))
                 if i > 0
+            },
+            # Each service serves metrics on its gRPC port + 1000 (GOFUND_METRICS_PORT unset).
+            **{
+                f"GOFUND_{name.upper()}_PORT + {METRICS_PORT_OFFSET} (metrics, replica {i})": port + METRICS_PORT_OFFSET
+                for name in SERVICES
+                for i, port in enumerate(self.replica_ports(name))
             },
         }
 

@@ -135,10 +135,25 @@ def test_goal_balance_reads_as_json_through_envoy(stack: Stack) -> None:
     assert entries["next_page_token"] == ""
 
 
+WATCH_BALANCE = "/gofund.ledger.v1.LedgerService/WatchBalance"
+
+
+def open_streams(stack: Stack, service: str, method: str) -> float:
+    """The service's in-flight streams gauge for `method`, from its /metrics port (gRPC port + 1000)."""
+    port = getattr(stack.settings, f"{service}_port") + 1000
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    for line in text.splitlines():
+        if line.startswith("gofund_rpc_in_flight_streams{") and f'method="{method}"' in line:
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
 def test_balance_watch_streams_ndjson_through_envoy_as_changes_happen(stack: Stack) -> None:
     goal = funded_goal_account(stack, 10)
+    before = open_streams(stack, "ledger", WATCH_BALANCE)
     with httpx.stream("GET", f"{edge(stack)}/v1/accounts/{goal}/balance:watch", timeout=30) as response:
         assert response.status_code == 200
+        assert open_streams(stack, "ledger", WATCH_BALANCE) == before + 1
         lines = response.iter_lines()
         first = json.loads(next(lines))
         assert (first["account_id"], first["balance"]) == (goal, "10")
@@ -166,6 +181,11 @@ def test_balance_watch_streams_ndjson_through_envoy_as_changes_happen(stack: Sta
         second = json.loads(next(lines))  # arrives while the stream is open, not at its end
         assert second["balance"] == "15"
         assert int(second["seq"]) > int(first["seq"])
+    # The client went away: the ledger's watcher is gone with it.
+    deadline = time.monotonic() + 10
+    while open_streams(stack, "ledger", WATCH_BALANCE) != before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert open_streams(stack, "ledger", WATCH_BALANCE) == before
 
 
 def test_gofund_ledger_reconcile_reports_no_differences(stack: Stack) -> None:
