@@ -52,13 +52,13 @@ def test_grpcurl_lists_each_servers_services_by_reflection(stack: Stack, service
     } <= listed
 
 
-@pytest.mark.parametrize("service", SERVICES)
 def test_grpcurl_describes_a_service_by_reflection(stack: Stack) -> None:
     result = grpcurl(f"127.0.0.1:{stack.settings.ledger_port}", "describe", "gofund.ledger.v1.LedgerService")
     assert result.returncode == 0, result.stderr
     assert "rpc WatchBalance ( .gofund.ledger.v1.WatchBalanceRequest ) returns ( stream" in result.stdout
 
 
+@pytest.mark.parametrize("service", SERVICES)
 def test_grpcurl_health_check_is_serving(stack: Stack, service: str) -> None:
     port = getattr(stack.settings, f"{service}_port")
     result = grpcurl(f"127.0.0.1:{port}", "grpc.health.v1.Health/Check")
