@@ -20,25 +20,18 @@ import multiprocessing
 import statistics
 import tempfile
 import time
-import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import aiohttp
 import grpc
 import httpx
+from benchkit import line, stack_overrides, user
 from gofund.goals.v1 import goals_service_pb2, goals_service_pb2_grpc
-from gofund.identity.v1 import identity_service_pb2, identity_service_pb2_grpc
 
-from services.stack import embedded
 from services.stack.stack import Stack
 
 CONCURRENCY = 32
-PASSWORD = "bench password 1"  # noqa: S105 - a throwaway user on a throwaway stack
-
-
-def line(name: str, value: str, target: str) -> None:
-    print(f"{name}: {value} (target {target})", flush=True)
 
 
 async def _json_load(url: str, concurrency: int, seconds: float) -> tuple[int, list[float]]:
@@ -96,13 +89,7 @@ def measure(kind: str, address: str, goal_id: str, concurrency: int, seconds: fl
 
 
 def open_goal(stack: Stack) -> str:
-    name = "e" + uuid.uuid4().hex[:12]
-    with grpc.insecure_channel(f"127.0.0.1:{stack.settings.identity_port}") as channel:
-        identity = identity_service_pb2_grpc.IdentityServiceStub(channel)
-        identity.CreateUser(
-            identity_service_pb2.CreateUserRequest(email=f"{name}@example.com", username=name, password=PASSWORD)
-        )
-        token = identity.CreateSession(identity_service_pb2.CreateSessionRequest(login=name, password=PASSWORD)).token
+    _, token = user(stack)
     deadline = (datetime.now(UTC) + timedelta(days=30)).isoformat().replace("+00:00", "Z")
     response = httpx.post(
         f"http://127.0.0.1:{stack.settings.envoy_port}/v1/goals",
@@ -117,13 +104,7 @@ def open_goal(stack: Stack) -> str:
 def main(quick: bool) -> None:
     seconds = 3.0 if quick else 8.0
     root = Path(tempfile.mkdtemp(prefix="gofund-bench-edge-"))
-    names = (
-        "POSTGRES", "MONGODB", "IDENTITY", "GOALS", "LEDGER", "PAYMENTS", "ENVOY", "ENVOY_ADMIN", "SMTP",
-        "PAYSTACK_SIM",
-    )  # fmt: skip
-    overrides = {f"GOFUND_{name}_PORT": str(embedded.free_port()) for name in names}
-    overrides.update({"GOFUND_DATA_DIR": str(root), "GOFUND_LOG_LEVEL": "WARNING"})
-    stack = Stack(overrides, durable=False)
+    stack = Stack(stack_overrides(root), durable=False)
     print(f"starting the platform in {root} ...", flush=True)
     stack.start()
     try:

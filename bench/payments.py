@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import tempfile
 import time
@@ -33,7 +32,7 @@ from typing import Any
 
 import grpc
 import httpx
-from gofund.identity.v1 import identity_service_pb2, identity_service_pb2_grpc
+from benchkit import line, stack_overrides, user
 from gofund.ledger.v1 import ledger_pb2, ledger_service_pb2, ledger_service_pb2_grpc
 from pymongo import MongoClient
 
@@ -44,44 +43,18 @@ from services.stack import embedded
 from services.stack.stack import Stack
 
 CLIENTS = 8
-PASSWORD = "bench password 1"  # noqa: S105 - a throwaway user on a throwaway stack
 CREDENTIAL = ((SERVICE_CREDENTIAL_HEADER, Settings.model_fields["service_token"].default),)
 
 
-def line(name: str, value: str, target: str) -> None:
-    print(f"{name}: {value} (target {target})", flush=True)
-
-
 def environment(root: Path) -> dict[str, str]:
-    names = (
-        "POSTGRES", "MONGODB", "IDENTITY", "GOALS", "LEDGER", "PAYMENTS", "ENVOY", "ENVOY_ADMIN", "SMTP",
-        "PAYSTACK_SIM",
-    )  # fmt: skip
-    overrides = {f"GOFUND_{name}_PORT": str(embedded.free_port()) for name in names}
-    overrides.update(
-        {
-            "GOFUND_DATA_DIR": str(root),
-            "GOFUND_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
-            "GOFUND_AUTH_RATE_PER_MINUTE": "1000",
-            # The simulator's deliveries fail (nothing listens) and wait an hour to
-            # retry: this script delivers every event itself.
-            "GOFUND_WEBHOOK_URL": f"http://127.0.0.1:{embedded.free_port()}/nowhere",
-            "GOFUND_PAYSTACK_SIM_RETRY_BASE_MS": "3600000",
-            "GOFUND_PAYSTACK_SIM_SETTLE_MS": "0",
-        }
+    return stack_overrides(
+        root,
+        # The simulator's deliveries fail (nothing listens) and wait an hour to
+        # retry: this script delivers every event itself.
+        GOFUND_WEBHOOK_URL=f"http://127.0.0.1:{embedded.free_port()}/nowhere",
+        GOFUND_PAYSTACK_SIM_RETRY_BASE_MS="3600000",
+        GOFUND_PAYSTACK_SIM_SETTLE_MS="0",
     )
-    return overrides
-
-
-def user(stack: Stack) -> tuple[str, str]:
-    name = "b" + uuid.uuid4().hex[:12]
-    with grpc.insecure_channel(f"127.0.0.1:{stack.settings.identity_port}") as channel:
-        identity = identity_service_pb2_grpc.IdentityServiceStub(channel)
-        created = identity.CreateUser(
-            identity_service_pb2.CreateUserRequest(email=f"{name}@example.com", username=name, password=PASSWORD)
-        )
-        token = identity.CreateSession(identity_service_pb2.CreateSessionRequest(login=name, password=PASSWORD)).token
-    return created.user.id, token
 
 
 def paid_events(stack: Stack, http: httpx.Client, count: int) -> list[tuple[str, bytes]]:
