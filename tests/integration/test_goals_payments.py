@@ -230,3 +230,27 @@ async def test_a_payment_completed_after_the_goal_was_cancelled_goes_back_to_the
     after = await platform.get(goal.id)
     assert (after.status, after.raised_amount, after.contributor_count) == (REFUNDED, 0, 0)
     assert await platform.balance(goal.account_id) == 0
+
+
+async def test_a_goal_below_target_at_its_deadline_is_refunded_in_full(paying_platform: Platform) -> None:
+    platform = paying_platform
+    owner, alice, bob = await platform.users(3)
+    goal = await platform.goal(owner, target=50_000, deadline=platform.deadline(hours=2))
+    first = await paid_contribution(platform, alice, goal, 4000)
+    second = await paid_contribution(platform, bob, goal, 6000)
+    await platform.until(goal.id, lambda g: g.raised_amount == 10_000)
+    platform.clock.advance(hours=3)  # past the deadline, below the target
+    refunding = await platform.until(goal.id, lambda g: g.status == goals_pb2.GOAL_STATUS_REFUNDING)
+    assert refunding.raised_amount == 10_000
+    for paid in (first, second):
+        await eventually(
+            lambda paid=paid: platform.goals_sql(
+                "SELECT 1 FROM refunds WHERE contribution_id = %s AND state = 'REQUESTED'", paid.id
+            )
+        )
+        await settle(platform, "refunds", paid.payment_reference, "success")
+    refunded = await platform.status(goal.id, REFUNDED, timeout_s=15)
+    assert (refunded.raised_amount, refunded.contributor_count) == (10_000, 2)
+    for payer, paid in ((alice, first), (bob, second)):
+        assert (await contribution(platform, payer, paid.id)).status == REFUNDED_CONTRIBUTION
+    assert await platform.balance(goal.account_id) == 0
