@@ -14,7 +14,6 @@ start-up problem as one line, and stops on SIGTERM or SIGINT.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
 import socket
@@ -41,6 +40,8 @@ from services.common.metrics import MetricsServer, RpcMetrics
 log = logging.getLogger("gofund.server")
 # Where a service serves metrics when GOFUND_METRICS_PORT is unset: its gRPC port + this.
 METRICS_PORT_OFFSET = 1000
+# How long stopping waits for each background loop to end once cancelled.
+BACKGROUND_STOP_S = 5.0
 
 
 @dataclass
@@ -138,7 +139,10 @@ class ServiceRunner:
             self._server = server
             for name in ("", *names):
                 await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
-            self._tasks = [asyncio.create_task(loop()) for loop in service.background]
+            self._tasks = [
+                asyncio.create_task(loop(), name=f"{service.name}: {getattr(loop, '__qualname__', 'background')}")
+                for loop in service.background
+            ]
         except BaseException:
             await self._stack.aclose()
             raise
@@ -180,9 +184,15 @@ class ServiceRunner:
             self._server = None
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if self._tasks:
+            # A loop that swallows its cancellation (a library may turn it into an
+            # error of its own) must not keep the process from stopping.
+            _, stuck = await asyncio.wait(self._tasks, timeout=BACKGROUND_STOP_S)
+            for task in stuck:
+                log.error("a background loop did not stop when cancelled", extra={"task": task.get_name()})
+            for task in self._tasks:
+                if task.done() and not task.cancelled() and task.exception() is not None:
+                    log.error("a background loop failed", exc_info=task.exception())
         self._tasks = []
         await self._stack.aclose()
 

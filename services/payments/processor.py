@@ -87,10 +87,13 @@ class Processor:
 
     async def run(self) -> None:
         """Process due events until cancelled (the server cancels it on shutdown)."""
-        with contextlib.suppress(Exception):  # the loop below copes with a store that is away
+        try:
             resumed = await self._payments.records.make_pending_events_due()
-            if resumed:
-                log.info("resuming pending webhook events", extra={"count": resumed})
+        except Exception:
+            _raise_if_cancelling()
+            resumed = 0  # the loop below copes with a store that is away
+        if resumed:
+            log.info("resuming pending webhook events", extra={"count": resumed})
         async with asyncio.TaskGroup() as group:
             for _ in range(self._workers):
                 group.create_task(self._work())
@@ -134,6 +137,7 @@ class Processor:
         try:
             outcome = await self._payments.process(doc["event"], doc.get("data") or {})
         except Exception as exc:
+            _raise_if_cancelling()
             failure_count = doc.get("failures", 0) + (0 if transient(exc) else 1)
             parked = failure_count >= self._max_attempts
             cap_s = MAX_TRANSIENT_BACKOFF_S if transient(exc) else MAX_BACKOFF_S
@@ -160,5 +164,7 @@ class Processor:
         """Renew the event's lease while it is being worked on."""
         while True:
             await asyncio.sleep(LEASE_RENEWAL_S)
-            with contextlib.suppress(Exception):
+            try:
                 await self._payments.records.renew_event_lease(event_id, token, EVENT_LEASE)
+            except Exception:
+                _raise_if_cancelling()
