@@ -48,6 +48,11 @@ class Refused(Exception):
         self.code = code
         self.reason = reason
 
+    @property
+    def precondition_failed(self) -> bool:
+        """The dependency cannot do it now (FAILED_PRECONDITION): a later try may succeed."""
+        return self.code is grpc.StatusCode.FAILED_PRECONDITION
+
 
 def _refused(service: str, exc: grpc.aio.AioRpcError) -> Refused:
     info = error_info(exc)

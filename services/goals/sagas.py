@@ -27,8 +27,6 @@ import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-import grpc
-
 from services.common.db import Database
 from services.common.errors import DomainError
 from services.goals import domain, store
@@ -209,7 +207,7 @@ class Sagas:
                 release.failures += 1
                 release.last_error = _error_text(exc)
                 release.next_attempt_at = now + domain.retry_delay(release.failures, base=RETRY_BASE, cap=RETRY_CAP)
-                waiting = isinstance(exc, Refused) and exc.code is grpc.StatusCode.FAILED_PRECONDITION
+                waiting = isinstance(exc, Refused) and exc.precondition_failed
                 (log.info if waiting else log.warning)(
                     "payout not created yet", extra={"goal_id": str(goal_id), "error": release.last_error}
                 )

@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-import grpc
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -273,11 +272,11 @@ class Goals:
                 currency=currency,
             )
         except Refused as exc:
-            if exc.code is grpc.StatusCode.FAILED_PRECONDITION:
-                raise domain.PaymentRejected(
-                    "the payment could not be started; try another amount or later", metadata={"reason": exc.reason}
-                ) from None
-            raise
+            # Payments said no (Paystack refused, the payer is unknown to identity...):
+            # the contribution stays PENDING and a retry with the key may succeed later.
+            raise domain.PaymentRejected(
+                "the payment could not be started; try another amount or later", metadata={"reason": exc.reason}
+            ) from None
         async with self.database.transaction() as session:
             await store.record_payment(session, contribution.id, payment.payment_id, payment.reference, self.clock())
             recorded = await store.get_contribution(session, str(contribution.id))

@@ -241,7 +241,8 @@ class GoalsServiceServicer:
         is not positive or above 10^12, CURRENCY_MISMATCH when the currency is not
         the goal's, MISSING_IDEMPOTENCY_KEY, IDEMPOTENCY_KEY_REUSED when the key
         was used with different input); NOT_FOUND (GOAL_NOT_FOUND);
-        FAILED_PRECONDITION (GOAL_NOT_OPEN); UNAVAILABLE (PAYMENTS_UNAVAILABLE)
+        FAILED_PRECONDITION (GOAL_NOT_OPEN; PAYSTACK_REJECTED when payments or
+        Paystack refuses to start the payment); UNAVAILABLE (PAYMENTS_UNAVAILABLE)
         when the payments service cannot be reached in time, in which case a
         retry with the same key resumes the same contribution.
         """

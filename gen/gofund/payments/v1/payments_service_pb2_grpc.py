@@ -499,7 +499,9 @@ class PaymentsInternalServiceServicer:
         (INVALID_PAYMENT_ID, INVALID_REFUND_ID, IDEMPOTENCY_KEY_REUSED when the
         refund id was used for another payment); NOT_FOUND (PAYMENT_NOT_FOUND);
         FAILED_PRECONDITION (PAYMENT_NOT_REFUNDABLE) unless the payment is SUCCESS
-        or already being refunded under this `refund_id`; UNAVAILABLE
+        or already being refunded under this `refund_id`; FAILED_PRECONDITION
+        (PAYSTACK_REJECTED) if Paystack refuses the refund, in which case a retry
+        with the same `refund_id` asks it again; UNAVAILABLE
         (PAYSTACK_UNAVAILABLE) if Paystack cannot be reached, in which case a retry
         with the same `refund_id` asks it again.
         """
@@ -524,7 +526,9 @@ class PaymentsInternalServiceServicer:
         with different input); FAILED_PRECONDITION (NO_PAYOUT_RECIPIENT) if the
         user has no payout recipient in that currency; UNAVAILABLE
         (PAYSTACK_UNAVAILABLE) if Paystack cannot be reached, in which case a retry
-        with the same `payout_id` asks it again.
+        with the same `payout_id` asks it again. If Paystack refuses the transfer
+        outright (an unusable recipient, say) the payout is returned FAILED, and
+        RecordPayoutResult reports it to goals as for `transfer.failed`.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

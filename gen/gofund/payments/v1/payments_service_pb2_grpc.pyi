@@ -418,7 +418,9 @@ class PaymentsInternalServiceStub:
     (INVALID_PAYMENT_ID, INVALID_REFUND_ID, IDEMPOTENCY_KEY_REUSED when the
     refund id was used for another payment); NOT_FOUND (PAYMENT_NOT_FOUND);
     FAILED_PRECONDITION (PAYMENT_NOT_REFUNDABLE) unless the payment is SUCCESS
-    or already being refunded under this `refund_id`; UNAVAILABLE
+    or already being refunded under this `refund_id`; FAILED_PRECONDITION
+    (PAYSTACK_REJECTED) if Paystack refuses the refund, in which case a retry
+    with the same `refund_id` asks it again; UNAVAILABLE
     (PAYSTACK_UNAVAILABLE) if Paystack cannot be reached, in which case a retry
     with the same `refund_id` asks it again.
     """
@@ -439,7 +441,9 @@ class PaymentsInternalServiceStub:
     with different input); FAILED_PRECONDITION (NO_PAYOUT_RECIPIENT) if the
     user has no payout recipient in that currency; UNAVAILABLE
     (PAYSTACK_UNAVAILABLE) if Paystack cannot be reached, in which case a retry
-    with the same `payout_id` asks it again.
+    with the same `payout_id` asks it again. If Paystack refuses the transfer
+    outright (an unusable recipient, say) the payout is returned FAILED, and
+    RecordPayoutResult reports it to goals as for `transfer.failed`.
     """
     GetPayout: _grpc.UnaryUnaryMultiCallable[_payments_service_pb2.GetPayoutRequest, _payments_service_pb2.GetPayoutResponse]
     """Returns one payout.
@@ -506,7 +510,9 @@ class PaymentsInternalServiceAsyncStub(PaymentsInternalServiceStub):
     (INVALID_PAYMENT_ID, INVALID_REFUND_ID, IDEMPOTENCY_KEY_REUSED when the
     refund id was used for another payment); NOT_FOUND (PAYMENT_NOT_FOUND);
     FAILED_PRECONDITION (PAYMENT_NOT_REFUNDABLE) unless the payment is SUCCESS
-    or already being refunded under this `refund_id`; UNAVAILABLE
+    or already being refunded under this `refund_id`; FAILED_PRECONDITION
+    (PAYSTACK_REJECTED) if Paystack refuses the refund, in which case a retry
+    with the same `refund_id` asks it again; UNAVAILABLE
     (PAYSTACK_UNAVAILABLE) if Paystack cannot be reached, in which case a retry
     with the same `refund_id` asks it again.
     """
@@ -527,7 +533,9 @@ class PaymentsInternalServiceAsyncStub(PaymentsInternalServiceStub):
     with different input); FAILED_PRECONDITION (NO_PAYOUT_RECIPIENT) if the
     user has no payout recipient in that currency; UNAVAILABLE
     (PAYSTACK_UNAVAILABLE) if Paystack cannot be reached, in which case a retry
-    with the same `payout_id` asks it again.
+    with the same `payout_id` asks it again. If Paystack refuses the transfer
+    outright (an unusable recipient, say) the payout is returned FAILED, and
+    RecordPayoutResult reports it to goals as for `transfer.failed`.
     """
     GetPayout: _aio.UnaryUnaryMultiCallable[_payments_service_pb2.GetPayoutRequest, _payments_service_pb2.GetPayoutResponse]  # type: ignore[assignment]
     """Returns one payout.
@@ -603,7 +611,9 @@ class PaymentsInternalServiceServicer(metaclass=_abc_1.ABCMeta):
         (INVALID_PAYMENT_ID, INVALID_REFUND_ID, IDEMPOTENCY_KEY_REUSED when the
         refund id was used for another payment); NOT_FOUND (PAYMENT_NOT_FOUND);
         FAILED_PRECONDITION (PAYMENT_NOT_REFUNDABLE) unless the payment is SUCCESS
-        or already being refunded under this `refund_id`; UNAVAILABLE
+        or already being refunded under this `refund_id`; FAILED_PRECONDITION
+        (PAYSTACK_REJECTED) if Paystack refuses the refund, in which case a retry
+        with the same `refund_id` asks it again; UNAVAILABLE
         (PAYSTACK_UNAVAILABLE) if Paystack cannot be reached, in which case a retry
         with the same `refund_id` asks it again.
         """
@@ -630,7 +640,9 @@ class PaymentsInternalServiceServicer(metaclass=_abc_1.ABCMeta):
         with different input); FAILED_PRECONDITION (NO_PAYOUT_RECIPIENT) if the
         user has no payout recipient in that currency; UNAVAILABLE
         (PAYSTACK_UNAVAILABLE) if Paystack cannot be reached, in which case a retry
-        with the same `payout_id` asks it again.
+        with the same `payout_id` asks it again. If Paystack refuses the transfer
+        outright (an unusable recipient, say) the payout is returned FAILED, and
+        RecordPayoutResult reports it to goals as for `transfer.failed`.
         """
 
     @_abc_1.abstractmethod
