@@ -33,8 +33,6 @@ class BalanceFollower:
         self.database = database
         self.ledger = ledger
         self.clock = clock
-        # How many stream messages this process has applied (for tests and logs).
-        self.applied = 0
         self.connected = asyncio.Event()
 
     async def run(self) -> None:
@@ -64,4 +62,3 @@ class BalanceFollower:
             if goal is not None and str(goal.account_id) == change.account_id:
                 await lifecycle.apply_balance(session, goal, change.balance, change.seq, now)
             await store.advance_ledger_cursor(session, change.seq)
-        self.applied += 1

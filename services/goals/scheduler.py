@@ -51,7 +51,6 @@ class Scheduler:
         self.rules = rules
         self.clock = clock
         self.interval_s = interval_s
-        self.ticks = 0
         self._wakeup = asyncio.Event()
 
     def wake(self) -> None:
@@ -75,7 +74,6 @@ class Scheduler:
         await self.expire_goals()
         await self.close_votes()
         await self.drive_sagas()
-        self.ticks += 1
 
     # -- expiry ---------------------------------------------------------------------
     async def expire_goals(self) -> None:

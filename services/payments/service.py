@@ -401,7 +401,6 @@ class Payments:
                 release_lease=True,
             )  # fmt: skip
             payment = stored or await self._reload(payment.payment_id)
-        return payment
 
     async def settle_refund(self, event: str, data: Mapping[str, Any]) -> Outcome:
         reference = _refund_transaction_reference(data)

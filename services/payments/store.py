@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -211,8 +211,6 @@ class WebhookEvent:
     last_error: str
     received_at: datetime
     processed_at: datetime | None
-    deliveries: int = 1
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
     def of(cls, doc: Document) -> WebhookEvent:
@@ -225,7 +223,6 @@ class WebhookEvent:
             last_error=doc.get("lastError") or "",
             received_at=doc["receivedAt"],
             processed_at=doc.get("processedAt"),
-            deliveries=doc.get("deliveries", 1),
         )
 
 
