@@ -7,6 +7,8 @@
   whose env.py calls `run_alembic_env`; `upgrade` applies them, and
   `Database.check_ready` refuses to serve on a database that is unreachable or
   not at the code's migration head.
+- `for_update`: the one way a row is locked. It also refreshes rows the
+  session already holds, since a lock protects only what is read after it.
 - `ensure_database` creates a service's database on the embedded server (a
   production server gets its databases from its deployment).
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 import asyncio
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
+from typing import Any, TypeVar
 
 import psycopg
 from alembic import command
@@ -23,11 +26,13 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from psycopg import sql
-from sqlalchemy import MetaData, engine_from_config, make_url, pool
+from sqlalchemy import MetaData, Select, engine_from_config, make_url, pool
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from services.common.config import StartupError
+
+SelectT = TypeVar("SelectT", bound=Select[Any])
 
 SERVICES_DIR = Path(__file__).resolve().parents[1]
 CONNECT_TIMEOUT_S = 5
@@ -81,6 +86,19 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+def for_update(query: SelectT, *, skip_locked: bool = False) -> SelectT:
+    """`query` as `SELECT ... FOR UPDATE`, returning the rows as the lock found them.
+
+    SQLAlchemy's identity map hands back the object a session already loaded
+    without refreshing it from the locked row, so a row read, then locked, in
+    one session would be the stale copy from before the lock (two voters each
+    saw the other's tally missing). `populate_existing` overwrites it with the
+    row as read under the lock. Every lock in the SQL services goes through
+    here; a unit test keeps it that way.
+    """
+    return query.with_for_update(skip_locked=skip_locked).execution_options(populate_existing=True)
 
 
 def alembic_config(service: str, url: str) -> Config:

@@ -57,6 +57,38 @@ class GoalStatus(StrEnum):
         return self in (GoalStatus.WITHDRAWN, GoalStatus.REFUNDED)
 
 
+class Outflow(StrEnum):
+    """Where a goal's money goes once it stops taking money: one of the two, once, ever.
+
+    Stored on the goal (`goals.outflow`), set under the goal's row lock and never
+    changed (a trigger), and every saga row names it (composite foreign keys), so
+    the database itself refuses a goal that is both released and refunded.
+    """
+
+    RELEASE = "RELEASE"  # an approved proof: to the owner, less the fee
+    REFUND = "REFUND"  # expired, cancelled or rejected three times: back to every contributor
+
+
+# The goal state machine: every move a goal may make. `lifecycle.move` is the
+# only code that changes a goal's status, and it refuses any move not listed.
+GOAL_MOVES: dict[GoalStatus, frozenset[GoalStatus]] = {
+    GoalStatus.OPEN: frozenset({GoalStatus.FUNDED, GoalStatus.EXPIRED, GoalStatus.CANCELLED}),
+    # REFUNDING straight from FUNDED: the third rejected proof.
+    GoalStatus.FUNDED: frozenset({GoalStatus.RELEASED, GoalStatus.CANCELLED, GoalStatus.REFUNDING}),
+    GoalStatus.EXPIRED: frozenset({GoalStatus.REFUNDING}),
+    GoalStatus.CANCELLED: frozenset({GoalStatus.REFUNDING}),
+    GoalStatus.REFUNDING: frozenset({GoalStatus.REFUNDED}),
+    GoalStatus.RELEASED: frozenset({GoalStatus.WITHDRAWN}),
+    # Paystack reversed a transfer that had succeeded: the money is the owner's again, to be paid out anew.
+    GoalStatus.WITHDRAWN: frozenset({GoalStatus.RELEASED}),
+    GoalStatus.REFUNDED: frozenset(),
+}
+
+
+def can_move(current: GoalStatus, target: GoalStatus) -> bool:
+    return target in GOAL_MOVES[current]
+
+
 class ContributionStatus(StrEnum):
     PENDING = "PENDING"
     SUCCEEDED = "SUCCEEDED"
@@ -178,6 +210,10 @@ class VotingClosed(DomainError):
 
 class AlreadyVoted(DomainError):
     pass
+
+
+class IllegalGoalMove(DomainError):
+    """A goal was asked to make a move the state machine does not have: a bug upstream, refused."""
 
 
 class LedgerUnavailable(DomainError):
@@ -302,18 +338,18 @@ def validate_media_urls(check: Validator, urls: list[str]) -> None:
 
 
 # -- states -----------------------------------------------------------------------
-def accepts_money(status: GoalStatus, releasing: bool) -> bool:
-    """May a captured payment count towards this goal? Only while OPEN or FUNDED and not
-    being released: once the release amount is fixed, later money is refunded instead."""
-    return status in (GoalStatus.OPEN, GoalStatus.FUNDED) and not releasing
+def accepts_money(status: GoalStatus, outflow: Outflow | None) -> bool:
+    """May a captured payment count towards this goal? Only while OPEN or FUNDED and before
+    its outflow is decided: once the release amount is fixed, later money is refunded instead."""
+    return status in (GoalStatus.OPEN, GoalStatus.FUNDED) and outflow is None
 
 
 def takes_contributions(status: GoalStatus, deadline: datetime, now: datetime) -> bool:
     return status is GoalStatus.OPEN and now < deadline
 
 
-def cancellable(status: GoalStatus, releasing: bool) -> bool:
-    return status in (GoalStatus.OPEN, GoalStatus.FUNDED) and not releasing
+def cancellable(status: GoalStatus, outflow: Outflow | None) -> bool:
+    return status in (GoalStatus.OPEN, GoalStatus.FUNDED) and outflow is None
 
 
 # -- votes ------------------------------------------------------------------------

@@ -1,9 +1,15 @@
-"""State changes shared by the RPCs, the balance stream and the scheduler.
+"""The goal state machine: every change of a goal's status happens here.
 
-Each runs inside the caller's transaction with the goal row already locked
-(`SELECT ... FOR UPDATE`), and records every change of progress through
-`store.progress_changed`. Starting a saga here only writes its state rows;
-the money moves later, in `sagas`, under ids derived from those rows.
+Each function runs inside the caller's transaction with the goal row already
+locked (`store.get_goal(..., lock=True)`, which reads it fresh), checks the
+state it needs and refuses or does nothing otherwise, and records every change
+of progress through `store.progress_changed`. The moves themselves are the
+table `domain.GOAL_MOVES`; `move` refuses any other. Where the money goes is
+decided once (`domain.Outflow`): an approved proof claims RELEASE, expiry,
+cancellation and the third rejection claim REFUND, and a goal that has one can
+never take the other (`claim_outflow`, backed by the database). Starting a saga
+here only writes its rows; the money moves later, in `sagas`, under ids derived
+from those rows.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.goals import domain, store
-from services.goals.domain import GoalStatus, ProofStatus, RefundCause, ReleaseStep
+from services.goals.domain import GoalStatus, Outflow, ProofStatus, RefundCause, ReleaseStep
 
 log = logging.getLogger("gofund.goals.lifecycle")
 
@@ -31,6 +37,28 @@ class Rules:
     quorum_bps: int = 2000
 
 
+async def move(session: AsyncSession, goal: store.Goal, target: GoalStatus, now: datetime) -> None:
+    """The one place a goal's status changes: only along `domain.GOAL_MOVES`."""
+    current = GoalStatus(goal.status)
+    if not domain.can_move(current, target):
+        raise domain.IllegalGoalMove(
+            f"a {current.lower()} goal cannot become {target.lower()}",
+            metadata={"goal_id": str(goal.id), "status": current.value, "target": target.value},
+        )
+    goal.status = target.value
+    await store.progress_changed(session, goal, now)
+
+
+def claim_outflow(goal: store.Goal, outflow: Outflow) -> None:
+    """Decide where the goal's money goes; refused if that was decided before."""
+    if goal.outflow is not None:
+        raise domain.IllegalGoalMove(
+            f"the goal's money already goes to a {goal.outflow.lower()}",
+            metadata={"goal_id": str(goal.id), "outflow": goal.outflow, "target": outflow.value},
+        )
+    goal.outflow = outflow.value
+
+
 async def apply_balance(session: AsyncSession, goal: store.Goal, balance: int, seq: int, now: datetime) -> None:
     """Apply the GOAL account's balance as of ledger `seq` (from the stream or a direct read).
 
@@ -42,16 +70,14 @@ async def apply_balance(session: AsyncSession, goal: store.Goal, balance: int, s
         return
     goal.ledger_seq = seq
     status = GoalStatus(goal.status)
-    releasing = status is GoalStatus.FUNDED and await store.is_releasing(session, goal.id)
-    if not domain.accepts_money(status, releasing):
+    if not domain.accepts_money(status, goal.outflow_kind):
         return  # closed: raised_amount keeps its last value
     changed = goal.raised_amount != balance
     goal.raised_amount = balance
     if status is GoalStatus.OPEN and balance >= goal.target_amount:
-        goal.status = GoalStatus.FUNDED.value
         goal.funded_at = now
-        changed = True
-    if changed:
+        await move(session, goal, GoalStatus.FUNDED, now)
+    elif changed:
         await store.progress_changed(session, goal, now)
 
 
@@ -62,33 +88,76 @@ async def recount_contributors(session: AsyncSession, goal: store.Goal, now: dat
         await store.progress_changed(session, goal, now)
 
 
+async def expire(session: AsyncSession, goal: store.Goal, now: datetime) -> bool:
+    """An OPEN goal past its deadline below its target starts refunding; True if it did."""
+    if (
+        goal.status != GoalStatus.OPEN.value
+        or goal.outflow is not None
+        or goal.deadline > now
+        or goal.raised_amount >= goal.target_amount
+    ):
+        return False
+    await start_refund(session, goal, RefundCause.EXPIRED, now)
+    return True
+
+
+async def cancel(session: AsyncSession, goal: store.Goal, reason: str, now: datetime) -> None:
+    """The owner cancels: pending proofs are rejected and every contribution refunded.
+    A repeated cancel leaves the goal as it is (with the first reason)."""
+    if goal.refund_cause == RefundCause.CANCELLED.value:
+        return
+    if not domain.cancellable(GoalStatus(goal.status), goal.outflow_kind):
+        raise domain.GoalNotCancellable("the goal can no longer be cancelled", metadata={"status": goal.status})
+    for proof in await store.proofs_of(session, goal.id):
+        if proof.status == ProofStatus.PENDING.value:
+            proof.status = ProofStatus.REJECTED.value
+            proof.decided_at = now
+            store.touch(proof, now)
+    goal.cancel_reason = reason
+    await start_refund(session, goal, RefundCause.CANCELLED, now)
+
+
 async def start_refund(session: AsyncSession, goal: store.Goal, cause: RefundCause, now: datetime) -> None:
     """Close the goal and queue a refund for every succeeded contribution.
 
     Expiry and cancellation pass through their own status first (watchers see
     it); with nothing to refund the goal is REFUNDED at once.
     """
+    claim_outflow(goal, Outflow.REFUND)
     if cause is RefundCause.EXPIRED:
-        goal.status = GoalStatus.EXPIRED.value
-        await store.progress_changed(session, goal, now)
+        await move(session, goal, GoalStatus.EXPIRED, now)
     elif cause is RefundCause.CANCELLED:
-        goal.status = GoalStatus.CANCELLED.value
-        await store.progress_changed(session, goal, now)
+        await move(session, goal, GoalStatus.CANCELLED, now)
     goal.refund_cause = cause.value
-    goal.status = GoalStatus.REFUNDING.value
+    await move(session, goal, GoalStatus.REFUNDING, now)  # flushes the outflow the refund rows reference
     contributions = await store.succeeded_contributions(session, goal.id)
     for contribution in contributions:
-        await store.insert_refund(session, contribution, now)
-    await store.progress_changed(session, goal, now)
+        await store.insert_refund(session, contribution, now, outflow=Outflow.REFUND)
     if not contributions:
-        goal.status = GoalStatus.REFUNDED.value
-        await store.progress_changed(session, goal, now)
+        await move(session, goal, GoalStatus.REFUNDED, now)
 
 
 async def finish_refund_if_done(session: AsyncSession, goal: store.Goal, now: datetime) -> None:
     if goal.status == GoalStatus.REFUNDING.value and not await store.any_succeeded(session, goal.id):
-        goal.status = GoalStatus.REFUNDED.value
-        await store.progress_changed(session, goal, now)
+        await move(session, goal, GoalStatus.REFUNDED, now)
+
+
+async def release_posted(session: AsyncSession, goal: store.Goal, *, payout_due: bool, now: datetime) -> None:
+    """The release posting is in the ledger: RELEASED, and WITHDRAWN at once when a 100% fee left nothing to pay."""
+    if goal.outflow_kind is not Outflow.RELEASE:
+        raise domain.IllegalGoalMove(
+            "only a goal whose outflow is a release is released", metadata={"goal_id": str(goal.id)}
+        )
+    await move(session, goal, GoalStatus.RELEASED, now)
+    if not payout_due:
+        await move(session, goal, GoalStatus.WITHDRAWN, now)
+
+
+async def payout_settled(session: AsyncSession, goal: store.Goal, *, paid: bool, now: datetime) -> None:
+    """A payout's result: WITHDRAWN when paid, RELEASED again when it failed or was reversed."""
+    target = GoalStatus.WITHDRAWN if paid else GoalStatus.RELEASED
+    if goal.status != target.value:
+        await move(session, goal, target, now)
 
 
 async def tally(session: AsyncSession, goal: store.Goal, proof: store.Proof) -> domain.Tally:
@@ -103,7 +172,19 @@ async def tally(session: AsyncSession, goal: store.Goal, proof: store.Proof) -> 
 async def settle_proof(
     session: AsyncSession, goal: store.Goal, proof: store.Proof, decision: ProofStatus, *, rules: Rules, now: datetime
 ) -> None:
-    """Record the vote's outcome: approval starts the release saga; a third rejection the refund saga."""
+    """Record the vote's outcome: approval starts the release saga; a third rejection the refund saga.
+
+    Only a pending proof of a FUNDED goal whose outflow is undecided is decided;
+    the callers check the proof, and a goal that closed meanwhile (cancel rejects
+    its pending proof) is refused here whatever they read.
+    """
+    if proof.status != ProofStatus.PENDING.value:
+        raise domain.VotingClosed("voting on this proof has closed", metadata={"status": proof.status})
+    if goal.status != GoalStatus.FUNDED.value or goal.outflow is not None:
+        raise domain.IllegalGoalMove(
+            "a proof is decided only on a funded goal whose money has not gone anywhere",
+            metadata={"goal_id": str(goal.id), "status": goal.status},
+        )
     proof.status = decision.value
     proof.decided_at = now
     store.touch(proof, now)
@@ -113,6 +194,9 @@ async def settle_proof(
         if amount <= 0:
             log.error("approved proof on a goal with nothing to release", extra={"goal_id": str(goal.id)})
             return
+        claim_outflow(goal, Outflow.RELEASE)
+        store.touch(goal, now)
+        await session.flush()  # the release row references the goal's outflow
         session.add(
             store.Release(
                 goal_id=goal.id, proof_id=proof.id, amount=amount,
@@ -127,5 +211,5 @@ async def settle_proof(
             select(func.count()).where(store.Proof.goal_id == goal.id, store.Proof.status == ProofStatus.REJECTED.value)
         )
     ).scalar_one()
-    if rejected >= domain.MAX_PROOFS and goal.status == GoalStatus.FUNDED.value:
+    if rejected >= domain.MAX_PROOFS:
         await start_refund(session, goal, RefundCause.REJECTED, now)

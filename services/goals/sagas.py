@@ -29,8 +29,8 @@ from datetime import datetime, timedelta
 
 from services.common.db import Database
 from services.common.errors import DomainError
-from services.goals import domain, store
-from services.goals.domain import GoalStatus, RefundState, ReleaseStep
+from services.goals import domain, lifecycle, store
+from services.goals.domain import GoalStatus, Outflow, RefundState, ReleaseStep
 from services.goals.gateways import CREDIT, DEBIT, LedgerGateway, PaymentsGateway, Posting, Refused
 
 log = logging.getLogger("gofund.goals.sagas")
@@ -127,6 +127,11 @@ class Sagas:
                 return False
             if release.step != ReleaseStep.POST.value:
                 return release.step == ReleaseStep.PAYOUT.value
+            if goal.status != GoalStatus.FUNDED.value or goal.outflow_kind is not Outflow.RELEASE:
+                # A release row exists only on a goal whose outflow is RELEASE (the
+                # database says so); a goal in any other state is never released.
+                log.error("release due on a goal that cannot be released", extra={"goal_id": str(goal_id)})
+                return False
             payout_amount = release.amount - release.fee
             store.touch(release, now)
             try:
@@ -154,15 +159,9 @@ class Sagas:
             release.failures = 0
             release.last_error = ""
             release.next_attempt_at = now
-            goal.status = GoalStatus.RELEASED.value
-            if payout_amount:
-                release.step = ReleaseStep.PAYOUT.value
-            else:  # a 100% fee leaves nothing to pay out
-                release.step = ReleaseStep.DONE.value
-            await store.progress_changed(session, goal, now)
-            if not payout_amount:
-                goal.status = GoalStatus.WITHDRAWN.value
-                await store.progress_changed(session, goal, now)
+            # A 100% fee leaves nothing to pay out.
+            release.step = ReleaseStep.PAYOUT.value if payout_amount else ReleaseStep.DONE.value
+            await lifecycle.release_posted(session, goal, payout_due=bool(payout_amount), now=now)
         return bool(payout_amount)
 
     async def _pay_out(self, goal_id: uuid.UUID) -> None:
@@ -170,7 +169,12 @@ class Sagas:
         async with self.database.transaction() as session:
             release = await store.get_release(session, goal_id)
             goal = await store.get_goal(session, str(goal_id))
-            if release is None or goal is None or release.step != ReleaseStep.PAYOUT.value:
+            if (
+                release is None
+                or goal is None
+                or release.step != ReleaseStep.PAYOUT.value
+                or goal.status != GoalStatus.RELEASED.value
+            ):
                 return
             attempt = release.payout_attempt
             payout_id = domain.payout_id(str(goal_id), attempt)

@@ -25,7 +25,7 @@ from datetime import datetime
 from services.common.db import Database
 from services.common.errors import DomainError
 from services.goals import domain, lifecycle, store
-from services.goals.domain import GoalStatus, ProofStatus, RefundCause
+from services.goals.domain import GoalStatus, ProofStatus
 from services.goals.gateways import LedgerGateway, Refused
 from services.goals.sagas import Sagas
 
@@ -96,8 +96,7 @@ class Scheduler:
                     balance = balances.get(str(goal.account_id))
                     if balance is not None:
                         await lifecycle.apply_balance(session, goal, balance.balance, balance.seq, now)
-                    if goal.status == GoalStatus.OPEN.value and goal.raised_amount < goal.target_amount:
-                        await lifecycle.start_refund(session, goal, RefundCause.EXPIRED, now)
+                    if await lifecycle.expire(session, goal, now):
                         log.info("goal expired", extra={"goal_id": str(goal.id)})
             except Exception:
                 log.exception("expiring a goal failed", extra={"goal_id": str(candidate.id)})
@@ -114,7 +113,12 @@ class Scheduler:
                     proof = await store.get_proof(session, str(proof_id), lock=True) if goal else None
                     if goal is None or proof is None:
                         continue
-                    if proof.status != ProofStatus.PENDING.value or proof.voting_ends_at > now:
+                    if (
+                        proof.status != ProofStatus.PENDING.value
+                        or proof.voting_ends_at > now
+                        or goal.status != GoalStatus.FUNDED.value
+                        or goal.outflow is not None
+                    ):
                         continue
                     tally = await lifecycle.tally(session, goal, proof)
                     decision = domain.decide_at_close(tally, self.rules.quorum_bps)

@@ -27,7 +27,6 @@ from services.goals.domain import (
     GoalStatus,
     PayoutOutcome,
     ProofStatus,
-    RefundCause,
     RefundState,
     ReleaseStep,
 )
@@ -167,18 +166,7 @@ class Goals:
         now = self.clock()
         async with self.database.transaction() as session:
             goal = await self._owned_goal(session, caller, goal_id)
-            if goal.refund_cause == RefundCause.CANCELLED.value:
-                return goal  # cancelled before: as it is, with the first reason
-            releasing = await store.is_releasing(session, goal.id)
-            if not domain.cancellable(GoalStatus(goal.status), releasing):
-                raise domain.GoalNotCancellable("the goal can no longer be cancelled", metadata={"status": goal.status})
-            for proof in await store.proofs_of(session, goal.id):
-                if proof.status == ProofStatus.PENDING.value:
-                    proof.status = ProofStatus.REJECTED.value
-                    proof.decided_at = now
-                    store.touch(proof, now)
-            goal.cancel_reason = reason
-            await lifecycle.start_refund(session, goal, RefundCause.CANCELLED, now)
+            await lifecycle.cancel(session, goal, reason, now)
         self.wake_sagas()
         return goal
 
@@ -340,7 +328,7 @@ class Goals:
                 pending = any(p.status == ProofStatus.PENDING.value for p in proofs)
                 if len(proofs) >= domain.MAX_PROOFS and not pending:
                     raise domain.ProofLimitReached(f"a goal takes at most {domain.MAX_PROOFS} proofs")
-                if goal.status != GoalStatus.FUNDED.value or await store.is_releasing(session, goal.id):
+                if goal.status != GoalStatus.FUNDED.value or goal.outflow is not None:
                     raise domain.GoalNotFunded(
                         "proof can only be submitted for a funded goal", metadata={"status": goal.status}
                     )
@@ -400,14 +388,13 @@ class Goals:
         now = self.clock()
         decided = False
         async with self.database.transaction() as session:
-            found = await store.get_proof(session, proof_id)
-            if found is None:
+            # Votes on one goal are serialized by its row lock: lock it first, then
+            # read the proof, so each tally sees every vote committed before it.
+            goal_id = await store.goal_of_proof(session, proof_id)
+            goal = await store.get_goal(session, str(goal_id), lock=True) if goal_id else None
+            proof = await store.get_proof(session, proof_id, lock=True) if goal else None
+            if goal is None or proof is None:
                 raise domain.ProofNotFound(f"proof {proof_id} does not exist", metadata={"proof_id": proof_id})
-            # Votes on one goal are serialized by its row lock: each tally sees the one before.
-            goal = await store.get_goal(session, str(found.goal_id), lock=True)
-            proof = await store.get_proof(session, proof_id, lock=True)
-            assert goal is not None
-            assert proof is not None
             if goal.owner_id == voter:
                 raise domain.OwnerCannotVote("the goal's owner does not vote on its proofs")
             weight = await store.weight_of(session, goal.id, voter)
@@ -415,18 +402,23 @@ class Goals:
                 raise domain.NotAContributor("only the goal's contributors vote")
             if await store.vote_of(session, proof.id, voter) is not None:
                 raise domain.AlreadyVoted("you have already voted on this proof")
-            if proof.status != ProofStatus.PENDING.value or now >= proof.voting_ends_at:
+            open_for_votes = (
+                proof.status == ProofStatus.PENDING.value
+                and now < proof.voting_ends_at
+                and goal.status == GoalStatus.FUNDED.value
+                and goal.outflow is None
+            )
+            if not open_for_votes:
                 raise domain.VotingClosed("voting on this proof has closed", metadata={"status": proof.status})
             vote = store.Vote(
                 id=uuid.uuid4(), proof_id=proof.id, voter_id=voter, is_approved=is_approved, weight=weight,
                 comment=comment, created_at=now,
             )  # fmt: skip
             session.add(vote)
-            if is_approved:
-                proof.approve_weight += weight
-            else:
-                proof.reject_weight += weight
-            proof.voter_count += 1
+            await session.flush()
+            # The tally is the stored votes, summed under the lock: never a counter
+            # carried over from an earlier read.
+            proof.approve_weight, proof.reject_weight, proof.voter_count = await store.vote_totals(session, proof.id)
             store.touch(proof, now)
             await session.flush()
             decision = domain.decide_early(
@@ -443,16 +435,14 @@ class Goals:
     async def _locked_contribution(
         self, session: AsyncSession, contribution_id: str
     ) -> tuple[store.Goal, store.Contribution]:
-        """The contribution and its goal, both locked (goal first, as everywhere)."""
-        found = await store.get_contribution(session, contribution_id)
-        if found is None:
+        """The contribution and its goal, both locked (goal first, as everywhere) and read after the locks."""
+        goal_id = await store.goal_of_contribution(session, contribution_id)
+        goal = await store.get_goal(session, str(goal_id), lock=True) if goal_id else None
+        contribution = await store.get_contribution(session, contribution_id, lock=True) if goal else None
+        if goal is None or contribution is None:
             raise domain.ContributionNotFound(
                 f"contribution {contribution_id} does not exist", metadata={"contribution_id": contribution_id}
             )
-        goal = await store.get_goal(session, str(found.goal_id), lock=True)
-        contribution = await store.get_contribution(session, contribution_id, lock=True)
-        assert goal is not None
-        assert contribution is not None
         return goal, contribution
 
     @staticmethod
@@ -484,15 +474,15 @@ class Goals:
             contribution.payment_id = payment_id
             contribution.paid_at = paid_at
             store.touch(contribution, now)
-            releasing = await store.is_releasing(session, goal.id)
-            if domain.accepts_money(GoalStatus(goal.status), releasing):
+            if domain.accepts_money(GoalStatus(goal.status), goal.outflow_kind):
                 await session.flush()
                 await lifecycle.recount_contributors(session, goal, now)
             else:
-                # The goal closed while the payer was paying: the money goes back.
+                # The goal closed while the payer was paying: the money never
+                # counted and goes back, whatever the goal's own outflow.
                 contribution.refund_on_confirm = True
                 await session.flush()
-                await store.insert_refund(session, contribution, now)
+                await store.insert_refund(session, contribution, now, outflow=None)
                 refund_started = True
         if refund_started:
             self.wake_sagas()
@@ -536,7 +526,7 @@ class Goals:
                 refund.last_error = ""
                 store.touch(refund, now)
             await session.flush()
-            if domain.accepts_money(GoalStatus(goal.status), await store.is_releasing(session, goal.id)):
+            if domain.accepts_money(GoalStatus(goal.status), goal.outflow_kind):
                 await lifecycle.recount_contributors(session, goal, now)
             await lifecycle.finish_refund_if_done(session, goal, now)
             return contribution
@@ -573,7 +563,6 @@ class Goals:
             if outcome is PayoutOutcome.SUCCEEDED:
                 release.step = ReleaseStep.DONE.value
                 release.last_error = ""
-                new_status = GoalStatus.WITHDRAWN
             else:
                 # The money is (again) in the owner's USER account: pay it out
                 # later under a new payout id.
@@ -582,8 +571,5 @@ class Goals:
                 release.failures = 0
                 release.last_error = f"payout {payout.attempt} {outcome.value.lower()}: {reason}"[:500]
                 release.next_attempt_at = Sagas.payout_retry_at(now, payout.attempt)
-                new_status = GoalStatus.RELEASED
-            if goal.status != new_status.value:
-                goal.status = new_status.value
-                await store.progress_changed(session, goal, now)
+            await lifecycle.payout_settled(session, goal, paid=outcome is PayoutOutcome.SUCCEEDED, now=now)
             return goal

@@ -30,6 +30,7 @@ ERRORS = ErrorTable(
         domain.GoalNotCancellable: ErrorMapping(Code.FAILED_PRECONDITION, "GOAL_NOT_CANCELLABLE"),
         domain.GoalNotFunded: ErrorMapping(Code.FAILED_PRECONDITION, "GOAL_NOT_FUNDED"),
         domain.GoalNotReleased: ErrorMapping(Code.FAILED_PRECONDITION, "GOAL_NOT_RELEASED"),
+        domain.IllegalGoalMove: ErrorMapping(Code.FAILED_PRECONDITION, "GOAL_STATE_CONFLICT"),
         domain.PaymentMismatch: ErrorMapping(Code.INVALID_ARGUMENT, "PAYMENT_MISMATCH"),
         domain.PayoutMismatch: ErrorMapping(Code.INVALID_ARGUMENT, "PAYOUT_MISMATCH"),
         domain.ContributionAlreadyFailed: ErrorMapping(Code.FAILED_PRECONDITION, "CONTRIBUTION_ALREADY_FAILED"),

@@ -23,6 +23,7 @@ from sqlalchemy import (
     CheckConstraint,
     DateTime,
     ForeignKey,
+    ForeignKeyConstraint,
     Index,
     Integer,
     String,
@@ -39,10 +40,12 @@ from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from services.common.db import for_update
 from services.common.models import created_at_column
 from services.goals.domain import (
     ContributionStatus,
     GoalStatus,
+    Outflow,
     ProofStatus,
     RefundState,
     ReleaseStep,
@@ -75,6 +78,9 @@ class Goal(Base):
         Index("goals_created_idx", "created_at", "id"),
         # A client's request id names one goal (the goal id is derived from it too).
         UniqueConstraint("owner_id", "request_id", name="goals_request_key"),
+        CheckConstraint("outflow IN ('RELEASE', 'REFUND')", name="goals_outflow_check"),
+        # The target of the saga rows' (goal_id, outflow) foreign keys.
+        UniqueConstraint("id", "outflow", name="goals_id_outflow_key"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
@@ -105,6 +111,13 @@ class Goal(Base):
     request_fingerprint: Mapped[str | None] = mapped_column(String(64), nullable=True)
     # EXPIRED, CANCELLED or REJECTED once a refund has started; NULL before.
     refund_cause: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    # RELEASE or REFUND (domain.Outflow) once decided; a trigger keeps it from
+    # ever changing again, and saga rows reference it.
+    outflow: Mapped[str | None] = mapped_column(String(8), nullable=True)
+
+    @property
+    def outflow_kind(self) -> Outflow | None:
+        return Outflow(self.outflow) if self.outflow else None
 
 
 class Contribution(Base):
@@ -205,10 +218,16 @@ class Refund(Base):
         CheckConstraint(f"state IN {tuple(s.value for s in RefundState)}", name="refunds_state_check"),
         Index("refunds_due_idx", "next_attempt_at", postgresql_where=text("state <> 'DONE'")),
         Index("refunds_goal_idx", "goal_id"),
+        CheckConstraint("outflow = 'REFUND'", name="refunds_outflow_check"),
+        # A refund of the goal's money exists only on a goal whose outflow is REFUND.
+        ForeignKeyConstraint(["goal_id", "outflow"], ["goals.id", "goals.outflow"], name="refunds_goal_outflow_fkey"),
     )
 
     contribution_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("contributions.id"), primary_key=True)
     goal_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("goals.id"))
+    # REFUND when the goal refunds everyone; NULL for a payment that arrived after
+    # the goal closed, which never counted and goes back whatever the outflow.
+    outflow: Mapped[str | None] = mapped_column(String(8), nullable=True)
     payment_id: Mapped[str] = mapped_column(String(64))
     # Each attempt has its own refund id (domain.refund_id); a new attempt
     # starts only after payments reports the previous one failed.
@@ -230,9 +249,13 @@ class Release(Base):
         CheckConstraint(f"step IN {tuple(s.value for s in ReleaseStep)}", name="releases_step_check"),
         CheckConstraint("amount > 0 AND fee >= 0 AND fee <= amount", name="releases_amounts_check"),
         Index("releases_due_idx", "next_attempt_at", postgresql_where=text("step IN ('POST', 'PAYOUT')")),
+        CheckConstraint("outflow = 'RELEASE'", name="releases_outflow_check"),
+        # A release exists only on a goal whose outflow is RELEASE.
+        ForeignKeyConstraint(["goal_id", "outflow"], ["goals.id", "goals.outflow"], name="releases_goal_outflow_fkey"),
     )
 
     goal_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("goals.id"), primary_key=True)
+    outflow: Mapped[str] = mapped_column(String(8), default=Outflow.RELEASE.value, server_default="RELEASE")
     proof_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("proofs.id"))
     # Fixed when the proof is approved: what leaves the GOAL account, minor units.
     amount: Mapped[int] = mapped_column(BigInteger)
@@ -338,7 +361,7 @@ async def get_goal(
 ) -> Goal | None:
     query = select(Goal).where(Goal.id == uuid.UUID(goal_id))
     if lock:
-        query = query.with_for_update(skip_locked=skip_locked)
+        query = for_update(query, skip_locked=skip_locked)
     return (await session.execute(query)).scalar_one_or_none()
 
 
@@ -369,10 +392,6 @@ async def list_goals(
         )
     query = query.order_by(Goal.created_at.desc(), Goal.id.desc()).limit(limit)
     return list((await session.execute(query)).scalars())
-
-
-async def is_releasing(session: AsyncSession, goal_id: uuid.UUID) -> bool:
-    return (await session.execute(select(Release.goal_id).where(Release.goal_id == goal_id))).first() is not None
 
 
 async def goals_due_to_expire(session: AsyncSession, now: datetime, limit: int) -> list[Goal]:
@@ -425,7 +444,13 @@ async def uncast_weight(session: AsyncSession, goal_id: uuid.UUID, owner_id: uui
 async def get_contribution(session: AsyncSession, contribution_id: str, *, lock: bool = False) -> Contribution | None:
     query = select(Contribution).where(Contribution.id == uuid.UUID(contribution_id))
     if lock:
-        query = query.with_for_update()
+        query = for_update(query)
+    return (await session.execute(query)).scalar_one_or_none()
+
+
+async def goal_of_contribution(session: AsyncSession, contribution_id: str) -> uuid.UUID | None:
+    """The contribution's goal id, without loading it: callers lock the goal, then read the contribution."""
+    query = select(Contribution.goal_id).where(Contribution.id == uuid.UUID(contribution_id))
     return (await session.execute(query)).scalar_one_or_none()
 
 
@@ -501,10 +526,16 @@ async def any_succeeded(session: AsyncSession, goal_id: uuid.UUID) -> bool:
 
 
 # -- proofs and votes -------------------------------------------------------------------
+async def goal_of_proof(session: AsyncSession, proof_id: str) -> uuid.UUID | None:
+    """The proof's goal id, without loading the proof: callers lock the goal, then read the proof."""
+    query = select(Proof.goal_id).where(Proof.id == uuid.UUID(proof_id))
+    return (await session.execute(query)).scalar_one_or_none()
+
+
 async def get_proof(session: AsyncSession, proof_id: str, *, lock: bool = False) -> Proof | None:
     query = select(Proof).where(Proof.id == uuid.UUID(proof_id))
     if lock:
-        query = query.with_for_update()
+        query = for_update(query)
     return (await session.execute(query)).scalar_one_or_none()
 
 
@@ -517,6 +548,17 @@ async def proofs_of(session: AsyncSession, goal_id: uuid.UUID) -> list[Proof]:
 async def proof_by_request(session: AsyncSession, owner_id: uuid.UUID, request_id: str) -> Proof | None:
     query = select(Proof).where(Proof.owner_id == owner_id, Proof.request_id == request_id)
     return (await session.execute(query)).scalar_one_or_none()
+
+
+async def vote_totals(session: AsyncSession, proof_id: uuid.UUID) -> tuple[int, int, int]:
+    """(approving weight, rejecting weight, voters) of the proof's stored votes."""
+    query = select(
+        func.coalesce(func.sum(Vote.weight).filter(Vote.is_approved.is_(True)), 0),
+        func.coalesce(func.sum(Vote.weight).filter(Vote.is_approved.is_(False)), 0),
+        func.count(),
+    ).where(Vote.proof_id == proof_id)
+    approve, reject, voters = (await session.execute(query)).one()
+    return int(approve), int(reject), int(voters)
 
 
 async def vote_of(session: AsyncSession, proof_id: uuid.UUID, voter_id: uuid.UUID) -> Vote | None:
@@ -548,14 +590,13 @@ async def refunds_due(session: AsyncSession, now: datetime, limit: int) -> list[
 
 async def claim_refund(session: AsyncSession, contribution_id: uuid.UUID, now: datetime) -> Refund | None:
     """The refund row if it is still due and no other process is working on it."""
-    query = (
-        select(Refund)
-        .where(
+    query = for_update(
+        select(Refund).where(
             Refund.contribution_id == contribution_id,
             Refund.state != RefundState.DONE.value,
             Refund.next_attempt_at <= now,
-        )
-        .with_for_update(skip_locked=True)
+        ),
+        skip_locked=True,
     )
     return (await session.execute(query)).scalar_one_or_none()
 
@@ -563,18 +604,21 @@ async def claim_refund(session: AsyncSession, contribution_id: uuid.UUID, now: d
 async def get_refund(session: AsyncSession, contribution_id: uuid.UUID, *, lock: bool = False) -> Refund | None:
     query = select(Refund).where(Refund.contribution_id == contribution_id)
     if lock:
-        query = query.with_for_update()
+        query = for_update(query)
     return (await session.execute(query)).scalar_one_or_none()
 
 
-async def insert_refund(session: AsyncSession, contribution: Contribution, now: datetime) -> None:
+async def insert_refund(
+    session: AsyncSession, contribution: Contribution, now: datetime, *, outflow: Outflow | None
+) -> None:
+    """Queue the refund of one contribution: part of the goal's REFUND outflow, or (None) a late payment."""
     assert contribution.payment_id is not None
     await session.execute(
         insert(Refund)
         .values(
             contribution_id=contribution.id, goal_id=contribution.goal_id, payment_id=contribution.payment_id,
-            attempt=1, state=RefundState.PENDING.value, failures=0, next_attempt_at=now, last_error="",
-            created_at=now, updated_at=now,
+            outflow=outflow.value if outflow else None, attempt=1, state=RefundState.PENDING.value, failures=0,
+            next_attempt_at=now, last_error="", created_at=now, updated_at=now,
         )
         .on_conflict_do_nothing()
     )  # fmt: skip
@@ -595,14 +639,14 @@ async def get_release(
 ) -> Release | None:
     query = select(Release).where(Release.goal_id == goal_id)
     if lock:
-        query = query.with_for_update(skip_locked=skip_locked)
+        query = for_update(query, skip_locked=skip_locked)
     return (await session.execute(query)).scalar_one_or_none()
 
 
 async def get_payout(session: AsyncSession, payout_id: uuid.UUID, *, lock: bool = False) -> Payout | None:
     query = select(Payout).where(Payout.id == payout_id)
     if lock:
-        query = query.with_for_update()
+        query = for_update(query)
     return (await session.execute(query)).scalar_one_or_none()
 
 

@@ -25,6 +25,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from services.common.db import for_update
 from services.common.models import created_at_column, updated_at_column
 
 
@@ -200,15 +201,16 @@ async def pending_code(session: AsyncSession, user_id: uuid.UUID, channel: str) 
     """The newest unconsumed code for the channel, locked for this transaction."""
     return (
         await session.execute(
-            select(VerificationCode)
-            .where(
-                VerificationCode.user_id == user_id,
-                VerificationCode.channel == channel,
-                VerificationCode.consumed_at.is_(None),
+            for_update(
+                select(VerificationCode)
+                .where(
+                    VerificationCode.user_id == user_id,
+                    VerificationCode.channel == channel,
+                    VerificationCode.consumed_at.is_(None),
+                )
+                .order_by(VerificationCode.created_at.desc())
+                .limit(1)
             )
-            .order_by(VerificationCode.created_at.desc())
-            .limit(1)
-            .with_for_update()
         )
     ).scalar_one_or_none()
 

@@ -102,12 +102,34 @@ def test_the_fingerprint_of_a_goal_ignores_nothing_that_was_asked_for() -> None:
 
 # -- states -------------------------------------------------------------------------------
 @pytest.mark.parametrize("status", list(GoalStatus))
-def test_money_counts_only_while_open_or_funded_and_not_being_released(status: GoalStatus) -> None:
+def test_money_counts_only_while_open_or_funded_and_before_its_outflow_is_decided(status: GoalStatus) -> None:
     open_or_funded = status in (GoalStatus.OPEN, GoalStatus.FUNDED)
-    assert domain.accepts_money(status, releasing=False) is open_or_funded
-    assert domain.accepts_money(status, releasing=True) is False
-    assert domain.cancellable(status, releasing=False) is open_or_funded
+    assert domain.accepts_money(status, None) is open_or_funded
+    assert domain.cancellable(status, None) is open_or_funded
+    for outflow in domain.Outflow:
+        assert domain.accepts_money(status, outflow) is False
+        assert domain.cancellable(status, outflow) is False
     assert status.final is (status in (GoalStatus.WITHDRAWN, GoalStatus.REFUNDED))
+
+
+def test_the_goal_state_machine_has_every_documented_move_and_no_other() -> None:
+    # DESIGN.md: OPEN -> FUNDED -> RELEASED -> WITHDRAWN; OPEN -> EXPIRED -> REFUNDING -> REFUNDED;
+    # OPEN|FUNDED -> CANCELLED -> REFUNDING; the third rejection FUNDED -> REFUNDING; a reversed
+    # transfer WITHDRAWN -> RELEASED.
+    S = GoalStatus
+    allowed = {
+        (S.OPEN, S.FUNDED), (S.FUNDED, S.RELEASED), (S.RELEASED, S.WITHDRAWN), (S.OPEN, S.EXPIRED),
+        (S.EXPIRED, S.REFUNDING), (S.REFUNDING, S.REFUNDED), (S.OPEN, S.CANCELLED), (S.FUNDED, S.CANCELLED),
+        (S.CANCELLED, S.REFUNDING), (S.FUNDED, S.REFUNDING), (S.WITHDRAWN, S.RELEASED),
+    }  # fmt: skip
+    for current in GoalStatus:
+        for target in GoalStatus:
+            assert domain.can_move(current, target) is ((current, target) in allowed), (current, target)
+    # Released and refunded never meet: no path leads from one side to the other.
+    release_side = {S.RELEASED, S.WITHDRAWN}
+    refund_side = {S.EXPIRED, S.CANCELLED, S.REFUNDING, S.REFUNDED}
+    assert not any((a, b) in allowed for a in release_side for b in refund_side)
+    assert not any((a, b) in allowed for a in refund_side for b in release_side)
 
 
 def test_contributions_are_taken_only_while_open_and_before_the_deadline() -> None:
