@@ -12,12 +12,15 @@ Modules, inward first:
 - `records`: the simulator's books (transactions, customers, refunds,
   recipients, transfers, webhook events) as plain dataclasses.
 - `state`: those records in memory and in `<data dir>/paystack-sim.json`,
-  rewritten atomically after every change so a restart loses nothing.
+  rewritten atomically once per change (the change and the webhook events it
+  causes in the same write) so a restart loses nothing.
 - `shapes`: how Paystack prints each record (API responses and webhook data).
 - `domain`: Paystack's rules (validation, statuses, refunds, settlement), with
   Paystack's error messages.
+- `listing`: the list routes' offset pagination (`meta`) and date window.
 - `timers`: coroutines due at a wall-clock time (webhook retries, auto-settle).
-- `webhooks`: signed delivery with Paystack's retry schedule, compressed.
+- `webhooks`: signed delivery with Paystack's retry schedule, compressed, and
+  the drops that lose an event on purpose.
 - `checkout`: the hosted payment page behind `authorization_url`.
 - `app`: the aiohttp routes; `main`: start, stop and the process entry point.
 """

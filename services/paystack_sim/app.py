@@ -2,9 +2,10 @@
 
 Paystack's routes answer its envelope, `{"status": true, "message": ..., "data": ...}`,
 or `{"status": false, "message": ...}` on an error (HTTP 400 for a refused
-request, 401 for a bad key). They take JSON or form fields, as Paystack does,
-and require `Authorization: Bearer <secret key>`. The checkout (the customer's
-browser) and /_sim (tests and developers) take no key.
+request, 401 for a bad key, 404 where Paystack's samples answer it); list
+routes add `meta` beside `data`. They take JSON or form fields, as Paystack
+does, and require `Authorization: Bearer <secret key>`. The checkout (the
+customer's browser) and /_sim (tests and developers) take no key.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from services.paystack_sim import checkout, shapes
+from services.paystack_sim import checkout, listing, shapes
 from services.paystack_sim.domain import NotFound, Paystack, PaystackError
-from services.paystack_sim.records import Event, Refund, iso
+from services.paystack_sim.records import Drop, Event, Refund, RefundStatus, iso
 from services.paystack_sim.webhooks import WebhookDispatcher
 
 _WITHOUT_KEY = ("/checkout/", "/_sim/")
@@ -27,6 +28,16 @@ _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
 def _ok(message: str, data: Any) -> web.Response:
     return web.json_response({"status": True, "message": message, "data": data})
+
+
+def _listed(message: str, data: list[dict[str, Any]], meta: dict[str, int]) -> web.Response:
+    # Paystack puts a list's `meta` beside `data`, not inside it.
+    return web.json_response({"status": True, "message": message, "data": data, "meta": meta})
+
+
+def _filter(request: web.Request, name: str) -> str | None:
+    value = request.query.get(name, "").strip()
+    return value or None
 
 
 @web.middleware
@@ -94,8 +105,23 @@ def _event(record: Event) -> dict[str, Any]:
         "created_at": iso(record.created_at),
         "next_attempt_at": iso(record.next_attempt_at) if record.next_attempt_at is not None else None,
         "redelivery_of": record.redelivery_of,
+        "dropped_at": iso(record.dropped_at) if record.dropped_at is not None else None,
         "payload": json.loads(record.body),
     }
+
+
+def _drop(record: Drop) -> dict[str, Any]:
+    return {"reference": record.reference, "armed_at": iso(record.armed_at)}
+
+
+def _event_selector(body: dict[str, Any]) -> tuple[int | None, str | None]:
+    """`event_index` and `reference` of a /_sim/webhooks control, type-checked."""
+    index, reference = body.get("event_index"), body.get("reference")
+    if index is not None and (isinstance(index, bool) or not isinstance(index, int)):
+        raise PaystackError("event_index must be an integer")
+    if reference is not None and (not isinstance(reference, str) or not reference):
+        raise PaystackError("reference must be a non-empty string")
+    return index, reference
 
 
 class Routes:
@@ -118,15 +144,31 @@ class Routes:
         record = self._paystack.transaction(request.match_info["reference"])
         return _ok("Verification successful", shapes.transaction(record, self._paystack.customer_of(record)))
 
+    async def list_transactions(self, request: web.Request) -> web.Response:
+        at = listing.window(request.query)
+        matching = self._paystack.list_transactions(_filter(request, "status"), listing.period(request.query))
+        page, meta = listing.paginate(matching, at)
+        # Paystack's pagination sample adds the matched transactions' summed amount to this list's meta.
+        meta = {**meta, "total_volume": sum(t.amount for t in matching)}
+        data = [shapes.listed_transaction(t, self._paystack.customer_of(t)) for t in page]
+        return _listed("Transactions retrieved", data, meta)
+
     async def create_refund(self, request: web.Request) -> web.Response:
         record = self._paystack.create_refund(await _body(request))
         return _ok("Refund has been queued for processing", self._refund(record))
 
     async def fetch_refund(self, request: web.Request) -> web.Response:
-        key = request.match_info["refund_id"]
-        if not key.isdigit():
-            raise NotFound("Refund not found")
-        return _ok("Refund retrieved", self._refund(self._paystack.refund(key)))
+        record = self._paystack.refund_by_id(request.match_info["refund_id"])
+        return _ok("Refund retrieved", shapes.fetched_refund(record, self._paystack.refunded_transaction(record)))
+
+    async def list_refunds(self, request: web.Request) -> web.Response:
+        at = listing.window(request.query)
+        matching = self._paystack.list_refunds(_filter(request, "transaction"), listing.period(request.query))
+        page, meta = listing.paginate(matching, at)
+        # Paystack's OpenAPI spec (RefundListResponse) adds the failed refunds among those listed.
+        meta = {**meta, "failedRefundCount": sum(1 for r in matching if r.status is RefundStatus.FAILED)}
+        data = [shapes.listed_refund(r, self._paystack.refunded_transaction(r)) for r in page]
+        return _listed("Refunds retrieved", data, meta)
 
     async def create_recipient(self, request: web.Request) -> web.Response:
         record = self._paystack.create_recipient(await _body(request))
@@ -137,8 +179,17 @@ class Routes:
         return _ok("Transfer has been queued", shapes.transfer(record, self._paystack.recipient_of(record)))
 
     async def verify_transfer(self, request: web.Request) -> web.Response:
-        record = self._paystack.transfer(request.match_info["reference"])
-        return _ok("Transfer retrieved", shapes.transfer_event(record, self._paystack.recipient_of(record)))
+        record = self._paystack.verified_transfer(request.match_info["reference"])
+        return _ok("Transfer retrieved", shapes.verified_transfer(record, self._paystack.recipient_of(record)))
+
+    async def list_transfers(self, request: web.Request) -> web.Response:
+        at = listing.window(request.query)
+        matching = self._paystack.list_transfers(
+            _filter(request, "status"), _filter(request, "recipient"), listing.period(request.query)
+        )
+        page, meta = listing.paginate(matching, at)
+        data = [shapes.listed_transfer(t, self._paystack.recipient_of(t)) for t in page]
+        return _listed("Transfers retrieved", data, meta)
 
     # The checkout.
 
@@ -172,10 +223,14 @@ class Routes:
 
     # Test controls.
 
+    async def dashboard_refund(self, request: web.Request) -> web.Response:
+        record = self._paystack.dashboard_refund(await _body(request))
+        return _ok("Refund has been queued for processing", self._refund(record))
+
     async def settle_refund(self, request: web.Request) -> web.Response:
         body = await _body(request)
         record = self._paystack.settle_refund(request.match_info["key"], body.get("outcome", "success"))
-        return _ok("Refund settled", self._refund(record))
+        return _ok("Refund settled", shapes.fetched_refund(record, self._paystack.refunded_transaction(record)))
 
     async def settle_transfer(self, request: web.Request) -> web.Response:
         body = await _body(request)
@@ -183,16 +238,21 @@ class Routes:
         return _ok("Transfer settled", shapes.transfer_event(record, self._paystack.recipient_of(record)))
 
     async def redeliver(self, request: web.Request) -> web.Response:
-        body = await _body(request)
-        index, reference = body.get("event_index"), body.get("reference")
-        if index is not None and (isinstance(index, bool) or not isinstance(index, int)):
-            raise PaystackError("event_index must be an integer")
-        if reference is not None and not isinstance(reference, str):
-            raise PaystackError("reference must be a string")
+        index, reference = _event_selector(await _body(request))
         record = self._webhooks.redeliver(index=index, reference=reference)
         if record is None:
             raise NotFound("No such event to redeliver")
         return _ok("Event queued for redelivery", _event(record))
+
+    async def drop(self, request: web.Request) -> web.Response:
+        index, reference = _event_selector(await _body(request))
+        outcome = self._webhooks.drop(index=index, reference=reference)
+        if isinstance(outcome, Event):
+            return _ok("Event dropped; it will not be delivered", {"dropped": _event(outcome), "armed": None})
+        about = f" about {outcome.reference}" if outcome.reference is not None else ""
+        return _ok(
+            f"Drop armed; the next event{about} will not be delivered", {"dropped": None, "armed": _drop(outcome)}
+        )
 
     async def events(self, request: web.Request) -> web.Response:
         wanted_event = request.query.get("event")
@@ -216,16 +276,21 @@ def build_app(paystack: Paystack, webhooks: WebhookDispatcher, *, secret_key: st
         [
             web.post("/transaction/initialize", routes.initialize),
             web.get("/transaction/verify/{reference}", routes.verify),
+            web.get("/transaction", routes.list_transactions),
             web.post("/refund", routes.create_refund),
+            web.get("/refund", routes.list_refunds),
             web.get("/refund/{refund_id}", routes.fetch_refund),
             web.post("/transferrecipient", routes.create_recipient),
             web.post("/transfer", routes.initiate_transfer),
+            web.get("/transfer", routes.list_transfers),
             web.get("/transfer/verify/{reference}", routes.verify_transfer),
             web.get("/checkout/{access_code}", routes.checkout_page),
             web.post("/checkout/{access_code}/pay", routes.pay),
+            web.post("/_sim/refunds", routes.dashboard_refund),
             web.post("/_sim/refunds/{key}/settle", routes.settle_refund),
             web.post("/_sim/transfers/{key}/settle", routes.settle_transfer),
             web.post("/_sim/webhooks/redeliver", routes.redeliver),
+            web.post("/_sim/webhooks/drop", routes.drop),
             web.get("/_sim/events", routes.events),
         ]
     )

@@ -16,6 +16,9 @@ Status words are Paystack's:
   straight from `pending`, or after `success` (Paystack sends
   `transfer.reversed` with `transferred_at` set, so a transfer that went
   through can still come back).
+
+Every change is saved once, together with the webhook events it causes
+(`_commit`); only then are the events sent.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from enum import StrEnum
 from functools import partial
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from services.paystack_sim import shapes
 from services.paystack_sim.records import (
@@ -36,6 +39,7 @@ from services.paystack_sim.records import (
     Event,
     Recipient,
     Refund,
+    RefundOrigin,
     RefundStatus,
     Transaction,
     TransactionStatus,
@@ -44,6 +48,10 @@ from services.paystack_sim.records import (
     now_ms,
 )
 from services.paystack_sim.state import State, random_code
+
+if TYPE_CHECKING:
+    # Only a type here: `listing` raises this module's errors, so it imports this module.
+    from services.paystack_sim.listing import Period
 
 SUPPORTED_CURRENCIES = ("NGN", "GHS", "ZAR", "KES", "USD")
 # The integration's default currency, used when initialize names none.
@@ -106,7 +114,13 @@ class Outcome(StrEnum):
 
 
 class EventPublisher(Protocol):
-    def publish(self, event: str, data: dict[str, Any], reference: str) -> Event: ...
+    def record(self, event: str, data: dict[str, Any], reference: str) -> Event:
+        """Add the event to the state without saving it (the change that caused it saves both)."""
+        ...
+
+    def dispatch(self, record: Event) -> None:
+        """Start delivering an event the state file now holds."""
+        ...
 
 
 class Scheduler(Protocol):
@@ -132,6 +146,19 @@ def fees(amount: int, currency: str) -> int:
         return percentage
     flat = 10_000 if amount >= 250_000 else 0
     return min(percentage + flat, 200_000)
+
+
+def transfer_fee(amount: int, currency: str) -> int:
+    """A realistic-looking fee, not an accounting figure: Paystack's Nigerian transfer pricing as the
+    simulator takes it (₦10 up to ₦5,000, ₦25 up to ₦50,000, ₦50 above; Verify Transfer's sample
+    charges 1000 kobo on 100000), and nothing elsewhere (simulator's choice)."""
+    if currency != "NGN":
+        return 0
+    if amount <= 500_000:
+        return 1_000
+    if amount <= 5_000_000:
+        return 2_500
+    return 5_000
 
 
 def _text(body: Mapping[str, Any], name: str) -> str:
@@ -234,11 +261,34 @@ class Paystack:
         else:
             card.reusable = False
             record.status, record.gateway_response, record.card = TransactionStatus.FAILED, "Declined", card
-        self._state.save()
+        caused: list[Event] = []
         if record.status is TransactionStatus.SUCCESS:
             data = shapes.transaction(record, self.customer_of(record))
-            self._events.publish("charge.success", data, record.reference)
+            caused.append(self._events.record("charge.success", data, record.reference))
+        self._commit(*caused)
         return record
+
+    def list_transactions(self, status: str | None, within: Period) -> list[Transaction]:
+        """List Transactions' records, newest first."""
+        return sorted(
+            (
+                t
+                for t in self._state.transactions.values()
+                if status in (None, t.status.value) and within.holds(t.created_at)
+            ),
+            key=lambda t: t.id,
+            reverse=True,
+        )
+
+    def _commit(self, *caused: Event) -> None:
+        """Save the change just made and the events it caused in one write, then send the events.
+
+        One atomic rename holds both, so a kill can lose neither alone; sending
+        only after the write means no webhook goes out for a change the file lacks.
+        """
+        self._state.save()
+        for record in caused:
+            self._events.dispatch(record)
 
     def _customer(self, email: str) -> Customer:
         key = email.lower()
@@ -251,6 +301,18 @@ class Paystack:
     # Refunds.
 
     def create_refund(self, body: Mapping[str, Any]) -> Refund:
+        """POST /refund: the merchant's code asks for a refund."""
+        return self._new_refund(body, RefundOrigin.API)
+
+    def dashboard_refund(self, body: Mapping[str, Any]) -> Refund:
+        """/_sim/refunds: a refund issued on Paystack's dashboard, which the merchant's code never asked for.
+
+        Paystack prints it like any other (the same `refunded_by`, statuses and
+        refund events); it settles like any other too.
+        """
+        return self._new_refund(body, RefundOrigin.DASHBOARD)
+
+    def _new_refund(self, body: Mapping[str, Any], origin: RefundOrigin) -> Refund:
         key = body.get("transaction")
         if key is None or key == "":
             raise PaystackError("transaction is required")  # simulator's choice of words
@@ -269,18 +331,21 @@ class Paystack:
         if currency != refunded.currency:
             raise PaystackError("Refund currency must be the transaction's currency")  # simulator's choice
         at = now_ms()
+        # The notes Paystack's Create Refund sample prints when none were given.
         default_note = f"Refund for transaction {refunded.reference}"
+        merchant_default = f"{default_note} by {shapes.INTEGRATION_EMAIL}"
         record = Refund(
             id=self._state.next_id(),
             transaction_reference=refunded.reference,
             amount=amount,
             currency=currency,
             status=RefundStatus.PENDING,
-            merchant_note=_text(body, "merchant_note") or default_note,
+            merchant_note=_text(body, "merchant_note") or merchant_default,
             customer_note=_text(body, "customer_note") or default_note,
             created_at=at,
             updated_at=at,
             settle_at=at + self._settle_ms if self._settle_ms > 0 else None,
+            origin=origin,
         )
         self._state.refunds[record.id] = record
         self._state.save()
@@ -302,6 +367,33 @@ class Paystack:
             # Simulator's choice of words: only a paid transaction can be refunded.
             raise PaystackError(f"Cannot refund a transaction that is {found.status.value}")
         return found
+
+    def refund_by_id(self, key: str) -> Refund:
+        """Fetch Refund's lookup: the refund's id only."""
+        found = self._state.refunds.get(int(key)) if key.isdigit() else None
+        if found is None:
+            raise NotFound("Refund not found")  # simulator's choice of words
+        return found
+
+    def list_refunds(self, transaction: str | None, within: Period) -> list[Refund]:
+        """List Refunds' records, newest first; `transaction` (an id or a reference) narrows them to one charge."""
+        of: str | None = None
+        if transaction is not None:
+            found = self._state.transactions.get(transaction)
+            if found is None and transaction.isdigit():
+                found = self._state.transaction_by_id(int(transaction))
+            if found is None:
+                return []
+            of = found.reference
+        return sorted(
+            (
+                r
+                for r in self._state.refunds.values()
+                if of in (None, r.transaction_reference) and within.holds(r.created_at)
+            ),
+            key=lambda r: r.id,
+            reverse=True,
+        )
 
     def refund(self, key: str) -> Refund:
         """A refund by its id, or (for tests that know only the payment) the oldest pending one of a transaction."""
@@ -337,9 +429,8 @@ class Paystack:
         else:
             # Paystack's refund.failed sample names the failed instant transfer here.
             record.status, record.refund_reference = RefundStatus.FAILED, "TRF_" + random_code(15)
-        self._state.save()
         data = shapes.refund_event(record, self.customer_of(refunded))
-        self._events.publish(f"refund.{record.status.value}", data, record.transaction_reference)
+        self._commit(self._events.record(f"refund.{record.status.value}", data, record.transaction_reference))
         return record
 
     def _schedule_refund(self, record: Refund) -> None:
@@ -434,6 +525,7 @@ class Paystack:
             created_at=at,
             updated_at=at,
             settle_at=at + self._settle_ms if self._settle_ms > 0 else None,
+            fee_charged=transfer_fee(amount, currency),
         )
         self._state.transfers[record.transfer_code] = record
         self._state.save()
@@ -444,19 +536,37 @@ class Paystack:
         return self._state.recipients[record.recipient_code]
 
     def transfer(self, key: str) -> Transfer:
-        """A transfer by its code, its reference or its id."""
+        """A transfer by its code, its reference or its id (the /_sim settle control's lookup)."""
         found = self._state.transfers.get(key) or self._state.transfer_by_reference(key)
         if found is None and key.isdigit():
             found = next((t for t in self._state.transfers.values() if t.id == int(key)), None)
         if found is None:
-            raise PaystackError("Transfer not found")
+            raise NotFound("Transfer not found")
         return found
 
+    def verified_transfer(self, reference: str) -> Transfer:
+        """Verify Transfer's lookup: by reference only; Paystack's sample answers 404 "Transfer not found"."""
+        found = self._state.transfer_by_reference(reference)
+        if found is None:
+            raise NotFound("Transfer not found")
+        return found
+
+    def list_transfers(self, status: str | None, recipient_code: str | None, within: Period) -> list[Transfer]:
+        """List Transfers' records, newest first."""
+        return sorted(
+            (
+                t
+                for t in self._state.transfers.values()
+                if status in (None, t.status.value)
+                and recipient_code in (None, t.recipient_code)
+                and within.holds(t.created_at)
+            ),
+            key=lambda t: t.id,
+            reverse=True,
+        )
+
     def settle_transfer(self, key: str, outcome: Any) -> Transfer:
-        try:
-            record = self.transfer(key)
-        except PaystackError as exc:
-            raise NotFound(exc.message) from None
+        record = self.transfer(key)
         if outcome not in (Outcome.SUCCESS, Outcome.FAILED, Outcome.REVERSED):
             raise PaystackError('a transfer settles with outcome "success", "failed" or "reversed"')
         can_settle = record.status is TransferStatus.PENDING or (
@@ -470,9 +580,8 @@ class Paystack:
             record.transferred_at = at
         if record.session_id is None and record.status is not TransferStatus.FAILED:
             record.session_id = "".join(secrets.choice("0123456789") for _ in range(30))
-        self._state.save()
         data = shapes.transfer_event(record, self.recipient_of(record))
-        self._events.publish(f"transfer.{record.status.value}", data, record.reference)
+        self._commit(self._events.record(f"transfer.{record.status.value}", data, record.reference))
         return record
 
     def _schedule_transfer(self, record: Transfer) -> None:

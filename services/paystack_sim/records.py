@@ -57,6 +57,15 @@ class DeliveryStatus(StrEnum):
     PENDING = "pending"  # not yet answered with 200; another attempt is scheduled
     DELIVERED = "delivered"  # an attempt got 200
     FAILED = "failed"  # every attempt Paystack would make failed; no more tries
+    # Lost on purpose by /_sim/webhooks/drop, as a webhook Paystack never sends: no (more) attempts.
+    DROPPED = "dropped"
+
+
+class RefundOrigin(StrEnum):
+    """Who asked for a refund; Paystack prints no difference, the simulator remembers it for tests."""
+
+    API = "api"  # POST /refund: the merchant's code
+    DASHBOARD = "dashboard"  # /_sim/refunds: someone on Paystack's dashboard, behind the code's back
 
 
 @dataclass
@@ -120,6 +129,7 @@ class Refund:
     refunded_at: int | None = None
     # When it settles by itself (GOFUND_PAYSTACK_SIM_SETTLE_MS), if it does.
     settle_at: int | None = None
+    origin: RefundOrigin = RefundOrigin.API
 
 
 @dataclass
@@ -157,6 +167,8 @@ class Transfer:
     # The interbank session id, known once the bank answered.
     session_id: str | None = None
     settle_at: int | None = None
+    # Paystack's fee for the transfer, fixed when it is initiated (Verify Transfer's `fee_charged`).
+    fee_charged: int = 0
 
 
 @dataclass
@@ -181,12 +193,24 @@ class Event:
     attempts: list[Attempt] = field(default_factory=list)
     # Set on a copy made by /_sim/webhooks/redeliver: the event it repeats.
     redelivery_of: int | None = None
+    dropped_at: int | None = None
 
     @classmethod
     def from_json(cls, values: dict[str, Any]) -> Event:
         attempts = [Attempt(**attempt) for attempt in values.pop("attempts")]
         status = DeliveryStatus(values.pop("status"))
         return cls(**values, attempts=attempts, status=status)
+
+
+@dataclass
+class Drop:
+    """An armed /_sim/webhooks/drop: the next event recorded (about `reference`, if set) is never delivered."""
+
+    reference: str | None
+    armed_at: int
+
+    def matches(self, reference: str) -> bool:
+        return self.reference in (None, reference)
 
 
 def transaction_from_json(values: dict[str, Any]) -> Transaction:
@@ -196,7 +220,9 @@ def transaction_from_json(values: dict[str, Any]) -> Transaction:
 
 
 def refund_from_json(values: dict[str, Any]) -> Refund:
-    return Refund(**{**values, "status": RefundStatus(values["status"])})
+    # `origin` is absent from state files written before dashboard refunds existed: those were API refunds.
+    origin = RefundOrigin(values.get("origin", RefundOrigin.API))
+    return Refund(**{**values, "status": RefundStatus(values["status"]), "origin": origin})
 
 
 def transfer_from_json(values: dict[str, Any]) -> Transfer:

@@ -1,11 +1,14 @@
 """How Paystack prints each object, field by field.
 
-Each function follows a sample from Paystack's documentation (Verify
-Transaction, Create Refund, Create Transfer Recipient, Initiate Transfer and
-the webhook event samples), including the fields the simulator has no real
-value for (`fees_split`, `plan`, `pos_transaction_data`, ...), so a client that
-reads a field Paystack documents finds it here too. Paystack prints some fields
-twice in two spellings (`paid_at` and `paidAt`); so do we.
+Each function follows a sample from Paystack's documentation (the
+`dist/api/<group>/<route>/response.json` samples of PaystackOSS/doc-code-snippets:
+Verify Transaction, List Transactions, Create, Fetch and List Refund(s), Create
+Transfer Recipient, Initiate, Verify and List Transfer(s), and the webhook event
+samples), including the fields the simulator has no real value for
+(`fees_split`, `plan`, `pos_transaction_data`, ...), so a client that reads a
+field Paystack documents finds it here too. Paystack prints some fields twice
+in two spellings (`paid_at` and `paidAt`); so do we. Where two of Paystack's
+sources disagree, the function says which it follows.
 """
 
 from __future__ import annotations
@@ -28,6 +31,12 @@ from services.paystack_sim.records import (
 # The integration (merchant account) every object belongs to.
 INTEGRATION_ID = 100_001
 BUSINESS_NAME = "GoFund (Paystack simulator)"
+# The integration owner's e-mail: Paystack names whoever refunded (`refunded_by`), an e-mail in
+# its samples; the simulator's integration has one user, this one (simulator's choice).
+INTEGRATION_EMAIL = "owner@gofund.test"
+# The card processor a refund goes through: `processor` in refund events, the refund's `channel`
+# once it settled (Paystack's Fetch Refund sample prints the processor, "migs", there).
+PROCESSOR = "simulator"
 # The checkout's client address; Paystack records the paying browser's.
 CHECKOUT_IP_ADDRESS = "127.0.0.1"
 
@@ -138,6 +147,58 @@ def transaction(record: Transaction, owner: Customer) -> dict[str, Any]:
     }
 
 
+# List Transactions' sample prints fewer fields than Verify Transaction's, in this order.
+_LISTED_TRANSACTION_FIELDS = (
+    "id",
+    "domain",
+    "status",
+    "reference",
+    "amount",
+    "message",
+    "gateway_response",
+    "paid_at",
+    "created_at",
+    "channel",
+    "currency",
+    "ip_address",
+    "metadata",
+    "log",
+    "fees",
+    "fees_split",
+    "customer",
+    "authorization",
+    "plan",
+    "split",
+    "subaccount",
+    "order_id",
+    "paidAt",
+    "createdAt",
+    "requested_amount",
+    "source",
+    "connect",
+    "pos_transaction_data",
+)
+
+
+def listed_transaction(record: Transaction, owner: Customer) -> dict[str, Any]:
+    """One of List Transactions' `data`: the verify shape cut to the list sample's fields.
+
+    The list sample prints `metadata: null` where verify prints "", and `source`
+    as an object naming the route that created the transaction (every one here
+    came through initialize).
+    """
+    full = transaction(record, owner)
+    listed = {name: full[name] for name in _LISTED_TRANSACTION_FIELDS}
+    listed["metadata"] = record.metadata
+    listed["source"] = {
+        "source": "merchant_api",
+        "type": "api",
+        "identifier": None,
+        "entry_point": "transaction_initialize",
+    }
+    return listed
+
+
 def _refunded_transaction(record: Transaction, owner: Customer) -> dict[str, Any]:
     """The transaction as Create Refund embeds it: a summary, not the whole object."""
     paid_at = _iso_or_none(record.paid_at)
@@ -162,28 +223,104 @@ def _refunded_transaction(record: Transaction, owner: Customer) -> dict[str, Any
     }
 
 
+def _expected_at(record: Refund) -> str:
+    # Paystack quotes up to ten working days for a card refund.
+    return iso(record.created_at + 9 * 24 * 3600 * 1000)
+
+
+def _deducted(record: Refund) -> int:
+    """What the refund took from the merchant's balance: all of it once processed (Fetch Refund's
+    sample: `deducted_amount` = `amount`, `fully_deducted` true), nothing before (Create Refund's: 0, false)."""
+    return record.amount if record.status is RefundStatus.PROCESSED else 0
+
+
+def _refund_channel(record: Refund) -> str | None:
+    return PROCESSOR if record.status is not RefundStatus.PENDING else None
+
+
 def refund(record: Refund, refunded: Transaction, owner: Customer) -> dict[str, Any]:
-    """Create Refund's and Fetch Refund's `data`."""
+    """Create Refund's `data`: the transaction embedded as a summary, no `refunded_at` (the sample has none)."""
     return {
         "transaction": _refunded_transaction(refunded, owner),
         "integration": INTEGRATION_ID,
-        "deducted_amount": 0,
-        "channel": None,
+        "deducted_amount": _deducted(record),
+        "channel": _refund_channel(record),
         "merchant_note": record.merchant_note,
         "customer_note": record.customer_note,
         "status": record.status.value,
-        # Paystack names the dashboard user who refunded; an API refund has none here.
-        "refunded_by": None,
-        "refunded_at": _iso_or_none(record.refunded_at),
-        # Paystack quotes up to ten working days for a card refund.
-        "expected_at": iso(record.created_at + 9 * 24 * 3600 * 1000),
+        "refunded_by": INTEGRATION_EMAIL,
+        "expected_at": _expected_at(record),
         "currency": record.currency,
         "domain": DOMAIN,
         "amount": record.amount,
-        "fully_deducted": False,
+        "fully_deducted": _deducted(record) == record.amount,
         "id": record.id,
         "createdAt": iso(record.created_at),
         "updatedAt": iso(record.updated_at),
+    }
+
+
+def fetched_refund(record: Refund, refunded: Transaction) -> dict[str, Any]:
+    """Fetch Refund's `data`: `transaction` is the transaction's numeric id, `dispute` and `settlement` null.
+
+    Paystack's OpenAPI spec (PaystackOSS/openapi, RefundFetchResponse) lists more
+    fields than the sample (`transaction_reference`, `customer`, `refund_type`,
+    ...); the simulator prints the sample's, so a client cannot come to lean on
+    fields the sample does not promise.
+    """
+    return {
+        "integration": INTEGRATION_ID,
+        "transaction": refunded.id,
+        "dispute": None,
+        "settlement": None,
+        "domain": DOMAIN,
+        "amount": record.amount,
+        "deducted_amount": _deducted(record),
+        "fully_deducted": _deducted(record) == record.amount,
+        "currency": record.currency,
+        "channel": _refund_channel(record),
+        "status": record.status.value,
+        "refunded_by": INTEGRATION_EMAIL,
+        "refunded_at": _iso_or_none(record.refunded_at),
+        "expected_at": _expected_at(record),
+        "customer_note": record.customer_note,
+        "merchant_note": record.merchant_note,
+        "id": record.id,
+        "createdAt": iso(record.created_at),
+        "updatedAt": iso(record.updated_at),
+    }
+
+
+def listed_refund(record: Refund, refunded: Transaction) -> dict[str, Any]:
+    """One of List Refunds' `data`, as its sample prints it.
+
+    The sample differs from Fetch Refund's: times in snake case, and
+    `deducted_amount`/`fully_deducted` null until processed, then the amount and
+    1 (a number). The OpenAPI spec's list item spells the time `createdAt`;
+    both spellings are printed.
+    """
+    processed = record.status is RefundStatus.PROCESSED
+    return {
+        "id": record.id,
+        "integration": INTEGRATION_ID,
+        "domain": DOMAIN,
+        "transaction": refunded.id,
+        "dispute": None,
+        "amount": record.amount,
+        "deducted_amount": record.amount if processed else None,
+        "currency": record.currency,
+        "channel": _refund_channel(record),
+        "fully_deducted": 1 if processed else None,
+        "refunded_by": INTEGRATION_EMAIL,
+        "refunded_at": _iso_or_none(record.refunded_at),
+        "expected_at": _expected_at(record),
+        "settlement": None,
+        "customer_note": record.customer_note,
+        "merchant_note": record.merchant_note,
+        "created_at": iso(record.created_at),
+        "updated_at": iso(record.updated_at),
+        "createdAt": iso(record.created_at),
+        "status": record.status.value,
     }
 
 
@@ -202,7 +339,7 @@ def refund_event(record: Refund, owner: Customer) -> dict[str, Any]:
         "refund_reference": record.refund_reference,
         "amount": str(record.amount) if record.status is RefundStatus.PROCESSED else record.amount,
         "currency": record.currency,
-        "processor": "simulator",
+        "processor": PROCESSOR,
         "customer": {"first_name": None, "last_name": None, "email": owner.email},
         "integration": INTEGRATION_ID,
         "domain": DOMAIN,
@@ -287,4 +424,52 @@ def transfer_event(record: Transfer, to: Recipient) -> dict[str, Any]:
         "session": {"provider": "nip" if record.session_id else None, "id": record.session_id},
         "created_at": iso(record.created_at),
         "updated_at": iso(record.updated_at),
+    }
+
+
+def _verified_recipient(to: Recipient) -> dict[str, Any]:
+    """The recipient as Verify Transfer embeds it: camel-case times, and `is_deleted` spelled twice."""
+    return {**recipient(to), "isDeleted": False}
+
+
+def verified_transfer(record: Transfer, to: Recipient) -> dict[str, Any]:
+    """Verify Transfer's `data`: camel-case times, `integration` a number, the recipient embedded.
+
+    Unlike the webhook data (`transfer_event`), which keeps its own samples' snake case.
+    """
+    return {
+        **listed_transfer(record, to),
+        "gateway_response": None,
+    }
+
+
+def listed_transfer(record: Transfer, to: Recipient) -> dict[str, Any]:
+    """One of List Transfers' `data`: Verify Transfer's fields without `gateway_response`.
+
+    Paystack's List Transfers sample is an older, shorter print (no `reference`,
+    no `session`); the OpenAPI spec's list item (TransferListResponseArray) has
+    Verify Transfer's fields, and is what the simulator follows.
+    """
+    return {
+        "amount": record.amount,
+        "createdAt": iso(record.created_at),
+        "currency": record.currency,
+        "domain": DOMAIN,
+        "failures": None,
+        "id": record.id,
+        "integration": INTEGRATION_ID,
+        "reason": record.reason,
+        "reference": record.reference,
+        "source": record.source,
+        "source_details": None,
+        "status": record.status.value,
+        "titan_code": None,
+        "transfer_code": record.transfer_code,
+        "request": record.id,
+        "transferred_at": _iso_or_none(record.transferred_at),
+        "updatedAt": iso(record.updated_at),
+        "recipient": _verified_recipient(to),
+        "session": {"provider": "nip" if record.session_id else None, "id": record.session_id},
+        "fee_charged": record.fee_charged,
+        "fees_breakdown": None,
     }

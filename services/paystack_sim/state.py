@@ -7,6 +7,10 @@ a kill leaves either the old state or the new one, never half of each. The
 file is small (a development stack makes tens of payments) and writes are
 rare, so rewriting it whole is simpler than any journal.
 
+A change and the webhook events it causes are one save: the caller records
+both in memory, then saves once (see `Paystack._commit`), so a kill can never
+leave a paid charge on disk without its `charge.success` queued.
+
 One event loop owns the state and no await happens between a change and its
 save, so no lock is needed.
 """
@@ -25,6 +29,7 @@ from typing import Any
 from services.common.config import StartupError
 from services.paystack_sim.records import (
     Customer,
+    Drop,
     Event,
     Recipient,
     Refund,
@@ -57,6 +62,7 @@ class State:
         self.recipients: dict[str, Recipient] = {}  # by recipient code
         self.transfers: dict[str, Transfer] = {}  # by transfer code
         self.events: list[Event] = []  # by index
+        self.drops: list[Drop] = []  # armed by /_sim/webhooks/drop, oldest first
 
     @classmethod
     def load(cls, path: Path) -> State:
@@ -80,6 +86,8 @@ class State:
         state.recipients = {r["recipient_code"]: Recipient(**r) for r in raw["recipients"]}
         state.transfers = {t["transfer_code"]: transfer_from_json(t) for t in raw["transfers"]}
         state.events = [Event.from_json(e) for e in raw["events"]]
+        # Absent from files written before /_sim/webhooks/drop existed.
+        state.drops = [Drop(**d) for d in raw.get("drops", [])]
         return state
 
     def save(self) -> None:
@@ -92,6 +100,7 @@ class State:
             "recipients": [asdict(r) for r in self.recipients.values()],
             "transfers": [asdict(t) for t in self.transfers.values()],
             "events": [asdict(e) for e in self.events],
+            "drops": [asdict(d) for d in self.drops],
         }
         self.path.parent.mkdir(parents=True, exist_ok=True)
         descriptor, temporary = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")

@@ -19,6 +19,15 @@ Different events are delivered independently and may overlap. The schedule
 lives in the state (`next_attempt_at`), so an event still pending when the
 simulator stops is resumed when it starts again; an attempt cut off by the
 stop was not recorded and is simply made again.
+
+An event is recorded in the state first (`record`, saved by the caller in the
+same write as the change that caused it) and only then sent (`dispatch`), so
+nothing is ever delivered that the state file does not hold.
+
+A test can lose an event on purpose (/_sim/webhooks/drop): a pending one at
+once, or the next one recorded (about a given reference), by a drop armed in
+the state. A dropped event keeps its bytes and is never POSTed again, not even
+after a restart.
 """
 
 from __future__ import annotations
@@ -33,7 +42,8 @@ from typing import Any
 
 import httpx
 
-from services.paystack_sim.records import Attempt, DeliveryStatus, Event, now_ms
+from services.paystack_sim.domain import NotFound, PaystackError
+from services.paystack_sim.records import Attempt, DeliveryStatus, Drop, Event, now_ms
 from services.paystack_sim.state import State
 from services.paystack_sim.timers import Timers
 
@@ -83,20 +93,28 @@ class WebhookDispatcher:
         self._url = url
         self._secret_key = secret_key
         self._retry_base_ms = retry_base_ms
+        # Events whose POST is on the wire now: too late to drop.
+        self._in_flight: set[int] = set()
 
     @property
     def events(self) -> Sequence[Event]:
         """Every event so far, delivered or not, by index."""
         return self._state.events
 
-    def publish(self, event: str, data: dict[str, Any], reference: str) -> Event:
-        """Record the event and deliver it now, retrying on Paystack's schedule."""
-        return self._enqueue(event, reference, encode(event, data), redelivery_of=None)
+    def record(self, event: str, data: dict[str, Any], reference: str) -> Event:
+        """Add the event to the state, unsaved; the caller saves it with the change that caused it."""
+        return self._new_event(event, reference, encode(event, data), redelivery_of=None)
+
+    def dispatch(self, record: Event) -> None:
+        """Start delivering a recorded (and saved) event, unless it was dropped."""
+        if record.status is DeliveryStatus.PENDING:
+            self._timers.call_at(record.next_attempt_at or now_ms(), partial(self._attempt, record))
 
     def redeliver(self, *, index: int | None = None, reference: str | None = None) -> Event | None:
         """Send an earlier event again, byte for byte: the given one, the latest about `reference`, or the latest.
 
-        The copy is a new event with its own attempts; None if there is no such event.
+        The copy is a new event with its own attempts (an armed drop applies to it
+        like to any new event); None if there is no such event.
         """
         events = self._state.events
         if index is not None:
@@ -107,15 +125,49 @@ class WebhookDispatcher:
             source = events[-1] if events else None
         if source is None:
             return None
-        return self._enqueue(source.event, source.reference, source.body, redelivery_of=source.index)
+        record = self._new_event(source.event, source.reference, source.body, redelivery_of=source.index)
+        self._state.save()
+        self.dispatch(record)
+        return record
+
+    def drop(self, *, index: int | None = None, reference: str | None = None) -> Event | Drop:
+        """Lose an event on purpose; returns the event dropped now, or the drop armed for a later one.
+
+        `index`: that pending event. `reference`: the oldest pending event about it,
+        or else the next one recorded about it. Neither: the next event recorded.
+        """
+        if index is not None:
+            events = self._state.events
+            record = events[index] if 0 <= index < len(events) else None
+            if record is None or record.status is not DeliveryStatus.PENDING:
+                raise NotFound(f"No pending event {index} to drop")
+            return self._drop_now(record)
+        if reference is not None:
+            pending = next(
+                (e for e in self._state.events if e.reference == reference and e.status is DeliveryStatus.PENDING),
+                None,
+            )
+            if pending is not None:
+                return self._drop_now(pending)
+        armed = Drop(reference=reference, armed_at=now_ms())
+        self._state.drops.append(armed)
+        self._state.save()
+        return armed
 
     def resume(self) -> None:
         """Schedule every event that was still pending when the simulator last stopped."""
         for record in self._state.events:
-            if record.status is DeliveryStatus.PENDING:
-                self._timers.call_at(record.next_attempt_at or now_ms(), partial(self._attempt, record))
+            self.dispatch(record)
 
-    def _enqueue(self, event: str, reference: str, body: str, *, redelivery_of: int | None) -> Event:
+    def _drop_now(self, record: Event) -> Event:
+        if record.index in self._in_flight:
+            # Its bytes are on the wire already; "never delivered" could not be kept.
+            raise PaystackError(f"Event {record.index} is being delivered right now; it cannot be dropped", 409)
+        record.status, record.next_attempt_at, record.dropped_at = DeliveryStatus.DROPPED, None, now_ms()
+        self._state.save()
+        return record
+
+    def _new_event(self, event: str, reference: str, body: str, *, redelivery_of: int | None) -> Event:
         at = now_ms()
         record = Event(
             index=len(self._state.events),
@@ -126,21 +178,29 @@ class WebhookDispatcher:
             next_attempt_at=at,
             redelivery_of=redelivery_of,
         )
+        armed = next((d for d in self._state.drops if d.matches(reference)), None)
+        if armed is not None:
+            # The oldest matching drop is used up by this one event.
+            self._state.drops.remove(armed)
+            record.status, record.next_attempt_at, record.dropped_at = DeliveryStatus.DROPPED, None, at
         self._state.events.append(record)
-        self._state.save()
-        self._timers.call_at(at, partial(self._attempt, record))
         return record
 
     async def _attempt(self, record: Event) -> None:
+        if record.status is not DeliveryStatus.PENDING:
+            return  # dropped while this attempt waited for its moment
         content = record.body.encode()
         headers = {"content-type": "application/json", SIGNATURE_HEADER: sign(self._secret_key, content)}
         http_status: int | None = None
         error: str | None = None
+        self._in_flight.add(record.index)
         try:
             response = await self._client.post(self._url, content=content, headers=headers, timeout=ATTEMPT_TIMEOUT_S)
             http_status = response.status_code
         except httpx.HTTPError as exc:
             error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        finally:
+            self._in_flight.discard(record.index)
         at = now_ms()
         record.attempts.append(Attempt(at=at, http_status=http_status, error=error))
         delay_ms = retry_delay_ms(len(record.attempts), self._retry_base_ms)

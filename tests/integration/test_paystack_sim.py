@@ -44,14 +44,28 @@ class Delivery:
 
 
 class WebhookReceiver:
-    """Records every POST; answers 500 to the next `failures_left` of them, 200 afterwards."""
+    """Records every POST; answers 500 to the next `failures_left` of them, 200 afterwards.
+
+    After `hold()` it answers nothing until `release()`, so a test can look at
+    the simulator while a delivery is on the wire (`waiting` counts those).
+    """
 
     def __init__(self) -> None:
         self.deliveries: list[Delivery] = []
         self.failures_left = 0
+        self.waiting = 0
+        self._released: asyncio.Event | None = None
         self._changed = asyncio.Condition()
         self._runner: web.AppRunner | None = None
         self.url = ""
+
+    def hold(self) -> None:
+        self._released = asyncio.Event()
+
+    def release(self) -> None:
+        if self._released is not None:
+            self._released.set()
+        self._released = None
 
     async def start(self) -> None:
         app = web.Application()
@@ -64,10 +78,19 @@ class WebhookReceiver:
         self.url = f"http://127.0.0.1:{port}/webhooks/paystack"
 
     async def stop(self) -> None:
+        self.release()
         if self._runner is not None:
             await self._runner.cleanup()
 
     async def _receive(self, request: web.Request) -> web.Response:
+        released = self._released
+        if released is not None:
+            async with self._changed:
+                self.waiting += 1
+                self._changed.notify_all()
+            await released.wait()
+            async with self._changed:
+                self.waiting -= 1
         answer = 200
         if self.failures_left > 0:
             self.failures_left -= 1
@@ -95,6 +118,13 @@ class WebhookReceiver:
 
         await self.wait_for(lambda ds: len([d for d in matching(ds) if d.answered == answered]) >= count)
         return matching(self.deliveries)
+
+    async def wait_until_held(self) -> None:
+        async with self._changed:
+            await asyncio.wait_for(self._changed.wait_for(lambda: self.waiting > 0), WAIT_S)
+
+    def about(self, reference: str) -> list[Delivery]:
+        return [d for d in self.deliveries if _reference_of(d.payload) == reference]
 
 
 def _reference_of(payload: dict[str, Any]) -> str:
@@ -126,9 +156,27 @@ class SimulatorUnderTest:
     async def paid(self, **fields: Any) -> dict[str, Any]:
         """A transaction initialized and paid at the checkout; returns initialize's data."""
         started = await self.initialize(**fields)
+        await self.pay(started)
+        return started
+
+    async def pay(self, started: dict[str, Any]) -> None:
         response = await self.browser.post(f"/checkout/{started['access_code']}/pay", json={"outcome": "success"})
         assert response.status_code == 200, response.text
-        return started
+
+    async def drop(self, **body: Any) -> dict[str, Any]:
+        response = await self.browser.post("/_sim/webhooks/drop", json=body)
+        assert response.status_code == 200, response.text
+        assert response.json()["status"] is True
+        data: dict[str, Any] = response.json()["data"]
+        return data
+
+    async def listed(self, path: str, **query: Any) -> dict[str, Any]:
+        """A list route's whole answer: `data` and `meta`."""
+        response = await self.api.get(path, params=query)
+        assert response.status_code == 200, response.text
+        answer: dict[str, Any] = response.json()
+        assert answer["status"] is True
+        return answer
 
     async def verify(self, reference: str) -> dict[str, Any]:
         response = await self.api.get(f"/transaction/verify/{reference}")
@@ -735,3 +783,577 @@ async def test_refunds_and_transfers_settle_by_themselves_when_settle_ms_is_set(
     await receiver.wait_for_event("transfer.success", transfer["reference"])
     settled = await paystack.browser.post(f"/_sim/transfers/{transfer['transfer_code']}/settle", json={})
     assert settled.status_code == 409
+
+
+# Losing webhooks on purpose (/_sim/webhooks/drop).
+
+
+async def test_a_drop_armed_for_a_reference_before_paying_loses_that_charge_success_for_good(
+    launch: Launch, receiver: WebhookReceiver
+) -> None:
+    first = await launch()
+    lost = await first.initialize()
+    armed = await first.drop(reference=lost["reference"])
+    assert armed["dropped"] is None
+    assert armed["armed"]["reference"] == lost["reference"]
+
+    await first.pay(lost)
+    # Another payment's event goes through: the simulator is delivering, just not the dropped one.
+    kept = await first.paid()
+    await receiver.wait_for_event("charge.success", kept["reference"])
+    [event] = await first.events(reference=lost["reference"])
+    assert (event["event"], event["status"], event["attempts"]) == ("charge.success", "dropped", 0)
+    assert event["dropped_at"] is not None
+    assert event["payload"]["data"]["status"] == "success"
+    assert (await first.verify(lost["reference"]))["status"] == "success"
+    await first.close()
+
+    second = await launch()
+    after_restart = await second.paid()
+    await receiver.wait_for_event("charge.success", after_restart["reference"])
+    [event] = await second.events(reference=lost["reference"])
+    assert event["status"] == "dropped"
+    assert receiver.about(lost["reference"]) == []
+
+
+async def test_an_empty_drop_loses_only_the_next_event(paystack: SimulatorUnderTest, receiver: WebhookReceiver) -> None:
+    armed = await paystack.drop()
+    assert armed["armed"]["reference"] is None
+    lost = await paystack.paid()
+    kept = await paystack.paid()
+
+    await receiver.wait_for_event("charge.success", kept["reference"])
+    assert [e["status"] for e in await paystack.events()] == ["dropped", "delivered"]
+    assert receiver.about(lost["reference"]) == []
+
+
+async def test_an_armed_drop_survives_a_restart(launch: Launch, receiver: WebhookReceiver) -> None:
+    first = await launch()
+    reference = new_reference()
+    await first.drop(reference=reference)
+    await first.close()
+
+    second = await launch()
+    await second.paid(reference=reference)
+    kept = await second.paid()
+    await receiver.wait_for_event("charge.success", kept["reference"])
+    [event] = await second.events(reference=reference)
+    assert event["status"] == "dropped"
+    assert receiver.about(reference) == []
+
+
+async def test_dropping_a_pending_event_ends_its_retries(launch: Launch, receiver: WebhookReceiver) -> None:
+    # Retries 200 ms apart: once an attempt is recorded, the next is far enough off not to be on the wire.
+    paystack = await launch(paystack_sim_retry_base_ms=200)
+    receiver.failures_left = 1_000
+    by_index = await paystack.paid()
+    by_reference = await paystack.paid()
+
+    async def refused_once() -> bool:
+        events = await paystack.events()
+        return all(e["attempts"] >= 1 for e in events)
+
+    await eventually(refused_once)
+    [pending] = await paystack.events(reference=by_index["reference"])
+    dropped = await paystack.drop(event_index=pending["index"])
+    assert dropped["armed"] is None
+    assert (dropped["dropped"]["index"], dropped["dropped"]["status"]) == (pending["index"], "dropped")
+    # A pending event about the reference is dropped at once, not a later one.
+    dropped = await paystack.drop(reference=by_reference["reference"])
+    assert dropped["dropped"]["reference"] == by_reference["reference"]
+
+    receiver.failures_left = 0
+    kept = await paystack.paid()
+    await receiver.wait_for_event("charge.success", kept["reference"])
+    attempts = {r: len(receiver.about(r)) for r in (by_index["reference"], by_reference["reference"])}
+    # Three retry periods: a retry that was still due would have come by now.
+    await asyncio.sleep(0.6)
+    assert {r: len(receiver.about(r)) for r in attempts} == attempts
+    for reference in attempts:
+        [event] = await paystack.events(reference=reference)
+        assert (event["status"], event["next_attempt_at"]) == ("dropped", None)
+        assert {d.answered for d in receiver.about(reference)} == {500}
+
+
+async def test_a_drop_naming_no_pending_event_is_not_found(
+    paystack: SimulatorUnderTest, receiver: WebhookReceiver
+) -> None:
+    delivered = await paystack.paid()
+    await receiver.wait_for_event("charge.success", delivered["reference"])
+
+    async def recorded() -> bool:
+        [event] = await paystack.events(reference=delivered["reference"])
+        return bool(event["status"] == "delivered")
+
+    await eventually(recorded)
+    for index in (0, 99, -1):
+        response = await paystack.browser.post("/_sim/webhooks/drop", json={"event_index": index})
+        assert response.status_code == 404, index
+        assert response.json()["status"] is False
+    bad: list[dict[str, Any]] = [{"event_index": "0"}, {"reference": 5}, {"reference": ""}]
+    for body in bad:
+        response = await paystack.browser.post("/_sim/webhooks/drop", json=body)
+        assert response.status_code == 400, body
+    # A reference with nothing pending arms a drop (its next event), it is never "not found".
+    armed = await paystack.drop(reference=delivered["reference"])
+    assert armed["armed"]["reference"] == delivered["reference"]
+
+
+async def test_an_event_on_the_wire_cannot_be_dropped(paystack: SimulatorUnderTest, receiver: WebhookReceiver) -> None:
+    receiver.hold()
+    started = await paystack.paid()
+    await receiver.wait_until_held()
+
+    response = await paystack.browser.post("/_sim/webhooks/drop", json={"event_index": 0})
+    assert response.status_code == 409
+    assert response.json()["status"] is False
+    receiver.release()
+    await receiver.wait_for_event("charge.success", started["reference"])
+
+
+# One write per change.
+
+
+async def test_the_state_file_right_after_a_pay_holds_the_charge_and_its_queued_event(
+    paystack: SimulatorUnderTest, receiver: WebhookReceiver
+) -> None:
+    # The receiver holds the delivery, so nothing after the pay has touched the file.
+    receiver.hold()
+    started = await paystack.paid()
+    await receiver.wait_until_held()
+
+    saved = json.loads(paystack.simulator.state_path.read_text())
+    [transaction] = [t for t in saved["transactions"] if t["reference"] == started["reference"]]
+    [event] = saved["events"]
+    assert transaction["status"] == "success"
+    assert (event["event"], event["reference"], event["status"], event["attempts"]) == (
+        "charge.success",
+        started["reference"],
+        "pending",
+        [],
+    )
+    assert json.loads(event["body"])["data"]["status"] == "success"
+    receiver.release()
+
+
+# Lists.
+
+# The fields of one item of Paystack's List Transactions sample (doc-code-snippets
+# dist/api/transactions/list/response.json).
+LISTED_TRANSACTION_FIELDS = {
+    "id",
+    "domain",
+    "status",
+    "reference",
+    "amount",
+    "message",
+    "gateway_response",
+    "paid_at",
+    "created_at",
+    "channel",
+    "currency",
+    "ip_address",
+    "metadata",
+    "log",
+    "fees",
+    "fees_split",
+    "customer",
+    "authorization",
+    "plan",
+    "split",
+    "subaccount",
+    "order_id",
+    "paidAt",
+    "createdAt",
+    "requested_amount",
+    "source",
+    "connect",
+    "pos_transaction_data",
+}
+PAGINATION_META = {"total", "skipped", "perPage", "page", "pageCount"}
+
+
+async def test_transactions_list_newest_first_in_pages_with_paystacks_meta(paystack: SimulatorUnderTest) -> None:
+    oldest = await paystack.paid(amount=100_000)
+    unpaid = await paystack.initialize(amount=200_000)
+    newest = await paystack.paid(amount=300_000)
+
+    first = await paystack.listed("/transaction", perPage=2)
+    assert first["message"] == "Transactions retrieved"
+    assert [t["reference"] for t in first["data"]] == [newest["reference"], unpaid["reference"]]
+    assert first["meta"] == {
+        "total": 3,
+        "total_volume": 600_000,
+        "skipped": 0,
+        "perPage": 2,
+        "page": 1,
+        "pageCount": 2,
+    }
+    second = await paystack.listed("/transaction", perPage=2, page=2)
+    assert [t["reference"] for t in second["data"]] == [oldest["reference"]]
+    assert (second["meta"]["skipped"], second["meta"]["page"]) == (2, 2)
+    beyond = await paystack.listed("/transaction", perPage=2, page=3)
+    assert (beyond["data"], beyond["meta"]["total"]) == ([], 3)
+
+    item = first["data"][0]
+    assert set(item) == LISTED_TRANSACTION_FIELDS
+    verified = await paystack.verify(newest["reference"])
+    assert {k: item[k] for k in ("id", "status", "amount", "paid_at", "customer", "authorization")} == {
+        k: verified[k] for k in ("id", "status", "amount", "paid_at", "customer", "authorization")
+    }
+    assert item["source"]["entry_point"] == "transaction_initialize"
+    defaults = (await paystack.listed("/transaction"))["meta"]
+    assert (defaults["perPage"], defaults["page"], defaults["pageCount"]) == (50, 1, 1)
+
+    paid = await paystack.listed("/transaction", status="success")
+    assert [t["reference"] for t in paid["data"]] == [newest["reference"], oldest["reference"]]
+    assert (await paystack.listed("/transaction", status="abandoned"))["meta"]["total"] == 1
+
+
+async def test_transactions_list_within_from_and_to(paystack: SimulatorUnderTest) -> None:
+    started = await paystack.paid()
+    created_at = (await paystack.verify(started["reference"]))["created_at"]
+    today = created_at[:10]
+
+    assert (await paystack.listed("/transaction", **{"from": today, "to": today}))["meta"]["total"] == 1
+    assert (await paystack.listed("/transaction", **{"from": created_at, "to": created_at}))["meta"]["total"] == 1
+    assert (await paystack.listed("/transaction", **{"from": "2999-01-01"}))["meta"]["total"] == 0
+    assert (await paystack.listed("/transaction", to="2000-01-01T00:00:00.000Z"))["meta"]["total"] == 0
+
+
+@pytest.mark.parametrize(
+    "query", [{"perPage": "0"}, {"perPage": "ten"}, {"page": "-1"}, {"from": "yesterday"}, {"to": "2024-13-01"}]
+)
+async def test_a_list_query_paystack_cannot_read_is_refused(
+    paystack: SimulatorUnderTest, query: dict[str, str]
+) -> None:
+    for path in ("/transaction", "/refund", "/transfer"):
+        response = await paystack.api.get(path, params=query)
+        assert response.status_code == 400, (path, query)
+        assert response.json()["status"] is False
+
+
+async def test_the_list_routes_need_the_secret_key(paystack: SimulatorUnderTest) -> None:
+    for path in ("/transaction", "/refund", "/transfer"):
+        response = await paystack.browser.get(path)
+        assert response.status_code == 401
+        assert response.json() == {"status": False, "message": "No Authorization Header was found"}
+
+
+# The fields of one item of Paystack's List Refunds sample (dist/api/refunds/list/response.json),
+# plus `createdAt`, the spelling of Paystack's OpenAPI spec (RefundListResponseArray).
+LISTED_REFUND_FIELDS = {
+    "id",
+    "integration",
+    "domain",
+    "transaction",
+    "dispute",
+    "amount",
+    "deducted_amount",
+    "currency",
+    "channel",
+    "fully_deducted",
+    "refunded_by",
+    "refunded_at",
+    "expected_at",
+    "settlement",
+    "customer_note",
+    "merchant_note",
+    "created_at",
+    "updated_at",
+    "createdAt",
+    "status",
+}
+
+
+async def test_refunds_list_newest_first_and_by_transaction(paystack: SimulatorUnderTest) -> None:
+    one = await paystack.paid(amount=500_000)
+    other = await paystack.paid(amount=400_000)
+    one_id = (await paystack.verify(one["reference"]))["id"]
+    failed = (await paystack.api.post("/refund", json={"transaction": one["reference"], "amount": 100_000})).json()
+    await paystack.browser.post(f"/_sim/refunds/{failed['data']['id']}/settle", json={"outcome": "failed"})
+    processed = (await paystack.api.post("/refund", json={"transaction": one_id, "amount": 200_000})).json()
+    await paystack.browser.post(f"/_sim/refunds/{processed['data']['id']}/settle", json={"outcome": "success"})
+    pending = (await paystack.api.post("/refund", json={"transaction": other["reference"]})).json()
+
+    everything = await paystack.listed("/refund")
+    assert everything["message"] == "Refunds retrieved"
+    assert [r["id"] for r in everything["data"]] == [
+        pending["data"]["id"],
+        processed["data"]["id"],
+        failed["data"]["id"],
+    ]
+    assert set(everything["meta"]) == PAGINATION_META | {"failedRefundCount"}
+    assert (everything["meta"]["total"], everything["meta"]["failedRefundCount"]) == (3, 1)
+
+    for key in (one["reference"], str(one_id)):
+        of_one = await paystack.listed("/refund", transaction=key)
+        assert [r["id"] for r in of_one["data"]] == [processed["data"]["id"], failed["data"]["id"]]
+    assert (await paystack.listed("/refund", transaction="no-such-transaction"))["data"] == []
+
+    paged = await paystack.listed("/refund", perPage=1, page=2)
+    assert [r["id"] for r in paged["data"]] == [processed["data"]["id"]]
+    assert {k: paged["meta"][k] for k in PAGINATION_META} == {
+        "total": 3,
+        "skipped": 1,
+        "perPage": 1,
+        "page": 2,
+        "pageCount": 3,
+    }
+
+    item = paged["data"][0]
+    assert set(item) == LISTED_REFUND_FIELDS
+    assert (item["transaction"], item["amount"], item["status"]) == (one_id, 200_000, "processed")
+    assert (item["deducted_amount"], item["fully_deducted"], item["dispute"], item["settlement"]) == (
+        200_000,
+        1,
+        None,
+        None,
+    )
+    assert item["refunded_at"] is not None
+    waiting = everything["data"][0]
+    assert (waiting["status"], waiting["deducted_amount"], waiting["fully_deducted"]) == ("pending", None, None)
+
+
+# Verify Transfer's `data` in Paystack's sample (dist/api/transfers/verify/response.json).
+VERIFIED_TRANSFER_FIELDS = {
+    "amount",
+    "createdAt",
+    "currency",
+    "domain",
+    "failures",
+    "id",
+    "integration",
+    "reason",
+    "reference",
+    "source",
+    "source_details",
+    "status",
+    "titan_code",
+    "transfer_code",
+    "request",
+    "transferred_at",
+    "updatedAt",
+    "recipient",
+    "session",
+    "fee_charged",
+    "fees_breakdown",
+    "gateway_response",
+}
+VERIFIED_RECIPIENT_FIELDS = {
+    "active",
+    "createdAt",
+    "currency",
+    "description",
+    "domain",
+    "email",
+    "id",
+    "integration",
+    "metadata",
+    "name",
+    "recipient_code",
+    "type",
+    "updatedAt",
+    "is_deleted",
+    "isDeleted",
+    "details",
+}
+
+
+async def test_transfers_list_newest_first_by_status_and_recipient(paystack: SimulatorUnderTest) -> None:
+    ada = (await paystack.recipient())["recipient_code"]
+    bola = (await paystack.recipient(name="Bola Ade", account_number="0987654321"))["recipient_code"]
+    succeeded = await paystack.transfer(ada)
+    await paystack.browser.post(f"/_sim/transfers/{succeeded['transfer_code']}/settle", json={"outcome": "success"})
+    waiting = await paystack.transfer(bola)
+    newest = await paystack.transfer(ada)
+
+    everything = await paystack.listed("/transfer")
+    assert everything["message"] == "Transfers retrieved"
+    assert [t["reference"] for t in everything["data"]] == [
+        newest["reference"],
+        waiting["reference"],
+        succeeded["reference"],
+    ]
+    assert everything["meta"] == {"total": 3, "skipped": 0, "perPage": 50, "page": 1, "pageCount": 1}
+    pending = await paystack.listed("/transfer", status="pending")
+    assert [t["reference"] for t in pending["data"]] == [newest["reference"], waiting["reference"]]
+    to_ada = await paystack.listed("/transfer", recipient=ada, perPage=1)
+    assert [t["reference"] for t in to_ada["data"]] == [newest["reference"]]
+    assert (to_ada["meta"]["total"], to_ada["meta"]["pageCount"]) == (2, 2)
+
+    item = everything["data"][2]
+    assert set(item) == VERIFIED_TRANSFER_FIELDS - {"gateway_response"}
+    verified = (await paystack.api.get(f"/transfer/verify/{succeeded['reference']}")).json()["data"]
+    assert item == {k: v for k, v in verified.items() if k != "gateway_response"}
+
+
+# Fetch Refund, Create Refund and Verify Transfer as Paystack's samples print them.
+
+# Fetch Refund's `data` in Paystack's sample (dist/api/refunds/fetch/response.json).
+FETCHED_REFUND_FIELDS = {
+    "integration",
+    "transaction",
+    "dispute",
+    "settlement",
+    "domain",
+    "amount",
+    "deducted_amount",
+    "fully_deducted",
+    "currency",
+    "channel",
+    "status",
+    "refunded_by",
+    "refunded_at",
+    "expected_at",
+    "customer_note",
+    "merchant_note",
+    "id",
+    "createdAt",
+    "updatedAt",
+}
+# Create Refund's `data` and its embedded transaction (dist/api/refunds/create/response.json).
+CREATED_REFUND_FIELDS = FETCHED_REFUND_FIELDS - {"dispute", "settlement", "refunded_at"}
+REFUNDED_TRANSACTION_FIELDS = {
+    "id",
+    "domain",
+    "reference",
+    "amount",
+    "paid_at",
+    "channel",
+    "currency",
+    "authorization",
+    "customer",
+    "plan",
+    "subaccount",
+    "split",
+    "order_id",
+    "paidAt",
+    "pos_transaction_data",
+    "source",
+    "fees_breakdown",
+}
+
+
+async def test_fetch_refund_names_the_transaction_by_its_id_and_create_refund_embeds_it(
+    paystack: SimulatorUnderTest,
+) -> None:
+    started = await paystack.paid(amount=500_000)
+    transaction_id = (await paystack.verify(started["reference"]))["id"]
+    created = (await paystack.api.post("/refund", json={"transaction": started["reference"]})).json()["data"]
+    assert set(created) == CREATED_REFUND_FIELDS
+    assert set(created["transaction"]) == REFUNDED_TRANSACTION_FIELDS
+    assert (created["transaction"]["id"], created["transaction"]["reference"]) == (transaction_id, started["reference"])
+    assert (created["deducted_amount"], created["fully_deducted"], created["channel"]) == (0, False, None)
+    assert created["refunded_by"] == "owner@gofund.test"
+    assert created["merchant_note"] == f"Refund for transaction {started['reference']} by owner@gofund.test"
+    assert created["customer_note"] == f"Refund for transaction {started['reference']}"
+
+    response = await paystack.api.get(f"/refund/{created['id']}")
+    assert response.json()["message"] == "Refund retrieved"
+    fetched = response.json()["data"]
+    assert set(fetched) == FETCHED_REFUND_FIELDS
+    assert (fetched["transaction"], fetched["dispute"], fetched["settlement"]) == (transaction_id, None, None)
+    assert (fetched["status"], fetched["refunded_at"], fetched["deducted_amount"]) == ("pending", None, 0)
+    assert {k: fetched[k] for k in CREATED_REFUND_FIELDS - {"transaction"}} == {
+        k: created[k] for k in CREATED_REFUND_FIELDS - {"transaction"}
+    }
+
+    await paystack.browser.post(f"/_sim/refunds/{created['id']}/settle", json={"outcome": "success"})
+    settled = (await paystack.api.get(f"/refund/{created['id']}")).json()["data"]
+    assert (settled["status"], settled["deducted_amount"], settled["fully_deducted"]) == ("processed", 500_000, True)
+    assert settled["refunded_at"] is not None
+    assert settled["channel"] is not None
+
+    for missing in ("999999999", "not-a-number", started["reference"]):
+        response = await paystack.api.get(f"/refund/{missing}")
+        assert response.status_code == 404, missing
+        assert response.json()["status"] is False
+
+
+async def test_verify_transfer_prints_paystacks_verify_transfer_and_webhooks_keep_theirs(
+    paystack: SimulatorUnderTest, receiver: WebhookReceiver
+) -> None:
+    recipient = await paystack.recipient()
+    transfer = await paystack.transfer(recipient["recipient_code"], amount=100_000)
+    await paystack.browser.post(f"/_sim/transfers/{transfer['transfer_code']}/settle", json={"outcome": "success"})
+
+    response = await paystack.api.get(f"/transfer/verify/{transfer['reference']}")
+    assert response.json()["message"] == "Transfer retrieved"
+    verified = response.json()["data"]
+    assert set(verified) == VERIFIED_TRANSFER_FIELDS
+    assert set(verified["recipient"]) == VERIFIED_RECIPIENT_FIELDS
+    assert isinstance(verified["integration"], int)
+    assert (verified["status"], verified["amount"], verified["transfer_code"]) == (
+        "success",
+        100_000,
+        transfer["transfer_code"],
+    )
+    assert (verified["request"], verified["fee_charged"], verified["fees_breakdown"]) == (transfer["id"], 1_000, None)
+    assert (verified["recipient"]["id"], verified["recipient"]["isDeleted"]) == (recipient["id"], False)
+    assert verified["recipient"]["createdAt"] == recipient["createdAt"]
+    assert verified["session"]["id"] is not None
+
+    [delivery] = await receiver.wait_for_event("transfer.success", transfer["reference"])
+    event = delivery.payload["data"]
+    assert set(event["integration"]) == {"id", "is_live", "business_name"}
+    assert {"created_at", "updated_at"} <= set(event)
+    assert "createdAt" not in event
+    assert "created_at" in event["recipient"]
+
+    for unknown in (new_reference("payout_"), transfer["transfer_code"]):
+        missing = await paystack.api.get(f"/transfer/verify/{unknown}")
+        assert missing.status_code == 404
+        assert missing.json() == {"status": False, "message": "Transfer not found"}
+
+
+# Refunds issued on Paystack's dashboard (/_sim/refunds).
+
+
+async def test_a_dashboard_refund_settles_like_any_other_and_can_be_partial(
+    launch: Launch, receiver: WebhookReceiver
+) -> None:
+    paystack = await launch(paystack_sim_settle_ms=50)
+    started = await paystack.paid(amount=500_000)
+    reference = started["reference"]
+
+    partial = await paystack.browser.post("/_sim/refunds", json={"transaction": reference, "amount": 200_000})
+    assert partial.status_code == 200, partial.text
+    assert partial.json()["message"] == "Refund has been queued for processing"
+    assert (partial.json()["data"]["status"], partial.json()["data"]["amount"]) == ("pending", 200_000)
+    [processed] = await receiver.wait_for_event("refund.processed", reference)
+    assert (processed.payload["data"]["amount"], processed.payload["data"]["status"]) == ("200000", "processed")
+    assert (await paystack.verify(reference))["status"] == "success"
+
+    transaction_id = (await paystack.verify(reference))["id"]
+    rest = await paystack.browser.post("/_sim/refunds", json={"transaction": transaction_id})
+    assert rest.json()["data"]["amount"] == 300_000
+    await receiver.wait_for_event("refund.processed", reference, count=2)
+    assert (await paystack.verify(reference))["status"] == "reversed"
+    listed = await paystack.listed("/refund", transaction=reference)
+    assert [r["amount"] for r in listed["data"]] == [300_000, 200_000]
+
+    again = await paystack.browser.post("/_sim/refunds", json={"transaction": reference})
+    assert again.status_code == 400
+    assert again.json()["message"] == "Transaction has been fully reversed"
+
+
+async def test_a_dashboard_refund_can_be_settled_by_hand_and_refuses_what_paystack_refuses(
+    paystack: SimulatorUnderTest, receiver: WebhookReceiver
+) -> None:
+    started = await paystack.paid(amount=500_000)
+    created = await paystack.browser.post("/_sim/refunds", json={"transaction": started["reference"]})
+    refund_id = created.json()["data"]["id"]
+    settled = await paystack.browser.post(f"/_sim/refunds/{refund_id}/settle", json={"outcome": "failed"})
+    assert settled.json()["data"]["status"] == "failed"
+    await receiver.wait_for_event("refund.failed", started["reference"])
+
+    for body, message in (
+        ({"transaction": "no-such-reference"}, "Transaction not found"),
+        ({"transaction": started["reference"], "amount": 0}, "Invalid Amount Sent"),
+        ({}, None),
+    ):
+        response = await paystack.browser.post("/_sim/refunds", json=body)
+        assert response.status_code == 400, body
+        if message is not None:
+            assert response.json() == {"status": False, "message": message}

@@ -1,30 +1,38 @@
-"""The Paystack simulator's pure rules: retry schedule, amounts, formats, and its state file."""
+"""The Paystack simulator's pure rules: retry schedule, amounts, formats, lists, and its state file."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 
+from services.paystack_sim import listing
 from services.paystack_sim.checkout import callback_location, display_amount
-from services.paystack_sim.domain import fees, parse_amount
+from services.paystack_sim.domain import Paystack, PaystackError, fees, parse_amount, transfer_fee
 from services.paystack_sim.records import (
     Attempt,
     Card,
     Customer,
     DeliveryStatus,
+    Drop,
     Event,
     Refund,
+    RefundOrigin,
     RefundStatus,
     Transaction,
     TransactionStatus,
     iso,
 )
 from services.paystack_sim.state import State
-from services.paystack_sim.webhooks import MAX_ATTEMPTS, encode, retry_delay_ms, sign
+from services.paystack_sim.timers import Timers
+from services.paystack_sim.webhooks import MAX_ATTEMPTS, WebhookDispatcher, encode, retry_delay_ms, sign
 
 
 def test_retries_come_three_minutes_apart_four_times_then_hourly_for_72_hours() -> None:
@@ -151,3 +159,197 @@ def test_saved_state_loads_back_equal_and_leaves_no_temporary_file(tmp_path: Pat
 def test_a_missing_state_file_is_an_empty_state(tmp_path: Path) -> None:
     state = State.load(tmp_path / "absent.json")
     assert (state.transactions, state.events) == ({}, [])
+
+
+def test_transfer_fees_follow_the_nigerian_bands() -> None:
+    # Paystack's Verify Transfer sample: 1000 kobo charged on a 100000 kobo transfer.
+    assert transfer_fee(100_000, "NGN") == 1_000
+    assert transfer_fee(500_000, "NGN") == 1_000
+    assert transfer_fee(500_001, "NGN") == 2_500
+    assert transfer_fee(5_000_001, "NGN") == 5_000
+    assert transfer_fee(100_000, "GHS") == 0
+
+
+def test_a_state_file_from_before_drops_and_dashboard_refunds_still_loads(tmp_path: Path) -> None:
+    path = tmp_path / "paystack-sim.json"
+    refund = {
+        "id": 7,
+        "transaction_reference": "ref-1",
+        "amount": 100,
+        "currency": "NGN",
+        "status": "pending",
+        "merchant_note": "m",
+        "customer_note": "c",
+        "created_at": 3,
+        "updated_at": 3,
+        "refund_reference": None,
+        "refunded_at": None,
+        "settle_at": None,
+    }
+    event = {
+        "index": 0,
+        "event": "charge.success",
+        "reference": "ref-1",
+        "body": "{}",
+        "created_at": 4,
+        "status": "delivered",
+        "next_attempt_at": None,
+        "attempts": [],
+        "redelivery_of": None,
+    }
+    document = {
+        "version": 1,
+        "last_id": 10,
+        "customers": [],
+        "transactions": [],
+        "refunds": [refund],
+        "recipients": [],
+        "transfers": [],
+        "events": [event],
+    }
+    path.write_text(json.dumps(document))
+
+    loaded = State.load(path)
+    assert loaded.refunds[7].origin is RefundOrigin.API
+    assert loaded.events[0].dropped_at is None
+    assert loaded.drops == []
+
+
+# Listing.
+
+
+def test_list_windows_default_to_paystacks_50_per_page_from_page_1() -> None:
+    assert listing.window({}) == listing.Window(per_page=50, page=1)
+    assert listing.window({"perPage": "10", "page": "3"}) == listing.Window(per_page=10, page=3)
+    # Paystack's OpenAPI spec spells it per_page for transactions and transfers; perPage wins when both come.
+    assert listing.window({"per_page": "7"}).per_page == 7
+    assert listing.window({"perPage": "5", "per_page": "7"}).per_page == 5
+    for bad in ({"perPage": "0"}, {"page": "x"}, {"page": "-2"}, {"perPage": "1.5"}):
+        with pytest.raises(PaystackError):
+            listing.window(bad)
+
+
+def test_a_page_carries_paystacks_meta() -> None:
+    items, meta = listing.paginate(list(range(51)), listing.Window(per_page=50, page=2))
+    assert items == [50]
+    assert meta == {"total": 51, "skipped": 50, "perPage": 50, "page": 2, "pageCount": 2}
+    assert listing.paginate([], listing.window({}))[1]["pageCount"] == 0
+
+
+def test_a_bare_date_bounds_a_whole_utc_day() -> None:
+    day = listing.period({"from": "2024-08-22", "to": "2024-08-22"})
+    assert (day.since, day.until) == (1_724_284_800_000, 1_724_371_199_999)
+    assert day.holds(1_724_284_800_000)
+    assert day.holds(1_724_371_199_999)
+    assert not day.holds(1_724_371_200_000)
+    exact = listing.period({"from": "2024-08-22T09:14:24.000Z"})
+    assert (exact.since, exact.until) == (1_724_318_064_000, None)
+    with pytest.raises(PaystackError):
+        listing.period({"to": "last week"})
+
+
+# One write per change, and drops, with the state and the dispatcher but no HTTP and no timers running.
+
+
+class _RecordedSaves(State):
+    """A state that keeps what every save wrote."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.saved: list[dict[str, Any]] = []
+
+    def save(self) -> None:
+        super().save()
+        self.saved.append(json.loads(self.path.read_text()))
+
+
+class _StoppedClock(Timers):
+    """Remembers what was scheduled, and after how many saves, without ever running it."""
+
+    def __init__(self, state: _RecordedSaves) -> None:
+        super().__init__()
+        self._state = state
+        self.scheduled_after_saves: list[int] = []
+
+    def call_at(self, due_at_ms: int, action: Callable[[], Awaitable[None]]) -> None:
+        self.scheduled_after_saves.append(len(self._state.saved))
+
+
+@pytest.fixture
+def client() -> Iterator[httpx.AsyncClient]:
+    client = httpx.AsyncClient()
+    yield client
+    asyncio.run(client.aclose())
+
+
+@pytest.fixture
+def offline(tmp_path: Path, client: httpx.AsyncClient) -> tuple[_RecordedSaves, Paystack, _StoppedClock]:
+    state = _RecordedSaves(tmp_path / "paystack-sim.json")
+    clock = _StoppedClock(state)
+    webhooks = WebhookDispatcher(state, clock, client, url="http://127.0.0.1:9/", secret_key="sk", retry_base_ms=1)
+    paystack = Paystack(state, webhooks, clock, settle_ms=0, base_url="http://127.0.0.1:9")
+    return state, paystack, clock
+
+
+def _paid(paystack: Paystack, amount: int = 500_000) -> Transaction:
+    started = paystack.initialize({"email": "ada@example.com", "amount": amount})
+    return paystack.pay(started.access_code, "success")
+
+
+def test_a_pay_saves_the_charge_and_its_charge_success_in_one_write(
+    offline: tuple[_RecordedSaves, Paystack, _StoppedClock],
+) -> None:
+    state, paystack, clock = offline
+    started = paystack.initialize({"email": "ada@example.com", "amount": 500_000})
+    before = len(state.saved)
+
+    paystack.pay(started.access_code, "success")
+
+    [written] = state.saved[before:]
+    [transaction] = written["transactions"]
+    [event] = written["events"]
+    assert transaction["status"] == "success"
+    assert (event["event"], event["reference"], event["status"]) == ("charge.success", started.reference, "pending")
+    # Delivery is scheduled only once that write is done.
+    assert clock.scheduled_after_saves == [before + 1]
+
+
+def test_settling_a_refund_or_a_transfer_saves_it_and_its_event_in_one_write(
+    offline: tuple[_RecordedSaves, Paystack, _StoppedClock],
+) -> None:
+    state, paystack, _ = offline
+    paid = _paid(paystack)
+    refund = paystack.create_refund({"transaction": paid.reference, "amount": 100_000})
+    before = len(state.saved)
+    paystack.settle_refund(str(refund.id), "success")
+    [written] = state.saved[before:]
+    assert [r["status"] for r in written["refunds"]] == ["processed"]
+    assert [e["event"] for e in written["events"]] == ["charge.success", "refund.processed"]
+
+    recipient = paystack.create_recipient(
+        {"type": "nuban", "name": "Ada Obi", "account_number": "0123456789", "bank_code": "058"}
+    )
+    transfer = paystack.initiate_transfer({"source": "balance", "amount": 1000, "recipient": recipient.recipient_code})
+    before = len(state.saved)
+    paystack.settle_transfer(transfer.transfer_code, "failed")
+    [written] = state.saved[before:]
+    assert [t["status"] for t in written["transfers"]] == ["failed"]
+    assert written["events"][-1]["event"] == "transfer.failed"
+
+
+def test_an_armed_drop_is_used_up_by_the_first_event_it_matches_in_the_same_write(
+    offline: tuple[_RecordedSaves, Paystack, _StoppedClock],
+) -> None:
+    state, paystack, clock = offline
+    state.drops = [Drop(reference="other", armed_at=1), Drop(reference=None, armed_at=2)]
+    before = len(state.saved)
+
+    paid = _paid(paystack)
+
+    # The save that holds the charge holds its dropped event and the drop used up; nothing is scheduled.
+    written = state.saved[-1]
+    assert len(state.saved) == before + 2  # initialize, then pay
+    assert [(e["reference"], e["status"]) for e in written["events"]] == [(paid.reference, "dropped")]
+    assert written["drops"] == [{"reference": "other", "armed_at": 1}]
+    assert clock.scheduled_after_saves == []
+    assert state.events[0].status is DeliveryStatus.DROPPED
