@@ -13,6 +13,7 @@ import contextlib
 import os
 import time
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import httpx
 
@@ -208,28 +209,71 @@ class Stack:
         self.wait_edge_healthy(ignore=self.external_services)
 
     def wait_edge_healthy(self, timeout_s: float = HEALTHY_TIMEOUT_S, ignore: Sequence[str] = ()) -> None:
-        """Wait until Envoy's active health checks pass for every host of every cluster (but `ignore`)."""
+        """Wait until Envoy routes to every host of every cluster (but `ignore`), as of health
+        checks made after this call began.
+
+        A host's health in /clusters is as of its last check, so right after a restart it may
+        still show the killed process's HEALTHY, and a check sent to a process that was stopped
+        may still be on its way to failing it. So this waits for the checks in flight when it
+        was called to finish, then for a passing check of every host after that, and only then
+        takes "no host unhealthy" as the answer.
+        """
+        names = [name for name in SERVICES if name not in ignore]
         deadline = time.monotonic() + timeout_s
-        unhealthy: list[str] = []
+        at_entry = self._health_check_counts()
+        settled: dict[str, int] = {}  # passing checks counted once the checks in flight at entry ended
+        waiting: list[str] = names
         while time.monotonic() < deadline:
-            unhealthy = [name for name in self.unhealthy_clusters() if name not in ignore]
-            if not unhealthy:
+            counts = self._health_check_counts()
+            hosts = self._cluster_hosts()
+            for name in names:
+                started, _, _ = at_entry.get(name, (0, 0, 0))
+                _, passed, failed = counts.get(name, (0, 0, 0))
+                if name not in settled and name in counts and passed + failed >= started:
+                    settled[name] = passed
+            unhealthy = set(self.unhealthy_clusters())
+            waiting = [
+                name
+                for name in names
+                if name in unhealthy
+                or name not in settled
+                or counts[name][1] < settled[name] + len(hosts.get(name, ()))
+                or not hosts.get(name)
+            ]
+            if not waiting:
                 return
             time.sleep(0.1)
-        raise StackError(f"Envoy reports unhealthy clusters after {timeout_s:.0f}s: {', '.join(unhealthy)}")
+        raise StackError(f"Envoy reports unhealthy clusters after {timeout_s:.0f}s: {', '.join(waiting)}")
+
+    def _admin(self, path: str) -> Any:
+        return httpx.get(f"http://127.0.0.1:{self.settings.envoy_admin_port}{path}", timeout=1).json()
+
+    def _health_check_counts(self) -> dict[str, tuple[int, int, int]]:
+        """Per cluster, Envoy's counters of health checks (started, passed, failed)."""
+        try:
+            stats = self._admin("/stats?format=json&filter=^cluster\\.[a-z]+\\.health_check\\.")
+            values = {s["name"]: int(s["value"]) for s in stats["stats"] if "value" in s}
+        except (httpx.HTTPError, ValueError, KeyError, TypeError):
+            return {}
+        counts = {}
+        for name in SERVICES:
+            prefix = f"cluster.{name}.health_check."
+            if prefix + "attempt" in values:
+                counts[name] = (values[prefix + "attempt"], values[prefix + "success"], values[prefix + "failure"])
+        return counts
+
+    def _cluster_hosts(self) -> dict[str, list[dict[str, dict[str, object]]]]:
+        try:
+            statuses = self._admin("/clusters?format=json")["cluster_statuses"]
+        except (httpx.HTTPError, ValueError, KeyError, TypeError):
+            return {}
+        return {cluster["name"]: cluster.get("host_statuses", []) for cluster in statuses}
 
     def unhealthy_clusters(self) -> list[str]:
-        url = f"http://127.0.0.1:{self.settings.envoy_admin_port}/clusters?format=json"
-        try:
-            statuses = httpx.get(url, timeout=1).json()["cluster_statuses"]
-        except (httpx.HTTPError, ValueError, KeyError):
+        hosts = self._cluster_hosts()
+        if not hosts:
             return list(SERVICES)
-        unhealthy = []
-        for cluster in statuses:
-            hosts = cluster.get("host_statuses", [])
-            if not hosts or any(_host_unhealthy(host) for host in hosts):
-                unhealthy.append(cluster["name"])
-        return unhealthy
+        return [name for name, statuses in hosts.items() if not statuses or any(map(_host_unhealthy, statuses))]
 
     def crashed(self) -> embedded.ManagedProcess | None:
         """A child that has exited on its own, if any."""
