@@ -1,4 +1,5 @@
-"""Ledger rules: double entry, normal sides, balance floors. Pure: no SQL, no gRPC.
+"""Ledger rules: double entry, normal sides, balance floors, two-phase outflows.
+Pure: no SQL, no gRPC.
 
 Every account has a normal side. ESCROW (the platform's cash at Paystack) is
 debit-normal; USER, GOAL and REVENUE (what the platform owes or has earned) are
@@ -6,6 +7,14 @@ credit-normal. An account's balance is measured on its normal side and may never
 go below zero: a GOAL or USER account cannot pay out more than it holds, and
 ESCROW cannot hold less than nothing. (DESIGN.md names the floor for GOAL, USER
 and ESCROW; REVENUE gets it too, since fees are only ever earned, never owed.)
+
+Money that leaves the platform is reserved first (TigerBeetle's pending
+transfers): a PENDING transaction's entries add to the accounts' pending totals
+instead of their posted ones, and the floor applies to what is *available* —
+the balance less the pending amounts on the account's outgoing side — so a
+second outflow of money already reserved is refused as InsufficientFunds. One
+POST_PENDING (the pending amounts become posted) or VOID_PENDING (they are
+released) transaction resolves a reservation, once.
 """
 
 from __future__ import annotations
@@ -53,6 +62,25 @@ class EntryType(StrEnum):
         return EntryType.CREDIT if self is EntryType.DEBIT else EntryType.DEBIT
 
 
+class Phase(StrEnum):
+    """What an entry does to its account's totals."""
+
+    POSTED = "POSTED"  # adds to the posted debits or credits
+    PENDING = "PENDING"  # adds to the pending debits or credits (a reservation)
+    PENDING_RESOLVED = "PENDING_RESOLVED"  # takes a pending amount off (a reservation posted or voided)
+
+
+class TransactionKind(StrEnum):
+    POSTED = "POSTED"
+    PENDING = "PENDING"
+    POST_PENDING = "POST_PENDING"
+    VOID_PENDING = "VOID_PENDING"
+
+    @property
+    def resolves(self) -> bool:
+        return self in (TransactionKind.POST_PENDING, TransactionKind.VOID_PENDING)
+
+
 # -- errors ---------------------------------------------------------------------
 class AccountNotFound(DomainError):
     pass
@@ -78,6 +106,18 @@ class CurrencyMismatch(DomainError):
     pass
 
 
+class NotPending(DomainError):
+    """Only a reservation (a PENDING transaction) can be posted or voided."""
+
+
+class PendingAlreadyResolved(DomainError):
+    """The reservation was posted or voided by another transaction."""
+
+
+class NotReversible(DomainError):
+    """A reservation or its resolution is not reversed: a reservation is voided instead."""
+
+
 # -- values ---------------------------------------------------------------------
 @dataclass(frozen=True)
 class Posting:
@@ -85,6 +125,7 @@ class Posting:
     entry_type: EntryType
     amount: int
     currency: str
+    phase: Phase = Phase.POSTED
 
 
 @dataclass(frozen=True)
@@ -96,15 +137,45 @@ class AccountState:
     currency: str
     debits: int
     credits: int
+    debits_pending: int = 0
+    credits_pending: int = 0
 
     @property
     def balance(self) -> int:
         return normal_balance(self.account_type, self.debits, self.credits)
 
+    @property
+    def available(self) -> int:
+        return available(self.account_type, self.debits, self.credits, self.debits_pending, self.credits_pending)
+
+    def after(self, posting: Posting) -> AccountState:
+        """The state once `posting` is applied."""
+        debit = posting.amount if posting.entry_type is EntryType.DEBIT else 0
+        credit = posting.amount - debit
+        debits, credits = self.debits, self.credits
+        debits_pending, credits_pending = self.debits_pending, self.credits_pending
+        if posting.phase is Phase.POSTED:
+            debits, credits = debits + debit, credits + credit
+        elif posting.phase is Phase.PENDING:
+            debits_pending, credits_pending = debits_pending + debit, credits_pending + credit
+        else:
+            debits_pending, credits_pending = debits_pending - debit, credits_pending - credit
+        return AccountState(
+            self.account_id, self.account_type, self.currency, debits, credits, debits_pending, credits_pending
+        )
+
 
 def normal_balance(account_type: AccountType, debits: int, credits: int) -> int:
     """The balance on the account's normal side."""
     return debits - credits if account_type.debit_normal else credits - debits
+
+
+def available(account_type: AccountType, debits: int, credits: int, debits_pending: int, credits_pending: int) -> int:
+    """The balance less what is reserved to leave the account: pending debits of a
+    credit-normal account, pending credits of a debit-normal one. Money reserved
+    to arrive is not available until it is posted."""
+    outgoing = credits_pending if account_type.debit_normal else debits_pending
+    return normal_balance(account_type, debits, credits) - outgoing
 
 
 # -- validation -----------------------------------------------------------------
@@ -200,11 +271,24 @@ def validate_transaction(transaction_id: str, postings: Sequence[Posting], descr
         check.raise_if_invalid()
 
 
-def fingerprint(postings: Iterable[Posting], reverses: str | None = None) -> str:
-    """Identity of a transaction's content for idempotency: same postings (in any order) and
-    same reversed transaction, same print."""
-    canonical = sorted((p.account_id, p.entry_type.value, p.amount, p.currency) for p in postings)
-    content = {"postings": canonical, "reverses": reverses}
+def fingerprint(
+    postings: Iterable[Posting],
+    reverses: str | None = None,
+    *,
+    kind: TransactionKind = TransactionKind.POSTED,
+    resolves: str | None = None,
+) -> str:
+    """Identity of a transaction's content for idempotency: same postings (in any order),
+    same kind and same reversed or resolved transaction, same print. A posted
+    transaction prints as it always has, so replays of ones written before
+    reservations existed still match."""
+    canonical = sorted(
+        (p.account_id, p.entry_type.value, p.amount, p.currency) + (() if p.phase is Phase.POSTED else (p.phase.value,))
+        for p in postings
+    )
+    content: dict[str, object] = {"postings": canonical, "reverses": reverses}
+    if kind is not TransactionKind.POSTED:
+        content.update(kind=kind.value, resolves=resolves)
     return hashlib.sha256(json.dumps(content, separators=(",", ":")).encode()).hexdigest()
 
 
@@ -226,16 +310,19 @@ def apply(accounts: Mapping[str, AccountState], postings: Sequence[Posting]) -> 
                 f"account {state.account_id} is in {state.currency}, the posting in {posting.currency}",
                 metadata={"account_id": state.account_id},
             )
-        debit = posting.amount if posting.entry_type is EntryType.DEBIT else 0
-        credit = posting.amount - debit
-        after[posting.account_id] = AccountState(
-            state.account_id, state.account_type, state.currency, state.debits + debit, state.credits + credit
-        )
+        after[posting.account_id] = state.after(posting)
     for account_id, state in after.items():
-        if state.balance < 0:
+        if min(state.debits_pending, state.credits_pending) < 0:
+            # Only a resolution takes pending amounts off, and only its own: a bug, never input.
+            raise AssertionError(f"account {account_id}: pending totals would go below zero")
+        if state.available < 0:
             raise InsufficientFunds(
                 f"account {account_id} ({state.account_type.value}) would go below zero",
-                metadata={"account_id": account_id, "balance": str(accounts[account_id].balance)},
+                metadata={
+                    "account_id": account_id,
+                    "balance": str(accounts[account_id].balance),
+                    "available": str(accounts[account_id].available),
+                },
             )
     return after
 
@@ -243,6 +330,22 @@ def apply(accounts: Mapping[str, AccountState], postings: Sequence[Posting]) -> 
 def reversal(postings: Iterable[Posting]) -> list[Posting]:
     """The postings that undo `postings`."""
     return [Posting(p.account_id, p.entry_type.flipped(), p.amount, p.currency) for p in postings]
+
+
+def pending(postings: Iterable[Posting]) -> list[Posting]:
+    """`postings` as a reservation."""
+    return [Posting(p.account_id, p.entry_type, p.amount, p.currency, Phase.PENDING) for p in postings]
+
+
+def resolution(reserved: Iterable[Posting], kind: TransactionKind) -> list[Posting]:
+    """The postings that resolve a reservation's entries: each pending amount taken
+    off, and for a post, the same amount posted on the same side."""
+    postings: list[Posting] = []
+    for p in reserved:
+        postings.append(Posting(p.account_id, p.entry_type, p.amount, p.currency, Phase.PENDING_RESOLVED))
+        if kind is TransactionKind.POST_PENDING:
+            postings.append(Posting(p.account_id, p.entry_type, p.amount, p.currency, Phase.POSTED))
+    return postings
 
 
 def can_view(account_type: AccountType, entity_id: str, user_id: str | None, permissions: Iterable[str]) -> bool:

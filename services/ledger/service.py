@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Sequence
 from services.common import context
 from services.common.db import Database
 from services.ledger import domain, store
-from services.ledger.domain import AccountType, Posting
+from services.ledger.domain import AccountType, Posting, TransactionKind
 from services.ledger.streams import Broadcaster
 
 REPLAY_PAGE = 1000
@@ -32,18 +32,62 @@ class Ledger:
             return await store.open_account(session, account_type, entity_id, currency)
 
     async def post_transaction(
-        self, transaction_id: str, postings: Sequence[Posting], description: str, metadata: dict[str, str]
+        self,
+        transaction_id: str,
+        postings: Sequence[Posting],
+        description: str,
+        metadata: dict[str, str],
+        *,
+        pending: bool = False,
     ) -> tuple[store.TransactionRow, bool]:
         domain.validate_transaction(transaction_id, postings, description)
+        kind = TransactionKind.PENDING if pending else TransactionKind.POSTED
+        if pending:
+            postings = domain.pending(postings)
         async with self.database.transaction() as session:
-            return await store.post(session, transaction_id, postings, description, metadata)
+            return await store.post(session, transaction_id, postings, description, metadata, kind=kind)
+
+    async def resolve_pending(
+        self,
+        transaction_id: str,
+        pending_id: str,
+        kind: TransactionKind,
+        description: str,
+        metadata: dict[str, str],
+    ) -> tuple[store.TransactionRow, bool]:
+        """Post or void a reservation, once; a replay of the same resolution returns it."""
+        assert kind.resolves
+        async with self.database.transaction() as session:
+            reservation = await store.get_transaction(session, pending_id)
+        if reservation.kind is not TransactionKind.PENDING:
+            raise domain.NotPending(
+                f"transaction {pending_id} is not a reservation", metadata={"transaction_id": pending_id}
+            )
+        if reservation.resolved_by not in (None, transaction_id):
+            raise domain.PendingAlreadyResolved(
+                f"transaction {pending_id} was resolved by {reservation.resolved_by}",
+                metadata={"transaction_id": pending_id, "resolved_by": str(reservation.resolved_by)},
+            )
+        postings = domain.resolution((e.posting() for e in reservation.entries), kind)
+        domain.validate_transaction(transaction_id, postings, description)
+        async with self.database.transaction() as session:
+            # Two resolutions racing past the check above meet the database's
+            # "resolved once" constraint: the second is PendingAlreadyResolved.
+            return await store.post(
+                session, transaction_id, postings, description, metadata, kind=kind, resolves=pending_id
+            )
 
     async def reverse_transaction(
         self, transaction_id: str, original_id: str, description: str
     ) -> tuple[store.TransactionRow, bool]:
         async with self.database.transaction() as session:
             original = await store.get_transaction(session, original_id)
-        postings = domain.reversal(Posting(e.account_id, e.entry_type, e.amount, e.currency) for e in original.entries)
+        if original.kind is not TransactionKind.POSTED:
+            raise domain.NotReversible(
+                f"transaction {original_id} is a {original.kind.lower().replace('_', ' ')}; void a reservation instead",
+                metadata={"transaction_id": original_id},
+            )
+        postings = domain.reversal(e.posting() for e in original.entries)
         domain.validate_transaction(transaction_id, postings, description)
         async with self.database.transaction() as session:
             # A second reversal under another id fails on the "reversed once"
@@ -90,6 +134,10 @@ class Ledger:
         async with self.database.transaction() as session:
             return await store.get_transaction(session, transaction_id)
 
+    async def transactions(self, after_seq: int, limit: int) -> list[store.TransactionRow]:
+        async with self.database.transaction() as session:
+            return await store.list_transactions(session, after_seq, limit)
+
     async def reconcile(self) -> tuple[list[store.Difference], int, int]:
         async with self.database.transaction() as session:
             return await store.reconcile(session)
@@ -123,6 +171,7 @@ class Ledger:
                     first = store.BalanceChange(
                         account.id, account.account_type, account.entity_id, account.currency,
                         balance.balance, balance.debits, balance.credits, balance.seq, "",
+                        balance.debits_pending, balance.credits_pending,
                     )  # fmt: skip
             if first is not None:
                 yield first

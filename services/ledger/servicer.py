@@ -13,7 +13,7 @@ from services.common import paging
 from services.common.errors import ErrorMapping, ErrorTable, FieldViolation, ValidationFailed
 from services.common.proto import timestamp
 from services.ledger import domain, store
-from services.ledger.domain import AccountType, EntryType, Posting
+from services.ledger.domain import AccountType, EntryType, Phase, Posting, TransactionKind
 from services.ledger.service import Ledger
 from services.ledger.streams import ChangeFeedUnavailable, WatcherClosed
 
@@ -26,6 +26,9 @@ ERRORS = ErrorTable(
         domain.InsufficientFunds: ErrorMapping(Code.FAILED_PRECONDITION, "INSUFFICIENT_FUNDS"),
         domain.AlreadyReversed: ErrorMapping(Code.FAILED_PRECONDITION, "ALREADY_REVERSED"),
         domain.CurrencyMismatch: ErrorMapping(Code.INVALID_ARGUMENT, "CURRENCY_MISMATCH"),
+        domain.NotPending: ErrorMapping(Code.FAILED_PRECONDITION, "NOT_PENDING"),
+        domain.PendingAlreadyResolved: ErrorMapping(Code.FAILED_PRECONDITION, "PENDING_ALREADY_RESOLVED"),
+        domain.NotReversible: ErrorMapping(Code.FAILED_PRECONDITION, "NOT_REVERSIBLE"),
         domain.InvalidAccountId: ErrorMapping(Code.INVALID_ARGUMENT, "INVALID_ACCOUNT_ID"),
         WatcherClosed: ErrorMapping(Code.UNAVAILABLE, "WATCH_INTERRUPTED"),
         ChangeFeedUnavailable: ErrorMapping(Code.UNAVAILABLE, "CHANGE_FEED_UNAVAILABLE"),
@@ -41,6 +44,17 @@ _ACCOUNT_TYPES = {
 _ACCOUNT_TYPE_PROTO = {v: k for k, v in _ACCOUNT_TYPES.items()}
 _ENTRY_TYPES = {ledger_pb2.ENTRY_TYPE_DEBIT: EntryType.DEBIT, ledger_pb2.ENTRY_TYPE_CREDIT: EntryType.CREDIT}
 _ENTRY_TYPE_PROTO = {v: k for k, v in _ENTRY_TYPES.items()}
+_PHASE_PROTO = {
+    Phase.POSTED: ledger_pb2.ENTRY_PHASE_POSTED,
+    Phase.PENDING: ledger_pb2.ENTRY_PHASE_PENDING,
+    Phase.PENDING_RESOLVED: ledger_pb2.ENTRY_PHASE_PENDING_RESOLVED,
+}
+_KIND_PROTO = {
+    TransactionKind.POSTED: ledger_pb2.TRANSACTION_KIND_POSTED,
+    TransactionKind.PENDING: ledger_pb2.TRANSACTION_KIND_PENDING,
+    TransactionKind.POST_PENDING: ledger_pb2.TRANSACTION_KIND_POST_PENDING,
+    TransactionKind.VOID_PENDING: ledger_pb2.TRANSACTION_KIND_VOID_PENDING,
+}
 
 
 def account_message(account: store.AccountRow) -> ledger_pb2.Account:
@@ -62,6 +76,9 @@ def balance_message(balance: store.BalanceRow) -> ledger_pb2.Balance:
         credits=balance.credits,
         seq=balance.seq,
         updated_at=timestamp(balance.updated_at),
+        debits_pending=balance.debits_pending,
+        credits_pending=balance.credits_pending,
+        available=balance.available,
     )
 
 
@@ -76,6 +93,7 @@ def entry_message(entry: store.EntryRow) -> ledger_pb2.Entry:
         description=entry.description,
         seq=entry.seq,
         created_at=timestamp(entry.created_at),
+        phase=_PHASE_PROTO[entry.phase],
     )
 
 
@@ -87,6 +105,9 @@ def transaction_message(transaction: store.TransactionRow) -> ledger_pb2.Transac
         metadata=transaction.metadata,
         reverses_transaction_id=transaction.reverses_transaction_id or "",
         created_at=timestamp(transaction.created_at),
+        kind=_KIND_PROTO[transaction.kind],
+        pending_transaction_id=transaction.pending_transaction_id or "",
+        resolved_by_transaction_id=transaction.resolved_by or "",
     )
 
 
@@ -100,6 +121,9 @@ def watch_balance_bytes(change: store.BalanceChange) -> bytes:
         seq=change.seq,
         transaction_id=change.transaction_id,
         currency=change.currency,
+        available=change.available,
+        debits_pending=change.debits_pending,
+        credits_pending=change.credits_pending,
     ).SerializeToString()
 
 
@@ -115,6 +139,9 @@ def watch_balances_bytes(change: store.BalanceChange) -> bytes:
         credits=change.credits,
         seq=change.seq,
         transaction_id=change.transaction_id,
+        available=change.available,
+        debits_pending=change.debits_pending,
+        credits_pending=change.credits_pending,
     ).SerializeToString()
 
 
@@ -206,9 +233,41 @@ class LedgerInternalServicer(ledger_service_pb2_grpc.LedgerInternalServiceServic
 
     async def PostTransaction(self, request: Any, context: Any) -> ledger_service_pb2.PostTransactionResponse:
         transaction, created = await self.ledger.post_transaction(
-            request.transaction_id, postings(request), request.description, dict(request.metadata)
+            request.transaction_id,
+            postings(request),
+            request.description,
+            dict(request.metadata),
+            pending=request.pending,
         )
         return ledger_service_pb2.PostTransactionResponse(transaction=transaction_message(transaction), created=created)
+
+    async def PostPendingTransaction(
+        self, request: Any, context: Any
+    ) -> ledger_service_pb2.PostPendingTransactionResponse:
+        transaction, created = await self.ledger.resolve_pending(
+            request.transaction_id,
+            request.pending_transaction_id,
+            TransactionKind.POST_PENDING,
+            request.description,
+            dict(request.metadata),
+        )
+        return ledger_service_pb2.PostPendingTransactionResponse(
+            transaction=transaction_message(transaction), created=created
+        )
+
+    async def VoidPendingTransaction(
+        self, request: Any, context: Any
+    ) -> ledger_service_pb2.VoidPendingTransactionResponse:
+        transaction, created = await self.ledger.resolve_pending(
+            request.transaction_id,
+            request.pending_transaction_id,
+            TransactionKind.VOID_PENDING,
+            request.description,
+            dict(request.metadata),
+        )
+        return ledger_service_pb2.VoidPendingTransactionResponse(
+            transaction=transaction_message(transaction), created=created
+        )
 
     async def ReverseTransaction(self, request: Any, context: Any) -> ledger_service_pb2.ReverseTransactionResponse:
         transaction, created = await self.ledger.reverse_transaction(
@@ -221,6 +280,20 @@ class LedgerInternalServicer(ledger_service_pb2_grpc.LedgerInternalServiceServic
     async def GetTransaction(self, request: Any, context: Any) -> ledger_service_pb2.GetTransactionResponse:
         transaction = await self.ledger.transaction(request.transaction_id)
         return ledger_service_pb2.GetTransactionResponse(transaction=transaction_message(transaction))
+
+    async def ListTransactions(self, request: Any, context: Any) -> ledger_service_pb2.ListTransactionsResponse:
+        size = paging.page_size(request.page_size)
+        cursor = paging.decode_token(request.page_token)
+        after = cursor.get("after_seq", 0) if cursor else 0
+        if not isinstance(after, int) or isinstance(after, bool) or not 0 <= after < 2**63:
+            raise ValidationFailed(
+                [FieldViolation("page_token", "is not a token this service issued", "INVALID_PAGE_TOKEN")]
+            )
+        found = await self.ledger.transactions(after, size)
+        token = paging.encode_token({"after_seq": found[-1].entries[-1].seq}) if len(found) == size else ""
+        return ledger_service_pb2.ListTransactionsResponse(
+            transactions=[transaction_message(t) for t in found], next_page_token=token
+        )
 
     async def BatchGetBalances(self, request: Any, context: Any) -> ledger_service_pb2.BatchGetBalancesResponse:
         if len(request.account_ids) > paging.MAX_PAGE_SIZE:

@@ -9,6 +9,11 @@ in one fixed order, so concurrent posts never deadlock and never lose an update:
      commit, so seqs are gap-free and in commit order.
 Then the entries (with each account's running totals), the new balances and
 one NOTIFY carrying the changes are written, and the transaction commits.
+
+A reservation is posted the same way with its entries in the PENDING phase;
+its resolution (post or void) is a transaction of its own whose row names the
+reservation in `pending_transaction_id`, unique, so the database itself lets a
+reservation be resolved once.
 """
 
 from __future__ import annotations
@@ -38,10 +43,12 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from services.common.errors import IdempotencyKeyReused
 from services.common.models import created_at_column, updated_at_column
 from services.ledger import domain
-from services.ledger.domain import AccountState, AccountType, EntryType, Posting
+from services.ledger.domain import AccountState, AccountType, EntryType, Phase, Posting, TransactionKind
 
 ACCOUNT_TYPES = tuple(t.value for t in AccountType)
 ENTRY_TYPES = tuple(t.value for t in EntryType)
+PHASES = tuple(p.value for p in Phase)
+TRANSACTION_KINDS = tuple(k.value for k in TransactionKind)
 NOTIFY_CHANNEL = "ledger_balances"
 # Reads run on a session (in a unit of work) or a bare connection (streams).
 Executor = AsyncSession | AsyncConnection
@@ -70,7 +77,16 @@ class Account(Base):
 
 class LedgerTransaction(Base):
     __tablename__ = "ledger_transactions"
-    __table_args__ = (UniqueConstraint("reverses_transaction_id", name="ledger_transactions_reversed_once"),)
+    __table_args__ = (
+        UniqueConstraint("reverses_transaction_id", name="ledger_transactions_reversed_once"),
+        # A reservation is posted or voided by one transaction, ever.
+        UniqueConstraint("pending_transaction_id", name="ledger_transactions_resolved_once"),
+        CheckConstraint(f"kind IN {TRANSACTION_KINDS}", name="ledger_transactions_kind_check"),
+        CheckConstraint(
+            "(pending_transaction_id IS NOT NULL) = (kind IN ('POST_PENDING', 'VOID_PENDING'))",
+            name="ledger_transactions_resolution_names_its_reservation",
+        ),
+    )
 
     id: Mapped[str] = mapped_column(String(200), primary_key=True)
     description: Mapped[str] = mapped_column(String(500))
@@ -82,6 +98,11 @@ class LedgerTransaction(Base):
         String(200), ForeignKey("ledger_transactions.id"), nullable=True
     )
     created_at: Mapped[datetime] = created_at_column()
+    kind: Mapped[str] = mapped_column(String(16), default="POSTED", server_default="POSTED")
+    # For a post or void: the reservation it resolves.
+    pending_transaction_id: Mapped[str | None] = mapped_column(
+        String(200), ForeignKey("ledger_transactions.id"), nullable=True
+    )
 
 
 class LedgerEntry(Base):
@@ -89,6 +110,7 @@ class LedgerEntry(Base):
     __table_args__ = (
         CheckConstraint("amount > 0", name="ledger_entries_amount_positive"),
         CheckConstraint(f"entry_type IN {ENTRY_TYPES}", name="ledger_entries_entry_type_check"),
+        CheckConstraint(f"phase IN {PHASES}", name="ledger_entries_phase_check"),
         Index("ledger_entries_account_seq_idx", "account_id", "seq"),
         Index("ledger_entries_transaction_idx", "transaction_id"),
     )
@@ -108,6 +130,9 @@ class LedgerEntry(Base):
     credits_after: Mapped[int] = mapped_column(BigInteger)
     balance_after: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = created_at_column()
+    phase: Mapped[str] = mapped_column(String(16), default="POSTED", server_default="POSTED")
+    debits_pending_after: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    credits_pending_after: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class AccountBalance(Base):
@@ -115,6 +140,8 @@ class AccountBalance(Base):
     __table_args__ = (
         CheckConstraint("balance >= 0", name="account_balances_not_negative"),
         CheckConstraint("debits >= 0 AND credits >= 0", name="account_balances_totals_not_negative"),
+        CheckConstraint("debits_pending >= 0 AND credits_pending >= 0", name="account_balances_pending_not_negative"),
+        CheckConstraint("available >= 0 AND available <= balance", name="account_balances_available_in_range"),
     )
 
     account_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("accounts.id"), primary_key=True)
@@ -125,6 +152,11 @@ class AccountBalance(Base):
     balance: Mapped[int] = mapped_column(BigInteger)
     seq: Mapped[int] = mapped_column(BigInteger)
     updated_at: Mapped[datetime] = updated_at_column()
+    # Reserved by unresolved pending transactions, and what is left to give
+    # (domain.available); the floors keep `available` at or above zero.
+    debits_pending: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    credits_pending: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    available: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class LedgerSequence(Base):
@@ -154,6 +186,9 @@ class BalanceRow:
     credits: int
     seq: int
     updated_at: datetime
+    debits_pending: int
+    credits_pending: int
+    available: int
 
 
 @dataclass(frozen=True)
@@ -167,6 +202,10 @@ class EntryRow:
     description: str
     seq: int
     created_at: datetime
+    phase: Phase
+
+    def posting(self) -> Posting:
+        return Posting(self.account_id, self.entry_type, self.amount, self.currency, self.phase)
 
 
 @dataclass(frozen=True)
@@ -177,6 +216,10 @@ class TransactionRow:
     reverses_transaction_id: str | None
     created_at: datetime
     entries: tuple[EntryRow, ...]
+    kind: TransactionKind
+    pending_transaction_id: str | None
+    # For a reservation: the transaction that posted or voided it, if any.
+    resolved_by: str | None
 
 
 @dataclass(frozen=True)
@@ -192,6 +235,12 @@ class BalanceChange:
     credits: int
     seq: int
     transaction_id: str
+    debits_pending: int = 0
+    credits_pending: int = 0
+
+    @property
+    def available(self) -> int:
+        return domain.available(self.account_type, self.debits, self.credits, self.debits_pending, self.credits_pending)
 
     def to_json(self) -> list[Any]:
         return [
@@ -204,11 +253,13 @@ class BalanceChange:
             self.credits,
             self.seq,
             self.transaction_id,
+            self.debits_pending,
+            self.credits_pending,
         ]
 
     @classmethod
     def from_json(cls, row: Sequence[Any]) -> BalanceChange:
-        account_id, account_type, entity_id, currency, balance, debits, credits, seq, transaction_id = row
+        account_id, account_type, entity_id, currency, balance, debits, credits, seq, transaction_id, *pending = row
         return cls(
             account_id,
             AccountType(account_type),
@@ -219,6 +270,8 @@ class BalanceChange:
             credits,
             seq,
             transaction_id,
+            # A replica from before reservations sends none: its postings hold nothing pending.
+            *(pending or (0, 0)),
         )
 
 
@@ -229,6 +282,8 @@ class Difference:
     computed_debits: int
     stored_credits: int
     computed_credits: int
+    stored_pending: tuple[int, int] = (0, 0)  # (debits, credits) reserved, as stored
+    computed_pending: tuple[int, int] = (0, 0)  # and as the entries tell it
 
 
 # -- accounts -------------------------------------------------------------------
@@ -286,7 +341,8 @@ async def get_balances(session: Executor, account_ids: Sequence[str]) -> list[Ba
     rows = (
         await session.execute(
             text(
-                "SELECT b.account_id, a.currency, b.balance, b.debits, b.credits, b.seq, b.updated_at "
+                "SELECT b.account_id, a.currency, b.balance, b.debits, b.credits, b.seq, b.updated_at, "
+                "b.debits_pending, b.credits_pending, b.available "
                 "FROM account_balances b JOIN accounts a ON a.id = b.account_id "
                 "WHERE b.account_id = ANY(CAST(:ids AS uuid[]))"
             ),
@@ -295,10 +351,11 @@ async def get_balances(session: Executor, account_ids: Sequence[str]) -> list[Ba
     ).all()
     by_id = {
         str(r.account_id): BalanceRow(
-            str(r.account_id), r.currency, r.balance, r.debits, r.credits, r.seq, r.updated_at
+            str(r.account_id), r.currency, r.balance, r.debits, r.credits, r.seq, r.updated_at,
+            r.debits_pending, r.credits_pending, r.available,
         )
         for r in rows
-    }
+    }  # fmt: skip
     missing = [a for a in account_ids if a not in by_id]
     if missing:
         raise domain.AccountNotFound(f"account {missing[0]} does not exist", metadata={"account_id": missing[0]})
@@ -307,14 +364,15 @@ async def get_balances(session: Executor, account_ids: Sequence[str]) -> list[Ba
 
 # -- entries --------------------------------------------------------------------
 _ENTRY_COLUMNS = (
-    "e.id, e.account_id, e.transaction_id, e.entry_type, e.amount, e.currency, e.description, e.seq, e.created_at"
+    "e.id, e.account_id, e.transaction_id, e.entry_type, e.amount, e.currency, e.description, e.seq, e.created_at, "
+    "e.phase"
 )
 
 
 def _entry(row: Any) -> EntryRow:
     return EntryRow(
         str(row.id), str(row.account_id), row.transaction_id, EntryType(row.entry_type), row.amount,
-        row.currency, row.description, row.seq, row.created_at,
+        row.currency, row.description, row.seq, row.created_at, Phase(row.phase),
     )  # fmt: skip
 
 
@@ -332,30 +390,74 @@ async def list_entries(session: Executor, account_id: str, before_seq: int | Non
     return [_entry(r) for r in rows]
 
 
+_TRANSACTION_COLUMNS = (
+    "t.id, t.description, t.metadata, t.reverses_transaction_id, t.created_at, t.kind, t.pending_transaction_id, "
+    "(SELECT r.id FROM ledger_transactions r WHERE r.pending_transaction_id = t.id) AS resolved_by"
+)
+
+
 async def get_transaction(session: Executor, transaction_id: str) -> TransactionRow:
-    header = (
-        await session.execute(
-            text(
-                "SELECT id, description, metadata, reverses_transaction_id, created_at "
-                "FROM ledger_transactions WHERE id = :id"
-            ),
-            {"id": transaction_id},
-        )
-    ).first()
-    if header is None:
+    found = await _transactions(session, [transaction_id])
+    if not found:
         raise domain.TransactionNotFound(
             f"transaction {transaction_id} does not exist", metadata={"transaction_id": transaction_id}
         )
-    entries = (
+    return found[0]
+
+
+async def _transactions(session: Executor, transaction_ids: Sequence[str]) -> list[TransactionRow]:
+    """The transactions with their entries, in the order of their first entry."""
+    headers = (
         await session.execute(
-            text(f"SELECT {_ENTRY_COLUMNS} FROM ledger_entries e WHERE e.transaction_id = :id ORDER BY e.seq"),  # noqa: S608 (a constant column list, no input)
-            {"id": transaction_id},
+            text(f"SELECT {_TRANSACTION_COLUMNS} FROM ledger_transactions t WHERE t.id = ANY(:ids)"),  # noqa: S608 (a constant column list, no input)
+            {"ids": list(transaction_ids)},
         )
     ).all()
-    return TransactionRow(
-        header.id, header.description, dict(header.metadata), header.reverses_transaction_id,
-        header.created_at, tuple(_entry(e) for e in entries),
-    )  # fmt: skip
+    entries = (
+        await session.execute(
+            text(
+                f"SELECT {_ENTRY_COLUMNS} FROM ledger_entries e WHERE e.transaction_id = ANY(:ids) ORDER BY e.seq"  # noqa: S608 (a constant column list, no input)
+            ),
+            {"ids": list(transaction_ids)},
+        )
+    ).all()
+    by_transaction: dict[str, list[EntryRow]] = {}
+    for row in entries:
+        by_transaction.setdefault(row.transaction_id, []).append(_entry(row))
+    found = [
+        TransactionRow(
+            h.id, h.description, dict(h.metadata), h.reverses_transaction_id, h.created_at,
+            tuple(by_transaction.get(h.id, ())), TransactionKind(h.kind), h.pending_transaction_id, h.resolved_by,
+        )
+        for h in headers
+    ]  # fmt: skip
+    return sorted(found, key=lambda t: t.entries[0].seq if t.entries else 0)
+
+
+async def list_transactions(session: Executor, after_seq: int, limit: int) -> list[TransactionRow]:
+    """The first `limit` transactions whose entries come after `after_seq`, in commit order.
+
+    A transaction's entries are consecutive in `seq` (the sequence row is held
+    until commit), so its first entry's seq orders it and resumes a listing.
+    """
+    ids: list[str] = []
+    cursor = after_seq
+    while len(ids) < limit:
+        # A range scan of the seq index; most transactions have two to four entries.
+        wanted = 4 * (limit - len(ids)) + 4
+        rows = (
+            await session.execute(
+                text("SELECT transaction_id, seq FROM ledger_entries WHERE seq > :after ORDER BY seq LIMIT :n"),
+                {"after": cursor, "n": wanted},
+            )
+        ).all()
+        for row in rows:
+            if not ids or ids[-1] != row.transaction_id:
+                ids.append(row.transaction_id)
+        if len(rows) < wanted:
+            break
+        cursor = rows[-1].seq
+    return await _transactions(session, ids[:limit])
 
 
 # -- posting --------------------------------------------------------------------
@@ -367,15 +469,22 @@ async def post(
     metadata: dict[str, str],
     *,
     reverses: str | None = None,
+    kind: TransactionKind = TransactionKind.POSTED,
+    resolves: str | None = None,
 ) -> tuple[TransactionRow, bool]:
-    """Write a validated transaction; on a replay return the original and False."""
-    print_ = domain.fingerprint(postings, reverses)
+    """Write a validated transaction; on a replay return the original and False.
+
+    `kind` PENDING writes a reservation (the postings' phase says so);
+    POST_PENDING and VOID_PENDING write the resolution of `resolves`.
+    """
+    print_ = domain.fingerprint(postings, reverses, kind=kind, resolves=resolves)
     try:
         claimed = (
             await session.execute(
                 text(
-                    "INSERT INTO ledger_transactions (id, description, metadata, fingerprint, reverses_transaction_id) "
-                    "VALUES (:id, :description, CAST(:metadata AS jsonb), :fingerprint, :reverses) "
+                    "INSERT INTO ledger_transactions (id, description, metadata, fingerprint, reverses_transaction_id, "
+                    "kind, pending_transaction_id) "
+                    "VALUES (:id, :description, CAST(:metadata AS jsonb), :fingerprint, :reverses, :kind, :resolves) "
                     "ON CONFLICT (id) DO NOTHING RETURNING created_at"
                 ),
                 {
@@ -384,16 +493,24 @@ async def post(
                     "metadata": json.dumps(metadata),
                     "fingerprint": print_,
                     "reverses": reverses,
+                    "kind": kind.value,
+                    "resolves": resolves,
                 },
             )
         ).first()
     except IntegrityError as exc:
-        # Two different reversals of one transaction raced past the service's
-        # check: the database's "reversed once" constraint decides.
+        # Two different reversals (or resolutions) of one transaction raced past
+        # the service's check: the database's "once" constraints decide.
         diag = getattr(exc.orig, "diag", None)
-        if diag is not None and diag.constraint_name == "ledger_transactions_reversed_once":
+        constraint = diag.constraint_name if diag is not None else None
+        if constraint == "ledger_transactions_reversed_once":
             raise domain.AlreadyReversed(
                 f"transaction {reverses} is already reversed", metadata={"transaction_id": str(reverses)}
+            ) from None
+        if constraint == "ledger_transactions_resolved_once":
+            raise domain.PendingAlreadyResolved(
+                f"transaction {resolves} was posted or voided by another transaction",
+                metadata={"transaction_id": str(resolves)},
             ) from None
         raise
     if claimed is None:
@@ -403,7 +520,8 @@ async def post(
     locked = (
         await session.execute(
             text(
-                "SELECT b.account_id, a.account_type, a.entity_id, a.currency, b.debits, b.credits "
+                "SELECT b.account_id, a.account_type, a.entity_id, a.currency, b.debits, b.credits, "
+                "b.debits_pending, b.credits_pending "
                 "FROM account_balances b JOIN accounts a ON a.id = b.account_id "
                 "WHERE b.account_id = ANY(CAST(:ids AS uuid[])) ORDER BY b.account_id FOR UPDATE OF b"
             ),
@@ -411,9 +529,12 @@ async def post(
         )
     ).all()
     before = {
-        str(r.account_id): AccountState(str(r.account_id), AccountType(r.account_type), r.currency, r.debits, r.credits)
+        str(r.account_id): AccountState(
+            str(r.account_id), AccountType(r.account_type), r.currency, r.debits, r.credits,
+            r.debits_pending, r.credits_pending,
+        )
         for r in locked
-    }
+    }  # fmt: skip
     entity_ids = {str(r.account_id): r.entity_id for r in locked}
     after = domain.apply(before, postings)  # raises before anything else is written
 
@@ -429,15 +550,7 @@ async def post(
     entries: list[dict[str, Any]] = []
     changes: list[BalanceChange] = []
     for offset, posting in enumerate(postings):
-        state = running[posting.account_id]
-        debit = posting.amount if posting.entry_type is EntryType.DEBIT else 0
-        state = AccountState(
-            state.account_id,
-            state.account_type,
-            state.currency,
-            state.debits + debit,
-            state.credits + posting.amount - debit,
-        )
+        state = running[posting.account_id].after(posting)
         running[posting.account_id] = state
         seq = first_seq + offset
         entries.append(
@@ -445,20 +558,23 @@ async def post(
                 "id": uuid.uuid4(), "transaction_id": transaction_id, "account_id": posting.account_id,
                 "entry_type": posting.entry_type.value, "amount": posting.amount, "currency": posting.currency,
                 "description": description, "seq": seq, "debits_after": state.debits,
-                "credits_after": state.credits, "balance_after": state.balance,
+                "credits_after": state.credits, "balance_after": state.balance, "phase": posting.phase.value,
+                "debits_pending_after": state.debits_pending, "credits_pending_after": state.credits_pending,
             }
         )  # fmt: skip
         changes.append(
             BalanceChange(
                 state.account_id, state.account_type, entity_ids[state.account_id], state.currency,
                 state.balance, state.debits, state.credits, seq, transaction_id,
+                state.debits_pending, state.credits_pending,
             )
         )  # fmt: skip
     await session.execute(
         text(
             "INSERT INTO ledger_entries (id, transaction_id, account_id, entry_type, amount, currency, description, "
-            "seq, debits_after, credits_after, balance_after) VALUES (:id, :transaction_id, :account_id, :entry_type, "
-            ":amount, :currency, :description, :seq, :debits_after, :credits_after, :balance_after)"
+            "seq, debits_after, credits_after, balance_after, phase, debits_pending_after, credits_pending_after) "
+            "VALUES (:id, :transaction_id, :account_id, :entry_type, :amount, :currency, :description, :seq, "
+            ":debits_after, :credits_after, :balance_after, :phase, :debits_pending_after, :credits_pending_after)"
         ),
         entries,
     )
@@ -466,14 +582,18 @@ async def post(
     await session.execute(
         text(
             "UPDATE account_balances SET debits = :debits, credits = :credits, balance = :balance, seq = :seq, "
+            "debits_pending = :debits_pending, credits_pending = :credits_pending, available = :available, "
             "updated_at = now() WHERE account_id = :id"
         ),
         [
-            {"id": a, "debits": s.debits, "credits": s.credits, "balance": s.balance, "seq": last_seq_of[a]}
+            {
+                "id": a, "debits": s.debits, "credits": s.credits, "balance": s.balance, "seq": last_seq_of[a],
+                "debits_pending": s.debits_pending, "credits_pending": s.credits_pending, "available": s.available,
+            }
             for a, s in after.items()
             if a in last_seq_of
         ],
-    )
+    )  # fmt: skip
     # Watchers see each account once per transaction, at its committed state:
     # an account touched twice never shows the balance between its legs.
     committed = sorted({c.account_id: c for c in changes}.values(), key=lambda c: c.seq)
@@ -484,9 +604,10 @@ async def post(
         transaction_id, description, metadata, reverses, created,
         tuple(
             EntryRow(str(e["id"]), e["account_id"], transaction_id, EntryType(e["entry_type"]), e["amount"],
-                     e["currency"], description, e["seq"], created)
+                     e["currency"], description, e["seq"], created, Phase(e["phase"]))
             for e in entries
         ),
+        kind, resolves, None,
     )  # fmt: skip
     return transaction, True
 
@@ -540,7 +661,8 @@ async def changes_after(
         await connection.execute(
             text(
                 "SELECT e.account_id, a.account_type, a.entity_id, e.currency, e.balance_after, e.debits_after, "  # noqa: S608 (fixed predicates, no input)
-                "e.credits_after, e.seq, e.transaction_id FROM ledger_entries e JOIN accounts a ON a.id = e.account_id "
+                "e.credits_after, e.seq, e.transaction_id, e.debits_pending_after, e.credits_pending_after "
+                "FROM ledger_entries e JOIN accounts a ON a.id = e.account_id "
                 f"WHERE {matches} AND e.seq > :after AND (CAST(:upto AS bigint) IS NULL OR e.seq <= :upto) "
                 # Only an account's last entry in each transaction: its committed state.
                 "AND NOT EXISTS (SELECT 1 FROM ledger_entries later WHERE later.transaction_id = e.transaction_id "
@@ -559,7 +681,8 @@ async def changes_after(
     return [
         BalanceChange(
             str(r.account_id), AccountType(r.account_type), r.entity_id, r.currency, r.balance_after,
-            r.debits_after, r.credits_after, r.seq, r.transaction_id,
+            r.debits_after, r.credits_after, r.seq, r.transaction_id, r.debits_pending_after,
+            r.credits_pending_after,
         )
         for r in rows
     ]  # fmt: skip
@@ -567,25 +690,48 @@ async def changes_after(
 
 # -- audit ----------------------------------------------------------------------
 async def reconcile(session: AsyncSession) -> tuple[list[Difference], int, int]:
-    """Stored totals vs totals recomputed from every entry; (differences, accounts, entries)."""
+    """Stored totals vs totals recomputed from every entry; (differences, accounts, entries).
+
+    Posted totals are the sums of POSTED entries; pending ones the PENDING
+    entries less the PENDING_RESOLVED ones that took them off.
+    """
     rows = (
         await session.execute(
             text(
-                "SELECT b.account_id, b.debits, b.credits, b.balance, a.account_type, "
-                "COALESCE(s.debits, 0) AS computed_debits, COALESCE(s.credits, 0) AS computed_credits "
+                "SELECT b.account_id, b.debits, b.credits, b.balance, b.debits_pending, b.credits_pending, "
+                "b.available, a.account_type, "
+                "COALESCE(s.debits, 0) AS computed_debits, COALESCE(s.credits, 0) AS computed_credits, "
+                "COALESCE(s.debits_pending, 0) AS computed_debits_pending, "
+                "COALESCE(s.credits_pending, 0) AS computed_credits_pending "
                 "FROM account_balances b JOIN accounts a ON a.id = b.account_id LEFT JOIN ("
-                "  SELECT account_id, SUM(amount) FILTER (WHERE entry_type = 'DEBIT') AS debits,"
-                "         SUM(amount) FILTER (WHERE entry_type = 'CREDIT') AS credits"
+                "  SELECT account_id,"
+                "    SUM(amount) FILTER (WHERE entry_type = 'DEBIT' AND phase = 'POSTED') AS debits,"
+                "    SUM(amount) FILTER (WHERE entry_type = 'CREDIT' AND phase = 'POSTED') AS credits,"
+                "    SUM(CASE phase WHEN 'PENDING' THEN amount WHEN 'PENDING_RESOLVED' THEN -amount END)"
+                "      FILTER (WHERE entry_type = 'DEBIT') AS debits_pending,"
+                "    SUM(CASE phase WHEN 'PENDING' THEN amount WHEN 'PENDING_RESOLVED' THEN -amount END)"
+                "      FILTER (WHERE entry_type = 'CREDIT') AS credits_pending"
                 "  FROM ledger_entries GROUP BY account_id"
                 ") s ON s.account_id = b.account_id"
             )
         )
     ).all()
     entries = int((await session.execute(text("SELECT count(*) FROM ledger_entries"))).scalar_one())
-    differences = [
-        Difference(str(r.account_id), r.debits, int(r.computed_debits), r.credits, int(r.computed_credits))
-        for r in rows
-        if (r.debits, r.credits) != (r.computed_debits, r.computed_credits)
-        or r.balance != domain.normal_balance(AccountType(r.account_type), r.debits, r.credits)
-    ]
+    differences = []
+    for r in rows:
+        account_type = AccountType(r.account_type)
+        computed = (int(r.computed_debits), int(r.computed_credits))
+        computed_pending = (int(r.computed_debits_pending), int(r.computed_credits_pending))
+        if (
+            (r.debits, r.credits) != computed
+            or (r.debits_pending, r.credits_pending) != computed_pending
+            or r.balance != domain.normal_balance(account_type, r.debits, r.credits)
+            or r.available != domain.available(account_type, r.debits, r.credits, *computed_pending)
+        ):
+            differences.append(
+                Difference(
+                    str(r.account_id), r.debits, computed[0], r.credits, computed[1],
+                    (r.debits_pending, r.credits_pending), computed_pending,
+                )
+            )  # fmt: skip
     return differences, len(rows), entries

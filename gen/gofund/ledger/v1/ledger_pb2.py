@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dgofund/ledger/v1/ledger.proto\x12\x10gofund.ledger.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xcf\x01\n\x07\x41\x63\x63ount\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12@\n\x0c\x61\x63\x63ount_type\x18\x02 \x01(\x0e\x32\x1d.gofund.ledger.v1.AccountTypeR\x0b\x61\x63\x63ountType\x12\x1b\n\tentity_id\x18\x03 \x01(\tR\x08\x65ntityId\x12\x1a\n\x08\x63urrency\x18\x04 \x01(\tR\x08\x63urrency\x12\x39\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tcreatedAt\"\xdd\x01\n\x07\x42\x61lance\x12\x1d\n\naccount_id\x18\x01 \x01(\tR\taccountId\x12\x1a\n\x08\x63urrency\x18\x02 \x01(\tR\x08\x63urrency\x12\x18\n\x07\x62\x61lance\x18\x03 \x01(\x03R\x07\x62\x61lance\x12\x16\n\x06\x64\x65\x62its\x18\x04 \x01(\x03R\x06\x64\x65\x62its\x12\x18\n\x07\x63redits\x18\x05 \x01(\x03R\x07\x63redits\x12\x10\n\x03seq\x18\x06 \x01(\x03R\x03seq\x12\x39\n\nupdated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tupdatedAt\"\xbc\x02\n\x05\x45ntry\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n\naccount_id\x18\x02 \x01(\tR\taccountId\x12%\n\x0etransaction_id\x18\x03 \x01(\tR\rtransactionId\x12:\n\nentry_type\x18\x04 \x01(\x0e\x32\x1b.gofund.ledger.v1.EntryTypeR\tentryType\x12\x16\n\x06\x61mount\x18\x05 \x01(\x03R\x06\x61mount\x12\x1a\n\x08\x63urrency\x18\x06 \x01(\tR\x08\x63urrency\x12 \n\x0b\x64\x65scription\x18\x07 \x01(\tR\x0b\x64\x65scription\x12\x10\n\x03seq\x18\x08 \x01(\x03R\x03seq\x12\x39\n\ncreated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tcreatedAt\"\x98\x01\n\x07Posting\x12\x1d\n\naccount_id\x18\x01 \x01(\tR\taccountId\x12:\n\nentry_type\x18\x02 \x01(\x0e\x32\x1b.gofund.ledger.v1.EntryTypeR\tentryType\x12\x16\n\x06\x61mount\x18\x03 \x01(\x03R\x06\x61mount\x12\x1a\n\x08\x63urrency\x18\x04 \x01(\tR\x08\x63urrency\"\xeb\x02\n\x0bTransaction\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x31\n\x07\x65ntries\x18\x02 \x03(\x0b\x32\x17.gofund.ledger.v1.EntryR\x07\x65ntries\x12 \n\x0b\x64\x65scription\x18\x03 \x01(\tR\x0b\x64\x65scription\x12G\n\x08metadata\x18\x04 \x03(\x0b\x32+.gofund.ledger.v1.Transaction.MetadataEntryR\x08metadata\x12\x36\n\x17reverses_transaction_id\x18\x05 \x01(\tR\x15reversesTransactionId\x12\x39\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tcreatedAt\x1a;\n\rMetadataEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01\"\xd2\x01\n\x11\x42\x61lanceDifference\x12\x1d\n\naccount_id\x18\x01 \x01(\tR\taccountId\x12#\n\rstored_debits\x18\x02 \x01(\x03R\x0cstoredDebits\x12\'\n\x0f\x63omputed_debits\x18\x03 \x01(\x03R\x0e\x63omputedDebits\x12%\n\x0estored_credits\x18\x04 \x01(\x03R\rstoredCredits\x12)\n\x10\x63omputed_credits\x18\x05 \x01(\x03R\x0f\x63omputedCredits*\x8c\x01\n\x0b\x41\x63\x63ountType\x12\x1c\n\x18\x41\x43\x43OUNT_TYPE_UNSPECIFIED\x10\x00\x12\x15\n\x11\x41\x43\x43OUNT_TYPE_USER\x10\x01\x12\x15\n\x11\x41\x43\x43OUNT_TYPE_GOAL\x10\x02\x12\x17\n\x13\x41\x43\x43OUNT_TYPE_ESCROW\x10\x03\x12\x18\n\x14\x41\x43\x43OUNT_TYPE_REVENUE\x10\x04*T\n\tEntryType\x12\x1a\n\x16\x45NTRY_TYPE_UNSPECIFIED\x10\x00\x12\x14\n\x10\x45NTRY_TYPE_DEBIT\x10\x01\x12\x15\n\x11\x45NTRY_TYPE_CREDIT\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dgofund/ledger/v1/ledger.proto\x12\x10gofund.ledger.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xcf\x01\n\x07\x41\x63\x63ount\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12@\n\x0c\x61\x63\x63ount_type\x18\x02 \x01(\x0e\x32\x1d.gofund.ledger.v1.AccountTypeR\x0b\x61\x63\x63ountType\x12\x1b\n\tentity_id\x18\x03 \x01(\tR\x08\x65ntityId\x12\x1a\n\x08\x63urrency\x18\x04 \x01(\tR\x08\x63urrency\x12\x39\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tcreatedAt\"\xcb\x02\n\x07\x42\x61lance\x12\x1d\n\naccount_id\x18\x01 \x01(\tR\taccountId\x12\x1a\n\x08\x63urrency\x18\x02 \x01(\tR\x08\x63urrency\x12\x18\n\x07\x62\x61lance\x18\x03 \x01(\x03R\x07\x62\x61lance\x12\x16\n\x06\x64\x65\x62its\x18\x04 \x01(\x03R\x06\x64\x65\x62its\x12\x18\n\x07\x63redits\x18\x05 \x01(\x03R\x07\x63redits\x12\x10\n\x03seq\x18\x06 \x01(\x03R\x03seq\x12\x39\n\nupdated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tupdatedAt\x12%\n\x0e\x64\x65\x62its_pending\x18\x08 \x01(\x03R\rdebitsPending\x12\'\n\x0f\x63redits_pending\x18\t \x01(\x03R\x0e\x63reditsPending\x12\x1c\n\tavailable\x18\n \x01(\x03R\tavailable\"\xf0\x02\n\x05\x45ntry\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x1d\n\naccount_id\x18\x02 \x01(\tR\taccountId\x12%\n\x0etransaction_id\x18\x03 \x01(\tR\rtransactionId\x12:\n\nentry_type\x18\x04 \x01(\x0e\x32\x1b.gofund.ledger.v1.EntryTypeR\tentryType\x12\x16\n\x06\x61mount\x18\x05 \x01(\x03R\x06\x61mount\x12\x1a\n\x08\x63urrency\x18\x06 \x01(\tR\x08\x63urrency\x12 \n\x0b\x64\x65scription\x18\x07 \x01(\tR\x0b\x64\x65scription\x12\x10\n\x03seq\x18\x08 \x01(\x03R\x03seq\x12\x39\n\ncreated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tcreatedAt\x12\x32\n\x05phase\x18\n \x01(\x0e\x32\x1c.gofund.ledger.v1.EntryPhaseR\x05phase\"\x98\x01\n\x07Posting\x12\x1d\n\naccount_id\x18\x01 \x01(\tR\taccountId\x12:\n\nentry_type\x18\x02 \x01(\x0e\x32\x1b.gofund.ledger.v1.EntryTypeR\tentryType\x12\x16\n\x06\x61mount\x18\x03 \x01(\x03R\x06\x61mount\x12\x1a\n\x08\x63urrency\x18\x04 \x01(\tR\x08\x63urrency\"\x95\x04\n\x0bTransaction\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x31\n\x07\x65ntries\x18\x02 \x03(\x0b\x32\x17.gofund.ledger.v1.EntryR\x07\x65ntries\x12 \n\x0b\x64\x65scription\x18\x03 \x01(\tR\x0b\x64\x65scription\x12G\n\x08metadata\x18\x04 \x03(\x0b\x32+.gofund.ledger.v1.Transaction.MetadataEntryR\x08metadata\x12\x36\n\x17reverses_transaction_id\x18\x05 \x01(\tR\x15reversesTransactionId\x12\x39\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tcreatedAt\x12\x35\n\x04kind\x18\x07 \x01(\x0e\x32!.gofund.ledger.v1.TransactionKindR\x04kind\x12\x34\n\x16pending_transaction_id\x18\x08 \x01(\tR\x14pendingTransactionId\x12;\n\x1aresolved_by_transaction_id\x18\t \x01(\tR\x17resolvedByTransactionId\x1a;\n\rMetadataEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01\"\xd2\x01\n\x11\x42\x61lanceDifference\x12\x1d\n\naccount_id\x18\x01 \x01(\tR\taccountId\x12#\n\rstored_debits\x18\x02 \x01(\x03R\x0cstoredDebits\x12\'\n\x0f\x63omputed_debits\x18\x03 \x01(\x03R\x0e\x63omputedDebits\x12%\n\x0estored_credits\x18\x04 \x01(\x03R\rstoredCredits\x12)\n\x10\x63omputed_credits\x18\x05 \x01(\x03R\x0f\x63omputedCredits*\x8c\x01\n\x0b\x41\x63\x63ountType\x12\x1c\n\x18\x41\x43\x43OUNT_TYPE_UNSPECIFIED\x10\x00\x12\x15\n\x11\x41\x43\x43OUNT_TYPE_USER\x10\x01\x12\x15\n\x11\x41\x43\x43OUNT_TYPE_GOAL\x10\x02\x12\x17\n\x13\x41\x43\x43OUNT_TYPE_ESCROW\x10\x03\x12\x18\n\x14\x41\x43\x43OUNT_TYPE_REVENUE\x10\x04*T\n\tEntryType\x12\x1a\n\x16\x45NTRY_TYPE_UNSPECIFIED\x10\x00\x12\x14\n\x10\x45NTRY_TYPE_DEBIT\x10\x01\x12\x15\n\x11\x45NTRY_TYPE_CREDIT\x10\x02*\xb4\x01\n\x0fTransactionKind\x12 \n\x1cTRANSACTION_KIND_UNSPECIFIED\x10\x00\x12\x1b\n\x17TRANSACTION_KIND_POSTED\x10\x01\x12\x1c\n\x18TRANSACTION_KIND_PENDING\x10\x02\x12!\n\x1dTRANSACTION_KIND_POST_PENDING\x10\x03\x12!\n\x1dTRANSACTION_KIND_VOID_PENDING\x10\x04*|\n\nEntryPhase\x12\x1b\n\x17\x45NTRY_PHASE_UNSPECIFIED\x10\x00\x12\x16\n\x12\x45NTRY_PHASE_POSTED\x10\x01\x12\x17\n\x13\x45NTRY_PHASE_PENDING\x10\x02\x12 \n\x1c\x45NTRY_PHASE_PENDING_RESOLVED\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,22 +34,26 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_TRANSACTION_METADATAENTRY']._loaded_options = None
   _globals['_TRANSACTION_METADATAENTRY']._serialized_options = b'8\001'
-  _globals['_ACCOUNTTYPE']._serialized_start=1572
-  _globals['_ACCOUNTTYPE']._serialized_end=1712
-  _globals['_ENTRYTYPE']._serialized_start=1714
-  _globals['_ENTRYTYPE']._serialized_end=1798
+  _globals['_ACCOUNTTYPE']._serialized_start=1904
+  _globals['_ACCOUNTTYPE']._serialized_end=2044
+  _globals['_ENTRYTYPE']._serialized_start=2046
+  _globals['_ENTRYTYPE']._serialized_end=2130
+  _globals['_TRANSACTIONKIND']._serialized_start=2133
+  _globals['_TRANSACTIONKIND']._serialized_end=2313
+  _globals['_ENTRYPHASE']._serialized_start=2315
+  _globals['_ENTRYPHASE']._serialized_end=2439
   _globals['_ACCOUNT']._serialized_start=85
   _globals['_ACCOUNT']._serialized_end=292
   _globals['_BALANCE']._serialized_start=295
-  _globals['_BALANCE']._serialized_end=516
-  _globals['_ENTRY']._serialized_start=519
-  _globals['_ENTRY']._serialized_end=835
-  _globals['_POSTING']._serialized_start=838
-  _globals['_POSTING']._serialized_end=990
-  _globals['_TRANSACTION']._serialized_start=993
-  _globals['_TRANSACTION']._serialized_end=1356
-  _globals['_TRANSACTION_METADATAENTRY']._serialized_start=1297
-  _globals['_TRANSACTION_METADATAENTRY']._serialized_end=1356
-  _globals['_BALANCEDIFFERENCE']._serialized_start=1359
-  _globals['_BALANCEDIFFERENCE']._serialized_end=1569
+  _globals['_BALANCE']._serialized_end=626
+  _globals['_ENTRY']._serialized_start=629
+  _globals['_ENTRY']._serialized_end=997
+  _globals['_POSTING']._serialized_start=1000
+  _globals['_POSTING']._serialized_end=1152
+  _globals['_TRANSACTION']._serialized_start=1155
+  _globals['_TRANSACTION']._serialized_end=1688
+  _globals['_TRANSACTION_METADATAENTRY']._serialized_start=1629
+  _globals['_TRANSACTION_METADATAENTRY']._serialized_end=1688
+  _globals['_BALANCEDIFFERENCE']._serialized_start=1691
+  _globals['_BALANCEDIFFERENCE']._serialized_end=1901
 # @@protoc_insertion_point(module_scope)

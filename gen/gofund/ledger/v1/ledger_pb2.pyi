@@ -84,6 +84,75 @@ ENTRY_TYPE_CREDIT: EntryType.ValueType  # 2
 """Increases a credit-normal account, decreases a debit-normal one."""
 Global___EntryType: _TypeAlias = EntryType  # noqa: Y015
 
+class _TransactionKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _TransactionKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TransactionKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    TRANSACTION_KIND_UNSPECIFIED: _TransactionKind.ValueType  # 0
+    """Not set. Never valid."""
+    TRANSACTION_KIND_POSTED: _TransactionKind.ValueType  # 1
+    """Posted at once: its entries change the accounts' balances."""
+    TRANSACTION_KIND_PENDING: _TransactionKind.ValueType  # 2
+    """A reservation: its entries are pending. They lower what the accounts have
+    available, not their balances, until the reservation is resolved.
+    """
+    TRANSACTION_KIND_POST_PENDING: _TransactionKind.ValueType  # 3
+    """Posts a reservation in full: its pending amounts become posted."""
+    TRANSACTION_KIND_VOID_PENDING: _TransactionKind.ValueType  # 4
+    """Voids a reservation: its pending amounts are released and nothing is posted."""
+
+class TransactionKind(_TransactionKind, metaclass=_TransactionKindEnumTypeWrapper):
+    """What a transaction does. Money that leaves the platform moves in two phases
+    (TigerBeetle's pending transfers): a PENDING transaction reserves it, and the
+    reservation counts against the balance floors at once; when the provider has
+    answered, one POST_PENDING or VOID_PENDING transaction resolves it, and a
+    reservation is resolved at most once.
+    """
+
+TRANSACTION_KIND_UNSPECIFIED: TransactionKind.ValueType  # 0
+"""Not set. Never valid."""
+TRANSACTION_KIND_POSTED: TransactionKind.ValueType  # 1
+"""Posted at once: its entries change the accounts' balances."""
+TRANSACTION_KIND_PENDING: TransactionKind.ValueType  # 2
+"""A reservation: its entries are pending. They lower what the accounts have
+available, not their balances, until the reservation is resolved.
+"""
+TRANSACTION_KIND_POST_PENDING: TransactionKind.ValueType  # 3
+"""Posts a reservation in full: its pending amounts become posted."""
+TRANSACTION_KIND_VOID_PENDING: TransactionKind.ValueType  # 4
+"""Voids a reservation: its pending amounts are released and nothing is posted."""
+Global___TransactionKind: _TypeAlias = TransactionKind  # noqa: Y015
+
+class _EntryPhase:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _EntryPhaseEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EntryPhase.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ENTRY_PHASE_UNSPECIFIED: _EntryPhase.ValueType  # 0
+    """Not set. Never valid."""
+    ENTRY_PHASE_POSTED: _EntryPhase.ValueType  # 1
+    """Adds to the account's posted debits or credits: changes its balance."""
+    ENTRY_PHASE_PENDING: _EntryPhase.ValueType  # 2
+    """Adds to the account's pending debits or credits (a reservation)."""
+    ENTRY_PHASE_PENDING_RESOLVED: _EntryPhase.ValueType  # 3
+    """Takes a pending amount off again; written when a reservation is posted or voided."""
+
+class EntryPhase(_EntryPhase, metaclass=_EntryPhaseEnumTypeWrapper):
+    """What an entry does to its account's totals."""
+
+ENTRY_PHASE_UNSPECIFIED: EntryPhase.ValueType  # 0
+"""Not set. Never valid."""
+ENTRY_PHASE_POSTED: EntryPhase.ValueType  # 1
+"""Adds to the account's posted debits or credits: changes its balance."""
+ENTRY_PHASE_PENDING: EntryPhase.ValueType  # 2
+"""Adds to the account's pending debits or credits (a reservation)."""
+ENTRY_PHASE_PENDING_RESOLVED: EntryPhase.ValueType  # 3
+"""Takes a pending amount off again; written when a reservation is posted or voided."""
+Global___EntryPhase: _TypeAlias = EntryPhase  # noqa: Y015
+
 @_typing.final
 class Account(_message.Message):
     """An account in the double-entry ledger. Unique by (account_type, entity_id, currency)."""
@@ -139,6 +208,9 @@ class Balance(_message.Message):
     CREDITS_FIELD_NUMBER: _builtins.int
     SEQ_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
+    DEBITS_PENDING_FIELD_NUMBER: _builtins.int
+    CREDITS_PENDING_FIELD_NUMBER: _builtins.int
+    AVAILABLE_FIELD_NUMBER: _builtins.int
     account_id: _builtins.str
     """The account this balance belongs to."""
     currency: _builtins.str
@@ -153,6 +225,15 @@ class Balance(_message.Message):
     """Sum of every credit ever posted to the account, in minor units."""
     seq: _builtins.int
     """The `seq` of the last entry that changed this balance; 0 if none has."""
+    debits_pending: _builtins.int
+    """Debits reserved by pending transactions not yet resolved, in minor units."""
+    credits_pending: _builtins.int
+    """Credits reserved by pending transactions not yet resolved, in minor units."""
+    available: _builtins.int
+    """What the account can still give, in minor units: the balance less the
+    pending amounts on its outgoing side (pending debits for GOAL, USER and
+    REVENUE; pending credits for ESCROW). The floors keep it at zero or above.
+    """
     @_builtins.property
     def updated_at(self) -> _timestamp_pb2.Timestamp:
         """When the balance last changed (the account's creation time if never)."""
@@ -167,10 +248,13 @@ class Balance(_message.Message):
         credits: _builtins.int = ...,
         seq: _builtins.int = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
+        debits_pending: _builtins.int = ...,
+        credits_pending: _builtins.int = ...,
+        available: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "balance", b"balance", "credits", b"credits", "currency", b"currency", "debits", b"debits", "seq", b"seq", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "available", b"available", "balance", b"balance", "credits", b"credits", "credits_pending", b"credits_pending", "currency", b"currency", "debits", b"debits", "debits_pending", b"debits_pending", "seq", b"seq", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -191,6 +275,7 @@ class Entry(_message.Message):
     DESCRIPTION_FIELD_NUMBER: _builtins.int
     SEQ_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
+    PHASE_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The entry's id (UUID)."""
     account_id: _builtins.str
@@ -207,6 +292,8 @@ class Entry(_message.Message):
     """The transaction's description, repeated on each entry for readers."""
     seq: _builtins.int
     """Global, gap-free position of the entry in commit order."""
+    phase: Global___EntryPhase.ValueType
+    """Whether the entry is posted, pending, or resolves a pending one."""
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp:
         """When the entry was written."""
@@ -223,10 +310,11 @@ class Entry(_message.Message):
         description: _builtins.str = ...,
         seq: _builtins.int = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
+        phase: Global___EntryPhase.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "amount", b"amount", "created_at", b"created_at", "currency", b"currency", "description", b"description", "entry_type", b"entry_type", "id", b"id", "seq", b"seq", "transaction_id", b"transaction_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "amount", b"amount", "created_at", b"created_at", "currency", b"currency", "description", b"description", "entry_type", b"entry_type", "id", b"id", "phase", b"phase", "seq", b"seq", "transaction_id", b"transaction_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -298,6 +386,9 @@ class Transaction(_message.Message):
     METADATA_FIELD_NUMBER: _builtins.int
     REVERSES_TRANSACTION_ID_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    PENDING_TRANSACTION_ID_FIELD_NUMBER: _builtins.int
+    RESOLVED_BY_TRANSACTION_ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The caller-chosen id (UUID or a deterministic key such as
     "payment:<payment_id>:capture") that makes the posting idempotent.
@@ -306,6 +397,14 @@ class Transaction(_message.Message):
     """What the transaction is for, in words."""
     reverses_transaction_id: _builtins.str
     """If this transaction reverses another, that transaction's id; empty otherwise."""
+    kind: Global___TransactionKind.ValueType
+    """What the transaction does: posted, a reservation, or the resolution of one."""
+    pending_transaction_id: _builtins.str
+    """For POST_PENDING and VOID_PENDING: the reservation resolved; empty otherwise."""
+    resolved_by_transaction_id: _builtins.str
+    """For a PENDING transaction: the transaction that resolved it; empty while
+    it is still pending (and for every other kind).
+    """
     @_builtins.property
     def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___Entry]:
         """The entries, in the order they were posted."""
@@ -327,10 +426,13 @@ class Transaction(_message.Message):
         metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         reverses_transaction_id: _builtins.str = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
+        kind: Global___TransactionKind.ValueType = ...,
+        pending_transaction_id: _builtins.str = ...,
+        resolved_by_transaction_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "description", b"description", "entries", b"entries", "id", b"id", "metadata", b"metadata", "reverses_transaction_id", b"reverses_transaction_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "description", b"description", "entries", b"entries", "id", b"id", "kind", b"kind", "metadata", b"metadata", "pending_transaction_id", b"pending_transaction_id", "resolved_by_transaction_id", b"resolved_by_transaction_id", "reverses_transaction_id", b"reverses_transaction_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

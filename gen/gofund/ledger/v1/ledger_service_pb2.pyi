@@ -208,6 +208,9 @@ class WatchBalanceResponse(_message.Message):
     SEQ_FIELD_NUMBER: _builtins.int
     TRANSACTION_ID_FIELD_NUMBER: _builtins.int
     CURRENCY_FIELD_NUMBER: _builtins.int
+    AVAILABLE_FIELD_NUMBER: _builtins.int
+    DEBITS_PENDING_FIELD_NUMBER: _builtins.int
+    CREDITS_PENDING_FIELD_NUMBER: _builtins.int
     account_id: _builtins.str
     """The watched account."""
     balance: _builtins.int
@@ -218,6 +221,12 @@ class WatchBalanceResponse(_message.Message):
     """The transaction that made this change; empty on the first message."""
     currency: _builtins.str
     """ISO-4217 currency code of the account."""
+    available: _builtins.int
+    """What the account can still give, in minor units (see Balance.available)."""
+    debits_pending: _builtins.int
+    """Debits reserved by unresolved pending transactions, in minor units."""
+    credits_pending: _builtins.int
+    """Credits reserved by unresolved pending transactions, in minor units."""
     def __init__(
         self,
         *,
@@ -226,10 +235,13 @@ class WatchBalanceResponse(_message.Message):
         seq: _builtins.int = ...,
         transaction_id: _builtins.str = ...,
         currency: _builtins.str = ...,
+        available: _builtins.int = ...,
+        debits_pending: _builtins.int = ...,
+        credits_pending: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "balance", b"balance", "currency", b"currency", "seq", b"seq", "transaction_id", b"transaction_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "available", b"available", "balance", b"balance", "credits_pending", b"credits_pending", "currency", b"currency", "debits_pending", b"debits_pending", "seq", b"seq", "transaction_id", b"transaction_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -323,12 +335,17 @@ class PostTransactionRequest(_message.Message):
     POSTINGS_FIELD_NUMBER: _builtins.int
     DESCRIPTION_FIELD_NUMBER: _builtins.int
     METADATA_FIELD_NUMBER: _builtins.int
+    PENDING_FIELD_NUMBER: _builtins.int
     transaction_id: _builtins.str
     """Caller-chosen id that makes the call idempotent; chosen and stored by the
     caller before the first attempt. At most 200 characters.
     """
     description: _builtins.str
     """What the transaction is for, in words. At most 500 characters."""
+    pending: _builtins.bool
+    """True to reserve instead of post (a TRANSACTION_KIND_PENDING transaction).
+    Part of the idempotency comparison.
+    """
     @_builtins.property
     def postings(self) -> _containers.RepeatedCompositeFieldContainer[_ledger_pb2.Posting]:
         """Two or more postings; debits must equal credits per currency."""
@@ -346,10 +363,11 @@ class PostTransactionRequest(_message.Message):
         postings: _abc.Iterable[_ledger_pb2.Posting] | None = ...,
         description: _builtins.str = ...,
         metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        pending: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "metadata", b"metadata", "postings", b"postings", "transaction_id", b"transaction_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "metadata", b"metadata", "pending", b"pending", "postings", b"postings", "transaction_id", b"transaction_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -382,6 +400,178 @@ class PostTransactionResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PostTransactionResponse: _TypeAlias = PostTransactionResponse  # noqa: Y015
+
+@_typing.final
+class PostPendingTransactionRequest(_message.Message):
+    """Request for LedgerInternalService.PostPendingTransaction."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class MetadataEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    TRANSACTION_ID_FIELD_NUMBER: _builtins.int
+    PENDING_TRANSACTION_ID_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    METADATA_FIELD_NUMBER: _builtins.int
+    transaction_id: _builtins.str
+    """Caller-chosen id of the posting transaction; makes the call idempotent.
+    At most 200 characters.
+    """
+    pending_transaction_id: _builtins.str
+    """The reservation (a PENDING transaction) to post."""
+    description: _builtins.str
+    """What the posting is for, in words. At most 500 characters."""
+    @_builtins.property
+    def metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Free-form references kept with the transaction."""
+
+    def __init__(
+        self,
+        *,
+        transaction_id: _builtins.str = ...,
+        pending_transaction_id: _builtins.str = ...,
+        description: _builtins.str = ...,
+        metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "metadata", b"metadata", "pending_transaction_id", b"pending_transaction_id", "transaction_id", b"transaction_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PostPendingTransactionRequest: _TypeAlias = PostPendingTransactionRequest  # noqa: Y015
+
+@_typing.final
+class PostPendingTransactionResponse(_message.Message):
+    """Response for LedgerInternalService.PostPendingTransaction."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRANSACTION_FIELD_NUMBER: _builtins.int
+    CREATED_FIELD_NUMBER: _builtins.int
+    created: _builtins.bool
+    """True if this call wrote it, false on a replay."""
+    @_builtins.property
+    def transaction(self) -> _ledger_pb2.Transaction:
+        """The posting transaction (the original one on a replay)."""
+
+    def __init__(
+        self,
+        *,
+        transaction: _ledger_pb2.Transaction | None = ...,
+        created: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["transaction", b"transaction"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created", b"created", "transaction", b"transaction"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PostPendingTransactionResponse: _TypeAlias = PostPendingTransactionResponse  # noqa: Y015
+
+@_typing.final
+class VoidPendingTransactionRequest(_message.Message):
+    """Request for LedgerInternalService.VoidPendingTransaction."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class MetadataEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    TRANSACTION_ID_FIELD_NUMBER: _builtins.int
+    PENDING_TRANSACTION_ID_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    METADATA_FIELD_NUMBER: _builtins.int
+    transaction_id: _builtins.str
+    """Caller-chosen id of the voiding transaction; makes the call idempotent.
+    At most 200 characters.
+    """
+    pending_transaction_id: _builtins.str
+    """The reservation (a PENDING transaction) to void."""
+    description: _builtins.str
+    """Why it is voided, in words. At most 500 characters."""
+    @_builtins.property
+    def metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Free-form references kept with the transaction."""
+
+    def __init__(
+        self,
+        *,
+        transaction_id: _builtins.str = ...,
+        pending_transaction_id: _builtins.str = ...,
+        description: _builtins.str = ...,
+        metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "metadata", b"metadata", "pending_transaction_id", b"pending_transaction_id", "transaction_id", b"transaction_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VoidPendingTransactionRequest: _TypeAlias = VoidPendingTransactionRequest  # noqa: Y015
+
+@_typing.final
+class VoidPendingTransactionResponse(_message.Message):
+    """Response for LedgerInternalService.VoidPendingTransaction."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRANSACTION_FIELD_NUMBER: _builtins.int
+    CREATED_FIELD_NUMBER: _builtins.int
+    created: _builtins.bool
+    """True if this call wrote it, false on a replay."""
+    @_builtins.property
+    def transaction(self) -> _ledger_pb2.Transaction:
+        """The voiding transaction (the original one on a replay)."""
+
+    def __init__(
+        self,
+        *,
+        transaction: _ledger_pb2.Transaction | None = ...,
+        created: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["transaction", b"transaction"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created", b"created", "transaction", b"transaction"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VoidPendingTransactionResponse: _TypeAlias = VoidPendingTransactionResponse  # noqa: Y015
 
 @_typing.final
 class ReverseTransactionRequest(_message.Message):
@@ -488,6 +678,60 @@ class GetTransactionResponse(_message.Message):
 Global___GetTransactionResponse: _TypeAlias = GetTransactionResponse  # noqa: Y015
 
 @_typing.final
+class ListTransactionsRequest(_message.Message):
+    """Request for LedgerInternalService.ListTransactions."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """At most this many transactions are returned; 0 means 50, the maximum is 500."""
+    page_token: _builtins.str
+    """The `next_page_token` of a previous call; empty for the first page."""
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListTransactionsRequest: _TypeAlias = ListTransactionsRequest  # noqa: Y015
+
+@_typing.final
+class ListTransactionsResponse(_message.Message):
+    """Response for LedgerInternalService.ListTransactions."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRANSACTIONS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty when there are no more transactions."""
+    @_builtins.property
+    def transactions(self) -> _containers.RepeatedCompositeFieldContainer[_ledger_pb2.Transaction]:
+        """Transactions in commit order, each with its entries."""
+
+    def __init__(
+        self,
+        *,
+        transactions: _abc.Iterable[_ledger_pb2.Transaction] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "transactions", b"transactions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListTransactionsResponse: _TypeAlias = ListTransactionsResponse  # noqa: Y015
+
+@_typing.final
 class BatchGetBalancesRequest(_message.Message):
     """Request for LedgerInternalService.BatchGetBalances."""
 
@@ -586,6 +830,9 @@ class WatchBalancesResponse(_message.Message):
     CREDITS_FIELD_NUMBER: _builtins.int
     SEQ_FIELD_NUMBER: _builtins.int
     TRANSACTION_ID_FIELD_NUMBER: _builtins.int
+    AVAILABLE_FIELD_NUMBER: _builtins.int
+    DEBITS_PENDING_FIELD_NUMBER: _builtins.int
+    CREDITS_PENDING_FIELD_NUMBER: _builtins.int
     account_id: _builtins.str
     """The account that changed."""
     account_type: _ledger_pb2.AccountType.ValueType
@@ -604,6 +851,12 @@ class WatchBalancesResponse(_message.Message):
     """The `seq` of the last entry included; store it to resume."""
     transaction_id: _builtins.str
     """The transaction that made this change."""
+    available: _builtins.int
+    """What the account can still give after the change, in minor units (see Balance.available)."""
+    debits_pending: _builtins.int
+    """Debits reserved by unresolved pending transactions after the change, in minor units."""
+    credits_pending: _builtins.int
+    """Credits reserved by unresolved pending transactions after the change, in minor units."""
     def __init__(
         self,
         *,
@@ -616,10 +869,13 @@ class WatchBalancesResponse(_message.Message):
         credits: _builtins.int = ...,
         seq: _builtins.int = ...,
         transaction_id: _builtins.str = ...,
+        available: _builtins.int = ...,
+        debits_pending: _builtins.int = ...,
+        credits_pending: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "account_type", b"account_type", "balance", b"balance", "credits", b"credits", "currency", b"currency", "debits", b"debits", "entity_id", b"entity_id", "seq", b"seq", "transaction_id", b"transaction_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "account_type", b"account_type", "available", b"available", "balance", b"balance", "credits", b"credits", "credits_pending", b"credits_pending", "currency", b"currency", "debits", b"debits", "debits_pending", b"debits_pending", "entity_id", b"entity_id", "seq", b"seq", "transaction_id", b"transaction_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

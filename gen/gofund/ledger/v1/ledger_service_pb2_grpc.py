@@ -283,6 +283,16 @@ class LedgerInternalServiceStub:
                 request_serializer=gofund_dot_ledger_dot_v1_dot_ledger__service__pb2.PostTransactionRequest.SerializeToString,
                 response_deserializer=gofund_dot_ledger_dot_v1_dot_ledger__service__pb2.PostTransactionResponse.FromString,
                 _registered_method=True)
+        self.PostPendingTransaction = channel.unary_unary(
+                '/gofund.ledger.v1.LedgerInternalService/PostPendingTransaction',
+                request_serializer=gofund_dot_ledger_dot_v1_dot_ledger__service__pb2.PostPendingTransactionRequest.SerializeToString,
+                response_deserializer=gofund_dot_ledger_dot_v1_dot_ledger__service__pb2.PostPendingTransactionResponse.FromString,
+                _registered_method=True)
+        self.VoidPendingTransaction = channel.unary_unary(
+                '/gofund.ledger.v1.LedgerInternalService/VoidPendingTransaction',
+                request_serializer=gofund_dot_ledger_dot_v1_dot_ledger__service__pb2.VoidPendingTransactionRequest.SerializeToString,
+                response_deserializer=gofund_dot_ledger_dot_v1_dot_ledger__service__pb2.VoidPendingTransactionResponse.FromString,
+                _registered_method=True)
         self.ReverseTransaction = channel.unary_unary(
                 '/gofund.ledger.v1.LedgerInternalService/ReverseTransaction',
                 request_serializer=gofund_dot_ledger_dot_v1_dot_ledger__service__pb2.ReverseTransactionRequest.SerializeToString,
@@ -292,6 +302,11 @@ class LedgerInternalServiceStub:
                 '/gofund.ledger.v1.LedgerInternalService/GetTransaction',
                 request_serializer=gofund_dot_ledger_dot_v1_dot_ledger__service__pb2.GetTransactionRequest.SerializeToString,
                 response_deserializer=gofund_dot_ledger_dot_v1_dot_ledger__service__pb2.GetTransactionResponse.FromString,
+                _registered_method=True)
+        self.ListTransactions = channel.unary_unary(
+                '/gofund.ledger.v1.LedgerInternalService/ListTransactions',
+                request_serializer=gofund_dot_ledger_dot_v1_dot_ledger__service__pb2.ListTransactionsRequest.SerializeToString,
+                response_deserializer=gofund_dot_ledger_dot_v1_dot_ledger__service__pb2.ListTransactionsResponse.FromString,
                 _registered_method=True)
         self.BatchGetBalances = channel.unary_unary(
                 '/gofund.ledger.v1.LedgerInternalService/BatchGetBalances',
@@ -335,10 +350,40 @@ class LedgerInternalServiceServicer:
         never goes below zero on its own side. Idempotent on `transaction_id`: a
         replay with the same postings returns the original transaction.
 
+        With `pending`, the transaction is a reservation (TRANSACTION_KIND_PENDING):
+        nothing is posted, but the amounts count against the floors at once, so a
+        second outflow of the same money is refused here, before any provider is
+        asked. PostPendingTransaction or VoidPendingTransaction resolves it.
+
         Errors: INVALID_ARGUMENT (UNBALANCED_TRANSACTION, CURRENCY_MISMATCH,
         INVALID_AMOUNT, TOO_FEW_POSTINGS, IDEMPOTENCY_KEY_REUSED when the id was
         used with different postings); NOT_FOUND (ACCOUNT_NOT_FOUND);
-        FAILED_PRECONDITION (INSUFFICIENT_FUNDS), in which case nothing is written.
+        FAILED_PRECONDITION (INSUFFICIENT_FUNDS: an account's available amount
+        would go below zero), in which case nothing is written.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PostPendingTransaction(self, request, context):
+        """Posts a reservation in full: one transaction that takes its pending
+        amounts off and posts them. Idempotent on `transaction_id`.
+
+        Errors: NOT_FOUND (TRANSACTION_NOT_FOUND) if the reservation does not
+        exist; FAILED_PRECONDITION (NOT_PENDING) if it is not a reservation,
+        (PENDING_ALREADY_RESOLVED) if another transaction posted or voided it;
+        INVALID_ARGUMENT (IDEMPOTENCY_KEY_REUSED) if `transaction_id` was used for
+        something else, (INVALID_TRANSACTION_ID, INVALID_DESCRIPTION).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def VoidPendingTransaction(self, request, context):
+        """Voids a reservation: one transaction that takes its pending amounts off,
+        posting nothing. Idempotent on `transaction_id`.
+
+        Errors: as PostPendingTransaction.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -349,9 +394,11 @@ class LedgerInternalServiceServicer:
         side). Entries are never changed or deleted; this is how corrections are
         made. Idempotent on `transaction_id`.
 
+        Only posted transactions are reversed; a reservation is voided instead.
+
         Errors: NOT_FOUND (TRANSACTION_NOT_FOUND); FAILED_PRECONDITION
-        (ALREADY_REVERSED, INSUFFICIENT_FUNDS); INVALID_ARGUMENT
-        (IDEMPOTENCY_KEY_REUSED).
+        (ALREADY_REVERSED, INSUFFICIENT_FUNDS, NOT_REVERSIBLE for a reservation or
+        its resolution); INVALID_ARGUMENT (IDEMPOTENCY_KEY_REUSED).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -361,6 +408,16 @@ class LedgerInternalServiceServicer:
         """Returns one transaction with its entries.
 
         Errors: NOT_FOUND (TRANSACTION_NOT_FOUND).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTransactions(self, request, context):
+        """Lists every transaction with its entries in commit order (the order of
+        their entries' `seq`), for audits such as reconciliation.
+
+        Errors: INVALID_ARGUMENT (INVALID_PAGE_TOKEN, INVALID_PAGE_SIZE).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -414,6 +471,16 @@ def add_LedgerInternalServiceServicer_to_server(servicer, server):
                     request_deserializer=gofund_dot_ledger_dot_v1_dot_ledger__service__pb2.PostTransactionRequest.FromString,
                     response_serializer=gofund_dot_ledger_dot_v1_dot_ledger__service__pb2.PostTransactionResponse.SerializeToString,
             ),
+            'PostPendingTransaction': grpc.unary_unary_rpc_method_handler(
+                    servicer.PostPendingTransaction,
+                    request_deserializer=gofund_dot_ledger_dot_v1_dot_ledger__service__pb2.PostPendingTransactionRequest.FromString,
+                    response_serializer=gofund_dot_ledger_dot_v1_dot_ledger__service__pb2.PostPendingTransactionResponse.SerializeToString,
+            ),
+            'VoidPendingTransaction': grpc.unary_unary_rpc_method_handler(
+                    servicer.VoidPendingTransaction,
+                    request_deserializer=gofund_dot_ledger_dot_v1_dot_ledger__service__pb2.VoidPendingTransactionRequest.FromString,
+                    response_serializer=gofund_dot_ledger_dot_v1_dot_ledger__service__pb2.VoidPendingTransactionResponse.SerializeToString,
+            ),
             'ReverseTransaction': grpc.unary_unary_rpc_method_handler(
                     servicer.ReverseTransaction,
                     request_deserializer=gofund_dot_ledger_dot_v1_dot_ledger__service__pb2.ReverseTransactionRequest.FromString,
@@ -423,6 +490,11 @@ def add_LedgerInternalServiceServicer_to_server(servicer, server):
                     servicer.GetTransaction,
                     request_deserializer=gofund_dot_ledger_dot_v1_dot_ledger__service__pb2.GetTransactionRequest.FromString,
                     response_serializer=gofund_dot_ledger_dot_v1_dot_ledger__service__pb2.GetTransactionResponse.SerializeToString,
+            ),
+            'ListTransactions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTransactions,
+                    request_deserializer=gofund_dot_ledger_dot_v1_dot_ledger__service__pb2.ListTransactionsRequest.FromString,
+                    response_serializer=gofund_dot_ledger_dot_v1_dot_ledger__service__pb2.ListTransactionsResponse.SerializeToString,
             ),
             'BatchGetBalances': grpc.unary_unary_rpc_method_handler(
                     servicer.BatchGetBalances,
@@ -507,6 +579,60 @@ class LedgerInternalService:
             _registered_method=True)
 
     @staticmethod
+    def PostPendingTransaction(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gofund.ledger.v1.LedgerInternalService/PostPendingTransaction',
+            gofund_dot_ledger_dot_v1_dot_ledger__service__pb2.PostPendingTransactionRequest.SerializeToString,
+            gofund_dot_ledger_dot_v1_dot_ledger__service__pb2.PostPendingTransactionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VoidPendingTransaction(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gofund.ledger.v1.LedgerInternalService/VoidPendingTransaction',
+            gofund_dot_ledger_dot_v1_dot_ledger__service__pb2.VoidPendingTransactionRequest.SerializeToString,
+            gofund_dot_ledger_dot_v1_dot_ledger__service__pb2.VoidPendingTransactionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def ReverseTransaction(request,
             target,
             options=(),
@@ -550,6 +676,33 @@ class LedgerInternalService:
             '/gofund.ledger.v1.LedgerInternalService/GetTransaction',
             gofund_dot_ledger_dot_v1_dot_ledger__service__pb2.GetTransactionRequest.SerializeToString,
             gofund_dot_ledger_dot_v1_dot_ledger__service__pb2.GetTransactionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTransactions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gofund.ledger.v1.LedgerInternalService/ListTransactions',
+            gofund_dot_ledger_dot_v1_dot_ledger__service__pb2.ListTransactionsRequest.SerializeToString,
+            gofund_dot_ledger_dot_v1_dot_ledger__service__pb2.ListTransactionsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -190,24 +190,54 @@ class LedgerInternalServiceStub:
     never goes below zero on its own side. Idempotent on `transaction_id`: a
     replay with the same postings returns the original transaction.
 
+    With `pending`, the transaction is a reservation (TRANSACTION_KIND_PENDING):
+    nothing is posted, but the amounts count against the floors at once, so a
+    second outflow of the same money is refused here, before any provider is
+    asked. PostPendingTransaction or VoidPendingTransaction resolves it.
+
     Errors: INVALID_ARGUMENT (UNBALANCED_TRANSACTION, CURRENCY_MISMATCH,
     INVALID_AMOUNT, TOO_FEW_POSTINGS, IDEMPOTENCY_KEY_REUSED when the id was
     used with different postings); NOT_FOUND (ACCOUNT_NOT_FOUND);
-    FAILED_PRECONDITION (INSUFFICIENT_FUNDS), in which case nothing is written.
+    FAILED_PRECONDITION (INSUFFICIENT_FUNDS: an account's available amount
+    would go below zero), in which case nothing is written.
+    """
+    PostPendingTransaction: _grpc.UnaryUnaryMultiCallable[_ledger_service_pb2.PostPendingTransactionRequest, _ledger_service_pb2.PostPendingTransactionResponse]
+    """Posts a reservation in full: one transaction that takes its pending
+    amounts off and posts them. Idempotent on `transaction_id`.
+
+    Errors: NOT_FOUND (TRANSACTION_NOT_FOUND) if the reservation does not
+    exist; FAILED_PRECONDITION (NOT_PENDING) if it is not a reservation,
+    (PENDING_ALREADY_RESOLVED) if another transaction posted or voided it;
+    INVALID_ARGUMENT (IDEMPOTENCY_KEY_REUSED) if `transaction_id` was used for
+    something else, (INVALID_TRANSACTION_ID, INVALID_DESCRIPTION).
+    """
+    VoidPendingTransaction: _grpc.UnaryUnaryMultiCallable[_ledger_service_pb2.VoidPendingTransactionRequest, _ledger_service_pb2.VoidPendingTransactionResponse]
+    """Voids a reservation: one transaction that takes its pending amounts off,
+    posting nothing. Idempotent on `transaction_id`.
+
+    Errors: as PostPendingTransaction.
     """
     ReverseTransaction: _grpc.UnaryUnaryMultiCallable[_ledger_service_pb2.ReverseTransactionRequest, _ledger_service_pb2.ReverseTransactionResponse]
     """Writes a new transaction that undoes another (every entry on the other
     side). Entries are never changed or deleted; this is how corrections are
     made. Idempotent on `transaction_id`.
 
+    Only posted transactions are reversed; a reservation is voided instead.
+
     Errors: NOT_FOUND (TRANSACTION_NOT_FOUND); FAILED_PRECONDITION
-    (ALREADY_REVERSED, INSUFFICIENT_FUNDS); INVALID_ARGUMENT
-    (IDEMPOTENCY_KEY_REUSED).
+    (ALREADY_REVERSED, INSUFFICIENT_FUNDS, NOT_REVERSIBLE for a reservation or
+    its resolution); INVALID_ARGUMENT (IDEMPOTENCY_KEY_REUSED).
     """
     GetTransaction: _grpc.UnaryUnaryMultiCallable[_ledger_service_pb2.GetTransactionRequest, _ledger_service_pb2.GetTransactionResponse]
     """Returns one transaction with its entries.
 
     Errors: NOT_FOUND (TRANSACTION_NOT_FOUND).
+    """
+    ListTransactions: _grpc.UnaryUnaryMultiCallable[_ledger_service_pb2.ListTransactionsRequest, _ledger_service_pb2.ListTransactionsResponse]
+    """Lists every transaction with its entries in commit order (the order of
+    their entries' `seq`), for audits such as reconciliation.
+
+    Errors: INVALID_ARGUMENT (INVALID_PAGE_TOKEN, INVALID_PAGE_SIZE).
     """
     BatchGetBalances: _grpc.UnaryUnaryMultiCallable[_ledger_service_pb2.BatchGetBalancesRequest, _ledger_service_pb2.BatchGetBalancesResponse]
     """Returns the balances of several accounts in one call, in request order.
@@ -256,24 +286,54 @@ class LedgerInternalServiceAsyncStub(LedgerInternalServiceStub):
     never goes below zero on its own side. Idempotent on `transaction_id`: a
     replay with the same postings returns the original transaction.
 
+    With `pending`, the transaction is a reservation (TRANSACTION_KIND_PENDING):
+    nothing is posted, but the amounts count against the floors at once, so a
+    second outflow of the same money is refused here, before any provider is
+    asked. PostPendingTransaction or VoidPendingTransaction resolves it.
+
     Errors: INVALID_ARGUMENT (UNBALANCED_TRANSACTION, CURRENCY_MISMATCH,
     INVALID_AMOUNT, TOO_FEW_POSTINGS, IDEMPOTENCY_KEY_REUSED when the id was
     used with different postings); NOT_FOUND (ACCOUNT_NOT_FOUND);
-    FAILED_PRECONDITION (INSUFFICIENT_FUNDS), in which case nothing is written.
+    FAILED_PRECONDITION (INSUFFICIENT_FUNDS: an account's available amount
+    would go below zero), in which case nothing is written.
+    """
+    PostPendingTransaction: _aio.UnaryUnaryMultiCallable[_ledger_service_pb2.PostPendingTransactionRequest, _ledger_service_pb2.PostPendingTransactionResponse]  # type: ignore[assignment]
+    """Posts a reservation in full: one transaction that takes its pending
+    amounts off and posts them. Idempotent on `transaction_id`.
+
+    Errors: NOT_FOUND (TRANSACTION_NOT_FOUND) if the reservation does not
+    exist; FAILED_PRECONDITION (NOT_PENDING) if it is not a reservation,
+    (PENDING_ALREADY_RESOLVED) if another transaction posted or voided it;
+    INVALID_ARGUMENT (IDEMPOTENCY_KEY_REUSED) if `transaction_id` was used for
+    something else, (INVALID_TRANSACTION_ID, INVALID_DESCRIPTION).
+    """
+    VoidPendingTransaction: _aio.UnaryUnaryMultiCallable[_ledger_service_pb2.VoidPendingTransactionRequest, _ledger_service_pb2.VoidPendingTransactionResponse]  # type: ignore[assignment]
+    """Voids a reservation: one transaction that takes its pending amounts off,
+    posting nothing. Idempotent on `transaction_id`.
+
+    Errors: as PostPendingTransaction.
     """
     ReverseTransaction: _aio.UnaryUnaryMultiCallable[_ledger_service_pb2.ReverseTransactionRequest, _ledger_service_pb2.ReverseTransactionResponse]  # type: ignore[assignment]
     """Writes a new transaction that undoes another (every entry on the other
     side). Entries are never changed or deleted; this is how corrections are
     made. Idempotent on `transaction_id`.
 
+    Only posted transactions are reversed; a reservation is voided instead.
+
     Errors: NOT_FOUND (TRANSACTION_NOT_FOUND); FAILED_PRECONDITION
-    (ALREADY_REVERSED, INSUFFICIENT_FUNDS); INVALID_ARGUMENT
-    (IDEMPOTENCY_KEY_REUSED).
+    (ALREADY_REVERSED, INSUFFICIENT_FUNDS, NOT_REVERSIBLE for a reservation or
+    its resolution); INVALID_ARGUMENT (IDEMPOTENCY_KEY_REUSED).
     """
     GetTransaction: _aio.UnaryUnaryMultiCallable[_ledger_service_pb2.GetTransactionRequest, _ledger_service_pb2.GetTransactionResponse]  # type: ignore[assignment]
     """Returns one transaction with its entries.
 
     Errors: NOT_FOUND (TRANSACTION_NOT_FOUND).
+    """
+    ListTransactions: _aio.UnaryUnaryMultiCallable[_ledger_service_pb2.ListTransactionsRequest, _ledger_service_pb2.ListTransactionsResponse]  # type: ignore[assignment]
+    """Lists every transaction with its entries in commit order (the order of
+    their entries' `seq`), for audits such as reconciliation.
+
+    Errors: INVALID_ARGUMENT (INVALID_PAGE_TOKEN, INVALID_PAGE_SIZE).
     """
     BatchGetBalances: _aio.UnaryUnaryMultiCallable[_ledger_service_pb2.BatchGetBalancesRequest, _ledger_service_pb2.BatchGetBalancesResponse]  # type: ignore[assignment]
     """Returns the balances of several accounts in one call, in request order.
@@ -331,10 +391,44 @@ class LedgerInternalServiceServicer(metaclass=_abc_1.ABCMeta):
         never goes below zero on its own side. Idempotent on `transaction_id`: a
         replay with the same postings returns the original transaction.
 
+        With `pending`, the transaction is a reservation (TRANSACTION_KIND_PENDING):
+        nothing is posted, but the amounts count against the floors at once, so a
+        second outflow of the same money is refused here, before any provider is
+        asked. PostPendingTransaction or VoidPendingTransaction resolves it.
+
         Errors: INVALID_ARGUMENT (UNBALANCED_TRANSACTION, CURRENCY_MISMATCH,
         INVALID_AMOUNT, TOO_FEW_POSTINGS, IDEMPOTENCY_KEY_REUSED when the id was
         used with different postings); NOT_FOUND (ACCOUNT_NOT_FOUND);
-        FAILED_PRECONDITION (INSUFFICIENT_FUNDS), in which case nothing is written.
+        FAILED_PRECONDITION (INSUFFICIENT_FUNDS: an account's available amount
+        would go below zero), in which case nothing is written.
+        """
+
+    @_abc_1.abstractmethod
+    def PostPendingTransaction(
+        self,
+        request: _ledger_service_pb2.PostPendingTransactionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ledger_service_pb2.PostPendingTransactionResponse, _abc.Awaitable[_ledger_service_pb2.PostPendingTransactionResponse]]:
+        """Posts a reservation in full: one transaction that takes its pending
+        amounts off and posts them. Idempotent on `transaction_id`.
+
+        Errors: NOT_FOUND (TRANSACTION_NOT_FOUND) if the reservation does not
+        exist; FAILED_PRECONDITION (NOT_PENDING) if it is not a reservation,
+        (PENDING_ALREADY_RESOLVED) if another transaction posted or voided it;
+        INVALID_ARGUMENT (IDEMPOTENCY_KEY_REUSED) if `transaction_id` was used for
+        something else, (INVALID_TRANSACTION_ID, INVALID_DESCRIPTION).
+        """
+
+    @_abc_1.abstractmethod
+    def VoidPendingTransaction(
+        self,
+        request: _ledger_service_pb2.VoidPendingTransactionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ledger_service_pb2.VoidPendingTransactionResponse, _abc.Awaitable[_ledger_service_pb2.VoidPendingTransactionResponse]]:
+        """Voids a reservation: one transaction that takes its pending amounts off,
+        posting nothing. Idempotent on `transaction_id`.
+
+        Errors: as PostPendingTransaction.
         """
 
     @_abc_1.abstractmethod
@@ -347,9 +441,11 @@ class LedgerInternalServiceServicer(metaclass=_abc_1.ABCMeta):
         side). Entries are never changed or deleted; this is how corrections are
         made. Idempotent on `transaction_id`.
 
+        Only posted transactions are reversed; a reservation is voided instead.
+
         Errors: NOT_FOUND (TRANSACTION_NOT_FOUND); FAILED_PRECONDITION
-        (ALREADY_REVERSED, INSUFFICIENT_FUNDS); INVALID_ARGUMENT
-        (IDEMPOTENCY_KEY_REUSED).
+        (ALREADY_REVERSED, INSUFFICIENT_FUNDS, NOT_REVERSIBLE for a reservation or
+        its resolution); INVALID_ARGUMENT (IDEMPOTENCY_KEY_REUSED).
         """
 
     @_abc_1.abstractmethod
@@ -361,6 +457,18 @@ class LedgerInternalServiceServicer(metaclass=_abc_1.ABCMeta):
         """Returns one transaction with its entries.
 
         Errors: NOT_FOUND (TRANSACTION_NOT_FOUND).
+        """
+
+    @_abc_1.abstractmethod
+    def ListTransactions(
+        self,
+        request: _ledger_service_pb2.ListTransactionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ledger_service_pb2.ListTransactionsResponse, _abc.Awaitable[_ledger_service_pb2.ListTransactionsResponse]]:
+        """Lists every transaction with its entries in commit order (the order of
+        their entries' `seq`), for audits such as reconciliation.
+
+        Errors: INVALID_ARGUMENT (INVALID_PAGE_TOKEN, INVALID_PAGE_SIZE).
         """
 
     @_abc_1.abstractmethod
