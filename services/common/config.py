@@ -105,6 +105,18 @@ class Settings(BaseSettings):
     webhook_retry_base_ms: int = _env("GOFUND_WEBHOOK_RETRY_BASE_MS", default=500, gt=0)
     # Events one payments process works on at once (each mostly waits on Paystack and the ledger).
     webhook_workers: int = _env("GOFUND_WEBHOOK_WORKERS", default=4, gt=0, le=64)
+    # The janitor: how often each payments process looks for open payments, refunds
+    # and payouts nobody settled; when it first checks one (after its creation), and
+    # the longest wait between checks of one Paystack has not decided (doubling).
+    janitor_interval_ms: int = _env("GOFUND_JANITOR_INTERVAL_MS", default=30_000, gt=0)
+    janitor_first_check_ms: int = _env("GOFUND_JANITOR_FIRST_CHECK_MS", default=300_000, ge=0)
+    janitor_max_backoff_ms: int = _env("GOFUND_JANITOR_MAX_BACKOFF_MS", default=3_600_000, gt=0)
+    # A checkout still unpaid this long after it was created is given up (ABANDONED):
+    # the idempotency window, in which a retried contribution finds the same payment.
+    abandon_after_ms: int = _env("GOFUND_ABANDON_AFTER_MS", default=86_400_000, gt=0)
+    # Budget goals gives payments for a call that reaches Paystack (checkout, refund,
+    # payout); above the Paystack timeout, so payments' own call ends first.
+    provider_call_timeout_ms: int = _env("GOFUND_PROVIDER_CALL_TIMEOUT_MS", default=12_000, gt=0)
 
     # Goals: the platform fee and the vote rules, in basis points (1/100 of a
     # percent) of the goal's raised amount, and how often the scheduler looks
@@ -130,6 +142,18 @@ class Settings(BaseSettings):
     # in-flight calls get `shutdown_grace_ms` to finish.
     shutdown_drain_ms: int = _env("GOFUND_SHUTDOWN_DRAIN_MS", default=0, ge=0)
     shutdown_grace_ms: int = _env("GOFUND_SHUTDOWN_GRACE_MS", default=5000, ge=0)
+
+    @model_validator(mode="after")
+    def _budgets_agree(self) -> Self:
+        # Payments ends its Paystack call 0.5 s before the deadline it was given
+        # (services.payments.service): with no nearer deadline, goals' budget must
+        # leave it the whole Paystack timeout.
+        if self.provider_call_timeout_ms < self.paystack_timeout_ms + 1000:
+            raise ValueError(
+                "GOFUND_PROVIDER_CALL_TIMEOUT_MS must be at least GOFUND_PAYSTACK_TIMEOUT_MS + 1000, "
+                "so payments' call to Paystack ends before goals' call to payments"
+            )
+        return self
 
     @model_validator(mode="after")
     def _production_sets_everything(self) -> Self:

@@ -161,13 +161,17 @@ class InitializedPayment:
 
 
 class PaymentsGateway:
-    def __init__(self, channels: Channels, target: str) -> None:
+    """Payments' calls that reach Paystack get `provider_timeout_s` (more than payments'
+    own Paystack timeout, so payments answers first), capped by the incoming deadline."""
+
+    def __init__(self, channels: Channels, target: str, *, provider_timeout_s: float) -> None:
         service = payments_service_pb2.DESCRIPTOR.services_by_name["PaymentsInternalService"]
         self._stub = payments_service_pb2_grpc.PaymentsInternalServiceStub(channels.get(target, [service]))
+        self._provider_timeout_s = provider_timeout_s
 
     async def _call(self, method: Any, request: Any) -> Any:
         try:
-            return await method(request)
+            return await method(request, timeout=self._provider_timeout_s)
         except grpc.aio.AioRpcError as exc:
             if exc.code() in _UNREACHABLE:
                 raise PaymentsUnavailable("the payments service is unavailable; retry with the same key") from None

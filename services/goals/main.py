@@ -35,7 +35,9 @@ async def build(settings: Settings, stack: AsyncExitStack, *, clock: Callable[[]
     await database.check_ready()
     channels = open_channels(settings, stack)
     ledger = LedgerGateway(channels, settings.target("ledger"))
-    payments = PaymentsGateway(channels, settings.target("payments"))
+    payments = PaymentsGateway(
+        channels, settings.target("payments"), provider_timeout_s=settings.provider_call_timeout_ms / 1000
+    )
     rules = Rules(
         platform_fee_bps=settings.platform_fee_bps,
         voting_window=timedelta(hours=settings.voting_window_hours),

@@ -11,6 +11,7 @@ import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
@@ -45,6 +46,9 @@ class EventStatus(StrEnum):
     PROCESSED = "PROCESSED"
     IGNORED = "IGNORED"
     PARKED = "PARKED"
+    # Processed, and Paystack does not confirm what the event claims: nothing
+    # moved on its word; an operator looks (reconciliation lists it).
+    FLAGGED = "FLAGGED"
 
 
 # Statuses in which the capture of the payment is (or must be) in the ledger.
@@ -100,8 +104,22 @@ class RecipientRejected(PaystackRejected):
     """Paystack could not resolve the bank account."""
 
 
+class PaystackNotFound(PaystackRejected):
+    """Paystack answered 404: it holds no such object (a transfer or refund reference)."""
+
+
 class EventStoreUnavailable(DomainError):
     pass
+
+
+class OutflowRefused(DomainError):
+    """The ledger refused to reserve the money (INSUFFICIENT_FUNDS): it is not there to
+    send, so Paystack is never asked. A bug or race upstream asked for it twice."""
+
+
+class PaystackCallInProgress(DomainError):
+    """Another call holds the lease for this step at Paystack (a checkout, a refund, a
+    transfer) and has not answered within this call's deadline; a retry gets its answer."""
 
 
 # -- ids --------------------------------------------------------------------------
@@ -141,16 +159,40 @@ def payout_reference(payout_id: str) -> str:
     return "gfpo-" + uuid.UUID(payout_id).hex
 
 
+# Ledger ids. Money in is posted at once (the capture); money out is reserved
+# before Paystack is asked, then posted (settle / transfer) or voided.
 def capture_transaction_id(payment_id: str) -> str:
     return f"payment:{payment_id}:capture"
 
 
-def refund_transaction_id(payment_id: str) -> str:
-    return f"payment:{payment_id}:refund"
+def refund_key(payment_id: str, refund_id: str) -> str:
+    """Our id for one refund of a payment (the caller's refund id may be up to 200 characters)."""
+    return str(uuid.uuid5(_NAMESPACE, f"refund:{payment_id}:{refund_id}"))
+
+
+def refund_reserve_id(key: str) -> str:
+    return f"refund:{key}:reserve"
+
+
+def refund_settle_id(key: str) -> str:
+    return f"refund:{key}:settle"
+
+
+def refund_void_id(key: str) -> str:
+    return f"refund:{key}:void"
+
+
+def payout_reserve_id(payout_id: str) -> str:
+    return f"payout:{payout_id}:reserve"
 
 
 def payout_transaction_id(payout_id: str) -> str:
+    """Posts the payout's reservation: the transfer left escrow."""
     return f"payout:{payout_id}:transfer"
+
+
+def payout_void_id(payout_id: str) -> str:
+    return f"payout:{payout_id}:void"
 
 
 def payout_reversal_transaction_id(payout_id: str) -> str:
@@ -260,6 +302,12 @@ def judge_verification(
     if paystack_status in ("failed", "reversed"):
         return Verdict(PaymentStatus.FAILED)
     return Verdict(None)
+
+
+def given_up(paystack_status: str, created_at: datetime, abandon_before: datetime | None) -> bool:
+    """A checkout still `abandoned` at Paystack (it could still be paid) is given up once it
+    was created before `abandon_before`: the payer had the whole idempotency window."""
+    return paystack_status == "abandoned" and abandon_before is not None and created_at <= abandon_before
 
 
 # -- validation --------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 import re
 from contextlib import AsyncExitStack
+from datetime import timedelta
 
 from gofund.payments.v1 import payments_service_pb2, payments_service_pb2_grpc
 from pymongo import AsyncMongoClient
@@ -12,6 +13,7 @@ from services.common.clients import open_channels
 from services.common.config import Settings, StartupError
 from services.common.metrics import WebhookBacklog, every
 from services.common.server import Service, run
+from services.payments.janitor import Janitor
 from services.payments.paystack import Paystack
 from services.payments.peers import Peers
 from services.payments.processor import Processor
@@ -51,6 +53,14 @@ async def build(settings: Settings, stack: AsyncExitStack) -> Service:
         secret_key=settings.paystack_secret_key,
         default_callback_url=settings.paystack_callback_url,
         paystack_timeout_s=settings.paystack_timeout_ms / 1000,
+        first_check_after=timedelta(milliseconds=settings.janitor_first_check_ms),
+    )
+    janitor = Janitor(
+        payments,
+        interval=timedelta(milliseconds=settings.janitor_interval_ms),
+        first_check=timedelta(milliseconds=settings.janitor_first_check_ms),
+        max_backoff=timedelta(milliseconds=settings.janitor_max_backoff_ms),
+        abandon_after=timedelta(milliseconds=settings.abandon_after_ms),
     )
     processor = Processor(
         payments,
@@ -82,7 +92,7 @@ async def build(settings: Settings, stack: AsyncExitStack) -> Service:
         descriptors=descriptors,
         auth=AuthPolicy.of(descriptors, ANONYMOUS),
         authenticator=RemoteAuthenticator(channels, settings.target("identity")),
-        background=[processor.run, every(BACKLOG_REFRESH_S, count_backlog)],
+        background=[processor.run, janitor.run, every(BACKLOG_REFRESH_S, count_backlog)],
         collectors=backlog.collectors,
     )
 

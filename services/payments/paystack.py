@@ -19,18 +19,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
-from services.payments.domain import PaystackRejected, PaystackUnavailable, RecipientRejected
+from services.payments.domain import PaystackNotFound, PaystackRejected, PaystackUnavailable, RecipientRejected
 
 log = logging.getLogger("gofund.paystack")
 
 READ_ATTEMPTS = 3
 READ_BACKOFF_S = 0.2
+LIST_PAGE_SIZE = 100
 
 
 @dataclass(frozen=True)
@@ -56,9 +57,27 @@ class Charge:
 
 @dataclass(frozen=True)
 class Refund:
+    """A refund as Paystack reports it (Create, Fetch and List Refunds)."""
+
     id: str
-    status: str
+    status: str  # pending, processing, processed, failed ...
     data: dict[str, Any]
+
+    @property
+    def amount(self) -> int:
+        return int(self.data.get("amount") or 0)
+
+    @property
+    def currency(self) -> str:
+        return str(self.data.get("currency") or "").upper()
+
+    @property
+    def transaction_id(self) -> str:
+        """The refunded transaction's Paystack id: a number in Fetch and List, an object in Create."""
+        transaction = self.data.get("transaction")
+        if isinstance(transaction, dict):
+            transaction = transaction.get("id")
+        return "" if transaction in (None, "") else str(transaction)
 
 
 @dataclass(frozen=True)
@@ -73,6 +92,14 @@ class Transfer:
     status: str
     reference: str
     data: dict[str, Any]
+
+    @property
+    def amount(self) -> int:
+        return int(self.data.get("amount") or 0)
+
+    @property
+    def currency(self) -> str:
+        return str(self.data.get("currency") or "").upper()
 
 
 class Paystack:
@@ -99,6 +126,7 @@ class Paystack:
         reference: str,
         callback_url: str,
         metadata: Mapping[str, str],
+        timeout_s: float | None = None,
     ) -> Checkout:
         body: dict[str, Any] = {
             "email": email,
@@ -109,7 +137,7 @@ class Paystack:
         }
         if callback_url:
             body["callback_url"] = callback_url
-        data = await self._call("POST", "/transaction/initialize", json=body)
+        data = await self._call("POST", "/transaction/initialize", json=body, timeout_s=timeout_s)
         return Checkout(
             authorization_url=str(data["authorization_url"]),
             access_code=str(data.get("access_code", "")),
@@ -117,23 +145,37 @@ class Paystack:
             data=data,
         )
 
-    async def verify(self, reference: str) -> Charge:
-        data = await self._call("GET", f"/transaction/verify/{reference}", read=True)
-        return Charge(
-            status=str(data.get("status", "")),
-            reference=str(data.get("reference", reference)),
-            amount=int(data.get("amount", 0)),
-            currency=str(data.get("currency", "")),
-            paid_at=data.get("paid_at") or data.get("paidAt"),
-            gateway_response=str(data.get("gateway_response", "")),
-            data=data,
-        )
+    async def verify(self, reference: str, *, timeout_s: float | None = None) -> Charge:
+        data = await self._call("GET", f"/transaction/verify/{reference}", read=True, timeout_s=timeout_s)
+        return _charge(data, reference)
+
+    async def transactions(self) -> AsyncIterator[Charge]:
+        """Every transaction of the integration (List Transactions), page by page."""
+        async for data in self._pages("/transaction"):
+            yield _charge(data, "")
 
     # -- refunds -------------------------------------------------------------------
-    async def refund(self, *, transaction: str, amount: int, merchant_note: str) -> Refund:
+    async def refund(
+        self, *, transaction: str, amount: int, merchant_note: str, timeout_s: float | None = None
+    ) -> Refund:
         body = {"transaction": transaction, "amount": amount, "merchant_note": merchant_note}
-        data = await self._call("POST", "/refund", json=body)
-        return Refund(id=str(data.get("id", "")), status=str(data.get("status", "")), data=data)
+        data = await self._call("POST", "/refund", json=body, timeout_s=timeout_s)
+        return _refund(data)
+
+    async def fetch_refund(self, refund_id: str, *, timeout_s: float | None = None) -> Refund:
+        return _refund(await self._call("GET", f"/refund/{refund_id}", read=True, timeout_s=timeout_s))
+
+    async def refunds(self, transaction: str = "") -> AsyncIterator[Refund]:
+        """Refunds (List Refunds), page by page; `transaction` (its Paystack id) narrows the list.
+
+        Every refund is checked against `transaction` here too: the filter is
+        the simulator's reading of Paystack's list, and a Paystack that ignored
+        it must not make another charge's refund look like this one's.
+        """
+        async for data in self._pages("/refund", {"transaction": transaction} if transaction else {}):
+            refund = _refund(data)
+            if not transaction or refund.transaction_id == transaction:
+                yield refund
 
     # -- transfers -------------------------------------------------------------------
     async def create_recipient(
@@ -153,7 +195,14 @@ class Paystack:
         return Recipient(recipient_code=str(data["recipient_code"]), data=data)
 
     async def transfer(
-        self, *, amount: int, recipient_code: str, reason: str, currency: str, reference: str
+        self,
+        *,
+        amount: int,
+        recipient_code: str,
+        reason: str,
+        currency: str,
+        reference: str,
+        timeout_s: float | None = None,
     ) -> Transfer:
         body = {
             "source": "balance",
@@ -163,37 +212,74 @@ class Paystack:
             "currency": currency,
             "reference": reference,
         }
-        data = await self._call("POST", "/transfer", json=body)
-        return Transfer(
-            transfer_code=str(data.get("transfer_code", "")),
-            status=str(data.get("status", "")),
-            reference=str(data.get("reference", reference)),
-            data=data,
-        )
+        data = await self._call("POST", "/transfer", json=body, timeout_s=timeout_s)
+        return _transfer(data, reference)
+
+    async def verify_transfer(self, reference: str, *, timeout_s: float | None = None) -> Transfer:
+        """Verify Transfer; PaystackNotFound if Paystack holds no transfer with our reference."""
+        data = await self._call("GET", f"/transfer/verify/{reference}", read=True, timeout_s=timeout_s)
+        return _transfer(data, reference)
+
+    async def transfers(self) -> AsyncIterator[Transfer]:
+        """Every transfer of the integration (List Transfers), page by page."""
+        async for data in self._pages("/transfer"):
+            yield _transfer(data, "")
 
     # -- plumbing ----------------------------------------------------------------------
-    async def _call(self, method: str, path: str, *, json: Any = None, read: bool = False) -> dict[str, Any]:
+    async def _pages(self, path: str, query: Mapping[str, str] | None = None) -> AsyncIterator[dict[str, Any]]:
+        """Every item of a Paystack list, following its `meta` page by page (oldest pages last)."""
+        page = 1
+        while True:
+            params = {**(query or {}), "perPage": str(LIST_PAGE_SIZE), "page": str(page)}
+            envelope = await self._call("GET", path, read=True, params=params, whole=True)
+            items = envelope.get("data")
+            if not isinstance(items, list):
+                raise PaystackRejected(f"Paystack listed {path} without a data list")
+            for item in items:
+                if isinstance(item, dict):
+                    yield item
+            meta = envelope.get("meta") or {}
+            page_count = int(meta.get("pageCount") or 0) if isinstance(meta, dict) else 0
+            if not items or page >= page_count:
+                return
+            page += 1
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        read: bool = False,
+        timeout_s: float | None = None,
+        params: Mapping[str, str] | None = None,
+        whole: bool = False,
+    ) -> dict[str, Any]:
+        """One call within `timeout_s` (at most the configured timeout); `whole` returns the
+        envelope rather than its `data` (lists carry `meta` beside it)."""
         attempts = READ_ATTEMPTS if read else 1
+        budget = self._timeout_s if timeout_s is None else min(timeout_s, self._timeout_s)
+        deadline = asyncio.get_running_loop().time() + budget
         for attempt in range(1, attempts + 1):
             try:
-                async with asyncio.timeout(self._timeout_s):
-                    response = await self._http.request(method, path, json=json)
+                async with asyncio.timeout_at(deadline):
+                    response = await self._http.request(method, path, json=json, params=params)
             except (httpx.TransportError, TimeoutError) as exc:
-                if attempt < attempts:
+                if attempt < attempts and asyncio.get_running_loop().time() + READ_BACKOFF_S * attempt < deadline:
                     await asyncio.sleep(READ_BACKOFF_S * attempt)
                     continue
                 log.warning("paystack unreachable", extra={"path": path, "error": type(exc).__name__})
                 raise PaystackUnavailable(f"Paystack could not be reached ({type(exc).__name__})") from None
             if response.status_code >= 500:
-                if attempt < attempts:
+                if attempt < attempts and asyncio.get_running_loop().time() + READ_BACKOFF_S * attempt < deadline:
                     await asyncio.sleep(READ_BACKOFF_S * attempt)
                     continue
                 raise PaystackUnavailable(f"Paystack answered {response.status_code}")
-            return self._data(response)
+            return self._data(response, whole=whole)
         raise AssertionError("unreachable")  # the loop returns or raises
 
     @staticmethod
-    def _data(response: httpx.Response) -> dict[str, Any]:
+    def _data(response: httpx.Response, *, whole: bool = False) -> dict[str, Any]:
         try:
             envelope = response.json()
         except ValueError:
@@ -203,9 +289,38 @@ class Paystack:
             # Our secret key is wrong: every call will fail until the deployment is fixed.
             log.error("paystack refused the secret key", extra={"paystack_message": message})
             raise PaystackUnavailable("Paystack refused our secret key")
+        if response.status_code == 404:
+            raise PaystackNotFound(message or "Paystack answered 404")
         if response.status_code >= 400 or not isinstance(envelope, dict) or envelope.get("status") is not True:
             raise PaystackRejected(message or f"Paystack answered {response.status_code}")
+        if whole:
+            return envelope
         data = envelope.get("data")
         if not isinstance(data, dict):
             raise PaystackRejected("Paystack answered without a data object")
         return data
+
+
+def _charge(data: dict[str, Any], reference: str) -> Charge:
+    return Charge(
+        status=str(data.get("status", "")),
+        reference=str(data.get("reference", reference)),
+        amount=int(data.get("amount", 0)),
+        currency=str(data.get("currency", "")),
+        paid_at=data.get("paid_at") or data.get("paidAt"),
+        gateway_response=str(data.get("gateway_response", "")),
+        data=data,
+    )
+
+
+def _refund(data: dict[str, Any]) -> Refund:
+    return Refund(id=str(data.get("id", "")), status=str(data.get("status", "")), data=data)
+
+
+def _transfer(data: dict[str, Any], reference: str) -> Transfer:
+    return Transfer(
+        transfer_code=str(data.get("transfer_code", "")),
+        status=str(data.get("status", "")),
+        reference=str(data.get("reference") or reference),
+        data=data,
+    )

@@ -19,8 +19,9 @@ from gofund.ledger.v1 import ledger_pb2, ledger_service_pb2, ledger_service_pb2_
 
 from services.common.clients import Channels
 from services.common.config import Settings
+from services.common.errors import error_info
 from services.common.proto import timestamp
-from services.payments.domain import UserNotFound
+from services.payments.domain import OutflowRefused, UserNotFound
 
 PLATFORM = "platform"
 DEBIT = ledger_pb2.ENTRY_TYPE_DEBIT
@@ -95,6 +96,67 @@ class Peers:
                 metadata=metadata,
             )
         )
+
+    async def reserve(
+        self,
+        transaction_id: str,
+        *,
+        debit: str,
+        credit: str,
+        amount: int,
+        currency: str,
+        description: str,
+        metadata: dict[str, str],
+    ) -> None:
+        """Reserve `amount` leaving the debited account (a pending transaction), or OutflowRefused
+        when the ledger says it is not there to give."""
+        try:
+            await self._ledger.PostTransaction(
+                ledger_service_pb2.PostTransactionRequest(
+                    transaction_id=transaction_id,
+                    postings=[
+                        ledger_pb2.Posting(account_id=debit, entry_type=DEBIT, amount=amount, currency=currency),
+                        ledger_pb2.Posting(account_id=credit, entry_type=CREDIT, amount=amount, currency=currency),
+                    ],
+                    description=description,
+                    metadata=metadata,
+                    pending=True,
+                )
+            )
+        except grpc.aio.AioRpcError as exc:
+            info = error_info(exc)
+            if (
+                exc.code() is grpc.StatusCode.FAILED_PRECONDITION
+                and info is not None
+                and info.reason == "INSUFFICIENT_FUNDS"
+            ):
+                raise OutflowRefused(
+                    f"the ledger refused to reserve {amount} {currency}: {exc.details()}",
+                    metadata={"transaction_id": transaction_id},
+                ) from None
+            raise
+
+    async def post_reserved(
+        self, transaction_id: str, reserved: str, description: str, metadata: dict[str, str]
+    ) -> None:
+        """The reserved money left: post the reservation (idempotent on `transaction_id`)."""
+        await self._ledger.PostPendingTransaction(
+            ledger_service_pb2.PostPendingTransactionRequest(
+                transaction_id=transaction_id, pending_transaction_id=reserved, description=description,
+                metadata=metadata,
+            )
+        )  # fmt: skip
+
+    async def void_reserved(
+        self, transaction_id: str, reserved: str, description: str, metadata: dict[str, str]
+    ) -> None:
+        """The reserved money did not leave: void the reservation (idempotent on `transaction_id`)."""
+        await self._ledger.VoidPendingTransaction(
+            ledger_service_pb2.VoidPendingTransactionRequest(
+                transaction_id=transaction_id, pending_transaction_id=reserved, description=description,
+                metadata=metadata,
+            )
+        )  # fmt: skip
 
     async def transaction_exists(self, transaction_id: str) -> bool:
         try:

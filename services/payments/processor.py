@@ -65,7 +65,7 @@ def backoff_s(attempt: int, base_s: float, cap_s: float) -> float:
     return random.uniform(ceiling / 2, ceiling)
 
 
-def _raise_if_cancelling() -> None:
+def raise_if_cancelling() -> None:
     """pymongo may turn a cancellation into an error of its own; a loop that
     swallowed it would never stop (the server waits for it on shutdown)."""
     task = asyncio.current_task()
@@ -90,7 +90,7 @@ class Processor:
         try:
             resumed = await self._payments.records.make_pending_events_due()
         except Exception:
-            _raise_if_cancelling()
+            raise_if_cancelling()
             resumed = 0  # the loop below copes with a store that is away
         if resumed:
             log.info("resuming pending webhook events", extra={"count": resumed})
@@ -106,7 +106,7 @@ class Processor:
             try:
                 worked = await self.process_one()
             except Exception:
-                _raise_if_cancelling()
+                raise_if_cancelling()
                 # The store itself failed (claiming an event); wait and look again.
                 log.exception("webhook processor could not claim an event")
                 worked = False
@@ -118,7 +118,7 @@ class Processor:
         try:
             due = await self._payments.records.next_event_due()
         except Exception:
-            _raise_if_cancelling()
+            raise_if_cancelling()
             due = None
         if due is not None:
             delay = min(delay, max((due - now()).total_seconds(), 0.0))
@@ -137,7 +137,7 @@ class Processor:
         try:
             outcome = await self._payments.process(doc["event"], doc.get("data") or {})
         except Exception as exc:
-            _raise_if_cancelling()
+            raise_if_cancelling()
             failure_count = doc.get("failures", 0) + (0 if transient(exc) else 1)
             parked = failure_count >= self._max_attempts
             cap_s = MAX_TRANSIENT_BACKOFF_S if transient(exc) else MAX_BACKOFF_S
@@ -167,4 +167,4 @@ class Processor:
             try:
                 await self._payments.records.renew_event_lease(event_id, token, EVENT_LEASE)
             except Exception:
-                _raise_if_cancelling()
+                raise_if_cancelling()

@@ -1,17 +1,31 @@
 """Payments use cases: initialize, refund, payout, recipients, webhook intake,
-and settlement — what a Paystack event (or a payer's verify) does to our records.
+and settlement — what Paystack's answer (after an event, a payer's verify or
+the janitor's look) does to our records.
 
-Every money step has a deterministic ledger id and every step is safe to
-repeat, so a crash anywhere is repaired by running the same step again:
-- a charge's capture and a refund are posted to the ledger before the
-  payment's status moves (a conditional update: it moves once);
-- a payout's status moves first, then its postings; a reversed payout always
-  gets both the transfer's posting and the reversal, so the ledger nets out
-  however a success and a reversal interleave;
-- then goals is told (its internal methods are idempotent).
-What an RPC starts and must finish (a payer's verify, a transfer Paystack
-refused) is handed to the processor as an outbox entry before it is done, so
-goals hears of it even if the RPC is cut short.
+Money safety (DESIGN.md section 10):
+- money out is reserved in the ledger before Paystack is asked (a refund:
+  GOAL -> ESCROW pending; a payout: USER -> ESCROW pending). A reservation the
+  ledger refuses (INSUFFICIENT_FUNDS: the money is not there, or already on
+  its way out) means Paystack is never asked (OutflowRefused);
+- a webhook is a claim, not a fact: every event makes us ask Paystack (verify
+  the charge, fetch the refunds of the charge, verify the transfer), and only
+  Paystack's answer moves money; an event Paystack does not confirm is FLAGGED
+  and moves nothing; a refund Paystack holds that we never asked for (the
+  dashboard, a partial one) is recorded and flags the payment, never settling
+  ours;
+- Paystack's outcome posts the reservation (the money left) or voids it (it
+  did not), once: the ledger refuses a second resolution.
+Every money step has a deterministic ledger id and is safe to repeat, so a
+crash anywhere is repaired by running the same step again; goals' internal
+methods are idempotent too. What an RPC starts and must finish (a payer's
+verify, a transfer Paystack refused) is handed to the processor as an outbox
+entry before it is done, so goals hears of it even if the RPC is cut short.
+
+Deadline budgets: a Paystack call takes at most GOFUND_PAYSTACK_TIMEOUT_MS and
+ends PROVIDER_MARGIN_S before the incoming call's deadline; the lease that
+covers it outlives it by LEASE_MARGIN_S, so nobody overtakes a call in flight
+and a retry after a cut-off call takes over as soon as the caller's deadline
+has passed.
 """
 
 from __future__ import annotations
@@ -25,7 +39,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from gofund.goals.v1 import goals_pb2
 
@@ -41,19 +55,35 @@ from services.payments.domain import (
     PaymentStatus,
     PayoutStatus,
 )
-from services.payments.paystack import Paystack, Refund
+from services.payments.paystack import Paystack, Refund, Transfer
 from services.payments.peers import ESCROW, GOAL, PLATFORM, USER, PayoutOutcome, Peers
 from services.payments.store import Payment, PaymentsStore, Payout, Recipient, WebhookEvent
 
 log = logging.getLogger("gofund.payments")
+T = TypeVar("T")
 
 ADMIN_PERMISSION = "payments:admin"
 # How long a waiting replay polls for the lease holder's answer between looks.
 LEASE_POLL_S = 0.05
+# A Paystack call ends this long before the incoming call's deadline, so its
+# answer is stored and returned in time.
+PROVIDER_MARGIN_S = 0.5
+# A lease outlives the Paystack call it covers by this much.
+LEASE_MARGIN_S = 0.25
+# Less than this left of the deadline: do not start a Paystack call.
+MIN_PROVIDER_BUDGET_S = 0.2
+# Paystack statuses of a refund or transfer that is not decided yet.
+UNDECIDED = frozenset({"pending", "processing", "queued", "otp", "received"})
 _PAYOUT_OUTCOME: dict[PayoutStatus, PayoutOutcome] = {
     PayoutStatus.SUCCESS: goals_pb2.PAYOUT_OUTCOME_SUCCEEDED,
     PayoutStatus.FAILED: goals_pb2.PAYOUT_OUTCOME_FAILED,
     PayoutStatus.REVERSED: goals_pb2.PAYOUT_OUTCOME_REVERSED,
+}
+# What each final status in Paystack's Verify Transfer makes of a payout.
+_TRANSFER_STATUS = {
+    "success": PayoutStatus.SUCCESS,
+    "failed": PayoutStatus.FAILED,
+    "reversed": PayoutStatus.REVERSED,
 }
 
 
@@ -79,6 +109,7 @@ class Payments:
         secret_key: str,
         default_callback_url: str,
         paystack_timeout_s: float,
+        first_check_after: timedelta = timedelta(minutes=5),
         wake_processor: Callable[[], None] = lambda: None,
     ) -> None:
         self.records = records
@@ -86,9 +117,37 @@ class Payments:
         self.peers = peers
         self._secret_key = secret_key
         self._default_callback_url = default_callback_url
-        # A lease outlives one Paystack call, so a holder is never overtaken mid-call.
-        self._lease = timedelta(seconds=paystack_timeout_s + 5)
+        self._paystack_timeout_s = paystack_timeout_s
+        # When the janitor first looks at a payment, refund or payout nobody has settled.
+        self.first_check_after = first_check_after
         self.wake_processor = wake_processor
+        # Paystack calls whose caller went away, finishing on their own (see _shielded).
+        self._detached: set[asyncio.Future[Any]] = set()
+
+    # -- budgets ----------------------------------------------------------------------
+    def _provider_budget(self) -> float:
+        """Seconds one Paystack call may take: the configured timeout, or less when the
+        incoming call's deadline is nearer (it then ends PROVIDER_MARGIN_S before it)."""
+        budget = self._paystack_timeout_s
+        remaining = context.remaining_seconds()
+        if remaining is not None:
+            budget = min(budget, remaining - PROVIDER_MARGIN_S)
+        if budget < MIN_PROVIDER_BUDGET_S:
+            raise domain.PaystackUnavailable("too little of the call's deadline is left to ask Paystack")
+        return budget
+
+    @staticmethod
+    def _lease_for(budget_s: float) -> timedelta:
+        return timedelta(seconds=budget_s + LEASE_MARGIN_S)
+
+    async def _shielded(self, step: Awaitable[T]) -> T:
+        """Run a Paystack step to its end even if this call is cancelled (its caller went
+        away): the answer is stored within its lease, so a retry finds it instead of
+        asking Paystack again under a new reference."""
+        task: asyncio.Future[T] = asyncio.ensure_future(step)
+        self._detached.add(task)
+        task.add_done_callback(self._detached.discard)
+        return await asyncio.shield(task)
 
     # -- InitializePayment ----------------------------------------------------------
     async def initialize(
@@ -149,6 +208,9 @@ class Payments:
                     "paidAt": None,
                     "createdAt": stamp,
                     "updatedAt": stamp,
+                    # The janitor verifies a payment nobody settled from then on.
+                    "checkAt": stamp + self.first_check_after,
+                    "checks": 0,
                 }
             )
         if payment.fingerprint != terms:
@@ -161,15 +223,18 @@ class Payments:
     async def _ensure_checkout(self, payment: Payment) -> Payment:
         """Initialize the payment at Paystack once, however many callers ask at once."""
         while not payment.authorization_url and payment.status is PaymentStatus.PENDING:
-            doc, token = await self.records.lease_checkout(payment.payment_id, self._lease)
+            budget = self._provider_budget()
+            doc, token = await self.records.lease_checkout(payment.payment_id, self._lease_for(budget))
             if doc is None:
                 payment = await self._wait_for(self.records.payment, payment.payment_id, lambda p: p.authorization_url)
                 continue
             payment = store.Payment.of(doc)
-            payment = await self._initialize_at_paystack(payment, doc, token)
+            payment = await self._shielded(self._initialize_at_paystack(payment, doc, token, budget))
         return payment
 
-    async def _initialize_at_paystack(self, payment: Payment, doc: Mapping[str, Any], token: str) -> Payment:
+    async def _initialize_at_paystack(
+        self, payment: Payment, doc: Mapping[str, Any], token: str, budget: float
+    ) -> Payment:
         lease = ("initLease", token)
         try:
             checkout = await self.paystack.initialize(
@@ -184,6 +249,7 @@ class Payments:
                     "contribution_id": payment.contribution_id,
                     "goal_id": payment.goal_id,
                 },
+                timeout_s=budget,
             )
         except domain.PaystackRejected as exc:
             if domain.duplicate_reference(exc.message):
@@ -206,8 +272,6 @@ class Payments:
             # Perhaps it reached Paystack: a retry then meets our reference and moves on.
             await self.records.update_payment(payment.payment_id, {}, lease=lease, release_lease=True)
             raise
-        # Cancelled mid-call (the caller went away): the lease is kept until it runs out,
-        # so nobody asks Paystack again while this call may still land there.
         stored = await self.records.update_payment(
             payment.payment_id,
             {"authorizationUrl": checkout.authorization_url, "accessCode": checkout.access_code,
@@ -219,16 +283,21 @@ class Payments:
         return stored or await self._reload(payment.payment_id)
 
     async def _wait_for(self, load: Callable[[str], Awaitable[Any]], key: str, ready: Callable[[Any], object]) -> Any:
-        """Poll until another lease holder has finished (or its lease ran out)."""
-        give_up = time.monotonic() + self._lease.total_seconds()
+        """Poll until another lease holder has finished or its lease ran out (then the
+        caller takes it over). If this call's own deadline comes first, it answers in
+        time with PaystackCallInProgress, and a retry finds the holder's answer."""
+        give_up = time.monotonic() + self._lease_for(self._paystack_timeout_s).total_seconds()
         remaining = context.remaining_seconds()
-        if remaining is not None:
-            give_up = min(give_up, time.monotonic() + remaining)
+        answer_by = None if remaining is None else time.monotonic() + remaining - PROVIDER_MARGIN_S
         while True:
             await asyncio.sleep(LEASE_POLL_S)
             current = await load(key)
             if current is None or ready(current) or time.monotonic() >= give_up:
                 return current
+            if answer_by is not None and time.monotonic() >= answer_by:
+                raise domain.PaystackCallInProgress(
+                    "another call is asking Paystack for this and has not answered yet; retry", metadata={"id": key}
+                )
 
     async def _reload(self, payment_id: str) -> Payment:
         payment = await self.records.payment(payment_id)
@@ -264,7 +333,13 @@ class Payments:
 
     # -- settlement of charges --------------------------------------------------------------
     async def settle_charge(
-        self, payment: Payment, *, confirmed_by_event: bool, notify: bool = True, reference: str = ""
+        self,
+        payment: Payment,
+        *,
+        confirmed_by_event: bool,
+        notify: bool = True,
+        reference: str = "",
+        abandon_before: datetime | None = None,
     ) -> Payment:
         """Bring a payment in line with Paystack's verify, then finish what its status implies.
 
@@ -272,6 +347,9 @@ class Payments:
         verify that does not agree yet is retried later rather than ignored.
         `notify`: tell goals (the processor does; an RPC leaves it to the processor).
         `reference`: the one Paystack named, if not the payment's current one.
+        `abandon_before`: a checkout Paystack still reports `abandoned` that was
+        created before this is given up (ABANDONED): its payer had the whole
+        idempotency window to pay (the janitor passes it).
         """
         posted = False
         if payment.status is PaymentStatus.PENDING and not payment.flagged:
@@ -301,6 +379,13 @@ class Payments:
                 )  # fmt: skip
             elif confirmed_by_event:
                 raise NotYetConfirmed(f"Paystack's verify reports {charge.status!r} for a charge.success")
+            elif domain.given_up(charge.status, payment.created_at, abandon_before):
+                moved = await self.records.update_payment(
+                    payment.payment_id,
+                    {"status": str(PaymentStatus.ABANDONED), "verification": charge.data,
+                     "failureReason": "abandoned at checkout"},
+                    statuses=[PaymentStatus.PENDING],
+                )  # fmt: skip
             # Not moved: still pending, or another caller moved it first; either way, as it stands now.
             payment = moved or await self._reload(payment.payment_id)
         if payment.flagged or not notify:
@@ -313,6 +398,20 @@ class Payments:
             )
         elif payment.status is PaymentStatus.FAILED:
             await self.peers.fail_contribution(payment.contribution_id, payment.payment_id, "payment failed")
+        elif payment.status is PaymentStatus.ABANDONED:
+            await self.peers.fail_contribution(payment.contribution_id, payment.payment_id, "abandoned at checkout")
+        return payment
+
+    async def abandon(self, payment: Payment, reason: str) -> Payment:
+        """Give up a checkout that can no longer be paid: ABANDONED, and its contribution fails."""
+        moved = await self.records.update_payment(
+            payment.payment_id,
+            {"status": str(PaymentStatus.ABANDONED), "failureReason": reason[:500]},
+            statuses=[PaymentStatus.PENDING],
+        )
+        payment = moved or await self._reload(payment.payment_id)
+        if payment.status is PaymentStatus.ABANDONED:
+            await self.peers.fail_contribution(payment.contribution_id, payment.payment_id, reason)
         return payment
 
     async def _post_capture(self, payment: Payment) -> None:
@@ -354,11 +453,14 @@ class Payments:
                     + (" under another refund id" if current else ""),
                     metadata={"payment_id": payment_id, "status": str(payment.status)},
                 )
+            stamp = store.now()
             started = await self.records.update_payment(
                 payment_id,
                 {"status": str(PaymentStatus.REFUND_PENDING),
-                 "refund": {"refundId": refund_id, "reason": reason[:500], "requested": False,
-                            "createdAt": store.now()}},
+                 "refund": {"refundId": refund_id, "key": domain.refund_key(payment_id, refund_id),
+                            "amount": payment.amount, "reason": reason[:500], "reserved": False,
+                            "requested": False, "createdAt": stamp},
+                 "checkAt": stamp + self.first_check_after, "checks": 0},
                 statuses=[PaymentStatus.SUCCESS],
             )  # fmt: skip
             if started is not None:
@@ -366,76 +468,205 @@ class Payments:
                 break
         return await self._ensure_refund_requested(payment)
 
+    async def continue_refund(self, payment: Payment) -> Payment:
+        """Carry on a refund that was started and not yet requested at Paystack (the janitor)."""
+        return await self._ensure_refund_requested(payment)
+
     async def _ensure_refund_requested(self, payment: Payment) -> Payment:
+        """Reserve the refund in the ledger, then ask Paystack for it once."""
         while True:
             refund = payment.refund
             if not refund or refund.get("requested") or payment.status is not PaymentStatus.REFUND_PENDING:
                 return payment
-            doc, token = await self.records.lease_refund(payment.payment_id, refund["refundId"], self._lease)
+            if not refund.get("reserved"):
+                payment = await self._reserve_refund(payment, refund)
+                continue
+            budget = self._provider_budget()
+            doc, token = await self.records.lease_refund(
+                payment.payment_id, refund["refundId"], self._lease_for(budget)
+            )
             if doc is None:
                 payment = await self._wait_for(
                     self.records.payment, payment.payment_id, lambda p: (p.refund or {}).get("requested")
                 )
                 continue
-            lease = ("refundLease", token)
-            try:
-                answer = await self.paystack.refund(
-                    transaction=payment.reference,
-                    amount=payment.amount,
-                    merchant_note=str(refund.get("reason") or "GoFund refund"),
-                )
-            except domain.PaystackRejected as exc:
-                if not domain.already_refunded(exc.message):
-                    await self.records.update_payment(payment.payment_id, {}, lease=lease, release_lease=True)
-                    raise
-                # Paystack holds a refund for all of it: our earlier attempt, whose
-                # answer was lost. Its refund.* event settles the payment.
-                answer = Refund(id="", status="pending", data={"paystack_message": exc.message})
-            except domain.PaystackUnavailable:
+            payment = await self._shielded(self._refund_at_paystack(payment, refund, token, budget))
+
+    async def _reserve_refund(self, payment: Payment, refund: Mapping[str, Any]) -> Payment:
+        """GOAL -> ESCROW, pending: the money is spoken for before Paystack is asked.
+
+        If the ledger refuses, the money is not in the goal's account (released, or
+        reserved for another refund): the refund is dropped before it reaches
+        Paystack, the payment is SUCCESS again, and the caller is told why.
+        """
+        escrow = await self.peers.account(ESCROW, PLATFORM, payment.currency)
+        goal = await self.peers.account(GOAL, payment.goal_id, payment.currency)
+        try:
+            await self.peers.reserve(
+                domain.refund_reserve_id(str(refund["key"])),
+                debit=goal,
+                credit=escrow,
+                amount=int(refund.get("amount") or payment.amount),
+                currency=payment.currency,
+                description="refund reserved before Paystack is asked",
+                metadata={**_payment_metadata(payment), "refund_id": str(refund["refundId"])},
+            )
+        except domain.OutflowRefused:
+            log.error(
+                "the ledger refused a refund's reservation; Paystack is not asked",
+                extra={"payment_id": payment.payment_id, "refund_id": refund["refundId"]},
+            )
+            await self.records.update_payment(
+                payment.payment_id,
+                {"status": str(PaymentStatus.SUCCESS)},
+                statuses=[PaymentStatus.REFUND_PENDING],
+                match={"refund.refundId": refund["refundId"], "refund.reserved": False},
+                unset=["refund"],
+            )
+            raise
+        reserved = await self.records.update_payment(
+            payment.payment_id,
+            {"refund.reserved": True},
+            statuses=[PaymentStatus.REFUND_PENDING],
+            match={"refund.refundId": refund["refundId"]},
+        )
+        return reserved or await self._reload(payment.payment_id)
+
+    async def _refund_at_paystack(
+        self, payment: Payment, refund: Mapping[str, Any], token: str, budget: float
+    ) -> Payment:
+        lease = ("refundLease", token)
+        try:
+            answer = await self.paystack.refund(
+                transaction=payment.reference,
+                amount=int(refund.get("amount") or payment.amount),
+                merchant_note=str(refund.get("reason") or "GoFund refund"),
+                timeout_s=budget,
+            )
+        except domain.PaystackRejected as exc:
+            if not domain.already_refunded(exc.message):
                 await self.records.update_payment(payment.payment_id, {}, lease=lease, release_lease=True)
                 raise
-            stored = await self.records.update_payment(
-                payment.payment_id,
-                {"refund.requested": True, "refund.paystackRefundId": answer.id, "refund.data": answer.data},
-                lease=lease,
-                release_lease=True,
-            )  # fmt: skip
-            payment = stored or await self._reload(payment.payment_id)
+            # Paystack holds a refund for all of it: our earlier attempt, whose
+            # answer was lost. Reviewing the charge's refunds finds and settles it.
+            answer = Refund(id="", status="pending", data={"paystack_message": exc.message})
+        except domain.PaystackUnavailable:
+            await self.records.update_payment(payment.payment_id, {}, lease=lease, release_lease=True)
+            raise
+        stored = await self.records.update_payment(
+            payment.payment_id,
+            {"refund.requested": True, "refund.paystackRefundId": answer.id, "refund.data": answer.data},
+            lease=lease,
+            release_lease=True,
+        )
+        return stored or await self._reload(payment.payment_id)
+
+    async def review_refunds(self, payment: Payment) -> list[Refund]:
+        """Settle the payment's refund as Paystack has decided it, and flag refunds we never asked for.
+
+        Reads every refund Paystack holds for the charge. Ours (by its Paystack
+        id; or, if our request's answer was lost, the one refund of our amount we
+        do not know) settles the reservation: `processed` posts it and the
+        payment is REFUNDED, `failed` voids it and the payment is SUCCESS again.
+        Any other refund of the charge is recorded on the payment and flags it: the
+        money left Paystack without the ledger, for an operator. Returns Paystack's
+        refunds of the charge.
+        """
+        charge_id = await self._charge_id(payment)
+        found = [r async for r in self.paystack.refunds(charge_id)] if charge_id else []
+        refund = dict(payment.refund or {})
+        known = {*payment.failed_paystack_refund_ids, *payment.foreign_refund_ids}
+        ours = next((r for r in found if r.id and r.id == str(refund.get("paystackRefundId") or "")), None)
+        if ours is None and refund.get("requested") and not refund.get("paystackRefundId"):
+            unknown = [r for r in found if r.id not in known and r.amount == refund.get("amount")]
+            if len(unknown) == 1:  # our request reached Paystack; its answer did not reach us
+                ours = unknown[0]
+                adopted = await self.records.update_payment(
+                    payment.payment_id,
+                    {"refund.paystackRefundId": ours.id},
+                    match={"refund.refundId": refund["refundId"]},
+                )
+                payment = adopted or payment
+        foreign = [r for r in found if r is not ours and r.id not in known]
+        if foreign:
+            payment = await self._record_foreign_refunds(payment, foreign)
+        if ours is not None and payment.status is not PaymentStatus.SUCCESS:
+            if ours.status == "processed":
+                if (ours.amount, ours.currency) != (refund.get("amount"), payment.currency):
+                    await self._flag(
+                        payment,
+                        f"Paystack processed refund {ours.id} for {ours.amount} {ours.currency}; "
+                        f"we asked for {refund.get('amount')} {payment.currency}",
+                        ours.data,
+                    )
+                else:
+                    await self._refund_processed(payment, refund, ours)
+            elif ours.status == "failed":
+                await self._refund_failed(payment, refund, ours)
+        return found
+
+    async def _charge_id(self, payment: Payment) -> str:
+        """The charge's Paystack id, as its verify reported it (asked again if we never stored it)."""
+        stored = (payment.verification or {}).get("id")
+        if stored not in (None, ""):
+            return str(stored)
+        charge = await self.paystack.verify(payment.reference)
+        return str(charge.data.get("id") or "")
+
+    async def _record_foreign_refunds(self, payment: Payment, refunds: list[Refund]) -> Payment:
+        entries = [{"id": r.id, "amount": r.amount, "currency": r.currency, "status": r.status} for r in refunds]
+        described = ", ".join(f"{r.id} ({r.amount} {r.currency}, {r.status})" for r in refunds)
+        log.warning(
+            "Paystack holds a refund we did not ask for; the payment is flagged",
+            extra={"payment_id": payment.payment_id, "refunds": described},
+        )
+        recorded = await self.records.update_payment(
+            payment.payment_id,
+            {"flagged": True, "flagReason": f"Paystack holds refunds we did not ask for: {described}"[:500]},
+            push_each={"foreignRefunds": entries},
+        )
+        return recorded or payment
+
+    async def _refund_processed(self, payment: Payment, refund: Mapping[str, Any], answer: Refund) -> None:
+        key = str(refund["key"])
+        await self.peers.post_reserved(
+            domain.refund_settle_id(key),
+            domain.refund_reserve_id(key),
+            "contribution refunded to the payer by Paystack",
+            {**_payment_metadata(payment), "refund_id": str(refund["refundId"]), "paystack_refund_id": answer.id},
+        )
+        await self.records.update_payment(
+            payment.payment_id,
+            {"status": str(PaymentStatus.REFUNDED), "refundedAt": store.now(), "refundData": answer.data},
+            statuses=[PaymentStatus.REFUND_PENDING],
+        )
+        await self.peers.contribution_refunded(payment.contribution_id, payment.payment_id)
+
+    async def _refund_failed(self, payment: Payment, refund: Mapping[str, Any], answer: Refund) -> None:
+        key = str(refund["key"])
+        await self.peers.void_reserved(
+            domain.refund_void_id(key),
+            domain.refund_reserve_id(key),
+            "refund failed at Paystack; the money stays with the goal",
+            {**_payment_metadata(payment), "refund_id": str(refund["refundId"]), "paystack_refund_id": answer.id},
+        )
+        await self.records.fail_refund(payment.payment_id, answer.data)
 
     async def settle_refund(self, event: str, data: Mapping[str, Any]) -> Outcome:
+        """refund.processed / refund.failed: a claim that makes us look at Paystack's refunds
+        of the charge. Only Paystack's answer moves money; a claim it does not bear out is FLAGGED."""
         reference = _refund_transaction_reference(data)
         payment = await self.records.payment_by_reference(reference) if reference else None
         if payment is None:
             return Outcome(EventStatus.PROCESSED, f"no payment with reference {reference!r}; nothing to do")
-        if event == "refund.failed":
-            ours = str((payment.refund or {}).get("paystackRefundId") or "")
-            if ours and data.get("id") not in (None, "") and str(data.get("id")) != ours:
-                return Outcome(EventStatus.PROCESSED, "refund.failed for an earlier refund; nothing to do")
-            if await self.records.fail_refund(payment.payment_id, data):
-                return Outcome(EventStatus.PROCESSED, "refund failed at Paystack; the payment can be refunded again")
-            return Outcome(EventStatus.PROCESSED, f"refund.failed for a {payment.status} payment; nothing to do")
-        # refund.processed: the money went back to the payer.
-        if payment.status not in (PaymentStatus.REFUND_PENDING, PaymentStatus.SUCCESS, PaymentStatus.REFUNDED):
-            await self._flag(payment, f"Paystack refunded a {payment.status} payment", data)
-            return Outcome(EventStatus.PROCESSED, f"refund.processed for a {payment.status} payment; flagged")
-        escrow = await self.peers.account(ESCROW, PLATFORM, payment.currency)
-        goal = await self.peers.account(GOAL, payment.goal_id, payment.currency)
-        await self.peers.transfer(
-            domain.refund_transaction_id(payment.payment_id),
-            debit=goal,
-            credit=escrow,
-            amount=payment.amount,
-            currency=payment.currency,
-            description="contribution refunded to the payer by Paystack",
-            metadata=_payment_metadata(payment),
-        )
-        await self.records.update_payment(
-            payment.payment_id,
-            {"status": str(PaymentStatus.REFUNDED), "refundedAt": store.now(), "refundData": dict(data)},
-            statuses=[PaymentStatus.REFUND_PENDING, PaymentStatus.SUCCESS],
-        )
-        await self.peers.contribution_refunded(payment.contribution_id, payment.payment_id)
-        return Outcome(EventStatus.PROCESSED)
+        found = await self.review_refunds(payment)
+        claimed = "processed" if event == "refund.processed" else "failed"
+        if any(r.status == claimed for r in found):
+            return Outcome(EventStatus.PROCESSED)
+        if any(r.status in UNDECIDED for r in found):
+            raise NotYetConfirmed(f"Paystack has not decided the refund this {event} reports")
+        log.warning("webhook not borne out by Paystack", extra={"payment_id": payment.payment_id, "event": event})
+        return Outcome(EventStatus.FLAGGED, f"Paystack holds no {claimed} refund of this charge; nothing moved")
 
     # -- payout recipients ------------------------------------------------------------------------
     async def create_recipient(
@@ -524,9 +755,12 @@ class Payments:
                     "reference": domain.payout_reference(payout_id),
                     "transferCode": None,
                     "requested": False,
+                    "reserved": False,
                     "failureReason": "",
                     "createdAt": stamp,
                     "updatedAt": stamp,
+                    "checkAt": stamp + self.first_check_after,
+                    "checks": 0,
                 }
             )
         if payout.fingerprint != terms:
@@ -536,57 +770,95 @@ class Payments:
             )
         return await self._ensure_transfer(payout)
 
+    async def continue_transfer(self, payout: Payout) -> Payout:
+        """Carry on a payout that was created and not yet requested at Paystack (the janitor)."""
+        return await self._ensure_transfer(payout)
+
     async def _ensure_transfer(self, payout: Payout) -> Payout:
-        """Ask Paystack for the transfer once, however many callers ask at once."""
+        """Reserve the payout in the ledger, then ask Paystack for the transfer once,
+        however many callers ask at once."""
         while not payout.requested and payout.status is PayoutStatus.PENDING:
-            doc, token = await self.records.lease_transfer(payout.payout_id, self._lease)
+            if not payout.reserved:
+                try:
+                    payout = await self._reserve_payout(payout)
+                except domain.OutflowRefused as exc:
+                    # The owner's account does not hold it (paid out already, or on its
+                    # way): never asked of Paystack; goals hears FAILED as for a refusal.
+                    log.error("the ledger refused a payout's reservation", extra={"payout_id": payout.payout_id})
+                    return await self._refuse_payout(payout, exc.message)
+                continue
+            budget = self._provider_budget()
+            doc, token = await self.records.lease_transfer(payout.payout_id, self._lease_for(budget))
             if doc is None:
                 payout = await self._wait_for(self.records.payout, payout.payout_id, lambda p: p.requested)
                 continue
-            lease = ("transferLease", token)
-            try:
-                transfer = await self.paystack.transfer(
-                    amount=payout.amount,
-                    recipient_code=payout.recipient_code,
-                    reason=payout.reason or "GoFund payout",
-                    currency=payout.currency,
-                    reference=payout.reference,
-                )
-            except domain.PaystackRejected as exc:
-                if domain.duplicate_reference(exc.message):
-                    # An earlier attempt reached Paystack (its answer was lost).
-                    # Its events carry our reference, which is how they find the payout.
-                    stored = await self.records.update_payout(
-                        payout.payout_id, {"requested": True}, lease=lease, release_lease=True
-                    )
-                    payout = stored or await self._payout(payout.payout_id)
-                    continue
-                # Refused outright (an unusable recipient, say): the payout fails now,
-                # and goals hears it as it hears transfer.failed, through the
-                # processor, so it retries under a new payout id (and recipient).
-                await self.records.arm_event(
-                    f"{domain.PAYOUT_REJECTED}:{payout.payout_id}", domain.PAYOUT_REJECTED,
-                    {"payout_id": payout.payout_id, "reason": exc.message},
-                )  # fmt: skip
-                self.wake_processor()
-                return await self._reject_payout(payout.payout_id, exc.message)
-            except domain.PaystackUnavailable:
-                # Perhaps it reached Paystack: a retry then meets our reference.
-                await self.records.update_payout(payout.payout_id, {}, lease=lease, release_lease=True)
-                raise
-            stored = await self.records.update_payout(
-                payout.payout_id,
-                {"requested": True, "transferCode": transfer.transfer_code, "transferData": transfer.data},
-                lease=lease,
-                release_lease=True,
-            )  # fmt: skip
-            payout = stored or await self._payout(payout.payout_id)
+            payout = await self._shielded(self._transfer_at_paystack(payout, token, budget))
         return payout
+
+    async def _reserve_payout(self, payout: Payout) -> Payout:
+        """USER -> ESCROW, pending: the money is spoken for before Paystack is asked."""
+        user = await self.peers.account(USER, payout.user_id, payout.currency)
+        escrow = await self.peers.account(ESCROW, PLATFORM, payout.currency)
+        await self.peers.reserve(
+            domain.payout_reserve_id(payout.payout_id),
+            debit=user,
+            credit=escrow,
+            amount=payout.amount,
+            currency=payout.currency,
+            description="payout reserved before Paystack is asked",
+            metadata=_payout_metadata(payout),
+        )
+        reserved = await self.records.update_payout(payout.payout_id, {"reserved": True})
+        return reserved or await self._payout(payout.payout_id)
+
+    async def _transfer_at_paystack(self, payout: Payout, token: str, budget: float) -> Payout:
+        lease = ("transferLease", token)
+        try:
+            transfer = await self.paystack.transfer(
+                amount=payout.amount,
+                recipient_code=payout.recipient_code,
+                reason=payout.reason or "GoFund payout",
+                currency=payout.currency,
+                reference=payout.reference,
+                timeout_s=budget,
+            )
+        except domain.PaystackRejected as exc:
+            if domain.duplicate_reference(exc.message):
+                # An earlier attempt reached Paystack (its answer was lost).
+                # Its events carry our reference, which is how they find the payout.
+                stored = await self.records.update_payout(
+                    payout.payout_id, {"requested": True}, lease=lease, release_lease=True
+                )
+                return stored or await self._payout(payout.payout_id)
+            # Refused outright (an unusable recipient, say): the payout fails now.
+            await self.records.update_payout(payout.payout_id, {}, lease=lease, release_lease=True)
+            return await self._refuse_payout(payout, exc.message)
+        except domain.PaystackUnavailable:
+            # Perhaps it reached Paystack: a retry then meets our reference.
+            await self.records.update_payout(payout.payout_id, {}, lease=lease, release_lease=True)
+            raise
+        stored = await self.records.update_payout(
+            payout.payout_id,
+            {"requested": True, "transferCode": transfer.transfer_code, "transferData": transfer.data},
+            lease=lease,
+            release_lease=True,
+        )
+        return stored or await self._payout(payout.payout_id)
+
+    async def _refuse_payout(self, payout: Payout, reason: str) -> Payout:
+        """A payout that never reached Paystack fails now; goals hears it as it hears
+        transfer.failed, through the processor (so it retries under a new payout id)."""
+        await self.records.arm_event(
+            f"{domain.PAYOUT_REJECTED}:{payout.payout_id}", domain.PAYOUT_REJECTED,
+            {"payout_id": payout.payout_id, "reason": reason},
+        )  # fmt: skip
+        self.wake_processor()
+        return await self._reject_payout(payout.payout_id, reason)
 
     async def _reject_payout(self, payout_id: str, reason: str) -> Payout:
         moved = await self.records.update_payout(
             payout_id,
-            {"status": str(PayoutStatus.FAILED), "failureReason": f"Paystack refused the transfer: {reason}"[:500]},
+            {"status": str(PayoutStatus.FAILED), "failureReason": f"the transfer was refused: {reason}"[:500]},
             statuses=[PayoutStatus.PENDING],
         )
         return moved or await self._payout(payout_id)
@@ -600,33 +872,56 @@ class Payments:
     async def payout(self, payout_id: str) -> Payout:
         return await self._payout(domain.require_uuid(payout_id, "payout_id", "INVALID_PAYOUT_ID"))
 
-    async def settle_transfer(self, event: str, data: Mapping[str, Any]) -> Outcome:
-        """transfer.success / failed / reversed. The status moves first (once), then
-        the money. A reversed payout always has both the transfer's posting and its
-        reversal written (they net to nothing), so however a success and a
-        reversal interleave, even processed at once, the ledger ends right."""
-        payout = await self.records.payout_by_transfer(
-            str(data.get("transfer_code") or ""), str(data.get("reference") or "")
+    async def review_transfer(self, payout: Payout) -> Transfer | None:
+        """Settle the payout as Paystack's Verify Transfer reports it; None if Paystack holds no
+        transfer with our reference. A transfer whose amount or currency is not ours flags the
+        payout and moves nothing."""
+        try:
+            transfer = await self.paystack.verify_transfer(payout.reference)
+        except domain.PaystackNotFound:
+            return None
+        if (transfer.amount, transfer.currency) != (payout.amount, payout.currency):
+            await self.records.update_payout(
+                payout.payout_id,
+                {"flagged": True,
+                 "flagReason": f"Paystack's transfer is {transfer.amount} {transfer.currency}, "
+                               f"the payout {payout.amount} {payout.currency}"},
+            )  # fmt: skip
+            log.warning("payout flagged", extra={"payout_id": payout.payout_id})
+            return transfer
+        target = _TRANSFER_STATUS.get(transfer.status)
+        if target is not None and not payout.flagged:
+            await self._payout_settled(payout, target, transfer)
+        return transfer
+
+    async def _payout_settled(self, payout: Payout, target: PayoutStatus, transfer: Transfer) -> None:
+        """The status moves first (once), then the money: success posts the reservation,
+        failure voids it, a reversal posts it and puts the money back in the owner's
+        account. However a success and a reversal interleave, the ledger ends right:
+        both post the reservation under one id."""
+        sources = (
+            [PayoutStatus.PENDING, PayoutStatus.SUCCESS] if target is PayoutStatus.REVERSED else [PayoutStatus.PENDING]
         )
-        if payout is None:
-            return Outcome(EventStatus.PROCESSED, "no payout with this transfer code or reference; nothing to do")
-        reason = str(data.get("reason_for_failure") or data.get("failures") or data.get("gateway_response") or "")
-        target, sources = {
-            "transfer.success": (PayoutStatus.SUCCESS, [PayoutStatus.PENDING]),
-            "transfer.failed": (PayoutStatus.FAILED, [PayoutStatus.PENDING]),
-            "transfer.reversed": (PayoutStatus.REVERSED, [PayoutStatus.PENDING, PayoutStatus.SUCCESS]),
-        }[event]
-        changes: dict[str, Any] = {"status": str(target)}
+        changes: dict[str, Any] = {"status": str(target), "verification": transfer.data}
         if target is not PayoutStatus.SUCCESS:
-            changes["failureReason"] = reason or event.replace(".", " ")
+            reason = transfer.data.get("reason_for_failure") or transfer.data.get("failures") or transfer.status
+            changes["failureReason"] = str(reason)[:500]
         moved = await self.records.update_payout(payout.payout_id, changes, statuses=sources)
         payout = moved or await self._payout(payout.payout_id)
         if payout.status is not target:
-            return Outcome(EventStatus.PROCESSED, f"{event} for a {payout.status} payout; nothing to do")
-        if target is PayoutStatus.SUCCESS:
-            await self._post_payout(payout)
-        elif target is PayoutStatus.REVERSED:
-            await self._post_payout(payout)  # a replay if the success was processed
+            return  # already settled otherwise (a reversal after the failure of this one...): nothing to do
+        metadata = _payout_metadata(payout)
+        if target is PayoutStatus.FAILED:
+            await self.peers.void_reserved(
+                domain.payout_void_id(payout.payout_id), domain.payout_reserve_id(payout.payout_id),
+                "payout failed at Paystack; the money stays the owner's", metadata,
+            )  # fmt: skip
+        else:
+            await self.peers.post_reserved(
+                domain.payout_transaction_id(payout.payout_id), domain.payout_reserve_id(payout.payout_id),
+                "payout sent to the owner's bank by Paystack", metadata,
+            )  # fmt: skip
+        if target is PayoutStatus.REVERSED:
             user = await self.peers.account(USER, payout.user_id, payout.currency)
             escrow = await self.peers.account(ESCROW, PLATFORM, payout.currency)
             await self.peers.transfer(
@@ -636,25 +931,29 @@ class Payments:
                 amount=payout.amount,
                 currency=payout.currency,
                 description="payout reversed by Paystack; the money is the owner's again",
-                metadata=_payout_metadata(payout),
+                metadata=metadata,
             )
         await self.peers.payout_result(
             payout.goal_id, payout.payout_id, _PAYOUT_OUTCOME[payout.status], payout.failure_reason
         )
-        return Outcome(EventStatus.PROCESSED)
 
-    async def _post_payout(self, payout: Payout) -> None:
-        user = await self.peers.account(USER, payout.user_id, payout.currency)
-        escrow = await self.peers.account(ESCROW, PLATFORM, payout.currency)
-        await self.peers.transfer(
-            domain.payout_transaction_id(payout.payout_id),
-            debit=user,
-            credit=escrow,
-            amount=payout.amount,
-            currency=payout.currency,
-            description="payout sent to the owner's bank by Paystack",
-            metadata=_payout_metadata(payout),
+    async def settle_transfer(self, event: str, data: Mapping[str, Any]) -> Outcome:
+        """transfer.success / failed / reversed: a claim that makes us verify the transfer.
+        Only Paystack's answer moves money; a claim it does not bear out is FLAGGED."""
+        payout = await self.records.payout_by_transfer(
+            str(data.get("transfer_code") or ""), str(data.get("reference") or "")
         )
+        if payout is None:
+            return Outcome(EventStatus.PROCESSED, "no payout with this transfer code or reference; nothing to do")
+        transfer = await self.review_transfer(payout)
+        claimed = event.removeprefix("transfer.")
+        if transfer is None:
+            return Outcome(EventStatus.FLAGGED, "Paystack holds no transfer with our reference; nothing moved")
+        if transfer.status == claimed:
+            return Outcome(EventStatus.PROCESSED)
+        if transfer.status in UNDECIDED:
+            raise NotYetConfirmed(f"Paystack's transfer is still {transfer.status!r}; the event says {claimed}")
+        return Outcome(EventStatus.FLAGGED, f"the event says {claimed}, Paystack says {transfer.status!r}")
 
     # -- webhooks -----------------------------------------------------------------------------------
     async def receive_webhook(self, body: bytes, signature: str) -> bool:
@@ -701,6 +1000,11 @@ class Payments:
         if event == domain.PAYOUT_REJECTED:
             payout = await self._reject_payout(str(data["payout_id"]), str(data.get("reason") or ""))
             if payout.status is PayoutStatus.FAILED:
+                if payout.reserved:
+                    await self.peers.void_reserved(
+                        domain.payout_void_id(payout.payout_id), domain.payout_reserve_id(payout.payout_id),
+                        "Paystack refused the transfer; the money stays the owner's", _payout_metadata(payout),
+                    )  # fmt: skip
                 await self.peers.payout_result(
                     payout.goal_id, payout.payout_id, _PAYOUT_OUTCOME[payout.status], payout.failure_reason
                 )
@@ -823,7 +1127,11 @@ class Reconciler:
         peers = self._payments.peers
         for transaction_id, expected, what in (
             (domain.capture_transaction_id(payment.payment_id), payment.status in CAPTURED, "capture"),
-            (domain.refund_transaction_id(payment.payment_id), payment.status is PaymentStatus.REFUNDED, "refund"),
+            (
+                domain.refund_settle_id(str((payment.refund or {}).get("key") or "none")),
+                payment.status is PaymentStatus.REFUNDED,
+                "refund",
+            ),
         ):
             present = await peers.transaction_exists(transaction_id)
             if expected and not present:

@@ -33,6 +33,8 @@ ERRORS = ErrorTable(
         domain.PaystackRejected: ErrorMapping(Code.FAILED_PRECONDITION, "PAYSTACK_REJECTED"),
         domain.RecipientRejected: ErrorMapping(Code.INVALID_ARGUMENT, "RECIPIENT_REJECTED"),
         domain.EventStoreUnavailable: ErrorMapping(Code.UNAVAILABLE, "EVENT_STORE_UNAVAILABLE"),
+        domain.OutflowRefused: ErrorMapping(Code.FAILED_PRECONDITION, "INSUFFICIENT_FUNDS"),
+        domain.PaystackCallInProgress: ErrorMapping(Code.UNAVAILABLE, "PAYSTACK_CALL_IN_PROGRESS"),
     },
 )
 

@@ -46,6 +46,8 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("status", ASCENDING), ("createdAt", ASCENDING)], name="status_createdAt"),
         IndexModel([("createdAt", ASCENDING)], name="createdAt"),
         IndexModel([("refund.refundId", ASCENDING)], name="refundId", sparse=True),
+        # The janitor's look: open payments due for a check.
+        IndexModel([("status", ASCENDING), ("checkAt", ASCENDING)], name="status_checkAt"),
     ],
     "webhook_events": [
         IndexModel([("eventId", ASCENDING)], unique=True, name="eventId_unique"),
@@ -65,6 +67,7 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("reference", ASCENDING)], unique=True, name="reference_unique"),
         IndexModel([("transferCode", ASCENDING)], name="transferCode", sparse=True),
         IndexModel([("status", ASCENDING), ("createdAt", ASCENDING)], name="status_createdAt"),
+        IndexModel([("status", ASCENDING), ("checkAt", ASCENDING)], name="status_checkAt"),
     ],
 }
 
@@ -109,6 +112,11 @@ class Payment:
     failed_refund_ids: tuple[str, ...]
     created_at: datetime
     updated_at: datetime
+    # Paystack's verify of the charge, as it settled the payment.
+    verification: Mapping[str, Any] | None = None
+    # Paystack's ids of our refunds that failed, and of refunds we never asked for.
+    failed_paystack_refund_ids: tuple[str, ...] = ()
+    foreign_refund_ids: tuple[str, ...] = ()
 
     @classmethod
     def of(cls, doc: Document) -> Payment:
@@ -132,6 +140,11 @@ class Payment:
             failed_refund_ids=tuple(r.get("refundId", "") for r in doc.get("failedRefunds", [])),
             created_at=doc["createdAt"],
             updated_at=doc["updatedAt"],
+            verification=doc.get("verification"),
+            failed_paystack_refund_ids=tuple(
+                str(r["paystackRefundId"]) for r in doc.get("failedRefunds", []) if r.get("paystackRefundId")
+            ),
+            foreign_refund_ids=tuple(str(r.get("id")) for r in doc.get("foreignRefunds", [])),
         )
 
 
@@ -178,6 +191,11 @@ class Payout:
     failure_reason: str
     created_at: datetime
     updated_at: datetime
+    # The ledger holds its reservation (USER -> ESCROW, pending).
+    reserved: bool = False
+    # Paystack's transfer disagrees with it (amount, currency): nothing moves, an operator looks.
+    flagged: bool = False
+    flag_reason: str = ""
 
     @classmethod
     def of(cls, doc: Document) -> Payout:
@@ -198,6 +216,9 @@ class Payout:
             failure_reason=doc.get("failureReason") or "",
             created_at=doc["createdAt"],
             updated_at=doc["updatedAt"],
+            reserved=bool(doc.get("reserved")),
+            flagged=bool(doc.get("flagged")),
+            flag_reason=doc.get("flagReason") or "",
         )
 
 
@@ -381,20 +402,23 @@ class PaymentsStore:
         release_lease: bool = False,
         unset: Sequence[str] = (),
         push: Mapping[str, Any] | None = None,
+        push_each: Mapping[str, Sequence[Any]] | None = None,
+        match: Mapping[str, Any] | None = None,
     ) -> Payment | None:
-        """Apply `changes` if the payment is in one of `statuses` (and the lease
-        `(name, token)` is still ours, released if asked); the updated payment,
-        or None if not applied."""
+        """Apply `changes` if the payment is in one of `statuses`, meets `match` (and the
+        lease `(name, token)` is still ours, released if asked); the updated payment, or
+        None if not applied."""
         update: dict[str, Any] = {"$set": self._set(changes, lease, release_lease)}
         if unset:
             update["$unset"] = dict.fromkeys(unset, "")
-        if push:
-            update["$push"] = dict(push)
+        pushed = {**(push or {}), **{field: {"$each": list(values)} for field, values in (push_each or {}).items()}}
+        if pushed:
+            update["$push"] = pushed
         doc = await self._write(
             self.payments,
             {"paymentId": payment_id},
             update,
-            self._conditions(None if statuses is None else [str(s) for s in statuses], lease),
+            {**self._conditions(None if statuses is None else [str(s) for s in statuses], lease), **(match or {})},
         )
         return Payment.of(doc) if doc else None
 
@@ -409,7 +433,11 @@ class PaymentsStore:
 
     # -- webhook events ------------------------------------------------------------------------
     async def insert_event(self, event_id: str, event: str, body: str, data: Document, status: EventStatus) -> bool:
-        """Store a received event; False if it was received before (a duplicate delivery)."""
+        """Store a received event; False if it was received before and is done or in hand
+        (a duplicate delivery). A new delivery of an event that was parked, or that is
+        waiting out a backoff after failures, revives it (True): it is due again, with
+        this delivery's content, since the earlier one may have come before Paystack
+        could confirm it (a charge.success sent before the charge was paid)."""
         stamp = now()
         try:
             await self.events.insert_one(
@@ -432,6 +460,22 @@ class PaymentsStore:
                 }
             )
         except DuplicateKeyError:
+            stamp = now()
+            content = {"body": body, "data": data, "nextAttemptAt": stamp}
+            revived = await self.events.update_one(
+                {"eventId": event_id, "status": str(EventStatus.PARKED)},
+                {"$set": {**content, "status": str(EventStatus.PENDING), "failures": 0, "leaseUntil": EPOCH,
+                          "revivedAt": stamp},
+                 "$inc": {"deliveries": 1}},
+            )  # fmt: skip
+            if revived.modified_count:
+                return True
+            retried = await self.events.update_one(
+                {"eventId": event_id, "status": str(EventStatus.PENDING), "failures": {"$gt": 0}},
+                {"$set": {**content, "failures": 0}, "$inc": {"deliveries": 1}},
+            )
+            if retried.modified_count:
+                return True
             await self.events.update_one({"eventId": event_id}, {"$inc": {"deliveries": 1}})
             return False
         return True
@@ -587,6 +631,32 @@ class PaymentsStore:
             {"status": str(EventStatus.PARKED)},
         )  # fmt: skip
         return WebhookEvent.of(doc) if doc else None
+
+    # -- the janitor's looks ------------------------------------------------------------------
+    async def due_for_check(self, collection: str, statuses: Sequence[str], at: datetime, limit: int) -> list[Document]:
+        """Open records (payments or payouts in `statuses`) whose next check is due."""
+        cursor = (
+            self.database[collection]
+            .find({"status": {"$in": list(statuses)}, "checkAt": {"$lte": at}})
+            .sort("checkAt", ASCENDING)
+            .limit(limit)
+        )
+        return await cursor.to_list()
+
+    async def claim_check(self, collection: str, key: Mapping[str, Any], seen_at: datetime, next_at: datetime) -> bool:
+        """Take this round's check of one record: moving its `checkAt` on from the value
+        read is a compare-and-set, so of several janitors (replicas) one wins."""
+        taken = await self.database[collection].update_one(
+            {**key, "checkAt": seen_at}, {"$set": {"checkAt": next_at}, "$inc": {"checks": 1}}
+        )
+        return bool(taken.modified_count)
+
+    async def backfill_checks(self, first_check: datetime) -> None:
+        """Records written before the janitor existed get their first check."""
+        for collection in ("payments", "payouts"):
+            await self.database[collection].update_many(
+                {"checkAt": {"$exists": False}}, {"$set": {"checkAt": first_check, "checks": 0}}
+            )
 
     # -- payout recipients ------------------------------------------------------------------------
     async def insert_recipient(self, doc: Document) -> Recipient:

@@ -14,7 +14,8 @@ import httpx
 import pytest
 from gofund.payments.v1 import payments_service_pb2, payments_service_pb2_grpc
 
-from services.payments.domain import capture_transaction_id, refund_transaction_id, sign
+from services.payments import domain
+from services.payments.domain import capture_transaction_id, sign
 from services.stack.stack import Stack
 from tests.conftest import sync_service_channel
 from tests.e2e.conftest import BIN
@@ -225,7 +226,14 @@ def test_refund_of_a_paid_contribution_returns_the_money_once_and_a_failed_refun
     )
     assert settle.status_code == 200, settle.text
     payment_status(stack, payer, payment_id, "REFUNDED")
-    assert transaction(stack, refund_transaction_id(payment_id)) is not None
+    # Each refund was reserved before Paystack was asked: r1's reservation was voided
+    # when Paystack failed it, r2's posted when Paystack processed it.
+    failed, settled = (domain.refund_key(payment_id, r) for r in ("r1", "r2"))
+    assert transaction(stack, domain.refund_void_id(failed)).pending_transaction_id == domain.refund_reserve_id(failed)
+    assert transaction(stack, domain.refund_settle_id(settled)).pending_transaction_id == domain.refund_reserve_id(
+        settled
+    )
+    assert transaction(stack, domain.refund_settle_id(failed)) is None
     assert balance(stack, goal["account_id"]) == 0
     eventually(
         lambda: (

@@ -46,6 +46,7 @@ from services.goals import main as goals_main
 from services.identity import main as identity_main
 from services.ledger import main as ledger_main
 from services.payments import main as payments_main
+from services.payments.domain import refund_key, refund_reserve_id, refund_settle_id
 from services.paystack_sim import main as paystack_sim
 from services.stack import embedded
 from tests.conftest import migrated_database, service_channel, settings_with
@@ -276,14 +277,24 @@ class Platform:
         )
 
     async def refund_posting(self, goal: Any, amount: int, payment_id: str) -> None:
+        """A refund as payments moves it: reserved (GOAL -> ESCROW, pending), then posted."""
         escrow = await self.escrow_account(goal.currency)
+        key = refund_key(payment_id, "test-refund")
         await self.ledger.PostTransaction(
             ledger_service_pb2.PostTransactionRequest(
-                transaction_id=f"payment:{payment_id}:refund",
+                transaction_id=refund_reserve_id(key),
                 postings=[
                     posting(goal.account_id, DEBIT, amount, goal.currency),
                     posting(escrow, CREDIT, amount, goal.currency),
                 ],
+                description="refund reserved",
+                pending=True,
+            )
+        )
+        await self.ledger.PostPendingTransaction(
+            ledger_service_pb2.PostPendingTransactionRequest(
+                transaction_id=refund_settle_id(key),
+                pending_transaction_id=refund_reserve_id(key),
                 description="contribution refunded",
             )
         )

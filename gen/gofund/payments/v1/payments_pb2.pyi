@@ -122,7 +122,13 @@ class _WebhookEventStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_We
     """The event type is one we do not handle; it is kept for audit but never processed."""
     WEBHOOK_EVENT_STATUS_PARKED: _WebhookEventStatus.ValueType  # 4
     """Processing failed too many times in a row; the event is set aside so it
-    cannot block others, and only an admin's RetryWebhookEvent brings it back.
+    cannot block others. An admin's RetryWebhookEvent, or a new delivery of
+    the same event from Paystack, brings it back.
+    """
+    WEBHOOK_EVENT_STATUS_FLAGGED: _WebhookEventStatus.ValueType  # 5
+    """Processed, but Paystack does not confirm what the event claims (a refund
+    or transfer it does not hold, or in another state): nothing moved on the
+    event's word, and an operator looks. Reconciliation lists it.
     """
 
 class WebhookEventStatus(_WebhookEventStatus, metaclass=_WebhookEventStatusEnumTypeWrapper):
@@ -140,7 +146,13 @@ WEBHOOK_EVENT_STATUS_IGNORED: WebhookEventStatus.ValueType  # 3
 """The event type is one we do not handle; it is kept for audit but never processed."""
 WEBHOOK_EVENT_STATUS_PARKED: WebhookEventStatus.ValueType  # 4
 """Processing failed too many times in a row; the event is set aside so it
-cannot block others, and only an admin's RetryWebhookEvent brings it back.
+cannot block others. An admin's RetryWebhookEvent, or a new delivery of
+the same event from Paystack, brings it back.
+"""
+WEBHOOK_EVENT_STATUS_FLAGGED: WebhookEventStatus.ValueType  # 5
+"""Processed, but Paystack does not confirm what the event claims (a refund
+or transfer it does not hold, or in another state): nothing moved on the
+event's word, and an operator looks. Reconciliation lists it.
 """
 Global___WebhookEventStatus: _TypeAlias = WebhookEventStatus  # noqa: Y015
 

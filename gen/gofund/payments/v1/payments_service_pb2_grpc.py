@@ -479,7 +479,14 @@ class PaymentsInternalServiceServicer:
         different amount, currency, goal, contribution or user); NOT_FOUND
         (USER_NOT_FOUND) if identity does not know the payer; FAILED_PRECONDITION
         (PAYSTACK_REJECTED) if Paystack refuses the transaction; UNAVAILABLE
-        (PAYSTACK_UNAVAILABLE) if Paystack cannot be reached.
+        (PAYSTACK_UNAVAILABLE) if Paystack cannot be reached or too little of the
+        call's deadline is left to ask it, (PAYSTACK_CALL_IN_PROGRESS) if another
+        call is initializing this payment at Paystack and has not answered within
+        this call's deadline: a retry gets its checkout.
+
+        Deadlines: the Paystack call ends 0.5 s before this call's deadline, and
+        the lease that keeps other calls from asking Paystack too outlives it by
+        0.25 s, so a retry after a call that was cut off takes over at once.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -488,10 +495,14 @@ class PaymentsInternalServiceServicer:
     def RefundPayment(self, request, context):
         """Refunds a successful payment in full through Paystack (`POST /refund`).
 
-        The payment moves to REFUND_PENDING, then to REFUNDED when Paystack sends
-        `refund.processed` (or back to SUCCESS on `refund.failed`). Idempotent on
-        `refund_id`: a replay returns the payment as it now stands without asking
-        Paystack again.
+        The refund is reserved in the ledger first (GOAL -> ESCROW, pending); only
+        then is Paystack asked. The payment moves to REFUND_PENDING, then, once
+        Paystack reports the refund processed (its `refund.*` events make us fetch
+        the charge's refunds; so does the janitor), to REFUNDED as the reservation
+        is posted, or back to SUCCESS as it is voided if Paystack failed the
+        refund. Idempotent on `refund_id`: a replay returns the payment as it now
+        stands without asking Paystack again; a replay of a refund Paystack failed
+        answers SUCCESS, so the caller retries under a new id.
 
         Called by the goals service with the service credential.
 
@@ -499,11 +510,15 @@ class PaymentsInternalServiceServicer:
         (INVALID_PAYMENT_ID, INVALID_REFUND_ID, IDEMPOTENCY_KEY_REUSED when the
         refund id was used for another payment); NOT_FOUND (PAYMENT_NOT_FOUND);
         FAILED_PRECONDITION (PAYMENT_NOT_REFUNDABLE) unless the payment is SUCCESS
-        or already being refunded under this `refund_id`; FAILED_PRECONDITION
+        or already being refunded under this `refund_id`, (INSUFFICIENT_FUNDS) if
+        the ledger refuses the reservation (the goal's account does not hold the
+        money: released, or reserved for another outflow), in which case Paystack
+        is not asked and the payment is SUCCESS again; FAILED_PRECONDITION
         (PAYSTACK_REJECTED) if Paystack refuses the refund, in which case a retry
         with the same `refund_id` asks it again; UNAVAILABLE
-        (PAYSTACK_UNAVAILABLE) if Paystack cannot be reached, in which case a retry
-        with the same `refund_id` asks it again.
+        (PAYSTACK_UNAVAILABLE, PAYSTACK_CALL_IN_PROGRESS) if Paystack cannot be
+        reached in time, in which case a retry with the same `refund_id` asks it
+        again or finds the first call's answer.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -513,10 +528,13 @@ class PaymentsInternalServiceServicer:
         """Pays money from escrow to a user's payout recipient in the payout's
         currency through a Paystack transfer (`POST /transfer`).
 
-        The payout starts PENDING and moves to SUCCESS, FAILED or REVERSED when
-        Paystack sends `transfer.success`, `transfer.failed` or
-        `transfer.reversed`. Idempotent on `payout_id`: a replay returns the first
-        payout without a second transfer.
+        The payout is reserved in the ledger first (the user's USER account ->
+        ESCROW, pending); only then is Paystack asked. The payout starts PENDING
+        and moves to SUCCESS, FAILED or REVERSED as Paystack's Verify Transfer
+        reports it (its `transfer.*` events make us ask; so does the janitor):
+        success posts the reservation, failure voids it, a reversal posts it and
+        returns the money to the user's account. Idempotent on `payout_id`: a
+        replay returns the first payout without a second transfer.
 
         Called by the goals service with the service credential.
 
@@ -525,9 +543,11 @@ class PaymentsInternalServiceServicer:
         UNSUPPORTED_CURRENCY, IDEMPOTENCY_KEY_REUSED when the payout id was used
         with different input); FAILED_PRECONDITION (NO_PAYOUT_RECIPIENT) if the
         user has no payout recipient in that currency; UNAVAILABLE
-        (PAYSTACK_UNAVAILABLE) if Paystack cannot be reached, in which case a retry
-        with the same `payout_id` asks it again. If Paystack refuses the transfer
-        outright (an unusable recipient, say) the payout is returned FAILED, and
+        (PAYSTACK_UNAVAILABLE, PAYSTACK_CALL_IN_PROGRESS) if Paystack cannot be
+        reached in time, in which case a retry with the same `payout_id` asks it
+        again. If the ledger refuses the reservation (the money is not in the
+        user's account) or Paystack refuses the transfer outright (an unusable
+        recipient, say), the payout is returned FAILED without a transfer, and
         RecordPayoutResult reports it to goals as for `transfer.failed`.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

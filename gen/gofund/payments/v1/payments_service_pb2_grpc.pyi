@@ -402,15 +402,26 @@ class PaymentsInternalServiceStub:
     different amount, currency, goal, contribution or user); NOT_FOUND
     (USER_NOT_FOUND) if identity does not know the payer; FAILED_PRECONDITION
     (PAYSTACK_REJECTED) if Paystack refuses the transaction; UNAVAILABLE
-    (PAYSTACK_UNAVAILABLE) if Paystack cannot be reached.
+    (PAYSTACK_UNAVAILABLE) if Paystack cannot be reached or too little of the
+    call's deadline is left to ask it, (PAYSTACK_CALL_IN_PROGRESS) if another
+    call is initializing this payment at Paystack and has not answered within
+    this call's deadline: a retry gets its checkout.
+
+    Deadlines: the Paystack call ends 0.5 s before this call's deadline, and
+    the lease that keeps other calls from asking Paystack too outlives it by
+    0.25 s, so a retry after a call that was cut off takes over at once.
     """
     RefundPayment: _grpc.UnaryUnaryMultiCallable[_payments_service_pb2.RefundPaymentRequest, _payments_service_pb2.RefundPaymentResponse]
     """Refunds a successful payment in full through Paystack (`POST /refund`).
 
-    The payment moves to REFUND_PENDING, then to REFUNDED when Paystack sends
-    `refund.processed` (or back to SUCCESS on `refund.failed`). Idempotent on
-    `refund_id`: a replay returns the payment as it now stands without asking
-    Paystack again.
+    The refund is reserved in the ledger first (GOAL -> ESCROW, pending); only
+    then is Paystack asked. The payment moves to REFUND_PENDING, then, once
+    Paystack reports the refund processed (its `refund.*` events make us fetch
+    the charge's refunds; so does the janitor), to REFUNDED as the reservation
+    is posted, or back to SUCCESS as it is voided if Paystack failed the
+    refund. Idempotent on `refund_id`: a replay returns the payment as it now
+    stands without asking Paystack again; a replay of a refund Paystack failed
+    answers SUCCESS, so the caller retries under a new id.
 
     Called by the goals service with the service credential.
 
@@ -418,20 +429,27 @@ class PaymentsInternalServiceStub:
     (INVALID_PAYMENT_ID, INVALID_REFUND_ID, IDEMPOTENCY_KEY_REUSED when the
     refund id was used for another payment); NOT_FOUND (PAYMENT_NOT_FOUND);
     FAILED_PRECONDITION (PAYMENT_NOT_REFUNDABLE) unless the payment is SUCCESS
-    or already being refunded under this `refund_id`; FAILED_PRECONDITION
+    or already being refunded under this `refund_id`, (INSUFFICIENT_FUNDS) if
+    the ledger refuses the reservation (the goal's account does not hold the
+    money: released, or reserved for another outflow), in which case Paystack
+    is not asked and the payment is SUCCESS again; FAILED_PRECONDITION
     (PAYSTACK_REJECTED) if Paystack refuses the refund, in which case a retry
     with the same `refund_id` asks it again; UNAVAILABLE
-    (PAYSTACK_UNAVAILABLE) if Paystack cannot be reached, in which case a retry
-    with the same `refund_id` asks it again.
+    (PAYSTACK_UNAVAILABLE, PAYSTACK_CALL_IN_PROGRESS) if Paystack cannot be
+    reached in time, in which case a retry with the same `refund_id` asks it
+    again or finds the first call's answer.
     """
     CreatePayout: _grpc.UnaryUnaryMultiCallable[_payments_service_pb2.CreatePayoutRequest, _payments_service_pb2.CreatePayoutResponse]
     """Pays money from escrow to a user's payout recipient in the payout's
     currency through a Paystack transfer (`POST /transfer`).
 
-    The payout starts PENDING and moves to SUCCESS, FAILED or REVERSED when
-    Paystack sends `transfer.success`, `transfer.failed` or
-    `transfer.reversed`. Idempotent on `payout_id`: a replay returns the first
-    payout without a second transfer.
+    The payout is reserved in the ledger first (the user's USER account ->
+    ESCROW, pending); only then is Paystack asked. The payout starts PENDING
+    and moves to SUCCESS, FAILED or REVERSED as Paystack's Verify Transfer
+    reports it (its `transfer.*` events make us ask; so does the janitor):
+    success posts the reservation, failure voids it, a reversal posts it and
+    returns the money to the user's account. Idempotent on `payout_id`: a
+    replay returns the first payout without a second transfer.
 
     Called by the goals service with the service credential.
 
@@ -440,9 +458,11 @@ class PaymentsInternalServiceStub:
     UNSUPPORTED_CURRENCY, IDEMPOTENCY_KEY_REUSED when the payout id was used
     with different input); FAILED_PRECONDITION (NO_PAYOUT_RECIPIENT) if the
     user has no payout recipient in that currency; UNAVAILABLE
-    (PAYSTACK_UNAVAILABLE) if Paystack cannot be reached, in which case a retry
-    with the same `payout_id` asks it again. If Paystack refuses the transfer
-    outright (an unusable recipient, say) the payout is returned FAILED, and
+    (PAYSTACK_UNAVAILABLE, PAYSTACK_CALL_IN_PROGRESS) if Paystack cannot be
+    reached in time, in which case a retry with the same `payout_id` asks it
+    again. If the ledger refuses the reservation (the money is not in the
+    user's account) or Paystack refuses the transfer outright (an unusable
+    recipient, say), the payout is returned FAILED without a transfer, and
     RecordPayoutResult reports it to goals as for `transfer.failed`.
     """
     GetPayout: _grpc.UnaryUnaryMultiCallable[_payments_service_pb2.GetPayoutRequest, _payments_service_pb2.GetPayoutResponse]
@@ -494,15 +514,26 @@ class PaymentsInternalServiceAsyncStub(PaymentsInternalServiceStub):
     different amount, currency, goal, contribution or user); NOT_FOUND
     (USER_NOT_FOUND) if identity does not know the payer; FAILED_PRECONDITION
     (PAYSTACK_REJECTED) if Paystack refuses the transaction; UNAVAILABLE
-    (PAYSTACK_UNAVAILABLE) if Paystack cannot be reached.
+    (PAYSTACK_UNAVAILABLE) if Paystack cannot be reached or too little of the
+    call's deadline is left to ask it, (PAYSTACK_CALL_IN_PROGRESS) if another
+    call is initializing this payment at Paystack and has not answered within
+    this call's deadline: a retry gets its checkout.
+
+    Deadlines: the Paystack call ends 0.5 s before this call's deadline, and
+    the lease that keeps other calls from asking Paystack too outlives it by
+    0.25 s, so a retry after a call that was cut off takes over at once.
     """
     RefundPayment: _aio.UnaryUnaryMultiCallable[_payments_service_pb2.RefundPaymentRequest, _payments_service_pb2.RefundPaymentResponse]  # type: ignore[assignment]
     """Refunds a successful payment in full through Paystack (`POST /refund`).
 
-    The payment moves to REFUND_PENDING, then to REFUNDED when Paystack sends
-    `refund.processed` (or back to SUCCESS on `refund.failed`). Idempotent on
-    `refund_id`: a replay returns the payment as it now stands without asking
-    Paystack again.
+    The refund is reserved in the ledger first (GOAL -> ESCROW, pending); only
+    then is Paystack asked. The payment moves to REFUND_PENDING, then, once
+    Paystack reports the refund processed (its `refund.*` events make us fetch
+    the charge's refunds; so does the janitor), to REFUNDED as the reservation
+    is posted, or back to SUCCESS as it is voided if Paystack failed the
+    refund. Idempotent on `refund_id`: a replay returns the payment as it now
+    stands without asking Paystack again; a replay of a refund Paystack failed
+    answers SUCCESS, so the caller retries under a new id.
 
     Called by the goals service with the service credential.
 
@@ -510,20 +541,27 @@ class PaymentsInternalServiceAsyncStub(PaymentsInternalServiceStub):
     (INVALID_PAYMENT_ID, INVALID_REFUND_ID, IDEMPOTENCY_KEY_REUSED when the
     refund id was used for another payment); NOT_FOUND (PAYMENT_NOT_FOUND);
     FAILED_PRECONDITION (PAYMENT_NOT_REFUNDABLE) unless the payment is SUCCESS
-    or already being refunded under this `refund_id`; FAILED_PRECONDITION
+    or already being refunded under this `refund_id`, (INSUFFICIENT_FUNDS) if
+    the ledger refuses the reservation (the goal's account does not hold the
+    money: released, or reserved for another outflow), in which case Paystack
+    is not asked and the payment is SUCCESS again; FAILED_PRECONDITION
     (PAYSTACK_REJECTED) if Paystack refuses the refund, in which case a retry
     with the same `refund_id` asks it again; UNAVAILABLE
-    (PAYSTACK_UNAVAILABLE) if Paystack cannot be reached, in which case a retry
-    with the same `refund_id` asks it again.
+    (PAYSTACK_UNAVAILABLE, PAYSTACK_CALL_IN_PROGRESS) if Paystack cannot be
+    reached in time, in which case a retry with the same `refund_id` asks it
+    again or finds the first call's answer.
     """
     CreatePayout: _aio.UnaryUnaryMultiCallable[_payments_service_pb2.CreatePayoutRequest, _payments_service_pb2.CreatePayoutResponse]  # type: ignore[assignment]
     """Pays money from escrow to a user's payout recipient in the payout's
     currency through a Paystack transfer (`POST /transfer`).
 
-    The payout starts PENDING and moves to SUCCESS, FAILED or REVERSED when
-    Paystack sends `transfer.success`, `transfer.failed` or
-    `transfer.reversed`. Idempotent on `payout_id`: a replay returns the first
-    payout without a second transfer.
+    The payout is reserved in the ledger first (the user's USER account ->
+    ESCROW, pending); only then is Paystack asked. The payout starts PENDING
+    and moves to SUCCESS, FAILED or REVERSED as Paystack's Verify Transfer
+    reports it (its `transfer.*` events make us ask; so does the janitor):
+    success posts the reservation, failure voids it, a reversal posts it and
+    returns the money to the user's account. Idempotent on `payout_id`: a
+    replay returns the first payout without a second transfer.
 
     Called by the goals service with the service credential.
 
@@ -532,9 +570,11 @@ class PaymentsInternalServiceAsyncStub(PaymentsInternalServiceStub):
     UNSUPPORTED_CURRENCY, IDEMPOTENCY_KEY_REUSED when the payout id was used
     with different input); FAILED_PRECONDITION (NO_PAYOUT_RECIPIENT) if the
     user has no payout recipient in that currency; UNAVAILABLE
-    (PAYSTACK_UNAVAILABLE) if Paystack cannot be reached, in which case a retry
-    with the same `payout_id` asks it again. If Paystack refuses the transfer
-    outright (an unusable recipient, say) the payout is returned FAILED, and
+    (PAYSTACK_UNAVAILABLE, PAYSTACK_CALL_IN_PROGRESS) if Paystack cannot be
+    reached in time, in which case a retry with the same `payout_id` asks it
+    again. If the ledger refuses the reservation (the money is not in the
+    user's account) or Paystack refuses the transfer outright (an unusable
+    recipient, say), the payout is returned FAILED without a transfer, and
     RecordPayoutResult reports it to goals as for `transfer.failed`.
     """
     GetPayout: _aio.UnaryUnaryMultiCallable[_payments_service_pb2.GetPayoutRequest, _payments_service_pb2.GetPayoutResponse]  # type: ignore[assignment]
@@ -589,7 +629,14 @@ class PaymentsInternalServiceServicer(metaclass=_abc_1.ABCMeta):
         different amount, currency, goal, contribution or user); NOT_FOUND
         (USER_NOT_FOUND) if identity does not know the payer; FAILED_PRECONDITION
         (PAYSTACK_REJECTED) if Paystack refuses the transaction; UNAVAILABLE
-        (PAYSTACK_UNAVAILABLE) if Paystack cannot be reached.
+        (PAYSTACK_UNAVAILABLE) if Paystack cannot be reached or too little of the
+        call's deadline is left to ask it, (PAYSTACK_CALL_IN_PROGRESS) if another
+        call is initializing this payment at Paystack and has not answered within
+        this call's deadline: a retry gets its checkout.
+
+        Deadlines: the Paystack call ends 0.5 s before this call's deadline, and
+        the lease that keeps other calls from asking Paystack too outlives it by
+        0.25 s, so a retry after a call that was cut off takes over at once.
         """
 
     @_abc_1.abstractmethod
@@ -600,10 +647,14 @@ class PaymentsInternalServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_payments_service_pb2.RefundPaymentResponse, _abc.Awaitable[_payments_service_pb2.RefundPaymentResponse]]:
         """Refunds a successful payment in full through Paystack (`POST /refund`).
 
-        The payment moves to REFUND_PENDING, then to REFUNDED when Paystack sends
-        `refund.processed` (or back to SUCCESS on `refund.failed`). Idempotent on
-        `refund_id`: a replay returns the payment as it now stands without asking
-        Paystack again.
+        The refund is reserved in the ledger first (GOAL -> ESCROW, pending); only
+        then is Paystack asked. The payment moves to REFUND_PENDING, then, once
+        Paystack reports the refund processed (its `refund.*` events make us fetch
+        the charge's refunds; so does the janitor), to REFUNDED as the reservation
+        is posted, or back to SUCCESS as it is voided if Paystack failed the
+        refund. Idempotent on `refund_id`: a replay returns the payment as it now
+        stands without asking Paystack again; a replay of a refund Paystack failed
+        answers SUCCESS, so the caller retries under a new id.
 
         Called by the goals service with the service credential.
 
@@ -611,11 +662,15 @@ class PaymentsInternalServiceServicer(metaclass=_abc_1.ABCMeta):
         (INVALID_PAYMENT_ID, INVALID_REFUND_ID, IDEMPOTENCY_KEY_REUSED when the
         refund id was used for another payment); NOT_FOUND (PAYMENT_NOT_FOUND);
         FAILED_PRECONDITION (PAYMENT_NOT_REFUNDABLE) unless the payment is SUCCESS
-        or already being refunded under this `refund_id`; FAILED_PRECONDITION
+        or already being refunded under this `refund_id`, (INSUFFICIENT_FUNDS) if
+        the ledger refuses the reservation (the goal's account does not hold the
+        money: released, or reserved for another outflow), in which case Paystack
+        is not asked and the payment is SUCCESS again; FAILED_PRECONDITION
         (PAYSTACK_REJECTED) if Paystack refuses the refund, in which case a retry
         with the same `refund_id` asks it again; UNAVAILABLE
-        (PAYSTACK_UNAVAILABLE) if Paystack cannot be reached, in which case a retry
-        with the same `refund_id` asks it again.
+        (PAYSTACK_UNAVAILABLE, PAYSTACK_CALL_IN_PROGRESS) if Paystack cannot be
+        reached in time, in which case a retry with the same `refund_id` asks it
+        again or finds the first call's answer.
         """
 
     @_abc_1.abstractmethod
@@ -627,10 +682,13 @@ class PaymentsInternalServiceServicer(metaclass=_abc_1.ABCMeta):
         """Pays money from escrow to a user's payout recipient in the payout's
         currency through a Paystack transfer (`POST /transfer`).
 
-        The payout starts PENDING and moves to SUCCESS, FAILED or REVERSED when
-        Paystack sends `transfer.success`, `transfer.failed` or
-        `transfer.reversed`. Idempotent on `payout_id`: a replay returns the first
-        payout without a second transfer.
+        The payout is reserved in the ledger first (the user's USER account ->
+        ESCROW, pending); only then is Paystack asked. The payout starts PENDING
+        and moves to SUCCESS, FAILED or REVERSED as Paystack's Verify Transfer
+        reports it (its `transfer.*` events make us ask; so does the janitor):
+        success posts the reservation, failure voids it, a reversal posts it and
+        returns the money to the user's account. Idempotent on `payout_id`: a
+        replay returns the first payout without a second transfer.
 
         Called by the goals service with the service credential.
 
@@ -639,9 +697,11 @@ class PaymentsInternalServiceServicer(metaclass=_abc_1.ABCMeta):
         UNSUPPORTED_CURRENCY, IDEMPOTENCY_KEY_REUSED when the payout id was used
         with different input); FAILED_PRECONDITION (NO_PAYOUT_RECIPIENT) if the
         user has no payout recipient in that currency; UNAVAILABLE
-        (PAYSTACK_UNAVAILABLE) if Paystack cannot be reached, in which case a retry
-        with the same `payout_id` asks it again. If Paystack refuses the transfer
-        outright (an unusable recipient, say) the payout is returned FAILED, and
+        (PAYSTACK_UNAVAILABLE, PAYSTACK_CALL_IN_PROGRESS) if Paystack cannot be
+        reached in time, in which case a retry with the same `payout_id` asks it
+        again. If the ledger refuses the reservation (the money is not in the
+        user's account) or Paystack refuses the transfer outright (an unusable
+        recipient, say), the payout is returned FAILED without a transfer, and
         RecordPayoutResult reports it to goals as for `transfer.failed`.
         """
 

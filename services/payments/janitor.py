@@ -1,0 +1,138 @@
+"""The janitor: closes, with no client call, what no event will.
+
+Paystack can lose a webhook (and sends none for a declined card), a payer can
+leave checkout, a refund's or a transfer's event can never come. Every
+`janitor_interval_ms` each payments process looks for open records whose next
+check is due and settles them as Paystack reports them, with the same
+idempotent steps a webhook runs:
+- PENDING payments: the charge is verified. Paid: captured, and goals is told
+  (a goal that has closed meanwhile refunds it, once). Declined: FAILED.
+  Still `abandoned` once the idempotency window (`abandon_after_ms`) is over:
+  ABANDONED. The contribution follows.
+- REFUND_PENDING payments: a refund not yet reserved or requested is carried
+  on; a requested one is reviewed against Paystack's refunds of the charge.
+- PENDING payouts: a transfer not yet requested is carried on; a requested
+  one is checked with Verify Transfer.
+A record's first check is `janitor_first_check_ms` after it was created, then
+the waits double up to `janitor_max_backoff_ms`. Each check is claimed by a
+compare-and-set of the record's `checkAt` (moving it to the next check), so
+with several replicas each check is made once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+
+from services.payments.domain import PaymentStatus, PayoutStatus, PaystackRejected
+from services.payments.processor import raise_if_cancelling, transient
+from services.payments.service import Payments
+from services.payments.store import Document, Payment, Payout, now
+
+log = logging.getLogger("gofund.payments.janitor")
+
+BATCH = 50
+
+
+class Janitor:
+    def __init__(
+        self,
+        payments: Payments,
+        *,
+        interval: timedelta,
+        first_check: timedelta,
+        max_backoff: timedelta,
+        abandon_after: timedelta,
+        clock: Callable[[], datetime] = now,
+    ) -> None:
+        self._payments = payments
+        self._records = payments.records
+        self._interval_s = interval.total_seconds()
+        self._first_check = first_check
+        self._max_backoff = max_backoff
+        self._abandon_after = abandon_after
+        self._clock = clock
+
+    async def run(self) -> None:
+        """Sweep every interval until cancelled (the server cancels it on shutdown)."""
+        try:
+            await self._records.backfill_checks(self._clock())
+        except Exception:
+            raise_if_cancelling()  # a store that is away: the sweeps below cope
+        while True:
+            try:
+                await self.sweep()
+            except Exception as exc:
+                raise_if_cancelling()
+                (log.info if transient(exc) else log.exception)("janitor sweep failed; next one soon")
+            await asyncio.sleep(self._interval_s)
+
+    def next_check(self, at: datetime, checks: int) -> datetime:
+        """After `checks` checks: the first wait, doubled each time, at most the cap."""
+        wait = min(max(self._first_check, timedelta(seconds=1)) * (1 << min(checks, 30)), self._max_backoff)
+        return at + wait
+
+    async def sweep(self) -> int:
+        """One look at everything due; how many checks it made."""
+        at = self._clock()
+        made = 0
+        open_payments = [str(PaymentStatus.PENDING), str(PaymentStatus.REFUND_PENDING)]
+        for doc in await self._records.due_for_check("payments", open_payments, at, BATCH):
+            if await self._claim("payments", {"paymentId": doc["paymentId"]}, doc, at):
+                made += 1
+                await self._check(self._check_payment(Payment.of(doc), at), doc["paymentId"])
+        for doc in await self._records.due_for_check("payouts", [str(PayoutStatus.PENDING)], at, BATCH):
+            if await self._claim("payouts", {"payoutId": doc["payoutId"]}, doc, at):
+                made += 1
+                await self._check(self._check_payout(Payout.of(doc)), doc["payoutId"])
+        return made
+
+    async def _claim(self, collection: str, key: Document, doc: Document, at: datetime) -> bool:
+        return await self._records.claim_check(
+            collection, key, doc["checkAt"], self.next_check(at, int(doc.get("checks") or 0))
+        )
+
+    async def _check(self, step: Awaitable[object], record_id: str) -> None:
+        """One record's check; its failure waits for the next check and never stops the sweep."""
+        try:
+            await step
+        except Exception as exc:
+            raise_if_cancelling()
+            (log.info if transient(exc) else log.warning)(
+                "janitor check failed; it is looked at again later",
+                extra={"record_id": record_id, "error": f"{type(exc).__name__}: {exc}"[:300]},
+            )
+
+    async def _check_payment(self, payment: Payment, at: datetime) -> None:
+        payments = self._payments
+        abandon_before = at - self._abandon_after
+        if payment.status is PaymentStatus.REFUND_PENDING:
+            refund = payment.refund or {}
+            if not (refund.get("reserved") and refund.get("requested")):
+                await payments.continue_refund(payment)
+            else:
+                await payments.review_refunds(payment)
+            return
+        if payment.flagged:
+            return  # an operator's; nothing moves on its own
+        if not payment.authorization_url:
+            # Never initialized at Paystack (every attempt failed, and the payer gave up):
+            # nothing can be paid, so once the window is over it is abandoned.
+            if payment.created_at <= abandon_before:
+                await payments.abandon(payment, "never initialized at Paystack")
+            return
+        try:
+            await payments.settle_charge(payment, confirmed_by_event=False, abandon_before=abandon_before)
+        except PaystackRejected:
+            if payment.created_at <= abandon_before:
+                await payments.abandon(payment, "Paystack does not know the reference")
+
+    async def _check_payout(self, payout: Payout) -> None:
+        if payout.flagged:
+            return
+        if not payout.requested:
+            await self._payments.continue_transfer(payout)
+            return
+        await self._payments.review_transfer(payout)
