@@ -114,6 +114,9 @@ class Settings(BaseSettings):
     # A checkout still unpaid this long after it was created is given up (ABANDONED):
     # the idempotency window, in which a retried contribution finds the same payment.
     abandon_after_ms: int = _env("GOFUND_ABANDON_AFTER_MS", default=86_400_000, gt=0)
+    # How often the platform reconciles goals, payments, the ledger and Paystack
+    # (one payments replica at a time); drift counts once two runs in a row find it.
+    reconcile_interval_ms: int = _env("GOFUND_RECONCILE_INTERVAL_MS", default=300_000, gt=0)
     # Budget goals gives payments for a call that reaches Paystack (checkout, refund,
     # payout); above the Paystack timeout, so payments' own call ends first.
     provider_call_timeout_ms: int = _env("GOFUND_PROVIDER_CALL_TIMEOUT_MS", default=12_000, gt=0)

@@ -136,6 +136,42 @@ class WebhookBacklog:
         self._oldest_pending.set(oldest_pending_age_s)
 
 
+class ReconciliationGauges:
+    """The scheduled reconciliation's last run, as stored (every payments replica reports
+    the same store-wide figures: aggregate them with max)."""
+
+    # Every kind is reported, 0 included, so an alert on one kind has a series to watch.
+    KINDS = (
+        "OUTFLOW_ABOVE_INFLOW", "RELEASED_AND_REFUNDED", "CONTRIBUTION_WITHOUT_CAPTURE",
+        "CAPTURE_WITHOUT_CONTRIBUTION", "CHARGE_NOT_CAPTURED", "OUTFLOW_NOT_IN_LEDGER", "LEDGER_WITHOUT_PAYSTACK",
+        "ESCROW_DIFFERS", "RAISED_DIFFERS", "STATUS_DIFFERS", "RESERVATION_UNRESOLVED", "NEEDS_OPERATOR",
+        "LEDGER_UNBALANCED",
+    )  # fmt: skip
+
+    def __init__(self) -> None:
+        self._drifts = Gauge(
+            "gofund_reconciliation_drifts",
+            "Drift the last scheduled reconciliation found that the run before it found too, by kind.",
+            ["kind"],
+            registry=None,
+        )
+        self._last_run = Gauge(
+            "gofund_reconciliation_last_run_age_seconds", "Seconds since the last scheduled run.", registry=None
+        )
+        self._last_clean = Gauge(
+            "gofund_reconciliation_last_clean_age_seconds",
+            "Seconds since the last scheduled run that found no persisting drift; -1 if none has yet.",
+            registry=None,
+        )
+        self.collectors = (self._drifts, self._last_run, self._last_clean)
+
+    def set(self, *, drifts: dict[str, int], last_run_age_s: float, last_clean_age_s: float | None) -> None:
+        for kind in (*self.KINDS, *(k for k in drifts if k not in self.KINDS)):
+            self._drifts.labels(kind).set(drifts.get(kind, 0))
+        self._last_run.set(last_run_age_s)
+        self._last_clean.set(-1 if last_clean_age_s is None else last_clean_age_s)
+
+
 def every(interval_s: float, refresh: Callable[[], Awaitable[None]]) -> Callable[[], Coroutine[Any, Any, None]]:
     """A background loop (for `Service.background`) calling `refresh` every
     `interval_s`, or less often if a refresh is slow (`REFRESH_DUTY_DIVISOR`).

@@ -49,14 +49,24 @@ async def move(session: AsyncSession, goal: store.Goal, target: GoalStatus, now:
     await store.progress_changed(session, goal, now)
 
 
-def claim_outflow(goal: store.Goal, outflow: Outflow) -> None:
-    """Decide where the goal's money goes; refused if that was decided before."""
+async def claim_outflow(session: AsyncSession, goal: store.Goal, outflow: Outflow, now: datetime) -> None:
+    """Decide where the goal's money goes; refused if that was decided before.
+
+    The raised amount is fixed here at what counts: the succeeded contributions.
+    A capture whose confirmation has not arrived yet may already be in the GOAL
+    balance (and so in the raised amount, which follows it); it never counts and
+    is refunded when it is confirmed, so it is not shown as raised either.
+    """
     if goal.outflow is not None:
         raise domain.IllegalGoalMove(
             f"the goal's money already goes to a {goal.outflow.lower()}",
             metadata={"goal_id": str(goal.id), "outflow": goal.outflow, "target": outflow.value},
         )
     goal.outflow = outflow.value
+    counted = await store.counted_total(session, goal.id)
+    if goal.raised_amount != counted:
+        goal.raised_amount = counted
+        await store.progress_changed(session, goal, now)
 
 
 async def apply_balance(session: AsyncSession, goal: store.Goal, balance: int, seq: int, now: datetime) -> None:
@@ -123,7 +133,7 @@ async def start_refund(session: AsyncSession, goal: store.Goal, cause: RefundCau
     Expiry and cancellation pass through their own status first (watchers see
     it); with nothing to refund the goal is REFUNDED at once.
     """
-    claim_outflow(goal, Outflow.REFUND)
+    await claim_outflow(session, goal, Outflow.REFUND, now)
     if cause is RefundCause.EXPIRED:
         await move(session, goal, GoalStatus.EXPIRED, now)
     elif cause is RefundCause.CANCELLED:
@@ -194,7 +204,7 @@ async def settle_proof(
         if amount <= 0:
             log.error("approved proof on a goal with nothing to release", extra={"goal_id": str(goal.id)})
             return
-        claim_outflow(goal, Outflow.RELEASE)
+        await claim_outflow(session, goal, Outflow.RELEASE, now)
         store.touch(goal, now)
         await session.flush()  # the release row references the goal's outflow
         session.add(

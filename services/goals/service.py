@@ -178,6 +178,10 @@ class Goals:
             raise domain.NotGoalOwner("only the goal's owner may do this")
         return goal
 
+    async def books(self, after: tuple[datetime, str] | None, limit: int) -> list[store.Books]:
+        async with self.database.transaction() as session:
+            return await store.list_books(session, after, limit)
+
     async def watch(self, goal_id: str) -> AsyncIterator[store.Progress]:
         """The goal's progress now, then each change in seq order, until a final status."""
         goal_id = _id(goal_id, "goal_id", "INVALID_GOAL_ID")

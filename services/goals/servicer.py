@@ -15,7 +15,7 @@ from services.common.context import Principal
 from services.common.errors import ErrorMapping, ErrorTable, FieldViolation, LoginRequired, ValidationFailed
 from services.common.proto import request_datetime, timestamp
 from services.goals import domain, store
-from services.goals.domain import ContributionStatus, GoalStatus, PayoutOutcome, ProofStatus
+from services.goals.domain import ContributionStatus, GoalStatus, Outflow, PayoutOutcome, ProofStatus
 from services.goals.service import Goals
 
 Code = grpc.StatusCode
@@ -162,6 +162,37 @@ def progress_bytes(progress: store.Progress) -> bytes:
 def _bad_token() -> ValidationFailed:
     return ValidationFailed(
         [FieldViolation("page_token", "is not a token for this list and these filters", "INVALID_PAGE_TOKEN")]
+    )
+
+
+_OUTFLOW: dict[Outflow | None, goals_pb2.GoalOutflow.ValueType] = {
+    None: goals_pb2.GOAL_OUTFLOW_UNSPECIFIED,
+    Outflow.RELEASE: goals_pb2.GOAL_OUTFLOW_RELEASE,
+    Outflow.REFUND: goals_pb2.GOAL_OUTFLOW_REFUND,
+}
+
+
+def books_message(books: store.Books) -> goals_pb2.GoalBooks:
+    goal = books.goal
+    return goals_pb2.GoalBooks(
+        goal_id=str(goal.id),
+        status=_GOAL_STATUS[GoalStatus(goal.status)],
+        outflow=_OUTFLOW[goal.outflow_kind],
+        currency=goal.currency,
+        account_id=str(goal.account_id or ""),
+        raised_amount=goal.raised_amount,
+        released_amount=books.release.amount if books.release else 0,
+        release_fee=books.release.fee if books.release else 0,
+        contributions=[
+            goals_pb2.ContributionBooks(
+                contribution_id=str(c.id),
+                payment_id=c.payment_id or "",
+                status=_CONTRIBUTION_STATUS[ContributionStatus(c.status)],
+                amount=c.amount,
+                late=c.refund_on_confirm,
+            )
+            for c in books.contributions
+        ],
     )
 
 
@@ -326,6 +357,17 @@ class GoalsInternalServicer(goals_service_pb2_grpc.GoalsInternalServiceServicer)
     ) -> goals_service_pb2.MarkContributionRefundedResponse:
         contribution = await self.goals.mark_refunded(request.contribution_id, request.payment_id)
         return goals_service_pb2.MarkContributionRefundedResponse(contribution=contribution_message(contribution))
+
+    async def ListGoalBooks(self, request: Any, context: Any) -> goals_service_pb2.ListGoalBooksResponse:
+        size = paging.page_size(request.page_size)
+        scope = {"books": True}
+        after = decode_cursor(request.page_token, scope)
+        books = await self.goals.books(after, size + 1)
+        last = books[size - 1].goal if len(books) > size else None
+        token = encode_cursor(last.created_at, last.id, scope) if last else ""
+        return goals_service_pb2.ListGoalBooksResponse(
+            goal_books=[books_message(b) for b in books[:size]], next_page_token=token
+        )
 
     async def RecordPayoutResult(self, request: Any, context: Any) -> goals_service_pb2.RecordPayoutResultResponse:
         goal = await self.goals.record_payout_result(

@@ -394,6 +394,35 @@ async def list_goals(
     return list((await session.execute(query)).scalars())
 
 
+@dataclass(frozen=True)
+class Books:
+    """One goal's books for reconciliation: the goal, its release if any, its contributions with a payment."""
+
+    goal: Goal
+    release: Release | None
+    contributions: list[Contribution]
+
+
+async def list_books(session: AsyncSession, after: tuple[datetime, str] | None, limit: int) -> list[Books]:
+    """Oldest goal first; `after` is the (created_at, id) of the previous page's last goal."""
+    query = select(Goal)
+    if after is not None:
+        created, last_id = after
+        query = query.where(
+            or_(Goal.created_at > created, and_(Goal.created_at == created, Goal.id > uuid.UUID(last_id)))
+        )
+    goals = list((await session.execute(query.order_by(Goal.created_at, Goal.id).limit(limit))).scalars())
+    ids = [g.id for g in goals]
+    releases = {
+        r.goal_id: r for r in (await session.execute(select(Release).where(Release.goal_id.in_(ids)))).scalars()
+    }
+    contributions: dict[uuid.UUID, list[Contribution]] = {}
+    paid = select(Contribution).where(Contribution.goal_id.in_(ids), Contribution.payment_id.is_not(None))
+    for contribution in (await session.execute(paid.order_by(Contribution.created_at))).scalars():
+        contributions.setdefault(contribution.goal_id, []).append(contribution)
+    return [Books(g, releases.get(g.id), contributions.get(g.id, [])) for g in goals]
+
+
 async def goals_due_to_expire(session: AsyncSession, now: datetime, limit: int) -> list[Goal]:
     query = (
         select(Goal)

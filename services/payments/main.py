@@ -11,12 +11,13 @@ from pymongo.errors import PyMongoError
 from services.common.auth import AuthPolicy, RemoteAuthenticator
 from services.common.clients import open_channels
 from services.common.config import Settings, StartupError
-from services.common.metrics import WebhookBacklog, every
+from services.common.metrics import ReconciliationGauges, WebhookBacklog, every
 from services.common.server import Service, run
 from services.payments.janitor import Janitor
 from services.payments.paystack import Paystack
 from services.payments.peers import Peers
 from services.payments.processor import Processor
+from services.payments.reconcile import Schedule
 from services.payments.service import Payments
 from services.payments.servicer import ERRORS, PaymentsInternalServicer, PaymentsServicer
 from services.payments.store import PaymentsStore, ensure_indexes, now
@@ -70,6 +71,8 @@ async def build(settings: Settings, stack: AsyncExitStack) -> Service:
     )
     payments.wake_processor = processor.wake
     backlog = WebhookBacklog()
+    reconciliation = ReconciliationGauges()
+    schedule = Schedule(payments, reconciliation, interval=timedelta(milliseconds=settings.reconcile_interval_ms))
 
     async def count_backlog() -> None:
         counted = await payments.records.event_backlog()
@@ -92,8 +95,14 @@ async def build(settings: Settings, stack: AsyncExitStack) -> Service:
         descriptors=descriptors,
         auth=AuthPolicy.of(descriptors, ANONYMOUS),
         authenticator=RemoteAuthenticator(channels, settings.target("identity")),
-        background=[processor.run, janitor.run, every(BACKLOG_REFRESH_S, count_backlog)],
-        collectors=backlog.collectors,
+        background=[
+            processor.run,
+            janitor.run,
+            schedule.run,
+            every(BACKLOG_REFRESH_S, count_backlog),
+            every(BACKLOG_REFRESH_S, schedule.refresh),
+        ],
+        collectors=(*backlog.collectors, *reconciliation.collectors),
     )
 
 

@@ -9,6 +9,7 @@ processor retries and an RPC passes on as UNAVAILABLE.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import TypeAlias
 
@@ -29,6 +30,8 @@ CREDIT = ledger_pb2.ENTRY_TYPE_CREDIT
 ESCROW = ledger_pb2.ACCOUNT_TYPE_ESCROW
 GOAL = ledger_pb2.ACCOUNT_TYPE_GOAL
 USER = ledger_pb2.ACCOUNT_TYPE_USER
+
+MAX_PAGE = 500
 
 PayoutOutcome: TypeAlias = goals_pb2.PayoutOutcome.ValueType
 AccountType: TypeAlias = ledger_pb2.AccountType.ValueType
@@ -166,6 +169,46 @@ class Peers:
                 return False
             raise
         return True
+
+    # -- reads for reconciliation ----------------------------------------------------------
+    async def ledger_transactions(self) -> AsyncIterator[ledger_pb2.Transaction]:
+        """Every ledger transaction, in commit order."""
+        token = ""
+        while True:
+            page = await self._ledger.ListTransactions(
+                ledger_service_pb2.ListTransactionsRequest(page_size=MAX_PAGE, page_token=token)
+            )
+            for transaction in page.transactions:
+                yield transaction
+            token = page.next_page_token
+            if not token:
+                return
+
+    async def balances(self, account_ids: list[str]) -> dict[str, ledger_pb2.Balance]:
+        found: dict[str, ledger_pb2.Balance] = {}
+        for start in range(0, len(account_ids), MAX_PAGE):
+            response = await self._ledger.BatchGetBalances(
+                ledger_service_pb2.BatchGetBalancesRequest(account_ids=account_ids[start : start + MAX_PAGE])
+            )
+            found.update((b.account_id, b) for b in response.balances)
+        return found
+
+    async def ledger_differences(self) -> list[ledger_pb2.BalanceDifference]:
+        """The ledger's own audit: accounts whose stored balance differs from their entries."""
+        return list((await self._ledger.Reconcile(ledger_service_pb2.ReconcileRequest())).differences)
+
+    async def goal_books(self) -> AsyncIterator[goals_pb2.GoalBooks]:
+        """Every goal's books, oldest first."""
+        token = ""
+        while True:
+            page = await self._goals.ListGoalBooks(
+                goals_service_pb2.ListGoalBooksRequest(page_size=MAX_PAGE, page_token=token)
+            )
+            for books in page.goal_books:
+                yield books
+            token = page.next_page_token
+            if not token:
+                return
 
     # -- goals ---------------------------------------------------------------------------
     async def confirm_contribution(

@@ -9,11 +9,13 @@ import grpc
 from gofund.payments.v1 import payments_pb2, payments_service_pb2, payments_service_pb2_grpc
 
 from services.common import context, paging
+from services.common.auth import require_permission
 from services.common.errors import ErrorMapping, ErrorTable, FieldViolation, ValidationFailed
-from services.common.proto import optional_timestamp, request_datetime, timestamp
+from services.common.proto import optional_timestamp, timestamp
 from services.payments import domain
 from services.payments.domain import EventStatus, PaymentStatus, PayoutStatus
-from services.payments.service import Payments, Reconciler
+from services.payments.reconcile import Reconciler, Report
+from services.payments.service import ADMIN_PERMISSION, Payments
 from services.payments.store import Payment, Payout, Recipient, WebhookEvent
 
 Code = grpc.StatusCode
@@ -65,6 +67,22 @@ def payment_message(payment: Payment) -> payments_pb2.Payment:
     )
 
 
+def reconciliation_message(report: Report) -> payments_pb2.Reconciliation:
+    snapshot = report.snapshot
+    return payments_pb2.Reconciliation(
+        drifts=[
+            payments_pb2.Drift(kind=payments_pb2.DriftKind.Value(f"DRIFT_KIND_{d.kind}"), detail=d.detail, ids=d.ids)
+            for d in report.drifts
+        ],
+        goals_checked=len(snapshot.goals),
+        payments_checked=len(snapshot.payments),
+        payouts_checked=len(snapshot.payouts),
+        transactions_checked=len(snapshot.transactions),
+        paystack_records_checked=report.paystack_records,
+        checked_at=timestamp(report.checked_at),
+    )
+
+
 def recipient_message(recipient: Recipient) -> payments_pb2.PayoutRecipient:
     return payments_pb2.PayoutRecipient(
         id=recipient.id,
@@ -111,6 +129,7 @@ class PaymentsServicer(payments_service_pb2_grpc.PaymentsServiceServicer):
 
     def __init__(self, payments: Payments) -> None:
         self._payments = payments
+        self._reconciler = Reconciler(payments)
 
     async def GetPayment(self, request: Any, ctx: Any) -> payments_service_pb2.GetPaymentResponse:
         payment = await self._payments.payer_payment(context.principal.get(), request.payment_id)
@@ -167,6 +186,12 @@ class PaymentsServicer(payments_service_pb2_grpc.PaymentsServiceServicer):
         event = await self._payments.retry_event(context.principal.get(), request.event_id)
         return payments_service_pb2.RetryWebhookEventResponse(event=event_message(event))
 
+    async def GetReconciliation(self, request: Any, ctx: Any) -> payments_service_pb2.GetReconciliationResponse:
+        require_permission(context.principal.get(), ADMIN_PERMISSION)
+        return payments_service_pb2.GetReconciliationResponse(
+            reconciliation=reconciliation_message(await self._reconciler.run())
+        )
+
 
 class PaymentsInternalServicer(payments_service_pb2_grpc.PaymentsInternalServiceServicer):
     """Internal RPCs (other GoFund services only)."""
@@ -211,23 +236,7 @@ class PaymentsInternalServicer(payments_service_pb2_grpc.PaymentsInternalService
         payout = await self._payments.payout(request.payout_id)
         return payments_service_pb2.GetPayoutResponse(payout=payout_message(payout))
 
-    async def ReconcilePayments(self, request: Any, ctx: Any) -> payments_service_pb2.ReconcilePaymentsResponse:
-        after = request_datetime(request, "created_after", "INVALID_TIME_RANGE")
-        before = request_datetime(request, "created_before", "INVALID_TIME_RANGE")
-        if after is not None and before is not None and after >= before:
-            raise ValidationFailed(
-                [FieldViolation("created_after", "must be before created_before", "INVALID_TIME_RANGE")]
-            )
-        mismatches, checked = await self._reconciler.run(after, before)
-        return payments_service_pb2.ReconcilePaymentsResponse(
-            mismatches=[
-                payments_pb2.PaymentMismatch(
-                    payment_id=m.payment_id,
-                    reference=m.reference,
-                    kind=payments_pb2.MismatchKind.Value(f"MISMATCH_KIND_{m.kind}"),
-                    detail=m.detail,
-                )
-                for m in mismatches
-            ],
-            payments_checked=checked,
+    async def Reconcile(self, request: Any, ctx: Any) -> payments_service_pb2.ReconcileResponse:
+        return payments_service_pb2.ReconcileResponse(
+            reconciliation=reconciliation_message(await self._reconciler.run())
         )

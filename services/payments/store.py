@@ -117,6 +117,10 @@ class Payment:
     # Paystack's ids of our refunds that failed, and of refunds we never asked for.
     failed_paystack_refund_ids: tuple[str, ...] = ()
     foreign_refund_ids: tuple[str, ...] = ()
+    # Our refunds Paystack failed (each as it was when it failed).
+    failed_refunds: tuple[Mapping[str, Any], ...] = ()
+    # References Paystack already held from an earlier attempt (see domain.payment_reference).
+    earlier_references: tuple[str, ...] = ()
 
     @classmethod
     def of(cls, doc: Document) -> Payment:
@@ -145,6 +149,8 @@ class Payment:
                 str(r["paystackRefundId"]) for r in doc.get("failedRefunds", []) if r.get("paystackRefundId")
             ),
             foreign_refund_ids=tuple(str(r.get("id")) for r in doc.get("foreignRefunds", [])),
+            failed_refunds=tuple(doc.get("failedRefunds", [])),
+            earlier_references=tuple(doc.get("earlierReferences", [])),
         )
 
 
@@ -430,6 +436,13 @@ class PaymentsStore:
             window["$lt"] = before
         query = {"createdAt": window} if window else {}
         return [Payment.of(doc) async for doc in self.payments.find(query).sort("createdAt", ASCENDING)]
+
+    async def all_payouts(self) -> list[Payout]:
+        return [Payout.of(doc) async for doc in self.payouts.find({}).sort("createdAt", ASCENDING)]
+
+    async def events_in(self, statuses: Sequence[EventStatus]) -> list[WebhookEvent]:
+        cursor = self.events.find({"status": {"$in": [str(s) for s in statuses]}}).sort("receivedAt", ASCENDING)
+        return [WebhookEvent.of(doc) async for doc in cursor]
 
     # -- webhook events ------------------------------------------------------------------------
     async def insert_event(self, event_id: str, event: str, body: str, data: Document, status: EventStatus) -> bool:

@@ -81,18 +81,21 @@ def _ledger_reconcile(args: argparse.Namespace) -> None:
     sys.exit(1 if report.differences else 0)
 
 
-def _payments_reconcile(args: argparse.Namespace) -> None:
+def _reconcile(args: argparse.Namespace) -> None:
     from gofund.payments.v1 import payments_pb2, payments_service_pb2
 
-    report = _call_internal(
-        "payments reconcile", "payments", "ReconcilePayments", payments_service_pb2.ReconcilePaymentsRequest(), 300_000
+    response = _call_internal("reconcile", "payments", "Reconcile", payments_service_pb2.ReconcileRequest(), 300_000)
+    report = response.reconciliation
+    print(
+        f"compared {report.goals_checked} goals, {report.payments_checked} payments, {report.payouts_checked} payouts, "
+        f"{report.transactions_checked} ledger transactions and {report.paystack_records_checked} Paystack records"
     )
-    print(f"checked {report.payments_checked} payments against Paystack and the ledger")
-    for m in report.mismatches:
-        kind = payments_pb2.MismatchKind.Name(m.kind).removeprefix("MISMATCH_KIND_")
-        print(f"  {m.payment_id} ({m.reference}): {kind}: {m.detail}")
-    print("no mismatches" if not report.mismatches else f"{len(report.mismatches)} mismatch(es)")
-    sys.exit(1 if report.mismatches else 0)
+    for d in report.drifts:
+        kind = payments_pb2.DriftKind.Name(d.kind).removeprefix("DRIFT_KIND_")
+        ids = " ".join(f"{name}={value}" for name, value in sorted(d.ids.items()))
+        print(f"  {kind}: {d.detail} [{ids}]")
+    print("no drift" if not report.drifts else f"{len(report.drifts)} drift(s)")
+    sys.exit(1 if report.drifts else 0)
 
 
 def _smtp_sink(args: argparse.Namespace) -> None:
@@ -213,15 +216,14 @@ def main(argv: list[str] | None = None) -> None:
     ledger = commands.add_parser("ledger", help="ledger operations").add_subparsers(
         dest="ledger_command", required=True
     )
-    reconcile = ledger.add_parser("reconcile", help="recompute every balance from the entries and list differences")
-    reconcile.set_defaults(handler=_ledger_reconcile)
-    payments = commands.add_parser("payments", help="payments operations").add_subparsers(
-        dest="payments_command", required=True
+    ledger_reconcile = ledger.add_parser(
+        "reconcile", help="recompute every balance from the entries and list differences"
     )
-    payments_reconcile = payments.add_parser(
-        "reconcile", help="compare every payment with Paystack and the ledger and list mismatches"
+    ledger_reconcile.set_defaults(handler=_ledger_reconcile)
+    reconcile = commands.add_parser(
+        "reconcile", help="compare goals, payments, the ledger and Paystack; list every drift, exit 1 if any"
     )
-    payments_reconcile.set_defaults(handler=_payments_reconcile)
+    reconcile.set_defaults(handler=_reconcile)
     sink = commands.add_parser("smtp-sink", help="run the local mail sink (GOFUND_SMTP_PORT; mail in the data dir)")
     sink.set_defaults(handler=_smtp_sink)
     simulator = commands.add_parser(

@@ -207,6 +207,30 @@ PAYOUT_OUTCOME_REVERSED: PayoutOutcome.ValueType  # 3
 """Paystack sent `transfer.reversed`: the money came back to the platform."""
 Global___PayoutOutcome: _TypeAlias = PayoutOutcome  # noqa: Y015
 
+class _GoalOutflow:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _GoalOutflowEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_GoalOutflow.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    GOAL_OUTFLOW_UNSPECIFIED: _GoalOutflow.ValueType  # 0
+    """Not decided yet: the goal is open or funded and takes money."""
+    GOAL_OUTFLOW_RELEASE: _GoalOutflow.ValueType  # 1
+    """An approved proof: the money goes to the owner, less the platform fee."""
+    GOAL_OUTFLOW_REFUND: _GoalOutflow.ValueType  # 2
+    """Expired, cancelled or rejected three times: the money goes back to every contributor."""
+
+class GoalOutflow(_GoalOutflow, metaclass=_GoalOutflowEnumTypeWrapper):
+    """Where a goal's money goes once it stops taking money; decided once."""
+
+GOAL_OUTFLOW_UNSPECIFIED: GoalOutflow.ValueType  # 0
+"""Not decided yet: the goal is open or funded and takes money."""
+GOAL_OUTFLOW_RELEASE: GoalOutflow.ValueType  # 1
+"""An approved proof: the money goes to the owner, less the platform fee."""
+GOAL_OUTFLOW_REFUND: GoalOutflow.ValueType  # 2
+"""Expired, cancelled or rejected three times: the money goes back to every contributor."""
+Global___GoalOutflow: _TypeAlias = GoalOutflow  # noqa: Y015
+
 @_typing.final
 class Goal(_message.Message):
     """A crowdfunding goal: a target amount in one currency to be raised by a
@@ -526,3 +550,103 @@ class Vote(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Vote: _TypeAlias = Vote  # noqa: Y015
+
+@_typing.final
+class GoalBooks(_message.Message):
+    """A goal's books as reconciliation reads them: where its money stands in the
+    goals service, to compare with payments, the ledger and Paystack.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GOAL_ID_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    OUTFLOW_FIELD_NUMBER: _builtins.int
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    RAISED_AMOUNT_FIELD_NUMBER: _builtins.int
+    RELEASED_AMOUNT_FIELD_NUMBER: _builtins.int
+    RELEASE_FEE_FIELD_NUMBER: _builtins.int
+    CONTRIBUTIONS_FIELD_NUMBER: _builtins.int
+    goal_id: _builtins.str
+    """The goal's id (UUID)."""
+    status: Global___GoalStatus.ValueType
+    """The goal's status."""
+    outflow: Global___GoalOutflow.ValueType
+    """Where its money goes, once decided."""
+    currency: _builtins.str
+    """ISO-4217 currency code of the goal."""
+    account_id: _builtins.str
+    """The goal's GOAL account in the ledger."""
+    raised_amount: _builtins.int
+    """The raised amount the goal shows, in minor units: while it takes money,
+    its GOAL balance; from the outflow's decision on, what counted then.
+    """
+    released_amount: _builtins.int
+    """For a release: what leaves the GOAL account, in minor units; 0 otherwise."""
+    release_fee: _builtins.int
+    """For a release: the platform's fee out of `released_amount`, in minor units."""
+    @_builtins.property
+    def contributions(self) -> _containers.RepeatedCompositeFieldContainer[Global___ContributionBooks]:
+        """Every contribution that has a payment."""
+
+    def __init__(
+        self,
+        *,
+        goal_id: _builtins.str = ...,
+        status: Global___GoalStatus.ValueType = ...,
+        outflow: Global___GoalOutflow.ValueType = ...,
+        currency: _builtins.str = ...,
+        account_id: _builtins.str = ...,
+        raised_amount: _builtins.int = ...,
+        released_amount: _builtins.int = ...,
+        release_fee: _builtins.int = ...,
+        contributions: _abc.Iterable[Global___ContributionBooks] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "contributions", b"contributions", "currency", b"currency", "goal_id", b"goal_id", "outflow", b"outflow", "raised_amount", b"raised_amount", "release_fee", b"release_fee", "released_amount", b"released_amount", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GoalBooks: _TypeAlias = GoalBooks  # noqa: Y015
+
+@_typing.final
+class ContributionBooks(_message.Message):
+    """One contribution in a goal's books."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTRIBUTION_ID_FIELD_NUMBER: _builtins.int
+    PAYMENT_ID_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    LATE_FIELD_NUMBER: _builtins.int
+    contribution_id: _builtins.str
+    """The contribution's id (UUID)."""
+    payment_id: _builtins.str
+    """The payment behind it in the payments service."""
+    status: Global___ContributionStatus.ValueType
+    """The contribution's status."""
+    amount: _builtins.int
+    """The contribution's amount, in minor units."""
+    late: _builtins.bool
+    """True if it was paid after the goal had closed: it never counted and is
+    refunded on its own.
+    """
+    def __init__(
+        self,
+        *,
+        contribution_id: _builtins.str = ...,
+        payment_id: _builtins.str = ...,
+        status: Global___ContributionStatus.ValueType = ...,
+        amount: _builtins.int = ...,
+        late: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "contribution_id", b"contribution_id", "late", b"late", "payment_id", b"payment_id", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ContributionBooks: _TypeAlias = ContributionBooks  # noqa: Y015

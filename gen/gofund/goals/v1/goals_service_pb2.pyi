@@ -1063,3 +1063,57 @@ class RecordPayoutResultResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RecordPayoutResultResponse: _TypeAlias = RecordPayoutResultResponse  # noqa: Y015
+
+@_typing.final
+class ListGoalBooksRequest(_message.Message):
+    """Request for GoalsInternalService.ListGoalBooks."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """At most this many goals are returned; 0 means 50, the maximum is 500."""
+    page_token: _builtins.str
+    """The `next_page_token` of a previous call; empty for the first page."""
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListGoalBooksRequest: _TypeAlias = ListGoalBooksRequest  # noqa: Y015
+
+@_typing.final
+class ListGoalBooksResponse(_message.Message):
+    """Response for GoalsInternalService.ListGoalBooks."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GOAL_BOOKS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty when there are no more goals."""
+    @_builtins.property
+    def goal_books(self) -> _containers.RepeatedCompositeFieldContainer[_goals_pb2.GoalBooks]:
+        """The goals' books, oldest goal first."""
+
+    def __init__(
+        self,
+        *,
+        goal_books: _abc.Iterable[_goals_pb2.GoalBooks] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["goal_books", b"goal_books", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListGoalBooksResponse: _TypeAlias = ListGoalBooksResponse  # noqa: Y015

@@ -849,6 +849,11 @@ class GoalsInternalServiceStub:
                 request_serializer=gofund_dot_goals_dot_v1_dot_goals__service__pb2.RecordPayoutResultRequest.SerializeToString,
                 response_deserializer=gofund_dot_goals_dot_v1_dot_goals__service__pb2.RecordPayoutResultResponse.FromString,
                 _registered_method=True)
+        self.ListGoalBooks = channel.unary_unary(
+                '/gofund.goals.v1.GoalsInternalService/ListGoalBooks',
+                request_serializer=gofund_dot_goals_dot_v1_dot_goals__service__pb2.ListGoalBooksRequest.SerializeToString,
+                response_deserializer=gofund_dot_goals_dot_v1_dot_goals__service__pb2.ListGoalBooksResponse.FromString,
+                _registered_method=True)
 
 
 class GoalsInternalServiceServicer:
@@ -966,6 +971,21 @@ class GoalsInternalServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListGoalBooks(self, request, context):
+        """Lists every goal's books: its status, where its money went (the
+        outflow), its raised amount and release, and each contribution's status,
+        amount and payment, oldest goal first. For reconciliation, which compares
+        them with payments, the ledger and Paystack.
+
+        Caller: the payments service's reconciliation, with the service credential.
+        Read-only.
+
+        Errors: INVALID_ARGUMENT (INVALID_PAGE_TOKEN, INVALID_PAGE_SIZE).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GoalsInternalServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -988,6 +1008,11 @@ def add_GoalsInternalServiceServicer_to_server(servicer, server):
                     servicer.RecordPayoutResult,
                     request_deserializer=gofund_dot_goals_dot_v1_dot_goals__service__pb2.RecordPayoutResultRequest.FromString,
                     response_serializer=gofund_dot_goals_dot_v1_dot_goals__service__pb2.RecordPayoutResultResponse.SerializeToString,
+            ),
+            'ListGoalBooks': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListGoalBooks,
+                    request_deserializer=gofund_dot_goals_dot_v1_dot_goals__service__pb2.ListGoalBooksRequest.FromString,
+                    response_serializer=gofund_dot_goals_dot_v1_dot_goals__service__pb2.ListGoalBooksResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1131,6 +1156,33 @@ class GoalsInternalService:
             '/gofund.goals.v1.GoalsInternalService/RecordPayoutResult',
             gofund_dot_goals_dot_v1_dot_goals__service__pb2.RecordPayoutResultRequest.SerializeToString,
             gofund_dot_goals_dot_v1_dot_goals__service__pb2.RecordPayoutResultResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListGoalBooks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gofund.goals.v1.GoalsInternalService/ListGoalBooks',
+            gofund_dot_goals_dot_v1_dot_goals__service__pb2.ListGoalBooksRequest.SerializeToString,
+            gofund_dot_goals_dot_v1_dot_goals__service__pb2.ListGoalBooksResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -772,6 +772,17 @@ class GoalsInternalServiceStub:
     goal's current payout); NOT_FOUND (GOAL_NOT_FOUND); FAILED_PRECONDITION
     (GOAL_NOT_RELEASED) when the goal is neither RELEASED nor WITHDRAWN.
     """
+    ListGoalBooks: _grpc.UnaryUnaryMultiCallable[_goals_service_pb2.ListGoalBooksRequest, _goals_service_pb2.ListGoalBooksResponse]
+    """Lists every goal's books: its status, where its money went (the
+    outflow), its raised amount and release, and each contribution's status,
+    amount and payment, oldest goal first. For reconciliation, which compares
+    them with payments, the ledger and Paystack.
+
+    Caller: the payments service's reconciliation, with the service credential.
+    Read-only.
+
+    Errors: INVALID_ARGUMENT (INVALID_PAGE_TOKEN, INVALID_PAGE_SIZE).
+    """
 
 @_typing.type_check_only
 class GoalsInternalServiceAsyncStub(GoalsInternalServiceStub):
@@ -873,6 +884,17 @@ class GoalsInternalServiceAsyncStub(GoalsInternalServiceStub):
     PAYOUT_OUTCOME_UNSPECIFIED, PAYOUT_MISMATCH when `payout_id` is not the
     goal's current payout); NOT_FOUND (GOAL_NOT_FOUND); FAILED_PRECONDITION
     (GOAL_NOT_RELEASED) when the goal is neither RELEASED nor WITHDRAWN.
+    """
+    ListGoalBooks: _aio.UnaryUnaryMultiCallable[_goals_service_pb2.ListGoalBooksRequest, _goals_service_pb2.ListGoalBooksResponse]  # type: ignore[assignment]
+    """Lists every goal's books: its status, where its money went (the
+    outflow), its raised amount and release, and each contribution's status,
+    amount and payment, oldest goal first. For reconciliation, which compares
+    them with payments, the ledger and Paystack.
+
+    Caller: the payments service's reconciliation, with the service credential.
+    Read-only.
+
+    Errors: INVALID_ARGUMENT (INVALID_PAGE_TOKEN, INVALID_PAGE_SIZE).
     """
 
 class GoalsInternalServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -996,6 +1018,23 @@ class GoalsInternalServiceServicer(metaclass=_abc_1.ABCMeta):
         PAYOUT_OUTCOME_UNSPECIFIED, PAYOUT_MISMATCH when `payout_id` is not the
         goal's current payout); NOT_FOUND (GOAL_NOT_FOUND); FAILED_PRECONDITION
         (GOAL_NOT_RELEASED) when the goal is neither RELEASED nor WITHDRAWN.
+        """
+
+    @_abc_1.abstractmethod
+    def ListGoalBooks(
+        self,
+        request: _goals_service_pb2.ListGoalBooksRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_goals_service_pb2.ListGoalBooksResponse, _abc.Awaitable[_goals_service_pb2.ListGoalBooksResponse]]:
+        """Lists every goal's books: its status, where its money went (the
+        outflow), its raised amount and release, and each contribution's status,
+        amount and payment, oldest goal first. For reconciliation, which compares
+        them with payments, the ledger and Paystack.
+
+        Caller: the payments service's reconciliation, with the service credential.
+        Read-only.
+
+        Errors: INVALID_ARGUMENT (INVALID_PAGE_TOKEN, INVALID_PAGE_SIZE).
         """
 
 def add_GoalsInternalServiceServicer_to_server(servicer: GoalsInternalServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -3,9 +3,11 @@
 isort:skip_file
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
@@ -156,57 +158,100 @@ event's word, and an operator looks. Reconciliation lists it.
 """
 Global___WebhookEventStatus: _TypeAlias = WebhookEventStatus  # noqa: Y015
 
-class _MismatchKind:
+class _DriftKind:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
 
-class _MismatchKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_MismatchKind.ValueType], _builtins.type):
+class _DriftKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DriftKind.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
-    MISMATCH_KIND_UNSPECIFIED: _MismatchKind.ValueType  # 0
+    DRIFT_KIND_UNSPECIFIED: _DriftKind.ValueType  # 0
     """Not set. Never returned."""
-    MISMATCH_KIND_STATUS_DIFFERS: _MismatchKind.ValueType  # 1
-    """Our payment status and the status Paystack's verify reports disagree."""
-    MISMATCH_KIND_AMOUNT_DIFFERS: _MismatchKind.ValueType  # 2
-    """The amount Paystack's verify reports differs from the payment's amount."""
-    MISMATCH_KIND_CURRENCY_DIFFERS: _MismatchKind.ValueType  # 3
-    """The currency Paystack's verify reports differs from the payment's currency."""
-    MISMATCH_KIND_MISSING_IN_LEDGER: _MismatchKind.ValueType  # 4
-    """A ledger transaction the payment's status requires (the capture of a
-    successful payment, the refund of a refunded one) is not in the ledger.
+    DRIFT_KIND_OUTFLOW_ABOVE_INFLOW: _DriftKind.ValueType  # 1
+    """More money left a goal at Paystack (processed refunds of its charges and
+    its transfers) than came in (its successful charges).
     """
-    MISMATCH_KIND_UNEXPECTED_IN_LEDGER: _MismatchKind.ValueType  # 5
-    """The ledger holds a transaction for the payment that its status does not
-    allow, such as a capture for a failed payment.
+    DRIFT_KIND_RELEASED_AND_REFUNDED: _DriftKind.ValueType  # 2
+    """A goal was both released (its release is posted) and refunded (the refund
+    of a contribution that counted is posted).
     """
-    MISMATCH_KIND_MISSING_AT_PAYSTACK: _MismatchKind.ValueType  # 6
-    """Paystack does not know the reference of a payment we hold as paid."""
-    MISMATCH_KIND_FLAGGED: _MismatchKind.ValueType  # 7
-    """The payment is flagged and waits for an operator."""
+    DRIFT_KIND_CONTRIBUTION_WITHOUT_CAPTURE: _DriftKind.ValueType  # 3
+    """A SUCCEEDED or REFUNDED contribution whose capture is not in the ledger."""
+    DRIFT_KIND_CAPTURE_WITHOUT_CONTRIBUTION: _DriftKind.ValueType  # 4
+    """A capture in the ledger whose contribution is not SUCCEEDED or REFUNDED."""
+    DRIFT_KIND_CHARGE_NOT_CAPTURED: _DriftKind.ValueType  # 5
+    """Paystack holds a successful charge of ours that the ledger never captured."""
+    DRIFT_KIND_OUTFLOW_NOT_IN_LEDGER: _DriftKind.ValueType  # 6
+    """Money left (or came back) at Paystack without its ledger posting: a
+    processed refund, a transfer sent, or a transfer reversed.
+    """
+    DRIFT_KIND_LEDGER_WITHOUT_PAYSTACK: _DriftKind.ValueType  # 7
+    """The ledger posted money out (a refund settled, a transfer posted) that
+    Paystack does not show as gone.
+    """
+    DRIFT_KIND_ESCROW_DIFFERS: _DriftKind.ValueType  # 8
+    """The ESCROW balance of a currency differs from what Paystack holds for us
+    in it: successful charges, less processed refunds, less sent transfers.
+    """
+    DRIFT_KIND_RAISED_DIFFERS: _DriftKind.ValueType  # 9
+    """A goal's raised amount plus the late payments it refunds differs from its
+    GOAL account's credits (its balance plus what has left it).
+    """
+    DRIFT_KIND_STATUS_DIFFERS: _DriftKind.ValueType  # 10
+    """A payment's status and its charge's status at Paystack disagree."""
+    DRIFT_KIND_RESERVATION_UNRESOLVED: _DriftKind.ValueType  # 11
+    """A reservation is still pending while its refund or payout is no longer in flight."""
+    DRIFT_KIND_NEEDS_OPERATOR: _DriftKind.ValueType  # 12
+    """A payment, payout or webhook event waits for an operator (flagged or parked)."""
+    DRIFT_KIND_LEDGER_UNBALANCED: _DriftKind.ValueType  # 13
+    """The ledger disagrees with itself: a stored balance differs from its entries."""
 
-class MismatchKind(_MismatchKind, metaclass=_MismatchKindEnumTypeWrapper):
-    """The kind of disagreement reconciliation found for one payment."""
+class DriftKind(_DriftKind, metaclass=_DriftKindEnumTypeWrapper):
+    """The kind of drift reconciliation found between goals, payments, the ledger
+    and Paystack. Each is a place where money was lost or counted twice, or could
+    be, and says so with the ids involved.
+    """
 
-MISMATCH_KIND_UNSPECIFIED: MismatchKind.ValueType  # 0
+DRIFT_KIND_UNSPECIFIED: DriftKind.ValueType  # 0
 """Not set. Never returned."""
-MISMATCH_KIND_STATUS_DIFFERS: MismatchKind.ValueType  # 1
-"""Our payment status and the status Paystack's verify reports disagree."""
-MISMATCH_KIND_AMOUNT_DIFFERS: MismatchKind.ValueType  # 2
-"""The amount Paystack's verify reports differs from the payment's amount."""
-MISMATCH_KIND_CURRENCY_DIFFERS: MismatchKind.ValueType  # 3
-"""The currency Paystack's verify reports differs from the payment's currency."""
-MISMATCH_KIND_MISSING_IN_LEDGER: MismatchKind.ValueType  # 4
-"""A ledger transaction the payment's status requires (the capture of a
-successful payment, the refund of a refunded one) is not in the ledger.
+DRIFT_KIND_OUTFLOW_ABOVE_INFLOW: DriftKind.ValueType  # 1
+"""More money left a goal at Paystack (processed refunds of its charges and
+its transfers) than came in (its successful charges).
 """
-MISMATCH_KIND_UNEXPECTED_IN_LEDGER: MismatchKind.ValueType  # 5
-"""The ledger holds a transaction for the payment that its status does not
-allow, such as a capture for a failed payment.
+DRIFT_KIND_RELEASED_AND_REFUNDED: DriftKind.ValueType  # 2
+"""A goal was both released (its release is posted) and refunded (the refund
+of a contribution that counted is posted).
 """
-MISMATCH_KIND_MISSING_AT_PAYSTACK: MismatchKind.ValueType  # 6
-"""Paystack does not know the reference of a payment we hold as paid."""
-MISMATCH_KIND_FLAGGED: MismatchKind.ValueType  # 7
-"""The payment is flagged and waits for an operator."""
-Global___MismatchKind: _TypeAlias = MismatchKind  # noqa: Y015
+DRIFT_KIND_CONTRIBUTION_WITHOUT_CAPTURE: DriftKind.ValueType  # 3
+"""A SUCCEEDED or REFUNDED contribution whose capture is not in the ledger."""
+DRIFT_KIND_CAPTURE_WITHOUT_CONTRIBUTION: DriftKind.ValueType  # 4
+"""A capture in the ledger whose contribution is not SUCCEEDED or REFUNDED."""
+DRIFT_KIND_CHARGE_NOT_CAPTURED: DriftKind.ValueType  # 5
+"""Paystack holds a successful charge of ours that the ledger never captured."""
+DRIFT_KIND_OUTFLOW_NOT_IN_LEDGER: DriftKind.ValueType  # 6
+"""Money left (or came back) at Paystack without its ledger posting: a
+processed refund, a transfer sent, or a transfer reversed.
+"""
+DRIFT_KIND_LEDGER_WITHOUT_PAYSTACK: DriftKind.ValueType  # 7
+"""The ledger posted money out (a refund settled, a transfer posted) that
+Paystack does not show as gone.
+"""
+DRIFT_KIND_ESCROW_DIFFERS: DriftKind.ValueType  # 8
+"""The ESCROW balance of a currency differs from what Paystack holds for us
+in it: successful charges, less processed refunds, less sent transfers.
+"""
+DRIFT_KIND_RAISED_DIFFERS: DriftKind.ValueType  # 9
+"""A goal's raised amount plus the late payments it refunds differs from its
+GOAL account's credits (its balance plus what has left it).
+"""
+DRIFT_KIND_STATUS_DIFFERS: DriftKind.ValueType  # 10
+"""A payment's status and its charge's status at Paystack disagree."""
+DRIFT_KIND_RESERVATION_UNRESOLVED: DriftKind.ValueType  # 11
+"""A reservation is still pending while its refund or payout is no longer in flight."""
+DRIFT_KIND_NEEDS_OPERATOR: DriftKind.ValueType  # 12
+"""A payment, payout or webhook event waits for an operator (flagged or parked)."""
+DRIFT_KIND_LEDGER_UNBALANCED: DriftKind.ValueType  # 13
+"""The ledger disagrees with itself: a stored balance differs from its entries."""
+Global___DriftKind: _TypeAlias = DriftKind  # noqa: Y015
 
 @_typing.final
 class Payment(_message.Message):
@@ -472,37 +517,106 @@ class WebhookEvent(_message.Message):
 Global___WebhookEvent: _TypeAlias = WebhookEvent  # noqa: Y015
 
 @_typing.final
-class PaymentMismatch(_message.Message):
-    """One payment on which our records, Paystack and the ledger disagree, as
-    found by reconciliation.
-    """
+class Drift(_message.Message):
+    """One drift found by reconciliation."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
-    PAYMENT_ID_FIELD_NUMBER: _builtins.int
-    REFERENCE_FIELD_NUMBER: _builtins.int
+    @_typing.final
+    class IdsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     KIND_FIELD_NUMBER: _builtins.int
     DETAIL_FIELD_NUMBER: _builtins.int
-    payment_id: _builtins.str
-    """The payment's id (UUID)."""
-    reference: _builtins.str
-    """The payment's Paystack reference."""
-    kind: Global___MismatchKind.ValueType
-    """What kind of disagreement this is."""
+    IDS_FIELD_NUMBER: _builtins.int
+    kind: Global___DriftKind.ValueType
+    """What kind of drift this is."""
     detail: _builtins.str
-    """The disagreement in words, with both sides' values."""
+    """The drift in words, with both sides' values."""
+    @_builtins.property
+    def ids(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """The records involved, by the name of their id: goal_id, contribution_id,
+        payment_id, payout_id, reference, transaction_id, refund_id, event_id,
+        account_id, currency.
+        """
+
     def __init__(
         self,
         *,
-        payment_id: _builtins.str = ...,
-        reference: _builtins.str = ...,
-        kind: Global___MismatchKind.ValueType = ...,
+        kind: Global___DriftKind.ValueType = ...,
         detail: _builtins.str = ...,
+        ids: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["detail", b"detail", "kind", b"kind", "payment_id", b"payment_id", "reference", b"reference"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["detail", b"detail", "ids", b"ids", "kind", b"kind"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___PaymentMismatch: _TypeAlias = PaymentMismatch  # noqa: Y015
+Global___Drift: _TypeAlias = Drift  # noqa: Y015
+
+@_typing.final
+class Reconciliation(_message.Message):
+    """One run of reconciliation across goals, payments, the ledger and Paystack."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DRIFTS_FIELD_NUMBER: _builtins.int
+    GOALS_CHECKED_FIELD_NUMBER: _builtins.int
+    PAYMENTS_CHECKED_FIELD_NUMBER: _builtins.int
+    PAYOUTS_CHECKED_FIELD_NUMBER: _builtins.int
+    TRANSACTIONS_CHECKED_FIELD_NUMBER: _builtins.int
+    PAYSTACK_RECORDS_CHECKED_FIELD_NUMBER: _builtins.int
+    CHECKED_AT_FIELD_NUMBER: _builtins.int
+    goals_checked: _builtins.int
+    """How many goals, payments, payouts and ledger transactions were compared."""
+    payments_checked: _builtins.int
+    """See goals_checked."""
+    payouts_checked: _builtins.int
+    """See goals_checked."""
+    transactions_checked: _builtins.int
+    """See goals_checked."""
+    paystack_records_checked: _builtins.int
+    """How many Paystack transactions, refunds and transfers were read."""
+    @_builtins.property
+    def drifts(self) -> _containers.RepeatedCompositeFieldContainer[Global___Drift]:
+        """Every drift found; empty when all four agree."""
+
+    @_builtins.property
+    def checked_at(self) -> _timestamp_pb2.Timestamp:
+        """When the run read its sources."""
+
+    def __init__(
+        self,
+        *,
+        drifts: _abc.Iterable[Global___Drift] | None = ...,
+        goals_checked: _builtins.int = ...,
+        payments_checked: _builtins.int = ...,
+        payouts_checked: _builtins.int = ...,
+        transactions_checked: _builtins.int = ...,
+        paystack_records_checked: _builtins.int = ...,
+        checked_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["checked_at", b"checked_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checked_at", b"checked_at", "drifts", b"drifts", "goals_checked", b"goals_checked", "payments_checked", b"payments_checked", "payouts_checked", b"payouts_checked", "paystack_records_checked", b"paystack_records_checked", "transactions_checked", b"transactions_checked"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Reconciliation: _TypeAlias = Reconciliation  # noqa: Y015

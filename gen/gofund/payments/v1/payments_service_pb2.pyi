@@ -8,7 +8,6 @@ from gofund.payments.v1 import payments_pb2 as _payments_pb2
 from google.api import httpbody_pb2 as _httpbody_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 import builtins as _builtins
 import sys
@@ -329,6 +328,47 @@ class RetryWebhookEventResponse(_message.Message):
 Global___RetryWebhookEventResponse: _TypeAlias = RetryWebhookEventResponse  # noqa: Y015
 
 @_typing.final
+class GetReconciliationRequest(_message.Message):
+    """Request for PaymentsService.GetReconciliation."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetReconciliationRequest: _TypeAlias = GetReconciliationRequest  # noqa: Y015
+
+@_typing.final
+class GetReconciliationResponse(_message.Message):
+    """Response for PaymentsService.GetReconciliation."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECONCILIATION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def reconciliation(self) -> _payments_pb2.Reconciliation:
+        """The run's findings."""
+
+    def __init__(
+        self,
+        *,
+        reconciliation: _payments_pb2.Reconciliation | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["reconciliation", b"reconciliation"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reconciliation", b"reconciliation"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetReconciliationResponse: _TypeAlias = GetReconciliationResponse  # noqa: Y015
+
+@_typing.final
 class InitializePaymentRequest(_message.Message):
     """Request for PaymentsInternalService.InitializePayment."""
 
@@ -609,59 +649,42 @@ class GetPayoutResponse(_message.Message):
 Global___GetPayoutResponse: _TypeAlias = GetPayoutResponse  # noqa: Y015
 
 @_typing.final
-class ReconcilePaymentsRequest(_message.Message):
-    """Request for PaymentsInternalService.ReconcilePayments."""
+class ReconcileRequest(_message.Message):
+    """Request for PaymentsInternalService.Reconcile."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
-    CREATED_AFTER_FIELD_NUMBER: _builtins.int
-    CREATED_BEFORE_FIELD_NUMBER: _builtins.int
-    @_builtins.property
-    def created_after(self) -> _timestamp_pb2.Timestamp:
-        """Only payments created at or after this time; unset for no lower bound."""
-
-    @_builtins.property
-    def created_before(self) -> _timestamp_pb2.Timestamp:
-        """Only payments created before this time; unset for no upper bound."""
-
     def __init__(
         self,
-        *,
-        created_after: _timestamp_pb2.Timestamp | None = ...,
-        created_before: _timestamp_pb2.Timestamp | None = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_after", b"created_after", "created_before", b"created_before"]  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_after", b"created_after", "created_before", b"created_before"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___ReconcilePaymentsRequest: _TypeAlias = ReconcilePaymentsRequest  # noqa: Y015
-
-@_typing.final
-class ReconcilePaymentsResponse(_message.Message):
-    """Response for PaymentsInternalService.ReconcilePayments."""
-
-    DESCRIPTOR: _descriptor.Descriptor
-
-    MISMATCHES_FIELD_NUMBER: _builtins.int
-    PAYMENTS_CHECKED_FIELD_NUMBER: _builtins.int
-    payments_checked: _builtins.int
-    """How many payments were checked."""
-    @_builtins.property
-    def mismatches(self) -> _containers.RepeatedCompositeFieldContainer[_payments_pb2.PaymentMismatch]:
-        """Every disagreement found, one per payment and kind; empty if none."""
-
-    def __init__(
-        self,
-        *,
-        mismatches: _abc.Iterable[_payments_pb2.PaymentMismatch] | None = ...,
-        payments_checked: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["mismatches", b"mismatches", "payments_checked", b"payments_checked"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___ReconcilePaymentsResponse: _TypeAlias = ReconcilePaymentsResponse  # noqa: Y015
+Global___ReconcileRequest: _TypeAlias = ReconcileRequest  # noqa: Y015
+
+@_typing.final
+class ReconcileResponse(_message.Message):
+    """Response for PaymentsInternalService.Reconcile."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECONCILIATION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def reconciliation(self) -> _payments_pb2.Reconciliation:
+        """The run's findings."""
+
+    def __init__(
+        self,
+        *,
+        reconciliation: _payments_pb2.Reconciliation | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["reconciliation", b"reconciliation"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reconciliation", b"reconciliation"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReconcileResponse: _TypeAlias = ReconcileResponse  # noqa: Y015

@@ -72,6 +72,11 @@ class PaymentsServiceStub:
                 request_serializer=gofund_dot_payments_dot_v1_dot_payments__service__pb2.RetryWebhookEventRequest.SerializeToString,
                 response_deserializer=gofund_dot_payments_dot_v1_dot_payments__service__pb2.RetryWebhookEventResponse.FromString,
                 _registered_method=True)
+        self.GetReconciliation = channel.unary_unary(
+                '/gofund.payments.v1.PaymentsService/GetReconciliation',
+                request_serializer=gofund_dot_payments_dot_v1_dot_payments__service__pb2.GetReconciliationRequest.SerializeToString,
+                response_deserializer=gofund_dot_payments_dot_v1_dot_payments__service__pb2.GetReconciliationResponse.FromString,
+                _registered_method=True)
 
 
 class PaymentsServiceServicer:
@@ -198,6 +203,22 @@ class PaymentsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetReconciliation(self, request, context):
+        """Runs reconciliation across goals, payments, the ledger and Paystack now
+        and returns its findings (as PaymentsInternalService.Reconcile), for the
+        operators' page. The scheduled run's figures are on the metrics port
+        (`gofund_reconciliation_drifts`, `gofund_reconciliation_last_clean_age_seconds`).
+
+        Needs the `payments:admin` permission. Read-only.
+
+        Errors: UNAUTHENTICATED (INVALID_TOKEN) without a valid session;
+        PERMISSION_DENIED (MISSING_PERMISSION) without `payments:admin`;
+        UNAVAILABLE if a source cannot be read.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PaymentsServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -230,6 +251,11 @@ def add_PaymentsServiceServicer_to_server(servicer, server):
                     servicer.RetryWebhookEvent,
                     request_deserializer=gofund_dot_payments_dot_v1_dot_payments__service__pb2.RetryWebhookEventRequest.FromString,
                     response_serializer=gofund_dot_payments_dot_v1_dot_payments__service__pb2.RetryWebhookEventResponse.SerializeToString,
+            ),
+            'GetReconciliation': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetReconciliation,
+                    request_deserializer=gofund_dot_payments_dot_v1_dot_payments__service__pb2.GetReconciliationRequest.FromString,
+                    response_serializer=gofund_dot_payments_dot_v1_dot_payments__service__pb2.GetReconciliationResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -412,6 +438,33 @@ class PaymentsService:
             metadata,
             _registered_method=True)
 
+    @staticmethod
+    def GetReconciliation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gofund.payments.v1.PaymentsService/GetReconciliation',
+            gofund_dot_payments_dot_v1_dot_payments__service__pb2.GetReconciliationRequest.SerializeToString,
+            gofund_dot_payments_dot_v1_dot_payments__service__pb2.GetReconciliationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
 
 class PaymentsInternalServiceStub:
     """Payment operations for the other GoFund services. Never routed by Envoy;
@@ -446,10 +499,10 @@ class PaymentsInternalServiceStub:
                 request_serializer=gofund_dot_payments_dot_v1_dot_payments__service__pb2.GetPayoutRequest.SerializeToString,
                 response_deserializer=gofund_dot_payments_dot_v1_dot_payments__service__pb2.GetPayoutResponse.FromString,
                 _registered_method=True)
-        self.ReconcilePayments = channel.unary_unary(
-                '/gofund.payments.v1.PaymentsInternalService/ReconcilePayments',
-                request_serializer=gofund_dot_payments_dot_v1_dot_payments__service__pb2.ReconcilePaymentsRequest.SerializeToString,
-                response_deserializer=gofund_dot_payments_dot_v1_dot_payments__service__pb2.ReconcilePaymentsResponse.FromString,
+        self.Reconcile = channel.unary_unary(
+                '/gofund.payments.v1.PaymentsInternalService/Reconcile',
+                request_serializer=gofund_dot_payments_dot_v1_dot_payments__service__pb2.ReconcileRequest.SerializeToString,
+                response_deserializer=gofund_dot_payments_dot_v1_dot_payments__service__pb2.ReconcileResponse.FromString,
                 _registered_method=True)
 
 
@@ -566,17 +619,17 @@ class PaymentsInternalServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def ReconcilePayments(self, request, context):
-        """Compares the payments created in a window with Paystack's verify and with
-        the ledger, and reports each disagreement. Read-only: nothing is changed
-        or flagged; an empty list means all three agree.
+    def Reconcile(self, request, context):
+        """Runs reconciliation now: compares goals, payments, the ledger and
+        Paystack (its transactions, refunds and transfers) and reports every
+        drift with the ids involved (see DriftKind). Read-only: nothing is changed
+        or flagged. What `gofund reconcile` calls; the platform also runs it on a
+        schedule (see GetReconciliation).
 
-        Called by the reconciliation job with the service credential.
+        Called by operators' tools with the service credential.
 
-        Errors: UNAUTHENTICATED (INVALID_SERVICE_CREDENTIAL); INVALID_ARGUMENT
-        (INVALID_TIME_RANGE) if `created_after` is not before `created_before`;
-        UNAVAILABLE (PAYSTACK_UNAVAILABLE, LEDGER_UNAVAILABLE) if Paystack or the
-        ledger cannot be reached.
+        Errors: UNAUTHENTICATED (INVALID_SERVICE_CREDENTIAL); UNAVAILABLE
+        (PAYSTACK_UNAVAILABLE, or a dependency's own code) if a source cannot be read.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -605,10 +658,10 @@ def add_PaymentsInternalServiceServicer_to_server(servicer, server):
                     request_deserializer=gofund_dot_payments_dot_v1_dot_payments__service__pb2.GetPayoutRequest.FromString,
                     response_serializer=gofund_dot_payments_dot_v1_dot_payments__service__pb2.GetPayoutResponse.SerializeToString,
             ),
-            'ReconcilePayments': grpc.unary_unary_rpc_method_handler(
-                    servicer.ReconcilePayments,
-                    request_deserializer=gofund_dot_payments_dot_v1_dot_payments__service__pb2.ReconcilePaymentsRequest.FromString,
-                    response_serializer=gofund_dot_payments_dot_v1_dot_payments__service__pb2.ReconcilePaymentsResponse.SerializeToString,
+            'Reconcile': grpc.unary_unary_rpc_method_handler(
+                    servicer.Reconcile,
+                    request_deserializer=gofund_dot_payments_dot_v1_dot_payments__service__pb2.ReconcileRequest.FromString,
+                    response_serializer=gofund_dot_payments_dot_v1_dot_payments__service__pb2.ReconcileResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -734,7 +787,7 @@ class PaymentsInternalService:
             _registered_method=True)
 
     @staticmethod
-    def ReconcilePayments(request,
+    def Reconcile(request,
             target,
             options=(),
             channel_credentials=None,
@@ -747,9 +800,9 @@ class PaymentsInternalService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/gofund.payments.v1.PaymentsInternalService/ReconcilePayments',
-            gofund_dot_payments_dot_v1_dot_payments__service__pb2.ReconcilePaymentsRequest.SerializeToString,
-            gofund_dot_payments_dot_v1_dot_payments__service__pb2.ReconcilePaymentsResponse.FromString,
+            '/gofund.payments.v1.PaymentsInternalService/Reconcile',
+            gofund_dot_payments_dot_v1_dot_payments__service__pb2.ReconcileRequest.SerializeToString,
+            gofund_dot_payments_dot_v1_dot_payments__service__pb2.ReconcileResponse.FromString,
             options,
             channel_credentials,
             insecure,

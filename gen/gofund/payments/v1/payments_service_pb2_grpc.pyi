@@ -130,6 +130,18 @@ class PaymentsServiceStub:
     (WEBHOOK_EVENT_NOT_FOUND); FAILED_PRECONDITION (WEBHOOK_EVENT_IGNORED) for an
     IGNORED event, which nothing could process.
     """
+    GetReconciliation: _grpc.UnaryUnaryMultiCallable[_payments_service_pb2.GetReconciliationRequest, _payments_service_pb2.GetReconciliationResponse]
+    """Runs reconciliation across goals, payments, the ledger and Paystack now
+    and returns its findings (as PaymentsInternalService.Reconcile), for the
+    operators' page. The scheduled run's figures are on the metrics port
+    (`gofund_reconciliation_drifts`, `gofund_reconciliation_last_clean_age_seconds`).
+
+    Needs the `payments:admin` permission. Read-only.
+
+    Errors: UNAUTHENTICATED (INVALID_TOKEN) without a valid session;
+    PERMISSION_DENIED (MISSING_PERMISSION) without `payments:admin`;
+    UNAVAILABLE if a source cannot be read.
+    """
 
 @_typing.type_check_only
 class PaymentsServiceAsyncStub(PaymentsServiceStub):
@@ -232,6 +244,18 @@ class PaymentsServiceAsyncStub(PaymentsServiceStub):
     PERMISSION_DENIED (MISSING_PERMISSION) without `payments:admin`; NOT_FOUND
     (WEBHOOK_EVENT_NOT_FOUND); FAILED_PRECONDITION (WEBHOOK_EVENT_IGNORED) for an
     IGNORED event, which nothing could process.
+    """
+    GetReconciliation: _aio.UnaryUnaryMultiCallable[_payments_service_pb2.GetReconciliationRequest, _payments_service_pb2.GetReconciliationResponse]  # type: ignore[assignment]
+    """Runs reconciliation across goals, payments, the ledger and Paystack now
+    and returns its findings (as PaymentsInternalService.Reconcile), for the
+    operators' page. The scheduled run's figures are on the metrics port
+    (`gofund_reconciliation_drifts`, `gofund_reconciliation_last_clean_age_seconds`).
+
+    Needs the `payments:admin` permission. Read-only.
+
+    Errors: UNAUTHENTICATED (INVALID_TOKEN) without a valid session;
+    PERMISSION_DENIED (MISSING_PERMISSION) without `payments:admin`;
+    UNAVAILABLE if a source cannot be read.
     """
 
 class PaymentsServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -370,6 +394,24 @@ class PaymentsServiceServicer(metaclass=_abc_1.ABCMeta):
         IGNORED event, which nothing could process.
         """
 
+    @_abc_1.abstractmethod
+    def GetReconciliation(
+        self,
+        request: _payments_service_pb2.GetReconciliationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_payments_service_pb2.GetReconciliationResponse, _abc.Awaitable[_payments_service_pb2.GetReconciliationResponse]]:
+        """Runs reconciliation across goals, payments, the ledger and Paystack now
+        and returns its findings (as PaymentsInternalService.Reconcile), for the
+        operators' page. The scheduled run's figures are on the metrics port
+        (`gofund_reconciliation_drifts`, `gofund_reconciliation_last_clean_age_seconds`).
+
+        Needs the `payments:admin` permission. Read-only.
+
+        Errors: UNAUTHENTICATED (INVALID_TOKEN) without a valid session;
+        PERMISSION_DENIED (MISSING_PERMISSION) without `payments:admin`;
+        UNAVAILABLE if a source cannot be read.
+        """
+
 def add_PaymentsServiceServicer_to_server(servicer: PaymentsServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
 
 class PaymentsInternalServiceStub:
@@ -473,17 +515,17 @@ class PaymentsInternalServiceStub:
     Errors: UNAUTHENTICATED (INVALID_SERVICE_CREDENTIAL); INVALID_ARGUMENT
     (INVALID_PAYOUT_ID) for a malformed id; NOT_FOUND (PAYOUT_NOT_FOUND).
     """
-    ReconcilePayments: _grpc.UnaryUnaryMultiCallable[_payments_service_pb2.ReconcilePaymentsRequest, _payments_service_pb2.ReconcilePaymentsResponse]
-    """Compares the payments created in a window with Paystack's verify and with
-    the ledger, and reports each disagreement. Read-only: nothing is changed
-    or flagged; an empty list means all three agree.
+    Reconcile: _grpc.UnaryUnaryMultiCallable[_payments_service_pb2.ReconcileRequest, _payments_service_pb2.ReconcileResponse]
+    """Runs reconciliation now: compares goals, payments, the ledger and
+    Paystack (its transactions, refunds and transfers) and reports every
+    drift with the ids involved (see DriftKind). Read-only: nothing is changed
+    or flagged. What `gofund reconcile` calls; the platform also runs it on a
+    schedule (see GetReconciliation).
 
-    Called by the reconciliation job with the service credential.
+    Called by operators' tools with the service credential.
 
-    Errors: UNAUTHENTICATED (INVALID_SERVICE_CREDENTIAL); INVALID_ARGUMENT
-    (INVALID_TIME_RANGE) if `created_after` is not before `created_before`;
-    UNAVAILABLE (PAYSTACK_UNAVAILABLE, LEDGER_UNAVAILABLE) if Paystack or the
-    ledger cannot be reached.
+    Errors: UNAUTHENTICATED (INVALID_SERVICE_CREDENTIAL); UNAVAILABLE
+    (PAYSTACK_UNAVAILABLE, or a dependency's own code) if a source cannot be read.
     """
 
 @_typing.type_check_only
@@ -585,17 +627,17 @@ class PaymentsInternalServiceAsyncStub(PaymentsInternalServiceStub):
     Errors: UNAUTHENTICATED (INVALID_SERVICE_CREDENTIAL); INVALID_ARGUMENT
     (INVALID_PAYOUT_ID) for a malformed id; NOT_FOUND (PAYOUT_NOT_FOUND).
     """
-    ReconcilePayments: _aio.UnaryUnaryMultiCallable[_payments_service_pb2.ReconcilePaymentsRequest, _payments_service_pb2.ReconcilePaymentsResponse]  # type: ignore[assignment]
-    """Compares the payments created in a window with Paystack's verify and with
-    the ledger, and reports each disagreement. Read-only: nothing is changed
-    or flagged; an empty list means all three agree.
+    Reconcile: _aio.UnaryUnaryMultiCallable[_payments_service_pb2.ReconcileRequest, _payments_service_pb2.ReconcileResponse]  # type: ignore[assignment]
+    """Runs reconciliation now: compares goals, payments, the ledger and
+    Paystack (its transactions, refunds and transfers) and reports every
+    drift with the ids involved (see DriftKind). Read-only: nothing is changed
+    or flagged. What `gofund reconcile` calls; the platform also runs it on a
+    schedule (see GetReconciliation).
 
-    Called by the reconciliation job with the service credential.
+    Called by operators' tools with the service credential.
 
-    Errors: UNAUTHENTICATED (INVALID_SERVICE_CREDENTIAL); INVALID_ARGUMENT
-    (INVALID_TIME_RANGE) if `created_after` is not before `created_before`;
-    UNAVAILABLE (PAYSTACK_UNAVAILABLE, LEDGER_UNAVAILABLE) if Paystack or the
-    ledger cannot be reached.
+    Errors: UNAUTHENTICATED (INVALID_SERVICE_CREDENTIAL); UNAVAILABLE
+    (PAYSTACK_UNAVAILABLE, or a dependency's own code) if a source cannot be read.
     """
 
 class PaymentsInternalServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -720,21 +762,21 @@ class PaymentsInternalServiceServicer(metaclass=_abc_1.ABCMeta):
         """
 
     @_abc_1.abstractmethod
-    def ReconcilePayments(
+    def Reconcile(
         self,
-        request: _payments_service_pb2.ReconcilePaymentsRequest,
+        request: _payments_service_pb2.ReconcileRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_payments_service_pb2.ReconcilePaymentsResponse, _abc.Awaitable[_payments_service_pb2.ReconcilePaymentsResponse]]:
-        """Compares the payments created in a window with Paystack's verify and with
-        the ledger, and reports each disagreement. Read-only: nothing is changed
-        or flagged; an empty list means all three agree.
+    ) -> _typing.Union[_payments_service_pb2.ReconcileResponse, _abc.Awaitable[_payments_service_pb2.ReconcileResponse]]:
+        """Runs reconciliation now: compares goals, payments, the ledger and
+        Paystack (its transactions, refunds and transfers) and reports every
+        drift with the ids involved (see DriftKind). Read-only: nothing is changed
+        or flagged. What `gofund reconcile` calls; the platform also runs it on a
+        schedule (see GetReconciliation).
 
-        Called by the reconciliation job with the service credential.
+        Called by operators' tools with the service credential.
 
-        Errors: UNAUTHENTICATED (INVALID_SERVICE_CREDENTIAL); INVALID_ARGUMENT
-        (INVALID_TIME_RANGE) if `created_after` is not before `created_before`;
-        UNAVAILABLE (PAYSTACK_UNAVAILABLE, LEDGER_UNAVAILABLE) if Paystack or the
-        ledger cannot be reached.
+        Errors: UNAUTHENTICATED (INVALID_SERVICE_CREDENTIAL); UNAVAILABLE
+        (PAYSTACK_UNAVAILABLE, or a dependency's own code) if a source cannot be read.
         """
 
 def add_PaymentsInternalServiceServicer_to_server(servicer: PaymentsInternalServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
