@@ -334,14 +334,25 @@ def _goals(s: Snapshot) -> Iterable[Drift]:
                 goal_ids,
             )
         balance = s.balances.get(books.account_id)
-        if balance is not None and books.raised_amount + late_captured != balance.credits:
-            yield Drift(
-                "RAISED_DIFFERS",
-                f"raised {books.raised_amount} + late payments {late_captured} vs the GOAL account's credits "
-                f"{balance.credits} (balance {balance.balance})",
-                {**goal_ids, "account_id": books.account_id},
-            )
+        if balance is not None and (differs := _raised_differs(books, balance, late_captured)):
+            yield Drift("RAISED_DIFFERS", differs, {**goal_ids, "account_id": books.account_id})
     yield from _captures_without_contribution(s)
+
+
+def _raised_differs(books: goals_pb2.GoalBooks, balance: ledger_pb2.Balance, late_captured: int) -> str:
+    """While a goal takes money its raised amount is its GOAL balance; once its outflow is
+    decided it is what counted, so with the late payments it refunds it is every credit the
+    GOAL account took (its balance plus what has left it). Empty if they agree."""
+    if books.outflow == goals_pb2.GOAL_OUTFLOW_UNSPECIFIED:
+        if books.raised_amount != balance.balance:
+            return f"raised {books.raised_amount} vs the GOAL balance {balance.balance}"
+        return ""
+    if books.raised_amount + late_captured != balance.credits:
+        return (
+            f"raised {books.raised_amount} + late payments {late_captured} vs the GOAL account's credits "
+            f"{balance.credits} (balance {balance.balance})"
+        )
+    return ""
 
 
 def _refunded_at_paystack(s: Snapshot) -> dict[str, int]:
@@ -452,13 +463,15 @@ class Schedule:
         self._interval = interval
 
     async def run(self) -> None:
+        # The first run waits an interval: a process just started (or restarted after a
+        # crash) first catches up on its own work, and other replicas may have run lately.
         while True:
+            await asyncio.sleep(self._interval.total_seconds())
             try:
                 await self.run_once()
             except Exception as exc:
                 raise_if_cancelling()
                 (log.info if transient(exc) else log.exception)("scheduled reconciliation failed; it runs again")
-            await asyncio.sleep(self._interval.total_seconds())
 
     async def run_once(self) -> bool:
         """Run if it is this replica's turn; True if it ran."""

@@ -215,7 +215,8 @@ class Stack:
         A host's health in /clusters is as of its last check, so right after a restart it may
         still show the killed process's HEALTHY, and a check sent to a process that was stopped
         may still be on its way to failing it. So this waits for the checks in flight when it
-        was called to finish, then for a passing check of every host after that, and only then
+        was called to finish, then for two passing checks of every host after that (a host
+        that passes once right after a restart and then fails is caught), and only then
         takes "no host unhealthy" as the answer.
         """
         names = [name for name in SERVICES if name not in ignore]
@@ -237,7 +238,7 @@ class Stack:
                 for name in names
                 if name in unhealthy
                 or name not in settled
-                or counts[name][1] < settled[name] + len(hosts.get(name, ()))
+                or counts[name][1] < settled[name] + 2 * len(hosts.get(name, ()))
                 or not hosts.get(name)
             ]
             if not waiting:

@@ -41,10 +41,18 @@ def stack_environment(data_dir: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """The shared stack. Once every test on it has run, reconciliation across goals,
+    payments, the ledger and Paystack must be clean: whatever the tests did, not a
+    kobo was lost or counted twice (a failure here is an error at teardown)."""
+    from tests.e2e.money import reconciled_clean
+
     platform = Stack(stack_environment(tmp_path_factory.mktemp("stack")), durable=False)
     platform.start()
-    yield platform
-    platform.stop()
+    try:
+        yield platform
+        reconciled_clean(platform)
+    finally:
+        platform.stop()
 
 
 def edge(stack: Stack) -> str:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -26,7 +28,7 @@ from pymongo import MongoClient
 from services.payments.domain import sign
 from services.stack.stack import Stack
 from tests.conftest import sync_service_channel
-from tests.e2e.conftest import edge
+from tests.e2e.conftest import BIN, edge
 
 PASSWORD = "correct horse battery"
 T = TypeVar("T")
@@ -266,3 +268,36 @@ def deliver(stack: Stack, body: bytes, signature: str | None = None) -> httpx.Re
     if signature:
         headers["x-paystack-signature"] = signature
     return httpx.post(f"{edge(stack)}/v1/webhooks/paystack", content=body, headers=headers, timeout=20)
+
+
+def reconcile(stack: Stack) -> subprocess.CompletedProcess[str]:
+    """`gofund reconcile` against the stack, as an operator runs it."""
+    return subprocess.run(
+        [str(BIN / "gofund"), "reconcile"],
+        check=False,
+        env={**os.environ, **stack.overrides},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def reconciled_clean(stack: Stack, timeout_s: float = 60.0) -> str:
+    """Poll reconciliation until it finds no drift (work in flight settles first); its report."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        report = reconcile(stack)
+        if report.returncode == 0 or time.monotonic() >= deadline:
+            assert report.returncode == 0, f"reconciliation is not clean:\n{report.stdout}{report.stderr}"
+            return report.stdout
+        time.sleep(0.5)
+
+
+def make_admin(stack: Stack, user: User) -> None:
+    subprocess.run(
+        [str(BIN / "gofund"), "admin", "create", "--email", user.email],
+        env={**os.environ, **stack.overrides},
+        capture_output=True,
+        timeout=60,
+        check=True,
+    )

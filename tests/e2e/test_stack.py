@@ -104,18 +104,19 @@ def ledger_internal(stack: Stack) -> Iterator[ledger_service_pb2_grpc.LedgerInte
         yield ledger_service_pb2_grpc.LedgerInternalServiceStub(channel)
 
 
-def funded_goal_account(stack: Stack, amount: int) -> str:
+def post_from_escrow(stack: Stack, goal: str, amount: int) -> str:
+    """Money into a GOAL account from ESCROW, straight in the ledger (no Paystack behind it)."""
     with ledger_internal(stack) as internal:
-
-        def open_(kind: int, entity: str) -> str:
-            request = ledger_service_pb2.OpenAccountRequest(account_type=kind, entity_id=entity, currency="NGN")
-            return str(internal.OpenAccount(request, timeout=10).account.id)
-
-        escrow = open_(ledger_pb2.ACCOUNT_TYPE_ESCROW, "platform")
-        goal = open_(ledger_pb2.ACCOUNT_TYPE_GOAL, str(uuid.uuid4()))
+        escrow = internal.OpenAccount(
+            ledger_service_pb2.OpenAccountRequest(
+                account_type=ledger_pb2.ACCOUNT_TYPE_ESCROW, entity_id="platform", currency="NGN"
+            ),
+            timeout=10,
+        ).account.id
+        transaction_id = f"e2e:{uuid.uuid4()}"
         internal.PostTransaction(
             ledger_service_pb2.PostTransactionRequest(
-                transaction_id=f"e2e:{uuid.uuid4()}",
+                transaction_id=transaction_id,
                 postings=[
                     ledger_pb2.Posting(
                         account_id=escrow, entry_type=ledger_pb2.ENTRY_TYPE_DEBIT, amount=amount, currency="NGN"
@@ -127,11 +128,44 @@ def funded_goal_account(stack: Stack, amount: int) -> str:
             ),
             timeout=10,
         )
-        return goal
+        return transaction_id
+
+
+@contextlib.contextmanager
+def funded_goal_account(stack: Stack, amount: int) -> Iterator[tuple[str, list[str]]]:
+    """A GOAL account with money from nowhere, for ledger reads: the postings (listed, with any
+    the test adds) are reversed afterwards, so the shared stack's ESCROW still equals what
+    Paystack holds and its reconciliation stays clean."""
+    with ledger_internal(stack) as internal:
+        goal = str(
+            internal.OpenAccount(
+                ledger_service_pb2.OpenAccountRequest(
+                    account_type=ledger_pb2.ACCOUNT_TYPE_GOAL, entity_id=str(uuid.uuid4()), currency="NGN"
+                ),
+                timeout=10,
+            ).account.id
+        )
+    posted = [post_from_escrow(stack, goal, amount)]
+    try:
+        yield goal, posted
+    finally:
+        with ledger_internal(stack) as internal:
+            for transaction_id in reversed(posted):
+                internal.ReverseTransaction(
+                    ledger_service_pb2.ReverseTransactionRequest(
+                        transaction_id=f"{transaction_id}:undo", original_transaction_id=transaction_id,
+                        description="the test is over",
+                    ),
+                    timeout=10,
+                )  # fmt: skip
 
 
 def test_goal_balance_reads_as_json_through_envoy(stack: Stack) -> None:
-    goal = funded_goal_account(stack, 150_000)
+    with funded_goal_account(stack, 150_000) as (goal, _):
+        read_goal_account(stack, goal)
+
+
+def read_goal_account(stack: Stack, goal: str) -> None:
     account = httpx.get(f"{edge(stack)}/v1/accounts/{goal}", timeout=10).json()["account"]
     assert (account["id"], account["account_type"], account["currency"]) == (goal, "ACCOUNT_TYPE_GOAL", "NGN")
     balance = httpx.get(f"{edge(stack)}/v1/accounts/{goal}/balance", timeout=10).json()["balance"]
@@ -155,56 +189,36 @@ def open_streams(stack: Stack, service: str, method: str) -> float:
 
 
 def test_balance_watch_streams_ndjson_through_envoy_as_changes_happen(stack: Stack) -> None:
-    goal = funded_goal_account(stack, 10)
-    before = open_streams(stack, "ledger", WATCH_BALANCE)
-    with httpx.stream("GET", f"{edge(stack)}/v1/accounts/{goal}/balance:watch", timeout=30) as response:
-        assert response.status_code == 200
-        assert open_streams(stack, "ledger", WATCH_BALANCE) == before + 1
-        lines = response.iter_lines()
-        first = json.loads(next(lines))
-        assert (first["account_id"], first["balance"]) == (goal, "10")
-        with ledger_internal(stack) as internal:
-            escrow = internal.OpenAccount(
-                ledger_service_pb2.OpenAccountRequest(
-                    account_type=ledger_pb2.ACCOUNT_TYPE_ESCROW, entity_id="platform", currency="NGN"
-                ),
-                timeout=10,
-            ).account.id
-            internal.PostTransaction(
-                ledger_service_pb2.PostTransactionRequest(
-                    transaction_id=f"e2e:{uuid.uuid4()}",
-                    postings=[
-                        ledger_pb2.Posting(
-                            account_id=escrow, entry_type=ledger_pb2.ENTRY_TYPE_DEBIT, amount=5, currency="NGN"
-                        ),
-                        ledger_pb2.Posting(
-                            account_id=goal, entry_type=ledger_pb2.ENTRY_TYPE_CREDIT, amount=5, currency="NGN"
-                        ),
-                    ],
-                ),
-                timeout=10,
-            )
-        second = json.loads(next(lines))  # arrives while the stream is open, not at its end
-        assert second["balance"] == "15"
-        assert int(second["seq"]) > int(first["seq"])
-    # The client went away: the ledger's watcher is gone with it.
-    deadline = time.monotonic() + 10
-    while open_streams(stack, "ledger", WATCH_BALANCE) != before and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert open_streams(stack, "ledger", WATCH_BALANCE) == before
+    with funded_goal_account(stack, 10) as (goal, posted):
+        before = open_streams(stack, "ledger", WATCH_BALANCE)
+        with httpx.stream("GET", f"{edge(stack)}/v1/accounts/{goal}/balance:watch", timeout=30) as response:
+            assert response.status_code == 200
+            assert open_streams(stack, "ledger", WATCH_BALANCE) == before + 1
+            lines = response.iter_lines()
+            first = json.loads(next(lines))
+            assert (first["account_id"], first["balance"]) == (goal, "10")
+            posted.append(post_from_escrow(stack, goal, 5))
+            second = json.loads(next(lines))  # arrives while the stream is open, not at its end
+            assert second["balance"] == "15"
+            assert int(second["seq"]) > int(first["seq"])
+        # The client went away: the ledger's watcher is gone with it.
+        deadline = time.monotonic() + 10
+        while open_streams(stack, "ledger", WATCH_BALANCE) != before and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert open_streams(stack, "ledger", WATCH_BALANCE) == before
 
 
 def test_gofund_ledger_reconcile_reports_no_differences(stack: Stack) -> None:
-    funded_goal_account(stack, 42)
-    env = {"GOFUND_LEDGER_PORT": str(stack.settings.ledger_port)}
-    result = subprocess.run(
-        [str(BIN / "gofund"), "ledger", "reconcile"],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    with funded_goal_account(stack, 42):
+        env = {"GOFUND_LEDGER_PORT": str(stack.settings.ledger_port)}
+        result = subprocess.run(
+            [str(BIN / "gofund"), "ledger", "reconcile"],
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no differences" in result.stdout
 
