@@ -43,8 +43,11 @@ log = logging.getLogger("gofund.payments.reconcile")
 
 # Paystack's status of a charge for each of ours. A refunded charge reads
 # `reversed` once its refunds cover it (or still `success` while they settle).
+# A declined card (`failed`) sends no webhook: the payment stays PENDING until
+# the janitor verifies it; no money moved, so that lag is not drift. A paid
+# charge still PENDING here is (CHARGE_NOT_CAPTURED).
 EXPECTED_AT_PAYSTACK: Mapping[PaymentStatus, frozenset[str]] = {
-    PaymentStatus.PENDING: frozenset({"abandoned", "ongoing", "pending", "processing", "queued"}),
+    PaymentStatus.PENDING: frozenset({"abandoned", "ongoing", "pending", "processing", "queued", "failed"}),
     PaymentStatus.SUCCESS: frozenset({"success"}),
     PaymentStatus.REFUND_PENDING: frozenset({"success", "reversed"}),
     PaymentStatus.REFUNDED: frozenset({"success", "reversed"}),
