@@ -1,5 +1,7 @@
 """Ledger rules without a database: validation, normal sides, floors, fingerprints, visibility."""
 
+import hashlib
+import json
 import uuid
 
 import pytest
@@ -106,3 +108,58 @@ def test_visibility_follows_the_api_rules() -> None:
     assert not domain.can_view(AccountType.ESCROW, "platform", A, ())
     assert domain.can_view(AccountType.REVENUE, "platform", A, {"ledger:read_any"})
     assert domain.can_view(AccountType.USER, A, B, {"admin:*"})
+
+
+# -- reservations -------------------------------------------------------------------
+def reservation_of(amount: int) -> list[Posting]:
+    return domain.pending(
+        [Posting(GOAL_ID, EntryType.DEBIT, amount, "NGN"), Posting(ESCROW_ID, EntryType.CREDIT, amount, "NGN")]
+    )
+
+
+GOAL_ID = "00000000-0000-0000-0000-0000000000a1"
+ESCROW_ID = "00000000-0000-0000-0000-0000000000e1"
+
+
+def funded(amount: int) -> dict[str, AccountState]:
+    return {
+        GOAL_ID: AccountState(GOAL_ID, AccountType.GOAL, "NGN", 0, amount),
+        ESCROW_ID: AccountState(ESCROW_ID, AccountType.ESCROW, "NGN", amount, 0),
+    }
+
+
+def test_a_reservation_counts_against_what_is_available_not_the_balance() -> None:
+    after = domain.apply(funded(10_000), reservation_of(6000))
+    goal, escrow = after[GOAL_ID], after[ESCROW_ID]
+    assert (goal.balance, goal.available, goal.debits_pending) == (10_000, 4000, 6000)
+    assert (escrow.balance, escrow.available, escrow.credits_pending) == (10_000, 4000, 6000)
+    with pytest.raises(domain.InsufficientFunds):
+        domain.apply(after, reservation_of(4001))
+
+
+def test_posting_a_reservation_moves_the_money_and_voiding_it_gives_it_back() -> None:
+    held = domain.apply(funded(10_000), reservation_of(6000))
+    posted = domain.apply(held, domain.resolution(reservation_of(6000), domain.TransactionKind.POST_PENDING))
+    assert (posted[GOAL_ID].balance, posted[GOAL_ID].available, posted[GOAL_ID].debits_pending) == (4000, 4000, 0)
+    assert (posted[ESCROW_ID].balance, posted[ESCROW_ID].credits_pending) == (4000, 0)
+    voided = domain.apply(held, domain.resolution(reservation_of(6000), domain.TransactionKind.VOID_PENDING))
+    assert (voided[GOAL_ID].balance, voided[GOAL_ID].available, voided[GOAL_ID].debits_pending) == (10_000, 10_000, 0)
+
+
+def test_money_reserved_to_arrive_is_not_available_until_posted() -> None:
+    incoming = domain.pending(
+        [Posting(ESCROW_ID, EntryType.DEBIT, 500, "NGN"), Posting(GOAL_ID, EntryType.CREDIT, 500, "NGN")]
+    )
+    after = domain.apply(funded(0), incoming)
+    assert (after[GOAL_ID].available, after[GOAL_ID].credits_pending) == (0, 500)
+
+
+def test_a_posted_transaction_prints_as_it_did_before_reservations_existed() -> None:
+    postings = [Posting(GOAL_ID, EntryType.DEBIT, 700, "NGN"), Posting(ESCROW_ID, EntryType.CREDIT, 700, "NGN")]
+    canonical = sorted((p.account_id, p.entry_type.value, p.amount, p.currency) for p in postings)
+    before = hashlib.sha256(
+        json.dumps({"postings": canonical, "reverses": None}, separators=(",", ":")).encode()
+    ).hexdigest()
+    assert domain.fingerprint(postings) == before
+    # The same postings as a reservation, or as its resolution, are other transactions.
+    assert domain.fingerprint(domain.pending(postings), kind=domain.TransactionKind.PENDING) != before
