@@ -7,7 +7,8 @@
   whose env.py calls `run_alembic_env`; `upgrade` applies them, and
   `Database.check_ready` refuses to serve on a database that is unreachable or
   not at the code's migration head.
-- `for_update`: the one way a row is locked. It also refreshes rows the
+- `for_update`: the one way an ORM query locks rows (the ledger's posting
+  locks with plain SQL, which has no identity map). It also refreshes rows the
   session already holds, since a lock protects only what is read after it.
 - `ensure_database` creates a service's database on the embedded server (a
   production server gets its databases from its deployment).

@@ -145,7 +145,7 @@ class ReconciliationGauges:
         "OUTFLOW_ABOVE_INFLOW", "RELEASED_AND_REFUNDED", "CONTRIBUTION_WITHOUT_CAPTURE",
         "CAPTURE_WITHOUT_CONTRIBUTION", "CHARGE_NOT_CAPTURED", "OUTFLOW_NOT_IN_LEDGER", "LEDGER_WITHOUT_PAYSTACK",
         "ESCROW_DIFFERS", "RAISED_DIFFERS", "STATUS_DIFFERS", "RESERVATION_UNRESOLVED", "NEEDS_OPERATOR",
-        "LEDGER_UNBALANCED",
+        "LEDGER_UNBALANCED", "CONTRIBUTION_STATUS_DIFFERS",
     )  # fmt: skip
 
     def __init__(self) -> None:
@@ -160,7 +160,7 @@ class ReconciliationGauges:
         )
         self._last_clean = Gauge(
             "gofund_reconciliation_last_clean_age_seconds",
-            "Seconds since the last scheduled run that found no persisting drift; -1 if none has yet.",
+            "Seconds since the last scheduled run that found no drift at all; -1 if none has yet.",
             registry=None,
         )
         self.collectors = (self._drifts, self._last_run, self._last_clean)

@@ -161,8 +161,9 @@ class InitializedPayment:
 
 
 class PaymentsGateway:
-    """Payments' calls that reach Paystack get `provider_timeout_s` (more than payments'
-    own Paystack timeout, so payments answers first), capped by the incoming deadline."""
+    """Every call goals makes to payments reaches Paystack (checkout, refund, payout), so each
+    gets `provider_timeout_s` (more than payments' own Paystack timeout, so payments answers
+    first), capped by the incoming deadline."""
 
     def __init__(self, channels: Channels, target: str, *, provider_timeout_s: float) -> None:
         service = payments_service_pb2.DESCRIPTOR.services_by_name["PaymentsInternalService"]

@@ -180,6 +180,8 @@ class Goals:
 
     async def books(self, after: tuple[datetime, str] | None, limit: int) -> list[store.Books]:
         async with self.database.transaction() as session:
+            # One snapshot for the goals, releases and contributions of the page.
+            await session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
             return await store.list_books(session, after, limit)
 
     async def watch(self, goal_id: str) -> AsyncIterator[store.Progress]:

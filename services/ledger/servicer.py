@@ -322,6 +322,10 @@ class LedgerInternalServicer(ledger_service_pb2_grpc.LedgerInternalServiceServic
                     computed_debits=d.computed_debits,
                     stored_credits=d.stored_credits,
                     computed_credits=d.computed_credits,
+                    stored_debits_pending=d.stored_pending[0],
+                    computed_debits_pending=d.computed_pending[0],
+                    stored_credits_pending=d.stored_pending[1],
+                    computed_credits_pending=d.computed_pending[1],
                 )
                 for d in differences
             ],

@@ -154,6 +154,11 @@ def already_refunded(paystack_message: str) -> bool:
     return "fully reversed" in message or "not yet refunded" in message
 
 
+def reference_not_found(paystack_message: str) -> bool:
+    """Paystack's verify does not know the reference (Verify Transaction's own message)."""
+    return "reference not found" in paystack_message.lower()
+
+
 def payout_reference(payout_id: str) -> str:
     # Paystack allows letters, digits, `-` and `_` in transfer references.
     return "gfpo-" + uuid.UUID(payout_id).hex
@@ -204,6 +209,8 @@ def payout_reversal_transaction_id(payout_id: str) -> str:
 # in an RPC is finished even if the RPC's caller goes away or the process dies.
 SETTLE_PAYMENT = "gofund.payment.settle"  # tell goals how a verified payment ended
 PAYOUT_REJECTED = "gofund.payout.rejected"  # Paystack refused a transfer outright
+CHECK_PAYMENT = "gofund.payment.check"  # the janitor's look at an open payment or its refund
+CHECK_PAYOUT = "gofund.payout.check"  # the janitor's look at an open payout
 
 HANDLED_EVENTS = frozenset(
     {

@@ -3,8 +3,11 @@
 Paystack can lose a webhook (and sends none for a declined card), a payer can
 leave checkout, a refund's or a transfer's event can never come. Every
 `janitor_interval_ms` each payments process looks for open records whose next
-check is due and settles them as Paystack reports them, with the same
-idempotent steps a webhook runs:
+check is due and hands each to the processor as an outbox entry (so a check
+that fails part-way, goals being down when told, say, is retried like any
+event until it is done); the processor settles them as Paystack reports them,
+with the same idempotent steps a webhook runs (`Payments.check_payment`,
+`Payments.check_payout`):
 - PENDING payments: the charge is verified. Paid: captured, and goals is told
   (a goal that has closed meanwhile refunds it, once). Declined: FAILED.
   Still `abandoned` once the idempotency window (`abandon_after_ms`) is over:
@@ -23,13 +26,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from services.payments.domain import PaymentStatus, PayoutStatus, PaystackRejected
+from services.payments import domain
+from services.payments.domain import PaymentStatus, PayoutStatus
 from services.payments.processor import raise_if_cancelling, transient
 from services.payments.service import Payments
-from services.payments.store import Document, Payment, Payout, now
+from services.payments.store import Document, now
 
 log = logging.getLogger("gofund.payments.janitor")
 
@@ -75,64 +79,30 @@ class Janitor:
         return at + wait
 
     async def sweep(self) -> int:
-        """One look at everything due; how many checks it made."""
+        """One look at everything due: each check claimed is handed to the processor; how many."""
         at = self._clock()
+        abandon_before = (at - self._abandon_after).isoformat()
         made = 0
         open_payments = [str(PaymentStatus.PENDING), str(PaymentStatus.REFUND_PENDING)]
         for doc in await self._records.due_for_check("payments", open_payments, at, BATCH):
             if await self._claim("payments", {"paymentId": doc["paymentId"]}, doc, at):
                 made += 1
-                await self._check(self._check_payment(Payment.of(doc), at), doc["paymentId"])
+                await self._records.arm_event(
+                    f"{domain.CHECK_PAYMENT}:{doc['paymentId']}",
+                    domain.CHECK_PAYMENT,
+                    {"payment_id": doc["paymentId"], "abandon_before": abandon_before},
+                )
         for doc in await self._records.due_for_check("payouts", [str(PayoutStatus.PENDING)], at, BATCH):
             if await self._claim("payouts", {"payoutId": doc["payoutId"]}, doc, at):
                 made += 1
-                await self._check(self._check_payout(Payout.of(doc)), doc["payoutId"])
+                await self._records.arm_event(
+                    f"{domain.CHECK_PAYOUT}:{doc['payoutId']}", domain.CHECK_PAYOUT, {"payout_id": doc["payoutId"]}
+                )
+        if made:
+            self._payments.wake_processor()
         return made
 
     async def _claim(self, collection: str, key: Document, doc: Document, at: datetime) -> bool:
         return await self._records.claim_check(
             collection, key, doc["checkAt"], self.next_check(at, int(doc.get("checks") or 0))
         )
-
-    async def _check(self, step: Awaitable[object], record_id: str) -> None:
-        """One record's check; its failure waits for the next check and never stops the sweep."""
-        try:
-            await step
-        except Exception as exc:
-            raise_if_cancelling()
-            (log.info if transient(exc) else log.warning)(
-                "janitor check failed; it is looked at again later",
-                extra={"record_id": record_id, "error": f"{type(exc).__name__}: {exc}"[:300]},
-            )
-
-    async def _check_payment(self, payment: Payment, at: datetime) -> None:
-        payments = self._payments
-        abandon_before = at - self._abandon_after
-        if payment.status is PaymentStatus.REFUND_PENDING:
-            refund = payment.refund or {}
-            if not (refund.get("reserved") and refund.get("requested")):
-                await payments.continue_refund(payment)
-            else:
-                await payments.review_refunds(payment)
-            return
-        if payment.flagged:
-            return  # an operator's; nothing moves on its own
-        if not payment.authorization_url:
-            # Never initialized at Paystack (every attempt failed, and the payer gave up):
-            # nothing can be paid, so once the window is over it is abandoned.
-            if payment.created_at <= abandon_before:
-                await payments.abandon(payment, "never initialized at Paystack")
-            return
-        try:
-            await payments.settle_charge(payment, confirmed_by_event=False, abandon_before=abandon_before)
-        except PaystackRejected:
-            if payment.created_at <= abandon_before:
-                await payments.abandon(payment, "Paystack does not know the reference")
-
-    async def _check_payout(self, payout: Payout) -> None:
-        if payout.flagged:
-            return
-        if not payout.requested:
-            await self._payments.continue_transfer(payout)
-            return
-        await self._payments.review_transfer(payout)

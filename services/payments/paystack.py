@@ -162,9 +162,6 @@ class Paystack:
         data = await self._call("POST", "/refund", json=body, timeout_s=timeout_s)
         return _refund(data)
 
-    async def fetch_refund(self, refund_id: str, *, timeout_s: float | None = None) -> Refund:
-        return _refund(await self._call("GET", f"/refund/{refund_id}", read=True, timeout_s=timeout_s))
-
     async def refunds(self, transaction: str = "") -> AsyncIterator[Refund]:
         """Refunds (List Refunds), page by page; `transaction` (its Paystack id) narrows the list.
 
@@ -289,6 +286,9 @@ class Paystack:
             # Our secret key is wrong: every call will fail until the deployment is fixed.
             log.error("paystack refused the secret key", extra={"paystack_message": message})
             raise PaystackUnavailable("Paystack refused our secret key")
+        if response.status_code in (408, 429):
+            # Paystack did not decide (a timeout, its rate limit): like an outage, the call may be repeated.
+            raise PaystackUnavailable(f"Paystack answered {response.status_code}: {message}")
         if response.status_code == 404:
             raise PaystackNotFound(message or "Paystack answered 404")
         if response.status_code >= 400 or not isinstance(envelope, dict) or envelope.get("status") is not True:
@@ -297,7 +297,8 @@ class Paystack:
             return envelope
         data = envelope.get("data")
         if not isinstance(data, dict):
-            raise PaystackRejected("Paystack answered without a data object")
+            # A success without its object says nothing of what was done: not a refusal.
+            raise PaystackUnavailable("Paystack answered without a data object")
         return data
 
 

@@ -161,15 +161,6 @@ class Peers:
             )
         )  # fmt: skip
 
-    async def transaction_exists(self, transaction_id: str) -> bool:
-        try:
-            await self._ledger.GetTransaction(ledger_service_pb2.GetTransactionRequest(transaction_id=transaction_id))
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() is grpc.StatusCode.NOT_FOUND:
-                return False
-            raise
-        return True
-
     # -- reads for reconciliation ----------------------------------------------------------
     async def ledger_transactions(self) -> AsyncIterator[ledger_pb2.Transaction]:
         """Every ledger transaction, in commit order."""

@@ -5,7 +5,8 @@ payments, payouts and the events that wait for an operator from our store;
 every ledger transaction, the balances involved and the ledger's own audit;
 Paystack's transactions, refunds and transfers) and `find_drifts`, which is
 pure, reports every place where money was lost or counted twice, or could be:
-see `payments_pb2.DriftKind` for the list. Read-only; nothing is changed.
+see `payments_pb2.DriftKind` for the list. Nothing is changed (the ESCROW accounts it reads are opened if a currency
+has none yet).
 
 The comparison reads everything each run: at this platform's scale that is
 seconds; a larger one would page Paystack by time window from a checkpoint.
@@ -116,7 +117,7 @@ class Reconciler:
         # Our own records first, Paystack's last: what Paystack did after our read
         # shows as Paystack ahead of us (in flight), never as us ahead of Paystack.
         goals = [books async for books in peers.goal_books()]
-        ours = await payments.payments_created(None, None)
+        ours = await payments.all_payments()
         payouts = await payments.all_payouts()
         operator_events = await payments.events_in([EventStatus.PARKED, EventStatus.FLAGGED])
         transactions = {t.id: t async for t in peers.ledger_transactions()}
@@ -143,6 +144,7 @@ def find_drifts(s: Snapshot) -> list[Drift]:
     drifts += _transfers(s)
     drifts += _reservations(s)
     drifts += _goals(s)
+    drifts += _contributions_against_payments(s)
     drifts += _escrow(s)
     drifts += _operator(s)
     return drifts
@@ -226,6 +228,9 @@ def _refunds(s: Snapshot) -> Iterable[Drift]:
         ids = {"payment_id": payment.payment_id, "refund_id": refund.id}
         ours = _refund_of(payment, refund.id)
         if refund.status == "processed":
+            in_flight = payment.refund or {}
+            if ours is None and in_flight.get("requested") and not in_flight.get("paystackRefundId"):
+                continue  # ours, most likely, whose answer was lost: the next review adopts it
             if ours is None:
                 yield Drift(
                     "OUTFLOW_NOT_IN_LEDGER",
@@ -257,6 +262,12 @@ def _transfers(s: Snapshot) -> Iterable[Drift]:
     sent: set[str] = set()
     for transfer in s.transfers:
         payout = payouts.get(transfer.reference)
+        if payout is None and transfer.status == "success":
+            yield Drift(
+                "OUTFLOW_NOT_IN_LEDGER",
+                f"Paystack sent {transfer.amount} {transfer.currency} in a transfer no payout of ours has",
+                {"reference": transfer.reference},
+            )
         if payout is None or transfer.status not in ("success", "reversed"):
             continue
         ids = {"payout_id": payout.payout_id, "reference": transfer.reference, "goal_id": payout.goal_id}
@@ -356,6 +367,32 @@ def _raised_differs(books: goals_pb2.GoalBooks, balance: ledger_pb2.Balance, lat
             f"{balance.credits} (balance {balance.balance})"
         )
     return ""
+
+
+# The contribution statuses each payment status leaves goals in, once goals has been told.
+CONTRIBUTION_FOR_PAYMENT: Mapping[PaymentStatus, frozenset[int]] = {
+    PaymentStatus.PENDING: frozenset({goals_pb2.CONTRIBUTION_STATUS_PENDING}),
+    PaymentStatus.SUCCESS: frozenset({goals_pb2.CONTRIBUTION_STATUS_SUCCEEDED}),
+    PaymentStatus.REFUND_PENDING: frozenset({goals_pb2.CONTRIBUTION_STATUS_SUCCEEDED}),
+    PaymentStatus.REFUNDED: frozenset({goals_pb2.CONTRIBUTION_STATUS_REFUNDED}),
+    PaymentStatus.FAILED: frozenset({goals_pb2.CONTRIBUTION_STATUS_FAILED}),
+    PaymentStatus.ABANDONED: frozenset({goals_pb2.CONTRIBUTION_STATUS_FAILED}),
+}
+
+
+def _contributions_against_payments(s: Snapshot) -> Iterable[Drift]:
+    payments = {p.payment_id: p for p in s.payments}
+    for books in s.goals:
+        for c in books.contributions:
+            payment = payments.get(c.payment_id)
+            if payment is None or payment.flagged:
+                continue  # a contribution whose payment was never created; a flagged one is an operator's
+            if c.status not in CONTRIBUTION_FOR_PAYMENT[payment.status]:
+                yield Drift(
+                    "CONTRIBUTION_STATUS_DIFFERS",
+                    f"the contribution is {_status(c.status)}, its payment {payment.status}",
+                    {"goal_id": books.goal_id, "contribution_id": c.contribution_id, "payment_id": c.payment_id},
+                )
 
 
 def _refunded_at_paystack(s: Snapshot) -> dict[str, int]:
@@ -461,6 +498,7 @@ class Schedule:
 
     def __init__(self, payments: Payments, gauges: ReconciliationGauges, *, interval: timedelta) -> None:
         self._reconciler = Reconciler(payments)
+        self._payments = payments
         self._jobs = payments.records.database["jobs"]
         self._gauges = gauges
         self._interval = interval
@@ -505,9 +543,28 @@ class Schedule:
             changes["lastCleanAt"] = report.checked_at
         if persistent:
             log.error("reconciliation found drift", extra={"drifts": [f"{d.kind} {dict(d.ids)}" for d in persistent]})
+        await self._nudge_janitor(report)
         await self._jobs.update_one({"_id": JOB_ID, "leaseToken": token}, {"$set": changes})
         await self.refresh()
         return True
+
+    async def _nudge_janitor(self, report: Report) -> None:
+        """A charge Paystack holds that a still-pending payment has not captured (its webhook
+        lost) is checked now rather than at the janitor's next, perhaps an hour away."""
+        pending = {p.payment_id for p in report.snapshot.payments if p.status is PaymentStatus.PENDING}
+        records = self._payments.records
+        for drift in report.drifts:
+            payment_id = drift.ids.get("payment_id", "")
+            if drift.kind == "CHARGE_NOT_CAPTURED" and payment_id in pending:
+                await records.arm_event(
+                    f"{domain.CHECK_PAYMENT}:{payment_id}",
+                    domain.CHECK_PAYMENT,
+                    {
+                        "payment_id": payment_id,
+                        "abandon_before": (report.checked_at - timedelta(days=3650)).isoformat(),
+                    },
+                )
+                self._payments.wake_processor()
 
     async def refresh(self) -> None:
         """The gauges from the last stored run (every replica, every few seconds)."""

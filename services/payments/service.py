@@ -226,7 +226,9 @@ class Payments:
             budget = self._provider_budget()
             doc, token = await self.records.lease_checkout(payment.payment_id, self._lease_for(budget))
             if doc is None:
-                payment = await self._wait_for(self.records.payment, payment.payment_id, lambda p: p.authorization_url)
+                payment = await self._wait_for(
+                    self.records.payment, payment.payment_id, lambda p: p.authorization_url, ("payments", "initLease")
+                )
                 continue
             payment = store.Payment.of(doc)
             payment = await self._shielded(self._initialize_at_paystack(payment, doc, token, budget))
@@ -282,17 +284,24 @@ class Payments:
         # Lost the lease (it ran out mid-call and another caller took over): theirs stands.
         return stored or await self._reload(payment.payment_id)
 
-    async def _wait_for(self, load: Callable[[str], Awaitable[Any]], key: str, ready: Callable[[Any], object]) -> Any:
-        """Poll until another lease holder has finished or its lease ran out (then the
-        caller takes it over). If this call's own deadline comes first, it answers in
-        time with PaystackCallInProgress, and a retry finds the holder's answer."""
-        give_up = time.monotonic() + self._lease_for(self._paystack_timeout_s).total_seconds()
+    async def _wait_for(
+        self,
+        load: Callable[[str], Awaitable[Any]],
+        key: str,
+        ready: Callable[[Any], object],
+        lease: tuple[str, str],
+    ) -> Any:
+        """Poll until another lease holder has finished, or its lease is free (then the caller
+        takes it over). If this call's own deadline comes first, it answers in time with
+        PaystackCallInProgress, and a retry finds the holder's answer. `lease`: (collection,
+        lease name) of the record `key` names."""
+        collection, name = lease
         remaining = context.remaining_seconds()
         answer_by = None if remaining is None else time.monotonic() + remaining - PROVIDER_MARGIN_S
         while True:
             await asyncio.sleep(LEASE_POLL_S)
             current = await load(key)
-            if current is None or ready(current) or time.monotonic() >= give_up:
+            if current is None or ready(current) or await self.records.lease_free(collection, key, name):
                 return current
             if answer_by is not None and time.monotonic() >= answer_by:
                 raise domain.PaystackCallInProgress(
@@ -353,7 +362,7 @@ class Payments:
         """
         posted = False
         if payment.status is PaymentStatus.PENDING and not payment.flagged:
-            charge = await self.paystack.verify(reference or payment.reference)
+            charge = await self.paystack.verify(reference or payment.reference, timeout_s=self._provider_budget())
             verdict = domain.judge_verification(
                 charge.status, charge.amount, charge.currency, payment.amount, payment.currency
             )
@@ -388,6 +397,11 @@ class Payments:
                 )  # fmt: skip
             # Not moved: still pending, or another caller moved it first; either way, as it stands now.
             payment = moved or await self._reload(payment.payment_id)
+            if posted and payment.status not in CAPTURED and not payment.flagged:
+                # Paid at Paystack and captured, while the janitor gave the payment up (or it
+                # failed): the money is in the goal's account and no contribution counts it.
+                log.error("payment captured after it was given up", extra={"payment_id": payment.payment_id})
+                return await self._flag(payment, f"captured after it was {payment.status.lower()}", charge.data)
         if payment.flagged or not notify:
             return payment
         if payment.status in CAPTURED:
@@ -487,7 +501,10 @@ class Payments:
             )
             if doc is None:
                 payment = await self._wait_for(
-                    self.records.payment, payment.payment_id, lambda p: (p.refund or {}).get("requested")
+                    self.records.payment,
+                    payment.payment_id,
+                    lambda p: (p.refund or {}).get("requested"),
+                    ("payments", "refundLease"),
                 )
                 continue
             payment = await self._shielded(self._refund_at_paystack(payment, refund, token, budget))
@@ -587,7 +604,12 @@ class Payments:
                     match={"refund.refundId": refund["refundId"]},
                 )
                 payment = adopted or payment
-        foreign = [r for r in found if r is not ours and r.id not in known]
+        # A refund of the charge we do not know that failed moved no money: nothing to flag.
+        foreign = [r for r in found if r is not ours and r.id not in known and r.status != "failed"]
+        if foreign and refund.get("reserved") and not refund.get("requested"):
+            # Our request may be on its way to Paystack (or its answer on its way back):
+            # a refund of the charge we do not know yet may be ours. Look again later.
+            raise NotYetConfirmed("a refund of ours may still be being asked of Paystack")
         if foreign:
             payment = await self._record_foreign_refunds(payment, foreign)
         if ours is not None and payment.status is not PaymentStatus.SUCCESS:
@@ -639,6 +661,7 @@ class Payments:
             payment.payment_id,
             {"status": str(PaymentStatus.REFUNDED), "refundedAt": store.now(), "refundData": answer.data},
             statuses=[PaymentStatus.REFUND_PENDING],
+            match={"refund.refundId": refund["refundId"]},
         )
         await self.peers.contribution_refunded(payment.contribution_id, payment.payment_id)
 
@@ -650,7 +673,7 @@ class Payments:
             "refund failed at Paystack; the money stays with the goal",
             {**_payment_metadata(payment), "refund_id": str(refund["refundId"]), "paystack_refund_id": answer.id},
         )
-        await self.records.fail_refund(payment.payment_id, answer.data)
+        await self.records.fail_refund(payment.payment_id, str(refund["refundId"]), answer.data)
 
     async def settle_refund(self, event: str, data: Mapping[str, Any]) -> Outcome:
         """refund.processed / refund.failed: a claim that makes us look at Paystack's refunds
@@ -790,7 +813,9 @@ class Payments:
             budget = self._provider_budget()
             doc, token = await self.records.lease_transfer(payout.payout_id, self._lease_for(budget))
             if doc is None:
-                payout = await self._wait_for(self.records.payout, payout.payout_id, lambda p: p.requested)
+                payout = await self._wait_for(
+                    self.records.payout, payout.payout_id, lambda p: p.requested, ("payouts", "transferLease")
+                )
                 continue
             payout = await self._shielded(self._transfer_at_paystack(payout, token, budget))
         return payout
@@ -830,9 +855,21 @@ class Payments:
                     payout.payout_id, {"requested": True}, lease=lease, release_lease=True
                 )
                 return stored or await self._payout(payout.payout_id)
-            # Refused outright (an unusable recipient, say): the payout fails now.
-            await self.records.update_payout(payout.payout_id, {}, lease=lease, release_lease=True)
-            return await self._refuse_payout(payout, exc.message)
+            # Refused (an unusable recipient, say). But an earlier attempt whose answer was
+            # lost may have reached Paystack and drained what this one would need: the payout
+            # fails (and may be paid anew) only if Paystack holds no transfer under our reference.
+            try:
+                await self.paystack.verify_transfer(payout.reference, timeout_s=self._provider_budget())
+            except domain.PaystackNotFound:
+                await self.records.update_payout(payout.payout_id, {}, lease=lease, release_lease=True)
+                return await self._refuse_payout(payout, exc.message)
+            except domain.PaystackUnavailable:
+                await self.records.update_payout(payout.payout_id, {}, lease=lease, release_lease=True)
+                raise
+            stored = await self.records.update_payout(
+                payout.payout_id, {"requested": True}, lease=lease, release_lease=True
+            )
+            return stored or await self._payout(payout.payout_id)
         except domain.PaystackUnavailable:
             # Perhaps it reached Paystack: a retry then meets our reference.
             await self.records.update_payout(payout.payout_id, {}, lease=lease, release_lease=True)
@@ -909,7 +946,14 @@ class Payments:
         moved = await self.records.update_payout(payout.payout_id, changes, statuses=sources)
         payout = moved or await self._payout(payout.payout_id)
         if payout.status is not target:
-            return  # already settled otherwise (a reversal after the failure of this one...): nothing to do
+            if payout.status is PayoutStatus.FAILED and target is not PayoutStatus.FAILED and not payout.flagged:
+                # Paystack sent money for a payout we had failed (and goals may have paid anew).
+                log.error("Paystack sent a transfer for a failed payout", extra={"payout_id": payout.payout_id})
+                await self.records.update_payout(
+                    payout.payout_id,
+                    {"flagged": True, "flagReason": f"Paystack reports {transfer.status} for a payout we failed"},
+                )
+            return  # settled otherwise (a success after its reversal...): nothing more to do
         metadata = _payout_metadata(payout)
         if target is PayoutStatus.FAILED:
             await self.peers.void_reserved(
@@ -949,8 +993,8 @@ class Payments:
         claimed = event.removeprefix("transfer.")
         if transfer is None:
             return Outcome(EventStatus.FLAGGED, "Paystack holds no transfer with our reference; nothing moved")
-        if transfer.status == claimed:
-            return Outcome(EventStatus.PROCESSED)
+        if transfer.status == claimed or (claimed == "success" and transfer.status == "reversed"):
+            return Outcome(EventStatus.PROCESSED)  # a reversal comes after a success: history, not a lie
         if transfer.status in UNDECIDED:
             raise NotYetConfirmed(f"Paystack's transfer is still {transfer.status!r}; the event says {claimed}")
         return Outcome(EventStatus.FLAGGED, f"the event says {claimed}, Paystack says {transfer.status!r}")
@@ -990,28 +1034,81 @@ class Payments:
         settled = await self.settle_charge(payment, confirmed_by_event=True, reference=reference)
         return Outcome(EventStatus.PROCESSED, "flagged: " + settled.flag_reason if settled.flagged else "")
 
+    # -- the janitor's checks (run by the processor, from the outbox) -----------------------------
+    async def check_payment(self, payment: Payment, abandon_before: datetime) -> None:
+        """Settle an open payment, or its refund, as Paystack reports it now (see janitor).
+
+        Every step is the webhook's own and tells goals, so a check repeated after a
+        failure part-way (goals down when told) finishes what the first one began.
+        """
+        if payment.status in (PaymentStatus.REFUND_PENDING, PaymentStatus.REFUNDED):
+            refund = payment.refund or {}
+            if refund.get("reserved") and refund.get("requested"):
+                await self.review_refunds(payment)  # settles it, and tells goals (again, if refunded)
+            else:
+                await self.continue_refund(payment)
+            return
+        if payment.status is not PaymentStatus.PENDING or payment.flagged:
+            await self.settle_charge(payment, confirmed_by_event=False)  # settled: goals is told (again)
+            return
+        if not payment.authorization_url:
+            # Never initialized at Paystack (every attempt failed and the payer gave up):
+            # it cannot be paid, so once the window is over it is abandoned.
+            if payment.created_at <= abandon_before:
+                await self.abandon(payment, "never initialized at Paystack")
+            return
+        try:
+            await self.settle_charge(payment, confirmed_by_event=False, abandon_before=abandon_before)
+        except domain.PaystackRejected as exc:
+            if not domain.reference_not_found(exc.message):
+                raise
+            if payment.created_at <= abandon_before:
+                await self.abandon(payment, "Paystack does not know the reference")
+
+    async def check_payout(self, payout: Payout) -> None:
+        """Carry on an open payout, or settle it as Verify Transfer reports it (see janitor)."""
+        if payout.flagged:
+            return
+        if not payout.requested:
+            await self.continue_transfer(payout)
+        else:
+            await self.review_transfer(payout)
+
     async def process(self, event: str, data: Mapping[str, Any]) -> Outcome:
         """Apply one stored event (the processor calls this; safe to repeat)."""
         if event == "charge.success":
             return await self.settle_charge_event(data)
-        if event == domain.SETTLE_PAYMENT:
-            await self.settle_charge(await self._reload(str(data["payment_id"])), confirmed_by_event=False)
-            return Outcome(EventStatus.PROCESSED)
-        if event == domain.PAYOUT_REJECTED:
-            payout = await self._reject_payout(str(data["payout_id"]), str(data.get("reason") or ""))
-            if payout.status is PayoutStatus.FAILED:
-                if payout.reserved:
-                    await self.peers.void_reserved(
-                        domain.payout_void_id(payout.payout_id), domain.payout_reserve_id(payout.payout_id),
-                        "Paystack refused the transfer; the money stays the owner's", _payout_metadata(payout),
-                    )  # fmt: skip
-                await self.peers.payout_result(
-                    payout.goal_id, payout.payout_id, _PAYOUT_OUTCOME[payout.status], payout.failure_reason
-                )
-            return Outcome(EventStatus.PROCESSED)
         if event.startswith("refund."):
             return await self.settle_refund(event, data)
-        return await self.settle_transfer(event, data)
+        if event.startswith("transfer."):
+            return await self.settle_transfer(event, data)
+        # Work the service gave its own outbox.
+        if event == domain.SETTLE_PAYMENT:
+            await self.settle_charge(await self._reload(str(data["payment_id"])), confirmed_by_event=False)
+        elif event == domain.CHECK_PAYMENT:
+            abandon_before = datetime.fromisoformat(str(data["abandon_before"]))
+            await self.check_payment(await self._reload(str(data["payment_id"])), abandon_before)
+        elif event == domain.CHECK_PAYOUT:
+            await self.check_payout(await self._payout(str(data["payout_id"])))
+        elif event == domain.PAYOUT_REJECTED:
+            await self._payout_rejected(str(data["payout_id"]), str(data.get("reason") or ""))
+        else:
+            raise domain.MalformedEvent(f"no handler for {event!r}")
+        return Outcome(EventStatus.PROCESSED)
+
+    async def _payout_rejected(self, payout_id: str, reason: str) -> None:
+        """A payout that never reached Paystack: FAILED, its reservation voided, goals told."""
+        payout = await self._reject_payout(payout_id, reason)
+        if payout.status is not PayoutStatus.FAILED:
+            return
+        if payout.reserved:
+            await self.peers.void_reserved(
+                domain.payout_void_id(payout.payout_id), domain.payout_reserve_id(payout.payout_id),
+                "Paystack refused the transfer; the money stays the owner's", _payout_metadata(payout),
+            )  # fmt: skip
+        await self.peers.payout_result(
+            payout.goal_id, payout.payout_id, _PAYOUT_OUTCOME[payout.status], payout.failure_reason
+        )
 
     async def webhook_events(
         self, principal: Principal | None, status: EventStatus | None, before: tuple[datetime, str] | None, limit: int

@@ -28,7 +28,7 @@ from typing import Any
 from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import AutoReconnect, DuplicateKeyError
 
 from services.common.errors import IdempotencyKeyReused
 from services.payments.domain import EventStatus, PaymentStatus, PayoutStatus
@@ -81,6 +81,14 @@ async def ensure_indexes(database: AsyncDatabase[Document]) -> None:
     """Create the collections' indexes; a no-op when they already exist."""
     for collection, indexes in INDEXES.items():
         await database[collection].create_indexes(indexes)
+
+
+def stored(doc: Document | None) -> Document:
+    """The document an upsert just wrote; if the store cannot show it (a write lost to a
+    restart), a connection-class error that callers retry, never an internal error."""
+    if doc is None:
+        raise AutoReconnect("the store did not keep the write; retry")
+    return doc
 
 
 def now() -> datetime:
@@ -321,6 +329,12 @@ class PaymentsStore:
             self.payouts, {"payoutId": payout_id, "requested": False}, "transferLease", duration
         )
 
+    async def lease_free(self, collection: str, key: str, name: str) -> bool:
+        """Is the lease `name` on the record free (released, or run out)?"""
+        field = {"payments": "paymentId", "payouts": "payoutId"}[collection]
+        doc = await self.database[collection].find_one({field: key}, {f"{name}Until": 1})
+        return doc is None or doc.get(f"{name}Until", EPOCH) < now()
+
     @staticmethod
     async def take_lease(
         collection: AsyncCollection[Document], match: Mapping[str, Any], name: str, duration: timedelta
@@ -357,6 +371,11 @@ class PaymentsStore:
             # Two upserts of one new document raced and the other inserted it first.
             result = await collection.update_one({**key, **(conditions or {})}, update)
         if not (result.matched_count or result.upserted_id):
+            if upsert:
+                # An upsert always leaves the document there. A retried write (the server
+                # restarted under the first attempt, which had applied) can answer that it
+                # matched nothing: the document as stored is the answer.
+                return await collection.find_one(key)
             return None
         return await collection.find_one(key)
 
@@ -379,14 +398,13 @@ class PaymentsStore:
     # -- payments ------------------------------------------------------------------------------
     async def insert_payment(self, doc: Document) -> Payment:
         """Insert the payment unless one with its id exists; return what is stored."""
-        stored = await self._write(
+        written = await self._write(
             self.payments,
             {"paymentId": doc["paymentId"]},
             {"$setOnInsert": {**doc, "initLeaseUntil": EPOCH, "refundLeaseUntil": EPOCH}},
             upsert=True,
         )
-        assert stored is not None
-        return Payment.of(stored)
+        return Payment.of(stored(written))
 
     async def payment(self, payment_id: str) -> Payment | None:
         doc = await self.payments.find_one({"paymentId": payment_id})
@@ -428,14 +446,8 @@ class PaymentsStore:
         )
         return Payment.of(doc) if doc else None
 
-    async def payments_created(self, after: datetime | None, before: datetime | None) -> list[Payment]:
-        window: dict[str, Any] = {}
-        if after is not None:
-            window["$gte"] = after
-        if before is not None:
-            window["$lt"] = before
-        query = {"createdAt": window} if window else {}
-        return [Payment.of(doc) async for doc in self.payments.find(query).sort("createdAt", ASCENDING)]
+    async def all_payments(self) -> list[Payment]:
+        return [Payment.of(doc) async for doc in self.payments.find({}).sort("createdAt", ASCENDING)]
 
     async def all_payouts(self) -> list[Payout]:
         return [Payout.of(doc) async for doc in self.payouts.find({}).sort("createdAt", ASCENDING)]
@@ -500,21 +512,31 @@ class PaymentsStore:
         await self.events.update_one(
             {"eventId": event_id},
             {
-                "$set": {"status": str(EventStatus.PENDING), "processed": False, "nextAttemptAt": stamp, "data": data},
+                "$set": {
+                    "status": str(EventStatus.PENDING), "processed": False, "nextAttemptAt": stamp, "data": data,
+                    # A new piece of work: failures of the last one do not count towards parking it.
+                    "failures": 0,
+                },
                 "$setOnInsert": {
-                    "event": event, "body": "", "attempts": 0, "failures": 0, "lastError": "",
+                    "event": event, "body": "", "attempts": 0, "lastError": "",
                     "leaseUntil": EPOCH, "leaseToken": "", "receivedAt": stamp, "processedAt": None, "deliveries": 1,
                 },
             },
             upsert=True,
         )  # fmt: skip
 
-    async def fail_refund(self, payment_id: str, data: Mapping[str, Any]) -> Payment | None:
-        """A refund Paystack reported failed: the payment is SUCCESS again and the
-        refund is kept among the failed ones (so a replay of its id refunds nothing)."""
+    async def fail_refund(self, payment_id: str, refund_id: str, data: Mapping[str, Any]) -> Payment | None:
+        """The refund `refund_id` Paystack reported failed: the payment is SUCCESS again and the
+        refund is kept among the failed ones (so a replay of its id refunds nothing). Only that
+        refund: a later one the caller has started meanwhile is left alone."""
         payment = await self.payment(payment_id)
-        if payment is None or payment.status is not PaymentStatus.REFUND_PENDING or not payment.refund:
+        if (
+            payment is None
+            or payment.status is not PaymentStatus.REFUND_PENDING
+            or (payment.refund or {}).get("refundId") != refund_id
+        ):
             return None
+        assert payment.refund is not None
         stamp = now()
         doc = await self._write(
             self.payments,
@@ -673,9 +695,8 @@ class PaymentsStore:
 
     # -- payout recipients ------------------------------------------------------------------------
     async def insert_recipient(self, doc: Document) -> Recipient:
-        stored = await self._write(self.recipients, {"id": doc["id"]}, {"$setOnInsert": doc}, upsert=True)
-        assert stored is not None
-        return Recipient.of(stored)
+        written = await self._write(self.recipients, {"id": doc["id"]}, {"$setOnInsert": doc}, upsert=True)
+        return Recipient.of(stored(written))
 
     async def recipient(self, recipient_id: str) -> Recipient | None:
         doc = await self.recipients.find_one({"id": recipient_id})
@@ -690,14 +711,13 @@ class PaymentsStore:
 
     # -- payouts ------------------------------------------------------------------------------------
     async def insert_payout(self, doc: Document) -> Payout:
-        stored = await self._write(
+        written = await self._write(
             self.payouts,
             {"payoutId": doc["payoutId"]},
             {"$setOnInsert": {**doc, "transferLeaseUntil": EPOCH}},
             upsert=True,
         )
-        assert stored is not None
-        return Payout.of(stored)
+        return Payout.of(stored(written))
 
     async def payout(self, payout_id: str) -> Payout | None:
         doc = await self.payouts.find_one({"payoutId": payout_id})

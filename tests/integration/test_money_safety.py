@@ -294,7 +294,9 @@ async def test_declined_and_abandoned_checkouts_are_closed_with_no_client_call(g
     await janitor_at(platform, timedelta(minutes=6)).sweep()
     await eventually(lambda: _status_is(platform, payer, declined.contribution.id, FAILED_CONTRIBUTION), 15)
     payment_id = left.contribution.payment_id
-    # Within the idempotency window an abandoned checkout can still be paid: it stays open.
+    # Within the idempotency window an abandoned checkout can still be paid: once its
+    # check is done, it stays open.
+    await eventually(lambda: _event_in(platform, f"{domain.CHECK_PAYMENT}:{payment_id}", "PROCESSED"), 15)
     assert await payment_status(platform, payer, payment_id) == payments_pb2.PAYMENT_STATUS_PENDING
     await janitor_at(platform, timedelta(hours=25)).sweep()
     await eventually(lambda: _status_is(platform, payer, left.contribution.id, FAILED_CONTRIBUTION), 15)

@@ -451,6 +451,10 @@ class BalanceDifference(_message.Message):
     COMPUTED_DEBITS_FIELD_NUMBER: _builtins.int
     STORED_CREDITS_FIELD_NUMBER: _builtins.int
     COMPUTED_CREDITS_FIELD_NUMBER: _builtins.int
+    STORED_DEBITS_PENDING_FIELD_NUMBER: _builtins.int
+    COMPUTED_DEBITS_PENDING_FIELD_NUMBER: _builtins.int
+    STORED_CREDITS_PENDING_FIELD_NUMBER: _builtins.int
+    COMPUTED_CREDITS_PENDING_FIELD_NUMBER: _builtins.int
     account_id: _builtins.str
     """The account whose balance disagrees."""
     stored_debits: _builtins.int
@@ -461,6 +465,14 @@ class BalanceDifference(_message.Message):
     """The stored credits total, in minor units."""
     computed_credits: _builtins.int
     """The credits total recomputed from entries, in minor units."""
+    stored_debits_pending: _builtins.int
+    """The stored pending debits, in minor units."""
+    computed_debits_pending: _builtins.int
+    """The pending debits recomputed from entries, in minor units."""
+    stored_credits_pending: _builtins.int
+    """The stored pending credits, in minor units."""
+    computed_credits_pending: _builtins.int
+    """The pending credits recomputed from entries, in minor units."""
     def __init__(
         self,
         *,
@@ -469,10 +481,14 @@ class BalanceDifference(_message.Message):
         computed_debits: _builtins.int = ...,
         stored_credits: _builtins.int = ...,
         computed_credits: _builtins.int = ...,
+        stored_debits_pending: _builtins.int = ...,
+        computed_debits_pending: _builtins.int = ...,
+        stored_credits_pending: _builtins.int = ...,
+        computed_credits_pending: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "computed_credits", b"computed_credits", "computed_debits", b"computed_debits", "stored_credits", b"stored_credits", "stored_debits", b"stored_debits"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "computed_credits", b"computed_credits", "computed_credits_pending", b"computed_credits_pending", "computed_debits", b"computed_debits", "computed_debits_pending", b"computed_debits_pending", "stored_credits", b"stored_credits", "stored_credits_pending", b"stored_credits_pending", "stored_debits", b"stored_debits", "stored_debits_pending", b"stored_debits_pending"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -204,6 +204,10 @@ class _DriftKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DriftKind.V
     """A payment, payout or webhook event waits for an operator (flagged or parked)."""
     DRIFT_KIND_LEDGER_UNBALANCED: _DriftKind.ValueType  # 13
     """The ledger disagrees with itself: a stored balance differs from its entries."""
+    DRIFT_KIND_CONTRIBUTION_STATUS_DIFFERS: _DriftKind.ValueType  # 14
+    """A contribution's status in goals and its payment's in payments disagree
+    (goals was never told how the payment ended).
+    """
 
 class DriftKind(_DriftKind, metaclass=_DriftKindEnumTypeWrapper):
     """The kind of drift reconciliation found between goals, payments, the ledger
@@ -251,6 +255,10 @@ DRIFT_KIND_NEEDS_OPERATOR: DriftKind.ValueType  # 12
 """A payment, payout or webhook event waits for an operator (flagged or parked)."""
 DRIFT_KIND_LEDGER_UNBALANCED: DriftKind.ValueType  # 13
 """The ledger disagrees with itself: a stored balance differs from its entries."""
+DRIFT_KIND_CONTRIBUTION_STATUS_DIFFERS: DriftKind.ValueType  # 14
+"""A contribution's status in goals and its payment's in payments disagree
+(goals was never told how the payment ended).
+"""
 Global___DriftKind: _TypeAlias = DriftKind  # noqa: Y015
 
 @_typing.final
