@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install up test gen check-gen lint fmt bench clean
+.PHONY: install up test gen check-gen lint fmt bench chaos clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,11 @@ bench: $(STAMP)
 	$(BIN)/python bench/identity.py $(BENCH_FLAGS)
 	$(BIN)/python bench/payments.py $(BENCH_FLAGS)
 	$(BIN)/python bench/edge.py $(BENCH_FLAGS)
+
+# A bounded chaos run (minutes; not in `make test`): crashes under traffic, then reconciliation must be clean.
+# CHAOS_FLAGS: --duration-s N --payers N --seed N --settle-timeout-s N --keep-data
+chaos: $(STAMP)
+	$(BIN)/python -m services.stack.chaos $(CHAOS_FLAGS)
 
 fmt: $(STAMP)
 	$(BIN)/ruff check --fix services tests bench
