@@ -9,9 +9,9 @@ processor retries and an RPC passes on as UNAVAILABLE.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 import grpc
 from gofund.goals.v1 import goals_pb2, goals_service_pb2, goals_service_pb2_grpc
@@ -164,16 +164,13 @@ class Peers:
     # -- reads for reconciliation ----------------------------------------------------------
     async def ledger_transactions(self) -> AsyncIterator[ledger_pb2.Transaction]:
         """Every ledger transaction, in commit order."""
-        token = ""
-        while True:
-            page = await self._ledger.ListTransactions(
+        async for page in _pages(
+            lambda token: self._ledger.ListTransactions(
                 ledger_service_pb2.ListTransactionsRequest(page_size=MAX_PAGE, page_token=token)
             )
+        ):
             for transaction in page.transactions:
                 yield transaction
-            token = page.next_page_token
-            if not token:
-                return
 
     async def balances(self, account_ids: list[str]) -> dict[str, ledger_pb2.Balance]:
         found: dict[str, ledger_pb2.Balance] = {}
@@ -190,16 +187,13 @@ class Peers:
 
     async def goal_books(self) -> AsyncIterator[goals_pb2.GoalBooks]:
         """Every goal's books, oldest first."""
-        token = ""
-        while True:
-            page = await self._goals.ListGoalBooks(
+        async for page in _pages(
+            lambda token: self._goals.ListGoalBooks(
                 goals_service_pb2.ListGoalBooksRequest(page_size=MAX_PAGE, page_token=token)
             )
+        ):
             for books in page.goal_books:
                 yield books
-            token = page.next_page_token
-            if not token:
-                return
 
     # -- goals ---------------------------------------------------------------------------
     async def confirm_contribution(
@@ -232,3 +226,14 @@ class Peers:
                 goal_id=goal_id, payout_id=payout_id, outcome=outcome, reason=reason[:500]
             )
         )
+
+
+async def _pages(fetch: Callable[[str], Awaitable[Any]]) -> AsyncIterator[Any]:
+    """Every page of a list RPC, following `next_page_token` until it is empty."""
+    token = ""
+    while True:
+        page = await fetch(token)
+        yield page
+        token = page.next_page_token
+        if not token:
+            return

@@ -50,20 +50,8 @@ from pymongo.database import Database
 
 from services.stack import embedded
 from services.stack.envoy_config import SERVICES
-from services.stack.stack import Stack, StackError
+from services.stack.stack import Stack, StackError, free_port_environment
 
-PORT_VARIABLES = (
-    "GOFUND_POSTGRES_PORT",
-    "GOFUND_MONGODB_PORT",
-    "GOFUND_IDENTITY_PORT",
-    "GOFUND_GOALS_PORT",
-    "GOFUND_LEDGER_PORT",
-    "GOFUND_PAYMENTS_PORT",
-    "GOFUND_ENVOY_PORT",
-    "GOFUND_ENVOY_ADMIN_PORT",
-    "GOFUND_SMTP_PORT",
-    "GOFUND_PAYSTACK_SIM_PORT",
-)
 # Settings that make the platform settle in seconds instead of minutes.
 FAST = {
     "GOFUND_AUTH_RATE_PER_MINUTE": "100000",  # the run registers and logs in everyone at once
@@ -651,18 +639,8 @@ def print_report(
 
 # -- the run --------------------------------------------------------------------------------------
 def environment(data_dir: Path) -> dict[str, str]:
-    """Free ports (a service's metrics port, its gRPC port + 1000, free too) and the fast settings."""
-    overrides = {"GOFUND_DATA_DIR": str(data_dir), **FAST}
-    taken: set[int] = set()
-    for variable in PORT_VARIABLES:
-        while True:
-            port = embedded.free_port()
-            if port in taken or port + 1000 in taken or not embedded.port_is_free(port + 1000):
-                continue
-            taken |= {port, port + 1000}
-            overrides[variable] = str(port)
-            break
-    return overrides
+    """Free ports, a private data directory and the fast settings."""
+    return {**free_port_environment(data_dir), **FAST}
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:

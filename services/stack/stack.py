@@ -13,6 +13,7 @@ import contextlib
 import os
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -25,6 +26,37 @@ from services.stack.envoy_config import SERVICES, EdgeConfig, write
 
 HEALTHY_TIMEOUT_S = 30.0
 REPLICA_PORT_STEP = 100
+# Every port a stack listens on, by the variable that moves it.
+PORT_VARIABLES = (
+    "GOFUND_POSTGRES_PORT",
+    "GOFUND_MONGODB_PORT",
+    "GOFUND_IDENTITY_PORT",
+    "GOFUND_GOALS_PORT",
+    "GOFUND_LEDGER_PORT",
+    "GOFUND_PAYMENTS_PORT",
+    "GOFUND_ENVOY_PORT",
+    "GOFUND_ENVOY_ADMIN_PORT",
+    "GOFUND_SMTP_PORT",
+    "GOFUND_PAYSTACK_SIM_PORT",
+)
+
+
+def free_port_environment(data_dir: Path) -> dict[str, str]:
+    """Overrides for a stack of its own beside others (tests, the chaos run): a private data
+    directory and free ports for every server, each service's metrics port (its gRPC port
+    + METRICS_PORT_OFFSET) free too."""
+    overrides = {"GOFUND_DATA_DIR": str(data_dir)}
+    taken: set[int] = set()
+    for variable in PORT_VARIABLES:
+        while True:
+            port = embedded.free_port()
+            metrics = port + METRICS_PORT_OFFSET
+            if port in taken or metrics in taken or not embedded.port_is_free(metrics):
+                continue
+            taken |= {port, metrics}
+            overrides[variable] = str(port)
+            break
+    return overrides
 
 
 class StackError(Exception):

@@ -8,28 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from services.stack import embedded
-from services.stack.stack import Stack
+from services.stack.stack import Stack, free_port_environment
 
 BIN = Path(sys.executable).parent
-PORT_VARIABLES = (
-    "GOFUND_POSTGRES_PORT",
-    "GOFUND_MONGODB_PORT",
-    "GOFUND_IDENTITY_PORT",
-    "GOFUND_GOALS_PORT",
-    "GOFUND_LEDGER_PORT",
-    "GOFUND_PAYMENTS_PORT",
-    "GOFUND_ENVOY_PORT",
-    "GOFUND_ENVOY_ADMIN_PORT",
-    "GOFUND_SMTP_PORT",
-    "GOFUND_PAYSTACK_SIM_PORT",
-)
 
 
 def stack_environment(data_dir: Path) -> dict[str, str]:
-    """Free ports for every server and a private data directory."""
-    overrides = {name: str(embedded.free_port()) for name in PORT_VARIABLES}
-    overrides["GOFUND_DATA_DIR"] = str(data_dir)
+    """Free ports for every server, a private data directory, and the suite's settings."""
+    overrides = free_port_environment(data_dir)
     # Enough for the suite's logins and registrations; the rate-limit test drains the rest.
     overrides["GOFUND_AUTH_RATE_PER_MINUTE"] = "40"
     # Paystack's webhook retries and settlements, compressed for tests.

@@ -4,8 +4,6 @@ exactly-once capture, flagged disagreements, refunds, recipients, operator route
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
@@ -18,7 +16,6 @@ from services.payments import domain
 from services.payments.domain import capture_transaction_id, sign
 from services.stack.stack import Stack
 from tests.conftest import sync_service_channel
-from tests.e2e.conftest import BIN
 from tests.e2e.money import (
     User,
     api,
@@ -28,6 +25,7 @@ from tests.e2e.money import (
     deliver,
     entries,
     eventually,
+    make_admin,
     new_user,
     ok,
     open_goal,
@@ -250,13 +248,7 @@ def test_webhook_events_are_listed_for_payments_admins_only(stack: Stack) -> Non
     denied = api(stack, "GET", "/v1/webhook-events", member)
     assert (denied.status_code, reason_of(denied)) == (403, "MISSING_PERMISSION")
     admin = new_user(stack)
-    subprocess.run(
-        [str(BIN / "gofund"), "admin", "create", "--email", admin.email],
-        env={**os.environ, **stack.overrides},
-        capture_output=True,
-        timeout=60,
-        check=True,
-    )
+    make_admin(stack, admin)
     listed = eventually(
         lambda: (r := api(stack, "GET", "/v1/webhook-events?page_size=2", admin)).status_code == 200 and r.json(),
         what="the admin role to reach the payments service's cache",

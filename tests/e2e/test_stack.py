@@ -27,9 +27,9 @@ from gofund.ledger.v1 import ledger_pb2, ledger_service_pb2, ledger_service_pb2_
 from services.common.errors import error_info
 from services.stack import embedded
 from services.stack.envoy_config import SERVICES
-from services.stack.stack import Stack, StackError
+from services.stack.stack import PORT_VARIABLES, Stack, StackError
 from tests.conftest import sync_service_channel
-from tests.e2e.conftest import BIN, PORT_VARIABLES, edge, stack_environment
+from tests.e2e.conftest import BIN, edge, stack_environment
 
 
 def grpcurl(*args: str) -> subprocess.CompletedProcess[str]:
