@@ -33,6 +33,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/ledger.py $(BENCH_FLAGS)
 	$(BIN)/python bench/identity.py $(BENCH_FLAGS)
 	$(BIN)/python bench/payments.py $(BENCH_FLAGS)
+	$(BIN)/python bench/paystack_sim.py $(BENCH_FLAGS)
 	$(BIN)/python bench/edge.py $(BENCH_FLAGS)
 
 # A bounded chaos run (minutes; not in `make test`): crashes under traffic, then reconciliation must be clean.

@@ -11,9 +11,9 @@ Modules, inward first:
 
 - `records`: the simulator's books (transactions, customers, refunds,
   recipients, transfers, webhook events) as plain dataclasses.
-- `state`: those records in memory and in `<data dir>/paystack-sim.json`,
-  rewritten atomically once per change (the change and the webhook events it
-  causes in the same write) so a restart loses nothing.
+- `state`: those records in memory and on disk, a snapshot plus a journal
+  with one fsynced line per change (the change and the webhook events it
+  causes in the same line) so a restart loses nothing.
 - `shapes`: how Paystack prints each record (API responses and webhook data).
 - `domain`: Paystack's rules (validation, statuses, refunds, settlement), with
   Paystack's error messages.

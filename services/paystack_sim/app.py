@@ -12,15 +12,18 @@ from __future__ import annotations
 
 import hmac
 import json
+import logging
 from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from services.paystack_sim import checkout, listing, shapes
-from services.paystack_sim.domain import NotFound, Paystack, PaystackError
+from services.paystack_sim.domain import NEXT_STEPS, ErrorCode, NotFound, Paystack, PaystackError
 from services.paystack_sim.records import Drop, Event, Refund, RefundStatus, iso
 from services.paystack_sim.webhooks import WebhookDispatcher
+
+log = logging.getLogger("gofund.paystack_sim")
 
 _WITHOUT_KEY = ("/checkout/", "/_sim/")
 _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
@@ -40,12 +43,37 @@ def _filter(request: web.Request, name: str) -> str | None:
     return value or None
 
 
+def _error(exc: PaystackError) -> web.Response:
+    body: dict[str, Any] = {"status": False, "message": exc.message}
+    if exc.code is not None:
+        # Paystack's error envelope (its Initialize sample adds errorCodeMappingNotFound; so do we, everywhere).
+        body |= {
+            "meta": {"nextStep": NEXT_STEPS[exc.code]},
+            "type": exc.error_type,
+            "code": exc.code.value,
+            "errorCodeMappingNotFound": False,
+        }
+    return web.json_response(body, status=exc.http_status)
+
+
 @web.middleware
 async def _paystack_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every error in Paystack's JSON envelope: refusals, unrouted paths and methods, and our own failures."""
     try:
         return await handler(request)
     except PaystackError as exc:
-        return web.json_response({"status": False, "message": exc.message}, status=exc.http_status)
+        return _error(exc)
+    except web.HTTPNotFound:
+        return _error(NotFound(f"No route {request.path}"))  # simulator's choice of words
+    except web.HTTPMethodNotAllowed as exc:
+        allowed = ", ".join(sorted(exc.allowed_methods))
+        message = f"{request.method} is not allowed on {request.path}; use {allowed}"  # simulator's choice
+        return _error(PaystackError(message, 405, code=ErrorCode.METHOD_NOT_ALLOWED))
+    except web.HTTPException:
+        raise  # the checkout's redirect
+    except Exception:
+        log.exception("simulator request failed", extra={"path": request.path})
+        return _error(PaystackError("An error occurred", 500, code=ErrorCode.UNKNOWN, error_type="api_error"))
 
 
 def _authenticate(secret_key: str) -> Middleware:
@@ -58,12 +86,12 @@ def _authenticate(secret_key: str) -> Middleware:
         # Paystack's three answers, from its published error list.
         header = request.headers.get("Authorization")
         if header is None:
-            raise PaystackError("No Authorization Header was found", 401)
+            raise PaystackError("No Authorization Header was found", 401, code=None)
         scheme, _, key = header.partition(" ")
         if scheme.lower() != "bearer" or not key.strip():
-            raise PaystackError("Format is Authorization Bearer [secret key]", 401)
+            raise PaystackError("Format is Authorization Bearer [secret key]", 401, code=None)
         if not hmac.compare_digest(key.strip().encode(), expected):
-            raise PaystackError("Invalid key", 401)
+            raise PaystackError("Invalid key", 401, code=None)
         return await handler(request)
 
     return authenticate

@@ -47,7 +47,7 @@ from services.paystack_sim.records import (
     TransferStatus,
     now_ms,
 )
-from services.paystack_sim.state import State, random_code
+from services.paystack_sim.state import Record, State, random_code
 
 if TYPE_CHECKING:
     # Only a type here: `listing` raises this module's errors, so it imports this module.
@@ -86,25 +86,78 @@ _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 _INTEGER = re.compile(r"-?[0-9]+")
 
 
-class PaystackError(Exception):
-    """A request Paystack refuses: `{"status": false, "message": ...}` with this HTTP status."""
+class ErrorCode(StrEnum):
+    """Paystack's error `code`s the simulator answers (the first five are from Paystack's samples)."""
 
-    def __init__(self, message: str, http_status: int = 400) -> None:
+    INVALID_PARAMS = "invalid_params"
+    MISSING_PARAMS = "missing_params"
+    DUPLICATE_REFERENCE = "duplicate_reference"
+    TRANSACTION_NOT_FOUND = "transaction_not_found"
+    INVALID_TRANSFER_RECIPIENT = "invalid_transfer_recipient"
+    NOT_FOUND = "not_found"
+    # Simulator's choice: the account number and bank code name no account.
+    UNRESOLVABLE_ACCOUNT = "unresolvable_account"
+    # Simulator's choice: a /_sim control asked for what has already happened.
+    CONFLICT = "conflict"
+    # Simulator's choice: a path no route serves, or a method it does not take.
+    METHOD_NOT_ALLOWED = "method_not_allowed"
+    # Paystack's answer when it failed itself (`api_error`).
+    UNKNOWN = "unknown"
+
+
+# Each code's `meta.nextStep`; Paystack's own words where its samples give them, else the simulator's.
+NEXT_STEPS = {
+    ErrorCode.INVALID_PARAMS: "Ensure that the parameters you pass are valid and try again",
+    ErrorCode.MISSING_PARAMS: "Provide all required params ",  # sic: the sample's trailing space
+    ErrorCode.DUPLICATE_REFERENCE: "Try and create the Transaction or Charge with a new reference",
+    ErrorCode.TRANSACTION_NOT_FOUND: "Ensure that you're passing the reference of a transaction on this integration",
+    ErrorCode.INVALID_TRANSFER_RECIPIENT: (
+        "Provide a valid recipient. Ensure you are passing the recipient code in the recipient param"
+    ),
+    ErrorCode.NOT_FOUND: "Ensure that you are asking for something that exists on this integration",
+    ErrorCode.UNRESOLVABLE_ACCOUNT: "Ensure that the account number and the bank code are correct",
+    ErrorCode.CONFLICT: "Look at its current status before settling it again",
+    ErrorCode.METHOD_NOT_ALLOWED: "Use one of the methods this route takes",
+    ErrorCode.UNKNOWN: "Try again later",
+}
+
+
+class PaystackError(Exception):
+    """A request Paystack refuses, answered with its error envelope and this HTTP status.
+
+    `{"status": false, "message", "meta": {"nextStep"}, "type", "code"}`; `code=None`
+    answers only `status` and `message`, as Paystack's published "Invalid key" does.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        http_status: int = 400,
+        *,
+        code: ErrorCode | None = ErrorCode.INVALID_PARAMS,
+        error_type: str = "validation_error",
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.http_status = http_status
+        self.code = code
+        self.error_type = error_type
 
 
 class NotFound(PaystackError):
-    def __init__(self, message: str) -> None:
-        super().__init__(message, 404)
+    def __init__(self, message: str, code: ErrorCode = ErrorCode.NOT_FOUND) -> None:
+        super().__init__(message, 404, code=code)
 
 
 class AlreadySettled(PaystackError):
     """A /_sim settle control for a refund or transfer that has already settled."""
 
     def __init__(self, message: str) -> None:
-        super().__init__(message, 409)
+        super().__init__(message, 409, code=ErrorCode.CONFLICT)
+
+
+def missing(message: str) -> PaystackError:
+    return PaystackError(message, code=ErrorCode.MISSING_PARAMS)
 
 
 class Outcome(StrEnum):
@@ -181,7 +234,7 @@ class Paystack:
     def initialize(self, body: Mapping[str, Any]) -> Transaction:
         email = _text(body, "email")
         if not email:
-            raise PaystackError("Email is not allowed to be empty")
+            raise missing("Email is not allowed to be empty")
         if not _EMAIL.fullmatch(email):
             raise PaystackError("Invalid Email Address Passed")
         amount = parse_amount(body.get("amount"))
@@ -196,7 +249,7 @@ class Paystack:
         if not isinstance(reference, str) or not _TRANSACTION_REFERENCE.fullmatch(reference):
             raise PaystackError("Invalid character in transaction reference")
         if reference in self._state.transactions:
-            raise PaystackError("Duplicate Transaction Reference")
+            raise PaystackError("Duplicate Transaction Reference", code=ErrorCode.DUPLICATE_REFERENCE)
         callback_url = body.get("callback_url")
         record = Transaction(
             id=self._state.next_id(),
@@ -213,7 +266,7 @@ class Paystack:
             created_at=now_ms(),
         )
         self._state.transactions[reference] = record
-        self._state.save()
+        self._state.save(self.customer_of(record), record)
         return record
 
     def authorization_url(self, record: Transaction) -> str:
@@ -222,7 +275,7 @@ class Paystack:
     def transaction(self, reference: str) -> Transaction:
         record = self._state.transactions.get(reference)
         if record is None:
-            raise PaystackError("Transaction reference not found")
+            raise PaystackError("Transaction reference not found", code=ErrorCode.TRANSACTION_NOT_FOUND)
         return record
 
     def customer_of(self, record: Transaction) -> Customer:
@@ -265,7 +318,7 @@ class Paystack:
         if record.status is TransactionStatus.SUCCESS:
             data = shapes.transaction(record, self.customer_of(record))
             caused.append(self._events.record("charge.success", data, record.reference))
-        self._commit(*caused)
+        self._commit(record, *caused)
         return record
 
     def list_transactions(self, status: str | None, within: Period) -> list[Transaction]:
@@ -280,15 +333,16 @@ class Paystack:
             reverse=True,
         )
 
-    def _commit(self, *caused: Event) -> None:
-        """Save the change just made and the events it caused in one write, then send the events.
+    def _commit(self, *changed: Record) -> None:
+        """Save the records just changed and the events they caused in one write, then send the events.
 
-        One atomic rename holds both, so a kill can lose neither alone; sending
-        only after the write means no webhook goes out for a change the file lacks.
+        One journal line holds both, so a kill can lose neither alone; sending
+        only after the write means no webhook goes out for a change the disk lacks.
         """
-        self._state.save()
-        for record in caused:
-            self._events.dispatch(record)
+        self._state.save(*changed)
+        for record in changed:
+            if isinstance(record, Event):
+                self._events.dispatch(record)
 
     def _customer(self, email: str) -> Customer:
         key = email.lower()
@@ -315,7 +369,7 @@ class Paystack:
     def _new_refund(self, body: Mapping[str, Any], origin: RefundOrigin) -> Refund:
         key = body.get("transaction")
         if key is None or key == "":
-            raise PaystackError("transaction is required")  # simulator's choice of words
+            raise missing("transaction is required")  # simulator's choice of words
         refunded = self._refundable(key)
         refunds = self._state.refunds_of(refunded.reference)
         left = refunded.amount - sum(r.amount for r in refunds if r.status is not RefundStatus.FAILED)
@@ -348,7 +402,7 @@ class Paystack:
             origin=origin,
         )
         self._state.refunds[record.id] = record
-        self._state.save()
+        self._state.save(record)
         self._schedule_refund(record)
         return record
 
@@ -362,7 +416,7 @@ class Paystack:
             if found is None and key.isdigit():
                 found = self._state.transaction_by_id(int(key))
         if found is None:
-            raise PaystackError("Transaction not found")
+            raise PaystackError("Transaction not found", code=ErrorCode.TRANSACTION_NOT_FOUND)
         if found.status not in (TransactionStatus.SUCCESS, TransactionStatus.REVERSED):
             # Simulator's choice of words: only a paid transaction can be refunded.
             raise PaystackError(f"Cannot refund a transaction that is {found.status.value}")
@@ -430,7 +484,8 @@ class Paystack:
             # Paystack's refund.failed sample names the failed instant transfer here.
             record.status, record.refund_reference = RefundStatus.FAILED, "TRF_" + random_code(15)
         data = shapes.refund_event(record, self.customer_of(refunded))
-        self._commit(self._events.record(f"refund.{record.status.value}", data, record.transaction_reference))
+        event = self._events.record(f"refund.{record.status.value}", data, record.transaction_reference)
+        self._commit(record, refunded, event)
         return record
 
     def _schedule_refund(self, record: Refund) -> None:
@@ -450,17 +505,17 @@ class Paystack:
             raise PaystackError(f"Recipient type must be one of {', '.join(RECIPIENT_TYPES)}")  # simulator's choice
         name = _text(body, "name")
         if not name:
-            raise PaystackError("name is required")  # simulator's choice, in Paystack's style
+            raise missing("name is required")  # simulator's choice, in Paystack's style
         account_number = _text(body, "account_number")
         if not account_number:
-            raise PaystackError("Account number is required")
+            raise missing("Account number is required")
         if not account_number.isdigit():
             raise PaystackError("Account number should be numeric")
         if kind == "nuban" and len(account_number) != 10:
             raise PaystackError("Account number is invalid")
         bank_code = _text(body, "bank_code")
         if not bank_code:
-            raise PaystackError("bank_code is required")
+            raise missing("bank_code is required")
         if account_number == UNRESOLVABLE_ACCOUNT_NUMBER:
             raise PaystackError("Cannot resolve account")
         currency = body.get("currency") or RECIPIENT_TYPES[kind]
@@ -490,7 +545,7 @@ class Paystack:
             updated_at=at,
         )
         self._state.recipients[record.recipient_code] = record
-        self._state.save()
+        self._state.save(record)
         return record
 
     def initiate_transfer(self, body: Mapping[str, Any]) -> Transfer:
@@ -502,12 +557,15 @@ class Paystack:
             raise PaystackError("Invalid amount passed.")
         to = self._state.recipients.get(_text(body, "recipient"))
         if to is None:
-            raise PaystackError("Recipient specified is invalid")
+            raise PaystackError("Recipient specified is invalid", code=ErrorCode.INVALID_TRANSFER_RECIPIENT)
         reference = body.get("reference") or random_code(20)
         if not isinstance(reference, str) or not _TRANSFER_REFERENCE.fullmatch(reference):
             raise PaystackError("Your reference contains illegal special characters")
         if self._state.transfer_by_reference(reference) is not None:
-            raise PaystackError("Please provide a unique reference. Reference already exists on a transfer")
+            raise PaystackError(
+                "Please provide a unique reference. Reference already exists on a transfer",
+                code=ErrorCode.DUPLICATE_REFERENCE,
+            )
         currency = body.get("currency") or to.currency
         if currency != to.currency:
             raise PaystackError("Transfer currency must be the recipient's currency")  # simulator's choice
@@ -528,7 +586,7 @@ class Paystack:
             fee_charged=transfer_fee(amount, currency),
         )
         self._state.transfers[record.transfer_code] = record
-        self._state.save()
+        self._state.save(record)
         self._schedule_transfer(record)
         return record
 
@@ -581,7 +639,7 @@ class Paystack:
         if record.session_id is None and record.status is not TransferStatus.FAILED:
             record.session_id = "".join(secrets.choice("0123456789") for _ in range(30))
         data = shapes.transfer_event(record, self.recipient_of(record))
-        self._commit(self._events.record(f"transfer.{record.status.value}", data, record.reference))
+        self._commit(record, self._events.record(f"transfer.{record.status.value}", data, record.reference))
         return record
 
     def _schedule_transfer(self, record: Transfer) -> None:

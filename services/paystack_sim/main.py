@@ -65,7 +65,8 @@ class Simulator:
         await self._runner.cleanup()
         await self._timers.close()
         await self._client.aclose()
-        self._state.save()
+        self._state.compact()
+        self._state.close()
         log.info("paystack simulator stopped", extra={"port": self.port})
 
 
@@ -89,6 +90,8 @@ def _listen(host: str, port: int) -> socket.socket:
 async def start(settings: Settings, *, port: int = 0) -> Simulator:
     """Serve on 127.0.0.1:`port` (0: any free port) with the state in `settings.data_dir`."""
     state = State.load(settings.data_dir / STATE_FILE)
+    # Fold what the last run journaled into the snapshot (and cut a tail a kill tore) before serving.
+    state.compact()
     sock = _listen(settings.bind_host, port)
     bound_port: int = sock.getsockname()[1]
     timers = Timers()

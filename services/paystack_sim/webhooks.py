@@ -42,7 +42,7 @@ from typing import Any
 
 import httpx
 
-from services.paystack_sim.domain import NotFound, PaystackError
+from services.paystack_sim.domain import ErrorCode, NotFound, PaystackError
 from services.paystack_sim.records import Attempt, DeliveryStatus, Drop, Event, now_ms
 from services.paystack_sim.state import State
 from services.paystack_sim.timers import Timers
@@ -126,7 +126,7 @@ class WebhookDispatcher:
         if source is None:
             return None
         record = self._new_event(source.event, source.reference, source.body, redelivery_of=source.index)
-        self._state.save()
+        self._state.save(record)
         self.dispatch(record)
         return record
 
@@ -162,9 +162,11 @@ class WebhookDispatcher:
     def _drop_now(self, record: Event) -> Event:
         if record.index in self._in_flight:
             # Its bytes are on the wire already; "never delivered" could not be kept.
-            raise PaystackError(f"Event {record.index} is being delivered right now; it cannot be dropped", 409)
+            raise PaystackError(
+                f"Event {record.index} is being delivered right now; it cannot be dropped", 409, code=ErrorCode.CONFLICT
+            )
         record.status, record.next_attempt_at, record.dropped_at = DeliveryStatus.DROPPED, None, now_ms()
-        self._state.save()
+        self._state.save(record)
         return record
 
     def _new_event(self, event: str, reference: str, body: str, *, redelivery_of: int | None) -> Event:
@@ -210,7 +212,7 @@ class WebhookDispatcher:
             record.status, record.next_attempt_at = DeliveryStatus.FAILED, None
         else:
             record.next_attempt_at = at + delay_ms
-        self._state.save()
+        self._state.save(record)
         log.info(
             "webhook %s: attempt %d of event %d (%s) answered %s",
             record.status.value,

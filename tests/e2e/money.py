@@ -10,12 +10,12 @@ simulator's state) go to the services' internal APIs and stores.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -26,6 +26,7 @@ from gofund.ledger.v1 import ledger_service_pb2, ledger_service_pb2_grpc
 from pymongo import MongoClient
 
 from services.payments.domain import sign
+from services.paystack_sim.state import STATE_FILE, State
 from services.stack.stack import Stack
 from tests.conftest import sync_service_channel
 from tests.e2e.conftest import BIN, edge
@@ -256,9 +257,8 @@ def sim_events(stack: Stack, **query: str) -> list[dict[str, Any]]:
 
 def sim_transactions(stack: Stack) -> list[dict[str, Any]]:
     """What the simulator holds (its state file), as Paystack's own records would show."""
-    state = json.loads((stack.data_dir / "paystack-sim.json").read_text())
-    transactions: list[dict[str, Any]] = state["transactions"]
-    return transactions
+    state = State.load(stack.data_dir / STATE_FILE)
+    return [asdict(t) for t in state.transactions.values()]
 
 
 def deliver(stack: Stack, body: bytes, signature: str | None = None) -> httpx.Response:

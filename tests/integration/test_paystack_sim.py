@@ -24,6 +24,8 @@ from aiohttp import web
 
 from services.common.config import Settings
 from services.paystack_sim.main import Simulator, start
+from services.paystack_sim.records import DeliveryStatus, TransactionStatus
+from services.paystack_sim.state import State
 from services.paystack_sim.webhooks import MAX_ATTEMPTS
 
 pytestmark = pytest.mark.asyncio
@@ -205,6 +207,17 @@ class SimulatorUnderTest:
         assert response.status_code == 200, response.text
         data: dict[str, Any] = response.json()["data"]
         return data
+
+
+def refusal(response: httpx.Response) -> str:
+    """The message of a refusal in Paystack's error envelope (`status, message, meta.nextStep, type, code`)."""
+    body = response.json()
+    assert body["status"] is False
+    assert body["type"] == "validation_error"
+    assert isinstance(body["code"], str)
+    assert isinstance(body["meta"]["nextStep"], str)
+    message: str = body["message"]
+    return message
 
 
 def new_reference(prefix: str = "gofund-") -> str:
@@ -427,7 +440,7 @@ async def test_initialize_refuses_invalid_fields_with_paystacks_message(
     body = {"email": "ada@example.com", "amount": 500_000, "currency": "NGN", "reference": new_reference(), **fields}
     response = await paystack.api.post("/transaction/initialize", json=body)
     assert response.status_code == 400
-    assert response.json() == {"status": False, "message": message}
+    assert refusal(response) == message
 
 
 async def test_initialize_takes_every_supported_currency_and_amounts_as_digit_strings(
@@ -446,13 +459,15 @@ async def test_a_duplicate_transaction_reference_is_refused(paystack: SimulatorU
         "/transaction/initialize", json={"email": "ada@example.com", "amount": 100, "reference": reference}
     )
     assert response.status_code == 400
-    assert response.json() == {"status": False, "message": "Duplicate Transaction Reference"}
+    assert refusal(response) == "Duplicate Transaction Reference"
+    assert response.json()["code"] == "duplicate_reference"
 
 
 async def test_an_unknown_reference_does_not_verify(paystack: SimulatorUnderTest) -> None:
     response = await paystack.api.get(f"/transaction/verify/{new_reference()}")
     assert response.status_code == 400
-    assert response.json() == {"status": False, "message": "Transaction reference not found"}
+    assert refusal(response) == "Transaction reference not found"
+    assert response.json()["code"] == "transaction_not_found"
 
 
 # Refunds.
@@ -577,7 +592,7 @@ async def test_a_recipient_paystack_cannot_resolve_is_refused(
     body = {"type": "nuban", "name": "Ada Obi", "account_number": "0123456789", "bank_code": "058", **fields}
     response = await paystack.api.post("/transferrecipient", json=body)
     assert response.status_code == 400
-    assert response.json() == {"status": False, "message": message}
+    assert refusal(response) == message
 
 
 async def test_transfers_settle_as_success_failed_or_reversed_with_one_event_each(
@@ -641,7 +656,8 @@ async def test_a_transfer_to_an_unknown_recipient_or_with_a_used_reference_is_re
         "/transfer", json={"source": "balance", "amount": 1000, "recipient": "RCP_nosuchrecipient"}
     )
     assert unknown.status_code == 400
-    assert unknown.json() == {"status": False, "message": "Recipient specified is invalid"}
+    assert refusal(unknown) == "Recipient specified is invalid"
+    assert unknown.json()["code"] == "invalid_transfer_recipient"
 
     recipient = await paystack.recipient()
     first = await paystack.transfer(recipient["recipient_code"])
@@ -655,10 +671,8 @@ async def test_a_transfer_to_an_unknown_recipient_or_with_a_used_reference_is_re
         },
     )
     assert duplicate.status_code == 400
-    assert duplicate.json() == {
-        "status": False,
-        "message": "Please provide a unique reference. Reference already exists on a transfer",
-    }
+    assert refusal(duplicate) == "Please provide a unique reference. Reference already exists on a transfer"
+    assert duplicate.json()["code"] == "duplicate_reference"
 
 
 # Webhook delivery.
@@ -922,17 +936,17 @@ async def test_the_state_file_right_after_a_pay_holds_the_charge_and_its_queued_
     started = await paystack.paid()
     await receiver.wait_until_held()
 
-    saved = json.loads(paystack.simulator.state_path.read_text())
-    [transaction] = [t for t in saved["transactions"] if t["reference"] == started["reference"]]
-    [event] = saved["events"]
-    assert transaction["status"] == "success"
-    assert (event["event"], event["reference"], event["status"], event["attempts"]) == (
+    saved = State.load(paystack.simulator.state_path)
+    transaction = saved.transactions[started["reference"]]
+    [event] = saved.events
+    assert transaction.status is TransactionStatus.SUCCESS
+    assert (event.event, event.reference, event.status, event.attempts) == (
         "charge.success",
         started["reference"],
-        "pending",
+        DeliveryStatus.PENDING,
         [],
     )
-    assert json.loads(event["body"])["data"]["status"] == "success"
+    assert json.loads(event.body)["data"]["status"] == "success"
     receiver.release()
 
 
@@ -1304,7 +1318,7 @@ async def test_verify_transfer_prints_paystacks_verify_transfer_and_webhooks_kee
     for unknown in (new_reference("payout_"), transfer["transfer_code"]):
         missing = await paystack.api.get(f"/transfer/verify/{unknown}")
         assert missing.status_code == 404
-        assert missing.json() == {"status": False, "message": "Transfer not found"}
+        assert refusal(missing) == "Transfer not found"
 
 
 # Refunds issued on Paystack's dashboard (/_sim/refunds).
@@ -1356,4 +1370,4 @@ async def test_a_dashboard_refund_can_be_settled_by_hand_and_refuses_what_paysta
         response = await paystack.browser.post("/_sim/refunds", json=body)
         assert response.status_code == 400, body
         if message is not None:
-            assert response.json() == {"status": False, "message": message}
+            assert refusal(response) == message
