@@ -18,8 +18,9 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from services.paystack_sim import checkout, listing, shapes
-from services.paystack_sim.domain import NEXT_STEPS, ErrorCode, NotFound, Paystack, PaystackError
+from services.paystack_sim import banks, checkout, listing, shapes
+from services.paystack_sim.domain import Paystack
+from services.paystack_sim.errors import NEXT_STEPS, ErrorCode, NotFound, PaystackError
 from services.paystack_sim.records import Drop, Event, Refund, RefundStatus, iso
 from services.paystack_sim.webhooks import WebhookDispatcher
 
@@ -172,6 +173,10 @@ class Routes:
         record = self._paystack.transaction(request.match_info["reference"])
         return _ok("Verification successful", shapes.transaction(record, self._paystack.customer_of(record)))
 
+    async def fetch_transaction(self, request: web.Request) -> web.Response:
+        record = self._paystack.transaction_by_id(request.match_info["transaction_id"])
+        return _ok("Transaction retrieved", shapes.fetched_transaction(record, self._paystack.customer_of(record)))
+
     async def list_transactions(self, request: web.Request) -> web.Response:
         at = listing.window(request.query)
         matching = self._paystack.list_transactions(_filter(request, "status"), listing.period(request.query))
@@ -218,6 +223,17 @@ class Routes:
         page, meta = listing.paginate(matching, at)
         data = [shapes.listed_transfer(t, self._paystack.recipient_of(t)) for t in page]
         return _listed("Transfers retrieved", data, meta)
+
+    async def list_banks(self, request: web.Request) -> web.Response:
+        shown, meta = banks.page(banks.listed(request.query), request.query, listing.window(request.query))
+        verification = request.query.get("enabled_for_verification", "").lower() in ("true", "1")
+        return _listed("Banks retrieved", [banks.printed(b, verification=verification) for b in shown], meta)
+
+    async def resolve_account(self, request: web.Request) -> web.Response:
+        account_number = request.query.get("account_number", "").strip()
+        bank, account_name = banks.resolve(account_number, request.query.get("bank_code", "").strip())
+        data = {"account_number": account_number, "account_name": account_name, "bank_id": bank.id}
+        return _ok("Account number resolved", data)
 
     # The checkout.
 
@@ -305,6 +321,7 @@ def build_app(paystack: Paystack, webhooks: WebhookDispatcher, *, secret_key: st
             web.post("/transaction/initialize", routes.initialize),
             web.get("/transaction/verify/{reference}", routes.verify),
             web.get("/transaction", routes.list_transactions),
+            web.get("/transaction/{transaction_id}", routes.fetch_transaction),
             web.post("/refund", routes.create_refund),
             web.get("/refund", routes.list_refunds),
             web.get("/refund/{refund_id}", routes.fetch_refund),
@@ -312,6 +329,8 @@ def build_app(paystack: Paystack, webhooks: WebhookDispatcher, *, secret_key: st
             web.post("/transfer", routes.initiate_transfer),
             web.get("/transfer", routes.list_transfers),
             web.get("/transfer/verify/{reference}", routes.verify_transfer),
+            web.get("/bank", routes.list_banks),
+            web.get("/bank/resolve", routes.resolve_account),
             web.get("/checkout/{access_code}", routes.checkout_page),
             web.post("/checkout/{access_code}/pay", routes.pay),
             web.post("/_sim/refunds", routes.dashboard_refund),

@@ -30,9 +30,11 @@ import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from enum import StrEnum
 from functools import partial
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
-from services.paystack_sim import shapes
+from services.paystack_sim import banks, shapes
+from services.paystack_sim.errors import AlreadySettled, ErrorCode, NotFound, PaystackError, missing
+from services.paystack_sim.listing import Period
 from services.paystack_sim.records import (
     Card,
     Customer,
@@ -49,34 +51,12 @@ from services.paystack_sim.records import (
 )
 from services.paystack_sim.state import Record, State, random_code
 
-if TYPE_CHECKING:
-    # Only a type here: `listing` raises this module's errors, so it imports this module.
-    from services.paystack_sim.listing import Period
-
 SUPPORTED_CURRENCIES = ("NGN", "GHS", "ZAR", "KES", "USD")
 # The integration's default currency, used when initialize names none.
 DEFAULT_CURRENCY = "NGN"
-# Simulator's choice: the one account number that "does not resolve", so a
-# client's error path can be exercised (Paystack answers "Cannot resolve account").
-UNRESOLVABLE_ACCOUNT_NUMBER = "0000000000"
 # Recipient types Paystack documents for bank and mobile-money payouts, with
 # the currency each implies. (`authorization`, paying out to a card, is not simulated.)
 RECIPIENT_TYPES = {"nuban": "NGN", "ghipss": "GHS", "mobile_money": "GHS", "basa": "ZAR", "kepss": "KES"}
-# A few Nigerian bank codes with their names; any other code is accepted and
-# named after itself (the simulator does not know every bank).
-BANK_NAMES = {
-    "011": "First Bank of Nigeria",
-    "033": "United Bank For Africa",
-    "035": "Wema Bank",
-    "044": "Access Bank",
-    "050": "Ecobank Nigeria",
-    "057": "Zenith Bank",
-    "058": "Guaranty Trust Bank",
-    "070": "Fidelity Bank",
-    "214": "First City Monument Bank",
-    "232": "Sterling Bank",
-}
-
 # Paystack: "Only -, ., = and alphanumeric characters are allowed" in a transaction reference.
 _TRANSACTION_REFERENCE = re.compile(r"[A-Za-z0-9.=-]+")
 # Paystack: "-, _ and alphanumeric characters" in a transfer reference. Its docs ask for
@@ -84,80 +64,6 @@ _TRANSACTION_REFERENCE = re.compile(r"[A-Za-z0-9.=-]+")
 _TRANSFER_REFERENCE = re.compile(r"[A-Za-z0-9_-]+")
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 _INTEGER = re.compile(r"-?[0-9]+")
-
-
-class ErrorCode(StrEnum):
-    """Paystack's error `code`s the simulator answers (the first five are from Paystack's samples)."""
-
-    INVALID_PARAMS = "invalid_params"
-    MISSING_PARAMS = "missing_params"
-    DUPLICATE_REFERENCE = "duplicate_reference"
-    TRANSACTION_NOT_FOUND = "transaction_not_found"
-    INVALID_TRANSFER_RECIPIENT = "invalid_transfer_recipient"
-    NOT_FOUND = "not_found"
-    # Simulator's choice: the account number and bank code name no account.
-    UNRESOLVABLE_ACCOUNT = "unresolvable_account"
-    # Simulator's choice: a /_sim control asked for what has already happened.
-    CONFLICT = "conflict"
-    # Simulator's choice: a path no route serves, or a method it does not take.
-    METHOD_NOT_ALLOWED = "method_not_allowed"
-    # Paystack's answer when it failed itself (`api_error`).
-    UNKNOWN = "unknown"
-
-
-# Each code's `meta.nextStep`; Paystack's own words where its samples give them, else the simulator's.
-NEXT_STEPS = {
-    ErrorCode.INVALID_PARAMS: "Ensure that the parameters you pass are valid and try again",
-    ErrorCode.MISSING_PARAMS: "Provide all required params ",  # sic: the sample's trailing space
-    ErrorCode.DUPLICATE_REFERENCE: "Try and create the Transaction or Charge with a new reference",
-    ErrorCode.TRANSACTION_NOT_FOUND: "Ensure that you're passing the reference of a transaction on this integration",
-    ErrorCode.INVALID_TRANSFER_RECIPIENT: (
-        "Provide a valid recipient. Ensure you are passing the recipient code in the recipient param"
-    ),
-    ErrorCode.NOT_FOUND: "Ensure that you are asking for something that exists on this integration",
-    ErrorCode.UNRESOLVABLE_ACCOUNT: "Ensure that the account number and the bank code are correct",
-    ErrorCode.CONFLICT: "Look at its current status before settling it again",
-    ErrorCode.METHOD_NOT_ALLOWED: "Use one of the methods this route takes",
-    ErrorCode.UNKNOWN: "Try again later",
-}
-
-
-class PaystackError(Exception):
-    """A request Paystack refuses, answered with its error envelope and this HTTP status.
-
-    `{"status": false, "message", "meta": {"nextStep"}, "type", "code"}`; `code=None`
-    answers only `status` and `message`, as Paystack's published "Invalid key" does.
-    """
-
-    def __init__(
-        self,
-        message: str,
-        http_status: int = 400,
-        *,
-        code: ErrorCode | None = ErrorCode.INVALID_PARAMS,
-        error_type: str = "validation_error",
-    ) -> None:
-        super().__init__(message)
-        self.message = message
-        self.http_status = http_status
-        self.code = code
-        self.error_type = error_type
-
-
-class NotFound(PaystackError):
-    def __init__(self, message: str, code: ErrorCode = ErrorCode.NOT_FOUND) -> None:
-        super().__init__(message, 404, code=code)
-
-
-class AlreadySettled(PaystackError):
-    """A /_sim settle control for a refund or transfer that has already settled."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message, 409, code=ErrorCode.CONFLICT)
-
-
-def missing(message: str) -> PaystackError:
-    return PaystackError(message, code=ErrorCode.MISSING_PARAMS)
 
 
 class Outcome(StrEnum):
@@ -277,6 +183,13 @@ class Paystack:
         if record is None:
             raise PaystackError("Transaction reference not found", code=ErrorCode.TRANSACTION_NOT_FOUND)
         return record
+
+    def transaction_by_id(self, key: str) -> Transaction:
+        """Fetch Transaction's lookup: by Paystack's numeric id."""
+        found = self._state.transaction_by_id(int(key)) if key.isdigit() else None
+        if found is None:
+            raise NotFound("Transaction not found", ErrorCode.TRANSACTION_NOT_FOUND)
+        return found
 
     def customer_of(self, record: Transaction) -> Customer:
         return self._state.customers[record.customer_email.lower()]
@@ -516,8 +429,11 @@ class Paystack:
         bank_code = _text(body, "bank_code")
         if not bank_code:
             raise missing("bank_code is required")
-        if account_number == UNRESOLVABLE_ACCOUNT_NUMBER:
-            raise PaystackError("Cannot resolve account")
+        bank = banks.bank(bank_code)
+        if bank is None or bank.type != kind:
+            raise PaystackError(f"Unknown bank code: {bank_code}")
+        if account_number == banks.UNRESOLVABLE_ACCOUNT_NUMBER:
+            raise PaystackError("Cannot resolve account", code=ErrorCode.UNRESOLVABLE_ACCOUNT)
         currency = body.get("currency") or RECIPIENT_TYPES[kind]
         if currency not in SUPPORTED_CURRENCIES:
             raise PaystackError("Currency not supported by merchant")
@@ -533,10 +449,10 @@ class Paystack:
             type=kind,
             name=name,
             account_number=account_number,
-            # Paystack resolves the name the bank holds; the simulator's bank holds the one given.
-            account_name=name,
+            # The name the bank holds, as Paystack resolves it (`name` is the merchant's label).
+            account_name=banks.account_holder(account_number),
             bank_code=bank_code,
-            bank_name=BANK_NAMES.get(bank_code, f"Simulated Bank {bank_code}"),
+            bank_name=bank.name,
             currency=currency,
             description=_text(body, "description"),
             email=email if isinstance(email, str) and email else None,

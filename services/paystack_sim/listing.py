@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
-from services.paystack_sim.domain import PaystackError
+from services.paystack_sim.errors import PaystackError
 
 DEFAULT_PER_PAGE = 50
 _DAY = re.compile(r"\d{4}-\d{2}-\d{2}")

@@ -183,13 +183,14 @@ _LISTED_TRANSACTION_FIELDS = (
 def listed_transaction(record: Transaction, owner: Customer) -> dict[str, Any]:
     """One of List Transactions' `data`: the verify shape cut to the list sample's fields.
 
-    The list sample prints `metadata: null` where verify prints "", and `source`
-    as an object naming the route that created the transaction (every one here
-    came through initialize).
+    The list sample prints `metadata: null` where verify prints "", `plan` as an
+    object where verify prints null, and `source` as an object naming the route
+    that created the transaction (every one here came through initialize).
     """
     full = transaction(record, owner)
     listed = {name: full[name] for name in _LISTED_TRANSACTION_FIELDS}
     listed["metadata"] = record.metadata
+    listed["plan"] = {}
     listed["source"] = {
         "source": "merchant_api",
         "type": "api",
@@ -197,6 +198,24 @@ def listed_transaction(record: Transaction, owner: Customer) -> dict[str, Any]:
         "entry_point": "transaction_initialize",
     }
     return listed
+
+
+def fetched_transaction(record: Transaction, owner: Customer) -> dict[str, Any]:
+    """Fetch Transaction's `data`: verify's fields without `transaction_date` and `plan_object`.
+
+    The fetch sample adds `helpdesk_link`, prints `plan` as an object, `source` as
+    the route that created the transaction, and the customer's `metadata` as an
+    object (Paystack's OpenAPI spec: not nullable there).
+    """
+    fetched = {name: value for name, value in transaction(record, owner).items() if name not in _VERIFY_ONLY}
+    fetched["helpdesk_link"] = None
+    fetched["plan"] = {}
+    fetched["source"] = {"type": "api", "source": "merchant_api", "identifier": None}
+    fetched["customer"] = {**fetched["customer"], "metadata": {}}
+    return fetched
+
+
+_VERIFY_ONLY = ("transaction_date", "plan_object")
 
 
 def _refunded_transaction(record: Transaction, owner: Customer) -> dict[str, Any]:

@@ -42,7 +42,7 @@ from typing import Any
 
 import httpx
 
-from services.paystack_sim.domain import ErrorCode, NotFound, PaystackError
+from services.paystack_sim.errors import ErrorCode, NotFound, PaystackError
 from services.paystack_sim.records import Attempt, DeliveryStatus, Drop, Event, now_ms
 from services.paystack_sim.state import State
 from services.paystack_sim.timers import Timers

@@ -23,6 +23,7 @@ import pytest_asyncio
 from aiohttp import web
 
 from services.common.config import Settings
+from services.paystack_sim.banks import UNRESOLVABLE_MESSAGE, account_holder
 from services.paystack_sim.main import Simulator, start
 from services.paystack_sim.records import DeliveryStatus, TransactionStatus
 from services.paystack_sim.state import State
@@ -569,10 +570,12 @@ async def test_a_transfer_recipient_gets_a_code_and_the_same_account_the_same_re
     assert created["details"] == {
         "authorization_code": None,
         "account_number": "0123456789",
-        "account_name": "Ada Obi",
+        # The name the bank holds, as /bank/resolve answers it; `name` is the merchant's own label.
+        "account_name": account_holder("0123456789"),
         "bank_code": "058",
         "bank_name": "Guaranty Trust Bank",
     }
+    assert created["name"] == "Ada Obi"
     again = await paystack.recipient(name="Ada Obi", account_number="0123456789", bank_code="058")
     assert again["recipient_code"] == created["recipient_code"]
 
@@ -584,6 +587,8 @@ async def test_a_transfer_recipient_gets_a_code_and_the_same_account_the_same_re
         ({"bank_code": ""}, "bank_code is required"),
         ({"account_number": "01234abc89"}, "Account number should be numeric"),
         ({"account_number": "12345"}, "Account number is invalid"),
+        ({"bank_code": "999"}, "Unknown bank code: 999"),
+        ({"bank_code": "632005"}, "Unknown bank code: 632005"),  # a South African bank for a nuban account
     ],
 )
 async def test_a_recipient_paystack_cannot_resolve_is_refused(
@@ -593,6 +598,95 @@ async def test_a_recipient_paystack_cannot_resolve_is_refused(
     response = await paystack.api.post("/transferrecipient", json=body)
     assert response.status_code == 400
     assert refusal(response) == message
+
+
+# Banks.
+
+
+async def test_list_banks_lists_nigerias_banks_by_default_and_filters_by_country_currency_type_and_flags(
+    paystack: SimulatorUnderTest,
+) -> None:
+    nigeria = (await paystack.listed("/bank"))["data"]
+    assert {b["country"] for b in nigeria} == {"Nigeria"}
+    guaranty = next(b for b in nigeria if b["code"] == "058")
+    assert (guaranty["name"], guaranty["id"], guaranty["currency"]) == ("Guaranty Trust Bank", 9, "NGN")
+    assert [b["id"] for b in nigeria] == sorted((b["id"] for b in nigeria), reverse=True)
+    ghana = (await paystack.listed("/bank", country="ghana"))["data"]
+    assert {b["currency"] for b in ghana} == {"GHS"}
+    assert {b["type"] for b in (await paystack.listed("/bank", currency="GHS", type="mobile_money"))["data"]} == {
+        "mobile_money"
+    }
+    # A flag sent false filters nothing (paystackease sends them all); true keeps the banks that have it.
+    unfiltered = await paystack.listed("/bank", pay_with_bank="false", enabled_for_verification="false")
+    assert len(unfiltered["data"]) == len(nigeria)
+    assert {b["code"] for b in (await paystack.listed("/bank", pay_with_bank="true"))["data"]} == {"058", "057"}
+    verifying = (await paystack.listed("/bank", currency="ZAR", enabled_for_verification="true"))["data"]
+    assert [b["supported_types"] for b in verifying] == [["business", "personal"]] * 5
+    refused = await paystack.api.get("/bank", params={"country": "atlantis"})
+    assert refused.status_code == 400
+
+
+async def test_list_banks_pages_by_paystacks_cursor_both_ways(paystack: SimulatorUnderTest) -> None:
+    everything = [b["code"] for b in (await paystack.listed("/bank"))["data"]]
+    first = await paystack.listed("/bank", perPage="4")
+    assert [b["code"] for b in first["data"]] == everything[:4]
+    assert first["meta"]["previous"] is None
+    second = await paystack.listed("/bank", perPage="4", next=first["meta"]["next"])
+    assert [b["code"] for b in second["data"]] == everything[4:8]
+    back = await paystack.listed("/bank", perPage="4", previous=second["meta"]["previous"])
+    assert [b["code"] for b in back["data"]] == everything[:4]
+    walked, meta = [], {"next": None}
+    while True:
+        page = await paystack.listed("/bank", perPage="4", **({"next": meta["next"]} if meta["next"] else {}))
+        walked += [b["code"] for b in page["data"]]
+        meta = page["meta"]
+        if meta["next"] is None:
+            break
+    assert walked == everything
+    refused = await paystack.api.get("/bank", params={"next": "not-a-cursor"})
+    assert refused.status_code == 400
+
+
+async def test_resolve_account_names_the_holder_and_refuses_what_no_bank_holds(paystack: SimulatorUnderTest) -> None:
+    response = await paystack.api.get("/bank/resolve", params={"account_number": "0001234567", "bank_code": "058"})
+    assert response.status_code == 200
+    assert response.json() == {
+        "status": True,
+        "message": "Account number resolved",
+        "data": {"account_number": "0001234567", "account_name": account_holder("0001234567"), "bank_id": 9},
+    }
+    for query, status, message in (
+        ({"account_number": "0000000000", "bank_code": "058"}, 422, UNRESOLVABLE_MESSAGE),
+        ({"account_number": "12345", "bank_code": "058"}, 422, UNRESOLVABLE_MESSAGE),
+        ({"account_number": "0001234567", "bank_code": "999"}, 422, "Unknown bank code: 999"),
+        ({"bank_code": "058"}, 400, "Account number is required"),
+    ):
+        refused = await paystack.api.get("/bank/resolve", params=query)
+        assert refused.status_code == status, query
+        assert refusal(refused) == message
+
+
+async def test_unrouted_paths_and_methods_answer_paystacks_json_envelope(paystack: SimulatorUnderTest) -> None:
+    unknown = await paystack.api.get("/no/such/route")
+    assert unknown.status_code == 404
+    assert unknown.json()["code"] == "not_found"
+    wrong_method = await paystack.api.post("/transfer/verify/some-reference")
+    assert wrong_method.status_code == 405
+    assert wrong_method.json()["code"] == "method_not_allowed"
+    assert wrong_method.json()["status"] is False
+
+
+async def test_fetch_transaction_finds_it_by_paystacks_numeric_id(paystack: SimulatorUnderTest) -> None:
+    started = await paystack.paid()
+    verified = await paystack.verify(started["reference"])
+    response = await paystack.api.get(f"/transaction/{verified['id']}")
+    assert response.status_code == 200
+    fetched = response.json()["data"]
+    assert (fetched["reference"], fetched["status"], fetched["amount"]) == (started["reference"], "success", 500_000)
+    for missing_id in ("999999999", "not-a-number"):
+        absent = await paystack.api.get(f"/transaction/{missing_id}")
+        assert absent.status_code == 404
+        assert absent.json()["code"] == "transaction_not_found"
 
 
 async def test_transfers_settle_as_success_failed_or_reversed_with_one_event_each(

@@ -16,7 +16,8 @@ import pytest
 from services.common.config import StartupError
 from services.paystack_sim import listing
 from services.paystack_sim.checkout import callback_location, display_amount
-from services.paystack_sim.domain import Paystack, PaystackError, fees, parse_amount, transfer_fee
+from services.paystack_sim.domain import Paystack, fees, parse_amount, transfer_fee
+from services.paystack_sim.errors import PaystackError
 from services.paystack_sim.records import (
     Attempt,
     Card,
