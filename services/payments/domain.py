@@ -97,11 +97,20 @@ class PaystackUnavailable(DomainError):
 
 
 class PaystackRejected(DomainError):
-    """Paystack answered and refused the request (its message is kept)."""
+    """Paystack answered and refused the request; its message and its error `code` are kept."""
+
+    def __init__(self, message: str, *, code: str = "", metadata: Mapping[str, str] | None = None) -> None:
+        # Paystack's code reaches our caller too, in the ErrorInfo's metadata.
+        super().__init__(message, metadata={**(metadata or {}), **({"paystack_code": code} if code else {})})
+        self.code = code
 
 
 class RecipientRejected(PaystackRejected):
-    """Paystack could not resolve the bank account."""
+    """Paystack refused to register the bank account as a transfer recipient."""
+
+
+class AccountNotResolved(PaystackRejected):
+    """Paystack's Resolve Account Number found no account with that number at that bank."""
 
 
 class PaystackNotFound(PaystackRejected):
@@ -142,10 +151,14 @@ def payment_reference(payment_id: str, attempt: int = 0) -> str:
     return base if attempt == 0 else f"{base}-{attempt}"
 
 
-def duplicate_reference(paystack_message: str) -> bool:
-    """Paystack refused a reference it already holds: an earlier attempt of ours reached it."""
-    message = paystack_message.lower()
-    return "duplicate" in message or "reference already exists" in message
+def duplicate_reference(refusal: PaystackRejected) -> bool:
+    """Paystack refused a reference it already holds: an earlier attempt of ours reached it.
+
+    By Paystack's error code (`duplicate_reference`), or by its wording where an
+    answer carries no code.
+    """
+    message = refusal.message.lower()
+    return refusal.code == "duplicate_reference" or "duplicate" in message or "reference already exists" in message
 
 
 def already_refunded(paystack_message: str) -> bool:
@@ -154,9 +167,9 @@ def already_refunded(paystack_message: str) -> bool:
     return "fully reversed" in message or "not yet refunded" in message
 
 
-def reference_not_found(paystack_message: str) -> bool:
-    """Paystack's verify does not know the reference (Verify Transaction's own message)."""
-    return "reference not found" in paystack_message.lower()
+def reference_not_found(refusal: PaystackRejected) -> bool:
+    """Paystack's verify does not know the reference (its code, or Verify Transaction's own message)."""
+    return refusal.code == "transaction_not_found" or "reference not found" in refusal.message.lower()
 
 
 def payout_reference(payout_id: str) -> str:
@@ -404,6 +417,9 @@ def validate_payout(*, payout_id: str, goal_id: str, user_id: str, amount: int, 
     check.require(len(reason) <= MAX_REASON, "reason", f"must be at most {MAX_REASON} characters", "INVALID_REASON")
     check.raise_if_invalid()
 
+
+# Where Paystack's Resolve Account Number works (Nigeria and Ghana): a recipient's account is resolved first.
+RESOLVED_CURRENCIES = frozenset({"NGN", "GHS"})
 
 # Paystack's transfer recipient type for a bank account in each currency.
 RECIPIENT_TYPES: Mapping[str, str] = {

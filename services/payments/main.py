@@ -27,8 +27,8 @@ MONGO_TIMEOUT_MS = 5000
 BACKLOG_REFRESH_S = 5.0
 
 
-# Methods a caller may use without logging in: Paystack signs its webhooks instead.
-ANONYMOUS = ["PaymentsService/HandlePaystackWebhook"]
+# Methods a caller may use without logging in: Paystack signs its webhooks instead; the bank list is public.
+ANONYMOUS = ["PaymentsService/HandlePaystackWebhook", "PaymentsService/ListBanks"]
 
 
 async def build(settings: Settings, stack: AsyncExitStack) -> Service:

@@ -2,14 +2,21 @@
 
 One `httpx.AsyncClient` per process (created in `main`, closed on shutdown),
 base URL and secret key from the settings, so the same code talks to Paystack
-or to the simulator. Paystack answers `{status, message, data}`; a `false`
-status or a 4xx becomes `PaystackRejected` with Paystack's message, a 5xx, a
-timeout or a refused connection becomes `PaystackUnavailable`.
+or to the simulator. Paystack answers `{status, message, data}`, or on an error
+`{status: false, message, type, code, meta}`: a refusal (4xx) becomes
+`PaystackRejected` with Paystack's message and `code` (404 `PaystackNotFound`);
+a 5xx, a timeout, a refused connection, its rate limit or a refused secret key
+becomes `PaystackUnavailable` (nothing was decided there).
 
-Only reads are retried here (verify: repeating it changes nothing). A POST
-whose answer is lost may or may not have happened at Paystack, so the callers
-decide: they send our own references, which Paystack refuses to reuse, and
-resume from what they stored before calling.
+Every call has a deadline (the whole call, retries included). A call is
+repeated only where repeating it is safe: reads; initialize and transfer,
+which carry our own reference that Paystack refuses to reuse (the callers turn
+a `duplicate_reference` into "the first attempt got there"); and
+transferrecipient, which answers the same recipient for the same account. A
+refund is never repeated here: Paystack keeps no key for it, so the caller
+decides from what it stored. Any call is repeated after Paystack's 429 when
+its `Retry-After` fits in the deadline, and after a connection that was
+refused (the request never left).
 
 The PyPI clients we looked at hard-code the base URL and open a connection per
 call, hence this module.
@@ -25,13 +32,29 @@ from typing import Any
 
 import httpx
 
-from services.payments.domain import PaystackNotFound, PaystackRejected, PaystackUnavailable, RecipientRejected
+from services.payments.domain import (
+    AccountNotResolved,
+    PaystackNotFound,
+    PaystackRejected,
+    PaystackUnavailable,
+    RecipientRejected,
+)
 
 log = logging.getLogger("gofund.paystack")
 
-READ_ATTEMPTS = 3
-READ_BACKOFF_S = 0.2
+ATTEMPTS = 3
+BACKOFF_S = 0.2
+# A Retry-After longer than this is not waited for, whatever the deadline: the caller retries later.
+MAX_RETRY_AFTER_S = 5.0
 LIST_PAGE_SIZE = 100
+
+
+@dataclass(frozen=True)
+class Retry:
+    """Paystack's answer could not be used this time; `after_s` is how long to wait before asking again."""
+
+    error: PaystackUnavailable
+    after_s: float
 
 
 @dataclass(frozen=True)
@@ -87,6 +110,21 @@ class Recipient:
 
 
 @dataclass(frozen=True)
+class ResolvedAccount:
+    """Resolve Account Number's answer: the name the bank holds for the account."""
+
+    account_number: str
+    account_name: str
+
+
+@dataclass(frozen=True)
+class Bank:
+    name: str
+    code: str
+    currency: str
+
+
+@dataclass(frozen=True)
 class Transfer:
     transfer_code: str
     status: str
@@ -103,14 +141,18 @@ class Transfer:
 
 
 class Paystack:
-    def __init__(self, base_url: str, secret_key: str, *, timeout_s: float) -> None:
+    def __init__(
+        self, base_url: str, secret_key: str, *, timeout_s: float, transport: httpx.AsyncBaseTransport | None = None
+    ) -> None:
         # httpx's timeouts bound each phase (connect, each read); this bounds the
         # whole call, so a caller holding a lease knows it outlives the call.
+        # (`transport`: tests answer as Paystack does when it fails, which the simulator does not.)
         self._timeout_s = timeout_s
         self._http = httpx.AsyncClient(
             base_url=base_url.rstrip("/"),
             headers={"Authorization": f"Bearer {secret_key}", "Accept": "application/json"},
             timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 5.0)),
+            transport=transport,
         )
 
     async def close(self) -> None:
@@ -137,7 +179,7 @@ class Paystack:
         }
         if callback_url:
             body["callback_url"] = callback_url
-        data = await self._call("POST", "/transaction/initialize", json=body, timeout_s=timeout_s)
+        data = await self._call("POST", "/transaction/initialize", json=body, safe=True, timeout_s=timeout_s)
         return Checkout(
             authorization_url=str(data["authorization_url"]),
             access_code=str(data.get("access_code", "")),
@@ -146,7 +188,7 @@ class Paystack:
         )
 
     async def verify(self, reference: str, *, timeout_s: float | None = None) -> Charge:
-        data = await self._call("GET", f"/transaction/verify/{reference}", read=True, timeout_s=timeout_s)
+        data = await self._call("GET", f"/transaction/verify/{reference}", safe=True, timeout_s=timeout_s)
         return _charge(data, reference)
 
     async def transactions(self) -> AsyncIterator[Charge]:
@@ -186,10 +228,42 @@ class Paystack:
             "currency": currency,
         }
         try:
-            data = await self._call("POST", "/transferrecipient", json=body)
+            data = await self._call("POST", "/transferrecipient", json=body, safe=True)
         except PaystackRejected as exc:
-            raise RecipientRejected(exc.message) from None
+            raise RecipientRejected(exc.message, code=exc.code) from None
         return Recipient(recipient_code=str(data["recipient_code"]), data=data)
+
+    async def resolve_account(self, *, account_number: str, bank_code: str) -> ResolvedAccount:
+        """Resolve Account Number; AccountNotResolved if no account has that number at that bank."""
+        params = {"account_number": account_number, "bank_code": bank_code}
+        try:
+            data = await self._call("GET", "/bank/resolve", safe=True, params=params)
+        except PaystackRejected as exc:
+            raise AccountNotResolved(exc.message, code=exc.code) from None
+        return ResolvedAccount(
+            account_number=str(data.get("account_number") or account_number),
+            account_name=str(data.get("account_name") or ""),
+        )
+
+    async def banks(self, currency: str) -> list[Bank]:
+        """List Banks for a currency, every page (Paystack's cursor), in Paystack's order."""
+        found: list[Bank] = []
+        cursor = ""
+        while True:
+            params = {"currency": currency, "perPage": str(LIST_PAGE_SIZE), **({"next": cursor} if cursor else {})}
+            envelope = await self._call("GET", "/bank", safe=True, params=params, whole=True)
+            items = envelope.get("data")
+            if not isinstance(items, list):
+                raise PaystackUnavailable("Paystack listed banks without a data list")
+            for item in items:
+                if isinstance(item, dict) and item.get("code") and item.get("active", True):
+                    found.append(
+                        Bank(name=str(item.get("name", "")), code=str(item["code"]), currency=str(item["currency"]))
+                    )
+            meta = envelope.get("meta")
+            cursor = str(meta.get("next") or "") if isinstance(meta, dict) else ""
+            if not cursor or not items:
+                return found
 
     async def transfer(
         self,
@@ -209,12 +283,12 @@ class Paystack:
             "currency": currency,
             "reference": reference,
         }
-        data = await self._call("POST", "/transfer", json=body, timeout_s=timeout_s)
+        data = await self._call("POST", "/transfer", json=body, safe=True, timeout_s=timeout_s)
         return _transfer(data, reference)
 
     async def verify_transfer(self, reference: str, *, timeout_s: float | None = None) -> Transfer:
         """Verify Transfer; PaystackNotFound if Paystack holds no transfer with our reference."""
-        data = await self._call("GET", f"/transfer/verify/{reference}", read=True, timeout_s=timeout_s)
+        data = await self._call("GET", f"/transfer/verify/{reference}", safe=True, timeout_s=timeout_s)
         return _transfer(data, reference)
 
     async def transfers(self) -> AsyncIterator[Transfer]:
@@ -228,7 +302,7 @@ class Paystack:
         page = 1
         while True:
             params = {**(query or {}), "perPage": str(LIST_PAGE_SIZE), "page": str(page)}
-            envelope = await self._call("GET", path, read=True, params=params, whole=True)
+            envelope = await self._call("GET", path, safe=True, params=params, whole=True)
             items = envelope.get("data")
             if not isinstance(items, list):
                 raise PaystackRejected(f"Paystack listed {path} without a data list")
@@ -247,59 +321,96 @@ class Paystack:
         path: str,
         *,
         json: Any = None,
-        read: bool = False,
+        safe: bool = False,
         timeout_s: float | None = None,
         params: Mapping[str, str] | None = None,
         whole: bool = False,
     ) -> dict[str, Any]:
-        """One call within `timeout_s` (at most the configured timeout); `whole` returns the
-        envelope rather than its `data` (lists carry `meta` beside it)."""
-        attempts = READ_ATTEMPTS if read else 1
+        """One call within `timeout_s` (at most the configured timeout), repeated as the module says;
+        `safe`: repeating it cannot do twice what it asks. `whole` returns the envelope rather than its
+        `data` (lists carry `meta` beside it)."""
+        loop = asyncio.get_running_loop()
         budget = self._timeout_s if timeout_s is None else min(timeout_s, self._timeout_s)
-        deadline = asyncio.get_running_loop().time() + budget
-        for attempt in range(1, attempts + 1):
-            try:
-                async with asyncio.timeout_at(deadline):
-                    response = await self._http.request(method, path, json=json, params=params)
-            except (httpx.TransportError, TimeoutError) as exc:
-                if attempt < attempts and asyncio.get_running_loop().time() + READ_BACKOFF_S * attempt < deadline:
-                    await asyncio.sleep(READ_BACKOFF_S * attempt)
-                    continue
-                log.warning("paystack unreachable", extra={"path": path, "error": type(exc).__name__})
-                raise PaystackUnavailable(f"Paystack could not be reached ({type(exc).__name__})") from None
-            if response.status_code >= 500:
-                if attempt < attempts and asyncio.get_running_loop().time() + READ_BACKOFF_S * attempt < deadline:
-                    await asyncio.sleep(READ_BACKOFF_S * attempt)
-                    continue
-                raise PaystackUnavailable(f"Paystack answered {response.status_code}")
-            return self._data(response, whole=whole)
-        raise AssertionError("unreachable")  # the loop returns or raises
+        deadline = loop.time() + budget
+        for attempt in range(1, ATTEMPTS + 1):
+            outcome = await self._attempt(method, path, json=json, params=params, safe=safe, deadline=deadline)
+            if not isinstance(outcome, Retry):
+                return outcome if whole else self._data(outcome)
+            wait_s = max(outcome.after_s, BACKOFF_S * attempt)
+            if attempt == ATTEMPTS or outcome.after_s > MAX_RETRY_AFTER_S or loop.time() + wait_s >= deadline:
+                raise outcome.error
+            await asyncio.sleep(wait_s)
+        raise AssertionError("unreachable")  # the last attempt returns or raises
+
+    async def _attempt(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any,
+        params: Mapping[str, str] | None,
+        safe: bool,
+        deadline: float,
+    ) -> dict[str, Any] | Retry:
+        """One request: Paystack's envelope, a Retry if it may be asked again, or the refusal raised."""
+        try:
+            async with asyncio.timeout_at(deadline):
+                response = await self._http.request(method, path, json=json, params=params)
+        except (httpx.TransportError, TimeoutError) as exc:
+            log.warning("paystack unreachable", extra={"path": path, "error": type(exc).__name__})
+            error = PaystackUnavailable(f"Paystack could not be reached ({type(exc).__name__})")
+            # A refused connection never carried the request; anything later may have reached Paystack.
+            if safe or isinstance(exc, httpx.ConnectError):
+                return Retry(error, 0.0)
+            raise error from None
+        if response.status_code == 429:
+            # Paystack's rate limit: nothing was done, so any call may be repeated once it allows.
+            return Retry(PaystackUnavailable("Paystack is limiting our request rate"), _retry_after_s(response))
+        if response.status_code >= 500:
+            error = PaystackUnavailable(f"Paystack answered {response.status_code}")
+            if safe:
+                return Retry(error, 0.0)
+            raise error
+        return self._envelope(response)
 
     @staticmethod
-    def _data(response: httpx.Response, *, whole: bool = False) -> dict[str, Any]:
+    def _envelope(response: httpx.Response) -> dict[str, Any]:
         try:
             envelope = response.json()
         except ValueError:
             raise PaystackUnavailable(f"Paystack answered {response.status_code} without JSON") from None
-        message = str(envelope.get("message", "")) if isinstance(envelope, dict) else ""
+        if not isinstance(envelope, dict):
+            raise PaystackUnavailable(f"Paystack answered {response.status_code} without a JSON object")
+        message = str(envelope.get("message", ""))
+        code = str(envelope.get("code") or "")
         if response.status_code == 401:
             # Our secret key is wrong: every call will fail until the deployment is fixed.
             log.error("paystack refused the secret key", extra={"paystack_message": message})
             raise PaystackUnavailable("Paystack refused our secret key")
-        if response.status_code in (408, 429):
-            # Paystack did not decide (a timeout, its rate limit): like an outage, the call may be repeated.
-            raise PaystackUnavailable(f"Paystack answered {response.status_code}: {message}")
+        if response.status_code == 408:
+            # Paystack timed out waiting for our request: it did not decide.
+            raise PaystackUnavailable(f"Paystack answered 408: {message}")
         if response.status_code == 404:
-            raise PaystackNotFound(message or "Paystack answered 404")
-        if response.status_code >= 400 or not isinstance(envelope, dict) or envelope.get("status") is not True:
-            raise PaystackRejected(message or f"Paystack answered {response.status_code}")
-        if whole:
-            return envelope
+            raise PaystackNotFound(message or "Paystack answered 404", code=code)
+        if response.status_code >= 400 or envelope.get("status") is not True:
+            raise PaystackRejected(message or f"Paystack answered {response.status_code}", code=code)
+        return envelope
+
+    @staticmethod
+    def _data(envelope: dict[str, Any]) -> dict[str, Any]:
         data = envelope.get("data")
         if not isinstance(data, dict):
             # A success without its object says nothing of what was done: not a refusal.
             raise PaystackUnavailable("Paystack answered without a data object")
         return data
+
+
+def _retry_after_s(response: httpx.Response) -> float:
+    """Paystack's Retry-After in seconds (a number; a date or nothing counts as one second)."""
+    try:
+        return max(0.0, float(response.headers.get("retry-after", "1")))
+    except ValueError:
+        return 1.0
 
 
 def _charge(data: dict[str, Any], reference: str) -> Charge:

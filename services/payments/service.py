@@ -55,7 +55,7 @@ from services.payments.domain import (
     PaymentStatus,
     PayoutStatus,
 )
-from services.payments.paystack import Paystack, Refund, Transfer
+from services.payments.paystack import Bank, Paystack, Refund, Transfer
 from services.payments.peers import ESCROW, GOAL, PLATFORM, USER, PayoutOutcome, Peers
 from services.payments.store import Payment, PaymentsStore, Payout, Recipient, WebhookEvent
 
@@ -72,6 +72,8 @@ PROVIDER_MARGIN_S = 0.5
 LEASE_MARGIN_S = 0.25
 # Less than this left of the deadline: do not start a Paystack call.
 MIN_PROVIDER_BUDGET_S = 0.2
+# Paystack's bank list changes rarely; a bank picker need not ask it more than hourly per currency.
+BANKS_TTL_S = 3600.0
 # Paystack statuses of a refund or transfer that is not decided yet.
 UNDECIDED = frozenset({"pending", "processing", "queued", "otp", "received"})
 _PAYOUT_OUTCOME: dict[PayoutStatus, PayoutOutcome] = {
@@ -116,6 +118,7 @@ class Payments:
         self.paystack = paystack
         self.peers = peers
         self._secret_key = secret_key
+        self._banks: dict[str, tuple[float, list[Bank]]] = {}  # by currency: (read at, monotonic s; banks)
         self._default_callback_url = default_callback_url
         self._paystack_timeout_s = paystack_timeout_s
         # When the janitor first looks at a payment, refund or payout nobody has settled.
@@ -254,7 +257,7 @@ class Payments:
                 timeout_s=budget,
             )
         except domain.PaystackRejected as exc:
-            if domain.duplicate_reference(exc.message):
+            if domain.duplicate_reference(exc):
                 # An earlier attempt reached Paystack but its answer was lost:
                 # its checkout URL was never shown, so it can never be paid.
                 # Continue under the next reference.
@@ -715,9 +718,17 @@ class Payments:
         # The account number is never stored; its keyed digest tells a replay from new input.
         account_digest = hmac.new(self._secret_key.encode(), account_number.encode(), hashlib.sha256).hexdigest()
         terms = fingerprint({"account": account_digest, "bank": bank_code, "name": name, "currency": currency})
-        recipient_id = await self.records.claim_key(
-            f"recipient:{principal.user_id}:{idempotency_key}", terms, domain.new_id()
-        )
+        key = f"recipient:{principal.user_id}:{idempotency_key}"
+        replayed = await self.records.keyed_resource(key, terms)
+        existing = await self.records.recipient(replayed) if replayed is not None else None
+        if existing is not None:
+            return existing
+        # Resolved before anything is stored: an account no bank holds leaves no trace.
+        account_name = ""
+        if currency in domain.RESOLVED_CURRENCIES:
+            resolved = await self.paystack.resolve_account(account_number=account_number, bank_code=bank_code)
+            account_name = resolved.account_name
+        recipient_id = await self.records.claim_key(key, terms, domain.new_id())
         existing = await self.records.recipient(recipient_id)
         if existing is not None:
             return existing
@@ -740,10 +751,25 @@ class Payments:
                 "bankCode": bank_code,
                 "currency": currency,
                 "recipientCode": created.recipient_code,
+                "accountName": account_name or str(details.get("account_name") or ""),
+                "bankName": str(details.get("bank_name") or ""),
                 "details": details,
                 "createdAt": store.now(),
             }
         )
+
+    async def list_banks(self, currency: str) -> list[Bank]:
+        """Paystack's banks for `currency`, from memory for BANKS_TTL after they were first read."""
+        check = Validator()
+        domain.check_currency(check, currency)
+        check.raise_if_invalid()
+        cached = self._banks.get(currency)
+        now_s = time.monotonic()
+        if cached is not None and now_s - cached[0] < BANKS_TTL_S:
+            return cached[1]
+        banks = await self.paystack.banks(currency)
+        self._banks[currency] = (now_s, banks)
+        return banks
 
     # -- payouts --------------------------------------------------------------------------------------
     async def create_payout(
@@ -848,7 +874,7 @@ class Payments:
                 timeout_s=budget,
             )
         except domain.PaystackRejected as exc:
-            if domain.duplicate_reference(exc.message):
+            if domain.duplicate_reference(exc):
                 # An earlier attempt reached Paystack (its answer was lost).
                 # Its events carry our reference, which is how they find the payout.
                 stored = await self.records.update_payout(
@@ -1060,7 +1086,7 @@ class Payments:
         try:
             await self.settle_charge(payment, confirmed_by_event=False, abandon_before=abandon_before)
         except domain.PaystackRejected as exc:
-            if not domain.reference_not_found(exc.message):
+            if not domain.reference_not_found(exc):
                 raise
             if payment.created_at <= abandon_before:
                 await self.abandon(payment, "Paystack does not know the reference")

@@ -34,6 +34,7 @@ ERRORS = ErrorTable(
         domain.PaystackUnavailable: ErrorMapping(Code.UNAVAILABLE, "PAYSTACK_UNAVAILABLE"),
         domain.PaystackRejected: ErrorMapping(Code.FAILED_PRECONDITION, "PAYSTACK_REJECTED"),
         domain.RecipientRejected: ErrorMapping(Code.INVALID_ARGUMENT, "RECIPIENT_REJECTED"),
+        domain.AccountNotResolved: ErrorMapping(Code.INVALID_ARGUMENT, "ACCOUNT_NOT_RESOLVED"),
         domain.EventStoreUnavailable: ErrorMapping(Code.UNAVAILABLE, "EVENT_STORE_UNAVAILABLE"),
         domain.OutflowRefused: ErrorMapping(Code.FAILED_PRECONDITION, "INSUFFICIENT_FUNDS"),
         domain.PaystackCallInProgress: ErrorMapping(Code.UNAVAILABLE, "PAYSTACK_CALL_IN_PROGRESS"),
@@ -93,6 +94,8 @@ def recipient_message(recipient: Recipient) -> payments_pb2.PayoutRecipient:
         currency=recipient.currency,
         recipient_code=recipient.recipient_code,
         created_at=timestamp(recipient.created_at),
+        account_name=recipient.account_name,
+        bank_name=recipient.bank_name,
     )
 
 
@@ -149,6 +152,12 @@ class PaymentsServicer(payments_service_pb2_grpc.PaymentsServiceServicer):
             idempotency_key=request.idempotency_key,
         )
         return payments_service_pb2.CreatePayoutRecipientResponse(recipient=recipient_message(recipient))
+
+    async def ListBanks(self, request: Any, ctx: Any) -> payments_service_pb2.ListBanksResponse:
+        banks = await self._payments.list_banks(request.currency)
+        return payments_service_pb2.ListBanksResponse(
+            banks=[payments_pb2.Bank(name=b.name, code=b.code, currency=b.currency) for b in banks]
+        )
 
     async def HandlePaystackWebhook(self, request: Any, ctx: Any) -> payments_service_pb2.HandlePaystackWebhookResponse:
         signature = next(

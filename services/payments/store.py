@@ -172,6 +172,9 @@ class Recipient:
     currency: str
     recipient_code: str
     created_at: datetime
+    # As the bank holds it (Resolve Account Number); "" where not resolved, and on recipients stored before.
+    account_name: str
+    bank_name: str
 
     @classmethod
     def of(cls, doc: Document) -> Recipient:
@@ -184,6 +187,8 @@ class Recipient:
             currency=doc["currency"],
             recipient_code=doc["recipientCode"],
             created_at=doc["createdAt"],
+            account_name=doc.get("accountName", ""),
+            bank_name=doc.get("bankName", ""),
         )
 
 
@@ -281,6 +286,18 @@ class PaymentsStore:
         self.payouts: AsyncCollection[Document] = database["payouts"]
 
     # -- idempotency keys ------------------------------------------------------------------
+    async def keyed_resource(self, key: str, fingerprint: str) -> str | None:
+        """The resource `key` already names (None if unclaimed), without claiming it.
+
+        The same key with another fingerprint is refused, as by `claim_key`.
+        """
+        existing = await self.keys.find_one({"key": key})
+        if existing is None:
+            return None
+        if existing["fingerprint"] != fingerprint:
+            raise IdempotencyKeyReused("this idempotency key was used with different input", metadata={"key": key})
+        return str(existing["resourceId"])
+
     async def claim_key(self, key: str, fingerprint: str, resource_id: str) -> str:
         """Record `key` for `resource_id`, or return the resource it already names.
 
@@ -302,14 +319,10 @@ class PaymentsStore:
                 )
                 return resource_id
             except DuplicateKeyError:
-                existing = await self.keys.find_one({"key": key})
-                if existing is None:
+                claimed = await self.keyed_resource(key, fingerprint)
+                if claimed is None:
                     continue  # expired between the two calls; claim it afresh
-                if existing["fingerprint"] != fingerprint:
-                    raise IdempotencyKeyReused(
-                        "this idempotency key was used with different input", metadata={"key": key}
-                    ) from None
-                return str(existing["resourceId"])
+                return claimed
 
     # -- leases and conditional writes --------------------------------------------------
     async def lease_checkout(self, payment_id: str, duration: timedelta) -> tuple[Document | None, str]:

@@ -430,7 +430,7 @@ class Paystack:
         if not bank_code:
             raise missing("bank_code is required")
         bank = banks.bank(bank_code)
-        if bank is None or bank.type != kind:
+        if bank is None or bank.currency != RECIPIENT_TYPES[kind]:
             raise PaystackError(f"Unknown bank code: {bank_code}")
         if account_number == banks.UNRESOLVABLE_ACCOUNT_NUMBER:
             raise PaystackError("Cannot resolve account", code=ErrorCode.UNRESOLVABLE_ACCOUNT)

@@ -14,6 +14,7 @@ from gofund.payments.v1 import payments_service_pb2, payments_service_pb2_grpc
 
 from services.payments import domain
 from services.payments.domain import capture_transaction_id, sign
+from services.paystack_sim.banks import account_holder
 from services.stack.stack import Stack
 from tests.conftest import sync_service_channel
 from tests.e2e.money import (
@@ -235,12 +236,41 @@ def test_payout_recipients_keep_only_the_last_four_digits_and_replay_by_key(stac
     assert ok(recipient(stack, owner, "0123456789", key="rcp-1"))["recipient"] == created
     reused = recipient(stack, owner, "0123456780", key="rcp-1")
     assert (reused.status_code, reason_of(reused)) == (400, "IDEMPOTENCY_KEY_REUSED")
-    rejected = recipient(stack, owner, "0000000000")
-    assert (rejected.status_code, reason_of(rejected)) == (400, "RECIPIENT_REJECTED")
+    # The name the bank holds, from Paystack's Resolve Account Number, comes back for the owner to check.
+    assert (created["account_name"], created["bank_name"]) == (account_holder("0123456789"), "Guaranty Trust Bank")
     invalid = recipient(stack, owner, "12-34")
     assert (invalid.status_code, reason_of(invalid)) == (400, "INVALID_ACCOUNT_NUMBER")
     with payments_db(stack) as db:
         assert "0123456789" not in json.dumps(list(db.payout_recipients.find({}, {"_id": 0})), default=str)
+
+
+def test_an_account_paystack_cannot_resolve_is_refused_before_anything_is_stored(stack: Stack) -> None:
+    owner = new_user(stack)
+    with payments_db(stack) as db:
+        recipients_before = db.payout_recipients.count_documents({"userId": owner.id})
+        keys_before = db.idempotency_keys.count_documents({"key": {"$regex": f"^recipient:{owner.id}:"}})
+    rejected = recipient(stack, owner, "0000000000", key="rcp-unresolvable")
+    assert (rejected.status_code, reason_of(rejected)) == (400, "ACCOUNT_NOT_RESOLVED")
+    assert "Could not resolve account name" in rejected.json()["message"]
+    [info] = [d for d in rejected.json()["details"] if d["@type"].endswith("ErrorInfo")]
+    assert info["metadata"] == {"paystack_code": "unresolvable_account"}
+    with payments_db(stack) as db:
+        assert db.payout_recipients.count_documents({"userId": owner.id}) == recipients_before
+        assert db.idempotency_keys.count_documents({"key": {"$regex": f"^recipient:{owner.id}:"}}) == keys_before
+    # Nothing was kept, so the same key with a good account is a first attempt, not a reuse.
+    created = ok(recipient(stack, owner, "0123456789", key="rcp-unresolvable"))["recipient"]
+    assert created["account_number_last4"] == "6789"
+
+
+def test_banks_are_listed_for_a_bank_picker_without_logging_in(stack: Stack) -> None:
+    banks = ok(api(stack, "GET", "/v1/banks?currency=NGN"))["banks"]
+    assert {"name": "Guaranty Trust Bank", "code": "058", "currency": "NGN"} in banks
+    assert {b["currency"] for b in banks} == {"NGN"}
+    ghana = ok(api(stack, "GET", "/v1/banks?currency=GHS"))["banks"]
+    assert ghana
+    assert {b["currency"] for b in ghana} == {"GHS"}
+    refused = api(stack, "GET", "/v1/banks?currency=XYZ")
+    assert (refused.status_code, reason_of(refused)) == (400, "UNSUPPORTED_CURRENCY")
 
 
 def test_webhook_events_are_listed_for_payments_admins_only(stack: Stack) -> None:

@@ -113,6 +113,7 @@ def test_every_ledger_and_payments_route(stack: Stack) -> None:
     recipient = {"account_number": "0123456789", "bank_code": "058", "name": "Ada", "currency": "NGN",
                  "idempotency_key": uuid.uuid4().hex}  # fmt: skip
     wraps(api(stack, "POST", "/v1/payout-recipients", owner, json=recipient), "recipient")
+    wraps(api(stack, "GET", "/v1/banks?currency=NGN"), "banks")
     unsigned = api(stack, "POST", "/v1/webhooks/paystack", content=b"{}", headers={"content-type": "application/json"})
     assert (unsigned.status_code, reason_of(unsigned)) == (401, "INVALID_SIGNATURE")
     denied = api(stack, "GET", "/v1/webhook-events", owner)

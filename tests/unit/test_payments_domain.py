@@ -103,9 +103,16 @@ def test_a_refund_event_without_its_own_id_is_told_apart_by_its_bytes() -> None:
 
 
 def test_paystacks_refusals_of_our_own_earlier_attempts_are_recognised() -> None:
-    assert domain.duplicate_reference("Duplicate Transaction Reference")
-    assert domain.duplicate_reference("Please provide a unique reference. Reference already exists on a transfer")
-    assert not domain.duplicate_reference("Recipient specified is invalid")
+    assert domain.duplicate_reference(domain.PaystackRejected("Duplicate Transaction Reference"))
+    assert domain.duplicate_reference(
+        domain.PaystackRejected("Please provide a unique reference. Reference already exists on a transfer")
+    )
+    assert domain.duplicate_reference(domain.PaystackRejected("anything", code="duplicate_reference"))
+    assert not domain.duplicate_reference(
+        domain.PaystackRejected("Recipient specified is invalid", code="invalid_transfer_recipient")
+    )
+    assert domain.reference_not_found(domain.PaystackRejected("x", code="transaction_not_found"))
+    assert domain.reference_not_found(domain.PaystackRejected("Transaction reference not found"))
     assert domain.already_refunded("Transaction has been fully reversed")
     assert not domain.already_refunded("Transaction not found")
 

@@ -363,6 +363,8 @@ class PayoutRecipient(_message.Message):
     CURRENCY_FIELD_NUMBER: _builtins.int
     RECIPIENT_CODE_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
+    ACCOUNT_NAME_FIELD_NUMBER: _builtins.int
+    BANK_NAME_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The recipient's id (UUID)."""
     user_id: _builtins.str
@@ -379,6 +381,13 @@ class PayoutRecipient(_message.Message):
     """ISO-4217 currency code the account is paid in."""
     recipient_code: _builtins.str
     """Paystack's transfer recipient code (`RCP_...`), used for every transfer."""
+    account_name: _builtins.str
+    """The account holder's name as the bank holds it (Paystack's Resolve
+    Account Number), for the user to check; empty where Paystack does not
+    resolve accounts (ZAR, KES).
+    """
+    bank_name: _builtins.str
+    """The bank's name, as Paystack names it."""
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp:
         """When the recipient was registered."""
@@ -394,14 +403,46 @@ class PayoutRecipient(_message.Message):
         currency: _builtins.str = ...,
         recipient_code: _builtins.str = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
+        account_name: _builtins.str = ...,
+        bank_name: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_number_last4", b"account_number_last4", "bank_code", b"bank_code", "created_at", b"created_at", "currency", b"currency", "id", b"id", "name", b"name", "recipient_code", b"recipient_code", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_name", b"account_name", "account_number_last4", b"account_number_last4", "bank_code", b"bank_code", "bank_name", b"bank_name", "created_at", b"created_at", "currency", b"currency", "id", b"id", "name", b"name", "recipient_code", b"recipient_code", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PayoutRecipient: _TypeAlias = PayoutRecipient  # noqa: Y015
+
+@_typing.final
+class Bank(_message.Message):
+    """A bank Paystack pays out to."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    CODE_FIELD_NUMBER: _builtins.int
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The bank's name."""
+    code: _builtins.str
+    """Paystack's code for the bank, as CreatePayoutRecipient takes it."""
+    currency: _builtins.str
+    """ISO-4217 currency code of the bank's accounts."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        code: _builtins.str = ...,
+        currency: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "currency", b"currency", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Bank: _TypeAlias = Bank  # noqa: Y015
 
 @_typing.final
 class Payout(_message.Message):

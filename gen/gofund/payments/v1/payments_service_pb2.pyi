@@ -179,6 +179,52 @@ class CreatePayoutRecipientResponse(_message.Message):
 Global___CreatePayoutRecipientResponse: _TypeAlias = CreatePayoutRecipientResponse  # noqa: Y015
 
 @_typing.final
+class ListBanksRequest(_message.Message):
+    """Request for PaymentsService.ListBanks."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    currency: _builtins.str
+    """ISO-4217 currency code of the accounts to pay out to (NGN, GHS, ZAR, KES). Required."""
+    def __init__(
+        self,
+        *,
+        currency: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["currency", b"currency"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListBanksRequest: _TypeAlias = ListBanksRequest  # noqa: Y015
+
+@_typing.final
+class ListBanksResponse(_message.Message):
+    """Response for PaymentsService.ListBanks."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BANKS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def banks(self) -> _containers.RepeatedCompositeFieldContainer[_payments_pb2.Bank]:
+        """The banks, in Paystack's order."""
+
+    def __init__(
+        self,
+        *,
+        banks: _abc.Iterable[_payments_pb2.Bank] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["banks", b"banks"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListBanksResponse: _TypeAlias = ListBanksResponse  # noqa: Y015
+
+@_typing.final
 class HandlePaystackWebhookRequest(_message.Message):
     """Request for PaymentsService.HandlePaystackWebhook."""
 

@@ -28,7 +28,7 @@ if _version_not_supported:
 class PaymentsServiceStub:
     """Payments for clients outside the platform, and Paystack's webhook.
 
-    Every RPC except HandlePaystackWebhook needs a user session
+    Every RPC except HandlePaystackWebhook and ListBanks needs a user session
     (`authorization: Bearer <token>`); without a valid one the call fails with
     UNAUTHENTICATED (INVALID_TOKEN) before it is handled. A payment is visible
     only to its payer; anyone else gets NOT_FOUND (PAYMENT_NOT_FOUND), so payment
@@ -57,6 +57,11 @@ class PaymentsServiceStub:
                 request_serializer=gofund_dot_payments_dot_v1_dot_payments__service__pb2.CreatePayoutRecipientRequest.SerializeToString,
                 response_deserializer=gofund_dot_payments_dot_v1_dot_payments__service__pb2.CreatePayoutRecipientResponse.FromString,
                 _registered_method=True)
+        self.ListBanks = channel.unary_unary(
+                '/gofund.payments.v1.PaymentsService/ListBanks',
+                request_serializer=gofund_dot_payments_dot_v1_dot_payments__service__pb2.ListBanksRequest.SerializeToString,
+                response_deserializer=gofund_dot_payments_dot_v1_dot_payments__service__pb2.ListBanksResponse.FromString,
+                _registered_method=True)
         self.HandlePaystackWebhook = channel.unary_unary(
                 '/gofund.payments.v1.PaymentsService/HandlePaystackWebhook',
                 request_serializer=gofund_dot_payments_dot_v1_dot_payments__service__pb2.HandlePaystackWebhookRequest.SerializeToString,
@@ -82,7 +87,7 @@ class PaymentsServiceStub:
 class PaymentsServiceServicer:
     """Payments for clients outside the platform, and Paystack's webhook.
 
-    Every RPC except HandlePaystackWebhook needs a user session
+    Every RPC except HandlePaystackWebhook and ListBanks needs a user session
     (`authorization: Bearer <token>`); without a valid one the call fails with
     UNAUTHENTICATED (INVALID_TOKEN) before it is handled. A payment is visible
     only to its payer; anyone else gets NOT_FOUND (PAYMENT_NOT_FOUND), so payment
@@ -135,12 +140,32 @@ class PaymentsServiceServicer:
 
         Any signed-in user may call it, for themselves only.
 
+        In NGN and GHS, where Paystack resolves account numbers, the account is
+        first resolved (`GET /bank/resolve`): the name the bank holds comes back
+        in `account_name` for the user to check, and an account no bank holds is
+        refused before anything is stored or registered.
+
         Errors: UNAUTHENTICATED (INVALID_TOKEN) without a valid session;
         INVALID_ARGUMENT (INVALID_ACCOUNT_NUMBER, INVALID_BANK_CODE, INVALID_NAME,
         UNSUPPORTED_CURRENCY, INVALID_IDEMPOTENCY_KEY, IDEMPOTENCY_KEY_REUSED when
-        the key was used with different input, RECIPIENT_REJECTED when Paystack
-        cannot resolve the account); UNAVAILABLE (PAYSTACK_UNAVAILABLE) if Paystack
-        cannot be reached, in which case nothing is stored.
+        the key was used with different input, ACCOUNT_NOT_RESOLVED when Paystack
+        cannot resolve the account number at that bank, RECIPIENT_REJECTED when
+        Paystack refuses the recipient); UNAVAILABLE (PAYSTACK_UNAVAILABLE) if
+        Paystack cannot be reached, in which case nothing is stored.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListBanks(self, request, context):
+        """Lists the banks Paystack pays out to in a currency, for a bank picker.
+
+        From Paystack's List Banks, kept in memory for an hour per currency, so
+        most calls do not reach Paystack. No login needed. Read-only.
+
+        Errors: INVALID_ARGUMENT (UNSUPPORTED_CURRENCY) for a currency we do not
+        pay out in; UNAVAILABLE (PAYSTACK_UNAVAILABLE) if Paystack cannot be
+        reached and nothing is cached.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -237,6 +262,11 @@ def add_PaymentsServiceServicer_to_server(servicer, server):
                     request_deserializer=gofund_dot_payments_dot_v1_dot_payments__service__pb2.CreatePayoutRecipientRequest.FromString,
                     response_serializer=gofund_dot_payments_dot_v1_dot_payments__service__pb2.CreatePayoutRecipientResponse.SerializeToString,
             ),
+            'ListBanks': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListBanks,
+                    request_deserializer=gofund_dot_payments_dot_v1_dot_payments__service__pb2.ListBanksRequest.FromString,
+                    response_serializer=gofund_dot_payments_dot_v1_dot_payments__service__pb2.ListBanksResponse.SerializeToString,
+            ),
             'HandlePaystackWebhook': grpc.unary_unary_rpc_method_handler(
                     servicer.HandlePaystackWebhook,
                     request_deserializer=gofund_dot_payments_dot_v1_dot_payments__service__pb2.HandlePaystackWebhookRequest.FromString,
@@ -268,7 +298,7 @@ def add_PaymentsServiceServicer_to_server(servicer, server):
 class PaymentsService:
     """Payments for clients outside the platform, and Paystack's webhook.
 
-    Every RPC except HandlePaystackWebhook needs a user session
+    Every RPC except HandlePaystackWebhook and ListBanks needs a user session
     (`authorization: Bearer <token>`); without a valid one the call fails with
     UNAUTHENTICATED (INVALID_TOKEN) before it is handled. A payment is visible
     only to its payer; anyone else gets NOT_FOUND (PAYMENT_NOT_FOUND), so payment
@@ -347,6 +377,33 @@ class PaymentsService:
             '/gofund.payments.v1.PaymentsService/CreatePayoutRecipient',
             gofund_dot_payments_dot_v1_dot_payments__service__pb2.CreatePayoutRecipientRequest.SerializeToString,
             gofund_dot_payments_dot_v1_dot_payments__service__pb2.CreatePayoutRecipientResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListBanks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gofund.payments.v1.PaymentsService/ListBanks',
+            gofund_dot_payments_dot_v1_dot_payments__service__pb2.ListBanksRequest.SerializeToString,
+            gofund_dot_payments_dot_v1_dot_payments__service__pb2.ListBanksResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -29,7 +29,7 @@ GRPC_VERSION: str
 class PaymentsServiceStub:
     """Payments for clients outside the platform, and Paystack's webhook.
 
-    Every RPC except HandlePaystackWebhook needs a user session
+    Every RPC except HandlePaystackWebhook and ListBanks needs a user session
     (`authorization: Bearer <token>`); without a valid one the call fails with
     UNAUTHENTICATED (INVALID_TOKEN) before it is handled. A payment is visible
     only to its payer; anyone else gets NOT_FOUND (PAYMENT_NOT_FOUND), so payment
@@ -78,12 +78,28 @@ class PaymentsServiceStub:
 
     Any signed-in user may call it, for themselves only.
 
+    In NGN and GHS, where Paystack resolves account numbers, the account is
+    first resolved (`GET /bank/resolve`): the name the bank holds comes back
+    in `account_name` for the user to check, and an account no bank holds is
+    refused before anything is stored or registered.
+
     Errors: UNAUTHENTICATED (INVALID_TOKEN) without a valid session;
     INVALID_ARGUMENT (INVALID_ACCOUNT_NUMBER, INVALID_BANK_CODE, INVALID_NAME,
     UNSUPPORTED_CURRENCY, INVALID_IDEMPOTENCY_KEY, IDEMPOTENCY_KEY_REUSED when
-    the key was used with different input, RECIPIENT_REJECTED when Paystack
-    cannot resolve the account); UNAVAILABLE (PAYSTACK_UNAVAILABLE) if Paystack
-    cannot be reached, in which case nothing is stored.
+    the key was used with different input, ACCOUNT_NOT_RESOLVED when Paystack
+    cannot resolve the account number at that bank, RECIPIENT_REJECTED when
+    Paystack refuses the recipient); UNAVAILABLE (PAYSTACK_UNAVAILABLE) if
+    Paystack cannot be reached, in which case nothing is stored.
+    """
+    ListBanks: _grpc.UnaryUnaryMultiCallable[_payments_service_pb2.ListBanksRequest, _payments_service_pb2.ListBanksResponse]
+    """Lists the banks Paystack pays out to in a currency, for a bank picker.
+
+    From Paystack's List Banks, kept in memory for an hour per currency, so
+    most calls do not reach Paystack. No login needed. Read-only.
+
+    Errors: INVALID_ARGUMENT (UNSUPPORTED_CURRENCY) for a currency we do not
+    pay out in; UNAVAILABLE (PAYSTACK_UNAVAILABLE) if Paystack cannot be
+    reached and nothing is cached.
     """
     HandlePaystackWebhook: _grpc.UnaryUnaryMultiCallable[_payments_service_pb2.HandlePaystackWebhookRequest, _payments_service_pb2.HandlePaystackWebhookResponse]
     """Receives one Paystack webhook event.
@@ -147,7 +163,7 @@ class PaymentsServiceStub:
 class PaymentsServiceAsyncStub(PaymentsServiceStub):
     """Payments for clients outside the platform, and Paystack's webhook.
 
-    Every RPC except HandlePaystackWebhook needs a user session
+    Every RPC except HandlePaystackWebhook and ListBanks needs a user session
     (`authorization: Bearer <token>`); without a valid one the call fails with
     UNAUTHENTICATED (INVALID_TOKEN) before it is handled. A payment is visible
     only to its payer; anyone else gets NOT_FOUND (PAYMENT_NOT_FOUND), so payment
@@ -193,12 +209,28 @@ class PaymentsServiceAsyncStub(PaymentsServiceStub):
 
     Any signed-in user may call it, for themselves only.
 
+    In NGN and GHS, where Paystack resolves account numbers, the account is
+    first resolved (`GET /bank/resolve`): the name the bank holds comes back
+    in `account_name` for the user to check, and an account no bank holds is
+    refused before anything is stored or registered.
+
     Errors: UNAUTHENTICATED (INVALID_TOKEN) without a valid session;
     INVALID_ARGUMENT (INVALID_ACCOUNT_NUMBER, INVALID_BANK_CODE, INVALID_NAME,
     UNSUPPORTED_CURRENCY, INVALID_IDEMPOTENCY_KEY, IDEMPOTENCY_KEY_REUSED when
-    the key was used with different input, RECIPIENT_REJECTED when Paystack
-    cannot resolve the account); UNAVAILABLE (PAYSTACK_UNAVAILABLE) if Paystack
-    cannot be reached, in which case nothing is stored.
+    the key was used with different input, ACCOUNT_NOT_RESOLVED when Paystack
+    cannot resolve the account number at that bank, RECIPIENT_REJECTED when
+    Paystack refuses the recipient); UNAVAILABLE (PAYSTACK_UNAVAILABLE) if
+    Paystack cannot be reached, in which case nothing is stored.
+    """
+    ListBanks: _aio.UnaryUnaryMultiCallable[_payments_service_pb2.ListBanksRequest, _payments_service_pb2.ListBanksResponse]  # type: ignore[assignment]
+    """Lists the banks Paystack pays out to in a currency, for a bank picker.
+
+    From Paystack's List Banks, kept in memory for an hour per currency, so
+    most calls do not reach Paystack. No login needed. Read-only.
+
+    Errors: INVALID_ARGUMENT (UNSUPPORTED_CURRENCY) for a currency we do not
+    pay out in; UNAVAILABLE (PAYSTACK_UNAVAILABLE) if Paystack cannot be
+    reached and nothing is cached.
     """
     HandlePaystackWebhook: _aio.UnaryUnaryMultiCallable[_payments_service_pb2.HandlePaystackWebhookRequest, _payments_service_pb2.HandlePaystackWebhookResponse]  # type: ignore[assignment]
     """Receives one Paystack webhook event.
@@ -261,7 +293,7 @@ class PaymentsServiceAsyncStub(PaymentsServiceStub):
 class PaymentsServiceServicer(metaclass=_abc_1.ABCMeta):
     """Payments for clients outside the platform, and Paystack's webhook.
 
-    Every RPC except HandlePaystackWebhook needs a user session
+    Every RPC except HandlePaystackWebhook and ListBanks needs a user session
     (`authorization: Bearer <token>`); without a valid one the call fails with
     UNAUTHENTICATED (INVALID_TOKEN) before it is handled. A payment is visible
     only to its payer; anyone else gets NOT_FOUND (PAYMENT_NOT_FOUND), so payment
@@ -323,12 +355,34 @@ class PaymentsServiceServicer(metaclass=_abc_1.ABCMeta):
 
         Any signed-in user may call it, for themselves only.
 
+        In NGN and GHS, where Paystack resolves account numbers, the account is
+        first resolved (`GET /bank/resolve`): the name the bank holds comes back
+        in `account_name` for the user to check, and an account no bank holds is
+        refused before anything is stored or registered.
+
         Errors: UNAUTHENTICATED (INVALID_TOKEN) without a valid session;
         INVALID_ARGUMENT (INVALID_ACCOUNT_NUMBER, INVALID_BANK_CODE, INVALID_NAME,
         UNSUPPORTED_CURRENCY, INVALID_IDEMPOTENCY_KEY, IDEMPOTENCY_KEY_REUSED when
-        the key was used with different input, RECIPIENT_REJECTED when Paystack
-        cannot resolve the account); UNAVAILABLE (PAYSTACK_UNAVAILABLE) if Paystack
-        cannot be reached, in which case nothing is stored.
+        the key was used with different input, ACCOUNT_NOT_RESOLVED when Paystack
+        cannot resolve the account number at that bank, RECIPIENT_REJECTED when
+        Paystack refuses the recipient); UNAVAILABLE (PAYSTACK_UNAVAILABLE) if
+        Paystack cannot be reached, in which case nothing is stored.
+        """
+
+    @_abc_1.abstractmethod
+    def ListBanks(
+        self,
+        request: _payments_service_pb2.ListBanksRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_payments_service_pb2.ListBanksResponse, _abc.Awaitable[_payments_service_pb2.ListBanksResponse]]:
+        """Lists the banks Paystack pays out to in a currency, for a bank picker.
+
+        From Paystack's List Banks, kept in memory for an hour per currency, so
+        most calls do not reach Paystack. No login needed. Read-only.
+
+        Errors: INVALID_ARGUMENT (UNSUPPORTED_CURRENCY) for a currency we do not
+        pay out in; UNAVAILABLE (PAYSTACK_UNAVAILABLE) if Paystack cannot be
+        reached and nothing is cached.
         """
 
     @_abc_1.abstractmethod
