@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
-import grpc
-import httpx
 import pytest
 from gofund.goals.v1 import goals_pb2, goals_service_pb2
 from gofund.payments.v1 import payments_pb2, payments_service_pb2
@@ -14,6 +11,18 @@ from gofund.payments.v1 import payments_pb2, payments_service_pb2
 from services.goals import domain
 from tests.integration.goals_fixtures import Platform, User, eventually, paying_platform, take
 from tests.integration.ledger_helpers import open_account
+from tests.integration.payments_helpers import (
+    SUCCEEDED,
+    add_recipient,
+    approve_first_proof,
+    checkout,
+    contribution,
+    paid_contribution,
+    pay,
+    sent_payout,
+    settle,
+    status_is,
+)
 
 __all__ = ["paying_platform"]
 pytestmark = pytest.mark.asyncio
@@ -25,50 +34,7 @@ OPEN, FUNDED, RELEASED, WITHDRAWN = (
     goals_pb2.GOAL_STATUS_WITHDRAWN,
 )
 REFUNDED = goals_pb2.GOAL_STATUS_REFUNDED
-SUCCEEDED = goals_pb2.CONTRIBUTION_STATUS_SUCCEEDED
 REFUNDED_CONTRIBUTION = goals_pb2.CONTRIBUTION_STATUS_REFUNDED
-
-
-async def checkout(platform: Platform, payer: User, goal: Any, amount: int, key: str | None = None) -> Any:
-    request = goals_service_pb2.CreateContributionRequest(
-        goal_id=goal.id, amount=amount, currency=goal.currency, idempotency_key=key or uuid.uuid4().hex
-    )
-    return await platform.goals.public.CreateContribution(request, metadata=payer.auth)
-
-
-async def simulator(path: str, body: dict[str, Any] | None = None) -> httpx.Response:
-    async with httpx.AsyncClient(timeout=10) as client:
-        return await client.post(path, json=body or {})
-
-
-async def pay(started: Any) -> None:
-    """The payer presses Pay on the simulator's checkout page."""
-    response = await simulator(f"{started.authorization_url}/pay", {"outcome": "success"})
-    assert response.status_code == 200, response.text
-
-
-async def settle(platform: Platform, kind: str, key: str, outcome: str) -> None:
-    assert platform.simulator is not None
-    response = await simulator(f"{platform.simulator.base_url}/_sim/{kind}/{key}/settle", {"outcome": outcome})
-    assert response.status_code == 200, response.text
-
-
-async def contribution(platform: Platform, user: User, contribution_id: str) -> Any:
-    response = await platform.goals.public.GetContribution(
-        goals_service_pb2.GetContributionRequest(contribution_id=contribution_id), metadata=user.auth
-    )
-    return response.contribution
-
-
-async def paid_contribution(platform: Platform, payer: User, goal: Any, amount: int) -> Any:
-    started = await checkout(platform, payer, goal, amount)
-    await pay(started)
-    return await eventually(lambda: _status_is(platform, payer, started.contribution.id, SUCCEEDED), timeout_s=15)
-
-
-async def _status_is(platform: Platform, user: User, contribution_id: str, status: int) -> Any:
-    found = await contribution(platform, user, contribution_id)
-    return found if found.status == status else None
 
 
 async def test_a_payment_at_checkout_funds_the_goal_and_a_retry_returns_the_same_checkout(
@@ -113,14 +79,7 @@ async def test_the_payout_waits_for_the_owners_bank_account_then_the_goal_is_wit
     goal = await platform.goal(owner, target=4000)
     await paid_contribution(platform, backer, goal, 4000)
     await platform.status(goal.id, FUNDED, timeout_s=15)
-    proof = (
-        await platform.goals.public.CreateProof(
-            goals_service_pb2.CreateProofRequest(goal_id=goal.id, title="Receipts"), metadata=owner.auth
-        )
-    ).proof
-    await platform.goals.public.CreateVote(
-        goals_service_pb2.CreateVoteRequest(proof_id=proof.id, is_approved=True), metadata=backer.auth
-    )
+    await approve_first_proof(platform, owner, backer, goal)
     await platform.status(goal.id, RELEASED)
     waiting = await eventually(
         lambda: platform.goals_sql(
@@ -131,16 +90,10 @@ async def test_the_payout_waits_for_the_owners_bank_account_then_the_goal_is_wit
     )
     assert waiting
 
-    await platform.payments.CreatePayoutRecipient(
-        payments_service_pb2.CreatePayoutRecipientRequest(
-            account_number="0123456789", bank_code="058", name="Ada Owner", currency="NGN",
-            idempotency_key=uuid.uuid4().hex,
-        ),
-        metadata=owner.auth,
-    )  # fmt: skip
+    await add_recipient(platform, owner)
     platform.clock.advance(minutes=30)  # the saga's next look
     payout_id = domain.payout_id(goal.id, 1)
-    payout = await eventually(lambda: _payout(platform, payout_id))
+    payout = await eventually(lambda: sent_payout(platform, payout_id))
     assert (payout.amount, payout.user_id, payout.status) == (3800, owner.id, payments_pb2.PAYOUT_STATUS_PENDING)
 
     await settle(platform, "transfers", payout.transfer_code, "success")
@@ -158,18 +111,6 @@ async def _payment_is(platform: Platform, payer: User, payment_id: str, status: 
         payments_service_pb2.GetPaymentRequest(payment_id=payment_id), metadata=payer.auth
     )
     return bool(response.payment.status == status)
-
-
-async def _payout(platform: Platform, payout_id: str) -> Any:
-    try:
-        response = await platform.payments_internal.GetPayout(
-            payments_service_pb2.GetPayoutRequest(payout_id=payout_id)
-        )
-    except grpc.aio.AioRpcError as exc:
-        if exc.code() is grpc.StatusCode.NOT_FOUND:
-            return None
-        raise
-    return response.payout if response.payout.transfer_code else None
 
 
 async def platform_account(platform: Platform, kind: str, entity_id: str) -> str:
@@ -226,7 +167,7 @@ async def test_a_payment_completed_after_the_goal_was_cancelled_goes_back_to_the
         timeout_s=15,
     )
     await settle(platform, "refunds", started.payment_reference, "success")
-    await eventually(lambda: _status_is(platform, payer, started.contribution.id, REFUNDED_CONTRIBUTION), 15)
+    await eventually(lambda: status_is(platform, payer, started.contribution.id, REFUNDED_CONTRIBUTION), 15)
     after = await platform.get(goal.id)
     assert (after.status, after.raised_amount, after.contributor_count) == (REFUNDED, 0, 0)
     assert await platform.balance(goal.account_id) == 0

@@ -23,23 +23,29 @@ import pytest_asyncio
 from gofund.goals.v1 import goals_pb2, goals_service_pb2
 from gofund.ledger.v1 import ledger_service_pb2
 from gofund.payments.v1 import payments_pb2, payments_service_pb2
-from pymongo import AsyncMongoClient
 
 from services.goals import domain as goals_domain
 from services.payments import domain
 from services.payments.janitor import Janitor
 from services.payments.store import now
-from tests.integration.goals_fixtures import Platform, User, eventually, start_platform
+from tests.integration.goals_fixtures import Platform, User, eventually, rejected, start_platform
 from tests.integration.ledger_helpers import CREDIT, DEBIT, open_account, posting
-from tests.integration.test_goals_payments import (
+from tests.integration.payments_helpers import (
     SUCCEEDED,
-    _status_is,
+    add_recipient,
+    approve_first_proof,
     checkout,
     contribution,
+    flagged,
     paid_contribution,
     pay,
+    payment_doc,
+    payments_db,
+    sent_payout,
     settle,
+    sim,
     simulator,
+    status_is,
 )
 
 pytestmark = pytest.mark.asyncio
@@ -66,21 +72,6 @@ async def guarded(
 
 
 # -- helpers ----------------------------------------------------------------------------
-def payments_db(platform: Platform) -> Any:
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(platform.settings.mongodb_url, tz_aware=True)
-    return client, client[platform.settings.mongodb_database]
-
-
-async def payment_doc(platform: Platform, payment_id: str) -> dict[str, Any]:
-    client, db = payments_db(platform)
-    try:
-        doc = await db.payments.find_one({"paymentId": payment_id})
-    finally:
-        await client.close()
-    assert doc is not None
-    return doc
-
-
 async def event_doc(platform: Platform, event_id: str) -> dict[str, Any] | None:
     client, db = payments_db(platform)
     try:
@@ -117,13 +108,6 @@ async def deliver(platform: Platform, event: str, data: dict[str, Any]) -> None:
     assert response.status_code == 200, response.text
 
 
-async def sim(platform: Platform, path: str, body: dict[str, Any] | None = None) -> Any:
-    assert platform.simulator is not None
-    response = await simulator(f"{platform.simulator.base_url}{path}", body)
-    assert response.status_code == 200, response.text
-    return response.json()
-
-
 async def sim_get(platform: Platform, path: str, **query: str) -> Any:
     assert platform.simulator is not None
     async with httpx.AsyncClient(timeout=10) as client:
@@ -154,7 +138,7 @@ async def ledger_of_payment(platform: Platform, payment_id: str) -> list[str]:
 
 
 # -- forged and unasked-for refunds ------------------------------------------------------------
-async def test_a_forged_refund_event_moves_nothing_and_is_flagged(guarded: Platform) -> None:
+async def test_a_forged_refund_event_moves_nothing_and_isflagged(guarded: Platform) -> None:
     platform = guarded
     owner, payer = await platform.users(2)
     goal = await platform.goal(owner, target=50_000)
@@ -187,7 +171,7 @@ async def test_a_partial_refund_from_the_dashboard_is_recorded_and_flags_the_pay
     await platform.until(goal.id, lambda g: g.raised_amount == 8000)
     await sim(platform, "/_sim/refunds", {"transaction": paid.payment_reference, "amount": 2000})
     await settle(platform, "refunds", paid.payment_reference, "success")  # its refund.processed is delivered
-    doc = await eventually(lambda: _flagged(platform, paid.payment_id), timeout_s=15)
+    doc = await eventually(lambda: flagged(platform, paid.payment_id), timeout_s=15)
     assert [(r["amount"], r["status"]) for r in doc["foreignRefunds"]] == [(2000, "processed")]
     assert "did not ask for" in doc["flagReason"]
     # Recorded for what it is: never matched to the whole payment, no money moved in the ledger.
@@ -195,23 +179,12 @@ async def test_a_partial_refund_from_the_dashboard_is_recorded_and_flags_the_pay
     assert await platform.balance(goal.account_id) == 8000
     assert (await contribution(platform, payer, paid.id)).status == SUCCEEDED
     # A flagged payment is an operator's: no refund of it reaches Paystack on its own.
-    refusal = await _rejected(
+    refusal = await rejected(
         platform.payments_internal.RefundPayment(
             payments_service_pb2.RefundPaymentRequest(payment_id=paid.payment_id, refund_id=uuid.uuid4().hex)
         )
     )
     assert refusal.code() is grpc.StatusCode.FAILED_PRECONDITION
-
-
-async def _flagged(platform: Platform, payment_id: str) -> dict[str, Any] | None:
-    doc = await payment_doc(platform, payment_id)
-    return doc if doc.get("flagged") else None
-
-
-async def _rejected(call: Any) -> grpc.aio.AioRpcError:
-    with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await call
-    return raised.value
 
 
 # -- webhooks that come too early, or never --------------------------------------------------
@@ -230,7 +203,7 @@ async def test_a_charge_success_parked_before_the_payer_paid_is_revived_by_the_r
     await pay(started)  # the real charge.success, under the same derived event id
     revived = await eventually(lambda: _event_in(platform, event_id, "PROCESSED"), timeout_s=15)
     assert (revived["deliveries"], "revivedAt" in revived) == (2, True)
-    await eventually(lambda: _status_is(platform, payer, started.contribution.id, SUCCEEDED), timeout_s=15)
+    await eventually(lambda: status_is(platform, payer, started.contribution.id, SUCCEEDED), timeout_s=15)
     assert await ledger_of_payment(platform, started.contribution.payment_id) == [
         domain.capture_transaction_id(started.contribution.payment_id)
     ]
@@ -250,7 +223,7 @@ async def test_a_paid_charge_whose_webhook_is_lost_is_credited_by_the_janitor(gu
     # Not yet due: a payment is first looked at some minutes after its creation.
     assert await janitor_at(platform, timedelta(seconds=1)).sweep() == 0
     await janitor_at(platform, timedelta(minutes=6)).sweep()
-    await eventually(lambda: _status_is(platform, payer, started.contribution.id, SUCCEEDED), timeout_s=15)
+    await eventually(lambda: status_is(platform, payer, started.contribution.id, SUCCEEDED), timeout_s=15)
     await platform.until(goal.id, lambda g: g.raised_amount == 7000 and g.contributor_count == 1)
     assert await ledger_of_payment(platform, started.contribution.payment_id) == [
         domain.capture_transaction_id(started.contribution.payment_id)
@@ -276,7 +249,7 @@ async def test_a_lost_webhook_on_a_goal_that_closed_meanwhile_is_refunded_once(g
         timeout_s=15,
     )
     await settle(platform, "refunds", started.payment_reference, "success")
-    await eventually(lambda: _status_is(platform, payer, started.contribution.id, REFUNDED_CONTRIBUTION), 15)
+    await eventually(lambda: status_is(platform, payer, started.contribution.id, REFUNDED_CONTRIBUTION), 15)
     refunds = await sim_get(platform, "/refund", transaction=started.payment_reference)
     assert [r["amount"] for r in refunds["data"]] == [4500]
     assert await platform.balance(goal.account_id) == 0
@@ -292,14 +265,14 @@ async def test_declined_and_abandoned_checkouts_are_closed_with_no_client_call(g
     assert response.status_code == 200, response.text  # Paystack sends no webhook for a declined card
     left = await checkout(platform, payer, goal, 3100)  # the payer closed the tab
     await janitor_at(platform, timedelta(minutes=6)).sweep()
-    await eventually(lambda: _status_is(platform, payer, declined.contribution.id, FAILED_CONTRIBUTION), 15)
+    await eventually(lambda: status_is(platform, payer, declined.contribution.id, FAILED_CONTRIBUTION), 15)
     payment_id = left.contribution.payment_id
     # Within the idempotency window an abandoned checkout can still be paid: once its
     # check is done, it stays open.
     await eventually(lambda: _event_in(platform, f"{domain.CHECK_PAYMENT}:{payment_id}", "PROCESSED"), 15)
     assert await payment_status(platform, payer, payment_id) == payments_pb2.PAYMENT_STATUS_PENDING
     await janitor_at(platform, timedelta(hours=25)).sweep()
-    await eventually(lambda: _status_is(platform, payer, left.contribution.id, FAILED_CONTRIBUTION), 15)
+    await eventually(lambda: status_is(platform, payer, left.contribution.id, FAILED_CONTRIBUTION), 15)
     assert await payment_status(platform, payer, payment_id) == payments_pb2.PAYMENT_STATUS_ABANDONED
     closed = await contribution(platform, payer, left.contribution.id)
     assert "abandoned" in (await platform.goals_sql(
@@ -311,26 +284,13 @@ async def test_a_payout_whose_event_never_comes_settles_by_polling(guarded: Plat
     platform = guarded
     owner = await platform.fresh_user()
     (backer,) = (await platform.users(2))[1:]
-    await platform.payments.CreatePayoutRecipient(
-        payments_service_pb2.CreatePayoutRecipientRequest(
-            account_number="0123456789", bank_code="058", name="Ada Owner", currency="NGN",
-            idempotency_key=uuid.uuid4().hex,
-        ),
-        metadata=owner.auth,
-    )  # fmt: skip
+    await add_recipient(platform, owner)
     goal = await platform.goal(owner, target=4000)
     await paid_contribution(platform, backer, goal, 4000)
     await platform.status(goal.id, goals_pb2.GOAL_STATUS_FUNDED, timeout_s=15)
-    proof = (
-        await platform.goals.public.CreateProof(
-            goals_service_pb2.CreateProofRequest(goal_id=goal.id, title="Receipts"), metadata=owner.auth
-        )
-    ).proof
-    await platform.goals.public.CreateVote(
-        goals_service_pb2.CreateVoteRequest(proof_id=proof.id, is_approved=True), metadata=backer.auth
-    )
+    await approve_first_proof(platform, owner, backer, goal)
     payout_id = goals_domain.payout_id(goal.id, 1)
-    payout = await eventually(lambda: _requested_payout(platform, payout_id), timeout_s=15)
+    payout = await eventually(lambda: sent_payout(platform, payout_id), timeout_s=15)
     await sim(platform, "/_sim/webhooks/drop", {"reference": domain.payout_reference(payout_id)})
     await settle(platform, "transfers", payout.transfer_code, "success")
     assert (await platform.get(goal.id)).status == goals_pb2.GOAL_STATUS_RELEASED
@@ -344,18 +304,6 @@ async def test_a_payout_whose_event_never_comes_settles_by_polling(guarded: Plat
     assert transfer.transaction.pending_transaction_id == domain.payout_reserve_id(payout_id)
     owner_account = await open_account(platform.ledger, "USER", "NGN", owner.id)
     assert await platform.balance(owner_account) == 0
-
-
-async def _requested_payout(platform: Platform, payout_id: str) -> Any:
-    try:
-        response = await platform.payments_internal.GetPayout(
-            payments_service_pb2.GetPayoutRequest(payout_id=payout_id)
-        )
-    except grpc.aio.AioRpcError as exc:
-        if exc.code() is grpc.StatusCode.NOT_FOUND:
-            return None
-        raise
-    return response.payout if response.payout.transfer_code else None
 
 
 # -- the ledger is asked first ------------------------------------------------------------------
@@ -374,7 +322,7 @@ async def test_an_outflow_the_ledger_cannot_cover_is_refused_before_paystack_is_
             description="the money went elsewhere",
         )
     )
-    refusal = await _rejected(
+    refusal = await rejected(
         platform.payments_internal.RefundPayment(
             payments_service_pb2.RefundPaymentRequest(payment_id=paid.payment_id, refund_id=uuid.uuid4().hex)
         )
@@ -386,13 +334,7 @@ async def test_an_outflow_the_ledger_cannot_cover_is_refused_before_paystack_is_
     assert refunds["data"] == []  # Paystack was never asked
     # A payout of more than the owner's account holds fails the same way, with no transfer.
     payout_id = str(uuid.uuid4())
-    await platform.payments.CreatePayoutRecipient(
-        payments_service_pb2.CreatePayoutRecipientRequest(
-            account_number="0123456789", bank_code="058", name="Ada Owner", currency="NGN",
-            idempotency_key=uuid.uuid4().hex,
-        ),
-        metadata=owner.auth,
-    )  # fmt: skip
+    await add_recipient(platform, owner)
     answer = await platform.payments_internal.CreatePayout(
         payments_service_pb2.CreatePayoutRequest(
             payout_id=payout_id, goal_id=goal.id, user_id=owner.id, amount=9000, currency="NGN", reason="too much"

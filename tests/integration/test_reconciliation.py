@@ -27,8 +27,17 @@ from services.payments import domain
 from services.payments.reconcile import Schedule
 from tests.integration.goals_fixtures import Platform, eventually, start_platform
 from tests.integration.ledger_helpers import CREDIT, DEBIT, open_account, posting
-from tests.integration.test_goals_payments import checkout, paid_contribution, settle
-from tests.integration.test_money_safety import _flagged, payments_db, sim
+from tests.integration.payments_helpers import (
+    add_recipient,
+    approve_first_proof,
+    checkout,
+    flagged,
+    paid_contribution,
+    payments_db,
+    sent_payout,
+    settle,
+    sim,
+)
 
 pytestmark = pytest.mark.asyncio
 
@@ -59,39 +68,16 @@ def found(drifts: list[tuple[str, dict[str, str], str]], kind: str, **ids: str) 
 async def released_goal(platform: Platform) -> Any:
     owner = await platform.fresh_user()
     (backer,) = (await platform.users(2))[1:]
-    await platform.payments.CreatePayoutRecipient(
-        payments_service_pb2.CreatePayoutRecipientRequest(
-            account_number="0123456789", bank_code="058", name="Ada Owner", currency="NGN",
-            idempotency_key=uuid.uuid4().hex,
-        ),
-        metadata=owner.auth,
-    )  # fmt: skip
+    await add_recipient(platform, owner)
     goal = await platform.goal(owner, target=4000)
     paid = await paid_contribution(platform, backer, goal, 4000)
     await platform.status(goal.id, goals_pb2.GOAL_STATUS_FUNDED, timeout_s=15)
-    proof = (
-        await platform.goals.public.CreateProof(
-            goals_service_pb2.CreateProofRequest(goal_id=goal.id, title="Receipts"), metadata=owner.auth
-        )
-    ).proof
-    await platform.goals.public.CreateVote(
-        goals_service_pb2.CreateVoteRequest(proof_id=proof.id, is_approved=True), metadata=backer.auth
-    )
+    await approve_first_proof(platform, owner, backer, goal)
     payout_id = goals_domain.payout_id(goal.id, 1)
-    payout = await eventually(lambda: _payout_sent(platform, payout_id), timeout_s=15)
+    payout = await eventually(lambda: sent_payout(platform, payout_id), timeout_s=15)
     await settle(platform, "transfers", payout.transfer_code, "success")
     await platform.status(goal.id, goals_pb2.GOAL_STATUS_WITHDRAWN, timeout_s=15)
     return goal, paid, payout_id
-
-
-async def _payout_sent(platform: Platform, payout_id: str) -> Any:
-    try:
-        response = await platform.payments_internal.GetPayout(
-            payments_service_pb2.GetPayoutRequest(payout_id=payout_id)
-        )
-    except Exception:
-        return None
-    return response.payout if response.payout.transfer_code else None
 
 
 async def refunded_goal(platform: Platform) -> Any:
@@ -172,7 +158,7 @@ async def test_real_flows_reconcile_clean_and_every_planted_inconsistency_is_nam
         # 6. A refund issued at Paystack's dashboard (never asked for by us, never in the ledger).
         await sim(platform, "/_sim/refunds", {"transaction": kept.payment_reference, "amount": 1})
         await settle(platform, "refunds", kept.payment_reference, "success")
-        await eventually(lambda: _flagged(platform, kept.payment_id), timeout_s=15)
+        await eventually(lambda: flagged(platform, kept.payment_id), timeout_s=15)
         # 7. A reservation nobody will resolve.
         orphan = f"refund:{uuid.uuid4()}:reserve"
         await platform.ledger.PostTransaction(
