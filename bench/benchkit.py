@@ -9,13 +9,9 @@ from pathlib import Path
 import grpc
 from gofund.identity.v1 import identity_service_pb2, identity_service_pb2_grpc
 
-from services.stack import embedded
-from services.stack.stack import Stack
+from services.stack.stack import Stack, free_port_environment
 
 PASSWORD = "bench password 1"  # noqa: S105 - a throwaway user on a throwaway stack
-PORTS = (
-    "POSTGRES", "MONGODB", "IDENTITY", "GOALS", "LEDGER", "PAYMENTS", "ENVOY", "ENVOY_ADMIN", "SMTP", "PAYSTACK_SIM",
-)  # fmt: skip
 
 
 def line(name: str, value: str, target: str) -> None:
@@ -24,10 +20,9 @@ def line(name: str, value: str, target: str) -> None:
 
 def stack_overrides(root: Path, **extra: str) -> dict[str, str]:
     """Every server on a free port, data in `root`; BENCH_LOG_LEVEL=INFO keeps the per-call log lines."""
-    overrides = {f"GOFUND_{name}_PORT": str(embedded.free_port()) for name in PORTS}
+    overrides = free_port_environment(root)
     overrides.update(
         {
-            "GOFUND_DATA_DIR": str(root),
             "GOFUND_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
             "GOFUND_AUTH_RATE_PER_MINUTE": "1000",
             **extra,
