@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from datetime import datetime
 
+from services.common import outage
 from services.common.db import Database
 from services.common.errors import DomainError
 from services.goals import domain, lifecycle, store
@@ -34,21 +36,36 @@ class BalanceFollower:
         self.ledger = ledger
         self.clock = clock
         self.connected = asyncio.Event()
+        self._database_outage = outage.tracker(database, "goals database")
 
     async def run(self) -> None:
         backoff = BACKOFF_START_S
+        interrupted = False
         while True:
+            started = time.monotonic()
             try:
                 async with self.database.transaction() as session:
                     after = await store.ledger_cursor(session)
+                self._database_outage.recovered()
                 self.connected.set()
                 async for change in self.ledger.goal_balance_changes(after):
+                    interrupted = False
                     await self.apply(change)
                     backoff = BACKOFF_START_S
             except (DomainError, Refused) as exc:
-                log.info("goal balance stream interrupted; resuming", extra={"error": str(exc)[:300]})
-            except Exception:
-                log.exception("goal balance stream failed; resuming")
+                # A broken stream is normal (the ledger restarting or dropping a slow
+                # watcher): said once at INFO; reconnections failing fast after it are
+                # DEBUG, since the ledger being down is the sagas' and scheduler's to report.
+                quick = time.monotonic() - started < BACKOFF_MAX_S
+                (log.debug if interrupted and quick else log.info)(
+                    "goal balance stream interrupted; resuming", extra={"error": str(exc)[:300]}
+                )
+                interrupted = True
+            except Exception as exc:
+                if not outage.dependency_down(exc):
+                    log.exception("goal balance stream failed; resuming")
+                else:
+                    self._database_outage.failed(exc, waiting="goal balance stream")
             finally:
                 self.connected.clear()
             await asyncio.sleep(backoff)

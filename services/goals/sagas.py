@@ -27,10 +27,18 @@ import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
+from services.common import outage
 from services.common.db import Database
 from services.common.errors import DomainError
 from services.goals import domain, lifecycle, store
-from services.goals.domain import GoalStatus, Outflow, RefundState, ReleaseStep
+from services.goals.domain import (
+    GoalStatus,
+    LedgerUnavailable,
+    Outflow,
+    PaymentsUnavailable,
+    RefundState,
+    ReleaseStep,
+)
 from services.goals.gateways import CREDIT, DEBIT, LedgerGateway, PaymentsGateway, Posting, Refused
 
 log = logging.getLogger("gofund.goals.sagas")
@@ -62,6 +70,20 @@ class Sagas:
         self.ledger = ledger
         self.payments = payments
         self.clock = clock
+        self._ledger_outage = outage.tracker(ledger, "ledger")
+        self._payments_outage = outage.tracker(payments, "payments")
+
+    def _step_failed(self, exc: Exception, message: str, **extra: str) -> None:
+        """A step that could not reach its dependency is the dependency's outage (logged
+        once for all steps); a refusal is this step's own story."""
+        if isinstance(exc, LedgerUnavailable):
+            self._ledger_outage.failed(exc)
+        elif isinstance(exc, PaymentsUnavailable):
+            self._payments_outage.failed(exc)
+        else:
+            log.warning(message, extra={**extra, "error": _error_text(exc)})
+            return
+        log.debug(message, extra={**extra, "error": _error_text(exc)})
 
     # -- refunds --------------------------------------------------------------------
     async def drive_refund(self, contribution_id: uuid.UUID) -> None:
@@ -82,10 +104,9 @@ class Sagas:
                 refund.failures += 1
                 refund.last_error = _error_text(exc)
                 refund.next_attempt_at = now + domain.retry_delay(refund.failures, base=RETRY_BASE, cap=RETRY_CAP)
-                log.warning(
-                    "refund step failed", extra={"contribution_id": str(contribution_id), "error": refund.last_error}
-                )
+                self._step_failed(exc, "refund step failed", contribution_id=str(contribution_id))
                 return
+            self._payments_outage.recovered()
             if status in REFUND_IN_FLIGHT:
                 checks = refund.failures + 1 if refund.state == RefundState.REQUESTED.value else 1
                 refund.state = RefundState.REQUESTED.value
@@ -154,8 +175,9 @@ class Sagas:
                 release.failures += 1
                 release.last_error = _error_text(exc)
                 release.next_attempt_at = now + domain.retry_delay(release.failures, base=RETRY_BASE, cap=RETRY_CAP)
-                log.warning("release posting failed", extra={"goal_id": str(goal_id), "error": release.last_error})
+                self._step_failed(exc, "release posting failed", goal_id=str(goal_id))
                 return False
+            self._ledger_outage.recovered()
             release.failures = 0
             release.last_error = ""
             release.next_attempt_at = now
@@ -211,11 +233,12 @@ class Sagas:
                 release.failures += 1
                 release.last_error = _error_text(exc)
                 release.next_attempt_at = now + domain.retry_delay(release.failures, base=RETRY_BASE, cap=RETRY_CAP)
-                waiting = isinstance(exc, Refused) and exc.precondition_failed
-                (log.info if waiting else log.warning)(
-                    "payout not created yet", extra={"goal_id": str(goal_id), "error": release.last_error}
-                )
+                if isinstance(exc, Refused) and exc.precondition_failed:
+                    log.info("payout not created yet", extra={"goal_id": str(goal_id), "error": release.last_error})
+                else:
+                    self._step_failed(exc, "payout not created yet", goal_id=str(goal_id))
                 return
+            self._payments_outage.recovered()
             release.step = ReleaseStep.PAYING.value
             release.failures = 0
             release.last_error = ""

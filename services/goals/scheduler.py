@@ -22,10 +22,11 @@ import logging
 from collections.abc import Callable
 from datetime import datetime
 
+from services.common import outage
 from services.common.db import Database
 from services.common.errors import DomainError
 from services.goals import domain, lifecycle, store
-from services.goals.domain import GoalStatus, ProofStatus
+from services.goals.domain import GoalStatus, LedgerUnavailable, ProofStatus
 from services.goals.gateways import LedgerGateway, Refused
 from services.goals.sagas import Sagas
 
@@ -52,6 +53,8 @@ class Scheduler:
         self.clock = clock
         self.interval_s = interval_s
         self._wakeup = asyncio.Event()
+        self._database_outage = outage.tracker(database, "goals database")
+        self._ledger_outage = outage.tracker(ledger, "ledger")
 
     def wake(self) -> None:
         """Tick soon (a saga was started): no need to wait for the interval."""
@@ -61,8 +64,14 @@ class Scheduler:
         while True:
             try:
                 await self.tick()
-            except Exception:
-                log.exception("scheduler tick failed")
+            except Exception as exc:
+                if not outage.dependency_down(exc):
+                    log.exception("scheduler tick failed")
+                else:
+                    # The next tick retries; the outage is logged once, not per tick.
+                    self._database_outage.failed(exc)
+            else:
+                self._database_outage.recovered()
             try:
                 async with asyncio.timeout(self.interval_s):
                     await self._wakeup.wait()
@@ -85,8 +94,12 @@ class Scheduler:
         try:
             balances = await self.ledger.balances([str(g.account_id) for g in due if g.account_id])
         except (DomainError, Refused) as exc:
-            log.warning("cannot read GOAL balances; expiry waits", extra={"error": str(exc)[:300]})
+            if isinstance(exc, LedgerUnavailable):
+                self._ledger_outage.failed(exc, waiting="goal expiry")
+            else:
+                log.warning("cannot read GOAL balances; expiry waits", extra={"error": str(exc)[:300]})
             return
+        self._ledger_outage.recovered()
         for candidate in due:
             try:
                 async with self.database.transaction() as session:
@@ -98,7 +111,8 @@ class Scheduler:
                         await lifecycle.apply_balance(session, goal, balance.balance, balance.seq, now)
                     if await lifecycle.expire(session, goal, now):
                         log.info("goal expired", extra={"goal_id": str(goal.id)})
-            except Exception:
+            except Exception as exc:
+                _raise_if_dependency_down(exc)
                 log.exception("expiring a goal failed", extra={"goal_id": str(candidate.id)})
 
     # -- votes ----------------------------------------------------------------------
@@ -124,7 +138,8 @@ class Scheduler:
                     decision = domain.decide_at_close(tally, self.rules.quorum_bps)
                     await lifecycle.settle_proof(session, goal, proof, decision, rules=self.rules, now=now)
                     log.info("voting closed", extra={"proof_id": str(proof_id), "decision": decision.value})
-            except Exception:
+            except Exception as exc:
+                _raise_if_dependency_down(exc)
                 log.exception("closing a vote failed", extra={"proof_id": str(proof_id)})
 
     # -- sagas ----------------------------------------------------------------------
@@ -136,10 +151,19 @@ class Scheduler:
         for goal_id, step in releases:
             try:
                 await self.sagas.drive_release(goal_id)
-            except Exception:
+            except Exception as exc:
+                _raise_if_dependency_down(exc)
                 log.exception("release step failed", extra={"goal_id": str(goal_id), "step": step})
         for contribution_id in refunds:
             try:
                 await self.sagas.drive_refund(contribution_id)
-            except Exception:
+            except Exception as exc:
+                _raise_if_dependency_down(exc)
                 log.exception("refund step failed", extra={"contribution_id": str(contribution_id)})
+
+
+def _raise_if_dependency_down(exc: Exception) -> None:
+    """A row's failure that is the database (or another dependency) being away ends the
+    whole batch: every other row would fail the same way, each with its own line."""
+    if outage.dependency_down(exc):
+        raise exc

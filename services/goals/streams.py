@@ -17,6 +17,7 @@ from collections import defaultdict
 
 import psycopg
 
+from services.common import outage
 from services.common.db import Database, psycopg_dsn
 from services.goals.store import NOTIFY_CHANNEL, Progress
 
@@ -59,6 +60,7 @@ class ProgressWatcher:
 class ProgressBroadcaster:
     def __init__(self, database: Database) -> None:
         self._dsn = psycopg_dsn(database.url)
+        self._outage = outage.tracker(database, "goals database")
         self._watchers: dict[str, set[ProgressWatcher]] = defaultdict(set)
         self.listening = asyncio.Event()
 
@@ -75,15 +77,18 @@ class ProgressBroadcaster:
                 )
                 async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as connection:
                     await connection.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                    self._outage.recovered()
                     self.listening.set()
                     # Anything committed while nobody listened is only in the database.
                     self._reread_all()
                     async for notification in connection.notifies():
                         self._dispatch(notification.payload)
-            except (psycopg.Error, OSError) as exc:
-                log.warning("progress listener lost its connection", extra={"error": str(exc)})
-            except Exception:
-                log.exception("progress listener failed")
+            except Exception as exc:
+                if outage.dependency_down(exc):
+                    # Retried every RECONNECT_DELAY_S: one line per outage, not per attempt.
+                    self._outage.failed(exc, waiting="progress listener")
+                else:
+                    log.exception("progress listener failed")
             finally:
                 self.listening.clear()
             await asyncio.sleep(RECONNECT_DELAY_S)

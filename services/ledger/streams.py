@@ -25,6 +25,7 @@ from collections.abc import Iterable
 
 import psycopg
 
+from services.common import outage
 from services.common.db import Database, psycopg_dsn
 from services.common.errors import DomainError
 from services.ledger.domain import AccountType
@@ -85,6 +86,7 @@ class Broadcaster:
     def __init__(self, database: Database, *, capacity: int = DEFAULT_CAPACITY) -> None:
         self._database = database
         self._dsn = psycopg_dsn(database.url)
+        self._outage = outage.tracker(database, "ledger database")
         self._capacity = capacity
         self._by_account: dict[str, set[Watcher]] = defaultdict(set)
         self._by_type: dict[AccountType, set[Watcher]] = defaultdict(set)
@@ -105,15 +107,18 @@ class Broadcaster:
                 )
                 async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as connection:
                     await connection.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                    self._outage.recovered()
                     self._listening.set()
                     async for notification in connection.notifies():
                         await self._dispatch(notification.payload)
-            except (psycopg.Error, OSError) as exc:
-                log.warning("balance listener lost its connection", extra={"error": str(exc)})
-            except Exception:
-                # Never let the feed die silently: watchers are closed (they
-                # resume from their seq) and the listener starts again.
-                log.exception("balance listener failed")
+            except Exception as exc:
+                if outage.dependency_down(exc):
+                    # Retried every RECONNECT_DELAY_S: one line per outage, not per attempt.
+                    self._outage.failed(exc, waiting="balance listener")
+                else:
+                    # Never let the feed die silently: watchers are closed (they
+                    # resume from their seq) and the listener starts again.
+                    log.exception("balance listener failed")
             finally:
                 self._listening.clear()
                 self._close_all("the ledger lost its change feed; resume from your last seq")

@@ -31,7 +31,7 @@ from datetime import datetime, timedelta
 
 from services.payments import domain
 from services.payments.domain import PaymentStatus, PayoutStatus
-from services.payments.processor import raise_if_cancelling, transient
+from services.payments.processor import raise_if_cancelling, report_recovered, report_transient, transient
 from services.payments.service import Payments
 from services.payments.store import Document, now
 
@@ -70,7 +70,12 @@ class Janitor:
                 await self.sweep()
             except Exception as exc:
                 raise_if_cancelling()
-                (log.info if transient(exc) else log.exception)("janitor sweep failed; next one soon")
+                if transient(exc):
+                    report_transient(self._payments, exc)
+                else:
+                    log.exception("janitor sweep failed; next one soon")
+            else:
+                report_recovered(self._payments)
             await asyncio.sleep(self._interval_s)
 
     def next_check(self, at: datetime, checks: int) -> datetime:

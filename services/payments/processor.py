@@ -32,7 +32,7 @@ from datetime import timedelta
 import grpc
 import pymongo.errors
 
-from services.common import context
+from services.common import context, outage
 from services.common.interceptors import store_unavailable
 from services.payments.domain import PaystackUnavailable
 from services.payments.service import Payments
@@ -57,6 +57,27 @@ def transient(exc: BaseException) -> bool:
     return isinstance(exc, PaystackUnavailable | pymongo.errors.ConnectionFailure) or (
         isinstance(exc, Exception) and store_unavailable(exc)
     )
+
+
+def dependency_of(exc: BaseException) -> str:
+    """Which dependency a transient failure is, for its outage's log lines."""
+    if isinstance(exc, PaystackUnavailable):
+        return "Paystack"
+    if isinstance(exc, grpc.aio.AioRpcError):
+        # The status does not say which peer answered; every one is reached the same way.
+        return "a peer service (identity, ledger or goals)"
+    return "payments database"
+
+
+def report_transient(resource: object, exc: BaseException) -> None:
+    """A transient failure, logged once per outage of its dependency (see services.common.outage)."""
+    outage.tracker(resource, dependency_of(exc)).failed(exc)
+
+
+def report_recovered(resource: object) -> None:
+    """Every dependency reached through `resource` answered (a whole event or sweep went through)."""
+    for dependency in ("Paystack", "a peer service (identity, ledger or goals)", "payments database"):
+        outage.tracker(resource, dependency).recovered()
 
 
 def backoff_s(attempt: int, base_s: float, cap_s: float) -> float:
@@ -105,10 +126,13 @@ class Processor:
             self._wake.clear()
             try:
                 worked = await self.process_one()
-            except Exception:
+            except Exception as exc:
                 raise_if_cancelling()
                 # The store itself failed (claiming an event); wait and look again.
-                log.exception("webhook processor could not claim an event")
+                if transient(exc):
+                    report_transient(self._payments, exc)
+                else:
+                    log.exception("webhook processor could not claim an event")
                 worked = False
             if not worked:
                 await self._idle()
@@ -145,11 +169,16 @@ class Processor:
             error = f"{type(exc).__name__}: {getattr(exc, 'message', None) or exc}"
             if isinstance(exc, grpc.aio.AioRpcError):
                 error = f"{exc.code().name}: {exc.details()}"
-            (log.error if parked else log.warning)(
-                "webhook event failed" + ("; parked" if parked else "; will retry"),
-                extra={"event_id": event_id, "attempt": attempt, "error": error[:500]},
-                exc_info=not transient(exc),
-            )
+            fields = {"event_id": event_id, "attempt": attempt, "error": error[:500]}
+            if transient(exc):
+                # Not the event's fault: its dependency's outage is logged once, and
+                # each event waiting for it is a detail.
+                report_transient(self._payments, exc)
+                log.info("webhook event waits for a dependency; will retry", extra=fields)
+            else:
+                (log.error if parked else log.warning)(
+                    "webhook event failed" + ("; parked" if parked else "; will retry"), extra=fields, exc_info=True
+                )
             await self._payments.records.event_failed(
                 event_id, token, error, retry_at, count_failure=not transient(exc)
             )
@@ -157,6 +186,7 @@ class Processor:
         finally:
             renewal.cancel()
         await self._payments.records.event_done(event_id, token, outcome.status, outcome.note)
+        report_recovered(self._payments)
         log.info("webhook event processed", extra={"event_id": event_id, "status": str(outcome.status)})
         return True
 

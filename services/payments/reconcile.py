@@ -36,7 +36,7 @@ from services.payments import domain
 from services.payments.domain import CAPTURED, EventStatus, PaymentStatus, PayoutStatus
 from services.payments.paystack import Charge, Refund, Transfer
 from services.payments.peers import ESCROW, PLATFORM
-from services.payments.processor import raise_if_cancelling, transient
+from services.payments.processor import raise_if_cancelling, report_recovered, report_transient, transient
 from services.payments.service import Payments
 from services.payments.store import EPOCH, Payment, Payout, WebhookEvent, now
 
@@ -512,7 +512,12 @@ class Schedule:
                 await self.run_once()
             except Exception as exc:
                 raise_if_cancelling()
-                (log.info if transient(exc) else log.exception)("scheduled reconciliation failed; it runs again")
+                if transient(exc):
+                    report_transient(self._payments, exc)
+                else:
+                    log.exception("scheduled reconciliation failed; it runs again")
+            else:
+                report_recovered(self._payments)
 
     async def run_once(self) -> bool:
         """Run if it is this replica's turn; True if it ran."""

@@ -19,6 +19,7 @@ Documents use Paystack-style camelCase field names, as the seed schema does.
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -89,6 +90,43 @@ def stored(doc: Document | None) -> Document:
     if doc is None:
         raise AutoReconnect("the store did not keep the write; retry")
     return doc
+
+
+# Keys under which Paystack sends a bank account number (transfer recipients'
+# `details`, charge authorizations). Only the last four digits are ever kept.
+ACCOUNT_NUMBER_KEYS = frozenset({"account_number", "accountNumber", "receiver_bank_account_number"})
+VISIBLE_DIGITS = 4
+
+
+def mask_account_number(value: str) -> str:
+    """`0123456789` as `******6789`: the last four digits are what a person recognises."""
+    if len(value) <= VISIBLE_DIGITS:
+        return value
+    return "*" * (len(value) - VISIBLE_DIGITS) + value[-VISIBLE_DIGITS:]
+
+
+def masked(value: Any) -> Any:
+    """`value` (a document, a list, a Mongo update) with every account number masked."""
+    if isinstance(value, Mapping):
+        return {
+            key: mask_account_number(str(item))
+            if key in ACCOUNT_NUMBER_KEYS and isinstance(item, str | int) and not isinstance(item, bool)
+            else masked(item)
+            for key, item in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [masked(item) for item in value]
+    return value
+
+
+def masked_body(body: str) -> str:
+    """A webhook body with its account numbers masked; byte for byte the same when it has none."""
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        return body
+    hidden = masked(parsed)
+    return body if hidden == parsed else json.dumps(hidden, ensure_ascii=False, separators=(",", ":"))
 
 
 def now() -> datetime:
@@ -378,6 +416,9 @@ class PaymentsStore:
     ) -> Document | None:
         """Apply `update` to the document `key` names if it meets `conditions`; the
         document as it then stands, or None if the update did not apply."""
+        # Paystack's answers (transfer, verification, recipient data) are stored as they
+        # came, less the full account numbers some of them carry.
+        update = masked(update)
         try:
             result = await collection.update_one({**key, **(conditions or {})}, update, upsert=upsert)
         except DuplicateKeyError:
@@ -475,7 +516,12 @@ class PaymentsStore:
         (a duplicate delivery). A new delivery of an event that was parked, or that is
         waiting out a backoff after failures, revives it (True): it is due again, with
         this delivery's content, since the earlier one may have come before Paystack
-        could confirm it (a charge.success sent before the charge was paid)."""
+        could confirm it (a charge.success sent before the charge was paid).
+
+        Account numbers are masked in the body and the data: the signature was checked
+        on the raw bytes before, and nothing reads an account number back (a transfer
+        is found by its code and reference)."""
+        body, data = masked_body(body), masked(data)
         stamp = now()
         try:
             await self.events.insert_one(
@@ -521,6 +567,7 @@ class PaymentsStore:
     async def arm_event(self, event_id: str, event: str, data: Document) -> None:
         """Store (or make due again) work for the processor that the service itself
         creates, under a deterministic id: the outbox for steps an RPC starts."""
+        data = masked(data)
         stamp = now()
         await self.events.update_one(
             {"eventId": event_id},

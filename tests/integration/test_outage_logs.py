@@ -1,0 +1,120 @@
+"""A PostgreSQL restart under a busy goals service is one WARNING when it starts and one when it ends.
+
+The platform runs on a PostgreSQL of its own (so this test can stop it) with
+payments down, as in `goals_fixtures.platform`. A cancelled goal's refund saga
+and the scheduler keep working while the server is stopped and started again;
+the logs must then say so once per dependency, with the outage's duration,
+and carry no ERROR and no traceback: nobody needs to act on an outage the
+service recovered from by itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from gofund.goals.v1 import goals_pb2, goals_service_pb2
+
+from services.stack import embedded
+from tests.integration.goals_fixtures import Platform, eventually, start_platform
+
+pytestmark = pytest.mark.asyncio
+
+OUTAGE_LOGGER = "gofund.outage"
+
+
+@pytest.fixture(scope="module")
+def own_postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[embedded.ManagedProcess]:
+    root = tmp_path_factory.mktemp("postgres-outage")
+    port = embedded.free_port()
+    server = embedded.postgres(root / "data", port, root / "postgres.log", durable=False)
+    server.port = port  # type: ignore[attr-defined]
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest_asyncio.fixture(scope="module")
+async def outage_platform(
+    own_postgres: embedded.ManagedProcess, mongodb_port: int, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Platform]:
+    port: int = own_postgres.port  # type: ignore[attr-defined]
+    running = await start_platform(port, mongodb_port, tmp_path_factory.mktemp("outage"))
+    yield running
+    await running.close()
+
+
+def outage_lines(records: list[logging.LogRecord], dependency: str) -> list[logging.LogRecord]:
+    return [
+        r
+        for r in records
+        if r.name == OUTAGE_LOGGER and r.levelno >= logging.INFO and getattr(r, "dependency", "") == dependency
+    ]
+
+
+async def test_a_postgres_restart_is_one_warning_when_it_starts_and_one_when_it_ends(
+    outage_platform: Platform, own_postgres: embedded.ManagedProcess, caplog: pytest.LogCaptureFixture
+) -> None:
+    platform = outage_platform
+    caplog.set_level(logging.INFO)
+    owner, *backers = await platform.users(4)
+    goal = await platform.goal(owner, target=1_000_000)
+    for backer in backers:
+        for _ in range(5):
+            await platform.contribute(goal, backer, 1000)
+    await platform.goals.public.CancelGoal(
+        goals_service_pb2.CancelGoalRequest(goal_id=goal.id, reason="Plans changed"), metadata=owner.auth
+    )
+    await platform.status(goal.id, goals_pb2.GOAL_STATUS_REFUNDING)
+    # Payments is down: the fifteen refunds wait for it, logged as one outage of payments.
+    await eventually(lambda: _said(caplog, "payments"))
+
+    before = len(caplog.records)
+    stop_advancing = asyncio.Event()
+    advancing = asyncio.create_task(_keep_refunds_due(platform, stop_advancing))
+    try:
+        await asyncio.to_thread(own_postgres.stop)
+        await asyncio.sleep(3)  # the scheduler ticks every 50 ms, the listeners retry every 0.5 s
+        await asyncio.to_thread(own_postgres.start)
+        await eventually(lambda: _recovered(caplog, "goals database"), timeout_s=30)
+        await eventually(lambda: _recovered(caplog, "ledger database"), timeout_s=30)
+        await asyncio.sleep(1)  # anything the recovery itself would log
+    finally:
+        stop_advancing.set()
+        await advancing
+
+    during = caplog.records[before:]
+    for dependency in ("goals database", "ledger database"):
+        started, ended = outage_lines(during, dependency)
+        assert started.levelno == logging.WARNING
+        assert "unavailable" in started.getMessage()
+        assert started.error_class  # type: ignore[attr-defined]
+        assert ended.levelno == logging.WARNING
+        assert ended.duration_s >= 2.5  # type: ignore[attr-defined]
+    # Payments stayed down all along: still the one outage, not a line per refund retry.
+    assert outage_lines(during, "payments") == []
+    assert [r.getMessage() for r in during if r.levelno >= logging.ERROR] == []
+    assert [r.getMessage() for r in during if r.exc_info] == []
+    # The saga goes on: a refund attempt follows the restart.
+    rows = await platform.goals_sql("SELECT count(*) FROM refunds r JOIN contributions c ON c.id = r.contribution_id "
+                                    "WHERE c.goal_id = %s", goal.id)  # fmt: skip
+    assert rows[0][0] == 15
+
+
+async def _keep_refunds_due(platform: Platform, stop: asyncio.Event) -> None:
+    """Move the goals clock past every refund's backoff, so each tick finds them all due."""
+    while not stop.is_set():
+        platform.clock.advance(hours=1)
+        await asyncio.sleep(0.1)
+
+
+async def _said(caplog: pytest.LogCaptureFixture, dependency: str) -> bool:
+    return bool(outage_lines(caplog.records, dependency))
+
+
+async def _recovered(caplog: pytest.LogCaptureFixture, dependency: str) -> Any:
+    return [r for r in outage_lines(caplog.records, dependency) if hasattr(r, "duration_s")]
