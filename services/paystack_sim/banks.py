@@ -107,6 +107,7 @@ BANKS = (
     _za(143, "Nedbank", "nedbank-za", "198765"),
     _za(144, "Standard Bank South Africa", "standard-bank-za", "051001"),
     Bank(150, "Equity Bank Kenya", "equity-bank-kenya", "68", "Kenya", "KES", "kepss"),
+    Bank(152, "M-PESA", "mpesa", "MPESA", "Kenya", "KES", "mobile_money"),
     Bank(151, "KCB Bank Kenya", "kcb-bank-kenya", "01", "Kenya", "KES", "kepss"),
 )
 _BY_CODE = {bank.code: bank for bank in BANKS}

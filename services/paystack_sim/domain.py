@@ -57,6 +57,14 @@ DEFAULT_CURRENCY = "NGN"
 # Recipient types Paystack documents for bank and mobile-money payouts, with
 # the currency each implies. (`authorization`, paying out to a card, is not simulated.)
 RECIPIENT_TYPES = {"nuban": "NGN", "ghipss": "GHS", "mobile_money": "GHS", "basa": "ZAR", "kepss": "KES"}
+# The countries (by currency) whose banks hold each type of account: mobile money is Ghana's and Kenya's.
+_TYPE_BANK_CURRENCIES = {
+    "nuban": {"NGN"},
+    "ghipss": {"GHS"},
+    "mobile_money": {"GHS", "KES"},
+    "basa": {"ZAR"},
+    "kepss": {"KES"},
+}
 # Paystack: "Only -, ., = and alphanumeric characters are allowed" in a transaction reference.
 _TRANSACTION_REFERENCE = re.compile(r"[A-Za-z0-9.=-]+")
 # Paystack: "-, _ and alphanumeric characters" in a transfer reference. Its docs ask for
@@ -430,7 +438,7 @@ class Paystack:
         if not bank_code:
             raise missing("bank_code is required")
         bank = banks.bank(bank_code)
-        if bank is None or bank.currency != RECIPIENT_TYPES[kind]:
+        if bank is None or bank.currency not in _TYPE_BANK_CURRENCIES[kind]:
             raise PaystackError(f"Unknown bank code: {bank_code}")
         if account_number == banks.UNRESOLVABLE_ACCOUNT_NUMBER:
             raise PaystackError("Cannot resolve account", code=ErrorCode.UNRESOLVABLE_ACCOUNT)

@@ -158,6 +158,8 @@ def goal_status(stack: Stack, goal_id: str, status: str, timeout_s: float = 30.0
 
 
 def register_recipient(stack: Stack, owner: User, currency: str) -> None:
+    # A bank of the currency's country, picked as a client's bank picker would.
+    bank = ok(api(stack, "GET", f"/v1/banks?currency={currency}"))["banks"][0]
     ok(
         api(
             stack,
@@ -166,7 +168,7 @@ def register_recipient(stack: Stack, owner: User, currency: str) -> None:
             owner,
             json={
                 "account_number": "0123456789",
-                "bank_code": "058",
+                "bank_code": bank["code"],
                 "name": "Ada Obi",
                 "currency": currency,
                 "idempotency_key": uuid.uuid4().hex,
