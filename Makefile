@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install up test gen check-gen lint fmt bench chaos clean
+.PHONY: install up test gen check-gen release-contract lint fmt bench chaos clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -49,6 +49,12 @@ fmt: $(STAMP)
 check-gen: gen
 	git diff --exit-code -- gen envoy/gofund.binpb
 	test -z "$$(git status --porcelain -- gen envoy/gofund.binpb)"
+
+# When a landing releases the contracts: the image every later change must not break
+# (`buf breaking`, FILE rules, run by tests/integration/test_codegen.py in `make test`).
+release-contract: gen
+	mkdir -p contracts
+	$(BIN)/buf build proto --exclude-source-info -o contracts/released.binpb
 
 clean:
 	rm -rf .build .pytest_cache .mypy_cache .ruff_cache

@@ -3,8 +3,11 @@
 Three kinds of caller:
 - an end user: `authorization: Bearer <session token>`, on public services
   only. Identity resolves the token to a `Principal`; the answer is cached in
-  this process for at most `GOFUND_AUTH_CACHE_MS` (default and maximum 5 s), so
-  a revoked or expired session can live on in a cache for at most that long.
+  this process for at most `GOFUND_AUTH_CACHE_MS` (default and maximum 5 s).
+  Identity pushes every revocation (logout, a revoked session, a role change)
+  on one WatchRevocations stream per process, which evicts the cached answers
+  at once; the TTL only bounds how long a revoked session can live on while
+  that stream is down (logged as one WARNING per outage).
 - a GoFund service: `x-gofund-service-credential: <GOFUND_SERVICE_TOKEN>`, on
   internal services only, compared in constant time.
 - anonymous: only on the methods a service declares anonymous (goal reads, the
@@ -17,8 +20,11 @@ header from outside requests; these checks hold even without it.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
+import logging
+import random
 import time
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
@@ -41,10 +47,15 @@ from services.common.errors import (
 if TYPE_CHECKING:
     from services.common.clients import Channels
 
+log = logging.getLogger("gofund.auth")
+
 SERVICE_CREDENTIAL_HEADER = "x-gofund-service-credential"
 AUTHORIZATION_HEADER = "authorization"
 MAX_CACHE_TTL_S = 5.0
 MAX_CACHE_ENTRIES = 10_000
+# Reconnecting to identity's revocation stream: from this, doubling, up to the max.
+FOLLOW_BACKOFF_S = 0.1
+FOLLOW_MAX_BACKOFF_S = 5.0
 
 
 def has_permission(granted: Iterable[str], needed: str) -> bool:
@@ -100,14 +111,10 @@ class AuthPolicy:
 class Authorizer:
     """Decides who is calling; returns the principal (None for a service or anonymous caller)."""
 
-    def __init__(
-        self, policy: AuthPolicy, service_token: str, authenticator: Authenticator, cache_ttl_s: float
-    ) -> None:
+    def __init__(self, policy: AuthPolicy, service_token: str, authenticator: Authenticator) -> None:
         self._policy = policy
         self._service_token = service_token.encode()
         self._authenticator = authenticator
-        self._ttl_s = min(cache_ttl_s, MAX_CACHE_TTL_S)
-        self._cache: OrderedDict[str, tuple[Principal, float]] = OrderedDict()
 
     async def __call__(self, method: str, metadata: Mapping[str, str]) -> Principal | None:
         service = method.rsplit("/", 1)[0].lstrip("/")
@@ -124,24 +131,10 @@ class Authorizer:
         if credential is not None:
             raise ServiceCredentialOnPublicService("public services do not accept the service credential")
         if bearer:
-            return await self._principal(bearer)
+            return await self._authenticator.authenticate(bearer)
         if method in self._policy.anonymous_methods:
             return None
         raise LoginRequired("log in first: send Authorization: Bearer <token>")
-
-    async def _principal(self, token: str) -> Principal:
-        key = token_key(token)
-        now = time.monotonic()
-        cached = self._cache.get(key)
-        if cached is not None and cached[1] > now:
-            return cached[0]
-        principal = await self._authenticator.authenticate(token)
-        if self._ttl_s > 0:
-            self._cache[key] = (principal, now + self._ttl_s)
-            self._cache.move_to_end(key)
-            while len(self._cache) > MAX_CACHE_ENTRIES:
-                self._cache.popitem(last=False)
-        return principal
 
 
 def _bearer(header: str) -> str:
@@ -149,29 +142,135 @@ def _bearer(header: str) -> str:
     return token.strip() if scheme.lower() == "bearer" else ""
 
 
+class TokenCache:
+    """Resolved tokens by `token_key`, each for at most `ttl_s`, evictable by session or user."""
+
+    def __init__(self, ttl_s: float, max_entries: int = MAX_CACHE_ENTRIES) -> None:
+        self._ttl_s = min(ttl_s, MAX_CACHE_TTL_S)
+        self._max_entries = max_entries
+        self._entries: OrderedDict[str, tuple[Principal, float]] = OrderedDict()
+        # Bumped by every eviction: an answer fetched while one happened may
+        # predate the revocation, so it is not stored.
+        self.generation = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @property
+    def ttl_s(self) -> float:
+        return self._ttl_s
+
+    def get(self, key: str) -> Principal | None:
+        entry = self._entries.get(key)
+        if entry is None or entry[1] <= time.monotonic():
+            return None
+        return entry[0]
+
+    def put(self, key: str, principal: Principal, generation: int) -> None:
+        """Store `principal` unless an eviction happened since `generation` was read."""
+        if self._ttl_s <= 0 or generation != self.generation:
+            return
+        self._entries[key] = (principal, time.monotonic() + self._ttl_s)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self._max_entries:
+            self._entries.popitem(last=False)
+
+    def evict(self, *, user_id: str, session_id: str = "") -> None:
+        """Drop one session's answers, or every answer of the user when `session_id` is empty."""
+        self.generation += 1
+        if session_id:
+            stale = [k for k, (p, _) in self._entries.items() if p.session_id == session_id]
+        else:
+            stale = [k for k, (p, _) in self._entries.items() if p.user_id == user_id]
+        for key in stale:
+            del self._entries[key]
+
+    def clear(self) -> None:
+        self.generation += 1
+        self._entries.clear()
+
+
 class RemoteAuthenticator:
-    """Asks identity (IdentityInternalService.Authenticate) with a short deadline."""
+    """Asks identity (IdentityInternalService.Authenticate) with a short deadline, and caches
+    the answers for as long as identity's revocation stream allows (`follow_revocations`,
+    a background loop the service runs)."""
 
     TIMEOUT_S = 1.0
 
-    def __init__(self, channels: Channels, identity_target: str) -> None:
+    def __init__(self, channels: Channels, identity_target: str, *, cache_ttl_s: float = 0.0) -> None:
         from gofund.identity.v1 import identity_service_pb2, identity_service_pb2_grpc
 
         service = identity_service_pb2.DESCRIPTOR.services_by_name["IdentityInternalService"]
         self._stub = identity_service_pb2_grpc.IdentityInternalServiceStub(channels.get(identity_target, [service]))
         self._request = identity_service_pb2.AuthenticateRequest
+        self._watch_request = identity_service_pb2.WatchRevocationsRequest
+        self.cache = TokenCache(cache_ttl_s)
+        # Whether the revocation stream is up (for tests and the health of the cache).
+        self.following = asyncio.Event()
 
     async def authenticate(self, token: str) -> Principal:
+        key = token_key(token)
+        cached = self.cache.get(key)
+        if cached is not None:
+            return cached
+        generation = self.cache.generation
         try:
             response = await self._stub.Authenticate(self._request(token=token), timeout=self.TIMEOUT_S)
         except grpc.aio.AioRpcError as exc:
             if exc.code() is grpc.StatusCode.UNAUTHENTICATED:
                 raise InvalidToken("the session token is not valid") from None
             raise
-        principal = response.principal
-        return Principal(
-            user_id=principal.user_id,
-            session_id=principal.session_id,
-            roles=frozenset(principal.roles),
-            permissions=frozenset(principal.permissions),
+        found = response.principal
+        principal = Principal(
+            user_id=found.user_id,
+            session_id=found.session_id,
+            roles=frozenset(found.roles),
+            permissions=frozenset(found.permissions),
         )
+        self.cache.put(key, principal, generation)
+        return principal
+
+    async def follow_revocations(self) -> None:
+        """Follow identity's WatchRevocations for the life of the process, reconnecting
+        with backoff and resuming from the last seq seen, so nothing is missed."""
+        after_seq: int | None = None  # from now, the first time; then from the last seq seen
+        backoff_s = FOLLOW_BACKOFF_S
+        down_since: float | None = None
+        while True:
+            error = ""
+            try:
+                request = self._watch_request() if after_seq is None else self._watch_request(after_seq=after_seq)
+                async for message in self._stub.WatchRevocations(request):
+                    if message.reset:
+                        self.cache.clear()
+                    for revocation in message.revocations:
+                        self.cache.evict(user_id=revocation.user_id, session_id=revocation.session_id)
+                    after_seq = message.seq if after_seq is None else max(after_seq, message.seq)
+                    if not self.following.is_set():
+                        self.following.set()
+                        backoff_s = FOLLOW_BACKOFF_S
+                        if down_since is not None:
+                            log.info(
+                                "revocation push from identity is back",
+                                extra={"outage_s": round(time.monotonic() - down_since, 1)},
+                            )
+                            down_since = None
+                error = "the stream ended"
+            except grpc.aio.AioRpcError as exc:
+                error = f"{exc.code().name}: {exc.details()}"
+            was_following = self.following.is_set()
+            self.following.clear()
+            if was_following:
+                # A stream that was up (a replica draining, say): reconnect
+                # soon; only a failed reconnect is an outage worth a warning.
+                await asyncio.sleep(FOLLOW_BACKOFF_S)
+                continue
+            if down_since is None:
+                down_since = time.monotonic()
+                log.warning(
+                    "revocation push from identity is down: cached sessions are trusted for up to the "
+                    "cache TTL until it is back",
+                    extra={"error": error[:300], "cache_ttl_s": self.cache.ttl_s},
+                )
+            await asyncio.sleep(backoff_s * random.uniform(0.5, 1.0))
+            backoff_s = min(backoff_s * 2, FOLLOW_MAX_BACKOFF_S)

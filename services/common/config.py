@@ -95,6 +95,17 @@ class Settings(BaseSettings):
     # Key for hashing verification codes (HMAC-SHA256), so a leaked table does not reveal codes.
     identity_secret: str = _env("GOFUND_IDENTITY_SECRET", default="dev-identity-secret-not-for-production")
     session_ttl_hours: int = _env("GOFUND_SESSION_TTL_HOURS", default=24 * 30, gt=0)
+    # Identity's abuse limits, counted in its database so every replica shares
+    # them (windows: 15 minutes for logins, an hour for the rest). Failed logins
+    # per client address (the one Envoy saw) and per account; registrations per
+    # client address; verification codes sent per account and channel and per
+    # client address; code guesses per account and channel across all its codes.
+    login_failures_per_client: int = _env("GOFUND_LOGIN_FAILURES_PER_CLIENT", default=30, gt=0)
+    login_failures_per_account: int = _env("GOFUND_LOGIN_FAILURES_PER_ACCOUNT", default=10, gt=0)
+    registrations_per_client: int = _env("GOFUND_REGISTRATIONS_PER_CLIENT", default=20, gt=0)
+    code_requests_per_account: int = _env("GOFUND_CODE_REQUESTS_PER_ACCOUNT", default=5, gt=0)
+    code_requests_per_client: int = _env("GOFUND_CODE_REQUESTS_PER_CLIENT", default=20, gt=0)
+    code_guesses_per_account: int = _env("GOFUND_CODE_GUESSES_PER_ACCOUNT", default=10, gt=0)
 
     # Payments: Paystack calls, and the webhook processor (outbox) retrying a
     # failed event with exponential backoff from `webhook_retry_base_ms` (capped

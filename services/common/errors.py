@@ -10,6 +10,7 @@ message, so internals never leak to a client.
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -100,6 +101,21 @@ class IdempotencyKeyReused(DomainError):
     """A client-chosen key was used before with different input."""
 
 
+RETRY_AFTER_HEADER = "retry-after"
+
+
+class RateLimited(DomainError):
+    """The caller used up a limit (per client address or per account); it may retry after `retry_after_s`.
+
+    The status carries the wait twice: as ErrorInfo metadata `retry_after_s`
+    (for gRPC clients) and as `retry-after` metadata, which Envoy's transcoder
+    passes on as the HTTP `Retry-After` header."""
+
+    def __init__(self, message: str, *, retry_after_s: int, metadata: Mapping[str, str] | None = None) -> None:
+        self.retry_after_s = max(1, retry_after_s)
+        super().__init__(message, metadata={**(metadata or {}), "retry_after_s": str(self.retry_after_s)})
+
+
 @dataclass(frozen=True)
 class ErrorMapping:
     code: grpc.StatusCode
@@ -119,6 +135,7 @@ COMMON_ERRORS: dict[type[DomainError], ErrorMapping] = {
         grpc.StatusCode.PERMISSION_DENIED, "SERVICE_CREDENTIAL_ON_PUBLIC_SERVICE"
     ),
     MissingPermission: ErrorMapping(grpc.StatusCode.PERMISSION_DENIED, "MISSING_PERMISSION"),
+    RateLimited: ErrorMapping(grpc.StatusCode.RESOURCE_EXHAUSTED, "RATE_LIMITED"),
 }
 
 
@@ -161,9 +178,20 @@ class ErrorTable:
                     ]
                 )
             )
-        return make_status(
+        status = make_status(
             mapping.code, error.message, reason, self.domain, metadata=error.metadata, extra_details=details
         )
+        if isinstance(error, RateLimited):
+            return _Status(
+                status.code,
+                status.details,
+                (*status.trailing_metadata, (RETRY_AFTER_HEADER, str(error.retry_after_s))),
+            )
+        return status
+
+
+class _Status(collections.namedtuple("_Status", ("code", "details", "trailing_metadata")), grpc.Status):
+    """A status with trailing metadata of our own (grpc.Status itself is abstract)."""
 
 
 def make_status(

@@ -9,6 +9,10 @@
 - logs one JSON line per call with method, code and duration;
 - counts and times each call by its final code, and counts the server
   streams open (services.common.metrics).
+
+`RequestValidationInterceptor` sits inside it and refuses, before any handler
+runs, a request carrying a control character in any string field (see
+`control_character_violations`), or bytes that are not the request message at all.
 """
 
 from __future__ import annotations
@@ -16,7 +20,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import json
 import logging
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -25,11 +31,20 @@ from typing import Any, NoReturn
 import grpc
 import psycopg
 import pymongo.errors
+from google.protobuf import message as protobuf_message
+from google.protobuf.descriptor import FieldDescriptor
 from sqlalchemy.exc import DBAPIError
 
-from services.common import context
+from services.common import context, paging
 from services.common.context import Principal
-from services.common.errors import DomainError, ErrorTable, internal_status, make_status
+from services.common.errors import (
+    DomainError,
+    ErrorTable,
+    FieldViolation,
+    ValidationFailed,
+    internal_status,
+    make_status,
+)
 from services.common.metrics import RpcMetrics
 
 log = logging.getLogger("gofund.rpc")
@@ -76,11 +91,17 @@ def store_unavailable(exc: Exception) -> bool:
 
 class CallContextInterceptor(grpc.aio.ServerInterceptor):
     def __init__(
-        self, errors: ErrorTable, authorize: Authorize | None = None, metrics: RpcMetrics | None = None
+        self,
+        errors: ErrorTable,
+        authorize: Authorize | None = None,
+        metrics: RpcMetrics | None = None,
+        page_token_key: bytes | None = None,
     ) -> None:
         self._errors = errors
         self._authorize = authorize
         self._metrics = metrics
+        # Signs and checks this service's page tokens (services.common.paging).
+        self._page_token_key = page_token_key
 
     async def intercept_service(
         self,
@@ -157,10 +178,10 @@ class CallContextInterceptor(grpc.aio.ServerInterceptor):
 
         return stream
 
-    @staticmethod
-    def _enter(incoming_request_id: str, ctx: grpc.aio.ServicerContext) -> float:
+    def _enter(self, incoming_request_id: str, ctx: grpc.aio.ServicerContext) -> float:
         started = time.monotonic()
         context.request_id.set(incoming_request_id or uuid.uuid4().hex)
+        paging.signing_key.set(self._page_token_key)
         remaining = ctx.time_remaining()
         context.deadline.set(None if remaining is None else started + remaining)
         return started
@@ -233,3 +254,132 @@ class CallContextInterceptor(grpc.aio.ServerInterceptor):
             "rpc",
             extra={"method": method, "code": code_name, "duration_ms": round(seconds * 1000, 3)},
         )
+
+
+# C0 controls but tab, line feed and carriage return (which text a person types
+# may hold), DEL and the C1 controls. PostgreSQL cannot store NUL in text at all,
+# and none of them belongs in a name, an id, a reason or a URL.
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+INVALID_CHARACTERS = "INVALID_CHARACTERS"
+MALFORMED_REQUEST = "MALFORMED_REQUEST"
+
+
+def control_character_violations(request: protobuf_message.Message, prefix: str = "") -> list[FieldViolation]:
+    """Every string in `request` (nested messages, repeated fields, map keys and
+    values) holding a control character, by field path (`postings[1].currency`,
+    `metadata["key"]`). Bytes fields (a webhook's raw body) are data, not text:
+    never looked at."""
+    violations: list[FieldViolation] = []
+
+    def text(path: str, value: str, what: str = "must not contain") -> None:
+        found = _CONTROL_CHARACTERS.search(value)
+        if found is not None:
+            character = f"U+{ord(found.group()):04X} at position {found.start()}"
+            violations.append(FieldViolation(path, f"{what} control characters ({character})", INVALID_CHARACTERS))
+
+    for field, value in request.ListFields():  # only the fields that are set: cheap on every call
+        path = prefix + field.name
+        if field.type == FieldDescriptor.TYPE_STRING:
+            for index, item in enumerate(value) if field.is_repeated else ((None, value),):
+                text(path if index is None else f"{path}[{index}]", item)
+        elif field.message_type is not None and field.message_type.GetOptions().map_entry:
+            value_field = field.message_type.fields_by_name["value"]
+            for key, item in value.items():
+                if isinstance(key, str):
+                    text(path, key, "a key must not contain")
+                # JSON-quoted: the key may hold the very characters refused.
+                item_path = f"{path}[{json.dumps(key)}]"
+                if value_field.type == FieldDescriptor.TYPE_STRING:
+                    text(item_path, item)
+                elif value_field.type == FieldDescriptor.TYPE_MESSAGE:
+                    violations.extend(control_character_violations(item, item_path + "."))
+        elif field.message_type is not None:
+            if field.is_repeated:
+                for index, item in enumerate(value):
+                    violations.extend(control_character_violations(item, f"{path}[{index}]."))
+            else:
+                violations.extend(control_character_violations(value, path + "."))
+    return violations
+
+
+class _Undecodable:
+    """What the request deserializer gives for bytes that are not the request message."""
+
+
+_UNDECODABLE = _Undecodable()
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    """grpc answers bytes its deserializer refuses with INTERNAL; the handler wrapper
+    below answers them INVALID_ARGUMENT instead (the client sent them, not our bug)."""
+    if deserializer is None:
+        return None
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except protobuf_message.DecodeError:
+            return _UNDECODABLE
+
+    return deserialize
+
+
+def _check_request(request: Any) -> None:
+    if request is _UNDECODABLE:
+        raise ValidationFailed([FieldViolation("", "is not a valid request message", MALFORMED_REQUEST)])
+    if isinstance(request, protobuf_message.Message):
+        violations = control_character_violations(request)
+        if violations:
+            raise ValidationFailed(violations)
+
+
+class RequestValidationInterceptor(grpc.aio.ServerInterceptor):
+    """Refuses a request with control characters in its text before the handler runs.
+
+    Installed inside CallContextInterceptor, so the refusal is a ValidationFailed
+    that it maps like any other (INVALID_ARGUMENT, BadRequest field violations,
+    reason INVALID_CHARACTERS), after the caller is authenticated. Every GoFund
+    RPC takes one request message; a client-streaming method (none exists but
+    reflection's, which is grpc's) passes through untouched.
+    """
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        if handler is None:
+            return None
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                self._wrap(handler.unary_unary),
+                request_deserializer=_tolerant(handler.request_deserializer),
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                self._wrap(handler.unary_stream),
+                request_deserializer=_tolerant(handler.request_deserializer),
+                response_serializer=handler.response_serializer,
+            )
+        return handler
+
+    @staticmethod
+    def _wrap(behaviour: Any) -> Any:
+        if inspect.isasyncgenfunction(behaviour):
+
+            async def stream(request: Any, ctx: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+                _check_request(request)
+                async with contextlib.aclosing(behaviour(request, ctx)) as messages:
+                    async for message in messages:
+                        yield message
+
+            return stream
+
+        # A unary handler, or a stream written through ctx.write (grpc's health Watch).
+        async def unary(request: Any, ctx: grpc.aio.ServicerContext) -> Any:
+            _check_request(request)
+            return await behaviour(request, ctx)
+
+        return unary

@@ -3,7 +3,8 @@
 A service describes itself with a `build` coroutine that opens its resources on
 an AsyncExitStack (closed in reverse on shutdown) and returns a `Service`: its
 servicers, its error table and any background loops. `ServiceRunner` adds what
-every server has — the call-context interceptor, grpc.health.v1, reflection,
+every server has — the call-context and request-validation interceptors (and
+the key its page tokens are signed with), grpc.health.v1, reflection,
 Prometheus metrics on a port of their own — binds the ports and handles
 shutdown: health NOT_SERVING first, a drain pause so load balancers notice,
 then in-flight calls get a grace period. `run` is the process entry point
@@ -31,10 +32,11 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.registry import Collector
 
 from services.common import log as gofund_log
+from services.common import paging
 from services.common.auth import Authenticator, Authorizer, AuthPolicy
 from services.common.config import ConfigError, Settings, StartupError, load_settings
 from services.common.errors import ErrorTable
-from services.common.interceptors import CallContextInterceptor
+from services.common.interceptors import CallContextInterceptor, RequestValidationInterceptor
 from services.common.metrics import MetricsServer, RpcMetrics
 
 log = logging.getLogger("gofund.server")
@@ -56,11 +58,9 @@ class Service:
     descriptors: Sequence[descriptor.ServiceDescriptor]
     # Who may call what (internal vs public services, anonymous methods).
     auth: AuthPolicy | None = None
-    # Resolves user tokens; identity answers locally, the others ask identity.
+    # Resolves user tokens; identity answers locally, the others ask identity
+    # (and cache the answers, evicted by identity's revocation stream).
     authenticator: Authenticator | None = None
-    # Cache resolved tokens here (GOFUND_AUTH_CACHE_MS)? Identity keeps its own
-    # cache instead, which its logout can evict at once.
-    cache_tokens: bool = True
     # Long-running loops (outbox processor, scheduler); cancelled on shutdown.
     background: Sequence[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=tuple)
     # Metrics of its own (unregistered gauges, see services.common.metrics),
@@ -99,18 +99,22 @@ class ServiceRunner:
             if service.auth is not None:
                 if service.authenticator is None:
                     raise StartupError(f"{service.name}: an auth policy needs an authenticator")
-                authorize = Authorizer(
-                    service.auth,
-                    self._settings.service_token,
-                    service.authenticator,
-                    self._settings.auth_cache_ms / 1000 if service.cache_tokens else 0.0,
-                )
+                authorize = Authorizer(service.auth, self._settings.service_token, service.authenticator)
             for collector in service.collectors:
                 self.registry.register(collector)
             await self._serve_metrics(service.name)
             metrics = RpcMetrics(service.name, self.registry)
             server = grpc.aio.server(
-                interceptors=[CallContextInterceptor(service.errors, authorize, metrics)],
+                # The outer one maps what the inner one refuses, after the caller is known.
+                interceptors=[
+                    CallContextInterceptor(
+                        service.errors,
+                        authorize,
+                        metrics,
+                        paging.paging_key(self._settings.service_token, service.name),
+                    ),
+                    RequestValidationInterceptor(),
+                ],
                 # Without this a second process could bind the same port and
                 # share its traffic silently.
                 options=[

@@ -328,13 +328,26 @@ def validate_media_urls(check: Validator, urls: list[str]) -> None:
     if not check.require(len(urls) <= MAX_MEDIA_URLS, "media_urls", f"at most {MAX_MEDIA_URLS}", "TOO_MANY_MEDIA_URLS"):
         return
     for index, url in enumerate(urls):
-        parts = urlsplit(url) if len(url) <= MAX_MEDIA_URL else None
         check.require(
-            parts is not None and parts.scheme == "https" and bool(parts.hostname) and " " not in url,
+            len(url) <= MAX_MEDIA_URL and _is_https_url(url),
             f"media_urls[{index}]",
             f"must be an https URL of at most {MAX_MEDIA_URL} characters",
             "INVALID_MEDIA_URL",
         )
+
+
+def _is_https_url(url: str) -> bool:
+    # urlsplit drops tabs and newlines without a word (so what we would store is
+    # not what was checked), hence no whitespace at all; and it raises ValueError
+    # for a malformed host such as "https://[::1", or (read from .port) a port
+    # past 65535.
+    if any(character.isspace() for character in url):
+        return False
+    try:
+        parts = urlsplit(url)
+        return parts.scheme == "https" and bool(parts.hostname) and (parts.port is None or parts.port > 0)
+    except ValueError:
+        return False
 
 
 # -- states -----------------------------------------------------------------------

@@ -34,6 +34,11 @@ async def build(settings: Settings, stack: AsyncExitStack, *, clock: Callable[[]
     stack.push_async_callback(database.dispose)
     await database.check_ready()
     channels = open_channels(settings, stack)
+    # Caches Authenticate answers; identity's revocation stream (followed in
+    # the background) evicts them the moment a session or role is revoked.
+    authenticator = RemoteAuthenticator(
+        channels, settings.target("identity"), cache_ttl_s=settings.auth_cache_ms / 1000
+    )
     ledger = LedgerGateway(channels, settings.target("ledger"))
     payments = PaymentsGateway(
         channels, settings.target("payments"), provider_timeout_s=settings.provider_call_timeout_ms / 1000
@@ -75,8 +80,8 @@ async def build(settings: Settings, stack: AsyncExitStack, *, clock: Callable[[]
         ],
         descriptors=descriptors,
         auth=AuthPolicy.of(descriptors, ANONYMOUS),
-        authenticator=RemoteAuthenticator(channels, settings.target("identity")),
-        background=[broadcaster.run, follower.run, scheduler.run],
+        authenticator=authenticator,
+        background=[broadcaster.run, follower.run, scheduler.run, authenticator.follow_revocations],
     )
 
 

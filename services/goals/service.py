@@ -93,6 +93,12 @@ class Goals:
         domain.check_deadline(new.deadline, now)
         # The GOAL account first: if the ledger cannot open it, no goal exists.
         # A retry (same request id, same goal id) finds the same account.
+        # Every rule the insert below could break is checked above (shape and
+        # lengths here, control characters in the request interceptor, the
+        # request-id conflict by the goal id derived from it), so only a lost
+        # database can still stop the insert. The account that leaves is empty
+        # for good and harmless: money reaches a GOAL account only through a
+        # contribution to the goal that names it, and no goal names this one.
         account_id = await self.ledger.open_account("GOAL", goal_id, new.currency)
         async with self.database.transaction() as session:
             inserted = await store.insert_goal(

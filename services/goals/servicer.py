@@ -197,23 +197,26 @@ def books_message(books: store.Books) -> goals_pb2.GoalBooks:
 
 
 def decode_cursor(token: str, scope: dict[str, Any]) -> tuple[datetime, str] | None:
-    """The (created_at, id) position of a page token issued for the same `scope` (filters)."""
-    cursor = paging.decode_token(token)
+    """The (created_at, id) position of a page token issued for the same `scope` (filters).
+
+    The token is signed (services.common.paging); the scope is compared too, so a
+    page of one goal's contributions never continues another's list."""
+    schema: paging.Schema = {
+        "created_at": datetime,
+        "id": str,
+        "scope": {name: type(value) for name, value in scope.items()},
+    }
+    cursor = paging.decode_token(token, schema)
     if cursor is None:
         return None
-    if cursor.get("scope") != scope:
+    row_id = domain.canonical_id(cursor["id"])
+    if cursor["scope"] != scope or row_id is None:
         raise _bad_token()
-    try:
-        position = (datetime.fromisoformat(str(cursor["created_at"])), str(cursor["id"]))
-    except (KeyError, ValueError):
-        raise _bad_token() from None
-    if domain.canonical_id(position[1]) is None or position[0].tzinfo is None:
-        raise _bad_token()
-    return position
+    return cursor["created_at"], row_id
 
 
 def encode_cursor(created_at: datetime, row_id: object, scope: dict[str, Any]) -> str:
-    return paging.encode_token({"created_at": created_at.isoformat(), "id": str(row_id), "scope": scope})
+    return paging.encode_token({"created_at": created_at, "id": str(row_id), "scope": scope})
 
 
 class GoalsServicer(goals_service_pb2_grpc.GoalsServiceServicer):

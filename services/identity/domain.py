@@ -6,9 +6,12 @@ import base64
 import binascii
 import hashlib
 import hmac
+import math
 import re
 import secrets
 from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
 from email_validator import EmailNotValidError, validate_email
@@ -88,6 +91,19 @@ class AlreadyVerified(DomainError):
     pass
 
 
+class EmailAlreadyVerified(AlreadyVerified):
+    pass
+
+
+class PhoneAlreadyVerified(AlreadyVerified):
+    pass
+
+
+def already_verified(channel: Channel) -> AlreadyVerified:
+    message = f"the {channel.value.lower()} is already verified"
+    return EmailAlreadyVerified(message) if channel is Channel.EMAIL else PhoneAlreadyVerified(message)
+
+
 class PhoneNotSet(DomainError):
     pass
 
@@ -119,10 +135,10 @@ def validate_registration(
         "INVALID_USERNAME",
     )
     check.require(
-        MIN_PASSWORD <= len(password) <= MAX_PASSWORD,
-        "password",
-        f"must be at least {MIN_PASSWORD} characters",
-        "PASSWORD_TOO_SHORT" if len(password) < MIN_PASSWORD else "PASSWORD_TOO_LONG",
+        len(password) >= MIN_PASSWORD, "password", f"must be at least {MIN_PASSWORD} characters", "PASSWORD_TOO_SHORT"
+    )
+    check.require(
+        len(password) <= MAX_PASSWORD, "password", f"must be at most {MAX_PASSWORD} characters", "PASSWORD_TOO_LONG"
     )
     validate_profile(check, first_name=first_name, last_name=last_name, phone=phone)
     check.raise_if_invalid()
@@ -186,3 +202,72 @@ def code_hash(secret: str, user_id: str, channel: Channel, code: str) -> str:
 
 def permissions_of(role_permissions: Iterable[Iterable[str]]) -> frozenset[str]:
     return frozenset(p for permissions in role_permissions for p in permissions)
+
+
+# -- limits ---------------------------------------------------------------------
+@dataclass(frozen=True)
+class Limit:
+    """At most `max_hits` per fixed window of `window` for one key (a client address, an account).
+
+    Fixed windows, aligned to the epoch, so every replica counts in the same
+    window without coordinating, and a refused caller's wait (Retry-After) is
+    exact: the end of the window. A caller can squeeze up to twice the limit
+    across a window boundary; that is the price of the exact wait."""
+
+    name: str
+    max_hits: int
+    window: timedelta
+
+    def window_at(self, now: datetime) -> tuple[datetime, datetime]:
+        seconds = int(self.window.total_seconds())
+        start = datetime.fromtimestamp(int(now.timestamp()) // seconds * seconds, UTC)
+        return start, start + self.window
+
+    def key(self, subject: str) -> str:
+        return f"{self.name}:{subject}"
+
+    def retry_after_s(self, now: datetime) -> int:
+        """Whole seconds until the window ends (at least 1), for Retry-After."""
+        return max(1, math.ceil((self.window_at(now)[1] - now).total_seconds()))
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Identity's abuse limits; the counts come from settings, the windows are fixed."""
+
+    # Wrong passwords (and unknown logins) from one client address, and against one account.
+    login_failures_per_client: Limit = Limit("login_failures_client", 30, timedelta(minutes=15))
+    login_failures_per_account: Limit = Limit("login_failures_account", 10, timedelta(minutes=15))
+    # Accounts created from one client address.
+    registrations_per_client: Limit = Limit("registrations_client", 20, timedelta(hours=1))
+    # Codes sent, per account and channel, and from one client address.
+    code_requests_per_account: Limit = Limit("code_requests_account", 5, timedelta(hours=1))
+    code_requests_per_client: Limit = Limit("code_requests_client", 20, timedelta(hours=1))
+    # Guesses per account and channel, across every code issued in the hour: a
+    # new code resets the 5 guesses a code allows, not this.
+    code_guesses_per_account: Limit = Limit("code_guesses_account", 10, timedelta(hours=1))
+
+    @classmethod
+    def of(
+        cls,
+        *,
+        login_failures_per_client: int,
+        login_failures_per_account: int,
+        registrations_per_client: int,
+        code_requests_per_account: int,
+        code_requests_per_client: int,
+        code_guesses_per_account: int,
+    ) -> Limits:
+        default = cls()
+        return cls(
+            login_failures_per_client=_with(default.login_failures_per_client, login_failures_per_client),
+            login_failures_per_account=_with(default.login_failures_per_account, login_failures_per_account),
+            registrations_per_client=_with(default.registrations_per_client, registrations_per_client),
+            code_requests_per_account=_with(default.code_requests_per_account, code_requests_per_account),
+            code_requests_per_client=_with(default.code_requests_per_client, code_requests_per_client),
+            code_guesses_per_account=_with(default.code_guesses_per_account, code_guesses_per_account),
+        )
+
+
+def _with(limit: Limit, max_hits: int) -> Limit:
+    return Limit(limit.name, max_hits, limit.window)

@@ -9,7 +9,9 @@ from services.common.auth import AuthPolicy
 from services.common.config import Settings
 from services.common.db import Database
 from services.common.server import Service, run
+from services.identity.domain import Limits
 from services.identity.notify import LoggingSmsSender, SmtpEmailSender
+from services.identity.revocations import RevocationFeed
 from services.identity.service import Identity
 from services.identity.servicer import (
     ANONYMOUS,
@@ -24,6 +26,9 @@ async def build(settings: Settings, stack: AsyncExitStack) -> Service:
     database = Database("identity", settings.database_url("identity"))
     stack.push_async_callback(database.dispose)
     await database.check_ready()
+    # One LISTEN connection per process: it evicts identity's own token cache
+    # and feeds the WatchRevocations streams of the other services' caches.
+    revocations = RevocationFeed(database)
     identity = Identity(
         database,
         code_secret=settings.identity_secret,
@@ -31,6 +36,15 @@ async def build(settings: Settings, stack: AsyncExitStack) -> Service:
         email=SmtpEmailSender(settings.smtp_host, settings.smtp_port),
         sms=LoggingSmsSender(),
         token_cache_ttl=timedelta(milliseconds=settings.auth_cache_ms),
+        revocations=revocations,
+        limits=Limits.of(
+            login_failures_per_client=settings.login_failures_per_client,
+            login_failures_per_account=settings.login_failures_per_account,
+            registrations_per_client=settings.registrations_per_client,
+            code_requests_per_account=settings.code_requests_per_account,
+            code_requests_per_client=settings.code_requests_per_client,
+            code_guesses_per_account=settings.code_guesses_per_account,
+        ),
     )
     services = identity_service_pb2.DESCRIPTOR.services_by_name
     descriptors = [services["IdentityService"], services["IdentityInternalService"]]
@@ -41,13 +55,14 @@ async def build(settings: Settings, stack: AsyncExitStack) -> Service:
             (identity_service_pb2_grpc.add_IdentityServiceServicer_to_server, IdentityServicer(identity)),
             (
                 identity_service_pb2_grpc.add_IdentityInternalServiceServicer_to_server,
-                IdentityInternalServicer(identity),
+                IdentityInternalServicer(identity, revocations),
             ),
         ],
         descriptors=descriptors,
         auth=AuthPolicy.of(descriptors, ANONYMOUS),
+        # Identity caches in resolve(), where its revocation feed evicts.
         authenticator=LocalAuthenticator(identity),
-        cache_tokens=False,  # Identity caches in resolve(), where logout can evict
+        background=[revocations.run],
     )
 
 

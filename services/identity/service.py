@@ -12,22 +12,25 @@ import asyncio
 import hmac
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.common.auth import require_permission
 from services.common.context import Principal
 from services.common.db import Database
-from services.common.errors import DomainError, InvalidToken, Validator
+from services.common.errors import DomainError, InvalidToken, RateLimited, Validator
 from services.identity import domain, store
-from services.identity.domain import Channel
+from services.identity.domain import Channel, Limit, Limits
 from services.identity.notify import DeliveryError, EmailSender, SmsSender
+from services.identity.revocations import RevocationEvent, RevocationFeed
 
 ROLES_PERMISSION = "roles:manage"
+BACKLOG_BATCH = 500
 MAX_CACHED_TOKENS = 100_000
 
 
@@ -55,13 +58,22 @@ class Identity:
         sms: SmsSender,
         hasher: PasswordHasher | None = None,
         token_cache_ttl: timedelta = timedelta(0),
+        revocations: RevocationFeed | None = None,
+        limits: Limits | None = None,
     ) -> None:
         self.database = database
         # Resolved tokens, for at most `token_cache_ttl` (≤ 5 s) and never past the
         # session's expiry. Logout, revocation and role changes evict at once
-        # here; another identity replica may trust its entry until it lapses.
+        # here, and on every other identity replica through the revocation feed.
         self._token_cache: dict[bytes, tuple[Principal, store.User, float]] = {}
         self._token_cache_ttl_s = min(token_cache_ttl.total_seconds(), 5.0)
+        # Bumped by every eviction: an answer resolved while one happened is not
+        # cached, as it may predate the revocation.
+        self._evictions = 0
+        self._revocations = revocations
+        if revocations is not None:
+            revocations.on_revocation(self.evict)
+        self.limits = limits or Limits()
         self._code_secret = code_secret
         self._session_ttl = session_ttl
         self._email = email
@@ -71,11 +83,22 @@ class Identity:
 
     # -- accounts -------------------------------------------------------------
     async def register(
-        self, *, email: str, username: str, password: str, first_name: str, last_name: str, phone: str
+        self,
+        *,
+        email: str,
+        username: str,
+        password: str,
+        first_name: str,
+        last_name: str,
+        phone: str,
+        client_address: str = "",
     ) -> UserView:
         normalized = domain.validate_registration(
             email=email, username=username, password=password, first_name=first_name, last_name=last_name, phone=phone
         )
+        # Counted before the password is hashed, so a refused flood costs no argon2.
+        async with self.database.transaction() as session:
+            await self._spend(session, [(self.limits.registrations_per_client, _client(client_address))])
         password_hash = await asyncio.to_thread(self._hasher.hash, password)
         user = store.User(
             id=uuid.uuid4(),
@@ -98,14 +121,28 @@ class Identity:
         return UserView(user, (domain.DEFAULT_ROLE,))
 
     async def login(self, login: str, password: str, device: DeviceInfo) -> tuple[str, store.Session, UserView]:
+        check = Validator()
+        check.require(bool(login.strip()), "login", "is required (an email or a username)", "MISSING_LOGIN")
+        check.require(bool(password), "password", "is required", "MISSING_PASSWORD")
+        check.raise_if_invalid()
         async with self.database.transaction() as session:
             user = await store.user_by_login(session, login.strip()) if login.strip() else None
+            # Every attempt is counted as a failure before the password is checked
+            # (so concurrent guesses cannot overrun the limit) and taken back if it
+            # succeeds. An unknown login is an account of its own, limited alike.
+            account = str(user.id) if user is not None else "login:" + login.strip().lower()[:254]
+            spent = [
+                (self.limits.login_failures_per_client, _client(device.ip_address)),
+                (self.limits.login_failures_per_account, account),
+            ]
+            await self._spend(session, spent)
         stored_hash = user.password_hash if user is not None else self._dummy_hash
         valid = await asyncio.to_thread(self._verify, stored_hash, password)
         if user is None or not valid:
             raise domain.InvalidCredentials("wrong login or password")
         token, token_hash = domain.new_token()
         async with self.database.transaction() as session:
+            await self._refund(session, spent)
             row = store.Session(
                 id=uuid.uuid4(),
                 user_id=user.id,
@@ -142,6 +179,7 @@ class Identity:
         cached = self._token_cache.get(token_hash)
         if cached is not None and cached[2] > time.monotonic():
             return cached[0], cached[1]
+        evictions = self._evictions
         async with self.database.transaction() as session:
             found = await store.live_session(session, token_hash)
             if found is None:
@@ -155,7 +193,7 @@ class Identity:
             roles=frozenset(r.name for r in roles),
             permissions=domain.permissions_of(r.permissions for r in roles),
         )
-        if self._token_cache_ttl_s > 0:
+        if self._token_cache_ttl_s > 0 and evictions == self._evictions:
             until_expiry = (row.expires_at - datetime.now(UTC)).total_seconds()
             if len(self._token_cache) >= MAX_CACHED_TOKENS:
                 self._token_cache.clear()
@@ -166,23 +204,67 @@ class Identity:
             )
         return principal, user
 
-    def _forget(self, user_id: str) -> None:
-        """Drop every cached token of a user (after logout, revocation, a role change)."""
-        for key in [k for k, (p, _, _) in self._token_cache.items() if p.user_id == user_id]:
+    def evict(self, revocation: RevocationEvent) -> None:
+        """Drop what a revocation concerns: one session, or (roles changed) every session of the user."""
+        self._evictions += 1
+        if revocation.session_id:
+            stale = [k for k, (p, _, _) in self._token_cache.items() if p.session_id == revocation.session_id]
+        else:
+            stale = [k for k, (p, _, _) in self._token_cache.items() if p.user_id == revocation.user_id]
+        for key in stale:
             self._token_cache.pop(key, None)
+
+    async def _revoked(self, user_id: uuid.UUID, session_id: uuid.UUID | None, seq: int) -> None:
+        """After a revocation committed: evict here, then wait until this replica's
+        subscribers (the other services' auth caches) have been sent it, so the
+        caller's next request anywhere is already refused."""
+        self.evict(RevocationEvent(seq, str(user_id), "" if session_id is None else str(session_id), datetime.now(UTC)))
+        if self._revocations is not None:
+            await self._revocations.delivered(seq)
+
+    async def revocation_backlog(
+        self, after_seq: int | None, head: int
+    ) -> AsyncIterator[tuple[list[RevocationEvent], int, bool]]:
+        """What a subscriber resuming after `after_seq` missed, up to `head`, as
+        (revocations, position, reset) batches. The last batch's position is
+        where the live stream continues; `reset` means the revocations it missed
+        are no longer kept. Starting afresh (`after_seq` None) gets just the head."""
+        if after_seq is None:
+            yield [], head, False
+            return
+        async with self.database.transaction() as session:
+            oldest, newest = await store.revocation_bounds(session)
+        if after_seq > max(newest, head) or (oldest and after_seq < oldest - 1):
+            yield [], head, True
+            return
+        position = after_seq
+        while True:
+            async with self.database.transaction() as session:
+                rows = [r for r in await store.revocations_after(session, position, BACKLOG_BATCH) if r.seq <= head]
+            events = [RevocationEvent.of(r) for r in rows]
+            if len(rows) < BACKLOG_BATCH:  # the last batch
+                yield events, max(position, head), False
+                return
+            position = rows[-1].seq
+            yield events, position, False
 
     async def logout(self, principal: Principal) -> None:
         await self.revoke_session(principal, principal.session_id)
 
     async def revoke_session(self, principal: Principal, session_id: str) -> None:
-        try:
-            target = uuid.UUID(session_id)
-        except ValueError:
-            raise domain.SessionNotFound("no such session") from None
+        """Revoke one of the caller's sessions; one already revoked or expired is left as it is (idempotent)."""
+        check = Validator()
+        check.require(_is_uuid(session_id), "session_id", "must be a UUID", "INVALID_SESSION_ID")
+        check.raise_if_invalid()
+        target = uuid.UUID(session_id)
+        user_id = uuid.UUID(principal.user_id)
         async with self.database.transaction() as session:
-            if not await store.revoke_session(session, uuid.UUID(principal.user_id), target):
-                raise domain.SessionNotFound("no such session")
-        self._forget(principal.user_id)
+            if not await store.revoke_session(session, user_id, target):
+                if not await store.session_exists(session, user_id, target):
+                    raise domain.SessionNotFound("no such session")
+                return  # revoked or expired before: nothing changes, nothing to push
+            seq = await store.record_revocation(session, user_id, target)
+        await self._revoked(user_id, target, seq)
 
     async def sessions(self, principal: Principal, before: datetime | None, limit: int) -> list[store.Session]:
         async with self.database.transaction() as session:
@@ -190,14 +272,18 @@ class Identity:
 
     # -- profile --------------------------------------------------------------
     async def user(self, user_id: str) -> UserView:
+        check = Validator()
+        check.require(_is_uuid(user_id), "user_id", "must be a UUID", "INVALID_USER_ID")
+        check.raise_if_invalid()
         views = await self.users([user_id])
         return views[0]
 
     async def users(self, user_ids: Sequence[str]) -> list[UserView]:
-        try:
-            ids = [uuid.UUID(u) for u in user_ids]
-        except ValueError:
-            raise domain.UserNotFound("no such user") from None
+        check = Validator()
+        for index, user_id in enumerate(user_ids):
+            check.require(_is_uuid(user_id), f"user_ids[{index}]", "must be a UUID", "INVALID_USER_ID")
+        check.raise_if_invalid()
+        ids = [uuid.UUID(u) for u in user_ids]
         async with self.database.transaction() as session:
             found = await store.users_by_id(session, ids)
             roles = await store.roles_of(session, list(found))
@@ -225,7 +311,7 @@ class Identity:
         return UserView(user, tuple(r.name for r in roles[user.id]))
 
     # -- verification ---------------------------------------------------------
-    async def request_code(self, principal: Principal, channel: Channel) -> None:
+    async def request_code(self, principal: Principal, channel: Channel, client_address: str = "") -> None:
         async with self.database.transaction() as session:
             user = await store.user_by_id(session, uuid.UUID(principal.user_id))
             if user is None:
@@ -234,9 +320,17 @@ class Identity:
                 (user.email_verified, user.email) if channel is Channel.EMAIL else (user.phone_verified, user.phone)
             )
             if verified:
-                raise domain.AlreadyVerified(f"the {channel.value.lower()} is already verified")
+                raise domain.already_verified(channel)
             if not destination:
                 raise domain.PhoneNotSet("add a phone number first")
+            # Counted in this transaction: a code that could not be sent is not counted.
+            await self._spend(
+                session,
+                [
+                    (self.limits.code_requests_per_account, f"{user.id}:{channel.value}"),
+                    (self.limits.code_requests_per_client, _client(client_address)),
+                ],
+            )
             await store.retire_codes(session, user.id, channel)
             code = domain.new_code()
             session.add(
@@ -274,8 +368,13 @@ class Identity:
                 raise domain.TooManyAttempts("too many wrong codes; request a new one")
             if pending.expires_at <= datetime.now(UTC):
                 raise domain.CodeExpired("the code has expired; request a new one")
+            # Across every code of the hour: requesting a new code resets the
+            # code's own attempts, never this.
+            guesses = [(self.limits.code_guesses_per_account, f"{user.id}:{channel.value}")]
+            await self._spend(session, guesses)
             expected = domain.code_hash(self._code_secret, str(user.id), channel, code.strip())
             if hmac.compare_digest(expected, pending.code_hash):
+                await self._refund(session, guesses)
                 pending.consumed_at = datetime.now(UTC)
                 if channel is Channel.EMAIL:
                     user.email_verified = True
@@ -293,6 +392,29 @@ class Identity:
         if failure is not None:
             raise failure
         return UserView(user, tuple(r.name for r in roles[user.id]))
+
+    # -- limits ---------------------------------------------------------------
+    async def _spend(self, session: AsyncSession, spent: Sequence[tuple[Limit, str]]) -> None:
+        """Count one hit on each (limit, subject); RateLimited if any is over its limit.
+
+        The hits are written in the caller's transaction, so a refused request
+        (whose transaction rolls back) does not count, and the counters are
+        shared by every identity replica."""
+        now = datetime.now(UTC)
+        for limit, subject in spent:
+            start, end = limit.window_at(now)
+            if await store.hit(session, limit.key(subject), start, end) > limit.max_hits:
+                retry_after_s = limit.retry_after_s(now)
+                raise RateLimited(
+                    f"too many attempts; try again in {retry_after_s} s",
+                    retry_after_s=retry_after_s,
+                    metadata={"limit": limit.name},
+                )
+
+    async def _refund(self, session: AsyncSession, spent: Sequence[tuple[Limit, str]]) -> None:
+        now = datetime.now(UTC)
+        for limit, subject in spent:
+            await store.unhit(session, limit.key(subject), limit.window_at(now)[0])
 
     # -- roles ----------------------------------------------------------------
     async def roles(self, principal: Principal | None) -> list[store.Role]:
@@ -324,9 +446,12 @@ class Identity:
         async with self.database.transaction() as session:
             if await session.get(store.Role, role_name) is None:
                 raise domain.RoleNotFound(f"no role {role_name}", metadata={"role": role_name})
+            seq = None
             if await session.get(store.UserRole, (target.user.id, role_name)) is None:
                 session.add(store.UserRole(user_id=target.user.id, role_name=role_name))
-        self._forget(str(target.user.id))
+                seq = await store.record_revocation(session, target.user.id, None)
+        if seq is not None:
+            await self._revoked(target.user.id, None, seq)
         return await self.user(user_id)
 
     async def revoke_role(self, principal: Principal | None, user_id: str, role_name: str) -> UserView:
@@ -334,11 +459,14 @@ class Identity:
         target = await self.user(user_id)
         async with self.database.transaction() as session:
             link = await session.get(store.UserRole, (target.user.id, role_name))
+            seq = None
             if link is not None:
                 if role_name == domain.ADMIN_ROLE and await store.admin_count(session) <= 1:
                     raise domain.LastAdmin("the last admin cannot lose the admin role")
                 await session.delete(link)
-        self._forget(str(target.user.id))
+                seq = await store.record_revocation(session, target.user.id, None)
+        if seq is not None:
+            await self._revoked(target.user.id, None, seq)
         return await self.user(user_id)
 
     async def user_by_email(self, email: str) -> UserView:
@@ -347,3 +475,16 @@ class Identity:
         if user is None:
             raise domain.UserNotFound(f"no user with email {email}")
         return await self.user(str(user.id))
+
+
+def _client(address: str) -> str:
+    """The limit subject for a client address; callers with none share one."""
+    return address or "unknown"
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
@@ -14,6 +15,7 @@ from services.common.errors import ErrorMapping, ErrorTable, FieldViolation, Log
 from services.common.proto import timestamp
 from services.identity import domain, store
 from services.identity.domain import Channel
+from services.identity.revocations import RevocationEvent, RevocationFeed, RevocationFeedUnavailable, SubscriberClosed
 from services.identity.service import DeviceInfo, Identity, UserView
 
 Code = grpc.StatusCode
@@ -32,9 +34,12 @@ ERRORS = ErrorTable(
         domain.CodeExpired: ErrorMapping(Code.FAILED_PRECONDITION, "CODE_EXPIRED"),
         domain.NoPendingCode: ErrorMapping(Code.FAILED_PRECONDITION, "NO_PENDING_CODE"),
         domain.TooManyAttempts: ErrorMapping(Code.FAILED_PRECONDITION, "TOO_MANY_ATTEMPTS"),
-        domain.AlreadyVerified: ErrorMapping(Code.FAILED_PRECONDITION, "ALREADY_VERIFIED"),
+        domain.EmailAlreadyVerified: ErrorMapping(Code.FAILED_PRECONDITION, "EMAIL_ALREADY_VERIFIED"),
+        domain.PhoneAlreadyVerified: ErrorMapping(Code.FAILED_PRECONDITION, "PHONE_ALREADY_VERIFIED"),
         domain.PhoneNotSet: ErrorMapping(Code.FAILED_PRECONDITION, "PHONE_NOT_SET"),
         domain.DeliveryFailed: ErrorMapping(Code.UNAVAILABLE, "DELIVERY_FAILED"),
+        RevocationFeedUnavailable: ErrorMapping(Code.UNAVAILABLE, "REVOCATION_FEED_UNAVAILABLE"),
+        SubscriberClosed: ErrorMapping(Code.UNAVAILABLE, "REVOCATION_FEED_UNAVAILABLE"),
     },
 )
 
@@ -74,6 +79,12 @@ def session_message(row: store.Session, current_session_id: str) -> identity_pb2
     )
 
 
+def revocation_message(event: RevocationEvent) -> identity_pb2.Revocation:
+    return identity_pb2.Revocation(
+        seq=event.seq, user_id=event.user_id, session_id=event.session_id, revoked_at=timestamp(event.revoked_at)
+    )
+
+
 def role_message(role: store.Role) -> identity_pb2.Role:
     return identity_pb2.Role(
         name=role.name,
@@ -96,17 +107,32 @@ def caller() -> Principal:
     return found
 
 
-def device(ctx: Any, device_name: str) -> DeviceInfo:
-    """User agent and client address as Envoy forwards them (the first X-Forwarded-For hop)."""
+def client_address(ctx: Any) -> str:
+    """The client's address as Envoy saw it: the last X-Forwarded-For hop.
+
+    Envoy is the first hop (xff_num_trusted_hops 0) and drops whatever
+    X-Forwarded-For a client sent before appending the peer it saw; the last
+    hop is the one it appended even if a client's header got through, so the
+    address cannot be chosen by the client. Without the header (a GoFund
+    service or a tool on the service port, which is not public), the gRPC peer.
+    """
     metadata = {item.key: item.value for item in ctx.invocation_metadata() or ()}
-    forwarded = str(metadata.get("x-forwarded-for", "")).split(",")[0].strip()
-    address = forwarded or str(metadata.get("x-envoy-external-address", ""))
-    if not address:
-        peer = str(ctx.peer() or "")  # "ipv4:127.0.0.1:5555" for a direct gRPC client
-        address = peer.split(":")[1] if peer.count(":") >= 2 else ""
+    forwarded = str(metadata.get("x-forwarded-for", "")).split(",")[-1].strip()
+    if forwarded:
+        return forwarded
+    peer = str(ctx.peer() or "")  # "ipv4:127.0.0.1:5555", "ipv6:[::1]:5555"
+    kind, _, rest = peer.partition(":")
+    if kind == "ipv6":
+        return rest.rsplit(":", 1)[0].strip("[]")
+    return rest.rsplit(":", 1)[0] if kind == "ipv4" else ""
+
+
+def device(ctx: Any, device_name: str) -> DeviceInfo:
+    """User agent and client address of the caller."""
+    metadata = {item.key: item.value for item in ctx.invocation_metadata() or ()}
     return DeviceInfo(
         user_agent=str(metadata.get("x-gofund-user-agent") or metadata.get("user-agent", "")),
-        ip_address=address,
+        ip_address=client_address(ctx),
         device_name=device_name,
     )
 
@@ -123,6 +149,7 @@ class IdentityServicer(identity_service_pb2_grpc.IdentityServiceServicer):
             first_name=request.first_name,
             last_name=request.last_name,
             phone=request.phone,
+            client_address=client_address(context),
         )
         return identity_service_pb2.CreateUserResponse(user=user_message(view))
 
@@ -162,10 +189,10 @@ class IdentityServicer(identity_service_pb2_grpc.IdentityServiceServicer):
     ) -> identity_service_pb2.ListCurrentUserSessionsResponse:
         principal = caller()
         size = paging.page_size(request.page_size)
-        cursor = paging.decode_token(request.page_token)
-        before = datetime.fromisoformat(cursor["before"]) if cursor and "before" in cursor else None
+        cursor = paging.decode_token(request.page_token, {"before": datetime})
+        before = cursor["before"] if cursor else None
         rows = await self.identity.sessions(principal, before, size + 1)
-        token = paging.encode_token({"before": rows[size - 1].created_at.isoformat()}) if len(rows) > size else ""
+        token = paging.encode_token({"before": rows[size - 1].created_at}) if len(rows) > size else ""
         return identity_service_pb2.ListCurrentUserSessionsResponse(
             sessions=[session_message(r, principal.session_id) for r in rows[:size]], next_page_token=token
         )
@@ -177,7 +204,7 @@ class IdentityServicer(identity_service_pb2_grpc.IdentityServiceServicer):
     async def RequestEmailVerification(
         self, request: Any, context: Any
     ) -> identity_service_pb2.RequestEmailVerificationResponse:
-        await self.identity.request_code(caller(), Channel.EMAIL)
+        await self.identity.request_code(caller(), Channel.EMAIL, client_address(context))
         return identity_service_pb2.RequestEmailVerificationResponse()
 
     async def VerifyEmail(self, request: Any, context: Any) -> identity_service_pb2.VerifyEmailResponse:
@@ -187,7 +214,7 @@ class IdentityServicer(identity_service_pb2_grpc.IdentityServiceServicer):
     async def RequestPhoneVerification(
         self, request: Any, context: Any
     ) -> identity_service_pb2.RequestPhoneVerificationResponse:
-        await self.identity.request_code(caller(), Channel.PHONE)
+        await self.identity.request_code(caller(), Channel.PHONE, client_address(context))
         return identity_service_pb2.RequestPhoneVerificationResponse()
 
     async def VerifyPhone(self, request: Any, context: Any) -> identity_service_pb2.VerifyPhoneResponse:
@@ -214,8 +241,35 @@ class IdentityServicer(identity_service_pb2_grpc.IdentityServiceServicer):
 
 
 class IdentityInternalServicer(identity_service_pb2_grpc.IdentityInternalServiceServicer):
-    def __init__(self, identity: Identity) -> None:
+    def __init__(self, identity: Identity, revocations: RevocationFeed) -> None:
         self.identity = identity
+        self.revocations = revocations
+
+    async def WatchRevocations(self, request: Any, context: Any) -> AsyncIterator[Any]:
+        subscriber = await self.revocations.subscribe()
+        try:
+            # Everything up to `head` was dispatched before this subscriber was
+            # registered, so it is in the table; everything after reaches its queue.
+            head = self.revocations.dispatched_seq
+            last = head
+            async for events, last, reset in self.identity.revocation_backlog(
+                request.after_seq if request.HasField("after_seq") else None, head
+            ):
+                yield identity_service_pb2.WatchRevocationsResponse(
+                    revocations=[revocation_message(event) for event in events], seq=last, reset=reset
+                )
+                self.revocations.sent(subscriber, last)
+            while True:
+                batch = [event for event in await subscriber.next_batch() if event.seq > last]
+                if not batch:
+                    continue
+                last = batch[-1].seq
+                yield identity_service_pb2.WatchRevocationsResponse(
+                    revocations=[revocation_message(event) for event in batch], seq=last
+                )
+                self.revocations.sent(subscriber, last)
+        finally:
+            self.revocations.unsubscribe(subscriber)
 
     async def Authenticate(self, request: Any, context: Any) -> identity_service_pb2.AuthenticateResponse:
         principal, user = await self.identity.resolve(request.token)

@@ -1,26 +1,30 @@
 """Identity persistence: SQLAlchemy 2 models and the queries the use cases need."""
 
+import json
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     CheckConstraint,
     DateTime,
     ForeignKey,
+    Identity,
     Index,
     Integer,
     LargeBinary,
     String,
     Text,
+    delete,
     func,
     select,
     text,
     update,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -110,6 +114,36 @@ class VerificationCode(Base):
     created_at: Mapped[datetime] = created_at_column()
 
 
+class Revocation(Base):
+    """A session revoked, or a user's roles changed: what every auth cache must forget.
+
+    Kept for an hour (the newest always), so a subscriber that lost its stream
+    can resume from the last seq it saw (WatchRevocations)."""
+
+    __tablename__ = "revocations"
+    __table_args__ = (Index("revocations_revoked_at_idx", "revoked_at"),)
+
+    seq: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    user_id: Mapped[uuid.UUID] = mapped_column()
+    # None: the user's roles changed, which concerns all of their sessions.
+    session_id: Mapped[uuid.UUID | None] = mapped_column(nullable=True)
+    revoked_at: Mapped[datetime] = created_at_column()
+
+
+class RateLimitCounter(Base):
+    """Hits on one limit key (e.g. failed logins from one client address) in one fixed window.
+
+    In PostgreSQL so every identity replica counts against the same limit."""
+
+    __tablename__ = "rate_limit_counters"
+    __table_args__ = (Index("rate_limit_counters_expires_at_idx", "expires_at"),)
+
+    key: Mapped[str] = mapped_column(String(300), primary_key=True)
+    window_start: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
+    hits: Mapped[int] = mapped_column(Integer)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
 # -- queries ----------------------------------------------------------------------
 _UNIQUE_ERRORS = {"users_email_lower_key": "email", "users_username_lower_key": "username"}
 
@@ -197,6 +231,12 @@ async def revoke_session(session: AsyncSession, user_id: uuid.UUID, session_id: 
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
+async def session_exists(session: AsyncSession, user_id: uuid.UUID, session_id: uuid.UUID) -> bool:
+    """Whether the user has (or had: revoked and expired ones count) this session."""
+    found = await session.execute(select(Session.id).where(Session.id == session_id, Session.user_id == user_id))
+    return found.first() is not None
+
+
 async def pending_code(session: AsyncSession, user_id: uuid.UUID, channel: str) -> VerificationCode | None:
     """The newest unconsumed code for the channel, locked for this transaction."""
     return (
@@ -236,4 +276,81 @@ async def admin_count(session: AsyncSession) -> int:
         (
             await session.execute(select(func.count()).select_from(UserRole).where(UserRole.role_name == "admin"))
         ).scalar_one()
+    )
+
+
+# -- revocations ------------------------------------------------------------------
+REVOCATIONS_CHANNEL = "identity_revocations"
+# Taken by every transaction that records a revocation, so seqs commit in
+# order: a subscriber resuming after seq N can never miss a smaller seq that
+# committed later.
+_REVOCATIONS_LOCK = 0x6F_6E_72_65_76  # arbitrary, unique within the identity database
+REVOCATIONS_KEPT = "interval '1 hour'"
+
+
+async def record_revocation(session: AsyncSession, user_id: uuid.UUID, session_id: uuid.UUID | None) -> int:
+    """Log a revocation and NOTIFY it; both take effect when the transaction commits. Returns its seq."""
+    await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _REVOCATIONS_LOCK})
+    row = (
+        await session.execute(
+            insert(Revocation)
+            .values(user_id=user_id, session_id=session_id)
+            .returning(Revocation.seq, Revocation.revoked_at)
+        )
+    ).one()
+    payload = json.dumps(
+        {
+            "seq": row.seq,
+            "user_id": str(user_id),
+            "session_id": "" if session_id is None else str(session_id),
+            "revoked_at": row.revoked_at.isoformat(),
+        }
+    )
+    await session.execute(
+        text("SELECT pg_notify(:channel, :payload)"), {"channel": REVOCATIONS_CHANNEL, "payload": payload}
+    )
+    return int(row.seq)
+
+
+async def revocations_after(session: AsyncSession, after_seq: int, limit: int) -> list[Revocation]:
+    query = select(Revocation).where(Revocation.seq > after_seq).order_by(Revocation.seq).limit(limit)
+    return list((await session.execute(query)).scalars())
+
+
+async def revocation_bounds(session: AsyncSession) -> tuple[int, int]:
+    """(oldest kept seq, newest seq); (0, 0) if none was ever recorded."""
+    row = (await session.execute(select(func.min(Revocation.seq), func.max(Revocation.seq)))).one()
+    return int(row[0] or 0), int(row[1] or 0)
+
+
+async def prune(session: AsyncSession) -> None:
+    """Forget revocations older than an hour (never the newest: it is the head) and lapsed counters."""
+    newest = select(func.max(Revocation.seq)).scalar_subquery()
+    await session.execute(
+        delete(Revocation).where(Revocation.revoked_at < func.now() - text(REVOCATIONS_KEPT), Revocation.seq < newest)
+    )
+    await session.execute(delete(RateLimitCounter).where(RateLimitCounter.expires_at < func.now()))
+
+
+# -- rate limits ------------------------------------------------------------------
+async def hit(session: AsyncSession, key: str, window_start: datetime, window_end: datetime) -> int:
+    """Count one hit on `key` in the window; the window's count including it (atomic across replicas)."""
+    statement = (
+        insert(RateLimitCounter)
+        .values(key=key, window_start=window_start, hits=1, expires_at=window_end)
+        .on_conflict_do_update(
+            index_elements=[RateLimitCounter.key, RateLimitCounter.window_start],
+            set_={"hits": RateLimitCounter.hits + 1},
+        )
+        .returning(RateLimitCounter.hits)
+    )
+    return int((await session.execute(statement)).scalar_one())
+
+
+async def unhit(session: AsyncSession, key: str, window_start: datetime) -> None:
+    """Take back one hit (a login that turned out right does not count as a failure)."""
+    await session.execute(
+        update(RateLimitCounter)
+        .where(RateLimitCounter.key == key, RateLimitCounter.window_start == window_start, RateLimitCounter.hits > 0)
+        .values(hits=RateLimitCounter.hits - 1)
     )

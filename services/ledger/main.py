@@ -21,6 +21,11 @@ async def build(settings: Settings, stack: AsyncExitStack) -> Service:
     stack.push_async_callback(database.dispose)
     await database.check_ready()
     channels = open_channels(settings, stack)
+    # Caches Authenticate answers; identity's revocation stream (followed in
+    # the background) evicts them the moment a session or role is revoked.
+    authenticator = RemoteAuthenticator(
+        channels, settings.target("identity"), cache_ttl_s=settings.auth_cache_ms / 1000
+    )
     broadcaster = Broadcaster(database)
     ledger = Ledger(database, broadcaster)
     services = ledger_service_pb2.DESCRIPTOR.services_by_name
@@ -39,8 +44,8 @@ async def build(settings: Settings, stack: AsyncExitStack) -> Service:
         # Every public read is open: visibility (GOAL public, USER to its user,
         # platform accounts with ledger:read_any) is decided per account.
         auth=AuthPolicy.of(descriptors, [f"LedgerService/{m.name}" for m in services["LedgerService"].methods]),
-        authenticator=RemoteAuthenticator(channels, settings.target("identity")),
-        background=[broadcaster.run],
+        authenticator=authenticator,
+        background=[broadcaster.run, authenticator.follow_revocations],
     )
 
 

@@ -196,12 +196,8 @@ class LedgerServicer(ledger_service_pb2_grpc.LedgerServiceServicer):
 
     async def ListEntries(self, request: Any, context: Any) -> ledger_service_pb2.ListEntriesResponse:
         size = paging.page_size(request.page_size)
-        cursor = paging.decode_token(request.page_token)
-        before = cursor.get("before_seq") if cursor else None
-        if before is not None and not isinstance(before, int):
-            raise ValidationFailed(
-                [FieldViolation("page_token", "is not a token this service issued", "INVALID_PAGE_TOKEN")]
-            )
+        cursor = paging.decode_token(request.page_token, {"before_seq": int})
+        before = cursor["before_seq"] if cursor else None
         entries = await self.ledger.visible_entries(account_id(request.account_id), before, size + 1)
         token = paging.encode_token({"before_seq": entries[size - 1].seq}) if len(entries) > size else ""
         return ledger_service_pb2.ListEntriesResponse(
@@ -283,12 +279,8 @@ class LedgerInternalServicer(ledger_service_pb2_grpc.LedgerInternalServiceServic
 
     async def ListTransactions(self, request: Any, context: Any) -> ledger_service_pb2.ListTransactionsResponse:
         size = paging.page_size(request.page_size)
-        cursor = paging.decode_token(request.page_token)
-        after = cursor.get("after_seq", 0) if cursor else 0
-        if not isinstance(after, int) or isinstance(after, bool) or not 0 <= after < 2**63:
-            raise ValidationFailed(
-                [FieldViolation("page_token", "is not a token this service issued", "INVALID_PAGE_TOKEN")]
-            )
+        cursor = paging.decode_token(request.page_token, {"after_seq": int})
+        after = cursor["after_seq"] if cursor else 0
         found = await self.ledger.transactions(after, size)
         token = paging.encode_token({"after_seq": found[-1].entries[-1].seq}) if len(found) == size else ""
         return ledger_service_pb2.ListTransactionsResponse(

@@ -47,6 +47,11 @@ async def build(settings: Settings, stack: AsyncExitStack) -> Service:
     )
     stack.push_async_callback(paystack.close)
     channels = open_channels(settings, stack)
+    # Caches Authenticate answers; identity's revocation stream (followed in
+    # the background) evicts them the moment a session or role is revoked.
+    authenticator = RemoteAuthenticator(
+        channels, settings.target("identity"), cache_ttl_s=settings.auth_cache_ms / 1000
+    )
     payments = Payments(
         PaymentsStore(database),
         paystack,
@@ -94,13 +99,14 @@ async def build(settings: Settings, stack: AsyncExitStack) -> Service:
         ],
         descriptors=descriptors,
         auth=AuthPolicy.of(descriptors, ANONYMOUS),
-        authenticator=RemoteAuthenticator(channels, settings.target("identity")),
+        authenticator=authenticator,
         background=[
             processor.run,
             janitor.run,
             schedule.run,
             every(BACKLOG_REFRESH_S, count_backlog),
             every(BACKLOG_REFRESH_S, schedule.refresh),
+            authenticator.follow_revocations,
         ],
         collectors=(*backlog.collectors, *reconciliation.collectors),
     )

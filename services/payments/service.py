@@ -181,8 +181,10 @@ class Payments:
         # One payment per contribution: its id is derived from the contribution,
         # so every retry, whatever its key and however late, names the same payment.
         payment_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"gofund:contribution:{contribution_id}"))
-        await self.records.claim_key(f"initialize:{idempotency_key}", terms, payment_id)
         payment = await self.records.payment(payment_id)
+        if payment is not None and payment.fingerprint != terms:
+            raise self._contribution_reused(contribution_id)  # refused before the key is stored
+        await self.records.claim_key(f"initialize:{idempotency_key}", terms, payment_id)
         if payment is None:
             email = await self.peers.payer_email(user_id)
             stamp = store.now()
@@ -216,12 +218,16 @@ class Payments:
                     "checks": 0,
                 }
             )
-        if payment.fingerprint != terms:
-            raise IdempotencyKeyReused(
-                "this contribution already has a payment with a different amount, currency, goal or payer",
-                metadata={"contribution_id": contribution_id},
-            )
+        if payment.fingerprint != terms:  # a concurrent first attempt on other terms won the insert
+            raise self._contribution_reused(contribution_id)
         return await self._ensure_checkout(payment)
+
+    @staticmethod
+    def _contribution_reused(contribution_id: str) -> IdempotencyKeyReused:
+        return IdempotencyKeyReused(
+            "this contribution already has a payment with a different amount, currency, goal or payer",
+            metadata={"contribution_id": contribution_id},
+        )
 
     async def _ensure_checkout(self, payment: Payment) -> Payment:
         """Initialize the payment at Paystack once, however many callers ask at once."""
@@ -728,12 +734,10 @@ class Payments:
         if currency in domain.RESOLVED_CURRENCIES:
             resolved = await self.paystack.resolve_account(account_number=account_number, bank_code=bank_code)
             account_name = resolved.account_name
-        recipient_id = await self.records.claim_key(key, terms, domain.new_id())
-        existing = await self.records.recipient(recipient_id)
-        if existing is not None:
-            return existing
-        # Two concurrent first attempts may both ask Paystack: it answers with
-        # the same recipient for the same account, and only one record is kept.
+        # Registered at Paystack before the key is claimed, so a recipient Paystack
+        # refuses leaves nothing stored either. Two concurrent first attempts may
+        # both ask: Paystack answers the same recipient for the same account, the
+        # first claim names the record, and the insert keeps only one.
         created = await self.paystack.create_recipient(
             recipient_type=domain.RECIPIENT_TYPES[currency],
             name=name,
@@ -741,6 +745,7 @@ class Payments:
             bank_code=bank_code,
             currency=currency,
         )
+        recipient_id = await self.records.claim_key(key, terms, domain.new_id())
         details = {k: v for k, v in dict(created.data.get("details") or {}).items() if k != "account_number"}
         return await self.records.insert_recipient(
             {

@@ -173,20 +173,13 @@ class PaymentsServicer(payments_service_pb2_grpc.PaymentsServiceServicer):
             if request.status not in _EVENT_STATUS_OF:
                 raise ValidationFailed([FieldViolation("status", "is not a webhook event status", "INVALID_STATUS")])
             status = _EVENT_STATUS_OF[request.status]
-        cursor = paging.decode_token(request.page_token)
-        before = None
-        if cursor is not None:
-            try:
-                before = (datetime.fromisoformat(str(cursor["received_at"])), str(cursor["event_id"]))
-            except (KeyError, TypeError, ValueError):
-                raise ValidationFailed(
-                    [FieldViolation("page_token", "is not a token this service issued", "INVALID_PAGE_TOKEN")]
-                ) from None
+        cursor = paging.decode_token(request.page_token, {"received_at": datetime, "event_id": str})
+        before = (cursor["received_at"], cursor["event_id"]) if cursor else None
         events = await self._payments.webhook_events(context.principal.get(), status, before, size + 1)
         token = ""
         if len(events) > size:
             last = events[size - 1]
-            token = paging.encode_token({"received_at": last.received_at.isoformat(), "event_id": last.event_id})
+            token = paging.encode_token({"received_at": last.received_at, "event_id": last.event_id})
         return payments_service_pb2.ListWebhookEventsResponse(
             events=[event_message(e) for e in events[:size]], next_page_token=token
         )

@@ -55,6 +55,7 @@ from services.stack.stack import Stack, StackError, free_port_environment
 # Settings that make the platform settle in seconds instead of minutes.
 FAST = {
     "GOFUND_AUTH_RATE_PER_MINUTE": "100000",  # the run registers and logs in everyone at once
+    "GOFUND_REGISTRATIONS_PER_CLIENT": "1000000",  # ... all from 127.0.0.1
     "GOFUND_PAYSTACK_SIM_SETTLE_MS": "1000",
     "GOFUND_PAYSTACK_SIM_RETRY_BASE_MS": "300",
     "GOFUND_WEBHOOK_RETRY_BASE_MS": "200",
@@ -186,6 +187,7 @@ class World:
         # Chosen once per owner and currency before the first attempt, as a client keeps it.
         self.recipient_keys: dict[tuple[int, str], str] = {}
         self.recipients: set[tuple[int, str]] = set()
+        self.bank_codes: dict[str, str] = {}  # by currency: a bank from GET /v1/banks, as a bank picker shows
 
     async def register(self, actor: Actor, run_id: str) -> None:
         name = f"{actor.name}_{run_id}"
@@ -258,9 +260,15 @@ class World:
         # The payout needs somewhere to go: the owner registers an account first.
         if (owner.index, goal.currency) not in self.recipients:
             key = self.recipient_keys.setdefault((owner.index, goal.currency), uuid.uuid4().hex)
+            if goal.currency not in self.bank_codes:
+                url = f"{self.edge}/v1/banks?currency={goal.currency}"
+                listed = await owner.client.call("list banks", "GET", url)
+                if listed is None or listed.status_code != 200:
+                    return
+                self.bank_codes[goal.currency] = str(listed.json()["banks"][0]["code"])
             body = {
                 "account_number": "0123456789",
-                "bank_code": "058",
+                "bank_code": self.bank_codes[goal.currency],
                 "name": f"Owner {owner.name}",
                 "currency": goal.currency,
                 "idempotency_key": key,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +23,34 @@ def test_buf_lint_passes_on_our_module() -> None:
     gen.copy_third_party_protos()
     result = subprocess.run([str(BIN / "buf"), "lint", "proto"], cwd=ROOT, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+RELEASED = ROOT / "contracts" / "released.binpb"
+
+
+def breaking(workspace: Path) -> subprocess.CompletedProcess[str]:
+    command = [str(BIN / "buf"), "breaking", "proto", "--against", str(RELEASED)]
+    return subprocess.run(command, cwd=workspace, capture_output=True, text=True, check=False)
+
+
+def test_contracts_do_not_break_the_released_contract() -> None:
+    gen.copy_third_party_protos()
+    result = breaking(ROOT)
+    assert result.returncode == 0, "a change breaks released clients:\n" + result.stdout + result.stderr
+
+
+def test_the_breaking_check_refuses_a_deleted_field(tmp_path: Path) -> None:
+    # The check above can fail: the same command on a copy of the contracts without one field.
+    gen.copy_third_party_protos()
+    shutil.copytree(ROOT / "proto", tmp_path / "proto")
+    shutil.copytree(gen.DEPS_DIR, tmp_path / gen.DEPS_DIR.relative_to(ROOT))
+    shutil.copy(ROOT / "buf.yaml", tmp_path / "buf.yaml")
+    ledger = tmp_path / "proto" / "gofund" / "ledger" / "v1" / "ledger.proto"
+    lines = ledger.read_text().splitlines(keepends=True)
+    ledger.write_text("".join(line for line in lines if "int64 amount = " not in line))
+    result = breaking(tmp_path)
+    assert result.returncode != 0
+    assert 'name "amount"' in result.stdout
 
 
 def tree(root: Path) -> dict[str, bytes]:

@@ -150,7 +150,8 @@ async def test_concurrent_registrations_of_one_email_make_one_user(identity: Ide
 # -- sessions -------------------------------------------------------------------------
 async def test_login_by_email_or_username_gives_a_working_token(identity: IdentityUnderTest) -> None:
     user = await identity.register()
-    by_email = await identity.login(user.email.upper(), **{"x-forwarded-for": "203.0.113.7, 10.0.0.1"})
+    # The last hop is the one Envoy appended; anything before it the client wrote.
+    by_email = await identity.login(user.email.upper(), **{"x-forwarded-for": "6.6.6.6, 203.0.113.7"})
     by_username = await identity.login(user.username)
     assert by_email.token != by_username.token
     assert len(by_email.token) == 43  # 32 random bytes, URL-safe base64
@@ -234,6 +235,40 @@ async def test_sessions_are_listed_and_one_can_be_revoked(identity: IdentityUnde
     assert reason(error) == "SESSION_NOT_FOUND"  # someone else's session is not yours to see
 
 
+async def test_revoking_a_session_twice_succeeds_and_a_malformed_id_is_invalid(identity: IdentityUnderTest) -> None:
+    user = await identity.register()
+    first, second = await identity.login(user.email), await identity.login(user.username)
+    for _ in range(2):  # DeleteSession is idempotent, as its contract says
+        await identity.public.DeleteSession(
+            identity_service_pb2.DeleteSessionRequest(session_id=first.session.id), metadata=bearer(second.token)
+        )
+    malformed = await rejected(
+        identity.public.DeleteSession(
+            identity_service_pb2.DeleteSessionRequest(session_id="not-a-uuid"), metadata=bearer(second.token)
+        )
+    )
+    assert (malformed.code(), reason(malformed)) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_SESSION_ID")
+
+
+async def test_a_login_without_a_login_or_a_password_is_invalid_not_unauthenticated(
+    identity: IdentityUnderTest,
+) -> None:
+    for login, password, expected in (("", PASSWORD, "MISSING_LOGIN"), ("someone", "", "MISSING_PASSWORD")):
+        error = await rejected(identity.login(login, password))
+        assert (error.code(), reason(error)) == (grpc.StatusCode.INVALID_ARGUMENT, expected)
+
+
+async def test_a_password_too_long_is_told_so(identity: IdentityUnderTest) -> None:
+    error = await rejected(identity.register(password="x" * 2000))
+    assert reason(error) == "PASSWORD_TOO_LONG"
+    assert "at most" in error.details()
+
+
+async def test_a_malformed_user_id_is_invalid_for_other_services(identity: IdentityUnderTest) -> None:
+    error = await rejected(identity.internal.GetUser(identity_service_pb2.GetUserRequest(user_id="nope")))
+    assert (error.code(), reason(error)) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_USER_ID")
+
+
 # -- profile ----------------------------------------------------------------------------
 async def test_profile_update_follows_the_mask(identity: IdentityUnderTest) -> None:
     _, token = await identity.user_with_token()
@@ -279,7 +314,7 @@ async def test_email_is_verified_with_the_code_from_the_mail(identity: IdentityU
             identity_service_pb2.RequestEmailVerificationRequest(), metadata=bearer(token)
         )
     )
-    assert reason(again) == "ALREADY_VERIFIED"
+    assert reason(again) == "EMAIL_ALREADY_VERIFIED"
 
 
 async def test_five_wrong_codes_lock_the_code_out(identity: IdentityUnderTest) -> None:

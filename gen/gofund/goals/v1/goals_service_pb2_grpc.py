@@ -30,11 +30,20 @@ class GoalsServiceStub:
 
     Goals, proofs and the progress of a goal are public (crowdfunding is
     transparent), so reading them needs no sign-in. Everything else needs a
-    signed-in user; without a valid bearer token such a call returns
-    UNAUTHENTICATED, which is not repeated under each method. Errors carry a
-    google.rpc.ErrorInfo with domain "goals.gofund" and the reason named in
-    parentheses below; validation failures also carry a google.rpc.BadRequest
-    naming each offending field.
+    signed-in user. Errors carry a google.rpc.ErrorInfo with domain
+    "goals.gofund" and the reason named in parentheses below; validation
+    failures also carry a google.rpc.BadRequest naming each offending field.
+    A call that moves a goal (cancel, contribute, prove, vote) may also fail
+    with FAILED_PRECONDITION (GOAL_STATE_CONFLICT) when another change moved the
+    goal first; read it again and decide anew.
+
+    Calls that need a login fail without a token with UNAUTHENTICATED
+    (LOGIN_REQUIRED), and with an unknown, expired or revoked one with
+    UNAUTHENTICATED (INVALID_TOKEN). The service credential is refused here with
+    PERMISSION_DENIED (SERVICE_CREDENTIAL_ON_PUBLIC_SERVICE). A control character
+    (NUL included) in any text field fails with INVALID_ARGUMENT
+    (INVALID_CHARACTERS) before anything is read or written, and a request that
+    is not a well-formed message with INVALID_ARGUMENT (MALFORMED_REQUEST).
     """
 
     def __init__(self, channel):
@@ -115,11 +124,20 @@ class GoalsServiceServicer:
 
     Goals, proofs and the progress of a goal are public (crowdfunding is
     transparent), so reading them needs no sign-in. Everything else needs a
-    signed-in user; without a valid bearer token such a call returns
-    UNAUTHENTICATED, which is not repeated under each method. Errors carry a
-    google.rpc.ErrorInfo with domain "goals.gofund" and the reason named in
-    parentheses below; validation failures also carry a google.rpc.BadRequest
-    naming each offending field.
+    signed-in user. Errors carry a google.rpc.ErrorInfo with domain
+    "goals.gofund" and the reason named in parentheses below; validation
+    failures also carry a google.rpc.BadRequest naming each offending field.
+    A call that moves a goal (cancel, contribute, prove, vote) may also fail
+    with FAILED_PRECONDITION (GOAL_STATE_CONFLICT) when another change moved the
+    goal first; read it again and decide anew.
+
+    Calls that need a login fail without a token with UNAUTHENTICATED
+    (LOGIN_REQUIRED), and with an unknown, expired or revoked one with
+    UNAUTHENTICATED (INVALID_TOKEN). The service credential is refused here with
+    PERMISSION_DENIED (SERVICE_CREDENTIAL_ON_PUBLIC_SERVICE). A control character
+    (NUL included) in any text field fails with INVALID_ARGUMENT
+    (INVALID_CHARACTERS) before anything is read or written, and a request that
+    is not a well-formed message with INVALID_ARGUMENT (MALFORMED_REQUEST).
     """
 
     def CreateGoal(self, request, context):
@@ -239,8 +257,9 @@ class GoalsServiceServicer:
 
         Errors: INVALID_ARGUMENT (INVALID_GOAL_ID, INVALID_AMOUNT when the amount
         is not positive or above 10^12, CURRENCY_MISMATCH when the currency is not
-        the goal's, MISSING_IDEMPOTENCY_KEY, IDEMPOTENCY_KEY_REUSED when the key
-        was used with different input); NOT_FOUND (GOAL_NOT_FOUND);
+        the goal's, MISSING_IDEMPOTENCY_KEY, INVALID_IDEMPOTENCY_KEY when it is
+        longer than 200 characters, IDEMPOTENCY_KEY_REUSED when the key was used
+        with different input); NOT_FOUND (GOAL_NOT_FOUND);
         FAILED_PRECONDITION (GOAL_NOT_OPEN; PAYSTACK_REJECTED when payments or
         Paystack refuses to start the payment); UNAVAILABLE (PAYMENTS_UNAVAILABLE)
         when the payments service cannot be reached in time, in which case a
@@ -428,11 +447,20 @@ class GoalsService:
 
     Goals, proofs and the progress of a goal are public (crowdfunding is
     transparent), so reading them needs no sign-in. Everything else needs a
-    signed-in user; without a valid bearer token such a call returns
-    UNAUTHENTICATED, which is not repeated under each method. Errors carry a
-    google.rpc.ErrorInfo with domain "goals.gofund" and the reason named in
-    parentheses below; validation failures also carry a google.rpc.BadRequest
-    naming each offending field.
+    signed-in user. Errors carry a google.rpc.ErrorInfo with domain
+    "goals.gofund" and the reason named in parentheses below; validation
+    failures also carry a google.rpc.BadRequest naming each offending field.
+    A call that moves a goal (cancel, contribute, prove, vote) may also fail
+    with FAILED_PRECONDITION (GOAL_STATE_CONFLICT) when another change moved the
+    goal first; read it again and decide anew.
+
+    Calls that need a login fail without a token with UNAUTHENTICATED
+    (LOGIN_REQUIRED), and with an unknown, expired or revoked one with
+    UNAUTHENTICATED (INVALID_TOKEN). The service credential is refused here with
+    PERMISSION_DENIED (SERVICE_CREDENTIAL_ON_PUBLIC_SERVICE). A control character
+    (NUL included) in any text field fails with INVALID_ARGUMENT
+    (INVALID_CHARACTERS) before anything is read or written, and a request that
+    is not a well-formed message with INVALID_ARGUMENT (MALFORMED_REQUEST).
     """
 
     @staticmethod
@@ -789,9 +817,14 @@ class GoalsService:
 
 class GoalsInternalServiceStub:
     """Goal and contribution updates for the payments service. Never routed by
-    Envoy; every call needs the service credential, and a user token is refused
-    with UNAUTHENTICATED. Every method is idempotent, because payments calls it
-    from a webhook processor that re-runs after a crash or a duplicate delivery.
+    Envoy; every call needs the service credential. Every method is idempotent,
+    because payments calls it from a webhook processor that re-runs after a
+    crash or a duplicate delivery.
+    Without the credential a call fails with UNAUTHENTICATED
+    (SERVICE_CREDENTIAL_REQUIRED); a user's token is refused with
+    PERMISSION_DENIED (USER_TOKEN_ON_INTERNAL_SERVICE). A control character in
+    any text field fails with INVALID_ARGUMENT (INVALID_CHARACTERS), a request
+    that is not a well-formed message with INVALID_ARGUMENT (MALFORMED_REQUEST).
 
     The sagas that move money, and where these methods fit:
 
@@ -858,9 +891,14 @@ class GoalsInternalServiceStub:
 
 class GoalsInternalServiceServicer:
     """Goal and contribution updates for the payments service. Never routed by
-    Envoy; every call needs the service credential, and a user token is refused
-    with UNAUTHENTICATED. Every method is idempotent, because payments calls it
-    from a webhook processor that re-runs after a crash or a duplicate delivery.
+    Envoy; every call needs the service credential. Every method is idempotent,
+    because payments calls it from a webhook processor that re-runs after a
+    crash or a duplicate delivery.
+    Without the credential a call fails with UNAUTHENTICATED
+    (SERVICE_CREDENTIAL_REQUIRED); a user's token is refused with
+    PERMISSION_DENIED (USER_TOKEN_ON_INTERNAL_SERVICE). A control character in
+    any text field fails with INVALID_ARGUMENT (INVALID_CHARACTERS), a request
+    that is not a well-formed message with INVALID_ARGUMENT (MALFORMED_REQUEST).
 
     The sagas that move money, and where these methods fit:
 
@@ -962,8 +1000,8 @@ class GoalsInternalServiceServicer:
 
         Idempotent on (`payout_id`, `outcome`): a repeat returns the goal as it is.
 
-        Errors: INVALID_ARGUMENT (INVALID_GOAL_ID, INVALID_PAYOUT_OUTCOME for
-        PAYOUT_OUTCOME_UNSPECIFIED, PAYOUT_MISMATCH when `payout_id` is not the
+        Errors: INVALID_ARGUMENT (INVALID_GOAL_ID, INVALID_PAYOUT_OUTCOME for an
+        unspecified outcome, PAYOUT_MISMATCH when `payout_id` is not the
         goal's current payout); NOT_FOUND (GOAL_NOT_FOUND); FAILED_PRECONDITION
         (GOAL_NOT_RELEASED) when the goal is neither RELEASED nor WITHDRAWN.
         """
@@ -1024,9 +1062,14 @@ def add_GoalsInternalServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class GoalsInternalService:
     """Goal and contribution updates for the payments service. Never routed by
-    Envoy; every call needs the service credential, and a user token is refused
-    with UNAUTHENTICATED. Every method is idempotent, because payments calls it
-    from a webhook processor that re-runs after a crash or a duplicate delivery.
+    Envoy; every call needs the service credential. Every method is idempotent,
+    because payments calls it from a webhook processor that re-runs after a
+    crash or a duplicate delivery.
+    Without the credential a call fails with UNAUTHENTICATED
+    (SERVICE_CREDENTIAL_REQUIRED); a user's token is refused with
+    PERMISSION_DENIED (USER_TOKEN_ON_INTERNAL_SERVICE). A control character in
+    any text field fails with INVALID_ARGUMENT (INVALID_CHARACTERS), a request
+    that is not a well-formed message with INVALID_ARGUMENT (MALFORMED_REQUEST).
 
     The sagas that move money, and where these methods fit:
 

@@ -31,11 +31,20 @@ class GoalsServiceStub:
 
     Goals, proofs and the progress of a goal are public (crowdfunding is
     transparent), so reading them needs no sign-in. Everything else needs a
-    signed-in user; without a valid bearer token such a call returns
-    UNAUTHENTICATED, which is not repeated under each method. Errors carry a
-    google.rpc.ErrorInfo with domain "goals.gofund" and the reason named in
-    parentheses below; validation failures also carry a google.rpc.BadRequest
-    naming each offending field.
+    signed-in user. Errors carry a google.rpc.ErrorInfo with domain
+    "goals.gofund" and the reason named in parentheses below; validation
+    failures also carry a google.rpc.BadRequest naming each offending field.
+    A call that moves a goal (cancel, contribute, prove, vote) may also fail
+    with FAILED_PRECONDITION (GOAL_STATE_CONFLICT) when another change moved the
+    goal first; read it again and decide anew.
+
+    Calls that need a login fail without a token with UNAUTHENTICATED
+    (LOGIN_REQUIRED), and with an unknown, expired or revoked one with
+    UNAUTHENTICATED (INVALID_TOKEN). The service credential is refused here with
+    PERMISSION_DENIED (SERVICE_CREDENTIAL_ON_PUBLIC_SERVICE). A control character
+    (NUL included) in any text field fails with INVALID_ARGUMENT
+    (INVALID_CHARACTERS) before anything is read or written, and a request that
+    is not a well-formed message with INVALID_ARGUMENT (MALFORMED_REQUEST).
     """
 
     @_typing.overload
@@ -135,8 +144,9 @@ class GoalsServiceStub:
 
     Errors: INVALID_ARGUMENT (INVALID_GOAL_ID, INVALID_AMOUNT when the amount
     is not positive or above 10^12, CURRENCY_MISMATCH when the currency is not
-    the goal's, MISSING_IDEMPOTENCY_KEY, IDEMPOTENCY_KEY_REUSED when the key
-    was used with different input); NOT_FOUND (GOAL_NOT_FOUND);
+    the goal's, MISSING_IDEMPOTENCY_KEY, INVALID_IDEMPOTENCY_KEY when it is
+    longer than 200 characters, IDEMPOTENCY_KEY_REUSED when the key was used
+    with different input); NOT_FOUND (GOAL_NOT_FOUND);
     FAILED_PRECONDITION (GOAL_NOT_OPEN; PAYSTACK_REJECTED when payments or
     Paystack refuses to start the payment); UNAVAILABLE (PAYMENTS_UNAVAILABLE)
     when the payments service cannot be reached in time, in which case a
@@ -222,11 +232,20 @@ class GoalsServiceAsyncStub(GoalsServiceStub):
 
     Goals, proofs and the progress of a goal are public (crowdfunding is
     transparent), so reading them needs no sign-in. Everything else needs a
-    signed-in user; without a valid bearer token such a call returns
-    UNAUTHENTICATED, which is not repeated under each method. Errors carry a
-    google.rpc.ErrorInfo with domain "goals.gofund" and the reason named in
-    parentheses below; validation failures also carry a google.rpc.BadRequest
-    naming each offending field.
+    signed-in user. Errors carry a google.rpc.ErrorInfo with domain
+    "goals.gofund" and the reason named in parentheses below; validation
+    failures also carry a google.rpc.BadRequest naming each offending field.
+    A call that moves a goal (cancel, contribute, prove, vote) may also fail
+    with FAILED_PRECONDITION (GOAL_STATE_CONFLICT) when another change moved the
+    goal first; read it again and decide anew.
+
+    Calls that need a login fail without a token with UNAUTHENTICATED
+    (LOGIN_REQUIRED), and with an unknown, expired or revoked one with
+    UNAUTHENTICATED (INVALID_TOKEN). The service credential is refused here with
+    PERMISSION_DENIED (SERVICE_CREDENTIAL_ON_PUBLIC_SERVICE). A control character
+    (NUL included) in any text field fails with INVALID_ARGUMENT
+    (INVALID_CHARACTERS) before anything is read or written, and a request that
+    is not a well-formed message with INVALID_ARGUMENT (MALFORMED_REQUEST).
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -323,8 +342,9 @@ class GoalsServiceAsyncStub(GoalsServiceStub):
 
     Errors: INVALID_ARGUMENT (INVALID_GOAL_ID, INVALID_AMOUNT when the amount
     is not positive or above 10^12, CURRENCY_MISMATCH when the currency is not
-    the goal's, MISSING_IDEMPOTENCY_KEY, IDEMPOTENCY_KEY_REUSED when the key
-    was used with different input); NOT_FOUND (GOAL_NOT_FOUND);
+    the goal's, MISSING_IDEMPOTENCY_KEY, INVALID_IDEMPOTENCY_KEY when it is
+    longer than 200 characters, IDEMPOTENCY_KEY_REUSED when the key was used
+    with different input); NOT_FOUND (GOAL_NOT_FOUND);
     FAILED_PRECONDITION (GOAL_NOT_OPEN; PAYSTACK_REJECTED when payments or
     Paystack refuses to start the payment); UNAVAILABLE (PAYMENTS_UNAVAILABLE)
     when the payments service cannot be reached in time, in which case a
@@ -409,11 +429,20 @@ class GoalsServiceServicer(metaclass=_abc_1.ABCMeta):
 
     Goals, proofs and the progress of a goal are public (crowdfunding is
     transparent), so reading them needs no sign-in. Everything else needs a
-    signed-in user; without a valid bearer token such a call returns
-    UNAUTHENTICATED, which is not repeated under each method. Errors carry a
-    google.rpc.ErrorInfo with domain "goals.gofund" and the reason named in
-    parentheses below; validation failures also carry a google.rpc.BadRequest
-    naming each offending field.
+    signed-in user. Errors carry a google.rpc.ErrorInfo with domain
+    "goals.gofund" and the reason named in parentheses below; validation
+    failures also carry a google.rpc.BadRequest naming each offending field.
+    A call that moves a goal (cancel, contribute, prove, vote) may also fail
+    with FAILED_PRECONDITION (GOAL_STATE_CONFLICT) when another change moved the
+    goal first; read it again and decide anew.
+
+    Calls that need a login fail without a token with UNAUTHENTICATED
+    (LOGIN_REQUIRED), and with an unknown, expired or revoked one with
+    UNAUTHENTICATED (INVALID_TOKEN). The service credential is refused here with
+    PERMISSION_DENIED (SERVICE_CREDENTIAL_ON_PUBLIC_SERVICE). A control character
+    (NUL included) in any text field fails with INVALID_ARGUMENT
+    (INVALID_CHARACTERS) before anything is read or written, and a request that
+    is not a well-formed message with INVALID_ARGUMENT (MALFORMED_REQUEST).
     """
 
     @_abc_1.abstractmethod
@@ -550,8 +579,9 @@ class GoalsServiceServicer(metaclass=_abc_1.ABCMeta):
 
         Errors: INVALID_ARGUMENT (INVALID_GOAL_ID, INVALID_AMOUNT when the amount
         is not positive or above 10^12, CURRENCY_MISMATCH when the currency is not
-        the goal's, MISSING_IDEMPOTENCY_KEY, IDEMPOTENCY_KEY_REUSED when the key
-        was used with different input); NOT_FOUND (GOAL_NOT_FOUND);
+        the goal's, MISSING_IDEMPOTENCY_KEY, INVALID_IDEMPOTENCY_KEY when it is
+        longer than 200 characters, IDEMPOTENCY_KEY_REUSED when the key was used
+        with different input); NOT_FOUND (GOAL_NOT_FOUND);
         FAILED_PRECONDITION (GOAL_NOT_OPEN; PAYSTACK_REJECTED when payments or
         Paystack refuses to start the payment); UNAVAILABLE (PAYMENTS_UNAVAILABLE)
         when the payments service cannot be reached in time, in which case a
@@ -671,9 +701,14 @@ def add_GoalsServiceServicer_to_server(servicer: GoalsServiceServicer, server: _
 
 class GoalsInternalServiceStub:
     """Goal and contribution updates for the payments service. Never routed by
-    Envoy; every call needs the service credential, and a user token is refused
-    with UNAUTHENTICATED. Every method is idempotent, because payments calls it
-    from a webhook processor that re-runs after a crash or a duplicate delivery.
+    Envoy; every call needs the service credential. Every method is idempotent,
+    because payments calls it from a webhook processor that re-runs after a
+    crash or a duplicate delivery.
+    Without the credential a call fails with UNAUTHENTICATED
+    (SERVICE_CREDENTIAL_REQUIRED); a user's token is refused with
+    PERMISSION_DENIED (USER_TOKEN_ON_INTERNAL_SERVICE). A control character in
+    any text field fails with INVALID_ARGUMENT (INVALID_CHARACTERS), a request
+    that is not a well-formed message with INVALID_ARGUMENT (MALFORMED_REQUEST).
 
     The sagas that move money, and where these methods fit:
 
@@ -767,8 +802,8 @@ class GoalsInternalServiceStub:
 
     Idempotent on (`payout_id`, `outcome`): a repeat returns the goal as it is.
 
-    Errors: INVALID_ARGUMENT (INVALID_GOAL_ID, INVALID_PAYOUT_OUTCOME for
-    PAYOUT_OUTCOME_UNSPECIFIED, PAYOUT_MISMATCH when `payout_id` is not the
+    Errors: INVALID_ARGUMENT (INVALID_GOAL_ID, INVALID_PAYOUT_OUTCOME for an
+    unspecified outcome, PAYOUT_MISMATCH when `payout_id` is not the
     goal's current payout); NOT_FOUND (GOAL_NOT_FOUND); FAILED_PRECONDITION
     (GOAL_NOT_RELEASED) when the goal is neither RELEASED nor WITHDRAWN.
     """
@@ -787,9 +822,14 @@ class GoalsInternalServiceStub:
 @_typing.type_check_only
 class GoalsInternalServiceAsyncStub(GoalsInternalServiceStub):
     """Goal and contribution updates for the payments service. Never routed by
-    Envoy; every call needs the service credential, and a user token is refused
-    with UNAUTHENTICATED. Every method is idempotent, because payments calls it
-    from a webhook processor that re-runs after a crash or a duplicate delivery.
+    Envoy; every call needs the service credential. Every method is idempotent,
+    because payments calls it from a webhook processor that re-runs after a
+    crash or a duplicate delivery.
+    Without the credential a call fails with UNAUTHENTICATED
+    (SERVICE_CREDENTIAL_REQUIRED); a user's token is refused with
+    PERMISSION_DENIED (USER_TOKEN_ON_INTERNAL_SERVICE). A control character in
+    any text field fails with INVALID_ARGUMENT (INVALID_CHARACTERS), a request
+    that is not a well-formed message with INVALID_ARGUMENT (MALFORMED_REQUEST).
 
     The sagas that move money, and where these methods fit:
 
@@ -880,8 +920,8 @@ class GoalsInternalServiceAsyncStub(GoalsInternalServiceStub):
 
     Idempotent on (`payout_id`, `outcome`): a repeat returns the goal as it is.
 
-    Errors: INVALID_ARGUMENT (INVALID_GOAL_ID, INVALID_PAYOUT_OUTCOME for
-    PAYOUT_OUTCOME_UNSPECIFIED, PAYOUT_MISMATCH when `payout_id` is not the
+    Errors: INVALID_ARGUMENT (INVALID_GOAL_ID, INVALID_PAYOUT_OUTCOME for an
+    unspecified outcome, PAYOUT_MISMATCH when `payout_id` is not the
     goal's current payout); NOT_FOUND (GOAL_NOT_FOUND); FAILED_PRECONDITION
     (GOAL_NOT_RELEASED) when the goal is neither RELEASED nor WITHDRAWN.
     """
@@ -899,9 +939,14 @@ class GoalsInternalServiceAsyncStub(GoalsInternalServiceStub):
 
 class GoalsInternalServiceServicer(metaclass=_abc_1.ABCMeta):
     """Goal and contribution updates for the payments service. Never routed by
-    Envoy; every call needs the service credential, and a user token is refused
-    with UNAUTHENTICATED. Every method is idempotent, because payments calls it
-    from a webhook processor that re-runs after a crash or a duplicate delivery.
+    Envoy; every call needs the service credential. Every method is idempotent,
+    because payments calls it from a webhook processor that re-runs after a
+    crash or a duplicate delivery.
+    Without the credential a call fails with UNAUTHENTICATED
+    (SERVICE_CREDENTIAL_REQUIRED); a user's token is refused with
+    PERMISSION_DENIED (USER_TOKEN_ON_INTERNAL_SERVICE). A control character in
+    any text field fails with INVALID_ARGUMENT (INVALID_CHARACTERS), a request
+    that is not a well-formed message with INVALID_ARGUMENT (MALFORMED_REQUEST).
 
     The sagas that move money, and where these methods fit:
 
@@ -1014,8 +1059,8 @@ class GoalsInternalServiceServicer(metaclass=_abc_1.ABCMeta):
 
         Idempotent on (`payout_id`, `outcome`): a repeat returns the goal as it is.
 
-        Errors: INVALID_ARGUMENT (INVALID_GOAL_ID, INVALID_PAYOUT_OUTCOME for
-        PAYOUT_OUTCOME_UNSPECIFIED, PAYOUT_MISMATCH when `payout_id` is not the
+        Errors: INVALID_ARGUMENT (INVALID_GOAL_ID, INVALID_PAYOUT_OUTCOME for an
+        unspecified outcome, PAYOUT_MISMATCH when `payout_id` is not the
         goal's current payout); NOT_FOUND (GOAL_NOT_FOUND); FAILED_PRECONDITION
         (GOAL_NOT_RELEASED) when the goal is neither RELEASED nor WITHDRAWN.
         """

@@ -257,3 +257,43 @@ class Principal(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Principal: _TypeAlias = Principal  # noqa: Y015
+
+@_typing.final
+class Revocation(_message.Message):
+    """A revocation, as IdentityInternalService.WatchRevocations streams it: a
+    session that stopped working, or a user whose roles changed.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEQ_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    REVOKED_AT_FIELD_NUMBER: _builtins.int
+    seq: _builtins.int
+    """Its position in identity's revocation log; increases with commit order."""
+    user_id: _builtins.str
+    """The user concerned (UUID)."""
+    session_id: _builtins.str
+    """The revoked session (UUID); empty when the user's roles changed, which
+    concerns every session of the user.
+    """
+    @_builtins.property
+    def revoked_at(self) -> _timestamp_pb2.Timestamp:
+        """When it was committed."""
+
+    def __init__(
+        self,
+        *,
+        seq: _builtins.int = ...,
+        user_id: _builtins.str = ...,
+        session_id: _builtins.str = ...,
+        revoked_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["revoked_at", b"revoked_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["revoked_at", b"revoked_at", "seq", b"seq", "session_id", b"session_id", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Revocation: _TypeAlias = Revocation  # noqa: Y015

@@ -30,10 +30,16 @@ class IdentityServiceStub:
     outside the platform.
 
     Authentication: every RPC except CreateUser and CreateSession needs
-    `authorization: Bearer <token>` with a token from CreateSession. Without a
-    working token the call fails with UNAUTHENTICATED: reason INVALID_TOKEN if
-    the token is missing, malformed or unknown, SESSION_EXPIRED if its session
-    has expired, SESSION_REVOKED if its session was deleted.
+    `authorization: Bearer <token>` with a token from CreateSession.
+
+    Calls that need a login fail without a token with UNAUTHENTICATED
+    (LOGIN_REQUIRED), and with an unknown, expired or revoked one with
+    UNAUTHENTICATED (INVALID_TOKEN): expired and revoked are not told apart, so a
+    token's fate cannot be probed. The service credential is refused here with
+    PERMISSION_DENIED (SERVICE_CREDENTIAL_ON_PUBLIC_SERVICE). A control character
+    (NUL included) in any text field fails with INVALID_ARGUMENT
+    (INVALID_CHARACTERS) before anything is read or written, and a request that
+    is not a well-formed message with INVALID_ARGUMENT (MALFORMED_REQUEST).
 
     Validation: a request with bad fields fails with INVALID_ARGUMENT. The
     details carry an ErrorInfo whose reason names the first problem and a
@@ -132,10 +138,16 @@ class IdentityServiceServicer:
     outside the platform.
 
     Authentication: every RPC except CreateUser and CreateSession needs
-    `authorization: Bearer <token>` with a token from CreateSession. Without a
-    working token the call fails with UNAUTHENTICATED: reason INVALID_TOKEN if
-    the token is missing, malformed or unknown, SESSION_EXPIRED if its session
-    has expired, SESSION_REVOKED if its session was deleted.
+    `authorization: Bearer <token>` with a token from CreateSession.
+
+    Calls that need a login fail without a token with UNAUTHENTICATED
+    (LOGIN_REQUIRED), and with an unknown, expired or revoked one with
+    UNAUTHENTICATED (INVALID_TOKEN): expired and revoked are not told apart, so a
+    token's fate cannot be probed. The service credential is refused here with
+    PERMISSION_DENIED (SERVICE_CREDENTIAL_ON_PUBLIC_SERVICE). A control character
+    (NUL included) in any text field fails with INVALID_ARGUMENT
+    (INVALID_CHARACTERS) before anything is read or written, and a request that
+    is not a well-formed message with INVALID_ARGUMENT (MALFORMED_REQUEST).
 
     Validation: a request with bad fields fails with INVALID_ARGUMENT. The
     details carry an ErrorInfo whose reason names the first problem and a
@@ -157,12 +169,16 @@ class IdentityServiceServicer:
         100 characters each.
 
         Errors: INVALID_ARGUMENT (INVALID_EMAIL, INVALID_USERNAME, INVALID_PHONE,
-        PASSWORD_TOO_SHORT, INVALID_NAME) with BadRequest field violations;
-        ALREADY_EXISTS (EMAIL_TAKEN, USERNAME_TAKEN).
+        PASSWORD_TOO_SHORT, PASSWORD_TOO_LONG over 1,024 characters, INVALID_NAME)
+        with BadRequest field violations;
+        ALREADY_EXISTS (EMAIL_TAKEN, USERNAME_TAKEN); RESOURCE_EXHAUSTED
+        (RATE_LIMITED) after too many registrations from one client address
+        (ErrorInfo metadata `retry_after_s`, and `retry-after` metadata, which
+        reaches HTTP clients as the Retry-After header).
 
         Not idempotent: a retry after a lost response gets ALREADY_EXISTS
         (EMAIL_TAKEN), after which the client can log in. Anyone may call it; no
-        token is needed. Envoy rate-limits this route.
+        token is needed. Envoy also rate-limits this route per client address.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -179,10 +195,15 @@ class IdentityServiceServicer:
         Errors: INVALID_ARGUMENT (MISSING_LOGIN, MISSING_PASSWORD) with BadRequest
         field violations if either is empty; UNAUTHENTICATED (INVALID_CREDENTIALS)
         for an unknown login and for a wrong password alike, with the same message
-        and comparable timing, so that accounts cannot be probed.
+        and comparable timing, so that accounts cannot be probed;
+        RESOURCE_EXHAUSTED (RATE_LIMITED) after too many failed logins from one
+        client address or against one account, whether or not the password is
+        right (ErrorInfo metadata `retry_after_s`, and `retry-after` metadata,
+        which reaches HTTP clients as the Retry-After header).
 
         Not idempotent: every successful call creates a new session. Anyone may
-        call it; no token is needed. Envoy rate-limits this route.
+        call it; no token is needed. Envoy also rate-limits this route per
+        client address.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -192,11 +213,11 @@ class IdentityServiceServicer:
         """Logs out: revokes the session whose token made the call. The token stops
         working at once.
 
-        Errors: UNAUTHENTICATED (INVALID_TOKEN, SESSION_EXPIRED, SESSION_REVOKED)
+        Errors: UNAUTHENTICATED (LOGIN_REQUIRED, INVALID_TOKEN)
         without a working token.
 
         Idempotent in effect: a retry with the same token gets UNAUTHENTICATED
-        (SESSION_REVOKED), which the client may treat as success. Any
+        (INVALID_TOKEN), which the client may treat as success. Any
         authenticated user may call it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -206,7 +227,7 @@ class IdentityServiceServicer:
     def GetCurrentUser(self, request, context):
         """Returns the calling user.
 
-        Errors: UNAUTHENTICATED (INVALID_TOKEN, SESSION_EXPIRED, SESSION_REVOKED)
+        Errors: UNAUTHENTICATED (LOGIN_REQUIRED, INVALID_TOKEN)
         without a working token.
 
         Read-only. Any authenticated user may call it.
@@ -227,8 +248,7 @@ class IdentityServiceServicer:
 
         Errors: INVALID_ARGUMENT (INVALID_PHONE, INVALID_NAME,
         INVALID_UPDATE_MASK for a path other than first_name, last_name or phone)
-        with BadRequest field violations; UNAUTHENTICATED (INVALID_TOKEN,
-        SESSION_EXPIRED, SESSION_REVOKED) without a working token.
+        with BadRequest field violations; UNAUTHENTICATED (LOGIN_REQUIRED, INVALID_TOKEN) without a working token.
 
         Idempotent: the same request leaves the same profile. Any authenticated
         user may call it, for their own profile only.
@@ -242,7 +262,7 @@ class IdentityServiceServicer:
         newest first. The session making the call has `current` set.
 
         Errors: INVALID_ARGUMENT (INVALID_PAGE_TOKEN, INVALID_PAGE_SIZE) for bad
-        paging; UNAUTHENTICATED (INVALID_TOKEN, SESSION_EXPIRED, SESSION_REVOKED)
+        paging; UNAUTHENTICATED (LOGIN_REQUIRED, INVALID_TOKEN)
         without a working token.
 
         Read-only. Any authenticated user may call it, for their own sessions
@@ -259,8 +279,7 @@ class IdentityServiceServicer:
 
         Errors: INVALID_ARGUMENT (INVALID_SESSION_ID) for a malformed id;
         NOT_FOUND (SESSION_NOT_FOUND) if the session does not exist or belongs to
-        another user; UNAUTHENTICATED (INVALID_TOKEN, SESSION_EXPIRED,
-        SESSION_REVOKED) without a working token.
+        another user; UNAUTHENTICATED (LOGIN_REQUIRED, INVALID_TOKEN) without a working token.
 
         Idempotent: revoking a session that is already revoked or expired
         succeeds and changes nothing. Any authenticated user may call it, for
@@ -277,8 +296,10 @@ class IdentityServiceServicer:
 
         Errors: FAILED_PRECONDITION (EMAIL_ALREADY_VERIFIED); UNAVAILABLE
         (DELIVERY_FAILED) if the mail could not be sent, in which case no code is
-        kept; UNAUTHENTICATED (INVALID_TOKEN, SESSION_EXPIRED, SESSION_REVOKED)
-        without a working token.
+        kept; RESOURCE_EXHAUSTED (RATE_LIMITED) after 5 codes for this user in an
+        hour, or too many from one client address (ErrorInfo metadata
+        `retry_after_s`; HTTP clients get Retry-After); UNAUTHENTICATED
+        (LOGIN_REQUIRED, INVALID_TOKEN) without a working token.
 
         Not idempotent: every call sends a new code. Any authenticated user may
         call it, for their own email only.
@@ -297,8 +318,10 @@ class IdentityServiceServicer:
         been tried: the code is void and a new one must be requested;
         FAILED_PRECONDITION (CODE_EXPIRED) after 10 minutes; FAILED_PRECONDITION
         (NO_PENDING_CODE) if no code was requested; FAILED_PRECONDITION
-        (EMAIL_ALREADY_VERIFIED); UNAUTHENTICATED (INVALID_TOKEN,
-        SESSION_EXPIRED, SESSION_REVOKED) without a working token.
+        (EMAIL_ALREADY_VERIFIED); RESOURCE_EXHAUSTED (RATE_LIMITED) after 10
+        guesses in an hour for this user, across every code requested in it (a
+        new code does not reset this), with ErrorInfo metadata `retry_after_s`
+        (HTTP clients get Retry-After); UNAUTHENTICATED (LOGIN_REQUIRED, INVALID_TOKEN) without a working token.
 
         Not idempotent: a code works once. Any authenticated user may call it,
         for their own email only.
@@ -314,8 +337,8 @@ class IdentityServiceServicer:
 
         Errors: FAILED_PRECONDITION (PHONE_NOT_SET, PHONE_ALREADY_VERIFIED);
         UNAVAILABLE (DELIVERY_FAILED) if the SMS could not be sent, in which case
-        no code is kept; UNAUTHENTICATED (INVALID_TOKEN, SESSION_EXPIRED,
-        SESSION_REVOKED) without a working token.
+        no code is kept; RESOURCE_EXHAUSTED (RATE_LIMITED) as for
+        RequestEmailVerification; UNAUTHENTICATED (LOGIN_REQUIRED, INVALID_TOKEN) without a working token.
 
         Not idempotent: every call sends a new code. Any authenticated user may
         call it, for their own phone only.
@@ -331,8 +354,9 @@ class IdentityServiceServicer:
         Errors: as VerifyEmail, with PHONE_ALREADY_VERIFIED in place of
         EMAIL_ALREADY_VERIFIED: INVALID_ARGUMENT (INVALID_CODE);
         FAILED_PRECONDITION (TOO_MANY_ATTEMPTS, CODE_EXPIRED, NO_PENDING_CODE,
-        PHONE_ALREADY_VERIFIED); UNAUTHENTICATED (INVALID_TOKEN, SESSION_EXPIRED,
-        SESSION_REVOKED) without a working token.
+        PHONE_ALREADY_VERIFIED); RESOURCE_EXHAUSTED (RATE_LIMITED);
+        UNAUTHENTICATED (LOGIN_REQUIRED, INVALID_TOKEN) without
+        a working token.
 
         Not idempotent: a code works once. Any authenticated user may call it,
         for their own phone only.
@@ -345,8 +369,7 @@ class IdentityServiceServicer:
         """Lists every role, sorted by name.
 
         Errors: PERMISSION_DENIED (MISSING_PERMISSION) for a caller without
-        `admin:*`; UNAUTHENTICATED (INVALID_TOKEN, SESSION_EXPIRED,
-        SESSION_REVOKED) without a working token.
+        `admin:*`; UNAUTHENTICATED (LOGIN_REQUIRED, INVALID_TOKEN) without a working token.
 
         Read-only. Admins only.
         """
@@ -365,8 +388,7 @@ class IdentityServiceServicer:
         Errors: INVALID_ARGUMENT (INVALID_ROLE_NAME, INVALID_PERMISSION,
         INVALID_DESCRIPTION) with BadRequest field violations; ALREADY_EXISTS
         (ROLE_NAME_TAKEN); PERMISSION_DENIED (MISSING_PERMISSION) for a caller
-        without `admin:*`; UNAUTHENTICATED (INVALID_TOKEN, SESSION_EXPIRED,
-        SESSION_REVOKED) without a working token.
+        without `admin:*`; UNAUTHENTICATED (LOGIN_REQUIRED, INVALID_TOKEN) without a working token.
 
         Not idempotent: a retry after a lost response gets ALREADY_EXISTS
         (ROLE_NAME_TAKEN). Admins only.
@@ -377,12 +399,13 @@ class IdentityServiceServicer:
 
     def AssignRole(self, request, context):
         """Gives a user a role. The user's permissions change on their next
-        authenticated call, once cached principals expire (seconds).
+        authenticated call at every service: identity pushes the change to their
+        caches (WatchRevocations) before this call returns.
 
         Errors: INVALID_ARGUMENT (INVALID_USER_ID, INVALID_ROLE_NAME) with
         BadRequest field violations; NOT_FOUND (USER_NOT_FOUND, ROLE_NOT_FOUND);
         PERMISSION_DENIED (MISSING_PERMISSION) for a caller without `admin:*`;
-        UNAUTHENTICATED (INVALID_TOKEN, SESSION_EXPIRED, SESSION_REVOKED) without
+        UNAUTHENTICATED (LOGIN_REQUIRED, INVALID_TOKEN) without
         a working token.
 
         Idempotent: assigning a role the user already holds returns the user
@@ -394,14 +417,14 @@ class IdentityServiceServicer:
 
     def RevokeRole(self, request, context):
         """Takes a role away from a user. The user's permissions change on their
-        next authenticated call, once cached principals expire (seconds).
+        next authenticated call at every service: identity pushes the change to
+        their caches (WatchRevocations) before this call returns.
 
         Errors: INVALID_ARGUMENT (INVALID_USER_ID, INVALID_ROLE_NAME) with
         BadRequest field violations; NOT_FOUND (USER_NOT_FOUND, ROLE_NOT_FOUND);
         FAILED_PRECONDITION (LAST_ADMIN) if this would leave no user with
         `admin:*`; PERMISSION_DENIED (MISSING_PERMISSION) for a caller without
-        `admin:*`; UNAUTHENTICATED (INVALID_TOKEN, SESSION_EXPIRED,
-        SESSION_REVOKED) without a working token.
+        `admin:*`; UNAUTHENTICATED (LOGIN_REQUIRED, INVALID_TOKEN) without a working token.
 
         Idempotent: revoking a role the user does not hold returns the user
         unchanged. Admins only.
@@ -501,10 +524,16 @@ class IdentityService:
     outside the platform.
 
     Authentication: every RPC except CreateUser and CreateSession needs
-    `authorization: Bearer <token>` with a token from CreateSession. Without a
-    working token the call fails with UNAUTHENTICATED: reason INVALID_TOKEN if
-    the token is missing, malformed or unknown, SESSION_EXPIRED if its session
-    has expired, SESSION_REVOKED if its session was deleted.
+    `authorization: Bearer <token>` with a token from CreateSession.
+
+    Calls that need a login fail without a token with UNAUTHENTICATED
+    (LOGIN_REQUIRED), and with an unknown, expired or revoked one with
+    UNAUTHENTICATED (INVALID_TOKEN): expired and revoked are not told apart, so a
+    token's fate cannot be probed. The service credential is refused here with
+    PERMISSION_DENIED (SERVICE_CREDENTIAL_ON_PUBLIC_SERVICE). A control character
+    (NUL included) in any text field fails with INVALID_ARGUMENT
+    (INVALID_CHARACTERS) before anything is read or written, and a request that
+    is not a well-formed message with INVALID_ARGUMENT (MALFORMED_REQUEST).
 
     Validation: a request with bad fields fails with INVALID_ARGUMENT. The
     details carry an ErrorInfo whose reason names the first problem and a
@@ -924,8 +953,12 @@ class IdentityService:
 class IdentityInternalServiceStub:
     """Identity operations for the other GoFund services. Never routed by Envoy;
     every call needs the service credential, and a user's session token is
-    never accepted in its place: without the credential a call fails with
-    UNAUTHENTICATED (INVALID_SERVICE_CREDENTIAL).
+    never accepted in its place.
+    Without the credential a call fails with UNAUTHENTICATED
+    (SERVICE_CREDENTIAL_REQUIRED); a user's token is refused with
+    PERMISSION_DENIED (USER_TOKEN_ON_INTERNAL_SERVICE). A control character in
+    any text field fails with INVALID_ARGUMENT (INVALID_CHARACTERS), a request
+    that is not a well-formed message with INVALID_ARGUMENT (MALFORMED_REQUEST).
     """
 
     def __init__(self, channel):
@@ -949,13 +982,22 @@ class IdentityInternalServiceStub:
                 request_serializer=gofund_dot_identity_dot_v1_dot_identity__service__pb2.BatchGetUsersRequest.SerializeToString,
                 response_deserializer=gofund_dot_identity_dot_v1_dot_identity__service__pb2.BatchGetUsersResponse.FromString,
                 _registered_method=True)
+        self.WatchRevocations = channel.unary_stream(
+                '/gofund.identity.v1.IdentityInternalService/WatchRevocations',
+                request_serializer=gofund_dot_identity_dot_v1_dot_identity__service__pb2.WatchRevocationsRequest.SerializeToString,
+                response_deserializer=gofund_dot_identity_dot_v1_dot_identity__service__pb2.WatchRevocationsResponse.FromString,
+                _registered_method=True)
 
 
 class IdentityInternalServiceServicer:
     """Identity operations for the other GoFund services. Never routed by Envoy;
     every call needs the service credential, and a user's session token is
-    never accepted in its place: without the credential a call fails with
-    UNAUTHENTICATED (INVALID_SERVICE_CREDENTIAL).
+    never accepted in its place.
+    Without the credential a call fails with UNAUTHENTICATED
+    (SERVICE_CREDENTIAL_REQUIRED); a user's token is refused with
+    PERMISSION_DENIED (USER_TOKEN_ON_INTERNAL_SERVICE). A control character in
+    any text field fails with INVALID_ARGUMENT (INVALID_CHARACTERS), a request
+    that is not a well-formed message with INVALID_ARGUMENT (MALFORMED_REQUEST).
     """
 
     def Authenticate(self, request, context):
@@ -964,8 +1006,7 @@ class IdentityInternalServiceServicer:
         session's `last_seen_at`.
 
         Errors: UNAUTHENTICATED (INVALID_TOKEN) if the token is empty, malformed
-        or unknown; UNAUTHENTICATED (SESSION_EXPIRED) if the session has expired;
-        UNAUTHENTICATED (SESSION_REVOKED) if the session was deleted.
+        or unknown, or its session has expired or was revoked (not told apart).
 
         Idempotent: the answer depends only on the token and current state; the
         only write is `last_seen_at`. Only GoFund services may call it, with the
@@ -1001,6 +1042,30 @@ class IdentityInternalServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchRevocations(self, request, context):
+        """Streams revocations as they commit, so a service that caches
+        Authenticate answers can drop them at once: a revoked session (logout,
+        DeleteSession) and a user whose roles changed (every session of that
+        user). Every identity replica sends every revocation, whichever replica
+        made it.
+
+        Without `after_seq`, the first message carries no revocations and the
+        current `seq`: from then on the subscriber is live. With `after_seq` set,
+        the revocations committed after it are sent first, so a subscriber that reconnects with
+        the last `seq` it saw misses nothing; if they are no longer kept (older
+        than an hour), the first message has `reset` set and the subscriber must
+        drop everything it cached. The stream never ends on its own; a
+        subscriber reconnects when it breaks.
+
+        Errors: UNAVAILABLE (REVOCATION_FEED_UNAVAILABLE) while identity is not
+        receiving revocations from its database.
+
+        Read-only. Only GoFund services may call it, with the service credential.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_IdentityInternalServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -1019,6 +1084,11 @@ def add_IdentityInternalServiceServicer_to_server(servicer, server):
                     request_deserializer=gofund_dot_identity_dot_v1_dot_identity__service__pb2.BatchGetUsersRequest.FromString,
                     response_serializer=gofund_dot_identity_dot_v1_dot_identity__service__pb2.BatchGetUsersResponse.SerializeToString,
             ),
+            'WatchRevocations': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchRevocations,
+                    request_deserializer=gofund_dot_identity_dot_v1_dot_identity__service__pb2.WatchRevocationsRequest.FromString,
+                    response_serializer=gofund_dot_identity_dot_v1_dot_identity__service__pb2.WatchRevocationsResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'gofund.identity.v1.IdentityInternalService', rpc_method_handlers)
@@ -1030,8 +1100,12 @@ def add_IdentityInternalServiceServicer_to_server(servicer, server):
 class IdentityInternalService:
     """Identity operations for the other GoFund services. Never routed by Envoy;
     every call needs the service credential, and a user's session token is
-    never accepted in its place: without the credential a call fails with
-    UNAUTHENTICATED (INVALID_SERVICE_CREDENTIAL).
+    never accepted in its place.
+    Without the credential a call fails with UNAUTHENTICATED
+    (SERVICE_CREDENTIAL_REQUIRED); a user's token is refused with
+    PERMISSION_DENIED (USER_TOKEN_ON_INTERNAL_SERVICE). A control character in
+    any text field fails with INVALID_ARGUMENT (INVALID_CHARACTERS), a request
+    that is not a well-formed message with INVALID_ARGUMENT (MALFORMED_REQUEST).
     """
 
     @staticmethod
@@ -1105,6 +1179,33 @@ class IdentityInternalService:
             '/gofund.identity.v1.IdentityInternalService/BatchGetUsers',
             gofund_dot_identity_dot_v1_dot_identity__service__pb2.BatchGetUsersRequest.SerializeToString,
             gofund_dot_identity_dot_v1_dot_identity__service__pb2.BatchGetUsersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchRevocations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/gofund.identity.v1.IdentityInternalService/WatchRevocations',
+            gofund_dot_identity_dot_v1_dot_identity__service__pb2.WatchRevocationsRequest.SerializeToString,
+            gofund_dot_identity_dot_v1_dot_identity__service__pb2.WatchRevocationsResponse.FromString,
             options,
             channel_credentials,
             insecure,

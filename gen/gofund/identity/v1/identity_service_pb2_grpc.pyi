@@ -31,10 +31,16 @@ class IdentityServiceStub:
     outside the platform.
 
     Authentication: every RPC except CreateUser and CreateSession needs
-    `authorization: Bearer <token>` with a token from CreateSession. Without a
-    working token the call fails with UNAUTHENTICATED: reason INVALID_TOKEN if
-    the token is missing, malformed or unknown, SESSION_EXPIRED if its session
-    has expired, SESSION_REVOKED if its session was deleted.
+    `authorization: Bearer <token>` with a token from CreateSession.
+
+    Calls that need a login fail without a token with UNAUTHENTICATED
+    (LOGIN_REQUIRED), and with an unknown, expired or revoked one with
+    UNAUTHENTICATED (INVALID_TOKEN): expired and revoked are not told apart, so a
+    token's fate cannot be probed. The service credential is refused here with
+    PERMISSION_DENIED (SERVICE_CREDENTIAL_ON_PUBLIC_SERVICE). A control character
+    (NUL included) in any text field fails with INVALID_ARGUMENT
+    (INVALID_CHARACTERS) before anything is read or written, and a request that
+    is not a well-formed message with INVALID_ARGUMENT (MALFORMED_REQUEST).
 
     Validation: a request with bad fields fails with INVALID_ARGUMENT. The
     details carry an ErrorInfo whose reason names the first problem and a
@@ -60,12 +66,16 @@ class IdentityServiceStub:
     100 characters each.
 
     Errors: INVALID_ARGUMENT (INVALID_EMAIL, INVALID_USERNAME, INVALID_PHONE,
-    PASSWORD_TOO_SHORT, INVALID_NAME) with BadRequest field violations;
-    ALREADY_EXISTS (EMAIL_TAKEN, USERNAME_TAKEN).
+    PASSWORD_TOO_SHORT, PASSWORD_TOO_LONG over 1,024 characters, INVALID_NAME)
+    with BadRequest field violations;
+    ALREADY_EXISTS (EMAIL_TAKEN, USERNAME_TAKEN); RESOURCE_EXHAUSTED
+    (RATE_LIMITED) after too many registrations from one client address
+    (ErrorInfo metadata `retry_after_s`, and `retry-after` metadata, which
+    reaches HTTP clients as the Retry-After header).
 
     Not idempotent: a retry after a lost response gets ALREADY_EXISTS
     (EMAIL_TAKEN), after which the client can log in. Anyone may call it; no
-    token is needed. Envoy rate-limits this route.
+    token is needed. Envoy also rate-limits this route per client address.
     """
     CreateSession: _grpc.UnaryUnaryMultiCallable[_identity_service_pb2.CreateSessionRequest, _identity_service_pb2.CreateSessionResponse]
     """Logs in with an email or username and a password, and creates a session.
@@ -78,26 +88,31 @@ class IdentityServiceStub:
     Errors: INVALID_ARGUMENT (MISSING_LOGIN, MISSING_PASSWORD) with BadRequest
     field violations if either is empty; UNAUTHENTICATED (INVALID_CREDENTIALS)
     for an unknown login and for a wrong password alike, with the same message
-    and comparable timing, so that accounts cannot be probed.
+    and comparable timing, so that accounts cannot be probed;
+    RESOURCE_EXHAUSTED (RATE_LIMITED) after too many failed logins from one
+    client address or against one account, whether or not the password is
+    right (ErrorInfo metadata `retry_after_s`, and `retry-after` metadata,
+    which reaches HTTP clients as the Retry-After header).
 
     Not idempotent: every successful call creates a new session. Anyone may
-    call it; no token is needed. Envoy rate-limits this route.
+    call it; no token is needed. Envoy also rate-limits this route per
+    client address.
     """
     DeleteCurrentSession: _grpc.UnaryUnaryMultiCallable[_identity_service_pb2.DeleteCurrentSessionRequest, _identity_service_pb2.DeleteCurrentSessionResponse]
     """Logs out: revokes the session whose token made the call. The token stops
     working at once.
 
-    Errors: UNAUTHENTICATED (INVALID_TOKEN, SESSION_EXPIRED, SESSION_REVOKED)
+    Errors: UNAUTHENTICATED (LOGIN_REQUIRED, INVALID_TOKEN)
     without a working token.
 
     Idempotent in effect: a retry with the same token gets UNAUTHENTICATED
-    (SESSION_REVOKED), which the client may treat as success. Any
+    (INVALID_TOKEN), which the client may treat as success. Any
     authenticated user may call it.
     """
     GetCurrentUser: _grpc.UnaryUnaryMultiCallable[_identity_service_pb2.GetCurrentUserRequest, _identity_service_pb2.GetCurrentUserResponse]
     """Returns the calling user.
 
-    Errors: UNAUTHENTICATED (INVALID_TOKEN, SESSION_EXPIRED, SESSION_REVOKED)
+    Errors: UNAUTHENTICATED (LOGIN_REQUIRED, INVALID_TOKEN)
     without a working token.
 
     Read-only. Any authenticated user may call it.
@@ -114,8 +129,7 @@ class IdentityServiceStub:
 
     Errors: INVALID_ARGUMENT (INVALID_PHONE, INVALID_NAME,
     INVALID_UPDATE_MASK for a path other than first_name, last_name or phone)
-    with BadRequest field violations; UNAUTHENTICATED (INVALID_TOKEN,
-    SESSION_EXPIRED, SESSION_REVOKED) without a working token.
+    with BadRequest field violations; UNAUTHENTICATED (LOGIN_REQUIRED, INVALID_TOKEN) without a working token.
 
     Idempotent: the same request leaves the same profile. Any authenticated
     user may call it, for their own profile only.
@@ -125,7 +139,7 @@ class IdentityServiceStub:
     newest first. The session making the call has `current` set.
 
     Errors: INVALID_ARGUMENT (INVALID_PAGE_TOKEN, INVALID_PAGE_SIZE) for bad
-    paging; UNAUTHENTICATED (INVALID_TOKEN, SESSION_EXPIRED, SESSION_REVOKED)
+    paging; UNAUTHENTICATED (LOGIN_REQUIRED, INVALID_TOKEN)
     without a working token.
 
     Read-only. Any authenticated user may call it, for their own sessions
@@ -138,8 +152,7 @@ class IdentityServiceStub:
 
     Errors: INVALID_ARGUMENT (INVALID_SESSION_ID) for a malformed id;
     NOT_FOUND (SESSION_NOT_FOUND) if the session does not exist or belongs to
-    another user; UNAUTHENTICATED (INVALID_TOKEN, SESSION_EXPIRED,
-    SESSION_REVOKED) without a working token.
+    another user; UNAUTHENTICATED (LOGIN_REQUIRED, INVALID_TOKEN) without a working token.
 
     Idempotent: revoking a session that is already revoked or expired
     succeeds and changes nothing. Any authenticated user may call it, for
@@ -152,8 +165,10 @@ class IdentityServiceStub:
 
     Errors: FAILED_PRECONDITION (EMAIL_ALREADY_VERIFIED); UNAVAILABLE
     (DELIVERY_FAILED) if the mail could not be sent, in which case no code is
-    kept; UNAUTHENTICATED (INVALID_TOKEN, SESSION_EXPIRED, SESSION_REVOKED)
-    without a working token.
+    kept; RESOURCE_EXHAUSTED (RATE_LIMITED) after 5 codes for this user in an
+    hour, or too many from one client address (ErrorInfo metadata
+    `retry_after_s`; HTTP clients get Retry-After); UNAUTHENTICATED
+    (LOGIN_REQUIRED, INVALID_TOKEN) without a working token.
 
     Not idempotent: every call sends a new code. Any authenticated user may
     call it, for their own email only.
@@ -168,8 +183,10 @@ class IdentityServiceStub:
     been tried: the code is void and a new one must be requested;
     FAILED_PRECONDITION (CODE_EXPIRED) after 10 minutes; FAILED_PRECONDITION
     (NO_PENDING_CODE) if no code was requested; FAILED_PRECONDITION
-    (EMAIL_ALREADY_VERIFIED); UNAUTHENTICATED (INVALID_TOKEN,
-    SESSION_EXPIRED, SESSION_REVOKED) without a working token.
+    (EMAIL_ALREADY_VERIFIED); RESOURCE_EXHAUSTED (RATE_LIMITED) after 10
+    guesses in an hour for this user, across every code requested in it (a
+    new code does not reset this), with ErrorInfo metadata `retry_after_s`
+    (HTTP clients get Retry-After); UNAUTHENTICATED (LOGIN_REQUIRED, INVALID_TOKEN) without a working token.
 
     Not idempotent: a code works once. Any authenticated user may call it,
     for their own email only.
@@ -181,8 +198,8 @@ class IdentityServiceStub:
 
     Errors: FAILED_PRECONDITION (PHONE_NOT_SET, PHONE_ALREADY_VERIFIED);
     UNAVAILABLE (DELIVERY_FAILED) if the SMS could not be sent, in which case
-    no code is kept; UNAUTHENTICATED (INVALID_TOKEN, SESSION_EXPIRED,
-    SESSION_REVOKED) without a working token.
+    no code is kept; RESOURCE_EXHAUSTED (RATE_LIMITED) as for
+    RequestEmailVerification; UNAUTHENTICATED (LOGIN_REQUIRED, INVALID_TOKEN) without a working token.
 
     Not idempotent: every call sends a new code. Any authenticated user may
     call it, for their own phone only.
@@ -194,8 +211,9 @@ class IdentityServiceStub:
     Errors: as VerifyEmail, with PHONE_ALREADY_VERIFIED in place of
     EMAIL_ALREADY_VERIFIED: INVALID_ARGUMENT (INVALID_CODE);
     FAILED_PRECONDITION (TOO_MANY_ATTEMPTS, CODE_EXPIRED, NO_PENDING_CODE,
-    PHONE_ALREADY_VERIFIED); UNAUTHENTICATED (INVALID_TOKEN, SESSION_EXPIRED,
-    SESSION_REVOKED) without a working token.
+    PHONE_ALREADY_VERIFIED); RESOURCE_EXHAUSTED (RATE_LIMITED);
+    UNAUTHENTICATED (LOGIN_REQUIRED, INVALID_TOKEN) without
+    a working token.
 
     Not idempotent: a code works once. Any authenticated user may call it,
     for their own phone only.
@@ -204,8 +222,7 @@ class IdentityServiceStub:
     """Lists every role, sorted by name.
 
     Errors: PERMISSION_DENIED (MISSING_PERMISSION) for a caller without
-    `admin:*`; UNAUTHENTICATED (INVALID_TOKEN, SESSION_EXPIRED,
-    SESSION_REVOKED) without a working token.
+    `admin:*`; UNAUTHENTICATED (LOGIN_REQUIRED, INVALID_TOKEN) without a working token.
 
     Read-only. Admins only.
     """
@@ -220,20 +237,20 @@ class IdentityServiceStub:
     Errors: INVALID_ARGUMENT (INVALID_ROLE_NAME, INVALID_PERMISSION,
     INVALID_DESCRIPTION) with BadRequest field violations; ALREADY_EXISTS
     (ROLE_NAME_TAKEN); PERMISSION_DENIED (MISSING_PERMISSION) for a caller
-    without `admin:*`; UNAUTHENTICATED (INVALID_TOKEN, SESSION_EXPIRED,
-    SESSION_REVOKED) without a working token.
+    without `admin:*`; UNAUTHENTICATED (LOGIN_REQUIRED, INVALID_TOKEN) without a working token.
 
     Not idempotent: a retry after a lost response gets ALREADY_EXISTS
     (ROLE_NAME_TAKEN). Admins only.
     """
     AssignRole: _grpc.UnaryUnaryMultiCallable[_identity_service_pb2.AssignRoleRequest, _identity_service_pb2.AssignRoleResponse]
     """Gives a user a role. The user's permissions change on their next
-    authenticated call, once cached principals expire (seconds).
+    authenticated call at every service: identity pushes the change to their
+    caches (WatchRevocations) before this call returns.
 
     Errors: INVALID_ARGUMENT (INVALID_USER_ID, INVALID_ROLE_NAME) with
     BadRequest field violations; NOT_FOUND (USER_NOT_FOUND, ROLE_NOT_FOUND);
     PERMISSION_DENIED (MISSING_PERMISSION) for a caller without `admin:*`;
-    UNAUTHENTICATED (INVALID_TOKEN, SESSION_EXPIRED, SESSION_REVOKED) without
+    UNAUTHENTICATED (LOGIN_REQUIRED, INVALID_TOKEN) without
     a working token.
 
     Idempotent: assigning a role the user already holds returns the user
@@ -241,14 +258,14 @@ class IdentityServiceStub:
     """
     RevokeRole: _grpc.UnaryUnaryMultiCallable[_identity_service_pb2.RevokeRoleRequest, _identity_service_pb2.RevokeRoleResponse]
     """Takes a role away from a user. The user's permissions change on their
-    next authenticated call, once cached principals expire (seconds).
+    next authenticated call at every service: identity pushes the change to
+    their caches (WatchRevocations) before this call returns.
 
     Errors: INVALID_ARGUMENT (INVALID_USER_ID, INVALID_ROLE_NAME) with
     BadRequest field violations; NOT_FOUND (USER_NOT_FOUND, ROLE_NOT_FOUND);
     FAILED_PRECONDITION (LAST_ADMIN) if this would leave no user with
     `admin:*`; PERMISSION_DENIED (MISSING_PERMISSION) for a caller without
-    `admin:*`; UNAUTHENTICATED (INVALID_TOKEN, SESSION_EXPIRED,
-    SESSION_REVOKED) without a working token.
+    `admin:*`; UNAUTHENTICATED (LOGIN_REQUIRED, INVALID_TOKEN) without a working token.
 
     Idempotent: revoking a role the user does not hold returns the user
     unchanged. Admins only.
@@ -260,10 +277,16 @@ class IdentityServiceAsyncStub(IdentityServiceStub):
     outside the platform.
 
     Authentication: every RPC except CreateUser and CreateSession needs
-    `authorization: Bearer <token>` with a token from CreateSession. Without a
-    working token the call fails with UNAUTHENTICATED: reason INVALID_TOKEN if
-    the token is missing, malformed or unknown, SESSION_EXPIRED if its session
-    has expired, SESSION_REVOKED if its session was deleted.
+    `authorization: Bearer <token>` with a token from CreateSession.
+
+    Calls that need a login fail without a token with UNAUTHENTICATED
+    (LOGIN_REQUIRED), and with an unknown, expired or revoked one with
+    UNAUTHENTICATED (INVALID_TOKEN): expired and revoked are not told apart, so a
+    token's fate cannot be probed. The service credential is refused here with
+    PERMISSION_DENIED (SERVICE_CREDENTIAL_ON_PUBLIC_SERVICE). A control character
+    (NUL included) in any text field fails with INVALID_ARGUMENT
+    (INVALID_CHARACTERS) before anything is read or written, and a request that
+    is not a well-formed message with INVALID_ARGUMENT (MALFORMED_REQUEST).
 
     Validation: a request with bad fields fails with INVALID_ARGUMENT. The
     details carry an ErrorInfo whose reason names the first problem and a
@@ -286,12 +309,16 @@ class IdentityServiceAsyncStub(IdentityServiceStub):
     100 characters each.
 
     Errors: INVALID_ARGUMENT (INVALID_EMAIL, INVALID_USERNAME, INVALID_PHONE,
-    PASSWORD_TOO_SHORT, INVALID_NAME) with BadRequest field violations;
-    ALREADY_EXISTS (EMAIL_TAKEN, USERNAME_TAKEN).
+    PASSWORD_TOO_SHORT, PASSWORD_TOO_LONG over 1,024 characters, INVALID_NAME)
+    with BadRequest field violations;
+    ALREADY_EXISTS (EMAIL_TAKEN, USERNAME_TAKEN); RESOURCE_EXHAUSTED
+    (RATE_LIMITED) after too many registrations from one client address
+    (ErrorInfo metadata `retry_after_s`, and `retry-after` metadata, which
+    reaches HTTP clients as the Retry-After header).
 
     Not idempotent: a retry after a lost response gets ALREADY_EXISTS
     (EMAIL_TAKEN), after which the client can log in. Anyone may call it; no
-    token is needed. Envoy rate-limits this route.
+    token is needed. Envoy also rate-limits this route per client address.
     """
     CreateSession: _aio.UnaryUnaryMultiCallable[_identity_service_pb2.CreateSessionRequest, _identity_service_pb2.CreateSessionResponse]  # type: ignore[assignment]
     """Logs in with an email or username and a password, and creates a session.
@@ -304,26 +331,31 @@ class IdentityServiceAsyncStub(IdentityServiceStub):
     Errors: INVALID_ARGUMENT (MISSING_LOGIN, MISSING_PASSWORD) with BadRequest
     field violations if either is empty; UNAUTHENTICATED (INVALID_CREDENTIALS)
     for an unknown login and for a wrong password alike, with the same message
-    and comparable timing, so that accounts cannot be probed.
+    and comparable timing, so that accounts cannot be probed;
+    RESOURCE_EXHAUSTED (RATE_LIMITED) after too many failed logins from one
+    client address or against one account, whether or not the password is
+    right (ErrorInfo metadata `retry_after_s`, and `retry-after` metadata,
+    which reaches HTTP clients as the Retry-After header).
 
     Not idempotent: every successful call creates a new session. Anyone may
-    call it; no token is needed. Envoy rate-limits this route.
+    call it; no token is needed. Envoy also rate-limits this route per
+    client address.
     """
     DeleteCurrentSession: _aio.UnaryUnaryMultiCallable[_identity_service_pb2.DeleteCurrentSessionRequest, _identity_service_pb2.DeleteCurrentSessionResponse]  # type: ignore[assignment]
     """Logs out: revokes the session whose token made the call. The token stops
     working at once.
 
-    Errors: UNAUTHENTICATED (INVALID_TOKEN, SESSION_EXPIRED, SESSION_REVOKED)
+    Errors: UNAUTHENTICATED (LOGIN_REQUIRED, INVALID_TOKEN)
     without a working token.
 
     Idempotent in effect: a retry with the same token gets UNAUTHENTICATED
-    (SESSION_REVOKED), which the client may treat as success. Any
+    (INVALID_TOKEN), which the client may treat as success. Any
     authenticated user may call it.
     """
     GetCurrentUser: _aio.UnaryUnaryMultiCallable[_identity_service_pb2.GetCurrentUserRequest, _identity_service_pb2.GetCurrentUserResponse]  # type: ignore[assignment]
     """Returns the calling user.
 
-    Errors: UNAUTHENTICATED (INVALID_TOKEN, SESSION_EXPIRED, SESSION_REVOKED)
+    Errors: UNAUTHENTICATED (LOGIN_REQUIRED, INVALID_TOKEN)
     without a working token.
 
     Read-only. Any authenticated user may call it.
@@ -340,8 +372,7 @@ class IdentityServiceAsyncStub(IdentityServiceStub):
 
     Errors: INVALID_ARGUMENT (INVALID_PHONE, INVALID_NAME,
     INVALID_UPDATE_MASK for a path other than first_name, last_name or phone)
-    with BadRequest field violations; UNAUTHENTICATED (INVALID_TOKEN,
-    SESSION_EXPIRED, SESSION_REVOKED) without a working token.
+    with BadRequest field violations; UNAUTHENTICATED (LOGIN_REQUIRED, INVALID_TOKEN) without a working token.
 
     Idempotent: the same request leaves the same profile. Any authenticated
     user may call it, for their own profile only.
@@ -351,7 +382,7 @@ class IdentityServiceAsyncStub(IdentityServiceStub):
     newest first. The session making the call has `current` set.
 
     Errors: INVALID_ARGUMENT (INVALID_PAGE_TOKEN, INVALID_PAGE_SIZE) for bad
-    paging; UNAUTHENTICATED (INVALID_TOKEN, SESSION_EXPIRED, SESSION_REVOKED)
+    paging; UNAUTHENTICATED (LOGIN_REQUIRED, INVALID_TOKEN)
     without a working token.
 
     Read-only. Any authenticated user may call it, for their own sessions
@@ -364,8 +395,7 @@ class IdentityServiceAsyncStub(IdentityServiceStub):
 
     Errors: INVALID_ARGUMENT (INVALID_SESSION_ID) for a malformed id;
     NOT_FOUND (SESSION_NOT_FOUND) if the session does not exist or belongs to
-    another user; UNAUTHENTICATED (INVALID_TOKEN, SESSION_EXPIRED,
-    SESSION_REVOKED) without a working token.
+    another user; UNAUTHENTICATED (LOGIN_REQUIRED, INVALID_TOKEN) without a working token.
 
     Idempotent: revoking a session that is already revoked or expired
     succeeds and changes nothing. Any authenticated user may call it, for
@@ -378,8 +408,10 @@ class IdentityServiceAsyncStub(IdentityServiceStub):
 
     Errors: FAILED_PRECONDITION (EMAIL_ALREADY_VERIFIED); UNAVAILABLE
     (DELIVERY_FAILED) if the mail could not be sent, in which case no code is
-    kept; UNAUTHENTICATED (INVALID_TOKEN, SESSION_EXPIRED, SESSION_REVOKED)
-    without a working token.
+    kept; RESOURCE_EXHAUSTED (RATE_LIMITED) after 5 codes for this user in an
+    hour, or too many from one client address (ErrorInfo metadata
+    `retry_after_s`; HTTP clients get Retry-After); UNAUTHENTICATED
+    (LOGIN_REQUIRED, INVALID_TOKEN) without a working token.
 
     Not idempotent: every call sends a new code. Any authenticated user may
     call it, for their own email only.
@@ -394,8 +426,10 @@ class IdentityServiceAsyncStub(IdentityServiceStub):
     been tried: the code is void and a new one must be requested;
     FAILED_PRECONDITION (CODE_EXPIRED) after 10 minutes; FAILED_PRECONDITION
     (NO_PENDING_CODE) if no code was requested; FAILED_PRECONDITION
-    (EMAIL_ALREADY_VERIFIED); UNAUTHENTICATED (INVALID_TOKEN,
-    SESSION_EXPIRED, SESSION_REVOKED) without a working token.
+    (EMAIL_ALREADY_VERIFIED); RESOURCE_EXHAUSTED (RATE_LIMITED) after 10
+    guesses in an hour for this user, across every code requested in it (a
+    new code does not reset this), with ErrorInfo metadata `retry_after_s`
+    (HTTP clients get Retry-After); UNAUTHENTICATED (LOGIN_REQUIRED, INVALID_TOKEN) without a working token.
 
     Not idempotent: a code works once. Any authenticated user may call it,
     for their own email only.
@@ -407,8 +441,8 @@ class IdentityServiceAsyncStub(IdentityServiceStub):
 
     Errors: FAILED_PRECONDITION (PHONE_NOT_SET, PHONE_ALREADY_VERIFIED);
     UNAVAILABLE (DELIVERY_FAILED) if the SMS could not be sent, in which case
-    no code is kept; UNAUTHENTICATED (INVALID_TOKEN, SESSION_EXPIRED,
-    SESSION_REVOKED) without a working token.
+    no code is kept; RESOURCE_EXHAUSTED (RATE_LIMITED) as for
+    RequestEmailVerification; UNAUTHENTICATED (LOGIN_REQUIRED, INVALID_TOKEN) without a working token.
 
     Not idempotent: every call sends a new code. Any authenticated user may
     call it, for their own phone only.
@@ -420,8 +454,9 @@ class IdentityServiceAsyncStub(IdentityServiceStub):
     Errors: as VerifyEmail, with PHONE_ALREADY_VERIFIED in place of
     EMAIL_ALREADY_VERIFIED: INVALID_ARGUMENT (INVALID_CODE);
     FAILED_PRECONDITION (TOO_MANY_ATTEMPTS, CODE_EXPIRED, NO_PENDING_CODE,
-    PHONE_ALREADY_VERIFIED); UNAUTHENTICATED (INVALID_TOKEN, SESSION_EXPIRED,
-    SESSION_REVOKED) without a working token.
+    PHONE_ALREADY_VERIFIED); RESOURCE_EXHAUSTED (RATE_LIMITED);
+    UNAUTHENTICATED (LOGIN_REQUIRED, INVALID_TOKEN) without
+    a working token.
 
     Not idempotent: a code works once. Any authenticated user may call it,
     for their own phone only.
@@ -430,8 +465,7 @@ class IdentityServiceAsyncStub(IdentityServiceStub):
     """Lists every role, sorted by name.
 
     Errors: PERMISSION_DENIED (MISSING_PERMISSION) for a caller without
-    `admin:*`; UNAUTHENTICATED (INVALID_TOKEN, SESSION_EXPIRED,
-    SESSION_REVOKED) without a working token.
+    `admin:*`; UNAUTHENTICATED (LOGIN_REQUIRED, INVALID_TOKEN) without a working token.
 
     Read-only. Admins only.
     """
@@ -446,20 +480,20 @@ class IdentityServiceAsyncStub(IdentityServiceStub):
     Errors: INVALID_ARGUMENT (INVALID_ROLE_NAME, INVALID_PERMISSION,
     INVALID_DESCRIPTION) with BadRequest field violations; ALREADY_EXISTS
     (ROLE_NAME_TAKEN); PERMISSION_DENIED (MISSING_PERMISSION) for a caller
-    without `admin:*`; UNAUTHENTICATED (INVALID_TOKEN, SESSION_EXPIRED,
-    SESSION_REVOKED) without a working token.
+    without `admin:*`; UNAUTHENTICATED (LOGIN_REQUIRED, INVALID_TOKEN) without a working token.
 
     Not idempotent: a retry after a lost response gets ALREADY_EXISTS
     (ROLE_NAME_TAKEN). Admins only.
     """
     AssignRole: _aio.UnaryUnaryMultiCallable[_identity_service_pb2.AssignRoleRequest, _identity_service_pb2.AssignRoleResponse]  # type: ignore[assignment]
     """Gives a user a role. The user's permissions change on their next
-    authenticated call, once cached principals expire (seconds).
+    authenticated call at every service: identity pushes the change to their
+    caches (WatchRevocations) before this call returns.
 
     Errors: INVALID_ARGUMENT (INVALID_USER_ID, INVALID_ROLE_NAME) with
     BadRequest field violations; NOT_FOUND (USER_NOT_FOUND, ROLE_NOT_FOUND);
     PERMISSION_DENIED (MISSING_PERMISSION) for a caller without `admin:*`;
-    UNAUTHENTICATED (INVALID_TOKEN, SESSION_EXPIRED, SESSION_REVOKED) without
+    UNAUTHENTICATED (LOGIN_REQUIRED, INVALID_TOKEN) without
     a working token.
 
     Idempotent: assigning a role the user already holds returns the user
@@ -467,14 +501,14 @@ class IdentityServiceAsyncStub(IdentityServiceStub):
     """
     RevokeRole: _aio.UnaryUnaryMultiCallable[_identity_service_pb2.RevokeRoleRequest, _identity_service_pb2.RevokeRoleResponse]  # type: ignore[assignment]
     """Takes a role away from a user. The user's permissions change on their
-    next authenticated call, once cached principals expire (seconds).
+    next authenticated call at every service: identity pushes the change to
+    their caches (WatchRevocations) before this call returns.
 
     Errors: INVALID_ARGUMENT (INVALID_USER_ID, INVALID_ROLE_NAME) with
     BadRequest field violations; NOT_FOUND (USER_NOT_FOUND, ROLE_NOT_FOUND);
     FAILED_PRECONDITION (LAST_ADMIN) if this would leave no user with
     `admin:*`; PERMISSION_DENIED (MISSING_PERMISSION) for a caller without
-    `admin:*`; UNAUTHENTICATED (INVALID_TOKEN, SESSION_EXPIRED,
-    SESSION_REVOKED) without a working token.
+    `admin:*`; UNAUTHENTICATED (LOGIN_REQUIRED, INVALID_TOKEN) without a working token.
 
     Idempotent: revoking a role the user does not hold returns the user
     unchanged. Admins only.
@@ -485,10 +519,16 @@ class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
     outside the platform.
 
     Authentication: every RPC except CreateUser and CreateSession needs
-    `authorization: Bearer <token>` with a token from CreateSession. Without a
-    working token the call fails with UNAUTHENTICATED: reason INVALID_TOKEN if
-    the token is missing, malformed or unknown, SESSION_EXPIRED if its session
-    has expired, SESSION_REVOKED if its session was deleted.
+    `authorization: Bearer <token>` with a token from CreateSession.
+
+    Calls that need a login fail without a token with UNAUTHENTICATED
+    (LOGIN_REQUIRED), and with an unknown, expired or revoked one with
+    UNAUTHENTICATED (INVALID_TOKEN): expired and revoked are not told apart, so a
+    token's fate cannot be probed. The service credential is refused here with
+    PERMISSION_DENIED (SERVICE_CREDENTIAL_ON_PUBLIC_SERVICE). A control character
+    (NUL included) in any text field fails with INVALID_ARGUMENT
+    (INVALID_CHARACTERS) before anything is read or written, and a request that
+    is not a well-formed message with INVALID_ARGUMENT (MALFORMED_REQUEST).
 
     Validation: a request with bad fields fails with INVALID_ARGUMENT. The
     details carry an ErrorInfo whose reason names the first problem and a
@@ -515,12 +555,16 @@ class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
         100 characters each.
 
         Errors: INVALID_ARGUMENT (INVALID_EMAIL, INVALID_USERNAME, INVALID_PHONE,
-        PASSWORD_TOO_SHORT, INVALID_NAME) with BadRequest field violations;
-        ALREADY_EXISTS (EMAIL_TAKEN, USERNAME_TAKEN).
+        PASSWORD_TOO_SHORT, PASSWORD_TOO_LONG over 1,024 characters, INVALID_NAME)
+        with BadRequest field violations;
+        ALREADY_EXISTS (EMAIL_TAKEN, USERNAME_TAKEN); RESOURCE_EXHAUSTED
+        (RATE_LIMITED) after too many registrations from one client address
+        (ErrorInfo metadata `retry_after_s`, and `retry-after` metadata, which
+        reaches HTTP clients as the Retry-After header).
 
         Not idempotent: a retry after a lost response gets ALREADY_EXISTS
         (EMAIL_TAKEN), after which the client can log in. Anyone may call it; no
-        token is needed. Envoy rate-limits this route.
+        token is needed. Envoy also rate-limits this route per client address.
         """
 
     @_abc_1.abstractmethod
@@ -539,10 +583,15 @@ class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
         Errors: INVALID_ARGUMENT (MISSING_LOGIN, MISSING_PASSWORD) with BadRequest
         field violations if either is empty; UNAUTHENTICATED (INVALID_CREDENTIALS)
         for an unknown login and for a wrong password alike, with the same message
-        and comparable timing, so that accounts cannot be probed.
+        and comparable timing, so that accounts cannot be probed;
+        RESOURCE_EXHAUSTED (RATE_LIMITED) after too many failed logins from one
+        client address or against one account, whether or not the password is
+        right (ErrorInfo metadata `retry_after_s`, and `retry-after` metadata,
+        which reaches HTTP clients as the Retry-After header).
 
         Not idempotent: every successful call creates a new session. Anyone may
-        call it; no token is needed. Envoy rate-limits this route.
+        call it; no token is needed. Envoy also rate-limits this route per
+        client address.
         """
 
     @_abc_1.abstractmethod
@@ -554,11 +603,11 @@ class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
         """Logs out: revokes the session whose token made the call. The token stops
         working at once.
 
-        Errors: UNAUTHENTICATED (INVALID_TOKEN, SESSION_EXPIRED, SESSION_REVOKED)
+        Errors: UNAUTHENTICATED (LOGIN_REQUIRED, INVALID_TOKEN)
         without a working token.
 
         Idempotent in effect: a retry with the same token gets UNAUTHENTICATED
-        (SESSION_REVOKED), which the client may treat as success. Any
+        (INVALID_TOKEN), which the client may treat as success. Any
         authenticated user may call it.
         """
 
@@ -570,7 +619,7 @@ class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_identity_service_pb2.GetCurrentUserResponse, _abc.Awaitable[_identity_service_pb2.GetCurrentUserResponse]]:
         """Returns the calling user.
 
-        Errors: UNAUTHENTICATED (INVALID_TOKEN, SESSION_EXPIRED, SESSION_REVOKED)
+        Errors: UNAUTHENTICATED (LOGIN_REQUIRED, INVALID_TOKEN)
         without a working token.
 
         Read-only. Any authenticated user may call it.
@@ -593,8 +642,7 @@ class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
 
         Errors: INVALID_ARGUMENT (INVALID_PHONE, INVALID_NAME,
         INVALID_UPDATE_MASK for a path other than first_name, last_name or phone)
-        with BadRequest field violations; UNAUTHENTICATED (INVALID_TOKEN,
-        SESSION_EXPIRED, SESSION_REVOKED) without a working token.
+        with BadRequest field violations; UNAUTHENTICATED (LOGIN_REQUIRED, INVALID_TOKEN) without a working token.
 
         Idempotent: the same request leaves the same profile. Any authenticated
         user may call it, for their own profile only.
@@ -610,7 +658,7 @@ class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
         newest first. The session making the call has `current` set.
 
         Errors: INVALID_ARGUMENT (INVALID_PAGE_TOKEN, INVALID_PAGE_SIZE) for bad
-        paging; UNAUTHENTICATED (INVALID_TOKEN, SESSION_EXPIRED, SESSION_REVOKED)
+        paging; UNAUTHENTICATED (LOGIN_REQUIRED, INVALID_TOKEN)
         without a working token.
 
         Read-only. Any authenticated user may call it, for their own sessions
@@ -629,8 +677,7 @@ class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
 
         Errors: INVALID_ARGUMENT (INVALID_SESSION_ID) for a malformed id;
         NOT_FOUND (SESSION_NOT_FOUND) if the session does not exist or belongs to
-        another user; UNAUTHENTICATED (INVALID_TOKEN, SESSION_EXPIRED,
-        SESSION_REVOKED) without a working token.
+        another user; UNAUTHENTICATED (LOGIN_REQUIRED, INVALID_TOKEN) without a working token.
 
         Idempotent: revoking a session that is already revoked or expired
         succeeds and changes nothing. Any authenticated user may call it, for
@@ -649,8 +696,10 @@ class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
 
         Errors: FAILED_PRECONDITION (EMAIL_ALREADY_VERIFIED); UNAVAILABLE
         (DELIVERY_FAILED) if the mail could not be sent, in which case no code is
-        kept; UNAUTHENTICATED (INVALID_TOKEN, SESSION_EXPIRED, SESSION_REVOKED)
-        without a working token.
+        kept; RESOURCE_EXHAUSTED (RATE_LIMITED) after 5 codes for this user in an
+        hour, or too many from one client address (ErrorInfo metadata
+        `retry_after_s`; HTTP clients get Retry-After); UNAUTHENTICATED
+        (LOGIN_REQUIRED, INVALID_TOKEN) without a working token.
 
         Not idempotent: every call sends a new code. Any authenticated user may
         call it, for their own email only.
@@ -671,8 +720,10 @@ class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
         been tried: the code is void and a new one must be requested;
         FAILED_PRECONDITION (CODE_EXPIRED) after 10 minutes; FAILED_PRECONDITION
         (NO_PENDING_CODE) if no code was requested; FAILED_PRECONDITION
-        (EMAIL_ALREADY_VERIFIED); UNAUTHENTICATED (INVALID_TOKEN,
-        SESSION_EXPIRED, SESSION_REVOKED) without a working token.
+        (EMAIL_ALREADY_VERIFIED); RESOURCE_EXHAUSTED (RATE_LIMITED) after 10
+        guesses in an hour for this user, across every code requested in it (a
+        new code does not reset this), with ErrorInfo metadata `retry_after_s`
+        (HTTP clients get Retry-After); UNAUTHENTICATED (LOGIN_REQUIRED, INVALID_TOKEN) without a working token.
 
         Not idempotent: a code works once. Any authenticated user may call it,
         for their own email only.
@@ -690,8 +741,8 @@ class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
 
         Errors: FAILED_PRECONDITION (PHONE_NOT_SET, PHONE_ALREADY_VERIFIED);
         UNAVAILABLE (DELIVERY_FAILED) if the SMS could not be sent, in which case
-        no code is kept; UNAUTHENTICATED (INVALID_TOKEN, SESSION_EXPIRED,
-        SESSION_REVOKED) without a working token.
+        no code is kept; RESOURCE_EXHAUSTED (RATE_LIMITED) as for
+        RequestEmailVerification; UNAUTHENTICATED (LOGIN_REQUIRED, INVALID_TOKEN) without a working token.
 
         Not idempotent: every call sends a new code. Any authenticated user may
         call it, for their own phone only.
@@ -709,8 +760,9 @@ class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
         Errors: as VerifyEmail, with PHONE_ALREADY_VERIFIED in place of
         EMAIL_ALREADY_VERIFIED: INVALID_ARGUMENT (INVALID_CODE);
         FAILED_PRECONDITION (TOO_MANY_ATTEMPTS, CODE_EXPIRED, NO_PENDING_CODE,
-        PHONE_ALREADY_VERIFIED); UNAUTHENTICATED (INVALID_TOKEN, SESSION_EXPIRED,
-        SESSION_REVOKED) without a working token.
+        PHONE_ALREADY_VERIFIED); RESOURCE_EXHAUSTED (RATE_LIMITED);
+        UNAUTHENTICATED (LOGIN_REQUIRED, INVALID_TOKEN) without
+        a working token.
 
         Not idempotent: a code works once. Any authenticated user may call it,
         for their own phone only.
@@ -725,8 +777,7 @@ class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
         """Lists every role, sorted by name.
 
         Errors: PERMISSION_DENIED (MISSING_PERMISSION) for a caller without
-        `admin:*`; UNAUTHENTICATED (INVALID_TOKEN, SESSION_EXPIRED,
-        SESSION_REVOKED) without a working token.
+        `admin:*`; UNAUTHENTICATED (LOGIN_REQUIRED, INVALID_TOKEN) without a working token.
 
         Read-only. Admins only.
         """
@@ -747,8 +798,7 @@ class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
         Errors: INVALID_ARGUMENT (INVALID_ROLE_NAME, INVALID_PERMISSION,
         INVALID_DESCRIPTION) with BadRequest field violations; ALREADY_EXISTS
         (ROLE_NAME_TAKEN); PERMISSION_DENIED (MISSING_PERMISSION) for a caller
-        without `admin:*`; UNAUTHENTICATED (INVALID_TOKEN, SESSION_EXPIRED,
-        SESSION_REVOKED) without a working token.
+        without `admin:*`; UNAUTHENTICATED (LOGIN_REQUIRED, INVALID_TOKEN) without a working token.
 
         Not idempotent: a retry after a lost response gets ALREADY_EXISTS
         (ROLE_NAME_TAKEN). Admins only.
@@ -761,12 +811,13 @@ class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_identity_service_pb2.AssignRoleResponse, _abc.Awaitable[_identity_service_pb2.AssignRoleResponse]]:
         """Gives a user a role. The user's permissions change on their next
-        authenticated call, once cached principals expire (seconds).
+        authenticated call at every service: identity pushes the change to their
+        caches (WatchRevocations) before this call returns.
 
         Errors: INVALID_ARGUMENT (INVALID_USER_ID, INVALID_ROLE_NAME) with
         BadRequest field violations; NOT_FOUND (USER_NOT_FOUND, ROLE_NOT_FOUND);
         PERMISSION_DENIED (MISSING_PERMISSION) for a caller without `admin:*`;
-        UNAUTHENTICATED (INVALID_TOKEN, SESSION_EXPIRED, SESSION_REVOKED) without
+        UNAUTHENTICATED (LOGIN_REQUIRED, INVALID_TOKEN) without
         a working token.
 
         Idempotent: assigning a role the user already holds returns the user
@@ -780,14 +831,14 @@ class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_identity_service_pb2.RevokeRoleResponse, _abc.Awaitable[_identity_service_pb2.RevokeRoleResponse]]:
         """Takes a role away from a user. The user's permissions change on their
-        next authenticated call, once cached principals expire (seconds).
+        next authenticated call at every service: identity pushes the change to
+        their caches (WatchRevocations) before this call returns.
 
         Errors: INVALID_ARGUMENT (INVALID_USER_ID, INVALID_ROLE_NAME) with
         BadRequest field violations; NOT_FOUND (USER_NOT_FOUND, ROLE_NOT_FOUND);
         FAILED_PRECONDITION (LAST_ADMIN) if this would leave no user with
         `admin:*`; PERMISSION_DENIED (MISSING_PERMISSION) for a caller without
-        `admin:*`; UNAUTHENTICATED (INVALID_TOKEN, SESSION_EXPIRED,
-        SESSION_REVOKED) without a working token.
+        `admin:*`; UNAUTHENTICATED (LOGIN_REQUIRED, INVALID_TOKEN) without a working token.
 
         Idempotent: revoking a role the user does not hold returns the user
         unchanged. Admins only.
@@ -798,8 +849,12 @@ def add_IdentityServiceServicer_to_server(servicer: IdentityServiceServicer, ser
 class IdentityInternalServiceStub:
     """Identity operations for the other GoFund services. Never routed by Envoy;
     every call needs the service credential, and a user's session token is
-    never accepted in its place: without the credential a call fails with
-    UNAUTHENTICATED (INVALID_SERVICE_CREDENTIAL).
+    never accepted in its place.
+    Without the credential a call fails with UNAUTHENTICATED
+    (SERVICE_CREDENTIAL_REQUIRED); a user's token is refused with
+    PERMISSION_DENIED (USER_TOKEN_ON_INTERNAL_SERVICE). A control character in
+    any text field fails with INVALID_ARGUMENT (INVALID_CHARACTERS), a request
+    that is not a well-formed message with INVALID_ARGUMENT (MALFORMED_REQUEST).
     """
 
     @_typing.overload
@@ -812,8 +867,7 @@ class IdentityInternalServiceStub:
     session's `last_seen_at`.
 
     Errors: UNAUTHENTICATED (INVALID_TOKEN) if the token is empty, malformed
-    or unknown; UNAUTHENTICATED (SESSION_EXPIRED) if the session has expired;
-    UNAUTHENTICATED (SESSION_REVOKED) if the session was deleted.
+    or unknown, or its session has expired or was revoked (not told apart).
 
     Idempotent: the answer depends only on the token and current state; the
     only write is `last_seen_at`. Only GoFund services may call it, with the
@@ -837,13 +891,37 @@ class IdentityInternalServiceStub:
 
     Read-only. Only GoFund services may call it, with the service credential.
     """
+    WatchRevocations: _grpc.UnaryStreamMultiCallable[_identity_service_pb2.WatchRevocationsRequest, _identity_service_pb2.WatchRevocationsResponse]
+    """Streams revocations as they commit, so a service that caches
+    Authenticate answers can drop them at once: a revoked session (logout,
+    DeleteSession) and a user whose roles changed (every session of that
+    user). Every identity replica sends every revocation, whichever replica
+    made it.
+
+    Without `after_seq`, the first message carries no revocations and the
+    current `seq`: from then on the subscriber is live. With `after_seq` set,
+    the revocations committed after it are sent first, so a subscriber that reconnects with
+    the last `seq` it saw misses nothing; if they are no longer kept (older
+    than an hour), the first message has `reset` set and the subscriber must
+    drop everything it cached. The stream never ends on its own; a
+    subscriber reconnects when it breaks.
+
+    Errors: UNAVAILABLE (REVOCATION_FEED_UNAVAILABLE) while identity is not
+    receiving revocations from its database.
+
+    Read-only. Only GoFund services may call it, with the service credential.
+    """
 
 @_typing.type_check_only
 class IdentityInternalServiceAsyncStub(IdentityInternalServiceStub):
     """Identity operations for the other GoFund services. Never routed by Envoy;
     every call needs the service credential, and a user's session token is
-    never accepted in its place: without the credential a call fails with
-    UNAUTHENTICATED (INVALID_SERVICE_CREDENTIAL).
+    never accepted in its place.
+    Without the credential a call fails with UNAUTHENTICATED
+    (SERVICE_CREDENTIAL_REQUIRED); a user's token is refused with
+    PERMISSION_DENIED (USER_TOKEN_ON_INTERNAL_SERVICE). A control character in
+    any text field fails with INVALID_ARGUMENT (INVALID_CHARACTERS), a request
+    that is not a well-formed message with INVALID_ARGUMENT (MALFORMED_REQUEST).
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -853,8 +931,7 @@ class IdentityInternalServiceAsyncStub(IdentityInternalServiceStub):
     session's `last_seen_at`.
 
     Errors: UNAUTHENTICATED (INVALID_TOKEN) if the token is empty, malformed
-    or unknown; UNAUTHENTICATED (SESSION_EXPIRED) if the session has expired;
-    UNAUTHENTICATED (SESSION_REVOKED) if the session was deleted.
+    or unknown, or its session has expired or was revoked (not told apart).
 
     Idempotent: the answer depends only on the token and current state; the
     only write is `last_seen_at`. Only GoFund services may call it, with the
@@ -878,12 +955,36 @@ class IdentityInternalServiceAsyncStub(IdentityInternalServiceStub):
 
     Read-only. Only GoFund services may call it, with the service credential.
     """
+    WatchRevocations: _aio.UnaryStreamMultiCallable[_identity_service_pb2.WatchRevocationsRequest, _identity_service_pb2.WatchRevocationsResponse]  # type: ignore[assignment]
+    """Streams revocations as they commit, so a service that caches
+    Authenticate answers can drop them at once: a revoked session (logout,
+    DeleteSession) and a user whose roles changed (every session of that
+    user). Every identity replica sends every revocation, whichever replica
+    made it.
+
+    Without `after_seq`, the first message carries no revocations and the
+    current `seq`: from then on the subscriber is live. With `after_seq` set,
+    the revocations committed after it are sent first, so a subscriber that reconnects with
+    the last `seq` it saw misses nothing; if they are no longer kept (older
+    than an hour), the first message has `reset` set and the subscriber must
+    drop everything it cached. The stream never ends on its own; a
+    subscriber reconnects when it breaks.
+
+    Errors: UNAVAILABLE (REVOCATION_FEED_UNAVAILABLE) while identity is not
+    receiving revocations from its database.
+
+    Read-only. Only GoFund services may call it, with the service credential.
+    """
 
 class IdentityInternalServiceServicer(metaclass=_abc_1.ABCMeta):
     """Identity operations for the other GoFund services. Never routed by Envoy;
     every call needs the service credential, and a user's session token is
-    never accepted in its place: without the credential a call fails with
-    UNAUTHENTICATED (INVALID_SERVICE_CREDENTIAL).
+    never accepted in its place.
+    Without the credential a call fails with UNAUTHENTICATED
+    (SERVICE_CREDENTIAL_REQUIRED); a user's token is refused with
+    PERMISSION_DENIED (USER_TOKEN_ON_INTERNAL_SERVICE). A control character in
+    any text field fails with INVALID_ARGUMENT (INVALID_CHARACTERS), a request
+    that is not a well-formed message with INVALID_ARGUMENT (MALFORMED_REQUEST).
     """
 
     @_abc_1.abstractmethod
@@ -897,8 +998,7 @@ class IdentityInternalServiceServicer(metaclass=_abc_1.ABCMeta):
         session's `last_seen_at`.
 
         Errors: UNAUTHENTICATED (INVALID_TOKEN) if the token is empty, malformed
-        or unknown; UNAUTHENTICATED (SESSION_EXPIRED) if the session has expired;
-        UNAUTHENTICATED (SESSION_REVOKED) if the session was deleted.
+        or unknown, or its session has expired or was revoked (not told apart).
 
         Idempotent: the answer depends only on the token and current state; the
         only write is `last_seen_at`. Only GoFund services may call it, with the
@@ -931,6 +1031,32 @@ class IdentityInternalServiceServicer(metaclass=_abc_1.ABCMeta):
         Errors: INVALID_ARGUMENT (INVALID_USER_ID, TOO_MANY_USER_IDS when more
         than 500 are given); NOT_FOUND (USER_NOT_FOUND) if any user does not
         exist.
+
+        Read-only. Only GoFund services may call it, with the service credential.
+        """
+
+    @_abc_1.abstractmethod
+    def WatchRevocations(
+        self,
+        request: _identity_service_pb2.WatchRevocationsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_identity_service_pb2.WatchRevocationsResponse], _abc.AsyncIterator[_identity_service_pb2.WatchRevocationsResponse]]:
+        """Streams revocations as they commit, so a service that caches
+        Authenticate answers can drop them at once: a revoked session (logout,
+        DeleteSession) and a user whose roles changed (every session of that
+        user). Every identity replica sends every revocation, whichever replica
+        made it.
+
+        Without `after_seq`, the first message carries no revocations and the
+        current `seq`: from then on the subscriber is live. With `after_seq` set,
+        the revocations committed after it are sent first, so a subscriber that reconnects with
+        the last `seq` it saw misses nothing; if they are no longer kept (older
+        than an hour), the first message has `reset` set and the subscriber must
+        drop everything it cached. The stream never ends on its own; a
+        subscriber reconnects when it breaks.
+
+        Errors: UNAVAILABLE (REVOCATION_FEED_UNAVAILABLE) while identity is not
+        receiving revocations from its database.
 
         Read-only. Only GoFund services may call it, with the service credential.
         """

@@ -32,6 +32,14 @@ class LedgerServiceStub:
     account is visible only to its user; ESCROW and REVENUE accounts need the
     `ledger:read_any` permission. A caller who may not see an account gets
     NOT_FOUND (reason ACCOUNT_NOT_FOUND), so account ids cannot be probed.
+
+    Calls that need a login fail without a token with UNAUTHENTICATED
+    (LOGIN_REQUIRED), and with an unknown, expired or revoked one with
+    UNAUTHENTICATED (INVALID_TOKEN). The service credential is refused here with
+    PERMISSION_DENIED (SERVICE_CREDENTIAL_ON_PUBLIC_SERVICE). A control character
+    (NUL included) in any text field fails with INVALID_ARGUMENT
+    (INVALID_CHARACTERS) before anything is read or written, and a request that
+    is not a well-formed message with INVALID_ARGUMENT (MALFORMED_REQUEST).
     """
 
     def __init__(self, channel):
@@ -69,6 +77,14 @@ class LedgerServiceServicer:
     account is visible only to its user; ESCROW and REVENUE accounts need the
     `ledger:read_any` permission. A caller who may not see an account gets
     NOT_FOUND (reason ACCOUNT_NOT_FOUND), so account ids cannot be probed.
+
+    Calls that need a login fail without a token with UNAUTHENTICATED
+    (LOGIN_REQUIRED), and with an unknown, expired or revoked one with
+    UNAUTHENTICATED (INVALID_TOKEN). The service credential is refused here with
+    PERMISSION_DENIED (SERVICE_CREDENTIAL_ON_PUBLIC_SERVICE). A control character
+    (NUL included) in any text field fails with INVALID_ARGUMENT
+    (INVALID_CHARACTERS) before anything is read or written, and a request that
+    is not a well-formed message with INVALID_ARGUMENT (MALFORMED_REQUEST).
     """
 
     def GetAccount(self, request, context):
@@ -107,7 +123,8 @@ class LedgerServiceServicer:
         reconnects with the last `seq` it saw as `after_seq` misses nothing. A slow client may have intermediate
         balances coalesced into the latest one; it never sees them out of order.
 
-        Errors: as GetAccount.
+        Errors: as GetAccount; INVALID_ARGUMENT (INVALID_AFTER_SEQ) for a negative
+        `after_seq`.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -151,6 +168,14 @@ class LedgerService:
     account is visible only to its user; ESCROW and REVENUE accounts need the
     `ledger:read_any` permission. A caller who may not see an account gets
     NOT_FOUND (reason ACCOUNT_NOT_FOUND), so account ids cannot be probed.
+
+    Calls that need a login fail without a token with UNAUTHENTICATED
+    (LOGIN_REQUIRED), and with an unknown, expired or revoked one with
+    UNAUTHENTICATED (INVALID_TOKEN). The service credential is refused here with
+    PERMISSION_DENIED (SERVICE_CREDENTIAL_ON_PUBLIC_SERVICE). A control character
+    (NUL included) in any text field fails with INVALID_ARGUMENT
+    (INVALID_CHARACTERS) before anything is read or written, and a request that
+    is not a well-formed message with INVALID_ARGUMENT (MALFORMED_REQUEST).
     """
 
     @staticmethod
@@ -265,6 +290,11 @@ class LedgerService:
 class LedgerInternalServiceStub:
     """Ledger operations for the other GoFund services. Never routed by Envoy;
     every call needs the service credential.
+    Without the credential a call fails with UNAUTHENTICATED
+    (SERVICE_CREDENTIAL_REQUIRED); a user's token is refused with
+    PERMISSION_DENIED (USER_TOKEN_ON_INTERNAL_SERVICE). A control character in
+    any text field fails with INVALID_ARGUMENT (INVALID_CHARACTERS), a request
+    that is not a well-formed message with INVALID_ARGUMENT (MALFORMED_REQUEST).
     """
 
     def __init__(self, channel):
@@ -328,6 +358,11 @@ class LedgerInternalServiceStub:
 class LedgerInternalServiceServicer:
     """Ledger operations for the other GoFund services. Never routed by Envoy;
     every call needs the service credential.
+    Without the credential a call fails with UNAUTHENTICATED
+    (SERVICE_CREDENTIAL_REQUIRED); a user's token is refused with
+    PERMISSION_DENIED (USER_TOKEN_ON_INTERNAL_SERVICE). A control character in
+    any text field fails with INVALID_ARGUMENT (INVALID_CHARACTERS), a request
+    that is not a well-formed message with INVALID_ARGUMENT (MALFORMED_REQUEST).
     """
 
     def OpenAccount(self, request, context):
@@ -356,7 +391,8 @@ class LedgerInternalServiceServicer:
         asked. PostPendingTransaction or VoidPendingTransaction resolves it.
 
         Errors: INVALID_ARGUMENT (UNBALANCED_TRANSACTION, CURRENCY_MISMATCH,
-        INVALID_AMOUNT, TOO_FEW_POSTINGS, IDEMPOTENCY_KEY_REUSED when the id was
+        INVALID_AMOUNT, INVALID_ENTRY_TYPE unless DEBIT or CREDIT,
+        TOO_FEW_POSTINGS, IDEMPOTENCY_KEY_REUSED when the id was
         used with different postings); NOT_FOUND (ACCOUNT_NOT_FOUND);
         FAILED_PRECONDITION (INSUFFICIENT_FUNDS: an account's available amount
         would go below zero), in which case nothing is written.
@@ -426,7 +462,8 @@ class LedgerInternalServiceServicer:
     def BatchGetBalances(self, request, context):
         """Returns the balances of several accounts in one call, in request order.
 
-        Errors: NOT_FOUND (ACCOUNT_NOT_FOUND) if any account does not exist.
+        Errors: NOT_FOUND (ACCOUNT_NOT_FOUND) if any account does not exist;
+        INVALID_ARGUMENT (TOO_MANY_ACCOUNT_IDS) for more than 500.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -440,7 +477,8 @@ class LedgerInternalServiceServicer:
         last `seq` it processed and resumes from it misses nothing. A slow caller
         may have intermediate balances of an account coalesced into the latest.
 
-        Errors: INVALID_ARGUMENT (EMPTY_FILTER) if neither types nor ids are given;
+        Errors: INVALID_ARGUMENT (EMPTY_FILTER) if neither types nor ids are
+        given, (INVALID_AFTER_SEQ) for a negative `after_seq`;
         UNAVAILABLE (WATCH_INTERRUPTED) when the stream can no longer promise
         completeness (resume from the last `seq`), (CHANGE_FEED_UNAVAILABLE) while
         the ledger is not receiving changes.
@@ -522,6 +560,11 @@ def add_LedgerInternalServiceServicer_to_server(servicer, server):
 class LedgerInternalService:
     """Ledger operations for the other GoFund services. Never routed by Envoy;
     every call needs the service credential.
+    Without the credential a call fails with UNAUTHENTICATED
+    (SERVICE_CREDENTIAL_REQUIRED); a user's token is refused with
+    PERMISSION_DENIED (USER_TOKEN_ON_INTERNAL_SERVICE). A control character in
+    any text field fails with INVALID_ARGUMENT (INVALID_CHARACTERS), a request
+    that is not a well-formed message with INVALID_ARGUMENT (MALFORMED_REQUEST).
     """
 
     @staticmethod

@@ -33,6 +33,14 @@ class LedgerServiceStub:
     account is visible only to its user; ESCROW and REVENUE accounts need the
     `ledger:read_any` permission. A caller who may not see an account gets
     NOT_FOUND (reason ACCOUNT_NOT_FOUND), so account ids cannot be probed.
+
+    Calls that need a login fail without a token with UNAUTHENTICATED
+    (LOGIN_REQUIRED), and with an unknown, expired or revoked one with
+    UNAUTHENTICATED (INVALID_TOKEN). The service credential is refused here with
+    PERMISSION_DENIED (SERVICE_CREDENTIAL_ON_PUBLIC_SERVICE). A control character
+    (NUL included) in any text field fails with INVALID_ARGUMENT
+    (INVALID_CHARACTERS) before anything is read or written, and a request that
+    is not a well-formed message with INVALID_ARGUMENT (MALFORMED_REQUEST).
     """
 
     @_typing.overload
@@ -63,7 +71,8 @@ class LedgerServiceStub:
     reconnects with the last `seq` it saw as `after_seq` misses nothing. A slow client may have intermediate
     balances coalesced into the latest one; it never sees them out of order.
 
-    Errors: as GetAccount.
+    Errors: as GetAccount; INVALID_ARGUMENT (INVALID_AFTER_SEQ) for a negative
+    `after_seq`.
     """
 
 @_typing.type_check_only
@@ -74,6 +83,14 @@ class LedgerServiceAsyncStub(LedgerServiceStub):
     account is visible only to its user; ESCROW and REVENUE accounts need the
     `ledger:read_any` permission. A caller who may not see an account gets
     NOT_FOUND (reason ACCOUNT_NOT_FOUND), so account ids cannot be probed.
+
+    Calls that need a login fail without a token with UNAUTHENTICATED
+    (LOGIN_REQUIRED), and with an unknown, expired or revoked one with
+    UNAUTHENTICATED (INVALID_TOKEN). The service credential is refused here with
+    PERMISSION_DENIED (SERVICE_CREDENTIAL_ON_PUBLIC_SERVICE). A control character
+    (NUL included) in any text field fails with INVALID_ARGUMENT
+    (INVALID_CHARACTERS) before anything is read or written, and a request that
+    is not a well-formed message with INVALID_ARGUMENT (MALFORMED_REQUEST).
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -101,7 +118,8 @@ class LedgerServiceAsyncStub(LedgerServiceStub):
     reconnects with the last `seq` it saw as `after_seq` misses nothing. A slow client may have intermediate
     balances coalesced into the latest one; it never sees them out of order.
 
-    Errors: as GetAccount.
+    Errors: as GetAccount; INVALID_ARGUMENT (INVALID_AFTER_SEQ) for a negative
+    `after_seq`.
     """
 
 class LedgerServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -111,6 +129,14 @@ class LedgerServiceServicer(metaclass=_abc_1.ABCMeta):
     account is visible only to its user; ESCROW and REVENUE accounts need the
     `ledger:read_any` permission. A caller who may not see an account gets
     NOT_FOUND (reason ACCOUNT_NOT_FOUND), so account ids cannot be probed.
+
+    Calls that need a login fail without a token with UNAUTHENTICATED
+    (LOGIN_REQUIRED), and with an unknown, expired or revoked one with
+    UNAUTHENTICATED (INVALID_TOKEN). The service credential is refused here with
+    PERMISSION_DENIED (SERVICE_CREDENTIAL_ON_PUBLIC_SERVICE). A control character
+    (NUL included) in any text field fails with INVALID_ARGUMENT
+    (INVALID_CHARACTERS) before anything is read or written, and a request that
+    is not a well-formed message with INVALID_ARGUMENT (MALFORMED_REQUEST).
     """
 
     @_abc_1.abstractmethod
@@ -160,7 +186,8 @@ class LedgerServiceServicer(metaclass=_abc_1.ABCMeta):
         reconnects with the last `seq` it saw as `after_seq` misses nothing. A slow client may have intermediate
         balances coalesced into the latest one; it never sees them out of order.
 
-        Errors: as GetAccount.
+        Errors: as GetAccount; INVALID_ARGUMENT (INVALID_AFTER_SEQ) for a negative
+        `after_seq`.
         """
 
 def add_LedgerServiceServicer_to_server(servicer: LedgerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
@@ -168,6 +195,11 @@ def add_LedgerServiceServicer_to_server(servicer: LedgerServiceServicer, server:
 class LedgerInternalServiceStub:
     """Ledger operations for the other GoFund services. Never routed by Envoy;
     every call needs the service credential.
+    Without the credential a call fails with UNAUTHENTICATED
+    (SERVICE_CREDENTIAL_REQUIRED); a user's token is refused with
+    PERMISSION_DENIED (USER_TOKEN_ON_INTERNAL_SERVICE). A control character in
+    any text field fails with INVALID_ARGUMENT (INVALID_CHARACTERS), a request
+    that is not a well-formed message with INVALID_ARGUMENT (MALFORMED_REQUEST).
     """
 
     @_typing.overload
@@ -196,7 +228,8 @@ class LedgerInternalServiceStub:
     asked. PostPendingTransaction or VoidPendingTransaction resolves it.
 
     Errors: INVALID_ARGUMENT (UNBALANCED_TRANSACTION, CURRENCY_MISMATCH,
-    INVALID_AMOUNT, TOO_FEW_POSTINGS, IDEMPOTENCY_KEY_REUSED when the id was
+    INVALID_AMOUNT, INVALID_ENTRY_TYPE unless DEBIT or CREDIT,
+    TOO_FEW_POSTINGS, IDEMPOTENCY_KEY_REUSED when the id was
     used with different postings); NOT_FOUND (ACCOUNT_NOT_FOUND);
     FAILED_PRECONDITION (INSUFFICIENT_FUNDS: an account's available amount
     would go below zero), in which case nothing is written.
@@ -242,7 +275,8 @@ class LedgerInternalServiceStub:
     BatchGetBalances: _grpc.UnaryUnaryMultiCallable[_ledger_service_pb2.BatchGetBalancesRequest, _ledger_service_pb2.BatchGetBalancesResponse]
     """Returns the balances of several accounts in one call, in request order.
 
-    Errors: NOT_FOUND (ACCOUNT_NOT_FOUND) if any account does not exist.
+    Errors: NOT_FOUND (ACCOUNT_NOT_FOUND) if any account does not exist;
+    INVALID_ARGUMENT (TOO_MANY_ACCOUNT_IDS) for more than 500.
     """
     WatchBalances: _grpc.UnaryStreamMultiCallable[_ledger_service_pb2.WatchBalancesRequest, _ledger_service_pb2.WatchBalancesResponse]
     """Streams balance changes for a set of accounts, chosen by type, by id, or
@@ -252,7 +286,8 @@ class LedgerInternalServiceStub:
     last `seq` it processed and resumes from it misses nothing. A slow caller
     may have intermediate balances of an account coalesced into the latest.
 
-    Errors: INVALID_ARGUMENT (EMPTY_FILTER) if neither types nor ids are given;
+    Errors: INVALID_ARGUMENT (EMPTY_FILTER) if neither types nor ids are
+    given, (INVALID_AFTER_SEQ) for a negative `after_seq`;
     UNAVAILABLE (WATCH_INTERRUPTED) when the stream can no longer promise
     completeness (resume from the last `seq`), (CHANGE_FEED_UNAVAILABLE) while
     the ledger is not receiving changes.
@@ -267,6 +302,11 @@ class LedgerInternalServiceStub:
 class LedgerInternalServiceAsyncStub(LedgerInternalServiceStub):
     """Ledger operations for the other GoFund services. Never routed by Envoy;
     every call needs the service credential.
+    Without the credential a call fails with UNAUTHENTICATED
+    (SERVICE_CREDENTIAL_REQUIRED); a user's token is refused with
+    PERMISSION_DENIED (USER_TOKEN_ON_INTERNAL_SERVICE). A control character in
+    any text field fails with INVALID_ARGUMENT (INVALID_CHARACTERS), a request
+    that is not a well-formed message with INVALID_ARGUMENT (MALFORMED_REQUEST).
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -292,7 +332,8 @@ class LedgerInternalServiceAsyncStub(LedgerInternalServiceStub):
     asked. PostPendingTransaction or VoidPendingTransaction resolves it.
 
     Errors: INVALID_ARGUMENT (UNBALANCED_TRANSACTION, CURRENCY_MISMATCH,
-    INVALID_AMOUNT, TOO_FEW_POSTINGS, IDEMPOTENCY_KEY_REUSED when the id was
+    INVALID_AMOUNT, INVALID_ENTRY_TYPE unless DEBIT or CREDIT,
+    TOO_FEW_POSTINGS, IDEMPOTENCY_KEY_REUSED when the id was
     used with different postings); NOT_FOUND (ACCOUNT_NOT_FOUND);
     FAILED_PRECONDITION (INSUFFICIENT_FUNDS: an account's available amount
     would go below zero), in which case nothing is written.
@@ -338,7 +379,8 @@ class LedgerInternalServiceAsyncStub(LedgerInternalServiceStub):
     BatchGetBalances: _aio.UnaryUnaryMultiCallable[_ledger_service_pb2.BatchGetBalancesRequest, _ledger_service_pb2.BatchGetBalancesResponse]  # type: ignore[assignment]
     """Returns the balances of several accounts in one call, in request order.
 
-    Errors: NOT_FOUND (ACCOUNT_NOT_FOUND) if any account does not exist.
+    Errors: NOT_FOUND (ACCOUNT_NOT_FOUND) if any account does not exist;
+    INVALID_ARGUMENT (TOO_MANY_ACCOUNT_IDS) for more than 500.
     """
     WatchBalances: _aio.UnaryStreamMultiCallable[_ledger_service_pb2.WatchBalancesRequest, _ledger_service_pb2.WatchBalancesResponse]  # type: ignore[assignment]
     """Streams balance changes for a set of accounts, chosen by type, by id, or
@@ -348,7 +390,8 @@ class LedgerInternalServiceAsyncStub(LedgerInternalServiceStub):
     last `seq` it processed and resumes from it misses nothing. A slow caller
     may have intermediate balances of an account coalesced into the latest.
 
-    Errors: INVALID_ARGUMENT (EMPTY_FILTER) if neither types nor ids are given;
+    Errors: INVALID_ARGUMENT (EMPTY_FILTER) if neither types nor ids are
+    given, (INVALID_AFTER_SEQ) for a negative `after_seq`;
     UNAVAILABLE (WATCH_INTERRUPTED) when the stream can no longer promise
     completeness (resume from the last `seq`), (CHANGE_FEED_UNAVAILABLE) while
     the ledger is not receiving changes.
@@ -362,6 +405,11 @@ class LedgerInternalServiceAsyncStub(LedgerInternalServiceStub):
 class LedgerInternalServiceServicer(metaclass=_abc_1.ABCMeta):
     """Ledger operations for the other GoFund services. Never routed by Envoy;
     every call needs the service credential.
+    Without the credential a call fails with UNAUTHENTICATED
+    (SERVICE_CREDENTIAL_REQUIRED); a user's token is refused with
+    PERMISSION_DENIED (USER_TOKEN_ON_INTERNAL_SERVICE). A control character in
+    any text field fails with INVALID_ARGUMENT (INVALID_CHARACTERS), a request
+    that is not a well-formed message with INVALID_ARGUMENT (MALFORMED_REQUEST).
     """
 
     @_abc_1.abstractmethod
@@ -397,7 +445,8 @@ class LedgerInternalServiceServicer(metaclass=_abc_1.ABCMeta):
         asked. PostPendingTransaction or VoidPendingTransaction resolves it.
 
         Errors: INVALID_ARGUMENT (UNBALANCED_TRANSACTION, CURRENCY_MISMATCH,
-        INVALID_AMOUNT, TOO_FEW_POSTINGS, IDEMPOTENCY_KEY_REUSED when the id was
+        INVALID_AMOUNT, INVALID_ENTRY_TYPE unless DEBIT or CREDIT,
+        TOO_FEW_POSTINGS, IDEMPOTENCY_KEY_REUSED when the id was
         used with different postings); NOT_FOUND (ACCOUNT_NOT_FOUND);
         FAILED_PRECONDITION (INSUFFICIENT_FUNDS: an account's available amount
         would go below zero), in which case nothing is written.
@@ -479,7 +528,8 @@ class LedgerInternalServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_ledger_service_pb2.BatchGetBalancesResponse, _abc.Awaitable[_ledger_service_pb2.BatchGetBalancesResponse]]:
         """Returns the balances of several accounts in one call, in request order.
 
-        Errors: NOT_FOUND (ACCOUNT_NOT_FOUND) if any account does not exist.
+        Errors: NOT_FOUND (ACCOUNT_NOT_FOUND) if any account does not exist;
+        INVALID_ARGUMENT (TOO_MANY_ACCOUNT_IDS) for more than 500.
         """
 
     @_abc_1.abstractmethod
@@ -495,7 +545,8 @@ class LedgerInternalServiceServicer(metaclass=_abc_1.ABCMeta):
         last `seq` it processed and resumes from it misses nothing. A slow caller
         may have intermediate balances of an account coalesced into the latest.
 
-        Errors: INVALID_ARGUMENT (EMPTY_FILTER) if neither types nor ids are given;
+        Errors: INVALID_ARGUMENT (EMPTY_FILTER) if neither types nor ids are
+        given, (INVALID_AFTER_SEQ) for a negative `after_seq`;
         UNAVAILABLE (WATCH_INTERRUPTED) when the stream can no longer promise
         completeness (resume from the last `seq`), (CHANGE_FEED_UNAVAILABLE) while
         the ledger is not receiving changes.

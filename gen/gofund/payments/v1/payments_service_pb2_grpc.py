@@ -29,11 +29,18 @@ class PaymentsServiceStub:
     """Payments for clients outside the platform, and Paystack's webhook.
 
     Every RPC except HandlePaystackWebhook and ListBanks needs a user session
-    (`authorization: Bearer <token>`); without a valid one the call fails with
-    UNAUTHENTICATED (INVALID_TOKEN) before it is handled. A payment is visible
+    (`authorization: Bearer <token>`). A payment is visible
     only to its payer; anyone else gets NOT_FOUND (PAYMENT_NOT_FOUND), so payment
     ids cannot be probed. The webhook-event RPCs need the `payments:admin`
     permission.
+
+    Calls that need a login fail without a token with UNAUTHENTICATED
+    (LOGIN_REQUIRED), and with an unknown, expired or revoked one with
+    UNAUTHENTICATED (INVALID_TOKEN). The service credential is refused here with
+    PERMISSION_DENIED (SERVICE_CREDENTIAL_ON_PUBLIC_SERVICE). A control character
+    (NUL included) in any text field fails with INVALID_ARGUMENT
+    (INVALID_CHARACTERS) before anything is read or written, and a request that
+    is not a well-formed message with INVALID_ARGUMENT (MALFORMED_REQUEST).
     """
 
     def __init__(self, channel):
@@ -88,11 +95,18 @@ class PaymentsServiceServicer:
     """Payments for clients outside the platform, and Paystack's webhook.
 
     Every RPC except HandlePaystackWebhook and ListBanks needs a user session
-    (`authorization: Bearer <token>`); without a valid one the call fails with
-    UNAUTHENTICATED (INVALID_TOKEN) before it is handled. A payment is visible
+    (`authorization: Bearer <token>`). A payment is visible
     only to its payer; anyone else gets NOT_FOUND (PAYMENT_NOT_FOUND), so payment
     ids cannot be probed. The webhook-event RPCs need the `payments:admin`
     permission.
+
+    Calls that need a login fail without a token with UNAUTHENTICATED
+    (LOGIN_REQUIRED), and with an unknown, expired or revoked one with
+    UNAUTHENTICATED (INVALID_TOKEN). The service credential is refused here with
+    PERMISSION_DENIED (SERVICE_CREDENTIAL_ON_PUBLIC_SERVICE). A control character
+    (NUL included) in any text field fails with INVALID_ARGUMENT
+    (INVALID_CHARACTERS) before anything is read or written, and a request that
+    is not a well-formed message with INVALID_ARGUMENT (MALFORMED_REQUEST).
     """
 
     def GetPayment(self, request, context):
@@ -299,11 +313,18 @@ class PaymentsService:
     """Payments for clients outside the platform, and Paystack's webhook.
 
     Every RPC except HandlePaystackWebhook and ListBanks needs a user session
-    (`authorization: Bearer <token>`); without a valid one the call fails with
-    UNAUTHENTICATED (INVALID_TOKEN) before it is handled. A payment is visible
+    (`authorization: Bearer <token>`). A payment is visible
     only to its payer; anyone else gets NOT_FOUND (PAYMENT_NOT_FOUND), so payment
     ids cannot be probed. The webhook-event RPCs need the `payments:admin`
     permission.
+
+    Calls that need a login fail without a token with UNAUTHENTICATED
+    (LOGIN_REQUIRED), and with an unknown, expired or revoked one with
+    UNAUTHENTICATED (INVALID_TOKEN). The service credential is refused here with
+    PERMISSION_DENIED (SERVICE_CREDENTIAL_ON_PUBLIC_SERVICE). A control character
+    (NUL included) in any text field fails with INVALID_ARGUMENT
+    (INVALID_CHARACTERS) before anything is read or written, and a request that
+    is not a well-formed message with INVALID_ARGUMENT (MALFORMED_REQUEST).
     """
 
     @staticmethod
@@ -526,8 +547,12 @@ class PaymentsService:
 class PaymentsInternalServiceStub:
     """Payment operations for the other GoFund services. Never routed by Envoy;
     every call needs the service credential, and a user token is never
-    accepted: without the credential a call fails with UNAUTHENTICATED
-    (INVALID_SERVICE_CREDENTIAL). The goals service is the caller.
+    accepted. The goals service is the caller.
+    Without the credential a call fails with UNAUTHENTICATED
+    (SERVICE_CREDENTIAL_REQUIRED); a user's token is refused with
+    PERMISSION_DENIED (USER_TOKEN_ON_INTERNAL_SERVICE). A control character in
+    any text field fails with INVALID_ARGUMENT (INVALID_CHARACTERS), a request
+    that is not a well-formed message with INVALID_ARGUMENT (MALFORMED_REQUEST).
     """
 
     def __init__(self, channel):
@@ -566,8 +591,12 @@ class PaymentsInternalServiceStub:
 class PaymentsInternalServiceServicer:
     """Payment operations for the other GoFund services. Never routed by Envoy;
     every call needs the service credential, and a user token is never
-    accepted: without the credential a call fails with UNAUTHENTICATED
-    (INVALID_SERVICE_CREDENTIAL). The goals service is the caller.
+    accepted. The goals service is the caller.
+    Without the credential a call fails with UNAUTHENTICATED
+    (SERVICE_CREDENTIAL_REQUIRED); a user's token is refused with
+    PERMISSION_DENIED (USER_TOKEN_ON_INTERNAL_SERVICE). A control character in
+    any text field fails with INVALID_ARGUMENT (INVALID_CHARACTERS), a request
+    that is not a well-formed message with INVALID_ARGUMENT (MALFORMED_REQUEST).
     """
 
     def InitializePayment(self, request, context):
@@ -582,7 +611,7 @@ class PaymentsInternalServiceServicer:
 
         Called by the goals service with the service credential.
 
-        Errors: UNAUTHENTICATED (INVALID_SERVICE_CREDENTIAL); INVALID_ARGUMENT
+        Errors: INVALID_ARGUMENT
         (INVALID_IDEMPOTENCY_KEY, INVALID_USER_ID, INVALID_GOAL_ID,
         INVALID_CONTRIBUTION_ID, INVALID_AMOUNT, UNSUPPORTED_CURRENCY,
         INVALID_CALLBACK_URL, IDEMPOTENCY_KEY_REUSED when the key was used with a
@@ -616,7 +645,7 @@ class PaymentsInternalServiceServicer:
 
         Called by the goals service with the service credential.
 
-        Errors: UNAUTHENTICATED (INVALID_SERVICE_CREDENTIAL); INVALID_ARGUMENT
+        Errors: INVALID_ARGUMENT
         (INVALID_PAYMENT_ID, INVALID_REFUND_ID, IDEMPOTENCY_KEY_REUSED when the
         refund id was used for another payment); NOT_FOUND (PAYMENT_NOT_FOUND);
         FAILED_PRECONDITION (PAYMENT_NOT_REFUNDABLE) unless the payment is SUCCESS
@@ -648,11 +677,13 @@ class PaymentsInternalServiceServicer:
 
         Called by the goals service with the service credential.
 
-        Errors: UNAUTHENTICATED (INVALID_SERVICE_CREDENTIAL); INVALID_ARGUMENT
+        Errors: INVALID_ARGUMENT
         (INVALID_PAYOUT_ID, INVALID_GOAL_ID, INVALID_USER_ID, INVALID_AMOUNT,
-        UNSUPPORTED_CURRENCY, IDEMPOTENCY_KEY_REUSED when the payout id was used
-        with different input); FAILED_PRECONDITION (NO_PAYOUT_RECIPIENT) if the
-        user has no payout recipient in that currency; UNAVAILABLE
+        UNSUPPORTED_CURRENCY, INVALID_REASON over 500 characters,
+        IDEMPOTENCY_KEY_REUSED when the payout id was used with different input);
+        FAILED_PRECONDITION (NO_PAYOUT_RECIPIENT) if the user has no payout
+        recipient in that currency, (INSUFFICIENT_FUNDS) if the ledger refuses to
+        reserve the amount from the user's account, before Paystack is asked; UNAVAILABLE
         (PAYSTACK_UNAVAILABLE, PAYSTACK_CALL_IN_PROGRESS) if Paystack cannot be
         reached in time, in which case a retry with the same `payout_id` asks it
         again. If the ledger refuses the reservation (the money is not in the
@@ -669,7 +700,7 @@ class PaymentsInternalServiceServicer:
 
         Called by the goals service with the service credential. Read-only.
 
-        Errors: UNAUTHENTICATED (INVALID_SERVICE_CREDENTIAL); INVALID_ARGUMENT
+        Errors: INVALID_ARGUMENT
         (INVALID_PAYOUT_ID) for a malformed id; NOT_FOUND (PAYOUT_NOT_FOUND).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -685,7 +716,7 @@ class PaymentsInternalServiceServicer:
 
         Called by operators' tools with the service credential.
 
-        Errors: UNAUTHENTICATED (INVALID_SERVICE_CREDENTIAL); UNAVAILABLE
+        Errors: UNAVAILABLE
         (PAYSTACK_UNAVAILABLE, or a dependency's own code) if a source cannot be read.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -731,8 +762,12 @@ def add_PaymentsInternalServiceServicer_to_server(servicer, server):
 class PaymentsInternalService:
     """Payment operations for the other GoFund services. Never routed by Envoy;
     every call needs the service credential, and a user token is never
-    accepted: without the credential a call fails with UNAUTHENTICATED
-    (INVALID_SERVICE_CREDENTIAL). The goals service is the caller.
+    accepted. The goals service is the caller.
+    Without the credential a call fails with UNAUTHENTICATED
+    (SERVICE_CREDENTIAL_REQUIRED); a user's token is refused with
+    PERMISSION_DENIED (USER_TOKEN_ON_INTERNAL_SERVICE). A control character in
+    any text field fails with INVALID_ARGUMENT (INVALID_CHARACTERS), a request
+    that is not a well-formed message with INVALID_ARGUMENT (MALFORMED_REQUEST).
     """
 
     @staticmethod

@@ -30,11 +30,18 @@ class PaymentsServiceStub:
     """Payments for clients outside the platform, and Paystack's webhook.
 
     Every RPC except HandlePaystackWebhook and ListBanks needs a user session
-    (`authorization: Bearer <token>`); without a valid one the call fails with
-    UNAUTHENTICATED (INVALID_TOKEN) before it is handled. A payment is visible
+    (`authorization: Bearer <token>`). A payment is visible
     only to its payer; anyone else gets NOT_FOUND (PAYMENT_NOT_FOUND), so payment
     ids cannot be probed. The webhook-event RPCs need the `payments:admin`
     permission.
+
+    Calls that need a login fail without a token with UNAUTHENTICATED
+    (LOGIN_REQUIRED), and with an unknown, expired or revoked one with
+    UNAUTHENTICATED (INVALID_TOKEN). The service credential is refused here with
+    PERMISSION_DENIED (SERVICE_CREDENTIAL_ON_PUBLIC_SERVICE). A control character
+    (NUL included) in any text field fails with INVALID_ARGUMENT
+    (INVALID_CHARACTERS) before anything is read or written, and a request that
+    is not a well-formed message with INVALID_ARGUMENT (MALFORMED_REQUEST).
     """
 
     @_typing.overload
@@ -164,11 +171,18 @@ class PaymentsServiceAsyncStub(PaymentsServiceStub):
     """Payments for clients outside the platform, and Paystack's webhook.
 
     Every RPC except HandlePaystackWebhook and ListBanks needs a user session
-    (`authorization: Bearer <token>`); without a valid one the call fails with
-    UNAUTHENTICATED (INVALID_TOKEN) before it is handled. A payment is visible
+    (`authorization: Bearer <token>`). A payment is visible
     only to its payer; anyone else gets NOT_FOUND (PAYMENT_NOT_FOUND), so payment
     ids cannot be probed. The webhook-event RPCs need the `payments:admin`
     permission.
+
+    Calls that need a login fail without a token with UNAUTHENTICATED
+    (LOGIN_REQUIRED), and with an unknown, expired or revoked one with
+    UNAUTHENTICATED (INVALID_TOKEN). The service credential is refused here with
+    PERMISSION_DENIED (SERVICE_CREDENTIAL_ON_PUBLIC_SERVICE). A control character
+    (NUL included) in any text field fails with INVALID_ARGUMENT
+    (INVALID_CHARACTERS) before anything is read or written, and a request that
+    is not a well-formed message with INVALID_ARGUMENT (MALFORMED_REQUEST).
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -294,11 +308,18 @@ class PaymentsServiceServicer(metaclass=_abc_1.ABCMeta):
     """Payments for clients outside the platform, and Paystack's webhook.
 
     Every RPC except HandlePaystackWebhook and ListBanks needs a user session
-    (`authorization: Bearer <token>`); without a valid one the call fails with
-    UNAUTHENTICATED (INVALID_TOKEN) before it is handled. A payment is visible
+    (`authorization: Bearer <token>`). A payment is visible
     only to its payer; anyone else gets NOT_FOUND (PAYMENT_NOT_FOUND), so payment
     ids cannot be probed. The webhook-event RPCs need the `payments:admin`
     permission.
+
+    Calls that need a login fail without a token with UNAUTHENTICATED
+    (LOGIN_REQUIRED), and with an unknown, expired or revoked one with
+    UNAUTHENTICATED (INVALID_TOKEN). The service credential is refused here with
+    PERMISSION_DENIED (SERVICE_CREDENTIAL_ON_PUBLIC_SERVICE). A control character
+    (NUL included) in any text field fails with INVALID_ARGUMENT
+    (INVALID_CHARACTERS) before anything is read or written, and a request that
+    is not a well-formed message with INVALID_ARGUMENT (MALFORMED_REQUEST).
     """
 
     @_abc_1.abstractmethod
@@ -471,8 +492,12 @@ def add_PaymentsServiceServicer_to_server(servicer: PaymentsServiceServicer, ser
 class PaymentsInternalServiceStub:
     """Payment operations for the other GoFund services. Never routed by Envoy;
     every call needs the service credential, and a user token is never
-    accepted: without the credential a call fails with UNAUTHENTICATED
-    (INVALID_SERVICE_CREDENTIAL). The goals service is the caller.
+    accepted. The goals service is the caller.
+    Without the credential a call fails with UNAUTHENTICATED
+    (SERVICE_CREDENTIAL_REQUIRED); a user's token is refused with
+    PERMISSION_DENIED (USER_TOKEN_ON_INTERNAL_SERVICE). A control character in
+    any text field fails with INVALID_ARGUMENT (INVALID_CHARACTERS), a request
+    that is not a well-formed message with INVALID_ARGUMENT (MALFORMED_REQUEST).
     """
 
     @_typing.overload
@@ -491,7 +516,7 @@ class PaymentsInternalServiceStub:
 
     Called by the goals service with the service credential.
 
-    Errors: UNAUTHENTICATED (INVALID_SERVICE_CREDENTIAL); INVALID_ARGUMENT
+    Errors: INVALID_ARGUMENT
     (INVALID_IDEMPOTENCY_KEY, INVALID_USER_ID, INVALID_GOAL_ID,
     INVALID_CONTRIBUTION_ID, INVALID_AMOUNT, UNSUPPORTED_CURRENCY,
     INVALID_CALLBACK_URL, IDEMPOTENCY_KEY_REUSED when the key was used with a
@@ -521,7 +546,7 @@ class PaymentsInternalServiceStub:
 
     Called by the goals service with the service credential.
 
-    Errors: UNAUTHENTICATED (INVALID_SERVICE_CREDENTIAL); INVALID_ARGUMENT
+    Errors: INVALID_ARGUMENT
     (INVALID_PAYMENT_ID, INVALID_REFUND_ID, IDEMPOTENCY_KEY_REUSED when the
     refund id was used for another payment); NOT_FOUND (PAYMENT_NOT_FOUND);
     FAILED_PRECONDITION (PAYMENT_NOT_REFUNDABLE) unless the payment is SUCCESS
@@ -549,11 +574,13 @@ class PaymentsInternalServiceStub:
 
     Called by the goals service with the service credential.
 
-    Errors: UNAUTHENTICATED (INVALID_SERVICE_CREDENTIAL); INVALID_ARGUMENT
+    Errors: INVALID_ARGUMENT
     (INVALID_PAYOUT_ID, INVALID_GOAL_ID, INVALID_USER_ID, INVALID_AMOUNT,
-    UNSUPPORTED_CURRENCY, IDEMPOTENCY_KEY_REUSED when the payout id was used
-    with different input); FAILED_PRECONDITION (NO_PAYOUT_RECIPIENT) if the
-    user has no payout recipient in that currency; UNAVAILABLE
+    UNSUPPORTED_CURRENCY, INVALID_REASON over 500 characters,
+    IDEMPOTENCY_KEY_REUSED when the payout id was used with different input);
+    FAILED_PRECONDITION (NO_PAYOUT_RECIPIENT) if the user has no payout
+    recipient in that currency, (INSUFFICIENT_FUNDS) if the ledger refuses to
+    reserve the amount from the user's account, before Paystack is asked; UNAVAILABLE
     (PAYSTACK_UNAVAILABLE, PAYSTACK_CALL_IN_PROGRESS) if Paystack cannot be
     reached in time, in which case a retry with the same `payout_id` asks it
     again. If the ledger refuses the reservation (the money is not in the
@@ -566,7 +593,7 @@ class PaymentsInternalServiceStub:
 
     Called by the goals service with the service credential. Read-only.
 
-    Errors: UNAUTHENTICATED (INVALID_SERVICE_CREDENTIAL); INVALID_ARGUMENT
+    Errors: INVALID_ARGUMENT
     (INVALID_PAYOUT_ID) for a malformed id; NOT_FOUND (PAYOUT_NOT_FOUND).
     """
     Reconcile: _grpc.UnaryUnaryMultiCallable[_payments_service_pb2.ReconcileRequest, _payments_service_pb2.ReconcileResponse]
@@ -578,7 +605,7 @@ class PaymentsInternalServiceStub:
 
     Called by operators' tools with the service credential.
 
-    Errors: UNAUTHENTICATED (INVALID_SERVICE_CREDENTIAL); UNAVAILABLE
+    Errors: UNAVAILABLE
     (PAYSTACK_UNAVAILABLE, or a dependency's own code) if a source cannot be read.
     """
 
@@ -586,8 +613,12 @@ class PaymentsInternalServiceStub:
 class PaymentsInternalServiceAsyncStub(PaymentsInternalServiceStub):
     """Payment operations for the other GoFund services. Never routed by Envoy;
     every call needs the service credential, and a user token is never
-    accepted: without the credential a call fails with UNAUTHENTICATED
-    (INVALID_SERVICE_CREDENTIAL). The goals service is the caller.
+    accepted. The goals service is the caller.
+    Without the credential a call fails with UNAUTHENTICATED
+    (SERVICE_CREDENTIAL_REQUIRED); a user's token is refused with
+    PERMISSION_DENIED (USER_TOKEN_ON_INTERNAL_SERVICE). A control character in
+    any text field fails with INVALID_ARGUMENT (INVALID_CHARACTERS), a request
+    that is not a well-formed message with INVALID_ARGUMENT (MALFORMED_REQUEST).
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -603,7 +634,7 @@ class PaymentsInternalServiceAsyncStub(PaymentsInternalServiceStub):
 
     Called by the goals service with the service credential.
 
-    Errors: UNAUTHENTICATED (INVALID_SERVICE_CREDENTIAL); INVALID_ARGUMENT
+    Errors: INVALID_ARGUMENT
     (INVALID_IDEMPOTENCY_KEY, INVALID_USER_ID, INVALID_GOAL_ID,
     INVALID_CONTRIBUTION_ID, INVALID_AMOUNT, UNSUPPORTED_CURRENCY,
     INVALID_CALLBACK_URL, IDEMPOTENCY_KEY_REUSED when the key was used with a
@@ -633,7 +664,7 @@ class PaymentsInternalServiceAsyncStub(PaymentsInternalServiceStub):
 
     Called by the goals service with the service credential.
 
-    Errors: UNAUTHENTICATED (INVALID_SERVICE_CREDENTIAL); INVALID_ARGUMENT
+    Errors: INVALID_ARGUMENT
     (INVALID_PAYMENT_ID, INVALID_REFUND_ID, IDEMPOTENCY_KEY_REUSED when the
     refund id was used for another payment); NOT_FOUND (PAYMENT_NOT_FOUND);
     FAILED_PRECONDITION (PAYMENT_NOT_REFUNDABLE) unless the payment is SUCCESS
@@ -661,11 +692,13 @@ class PaymentsInternalServiceAsyncStub(PaymentsInternalServiceStub):
 
     Called by the goals service with the service credential.
 
-    Errors: UNAUTHENTICATED (INVALID_SERVICE_CREDENTIAL); INVALID_ARGUMENT
+    Errors: INVALID_ARGUMENT
     (INVALID_PAYOUT_ID, INVALID_GOAL_ID, INVALID_USER_ID, INVALID_AMOUNT,
-    UNSUPPORTED_CURRENCY, IDEMPOTENCY_KEY_REUSED when the payout id was used
-    with different input); FAILED_PRECONDITION (NO_PAYOUT_RECIPIENT) if the
-    user has no payout recipient in that currency; UNAVAILABLE
+    UNSUPPORTED_CURRENCY, INVALID_REASON over 500 characters,
+    IDEMPOTENCY_KEY_REUSED when the payout id was used with different input);
+    FAILED_PRECONDITION (NO_PAYOUT_RECIPIENT) if the user has no payout
+    recipient in that currency, (INSUFFICIENT_FUNDS) if the ledger refuses to
+    reserve the amount from the user's account, before Paystack is asked; UNAVAILABLE
     (PAYSTACK_UNAVAILABLE, PAYSTACK_CALL_IN_PROGRESS) if Paystack cannot be
     reached in time, in which case a retry with the same `payout_id` asks it
     again. If the ledger refuses the reservation (the money is not in the
@@ -678,7 +711,7 @@ class PaymentsInternalServiceAsyncStub(PaymentsInternalServiceStub):
 
     Called by the goals service with the service credential. Read-only.
 
-    Errors: UNAUTHENTICATED (INVALID_SERVICE_CREDENTIAL); INVALID_ARGUMENT
+    Errors: INVALID_ARGUMENT
     (INVALID_PAYOUT_ID) for a malformed id; NOT_FOUND (PAYOUT_NOT_FOUND).
     """
     Reconcile: _aio.UnaryUnaryMultiCallable[_payments_service_pb2.ReconcileRequest, _payments_service_pb2.ReconcileResponse]  # type: ignore[assignment]
@@ -690,15 +723,19 @@ class PaymentsInternalServiceAsyncStub(PaymentsInternalServiceStub):
 
     Called by operators' tools with the service credential.
 
-    Errors: UNAUTHENTICATED (INVALID_SERVICE_CREDENTIAL); UNAVAILABLE
+    Errors: UNAVAILABLE
     (PAYSTACK_UNAVAILABLE, or a dependency's own code) if a source cannot be read.
     """
 
 class PaymentsInternalServiceServicer(metaclass=_abc_1.ABCMeta):
     """Payment operations for the other GoFund services. Never routed by Envoy;
     every call needs the service credential, and a user token is never
-    accepted: without the credential a call fails with UNAUTHENTICATED
-    (INVALID_SERVICE_CREDENTIAL). The goals service is the caller.
+    accepted. The goals service is the caller.
+    Without the credential a call fails with UNAUTHENTICATED
+    (SERVICE_CREDENTIAL_REQUIRED); a user's token is refused with
+    PERMISSION_DENIED (USER_TOKEN_ON_INTERNAL_SERVICE). A control character in
+    any text field fails with INVALID_ARGUMENT (INVALID_CHARACTERS), a request
+    that is not a well-formed message with INVALID_ARGUMENT (MALFORMED_REQUEST).
     """
 
     @_abc_1.abstractmethod
@@ -718,7 +755,7 @@ class PaymentsInternalServiceServicer(metaclass=_abc_1.ABCMeta):
 
         Called by the goals service with the service credential.
 
-        Errors: UNAUTHENTICATED (INVALID_SERVICE_CREDENTIAL); INVALID_ARGUMENT
+        Errors: INVALID_ARGUMENT
         (INVALID_IDEMPOTENCY_KEY, INVALID_USER_ID, INVALID_GOAL_ID,
         INVALID_CONTRIBUTION_ID, INVALID_AMOUNT, UNSUPPORTED_CURRENCY,
         INVALID_CALLBACK_URL, IDEMPOTENCY_KEY_REUSED when the key was used with a
@@ -754,7 +791,7 @@ class PaymentsInternalServiceServicer(metaclass=_abc_1.ABCMeta):
 
         Called by the goals service with the service credential.
 
-        Errors: UNAUTHENTICATED (INVALID_SERVICE_CREDENTIAL); INVALID_ARGUMENT
+        Errors: INVALID_ARGUMENT
         (INVALID_PAYMENT_ID, INVALID_REFUND_ID, IDEMPOTENCY_KEY_REUSED when the
         refund id was used for another payment); NOT_FOUND (PAYMENT_NOT_FOUND);
         FAILED_PRECONDITION (PAYMENT_NOT_REFUNDABLE) unless the payment is SUCCESS
@@ -788,11 +825,13 @@ class PaymentsInternalServiceServicer(metaclass=_abc_1.ABCMeta):
 
         Called by the goals service with the service credential.
 
-        Errors: UNAUTHENTICATED (INVALID_SERVICE_CREDENTIAL); INVALID_ARGUMENT
+        Errors: INVALID_ARGUMENT
         (INVALID_PAYOUT_ID, INVALID_GOAL_ID, INVALID_USER_ID, INVALID_AMOUNT,
-        UNSUPPORTED_CURRENCY, IDEMPOTENCY_KEY_REUSED when the payout id was used
-        with different input); FAILED_PRECONDITION (NO_PAYOUT_RECIPIENT) if the
-        user has no payout recipient in that currency; UNAVAILABLE
+        UNSUPPORTED_CURRENCY, INVALID_REASON over 500 characters,
+        IDEMPOTENCY_KEY_REUSED when the payout id was used with different input);
+        FAILED_PRECONDITION (NO_PAYOUT_RECIPIENT) if the user has no payout
+        recipient in that currency, (INSUFFICIENT_FUNDS) if the ledger refuses to
+        reserve the amount from the user's account, before Paystack is asked; UNAVAILABLE
         (PAYSTACK_UNAVAILABLE, PAYSTACK_CALL_IN_PROGRESS) if Paystack cannot be
         reached in time, in which case a retry with the same `payout_id` asks it
         again. If the ledger refuses the reservation (the money is not in the
@@ -811,7 +850,7 @@ class PaymentsInternalServiceServicer(metaclass=_abc_1.ABCMeta):
 
         Called by the goals service with the service credential. Read-only.
 
-        Errors: UNAUTHENTICATED (INVALID_SERVICE_CREDENTIAL); INVALID_ARGUMENT
+        Errors: INVALID_ARGUMENT
         (INVALID_PAYOUT_ID) for a malformed id; NOT_FOUND (PAYOUT_NOT_FOUND).
         """
 
@@ -829,7 +868,7 @@ class PaymentsInternalServiceServicer(metaclass=_abc_1.ABCMeta):
 
         Called by operators' tools with the service credential.
 
-        Errors: UNAUTHENTICATED (INVALID_SERVICE_CREDENTIAL); UNAVAILABLE
+        Errors: UNAVAILABLE
         (PAYSTACK_UNAVAILABLE, or a dependency's own code) if a source cannot be read.
         """
 
