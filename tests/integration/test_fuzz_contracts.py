@@ -48,6 +48,7 @@ from psycopg import sql
 from pymongo import AsyncMongoClient
 
 from services.common.db import psycopg_dsn
+from services.payments import domain as payments_domain
 from tests.conftest import CREDENTIAL
 from tests.integration.goals_fixtures import PASSWORD, Platform, User, paying_platform
 
@@ -80,15 +81,8 @@ INT64 = (-(2**63), 2**63 - 1)
 INT32 = (-(2**31), 2**31 - 1)
 # Timestamp seconds of 0001-01-01 and 9999-12-31, the range Timestamp allows.
 TIMESTAMP_SECONDS = (-62_135_596_800, 253_402_300_799)
-PAYSTACK_EVENTS = (
-    "charge.success",
-    "refund.processed",
-    "refund.failed",
-    "transfer.success",
-    "transfer.failed",
-    "transfer.reversed",
-    "subscription.create",
-)
+# The events payments handles, and one it stores as IGNORED.
+PAYSTACK_EVENTS = (*sorted(payments_domain.HANDLED_EVENTS), "subscription.create")
 
 
 @dataclass(frozen=True)
