@@ -20,6 +20,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.common import paging
 from services.common.auth import require_permission
 from services.common.context import Principal
 from services.common.db import Database
@@ -266,9 +267,15 @@ class Identity:
             seq = await store.record_revocation(session, user_id, target)
         await self._revoked(user_id, target, seq)
 
-    async def sessions(self, principal: Principal, before: datetime | None, limit: int) -> list[store.Session]:
+    async def sessions(
+        self, principal: Principal, before: tuple[datetime, str] | None, limit: int
+    ) -> list[store.Session]:
+        """The caller's live sessions, newest first; `before` (created_at, id) continues a page."""
+        if before is not None and not _is_uuid(before[1]):
+            raise paging.invalid_page_token()
+        position = (before[0], uuid.UUID(before[1])) if before is not None else None
         async with self.database.transaction() as session:
-            return await store.sessions_of(session, uuid.UUID(principal.user_id), before, limit)
+            return await store.sessions_of(session, uuid.UUID(principal.user_id), position, limit)
 
     # -- profile --------------------------------------------------------------
     async def user(self, user_id: str) -> UserView:

@@ -189,10 +189,12 @@ class IdentityServicer(identity_service_pb2_grpc.IdentityServiceServicer):
     ) -> identity_service_pb2.ListCurrentUserSessionsResponse:
         principal = caller()
         size = paging.page_size(request.page_size)
-        cursor = paging.decode_token(request.page_token, {"before": datetime})
-        before = cursor["before"] if cursor else None
+        # Keyset on (created_at, id): sessions made in the same instant are neither skipped nor repeated.
+        cursor = paging.decode_token(request.page_token, {"before": datetime, "before_id": str})
+        before = (cursor["before"], cursor["before_id"]) if cursor else None
         rows = await self.identity.sessions(principal, before, size + 1)
-        token = paging.encode_token({"before": rows[size - 1].created_at}) if len(rows) > size else ""
+        last = rows[size - 1] if len(rows) > size else None
+        token = paging.encode_token({"before": last.created_at, "before_id": str(last.id)}) if last else ""
         return identity_service_pb2.ListCurrentUserSessionsResponse(
             sessions=[session_message(r, principal.session_id) for r in rows[:size]], next_page_token=token
         )

@@ -22,6 +22,7 @@ from sqlalchemy import (
     func,
     select,
     text,
+    tuple_,
     update,
 )
 from sqlalchemy.dialects.postgresql import JSONB, insert
@@ -213,13 +214,16 @@ async def touch_session(session: AsyncSession, session_id: uuid.UUID) -> None:
     )
 
 
-async def sessions_of(session: AsyncSession, user_id: uuid.UUID, before: datetime | None, limit: int) -> list[Session]:
+async def sessions_of(
+    session: AsyncSession, user_id: uuid.UUID, before: tuple[datetime, uuid.UUID] | None, limit: int
+) -> list[Session]:
     query = select(Session).where(
         Session.user_id == user_id, Session.revoked_at.is_(None), Session.expires_at > func.now()
     )
     if before is not None:
-        query = query.where(Session.created_at < before)
-    return list((await session.execute(query.order_by(Session.created_at.desc()).limit(limit))).scalars())
+        query = query.where(tuple_(Session.created_at, Session.id) < tuple_(*before))
+    newest_first = query.order_by(Session.created_at.desc(), Session.id.desc()).limit(limit)
+    return list((await session.execute(newest_first)).scalars())
 
 
 async def revoke_session(session: AsyncSession, user_id: uuid.UUID, session_id: uuid.UUID) -> bool:

@@ -235,6 +235,26 @@ async def test_sessions_are_listed_and_one_can_be_revoked(identity: IdentityUnde
     assert reason(error) == "SESSION_NOT_FOUND"  # someone else's session is not yours to see
 
 
+async def test_sessions_made_in_the_same_instant_are_each_listed_once_across_pages(
+    identity: IdentityUnderTest,
+) -> None:
+    user = await identity.register()
+    sessions = [await identity.login(user.email) for _ in range(4)]
+    identity.sql("UPDATE sessions SET created_at = '2026-12-01T10:00:00Z' WHERE user_id = %s", user.id)
+    seen: list[str] = []
+    token = ""
+    while True:
+        page = await identity.public.ListCurrentUserSessions(
+            identity_service_pb2.ListCurrentUserSessionsRequest(page_size=1, page_token=token),
+            metadata=bearer(sessions[0].token),
+        )
+        seen += [s.id for s in page.sessions]
+        token = page.next_page_token
+        if not token:
+            break
+    assert sorted(seen) == sorted(s.session.id for s in sessions)
+
+
 async def test_revoking_a_session_twice_succeeds_and_a_malformed_id_is_invalid(identity: IdentityUnderTest) -> None:
     user = await identity.register()
     first, second = await identity.login(user.email), await identity.login(user.username)
