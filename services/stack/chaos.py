@@ -423,20 +423,22 @@ def sigkill(process: embedded.ManagedProcess) -> None:
 def restart(stack: Stack, component: str, timeout_s: float = 120.0) -> None:
     """Start the component again; a port or a shared-memory segment may take a moment to
     be let go of, so a failed start is tried again."""
+    if component not in SERVICES:
+        try:
+            process_of(stack, component).start_again(timeout_s)
+        except embedded.EmbeddedError as exc:
+            raise StackError(f"{component} does not start again: {exc}") from None
+        return
     give_up_at = time.monotonic() + timeout_s
     while True:
         try:
-            if component in SERVICES:
-                stack.start_service(component)
-            else:
-                process_of(stack, component).start()
+            stack.start_service(component)
             break
         except (StackError, embedded.EmbeddedError) as exc:
             if time.monotonic() > give_up_at:
                 raise StackError(f"{component} does not start again: {exc}") from None
             time.sleep(1.0)
-    if component in SERVICES:
-        stack.wait_edge_healthy(timeout_s=60)
+    stack.wait_edge_healthy(timeout_s=60)
 
 
 def ensure_up(stack: Stack, started: float) -> None:

@@ -101,6 +101,20 @@ class ManagedProcess:
         self.stop()
         raise EmbeddedError(f"{self.name} was not ready after {timeout_s:.0f}s; see {self.log_path}")
 
+    def start_again(self, timeout_s: float = 120.0) -> None:
+        """Start it after a stop or a kill. The port or a shared-memory segment of the last
+        run may take a moment to be let go of (PostgreSQL has been seen to crash on such a
+        start), so a failed start is tried again until `timeout_s`."""
+        give_up_at = time.monotonic() + timeout_s
+        while True:
+            try:
+                self.start()
+                return
+            except EmbeddedError:
+                if time.monotonic() > give_up_at:
+                    raise
+                time.sleep(1.0)
+
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 

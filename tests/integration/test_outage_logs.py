@@ -79,7 +79,7 @@ async def test_a_postgres_restart_is_one_warning_when_it_starts_and_one_when_it_
     try:
         await asyncio.to_thread(own_postgres.stop)
         await asyncio.sleep(3)  # the scheduler ticks every 50 ms, the listeners retry every 0.5 s
-        await asyncio.to_thread(own_postgres.start)
+        await asyncio.to_thread(own_postgres.start_again)
         await eventually(lambda: _recovered(caplog, "goals database"), timeout_s=30)
         await eventually(lambda: _recovered(caplog, "ledger database"), timeout_s=30)
         await asyncio.sleep(1)  # anything the recovery itself would log
