@@ -242,7 +242,10 @@ class RemoteAuthenticator:
                 request = self._watch_request() if after_seq is None else self._watch_request(after_seq=after_seq)
                 async for message in self._stub.WatchRevocations(request):
                     if message.reset:
+                        # Identity no longer holds what came after our position (or our
+                        # position is ahead of it, a restored database): start from its head.
                         self.cache.clear()
+                        after_seq = message.seq
                     for revocation in message.revocations:
                         self.cache.evict(user_id=revocation.user_id, session_id=revocation.session_id)
                     after_seq = message.seq if after_seq is None else max(after_seq, message.seq)

@@ -28,6 +28,7 @@ from datetime import datetime
 
 import psycopg
 
+from services.common import outage
 from services.common.db import Database, psycopg_dsn
 from services.common.errors import DomainError
 from services.identity import store
@@ -107,6 +108,10 @@ class RevocationFeed:
         self._progress = asyncio.Event()
         # The newest seq this process has dispatched (to its cache and its subscribers).
         self._dispatched_seq = 0
+        # Whether it has caught up once: until then nothing cached can predate a revocation.
+        # (Not `_dispatched_seq == 0`: on an empty table every reconnect would look like a start.)
+        self._caught_up = False
+        self._outage = outage.tracker(database, "identity database")
         self._evictors: list[Callable[[RevocationEvent], None]] = []
         self._last_prune = 0.0
 
@@ -116,7 +121,6 @@ class RevocationFeed:
 
     async def run(self) -> None:
         """Keep one LISTEN connection open for the life of the process (a background loop)."""
-        down_since: float | None = None
         while True:
             try:
                 dsn = psycopg.conninfo.make_conninfo(
@@ -128,21 +132,19 @@ class RevocationFeed:
                     # between is both read and notified, and dispatched once.
                     await self._catch_up()
                     self._listening.set()
-                    if down_since is not None:
-                        log.info(
-                            "revocation listener is back",
-                            extra={"outage_s": round(time.monotonic() - down_since, 1)},
-                        )
-                        down_since = None
+                    self._outage.recovered()
                     while True:
                         # Wakes at least every PRUNE_INTERVAL_S, for the housekeeping.
                         async for notification in connection.notifies(timeout=PRUNE_INTERVAL_S):
                             self._dispatch_payload(notification.payload)
                         await self._prune_now_and_then()
-            except (psycopg.Error, OSError) as exc:
-                if down_since is None:
-                    down_since = time.monotonic()
-                    log.warning("revocation listener lost its database connection", extra={"error": str(exc)})
+            except Exception as exc:
+                # Catching up goes through the SQLAlchemy pool, whose errors are not
+                # psycopg's: anything but a cancellation must leave the loop alive.
+                if outage.dependency_down(exc):
+                    self._outage.failed(exc, waiting="revocation listener")
+                else:
+                    log.exception("revocation listener failed")
             finally:
                 self._listening.clear()
                 self._close_all("identity lost its revocation feed; resume from your last seq")
@@ -150,10 +152,11 @@ class RevocationFeed:
 
     async def _catch_up(self) -> None:
         """Dispatch what was committed while this process was not listening."""
-        if self._dispatched_seq == 0:
+        if not self._caught_up:
             # Starting up: nothing is cached yet that an older revocation could concern.
             async with self._database.transaction() as session:
                 self._dispatched_seq = (await store.revocation_bounds(session))[1]
+            self._caught_up = True
             return
         while True:
             async with self._database.transaction() as session:
@@ -214,6 +217,10 @@ class RevocationFeed:
         Bounded: a stuck subscriber (or listener) must not hold up logout; its
         service's cache TTL covers it. A subscriber still being sent its
         backlog gets `seq` from its queue next. True if everything was delivered."""
+        if not self._listening.is_set():
+            # The feed is down (and said so once): nobody can be told now, so do not make
+            # every logout wait for it; the services' cache TTL bounds what they trust.
+            return False
         deadline = time.monotonic() + timeout_s
         while not (
             self._dispatched_seq >= seq and all(s.sent_seq >= seq for s in self._subscribers if s.sent_seq is not None)

@@ -127,7 +127,7 @@ class Identity:
         check.require(bool(password), "password", "is required", "MISSING_PASSWORD")
         check.raise_if_invalid()
         async with self.database.transaction() as session:
-            user = await store.user_by_login(session, login.strip()) if login.strip() else None
+            user = await store.user_by_login(session, login.strip())
             # Every attempt is counted as a failure before the password is checked
             # (so concurrent guesses cannot overrun the limit) and taken back if it
             # succeeds. An unknown login is an account of its own, limited alike.
@@ -136,14 +136,14 @@ class Identity:
                 (self.limits.login_failures_per_client, _client(device.ip_address)),
                 (self.limits.login_failures_per_account, account),
             ]
-            await self._spend(session, spent)
+            hits = await self._spend(session, spent)
         stored_hash = user.password_hash if user is not None else self._dummy_hash
         valid = await asyncio.to_thread(self._verify, stored_hash, password)
         if user is None or not valid:
             raise domain.InvalidCredentials("wrong login or password")
         token, token_hash = domain.new_token()
         async with self.database.transaction() as session:
-            await self._refund(session, spent)
+            await self._refund(session, hits)
             row = store.Session(
                 id=uuid.uuid4(),
                 user_id=user.id,
@@ -378,10 +378,10 @@ class Identity:
             # Across every code of the hour: requesting a new code resets the
             # code's own attempts, never this.
             guesses = [(self.limits.code_guesses_per_account, f"{user.id}:{channel.value}")]
-            await self._spend(session, guesses)
+            hits = await self._spend(session, guesses)
             expected = domain.code_hash(self._code_secret, str(user.id), channel, code.strip())
             if hmac.compare_digest(expected, pending.code_hash):
-                await self._refund(session, guesses)
+                await self._refund(session, hits)
                 pending.consumed_at = datetime.now(UTC)
                 if channel is Channel.EMAIL:
                     user.email_verified = True
@@ -401,15 +401,19 @@ class Identity:
         return UserView(user, tuple(r.name for r in roles[user.id]))
 
     # -- limits ---------------------------------------------------------------
-    async def _spend(self, session: AsyncSession, spent: Sequence[tuple[Limit, str]]) -> None:
+    async def _spend(self, session: AsyncSession, spent: Sequence[tuple[Limit, str]]) -> list[tuple[str, datetime]]:
         """Count one hit on each (limit, subject); RateLimited if any is over its limit.
 
         The hits are written in the caller's transaction, so a refused request
         (whose transaction rolls back) does not count, and the counters are
-        shared by every identity replica."""
+        shared by every identity replica. Returns the (counter, window) pairs hit,
+        for `_refund`: a refund after a window boundary takes back this hit, not
+        one in the next window."""
         now = datetime.now(UTC)
+        hits: list[tuple[str, datetime]] = []
         for limit, subject in spent:
             start, end = limit.window_at(now)
+            hits.append((limit.key(subject), start))
             if await store.hit(session, limit.key(subject), start, end) > limit.max_hits:
                 retry_after_s = limit.retry_after_s(now)
                 raise RateLimited(
@@ -417,11 +421,11 @@ class Identity:
                     retry_after_s=retry_after_s,
                     metadata={"limit": limit.name},
                 )
+        return hits
 
-    async def _refund(self, session: AsyncSession, spent: Sequence[tuple[Limit, str]]) -> None:
-        now = datetime.now(UTC)
-        for limit, subject in spent:
-            await store.unhit(session, limit.key(subject), limit.window_at(now)[0])
+    async def _refund(self, session: AsyncSession, hits: Sequence[tuple[str, datetime]]) -> None:
+        for key, window_start in hits:
+            await store.unhit(session, key, window_start)
 
     # -- roles ----------------------------------------------------------------
     async def roles(self, principal: Principal | None) -> list[store.Role]:
