@@ -45,10 +45,10 @@ fmt: $(STAMP)
 	$(BIN)/ruff check --fix services tests bench
 	$(BIN)/ruff format services tests bench
 
-# CI: the committed gen/ and descriptor must be what `make gen` produces.
+# CI: the committed gen/, descriptor and OpenAPI document must be what `make gen` produces.
 check-gen: gen
-	git diff --exit-code -- gen envoy/gofund.binpb
-	test -z "$$(git status --porcelain -- gen envoy/gofund.binpb)"
+	git diff --exit-code -- gen envoy/gofund.binpb openapi
+	test -z "$$(git status --porcelain -- gen envoy/gofund.binpb openapi)"
 
 # When a landing releases the contracts: the image every later change must not break
 # (`buf breaking`, FILE rules, run by tests/integration/test_codegen.py in `make test`).

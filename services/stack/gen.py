@@ -3,7 +3,9 @@
 Steps: copy the google/api and google/rpc protos we import (plus
 error_details.proto, which Envoy needs to render error details as JSON) from the
 googleapis-common-protos wheel into .build/proto-deps; lint our module; generate
-Python with buf; build the descriptor set Envoy loads.
+Python with buf; build the descriptor set Envoy loads; write the OpenAPI
+document and its reference page (openapi/) from a descriptor set with source
+info, so the proto comments become its descriptions.
 """
 
 import shutil
@@ -13,11 +15,15 @@ from pathlib import Path
 
 import google.api
 
+from services.stack import openapi
+
 ROOT = Path(__file__).resolve().parents[2]
 DEPS_DIR = ROOT / ".build" / "proto-deps"
 DESCRIPTOR = ROOT / "envoy" / "gofund.binpb"
+OPENAPI_DIR = ROOT / "openapi"
 THIRD_PARTY_PROTOS = (
     "google/api/annotations.proto",
+    "google/api/field_behavior.proto",
     "google/api/http.proto",
     "google/api/httpbody.proto",
     "google/rpc/code.proto",
@@ -55,6 +61,11 @@ def generate(output_root: Path = ROOT) -> None:
     descriptor = output_root / DESCRIPTOR.relative_to(ROOT)
     descriptor.parent.mkdir(parents=True, exist_ok=True)
     run(buf, "build", "--exclude-source-info", "-o", str(descriptor))
+    # The OpenAPI generator reads comments, so its descriptor set keeps source info.
+    with_comments = output_root / ".build" / "openapi.binpb"
+    with_comments.parent.mkdir(parents=True, exist_ok=True)
+    run(buf, "build", "--as-file-descriptor-set", "-o", str(with_comments))
+    openapi.write(with_comments, output_root / OPENAPI_DIR.relative_to(ROOT))
 
 
 def main() -> None:

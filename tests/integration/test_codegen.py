@@ -65,6 +65,7 @@ def test_committed_gen_and_descriptor_match_the_contracts(tmp_path: Path) -> Non
     stale = [name for name in fresh if fresh[name] != committed[name]]
     assert stale == [], "run `make gen` and commit gen/"
     assert (tmp_path / "envoy" / "gofund.binpb").read_bytes() == (ROOT / "envoy" / "gofund.binpb").read_bytes()
+    assert tree(tmp_path / "openapi") == tree(ROOT / "openapi"), "run `make gen` and commit openapi/"
 
 
 def test_descriptor_includes_error_details_for_envoy() -> None:
