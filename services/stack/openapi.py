@@ -922,10 +922,10 @@ def _inline(text: str) -> str:
 def _paragraphs(text: str) -> str:
     blocks = []
     for block in text.split("\n\n"):
-        lines = block.split("\n")
-        if all(line.startswith("- ") for line in lines if line):
-            items = "".join(f"<li>{_inline(line[2:])}</li>" for line in lines if line)
-            blocks.append(f"<ul>{items}</ul>")
+        if block.startswith("- "):
+            # A list: items start with "- ", continuation lines are indented.
+            items = [" ".join(item.split()) for item in ("\n" + block).split("\n- ")[1:]]
+            blocks.append("<ul>" + "".join(f"<li>{_inline(item)}</li>" for item in items) + "</ul>")
         elif block.strip():
             blocks.append(f"<p>{_inline(' '.join(block.split()))}</p>")
     return f'<div class="desc">{"".join(blocks)}</div>'
