@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install up test gen check-gen release-contract lint fmt bench chaos clean
+.PHONY: install up test gen check-gen release-contract lint fmt bench chaos clean web
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,7 +17,21 @@ install: $(STAMP)
 gen: $(STAMP)
 	$(BIN)/python -m services.stack.gen
 
-up: gen
+# The web app (web/, built into web/dist, which Envoy serves at /): npm ci when the
+# lockfile changes, a build when a web source or the OpenAPI document does.
+WEB_SOURCES := $(shell find web/src web/index.html web/vite.config.ts web/tsconfig.json -type f ! -name schema.d.ts 2>/dev/null)
+
+web/node_modules/.installed: web/package.json web/package-lock.json
+	cd web && npm ci --no-audit --no-fund
+	touch $@
+
+web/dist/.built: web/node_modules/.installed $(WEB_SOURCES) openapi/openapi.json
+	cd web && npm run build
+	touch $@
+
+web: web/dist/.built
+
+up: gen web
 	$(BIN)/gofund up
 
 lint: $(STAMP)
@@ -25,7 +39,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check services tests bench
 	$(BIN)/mypy
 
-test: lint
+test: lint web
 	$(BIN)/pytest
 
 # Benchmarks print figures and ratios; they assert nothing. BENCH_FLAGS=--quick for a short run.

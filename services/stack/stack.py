@@ -82,6 +82,11 @@ class Stack:
         self.external_services = tuple(external_services)
         self.env = {**os.environ, **self.overrides}
         self.settings = Settings(**self.overrides)  # type: ignore[arg-type]
+        # Paystack's checkout sends the payer back to the web app's return page (Envoy
+        # serves the app on the API's origin), which verifies the payment.
+        self.env.setdefault(
+            "GOFUND_PAYSTACK_CALLBACK_URL", f"http://127.0.0.1:{self.settings.envoy_port}/#/payments/return"
+        )
         if replicas > 1:
             # Services reach every replica of each other, balanced by gRPC's
             # round robin over this address list (see services.common.clients).

@@ -10,6 +10,7 @@ import { ErrorText, Field, Notice, Status, formatTime, useAction, useLoad } from
 import { LoginFirst } from "./auth";
 import { ProgressBar } from "./goals";
 
+// How often a page reads again what no stream pushes (a proof's tally, a settling contribution).
 const PROOF_POLL_MS = 3000;
 const CANCELLABLE = new Set(["GOAL_STATUS_OPEN", "GOAL_STATUS_FUNDED"]);
 
@@ -26,6 +27,7 @@ export function GoalPage({ goalId }: { goalId: string; route: Route }) {
     return watchGoal(goalId, setProgress, setLive);
   }, [goalId]);
 
+  const proofs = useLoad(() => call(api.GET("/v1/goals/{goal_id}/proofs", { params: { path: { goal_id: goalId } } })), [goalId, changes]);
   const goal = loaded.value?.goal;
   // A new status from the stream (funded, released, paid out…) changes what can be
   // done here, so the goal, its proofs and contributions are read again.
@@ -36,12 +38,18 @@ export function GoalPage({ goalId }: { goalId: string; route: Route }) {
     }
   }, [progress?.status]);
 
+  // Money moved: contributions' statuses may have changed with it.
+  useEffect(() => {
+    if (goal && progress) setChanges((c) => c + 1);
+  }, [progress?.raised_amount]);
+
   if (loaded.error) return <ErrorText error={loaded.error} />;
   if (!goal) return <p aria-busy="true">Loading…</p>;
   const shown: Goal = progress
     ? { ...goal, status: progress.status ?? goal.status, raised_amount: progress.raised_amount, contributor_count: progress.contributor_count }
     : goal;
   const owner = !!user && user.id === goal.owner_id;
+  const voting = !!proofs.value?.proofs?.some((p) => p.status === "PROOF_STATUS_PENDING");
   const refresh = () => {
     loaded.reload();
     setChanges((c) => c + 1);
@@ -63,8 +71,8 @@ export function GoalPage({ goalId }: { goalId: string; route: Route }) {
       {shown.status === "GOAL_STATUS_OPEN" &&
         (user ? <ContributeForm goal={goal} user={user} /> : <LoginFirst what="contribute" />)}
       {user && <Contributions goal={goal} owner={owner} version={changes} />}
-      {owner && <OwnerPanel goal={shown} onChange={refresh} />}
-      <Proofs goal={shown} user={user} owner={owner} version={changes} />
+      {owner && <OwnerPanel goal={shown} voting={voting} onChange={refresh} />}
+      <Proofs goal={shown} found={proofs} canVote={!!user && !owner} />
     </article>
   );
 }
@@ -132,11 +140,18 @@ function ContributeForm({ goal, user }: { goal: Goal; user: SignedIn }) {
 }
 
 function Contributions({ goal, owner, version }: { goal: Goal; owner: boolean; version: number }) {
-  const { value, error } = useLoad(
+  const { value, error, reload } = useLoad(
     () => call(api.GET("/v1/goals/{goal_id}/contributions", { params: { path: { goal_id: goal.id! }, query: { page_size: 100 } } })),
     [goal.id, version],
   );
   const rows = value?.contributions ?? [];
+  // A payment still settling (or failing, which moves no money) shows its outcome when it has one.
+  const settling = rows.some((c) => c.status === "CONTRIBUTION_STATUS_PENDING");
+  useEffect(() => {
+    if (!settling) return;
+    const timer = window.setInterval(reload, PROOF_POLL_MS);
+    return () => window.clearInterval(timer);
+  }, [settling]);
   if (!error && rows.length === 0) return null;
   return (
     <section class="panel" aria-labelledby="contributions-heading">
@@ -166,7 +181,7 @@ function Contributions({ goal, owner, version }: { goal: Goal; owner: boolean; v
   );
 }
 
-function OwnerPanel({ goal, onChange }: { goal: Goal; onChange: () => void }) {
+function OwnerPanel({ goal, voting, onChange }: { goal: Goal; voting: boolean; onChange: () => void }) {
   return (
     <section class="panel" aria-labelledby="owner-heading">
       <h2 id="owner-heading">Your goal</h2>
@@ -175,7 +190,8 @@ function OwnerPanel({ goal, onChange }: { goal: Goal; onChange: () => void }) {
         money is released.
       </p>
       {goal.status === "GOAL_STATUS_OPEN" && <EditGoalForm goal={goal} onChange={onChange} />}
-      {goal.status === "GOAL_STATUS_FUNDED" && <ProofForm goal={goal} onChange={onChange} />}
+      {goal.status === "GOAL_STATUS_FUNDED" && !voting && <ProofForm goal={goal} onChange={onChange} />}
+      {voting && <p>Your proof is being voted on.</p>}
       {CANCELLABLE.has(goal.status ?? "") && <CancelGoalForm goal={goal} onChange={onChange} />}
     </section>
   );
@@ -284,12 +300,18 @@ function ProofForm({ goal, onChange }: { goal: Goal; onChange: () => void }) {
   );
 }
 
-function Proofs({ goal, user, owner, version }: { goal: Goal; user: SignedIn | null; owner: boolean; version: number }) {
-  const { value, error, reload } = useLoad(
-    () => call(api.GET("/v1/goals/{goal_id}/proofs", { params: { path: { goal_id: goal.id! } } })),
-    [goal.id, version],
-  );
+type ProofsLoad = { value: { proofs?: Proof[] } | null; error: unknown; reload: () => void };
+
+function Proofs({ goal, found, canVote }: { goal: Goal; found: ProofsLoad; canVote: boolean }) {
+  const { value, error, reload } = found;
   const proofs = value?.proofs ?? [];
+  // While the goal is funded its owner may submit a proof at any moment: look for it.
+  const waiting = goal.status === "GOAL_STATUS_FUNDED" && !proofs.some((p) => p.status === "PROOF_STATUS_PENDING");
+  useEffect(() => {
+    if (!waiting) return;
+    const timer = window.setInterval(reload, PROOF_POLL_MS);
+    return () => window.clearInterval(timer);
+  }, [waiting]);
   if (!error && proofs.length === 0) return null;
   return (
     <section class="panel" aria-labelledby="proofs-heading">
@@ -297,7 +319,7 @@ function Proofs({ goal, user, owner, version }: { goal: Goal; user: SignedIn | n
       <ErrorText error={error} />
       <ol class="proofs">
         {proofs.map((proof) => (
-          <ProofItem proof={proof} currency={goal.currency ?? ""} canVote={!!user && !owner} onDecided={reload} />
+          <ProofItem proof={proof} currency={goal.currency ?? ""} canVote={canVote} onDecided={reload} />
         ))}
       </ol>
     </section>
