@@ -17,6 +17,15 @@ from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 POSTGRES_DATABASES = ("identity", "goals", "ledger")
+# Vite's dev server and its `preview` of a build: where the web app runs in development.
+WEB_DEV_SERVER_PORTS = (5173, 4173)
+
+
+def development_web_origins(envoy_port: int) -> tuple[str, ...]:
+    """The web app's dev servers and the edge itself (which serves the built app), by
+    both names a browser may use for this machine."""
+    ports = (*WEB_DEV_SERVER_PORTS, envoy_port)
+    return tuple(f"http://{host}:{port}" for port in ports for host in ("localhost", "127.0.0.1"))
 
 
 class Environment(StrEnum):
@@ -73,8 +82,10 @@ class Settings(BaseSettings):
     webhook_rate_per_minute: int = _env("GOFUND_WEBHOOK_RATE_PER_MINUTE", default=1200, gt=0)
     # The deadline of every unary route at the edge; the service sees it as grpc-timeout.
     edge_timeout_ms: int = _env("GOFUND_EDGE_TIMEOUT_MS", default=15_000, gt=0, le=99_999_999)
-    # The web app's origin: the only one CORS lets call the API from a browser.
-    web_origin: str = _env("GOFUND_WEB_ORIGIN", default="http://localhost:3000")
+    # The origins CORS lets call the API from a browser, comma-separated. Unset:
+    # the web app's dev server (Vite's `dev` and `preview`) and the edge itself,
+    # on localhost and 127.0.0.1 (see `cors_origins`).
+    web_origins: str = _env("GOFUND_WEB_ORIGINS", default="")
 
     identity_database_url: str = _env("GOFUND_IDENTITY_DATABASE_URL", default="")
     goals_database_url: str = _env("GOFUND_GOALS_DATABASE_URL", default="")
@@ -148,6 +159,11 @@ class Settings(BaseSettings):
     paystack_sim_retry_base_ms: int = _env("GOFUND_PAYSTACK_SIM_RETRY_BASE_MS", default=1000, gt=0)
     paystack_sim_settle_ms: int = _env("GOFUND_PAYSTACK_SIM_SETTLE_MS", default=3000, ge=0)
 
+    # The public streams (WatchGoal, WatchBalance) repeat their latest message,
+    # marked as a heartbeat, after this long without one, so proxies and
+    # browsers never cut a quiet stream as idle.
+    stream_heartbeat_ms: int = _env("GOFUND_STREAM_HEARTBEAT_MS", default=15_000, gt=0)
+
     # Budget of an outgoing unary call when the incoming call leaves more.
     call_timeout_ms: int = _env("GOFUND_CALL_TIMEOUT_MS", default=5000, gt=0)
     # Kept back from the incoming deadline so our answer still arrives in time.
@@ -198,6 +214,11 @@ class Settings(BaseSettings):
     @property
     def paystack_webhook_url(self) -> str:
         return self.webhook_url or f"http://127.0.0.1:{self.envoy_port}/v1/webhooks/paystack"
+
+    @property
+    def cors_origins(self) -> tuple[str, ...]:
+        listed = tuple(origin.strip() for origin in self.web_origins.split(",") if origin.strip())
+        return listed or development_web_origins(self.envoy_port)
 
 
 REQUIRED_IN_PRODUCTION = (
