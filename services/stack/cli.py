@@ -175,8 +175,9 @@ def _up(args: argparse.Namespace) -> None:
         sys.exit(1)
     s = stack.settings
     print(
-        f"GoFund is up.\n{stack.endpoints()}\n\n"
+        f"GoFund is up: open http://127.0.0.1:{s.envoy_port}/ in a browser.\n{stack.endpoints()}\n\n"
         "Try:\n"
+        f"  http://127.0.0.1:{s.envoy_port}/reference   the API's reference (OpenAPI: /openapi.json)\n"
         f"  curl -s http://127.0.0.1:{s.envoy_port}/v1/goals\n"
         f"  grpcurl -plaintext 127.0.0.1:{s.goals_port} list\n"
         f"  grpcurl -plaintext 127.0.0.1:{s.ledger_port} grpc.health.v1.Health/Check\n\n"

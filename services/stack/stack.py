@@ -236,7 +236,7 @@ class Stack:
             auth_rate_per_minute=s.auth_rate_per_minute,
             webhook_rate_per_minute=s.webhook_rate_per_minute,
             unary_timeout_ms=s.edge_timeout_ms,
-            web_origin=s.web_origin,
+            web_origins=s.cors_origins,
         )
         path = write(config, self.data_dir / "envoy.yaml")
         # Envoy instances on one machine need distinct shared-memory ids.
@@ -330,7 +330,7 @@ class Stack:
     def endpoints(self) -> str:
         s = self.settings
         lines = [
-            f"  Envoy, JSON and gRPC   http://127.0.0.1:{s.envoy_port}",
+            f"  Envoy, JSON and gRPC   http://127.0.0.1:{s.envoy_port}  (also the web app at /, /openapi.json)",
             f"  Envoy admin            http://127.0.0.1:{s.envoy_admin_port}  (loopback only)",
             *(
                 f"  {name:<22} {', '.join(f'127.0.0.1:{p}' for p in self.replica_ports(name))}"

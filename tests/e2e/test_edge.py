@@ -1,5 +1,5 @@
 """The production front on a stack of its own: two replicas of every service, a short
-route deadline, a web origin and a small webhook bucket, so the edge's behaviours
+route deadline, configured web origins and a small webhook bucket, so the edge's behaviours
 can be seen: CORS, body limits, JSON local replies, deadlines the services obey,
 replicas that die mid-traffic, the access log, and grpcurl through Envoy."""
 
@@ -40,7 +40,7 @@ def front(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     overrides.update(
         {
             "GOFUND_EDGE_TIMEOUT_MS": str(ROUTE_DEADLINE_MS),
-            "GOFUND_WEB_ORIGIN": WEB_ORIGIN,
+            "GOFUND_WEB_ORIGINS": f"{WEB_ORIGIN},https://admin.gofund.test",
             "GOFUND_WEBHOOK_RATE_PER_MINUTE": "5",
         }
     )
@@ -167,7 +167,9 @@ def test_a_call_past_its_route_deadline_is_504_json_and_the_service_stopped_at_t
         blocker.rollback()
     assert response.status_code == 504, response.text
     assert response.headers["content-type"] == "application/json"
-    # Envoy's timeout comes after transcoding, so it is the transcoder's JSON of a gRPC status.
+    # The service stops at the deadline it was given and answers DEADLINE_EXCEEDED
+    # itself (an answer from upstream, which the edge never rewrites), rendered by the
+    # transcoder; Envoy's own timeout (UPSTREAM_TIMEOUT) would come only after it.
     assert response.json() == {"code": 4, "message": "Deadline Exceeded", "details": []}
 
 
