@@ -9,7 +9,9 @@ decided once (`domain.Outflow`): an approved proof claims RELEASE, expiry,
 cancellation and the third rejection claim REFUND, and a goal that has one can
 never take the other (`claim_outflow`, backed by the database). Starting a saga
 here only writes its rows; the money moves later, in `sagas`, under ids derived
-from those rows.
+from those rows. The raised amount and contributor count change in
+`refresh_progress`: one change per contribution, once both its signals (the
+ledger's balance, payments' confirmation) are in.
 """
 
 from __future__ import annotations
@@ -52,10 +54,12 @@ async def move(session: AsyncSession, goal: store.Goal, target: GoalStatus, now:
 async def claim_outflow(session: AsyncSession, goal: store.Goal, outflow: Outflow, now: datetime) -> None:
     """Decide where the goal's money goes; refused if that was decided before.
 
-    The raised amount is fixed here at what counts: the succeeded contributions.
-    A capture whose confirmation has not arrived yet may already be in the GOAL
-    balance (and so in the raised amount, which follows it); it never counts and
-    is refunded when it is confirmed, so it is not shown as raised either.
+    The raised amount and contributor count are fixed here at what counts: the
+    succeeded contributions, including any whose balance change the stream had
+    not delivered yet (the ledger holds their money: payments posts a capture
+    before it confirms it). A capture whose confirmation has not arrived yet
+    may already be in the GOAL balance; it never counts and is refunded when it
+    is confirmed, so it is not shown as raised either.
     """
     if goal.outflow is not None:
         raise domain.IllegalGoalMove(
@@ -63,38 +67,80 @@ async def claim_outflow(session: AsyncSession, goal: store.Goal, outflow: Outflo
             metadata={"goal_id": str(goal.id), "outflow": goal.outflow, "target": outflow.value},
         )
     goal.outflow = outflow.value
-    counted = await store.counted_total(session, goal.id)
-    if goal.raised_amount != counted:
-        goal.raised_amount = counted
+    counted, contributors = await store.counted_progress(session, goal.id)
+    if (goal.raised_amount, goal.contributor_count) != (counted, contributors):
+        goal.raised_amount, goal.contributor_count = counted, contributors
         await store.progress_changed(session, goal, now)
 
 
 async def apply_balance(session: AsyncSession, goal: store.Goal, balance: int, seq: int, now: datetime) -> None:
     """Apply the GOAL account's balance as of ledger `seq` (from the stream or a direct read).
 
-    While the goal takes money its raised amount follows the balance, and it is
-    FUNDED, once, when the balance reaches the target. A change at or below the
-    last applied seq is stale and ignored, so replays and several appliers agree.
+    The balance is remembered (`ledger_balance`) and the progress refreshed
+    from it (`refresh_progress`). A change at or below the last applied seq is
+    stale and ignored, so replays and several appliers agree.
     """
     if seq <= goal.ledger_seq:
         return
     goal.ledger_seq = seq
+    goal.ledger_balance = balance
+    await refresh_progress(session, goal, now)
+
+
+async def refresh_progress(session: AsyncSession, goal: store.Goal, now: datetime) -> None:
+    """Bring the goal's progress up to date with its two signals: one change (one `seq`) at most.
+
+    Each capture reaches goals twice, in no fixed order: its GOAL balance
+    change through the ledger's stream (`apply_balance`) and payments'
+    confirmation of the contribution (`Goals.confirm_contribution`); goals may
+    restart between the two. Both are stored as they arrive (`ledger_balance`
+    and the contribution's status), and each calls this under the goal's row
+    lock, so the progress shown is a function of what is stored, whatever the
+    order, and a replay of either signal changes nothing.
+
+    Design decision: the progress shows a contribution once both of its
+    signals are in, as one change carrying its raised amount, the contributor
+    count and, if it reaches the target, FUNDED. Concretely, while the goal
+    takes money, the raised amount and contributor count are those of the
+    succeeded contributions, taken when the balance the ledger has been seen
+    to hold covers them (`ledger_balance >= counted`): a confirmation that
+    overtook its balance change waits for it, a balance change waits for its
+    confirmation (it changes nothing shown). The goal is FUNDED when that
+    raised amount reaches the target, in the same change. A capture nobody
+    confirms (payments' event parked) therefore holds up nobody else's, and
+    never shows before it is known to be a contribution to this goal.
+
+    The one exception is the deadline, where the ledger alone decides, as it
+    did before: an OPEN goal at or past its deadline whose GOAL balance holds
+    its target is FUNDED with that balance as its raised amount even if some
+    confirmations are still in flight (a lagging payments must not expire a
+    goal the money reached in time); each late confirmation then only adds
+    its contributor, a change of its own. Neither rule touches where money
+    goes: the amount released and the vote weights are always the succeeded
+    contributions (`claim_outflow`, `tally`).
+
+    Both sources only grow while a goal takes money (a counted contribution
+    is refunded only once the outflow is decided), so the raised amount shown
+    never goes down here: `max` keeps a balance shown at the deadline, and the
+    balance goals showed as raised before this rule (migration 0004).
+    """
     status = GoalStatus(goal.status)
     if not domain.accepts_money(status, goal.outflow_kind):
-        return  # closed: raised_amount keeps its last value
-    changed = goal.raised_amount != balance
-    goal.raised_amount = balance
-    if status is GoalStatus.OPEN and balance >= goal.target_amount:
+        return  # closed: the progress keeps what claim_outflow fixed
+    raised, contributors = goal.raised_amount, goal.contributor_count
+    counted, counted_contributors = await store.counted_progress(session, goal.id)
+    if goal.ledger_balance >= counted:
+        raised, contributors = max(raised, counted), counted_contributors
+    funded = status is GoalStatus.OPEN and raised >= goal.target_amount
+    if status is GoalStatus.OPEN and not funded and now >= goal.deadline and goal.ledger_balance >= goal.target_amount:
+        raised, funded = goal.ledger_balance, True
+    if (raised, contributors) == (goal.raised_amount, goal.contributor_count) and not funded:
+        return
+    goal.raised_amount, goal.contributor_count = raised, contributors
+    if funded:
         goal.funded_at = now
-        await move(session, goal, GoalStatus.FUNDED, now)
-    elif changed:
-        await store.progress_changed(session, goal, now)
-
-
-async def recount_contributors(session: AsyncSession, goal: store.Goal, now: datetime) -> None:
-    count = await store.contributor_count(session, goal.id)
-    if count != goal.contributor_count:
-        goal.contributor_count = count
+        await move(session, goal, GoalStatus.FUNDED, now)  # the one progress change, status included
+    else:
         await store.progress_changed(session, goal, now)
 
 

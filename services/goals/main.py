@@ -68,6 +68,7 @@ async def build(settings: Settings, stack: AsyncExitStack, *, clock: Callable[[]
         rules=rules,
         clock=clock,
         wake_sagas=scheduler.wake,
+        heartbeat_s=settings.stream_heartbeat_ms / 1000,
     )
     services = goals_service_pb2.DESCRIPTOR.services_by_name
     descriptors = [services["GoalsService"], services["GoalsInternalService"]]

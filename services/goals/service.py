@@ -8,6 +8,7 @@ what makes the step safe (documented in `sagas`).
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -69,8 +70,10 @@ class Goals:
         rules: lifecycle.Rules,
         clock: Callable[[], datetime],
         wake_sagas: Callable[[], None],
+        heartbeat_s: float,
     ) -> None:
         self.database = database
+        self.heartbeat_s = heartbeat_s
         self.ledger = ledger
         self.payments = payments
         self.broadcaster = broadcaster
@@ -190,25 +193,45 @@ class Goals:
             await session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
             return await store.list_books(session, after, limit)
 
-    async def watch(self, goal_id: str) -> AsyncIterator[store.Progress]:
-        """The goal's progress now, then each change in seq order, until a final status."""
+    async def watch(self, goal_id: str, after_seq: int = 0) -> AsyncIterator[tuple[store.Progress, bool]]:
+        """(progress, heartbeat): the goal's progress now unless the client saw it (`after_seq`),
+        then each change in seq order until a final status; the latest again as a heartbeat
+        after `heartbeat_s` without a message.
+
+        A goal's progress is one state, not a history, so resuming needs no
+        replay: the current state is everything the client missed, coalesced.
+        """
         goal_id = _id(goal_id, "goal_id", "INVALID_GOAL_ID")
+        if after_seq < 0:
+            raise _invalid("after_seq", "must not be negative", "INVALID_AFTER_SEQ")
         # Subscribed before reading, so no commit falls between the read and the stream.
         watcher = self.broadcaster.subscribe(goal_id)
         try:
             current = await self._progress(goal_id)
             if current is None:
                 raise _not_found_goal(goal_id)
-            yield current
-            sent = current.seq
+            if after_seq > current.seq:
+                # Every seq a client was sent is committed, so this one was not this goal's.
+                raise _invalid("after_seq", f"is above the goal's seq, {current.seq}", "INVALID_AFTER_SEQ")
+            loop = asyncio.get_running_loop()
+            if current.seq > after_seq:
+                yield current, False
+            quiet_until = loop.time() + self.heartbeat_s
             while not current.status.final:
-                latest = await watcher.next()
+                try:
+                    async with asyncio.timeout_at(quiet_until):
+                        latest = await watcher.next()
+                except TimeoutError:
+                    yield current, True
+                    quiet_until = loop.time() + self.heartbeat_s
+                    continue
                 if latest is None:  # notifications may have been lost: read it
                     latest = await self._progress(goal_id)
-                if latest is None or latest.seq <= sent:
+                if latest is None or latest.seq <= current.seq:
                     continue
-                current, sent = latest, latest.seq
-                yield current
+                current = latest
+                yield current, False
+                quiet_until = loop.time() + self.heartbeat_s
         finally:
             self.broadcaster.unsubscribe(watcher)
 
@@ -488,7 +511,9 @@ class Goals:
             store.touch(contribution, now)
             if domain.accepts_money(GoalStatus(goal.status), goal.outflow_kind):
                 await session.flush()
-                await lifecycle.recount_contributors(session, goal, now)
+                # Shown now if the balance stream brought its capture already,
+                # else with that balance change: one progress change either way.
+                await lifecycle.refresh_progress(session, goal, now)
             else:
                 # The goal closed while the payer was paying: the money never
                 # counted and goes back, whatever the goal's own outflow.
@@ -538,8 +563,7 @@ class Goals:
                 refund.last_error = ""
                 store.touch(refund, now)
             await session.flush()
-            if domain.accepts_money(GoalStatus(goal.status), goal.outflow_kind):
-                await lifecycle.recount_contributors(session, goal, now)
+            await lifecycle.refresh_progress(session, goal, now)
             await lifecycle.finish_refund_if_done(session, goal, now)
             return contribution
 

@@ -147,7 +147,7 @@ def vote_message(vote: store.Vote) -> goals_pb2.Vote:
 # Every watcher of a goal receives the same message for a change: serialize it
 # once (the interceptor passes bytes through) and share it.
 @functools.lru_cache(maxsize=4096)
-def progress_bytes(progress: store.Progress) -> bytes:
+def progress_bytes(progress: store.Progress, heartbeat: bool = False) -> bytes:
     return goals_service_pb2.WatchGoalResponse(
         goal_id=progress.goal_id,
         status=_GOAL_STATUS[progress.status],
@@ -156,7 +156,28 @@ def progress_bytes(progress: store.Progress) -> bytes:
         contributor_count=progress.contributor_count,
         seq=progress.seq,
         currency=progress.currency,
+        heartbeat=heartbeat,
     ).SerializeToString()
+
+
+LAST_EVENT_ID = "last-event-id"
+_MAX_SEQ = 2**63 - 1
+
+
+def resume_after(after_seq: int, context: Any) -> int:
+    """Where a stream resumes: the request's `after_seq`, or when that is 0 an SSE client's
+    Last-Event-ID (Envoy's transcoder passes the header on as `last-event-id` metadata)."""
+    if after_seq:
+        return after_seq
+    value = next((str(m.value) for m in context.invocation_metadata() or () if m.key == LAST_EVENT_ID), "")
+    if not value:
+        return 0
+    # A seq as the stream sent it: ASCII digits only (int() would also take a sign, spaces, "1_000").
+    if not (len(value) <= 19 and value.isascii() and value.isdigit() and int(value) <= _MAX_SEQ):
+        raise ValidationFailed(
+            [FieldViolation(LAST_EVENT_ID, "must be the seq of a message of this stream", "INVALID_LAST_EVENT_ID")]
+        )
+    return int(value)
 
 
 def _bad_token() -> ValidationFailed:
@@ -280,8 +301,9 @@ class GoalsServicer(goals_service_pb2_grpc.GoalsServiceServicer):
 
     # Streams yield pre-serialized messages (see progress_bytes), hence the override.
     async def WatchGoal(self, request: Any, context: Any) -> AsyncIterator[bytes]:  # type: ignore[override]
-        async for progress in self.goals.watch(request.goal_id):
-            yield progress_bytes(progress)
+        progress = self.goals.watch(request.goal_id, resume_after(request.after_seq, context))
+        async for state, heartbeat in progress:
+            yield progress_bytes(state, heartbeat)
 
     async def CreateContribution(self, request: Any, context: Any) -> goals_service_pb2.CreateContributionResponse:
         checkout = await self.goals.create_contribution(

@@ -106,6 +106,10 @@ class Goal(Base):
     # The ledger `seq` of the last GOAL balance applied, so a replayed or stale
     # balance change is never applied over a newer one.
     ledger_seq: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # The GOAL balance as of `ledger_seq`, minor units: what the ledger has been
+    # seen to hold. Not progress itself (see lifecycle.refresh_progress): a
+    # capture shows once both its balance and its confirmation are in.
+    ledger_balance: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     # The client's CreateGoal request id and the hash of its input.
     request_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
     request_fingerprint: Mapped[str | None] = mapped_column(String(64), nullable=True)
@@ -443,9 +447,13 @@ def _counting(goal_id: uuid.UUID) -> Any:
     )
 
 
-async def contributor_count(session: AsyncSession, goal_id: uuid.UUID) -> int:
-    query = select(func.count(func.distinct(Contribution.user_id))).where(_counting(goal_id))
-    return int((await session.execute(query)).scalar_one())
+async def counted_progress(session: AsyncSession, goal_id: uuid.UUID) -> tuple[int, int]:
+    """(amount, distinct contributors) of the contributions that count for the goal, in one read."""
+    query = select(
+        func.coalesce(func.sum(Contribution.amount), 0), func.count(func.distinct(Contribution.user_id))
+    ).where(_counting(goal_id))
+    total, contributors = (await session.execute(query)).one()
+    return int(total), int(contributors)
 
 
 async def counted_total(session: AsyncSession, goal_id: uuid.UUID) -> int:

@@ -34,7 +34,10 @@ async def build(settings: Settings, stack: AsyncExitStack) -> Service:
         name="ledger",
         errors=ERRORS,
         servicers=[
-            (ledger_service_pb2_grpc.add_LedgerServiceServicer_to_server, LedgerServicer(ledger)),
+            (
+                ledger_service_pb2_grpc.add_LedgerServiceServicer_to_server,
+                LedgerServicer(ledger, heartbeat_s=settings.stream_heartbeat_ms / 1000),
+            ),
             (
                 ledger_service_pb2_grpc.add_LedgerInternalServiceServicer_to_server,
                 LedgerInternalServicer(ledger),

@@ -6,6 +6,7 @@ gRPC here, and SQL only through `store`.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
 
 from services.common import context
@@ -150,13 +151,16 @@ class Ledger:
         account_types: Sequence[AccountType],
         after_seq: int,
         current_first: bool,
-    ) -> AsyncIterator[store.BalanceChange]:
-        """Changes in seq order: the missed ones from the entries, then live ones.
+        heartbeat_s: float | None = None,
+    ) -> AsyncIterator[tuple[store.BalanceChange, bool]]:
+        """(change, heartbeat): changes in seq order, the missed ones from the entries, then live ones.
 
         The watcher is registered before the database is read, so a commit
         lands either in what is read or in the watcher (or both: then seq
         decides). `current_first` (one account, after_seq 0) starts with the
-        account's current balance instead of its history.
+        account's current balance instead of its history. With `heartbeat_s`
+        (one account), a live stream quiet that long repeats its latest
+        balance, flagged as a heartbeat.
         """
         watcher = await self.broadcaster.subscribe(account_ids, account_types)
         try:
@@ -164,17 +168,11 @@ class Ledger:
             # the client is being written to: a slow client must not hold the pool.
             async with self.database.engine.connect() as connection:
                 snapshot = await store.last_seq(connection)
-                first: store.BalanceChange | None = None
-                if current_first:
-                    account = await store.get_account(connection, account_ids[0])
-                    (balance,) = await store.get_balances(connection, account_ids)
-                    first = store.BalanceChange(
-                        account.id, account.account_type, account.entity_id, account.currency,
-                        balance.balance, balance.debits, balance.credits, balance.seq, "",
-                        balance.debits_pending, balance.credits_pending,
-                    )  # fmt: skip
+                first = await self._current(connection, account_ids[0]) if current_first else None
+            last: store.BalanceChange | None = None
             if first is not None:
-                yield first
+                yield first, False
+                last = first
                 # The balance may include commits after `snapshot`; never repeat them.
                 sent = max(snapshot, first.seq)
             else:
@@ -186,12 +184,47 @@ class Ledger:
                             account_types=account_types, limit=REPLAY_PAGE,
                         )  # fmt: skip
                     for change in page:
-                        yield change
+                        yield change, False
+                        last = change
                     sent = page[-1].seq if len(page) == REPLAY_PAGE else snapshot
+            loop = asyncio.get_running_loop()
+            quiet_until = None if heartbeat_s is None else loop.time() + heartbeat_s
             while True:
-                for change in await watcher.next_batch():
+                try:
+                    async with asyncio.timeout_at(quiet_until):
+                        batch = await watcher.next_batch()
+                except TimeoutError:
+                    assert heartbeat_s is not None
+                    if last is None:
+                        # Nothing sent since the client's after_seq: its latest state is the
+                        # balance now (no change to the account after balance.seq).
+                        async with self.database.engine.connect() as connection:
+                            last = await self._current(connection, account_ids[0])
+                        if last.seq > sent:  # committed, not yet delivered: a change, not a repeat
+                            sent = last.seq
+                            yield last, False
+                            quiet_until = loop.time() + heartbeat_s
+                            continue
+                    yield last, True
+                    quiet_until = loop.time() + heartbeat_s
+                    continue
+                for change in batch:
                     if change.seq > sent:
                         sent = change.seq
-                        yield change
+                        yield change, False
+                        last = change
+                        if heartbeat_s is not None:
+                            quiet_until = loop.time() + heartbeat_s
         finally:
             self.broadcaster.unsubscribe(watcher)
+
+    @staticmethod
+    async def _current(connection: store.Executor, account_id: str) -> store.BalanceChange:
+        """The account's balance now, as a change with no transaction."""
+        account = await store.get_account(connection, account_id)
+        (balance,) = await store.get_balances(connection, [account_id])
+        return store.BalanceChange(
+            account.id, account.account_type, account.entity_id, account.currency,
+            balance.balance, balance.debits, balance.credits, balance.seq, "",
+            balance.debits_pending, balance.credits_pending,
+        )  # fmt: skip

@@ -114,7 +114,7 @@ def transaction_message(transaction: store.TransactionRow) -> ledger_pb2.Transac
 # Every watcher of an account receives the same message for a change: serialize
 # it once (the interceptor passes bytes through) and share it.
 @functools.lru_cache(maxsize=4096)
-def watch_balance_bytes(change: store.BalanceChange) -> bytes:
+def watch_balance_bytes(change: store.BalanceChange, heartbeat: bool = False) -> bytes:
     return ledger_service_pb2.WatchBalanceResponse(
         account_id=change.account_id,
         balance=change.balance,
@@ -124,6 +124,7 @@ def watch_balance_bytes(change: store.BalanceChange) -> bytes:
         available=change.available,
         debits_pending=change.debits_pending,
         credits_pending=change.credits_pending,
+        heartbeat=heartbeat,
     ).SerializeToString()
 
 
@@ -159,6 +160,26 @@ def after_seq(value: int) -> int:
     return value
 
 
+LAST_EVENT_ID = "last-event-id"
+_MAX_SEQ = 2**63 - 1
+
+
+def resume_after(value: int, context: Any) -> int:
+    """Where a stream resumes: the request's `after_seq`, or when that is 0 an SSE client's
+    Last-Event-ID (Envoy's transcoder passes the header on as `last-event-id` metadata)."""
+    if value:
+        return after_seq(value)
+    header = next((str(m.value) for m in context.invocation_metadata() or () if m.key == LAST_EVENT_ID), "")
+    if not header:
+        return 0
+    # A seq as the stream sent it: ASCII digits only (int() would also take a sign, spaces, "1_000").
+    if not (len(header) <= 19 and header.isascii() and header.isdigit() and int(header) <= _MAX_SEQ):
+        raise ValidationFailed(
+            [FieldViolation(LAST_EVENT_ID, "must be the seq of a message of this stream", "INVALID_LAST_EVENT_ID")]
+        )
+    return int(header)
+
+
 def postings(request: Any) -> list[Posting]:
     unknown = [i for i, p in enumerate(request.postings) if p.entry_type not in _ENTRY_TYPES]
     if unknown:
@@ -183,8 +204,9 @@ def account_types(values: Any) -> list[AccountType]:
 class LedgerServicer(ledger_service_pb2_grpc.LedgerServiceServicer):
     """Public reads; each checks visibility first (a hidden account is NOT_FOUND)."""
 
-    def __init__(self, ledger: Ledger) -> None:
+    def __init__(self, ledger: Ledger, *, heartbeat_s: float) -> None:
         self.ledger = ledger
+        self.heartbeat_s = heartbeat_s
 
     async def GetAccount(self, request: Any, context: Any) -> ledger_service_pb2.GetAccountResponse:
         account = await self.ledger.visible_account(account_id(request.account_id))
@@ -207,11 +229,14 @@ class LedgerServicer(ledger_service_pb2_grpc.LedgerServiceServicer):
     # Streams yield pre-serialized messages (see watch_balance_bytes), hence the override.
     async def WatchBalance(self, request: Any, context: Any) -> AsyncIterator[bytes]:  # type: ignore[override]
         watched = account_id(request.account_id)
-        since = after_seq(request.after_seq)
+        since = resume_after(request.after_seq, context)
         await self.ledger.visible_account(watched)
-        changes = self.ledger.watch(account_ids=[watched], account_types=[], after_seq=since, current_first=since == 0)
-        async for change in changes:
-            yield watch_balance_bytes(change)
+        changes = self.ledger.watch(
+            account_ids=[watched], account_types=[], after_seq=since, current_first=since == 0,
+            heartbeat_s=self.heartbeat_s,
+        )  # fmt: skip
+        async for change, heartbeat in changes:
+            yield watch_balance_bytes(change, heartbeat)
 
 
 class LedgerInternalServicer(ledger_service_pb2_grpc.LedgerInternalServiceServicer):
@@ -298,10 +323,13 @@ class LedgerInternalServicer(ledger_service_pb2_grpc.LedgerInternalServiceServic
         if not types and not request.account_ids:
             raise ValidationFailed([FieldViolation("account_types", "give account types, ids or both", "EMPTY_FILTER")])
         ids = [account_id(a) for a in request.account_ids]
+        # No heartbeats: only services call this, straight over gRPC (no proxy
+        # or browser to cut an idle stream), and a stream of many accounts has
+        # no one latest balance to repeat.
         changes = self.ledger.watch(
             account_ids=ids, account_types=types, after_seq=after_seq(request.after_seq), current_first=False
         )
-        async for change in changes:
+        async for change, _ in changes:
             yield watch_balances_bytes(change)
 
     async def Reconcile(self, request: Any, context: Any) -> ledger_service_pb2.ReconcileResponse:

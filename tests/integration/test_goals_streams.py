@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from typing import Any
 
 import grpc
 import pytest
@@ -200,3 +201,209 @@ async def test_two_schedulers_expire_each_goal_exactly_once(platform: Platform) 
         assert sorted(s for (s,) in seqs) == [4] * 10
     finally:
         await platform.stop_goals(replica)
+
+
+# -- resuming, heartbeats, one change per contribution ------------------------------------
+def resume(platform: Platform, goal_id: str, after_seq: int = 0, metadata: tuple[tuple[str, str], ...] = ()) -> Any:
+    request = goals_service_pb2.WatchGoalRequest(goal_id=goal_id, after_seq=after_seq)
+    return platform.goals.public.WatchGoal(request, metadata=metadata)
+
+
+async def next_message(stream: Any, *, heartbeat: bool) -> Any:
+    """The stream's next heartbeat, or its next change (skipping heartbeats)."""
+    async with asyncio.timeout(10):
+        async for message in stream:
+            if message.heartbeat is heartbeat:
+                return message
+    raise AssertionError("the stream ended")
+
+
+async def goal_seq(platform: Platform, goal_id: str) -> int:
+    ((seq,),) = await platform.goals_sql("SELECT seq FROM goals WHERE id = %s", goal_id)
+    return int(seq)
+
+
+async def test_resuming_after_a_seq_skips_what_was_seen_and_delivers_what_was_not(platform: Platform) -> None:
+    owner, alice, bob = await platform.users(3)
+    goal = await platform.goal(owner, target=10_000)
+    stream = watch(platform, goal.id)
+    await take(stream, 1)
+    await platform.contribute(goal, alice, 300)
+    (seen,) = await take(stream, 1)
+    stream.cancel()  # the client goes away having seen `seen`
+
+    # Nothing changed since: the stream starts with the next change, not the state it saw.
+    caught_up = resume(platform, goal.id, seen.seq)
+    await platform.contribute(goal, bob, 200)
+    (change,) = await take(caught_up, 1)
+    caught_up.cancel()
+    assert (change.seq, change.raised_amount, change.contributor_count) == (seen.seq + 1, 500, 2)
+
+    # The goal changed while the client was away: it gets the state now, then what follows.
+    await platform.contribute(goal, bob, 100)
+    await platform.until(goal.id, lambda g: g.raised_amount == 600)
+    behind = resume(platform, goal.id, seen.seq)
+    (missed,) = await take(behind, 1)
+    assert (missed.seq, missed.raised_amount, missed.contributor_count) == (seen.seq + 2, 600, 2)
+    await cancel(platform, owner, goal.id)  # CANCELLED then REFUNDING, committed together
+    rest = []
+    async with asyncio.timeout(10):
+        async for message in behind:
+            rest.append(message)
+            if message.status == REFUNDING:
+                break
+    behind.cancel()
+    assert [m.seq for m in rest] == sorted({m.seq for m in rest})
+    assert rest[0].seq > missed.seq
+    assert rest[-1].seq == missed.seq + 2
+
+
+async def test_a_client_that_resumes_misses_no_final_state(platform: Platform) -> None:
+    owner = await platform.user()
+    goal = await platform.goal(owner)
+    stream = watch(platform, goal.id)
+    (first,) = await take(stream, 1)
+    await cancel(platform, owner, goal.id)  # nothing paid: CANCELLED, REFUNDING, REFUNDED at once
+    final_seq = await goal_seq(platform, goal.id)
+    stream.cancel()
+
+    resumed = [m async for m in resume(platform, goal.id, first.seq)]
+    assert [(m.seq, m.status) for m in resumed] == [(final_seq, REFUNDED)]
+    seen_final = resume(platform, goal.id, final_seq)
+    assert [m async for m in seen_final] == []  # it has the final state: the stream ends at once
+    assert await seen_final.code() is grpc.StatusCode.OK
+
+
+async def test_after_seq_must_be_a_seq_of_the_goal(platform: Platform) -> None:
+    owner = await platform.user()
+    goal = await platform.goal(owner)
+    for after_seq in (-1, await goal_seq(platform, goal.id) + 1):
+        bad = await rejected(take(resume(platform, goal.id, after_seq), 1))
+        assert (bad.code(), reason(bad)) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_AFTER_SEQ")
+
+
+async def test_an_sse_clients_last_event_id_resumes_the_stream(platform: Platform) -> None:
+    owner, backer = await platform.users(2)
+    goal = await platform.goal(owner, target=10_000)
+    seen = await goal_seq(platform, goal.id)
+    stream = resume(platform, goal.id, metadata=(("last-event-id", str(seen)),))
+    await platform.contribute(goal, backer, 400)
+    (change,) = await take(stream, 1)
+    stream.cancel()
+    assert (change.seq, change.raised_amount) == (seen + 1, 400)
+    # The request's own after_seq, when given, is the position; the header is not read.
+    explicit = resume(platform, goal.id, seen, metadata=(("last-event-id", "not a seq"),))
+    (current,) = await take(explicit, 1)
+    explicit.cancel()
+    assert current.seq == seen + 1
+
+
+@pytest.mark.parametrize("header", ["abc", "-1", "1e3", "1.5", "99999999999999999999"])
+async def test_a_malformed_last_event_id_is_refused(platform: Platform, header: str) -> None:
+    owner = await platform.user()
+    goal = await platform.goal(owner)
+    bad = await rejected(take(resume(platform, goal.id, metadata=(("last-event-id", header),)), 1))
+    assert (bad.code(), reason(bad)) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_LAST_EVENT_ID")
+
+
+async def test_a_quiet_stream_sends_heartbeats_repeating_the_latest_seq(platform: Platform) -> None:
+    replica = await platform.start_goals(stream_heartbeat_ms=50)
+    try:
+        owner, backer = await platform.users(2)
+        goal = await platform.goal(owner, target=10_000)
+        stream = watch(platform, goal.id, replica)
+        first, beat = await take(stream, 2)
+        assert not first.heartbeat
+        assert beat.heartbeat
+        assert (beat.seq, beat.raised_amount, beat.status) == (first.seq, first.raised_amount, first.status)
+
+        await platform.contribute(goal, backer, 700)
+        change = await next_message(stream, heartbeat=False)
+        later = await next_message(stream, heartbeat=True)
+        assert (change.seq, change.raised_amount, change.contributor_count) == (first.seq + 1, 700, 1)
+        assert (later.seq, later.raised_amount, later.contributor_count) == (change.seq, 700, 1)
+
+        # Resumed with nothing missed, the first thing it hears is a heartbeat at its own seq.
+        caught_up = replica.public.WatchGoal(goals_service_pb2.WatchGoalRequest(goal_id=goal.id, after_seq=change.seq))
+        (beat,) = await take(caught_up, 1)
+        assert (beat.heartbeat, beat.seq, beat.raised_amount) == (True, change.seq, 700)
+
+        # A client that goes away between heartbeats is forgotten.
+        broadcaster = replica.broadcaster
+        stream.cancel()
+        caught_up.cancel()
+        await eventually(lambda: asyncio.sleep(0, broadcaster.watcher_count == 0))
+    finally:
+        await platform.stop_goals(replica)
+
+
+async def _capture_applied(platform: Platform, goal_id: str, balance: int) -> None:
+    """Wait until goals has applied the GOAL balance the ledger's stream brought."""
+    await eventually(
+        lambda: platform.goals_sql("SELECT 1 FROM goals WHERE id = %s AND ledger_balance = %s", goal_id, balance)
+    )
+
+
+async def _pay(platform: Platform, goal: Any, backer: Any, amount: int, *, balance: int, order: str) -> None:
+    """One contribution's two signals in `order`: the capture (ledger stream) and the confirmation (payments)."""
+    contribution_id = await platform.pending_contribution(goal, backer, amount)
+    payment_id = str(uuid.uuid4())
+    if order == "capture first":
+        await platform.capture(goal, amount, payment_id)
+        await _capture_applied(platform, goal.id, balance)
+        await platform.confirm(contribution_id, payment_id, amount, goal.currency)
+    else:
+        # Payments posts before it confirms, but goals may hear the confirmation
+        # before its balance stream delivers the capture: this is that order.
+        await platform.confirm(contribution_id, payment_id, amount, goal.currency)
+        await platform.capture(goal, amount, payment_id)
+
+
+@pytest.mark.parametrize("order", ["capture first", "confirmation first"])
+async def test_one_contribution_is_one_change_carrying_every_field(platform: Platform, order: str) -> None:
+    owner, alice, bob = await platform.users(3)
+    goal = await platform.goal(owner, target=1000)
+    stream = watch(platform, goal.id)
+    (first,) = await take(stream, 1)
+
+    await _pay(platform, goal, alice, 600, balance=600, order=order)
+    (change,) = await take(stream, 1)
+    assert (change.seq, change.raised_amount, change.contributor_count, change.status) == (first.seq + 1, 600, 1, OPEN)
+
+    # The contribution that reaches the target: FUNDED in the same change.
+    await _pay(platform, goal, bob, 400, balance=1000, order=order)
+    (funded,) = await take(stream, 1)
+    stream.cancel()
+    assert (funded.seq, funded.raised_amount, funded.contributor_count, funded.status) == (
+        first.seq + 2, 1000, 2, FUNDED,
+    )  # fmt: skip
+    assert await goal_seq(platform, goal.id) == funded.seq
+
+
+@pytest.mark.parametrize("order", ["capture first", "confirmation first"])
+async def test_a_goals_restart_between_a_contributions_two_signals_still_makes_one_change(
+    platform: Platform, order: str
+) -> None:
+    owner, backer = await platform.users(2)
+    goal = await platform.goal(owner, target=1000)
+    before = await goal_seq(platform, goal.id)
+    contribution_id = await platform.pending_contribution(goal, backer, 1000)
+    payment_id = str(uuid.uuid4())
+    if order == "capture first":
+        await platform.capture(goal, 1000, payment_id)
+        await _capture_applied(platform, goal.id, 1000)
+    else:
+        await platform.confirm(contribution_id, payment_id, 1000, goal.currency)
+    await platform.stop_goals(platform.goals)
+    platform.goals = await platform.start_goals()
+    stream = resume(platform, goal.id, before)
+    if order == "capture first":
+        await platform.confirm(contribution_id, payment_id, 1000, goal.currency)
+    else:
+        await platform.capture(goal, 1000, payment_id)
+    (funded,) = await take(stream, 1)
+    stream.cancel()
+    assert (funded.seq, funded.raised_amount, funded.contributor_count, funded.status) == (before + 1, 1000, 1, FUNDED)
+    # A replayed confirmation changes nothing.
+    await platform.confirm(contribution_id, payment_id, 1000, goal.currency)
+    assert await goal_seq(platform, goal.id) == before + 1

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
+import pytest_asyncio
 from gofund.ledger.v1 import ledger_pb2, ledger_service_pb2, ledger_service_pb2_grpc
 
+from services.common.errors import error_info
+from services.common.server import ServiceRunner
+from services.ledger.main import build
 from services.stack import embedded
-from tests.conftest import service_channel
+from tests.conftest import service_channel, settings_with
 from tests.integration.conftest import LedgerUnderTest
 from tests.integration.ledger_helpers import CREDIT, DEBIT, fund, new_id, open_account, posting, transfer
 
@@ -138,7 +142,7 @@ def second_ledger_process(ledger: LedgerUnderTest, postgres_port: int, tmp_path:
     process.stop()
 
 
-async def test_a_watcher_on_one_replica_sees_every_change_posted_through_another(
+async def test_a_watcher_on_one_replica_sees_the_changes_posted_through_another_in_order(
     ledger: LedgerUnderTest, second_ledger_process: int
 ) -> None:
     escrow, goal = await open_account(ledger.internal, "ESCROW"), await open_account(ledger.internal, "GOAL")
@@ -147,10 +151,17 @@ async def test_a_watcher_on_one_replica_sees_every_change_posted_through_another
     async with service_channel(f"127.0.0.1:{second_ledger_process}") as channel:
         replica_b = ledger_service_pb2_grpc.LedgerInternalServiceStub(channel)
         posted = [await fund(replica_b, escrow, goal, amount) for amount in range(1, 51)]
-    received = await take(stream, 50, timeout_s=30)
+    balance_at = {p.transaction.entries[1].seq: sum(range(1, n + 1)) for n, p in enumerate(posted, 1)}
+    received = []
+    async with asyncio.timeout(30):
+        async for change in stream:
+            received.append(change)
+            if change.balance == balance_at[max(balance_at)]:
+                break
     stream.cancel()
-    assert [r.seq for r in received] == [p.transaction.entries[1].seq for p in posted]
-    assert [r.balance for r in received] == [sum(range(1, n + 1)) for n in range(1, 51)]
+    # A watcher that falls behind (a loaded machine) is coalesced to later balances, never reordered.
+    assert [r.seq for r in received] == sorted({r.seq for r in received})
+    assert all(balance_at.get(r.seq) == r.balance for r in received)
 
 
 async def test_a_foreign_notification_on_the_channel_does_not_stop_the_feed(ledger: LedgerUnderTest) -> None:
@@ -203,3 +214,96 @@ async def test_watchers_see_an_account_once_per_transaction_at_its_committed_bal
     replayed = await take(replay, 2)
     replay.cancel()
     assert [c.balance for c in replayed] == [30, 31]
+
+
+async def test_an_sse_clients_last_event_id_resumes_the_balance_stream(ledger: LedgerUnderTest) -> None:
+    escrow, goal = await open_account(ledger.internal, "ESCROW"), await open_account(ledger.internal, "GOAL")
+    seen = await fund(ledger.internal, escrow, goal, 5)
+    for amount in (6, 7):
+        await fund(ledger.internal, escrow, goal, amount)
+    stream = ledger.public.WatchBalance(
+        ledger_service_pb2.WatchBalanceRequest(account_id=goal),
+        metadata=(("last-event-id", str(seen.transaction.entries[1].seq)),),
+    )
+    missed = await take(stream, 2)
+    stream.cancel()
+    assert [m.balance for m in missed] == [11, 18]  # the changes after it, not the current balance first
+    # The request's own after_seq, when given, is the position; the header is not read.
+    explicit = ledger.public.WatchBalance(
+        ledger_service_pb2.WatchBalanceRequest(account_id=goal, after_seq=missed[0].seq),
+        metadata=(("last-event-id", "not a seq"),),
+    )
+    (rest,) = await take(explicit, 1)
+    explicit.cancel()
+    assert rest.balance == 18
+
+
+@pytest.mark.parametrize("header", ["abc", "-1", "1e3", "1.5", "99999999999999999999"])
+async def test_a_malformed_last_event_id_is_refused(ledger: LedgerUnderTest, header: str) -> None:
+    goal = await open_account(ledger.internal, "GOAL")
+    stream = ledger.public.WatchBalance(
+        ledger_service_pb2.WatchBalanceRequest(account_id=goal), metadata=(("last-event-id", header),)
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await take(stream, 1)
+    info = error_info(raised.value)
+    assert raised.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert info is not None
+    assert (info.reason, info.domain) == ("INVALID_LAST_EVENT_ID", "ledger.gofund")
+
+
+@pytest_asyncio.fixture
+async def quick_heartbeats(
+    ledger: LedgerUnderTest, postgres_port: int, mongodb_port: int, tmp_path: Path
+) -> AsyncIterator[tuple[ledger_service_pb2_grpc.LedgerServiceStub, Any]]:
+    """A ledger replica on the same database whose streams beat after 50 ms of quiet.
+
+    Yields its public stub and its broadcaster."""
+    settings = settings_with(
+        postgres_port, mongodb_port, tmp_path, ledger_database_url=ledger.url, stream_heartbeat_ms=50
+    )
+    runner = ServiceRunner(build, settings, port=0)
+    port = await runner.start()
+    assert runner.service is not None
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        yield ledger_service_pb2_grpc.LedgerServiceStub(channel), runner.service.background[0].__self__  # type: ignore[attr-defined]
+    await runner.stop()
+
+
+async def next_message(stream: Any, *, heartbeat: bool) -> Any:
+    """The stream's next heartbeat, or its next change (skipping heartbeats)."""
+    async with asyncio.timeout(10):
+        async for message in stream:
+            if message.heartbeat is heartbeat:
+                return message
+    raise AssertionError("the stream ended")
+
+
+async def test_a_quiet_balance_stream_sends_heartbeats_repeating_the_latest_balance(
+    ledger: LedgerUnderTest, quick_heartbeats: tuple[ledger_service_pb2_grpc.LedgerServiceStub, Any]
+) -> None:
+    public, broadcaster = quick_heartbeats
+    escrow, goal = await open_account(ledger.internal, "ESCROW"), await open_account(ledger.internal, "GOAL")
+    await fund(ledger.internal, escrow, goal, 40)
+    stream = public.WatchBalance(ledger_service_pb2.WatchBalanceRequest(account_id=goal))
+    first, beat = await take(stream, 2)
+    assert not first.heartbeat
+    assert (beat.heartbeat, beat.seq, beat.balance) == (True, first.seq, 40)
+
+    posted = await fund(ledger.internal, escrow, goal, 2)
+    change = await next_message(stream, heartbeat=False)
+    later = await next_message(stream, heartbeat=True)
+    assert (change.balance, change.transaction_id) == (42, posted.transaction.id)
+    assert (later.seq, later.balance, later.transaction_id) == (change.seq, 42, posted.transaction.id)
+
+    # Resumed with nothing missed, the first thing it hears is a heartbeat with the balance it has.
+    caught_up = public.WatchBalance(ledger_service_pb2.WatchBalanceRequest(account_id=goal, after_seq=change.seq))
+    (beat,) = await take(caught_up, 1)
+    assert (beat.heartbeat, beat.seq, beat.balance) == (True, change.seq, 42)
+
+    # Clients that go away between heartbeats are forgotten.
+    stream.cancel()
+    caught_up.cancel()
+    async with asyncio.timeout(5):
+        while broadcaster.watcher_count:  # noqa: ASYNC110 - polling a count the server owns
+            await asyncio.sleep(0.02)

@@ -341,16 +341,24 @@ class WatchGoalRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     GOAL_ID_FIELD_NUMBER: _builtins.int
+    AFTER_SEQ_FIELD_NUMBER: _builtins.int
     goal_id: _builtins.str
     """The goal to watch (UUID)."""
+    after_seq: _builtins.int
+    """The last `seq` the client has seen of this goal, to resume a stream
+    after a reconnect: the current state is sent first only if its `seq` is
+    above this one. 0 (the default) means "from the current state": the
+    stream starts with the goal's progress as it is now.
+    """
     def __init__(
         self,
         *,
         goal_id: _builtins.str = ...,
+        after_seq: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["goal_id", b"goal_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_seq", b"after_seq", "goal_id", b"goal_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -371,6 +379,7 @@ class WatchGoalResponse(_message.Message):
     CONTRIBUTOR_COUNT_FIELD_NUMBER: _builtins.int
     SEQ_FIELD_NUMBER: _builtins.int
     CURRENCY_FIELD_NUMBER: _builtins.int
+    HEARTBEAT_FIELD_NUMBER: _builtins.int
     goal_id: _builtins.str
     """The watched goal."""
     status: _goals_pb2.GoalStatus.ValueType
@@ -390,6 +399,11 @@ class WatchGoalResponse(_message.Message):
     """
     currency: _builtins.str
     """ISO-4217 currency code of the amounts."""
+    heartbeat: _builtins.bool
+    """True on a heartbeat: a repeat of the latest message (same `seq`, same
+    state) sent after a quiet interval to keep the connection alive. It is
+    not a change; a client that counts changes ignores it.
+    """
     def __init__(
         self,
         *,
@@ -400,10 +414,11 @@ class WatchGoalResponse(_message.Message):
         contributor_count: _builtins.int = ...,
         seq: _builtins.int = ...,
         currency: _builtins.str = ...,
+        heartbeat: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["contributor_count", b"contributor_count", "currency", b"currency", "goal_id", b"goal_id", "raised_amount", b"raised_amount", "seq", b"seq", "status", b"status", "target_amount", b"target_amount"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contributor_count", b"contributor_count", "currency", b"currency", "goal_id", b"goal_id", "heartbeat", b"heartbeat", "raised_amount", b"raised_amount", "seq", b"seq", "status", b"status", "target_amount", b"target_amount"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -229,14 +229,28 @@ class GoalsServiceServicer:
     def WatchGoal(self, request, context):
         """Streams a goal's progress (the public API calls each message a
         GoalProgress): first the current state, then one message per change of
-        status, raised amount or contributor count, in `seq` order. A slow client
-        may have intermediate messages coalesced into the latest one; it never
-        sees them out of order. The stream ends with OK after the message that
-        puts the goal in a final status (WITHDRAWN or REFUNDED).
+        status, raised amount or contributor count, in `seq` order. One
+        contribution is one change: its raised amount, contributor count and (if
+        it funds the goal) FUNDED status arrive together in one message. A slow
+        client may have intermediate messages coalesced into the latest one; it
+        never sees them out of order. The stream ends with OK after the message
+        that puts the goal in a final status (WITHDRAWN or REFUNDED).
+
+        Resuming: a client that reconnects with the last `seq` it saw as
+        `after_seq` gets the current state only if it changed since, then every
+        later change, so it misses no state, the final one included (if it had
+        already seen the final state, the stream ends at once with OK). An SSE
+        client's `Last-Event-ID` header (the gRPC metadata `last-event-id`) is
+        used as `after_seq` when the request leaves it 0.
+
+        After a quiet interval (15 seconds by default) the stream repeats its
+        latest message with `heartbeat` set, so idle connections are not cut.
 
         Caller: anyone; no sign-in needed. Idempotent (read-only).
 
-        Errors: INVALID_ARGUMENT (INVALID_GOAL_ID); NOT_FOUND (GOAL_NOT_FOUND).
+        Errors: INVALID_ARGUMENT (INVALID_GOAL_ID, INVALID_AFTER_SEQ for a
+        negative `after_seq` or one above the goal's `seq`, INVALID_LAST_EVENT_ID
+        for a `last-event-id` that is not a `seq`); NOT_FOUND (GOAL_NOT_FOUND).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -211,6 +211,7 @@ class WatchBalanceResponse(_message.Message):
     AVAILABLE_FIELD_NUMBER: _builtins.int
     DEBITS_PENDING_FIELD_NUMBER: _builtins.int
     CREDITS_PENDING_FIELD_NUMBER: _builtins.int
+    HEARTBEAT_FIELD_NUMBER: _builtins.int
     account_id: _builtins.str
     """The watched account."""
     balance: _builtins.int
@@ -227,6 +228,11 @@ class WatchBalanceResponse(_message.Message):
     """Debits reserved by unresolved pending transactions, in minor units."""
     credits_pending: _builtins.int
     """Credits reserved by unresolved pending transactions, in minor units."""
+    heartbeat: _builtins.bool
+    """True on a heartbeat: a repeat of the latest balance (same `seq`, same
+    amounts) sent after a quiet interval to keep the connection alive. It is
+    not a change; a client that counts changes ignores it.
+    """
     def __init__(
         self,
         *,
@@ -238,10 +244,11 @@ class WatchBalanceResponse(_message.Message):
         available: _builtins.int = ...,
         debits_pending: _builtins.int = ...,
         credits_pending: _builtins.int = ...,
+        heartbeat: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "available", b"available", "balance", b"balance", "credits_pending", b"credits_pending", "currency", b"currency", "debits_pending", b"debits_pending", "seq", b"seq", "transaction_id", b"transaction_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "available", b"available", "balance", b"balance", "credits_pending", b"credits_pending", "currency", b"currency", "debits_pending", b"debits_pending", "heartbeat", b"heartbeat", "seq", b"seq", "transaction_id", b"transaction_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -122,9 +122,15 @@ class LedgerServiceServicer:
         entries. Then one message per change in `seq` order. A client that
         reconnects with the last `seq` it saw as `after_seq` misses nothing. A slow client may have intermediate
         balances coalesced into the latest one; it never sees them out of order.
+        An SSE client's `Last-Event-ID` header (the gRPC metadata
+        `last-event-id`) is used as `after_seq` when the request leaves it 0.
+
+        After a quiet interval (15 seconds by default) the stream repeats its
+        latest balance with `heartbeat` set, so idle connections are not cut.
 
         Errors: as GetAccount; INVALID_ARGUMENT (INVALID_AFTER_SEQ) for a negative
-        `after_seq`.
+        `after_seq`, (INVALID_LAST_EVENT_ID) for a `last-event-id` that is not a
+        `seq`.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
