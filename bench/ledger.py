@@ -285,7 +285,7 @@ def watcher_process(target: str, accounts: list[str], count: int, ready: Any, st
             async for message in stream:
                 if first:
                     first, started[0] = False, started[0] + 1
-                else:
+                elif not message.heartbeat:  # a quiet stream's keep-alive, not a change
                     seen.append((message.seq, time.monotonic()))
 
         followers = [asyncio.create_task(follow(s)) for s in streams]
