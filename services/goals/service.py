@@ -314,6 +314,18 @@ class Goals:
         async with self.database.transaction() as session:
             return await store.list_contributions(session, goal.id, user_id=mine_only, after=after, limit=limit)
 
+    async def my_contributions(
+        self,
+        caller: Principal,
+        status: ContributionStatus | None,
+        after: tuple[datetime, str] | None,
+        limit: int,
+    ) -> list[store.ContributionOfGoal]:
+        async with self.database.transaction() as session:
+            return await store.list_user_contributions(
+                session, uuid.UUID(caller.user_id), status=status, after=after, limit=limit
+            )
+
     async def contribution(self, caller: Principal, contribution_id: str) -> store.Contribution:
         contribution_id = _id(contribution_id, "contribution_id", "INVALID_CONTRIBUTION_ID")
         async with self.database.transaction() as session:

@@ -60,6 +60,7 @@ ANONYMOUS = [
 _GOAL_STATUS = {s: getattr(goals_pb2, f"GOAL_STATUS_{s.value}") for s in GoalStatus}
 _GOAL_STATUS_OF = {v: k for k, v in _GOAL_STATUS.items()}
 _CONTRIBUTION_STATUS = {s: getattr(goals_pb2, f"CONTRIBUTION_STATUS_{s.value}") for s in ContributionStatus}
+_CONTRIBUTION_STATUS_OF = {v: k for k, v in _CONTRIBUTION_STATUS.items()}
 _PROOF_STATUS = {s: getattr(goals_pb2, f"PROOF_STATUS_{s.value}") for s in ProofStatus}
 _PAYOUT_OUTCOME_OF = {getattr(goals_pb2, f"PAYOUT_OUTCOME_{o.value}"): o for o in PayoutOutcome}
 UPDATABLE_FIELDS = ("title", "description")
@@ -325,6 +326,31 @@ class GoalsServicer(goals_service_pb2_grpc.GoalsServiceServicer):
         token = encode_cursor(rows[size - 1].created_at, rows[size - 1].id, scope) if len(rows) > size else ""
         return goals_service_pb2.ListContributionsResponse(
             contributions=[contribution_message(c) for c in rows[:size]], next_page_token=token
+        )
+
+    async def ListMyContributions(self, request: Any, context: Any) -> goals_service_pb2.ListMyContributionsResponse:
+        principal = caller()
+        known = request.status == goals_pb2.CONTRIBUTION_STATUS_UNSPECIFIED or request.status in _CONTRIBUTION_STATUS_OF
+        if not known:
+            raise ValidationFailed([FieldViolation("status", "unknown contribution status", "INVALID_STATUS")])
+        size = paging.page_size(request.page_size)
+        # The caller is in the scope: one person's token does not page through another's list.
+        scope = {"user_id": principal.user_id, "status": int(request.status)}
+        after = decode_cursor(request.page_token, scope)
+        status = _CONTRIBUTION_STATUS_OF.get(request.status)
+        rows = await self.goals.my_contributions(principal, status, after, size + 1)
+        last = rows[size - 1].contribution if len(rows) > size else None
+        token = encode_cursor(last.created_at, last.id, scope) if last is not None else ""
+        return goals_service_pb2.ListMyContributionsResponse(
+            contributions=[
+                goals_service_pb2.MyContribution(
+                    contribution=contribution_message(row.contribution),
+                    goal_title=row.goal_title,
+                    goal_status=_GOAL_STATUS[row.goal_status],
+                )
+                for row in rows[:size]
+            ],
+            next_page_token=token,
         )
 
     async def GetContribution(self, request: Any, context: Any) -> goals_service_pb2.GetContributionResponse:

@@ -132,6 +132,8 @@ class Contribution(Base):
         UniqueConstraint("user_id", "idempotency_key", name="contributions_idempotency_key"),
         Index("contributions_goal_idx", "goal_id", "created_at"),
         Index("contributions_goal_status_user_idx", "goal_id", "status", "user_id"),
+        # ListMyContributions: one user's contributions across goals, in (created_at, id) order.
+        Index("contributions_user_created_idx", "user_id", "created_at", "id"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
@@ -546,6 +548,45 @@ async def list_contributions(
         )
     query = query.order_by(Contribution.created_at.desc(), Contribution.id.desc()).limit(limit)
     return list((await session.execute(query)).scalars())
+
+
+@dataclass(frozen=True)
+class ContributionOfGoal:
+    """A contribution with what a list of one user's contributions shows of its goal."""
+
+    contribution: Contribution
+    goal_title: str
+    goal_status: GoalStatus
+
+
+async def list_user_contributions(
+    session: AsyncSession,
+    user_id: uuid.UUID,
+    *,
+    status: ContributionStatus | None,
+    after: tuple[datetime, str] | None,
+    limit: int,
+) -> list[ContributionOfGoal]:
+    """One user's contributions across goals, newest first; `after` is the (created_at, id)
+    of the previous page's last one."""
+    query = (
+        select(Contribution, Goal.title, Goal.status)
+        .join(Goal, Goal.id == Contribution.goal_id)
+        .where(Contribution.user_id == user_id)
+    )
+    if status is not None:
+        query = query.where(Contribution.status == status.value)
+    if after is not None:
+        created, last_id = after
+        query = query.where(
+            or_(
+                Contribution.created_at < created,
+                and_(Contribution.created_at == created, Contribution.id < uuid.UUID(last_id)),
+            )
+        )
+    query = query.order_by(Contribution.created_at.desc(), Contribution.id.desc()).limit(limit)
+    rows = await session.execute(query)
+    return [ContributionOfGoal(c, title, GoalStatus(goal_status)) for c, title, goal_status in rows]
 
 
 async def succeeded_contributions(session: AsyncSession, goal_id: uuid.UUID) -> list[Contribution]:

@@ -55,7 +55,7 @@ from tests.integration.goals_fixtures import PASSWORD, Platform, User, paying_pl
 __all__ = ["paying_platform"]
 pytestmark = pytest.mark.asyncio
 
-# Examples per RPC. All 64 RPCs, setup included, take about 50 s at 35 on two
+# Examples per RPC. All 65 RPCs, setup included, take about 50 s at 35 on two
 # otherwise idle cores: room for a busy machine under the two-minute budget.
 # GOFUND_FUZZ_EXAMPLES asks for a deeper run by hand.
 EXAMPLES = int(os.environ.get("GOFUND_FUZZ_EXAMPLES", "35"))

@@ -104,7 +104,9 @@ class _ContributionStatus:
 class _ContributionStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ContributionStatus.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     CONTRIBUTION_STATUS_UNSPECIFIED: _ContributionStatus.ValueType  # 0
-    """Not set. Never valid in a request."""
+    """Not set. In a ListMyContributions filter it means "any status"; never
+    valid elsewhere.
+    """
     CONTRIBUTION_STATUS_PENDING: _ContributionStatus.ValueType  # 1
     """The payment was initialized at Paystack; the payer has not completed
     checkout yet. No money has moved.
@@ -127,7 +129,9 @@ class ContributionStatus(_ContributionStatus, metaclass=_ContributionStatusEnumT
     """
 
 CONTRIBUTION_STATUS_UNSPECIFIED: ContributionStatus.ValueType  # 0
-"""Not set. Never valid in a request."""
+"""Not set. In a ListMyContributions filter it means "any status"; never
+valid elsewhere.
+"""
 CONTRIBUTION_STATUS_PENDING: ContributionStatus.ValueType  # 1
 """The payment was initialized at Paystack; the payer has not completed
 checkout yet. No money has moved.

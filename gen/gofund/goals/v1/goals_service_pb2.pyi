@@ -606,6 +606,107 @@ class GetContributionResponse(_message.Message):
 Global___GetContributionResponse: _TypeAlias = GetContributionResponse  # noqa: Y015
 
 @_typing.final
+class ListMyContributionsRequest(_message.Message):
+    """Request for GoalsService.ListMyContributions."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATUS_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    status: _goals_pb2.ContributionStatus.ValueType
+    """Only contributions in this status; CONTRIBUTION_STATUS_UNSPECIFIED for
+    any status.
+    """
+    page_size: _builtins.int
+    """At most this many contributions are returned; 0 means 50, the maximum is
+    500.
+    """
+    page_token: _builtins.str
+    """The `next_page_token` of a previous call with the same status filter;
+    empty for the first page.
+    """
+    def __init__(
+        self,
+        *,
+        status: _goals_pb2.ContributionStatus.ValueType = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListMyContributionsRequest: _TypeAlias = ListMyContributionsRequest  # noqa: Y015
+
+@_typing.final
+class ListMyContributionsResponse(_message.Message):
+    """Response for GoalsService.ListMyContributions."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTRIBUTIONS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty when there are no more contributions."""
+    @_builtins.property
+    def contributions(self) -> _containers.RepeatedCompositeFieldContainer[Global___MyContribution]:
+        """The caller's contributions, newest first."""
+
+    def __init__(
+        self,
+        *,
+        contributions: _abc.Iterable[Global___MyContribution] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contributions", b"contributions", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListMyContributionsResponse: _TypeAlias = ListMyContributionsResponse  # noqa: Y015
+
+@_typing.final
+class MyContribution(_message.Message):
+    """One of the caller's contributions with what a list of them shows of its
+    goal.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTRIBUTION_FIELD_NUMBER: _builtins.int
+    GOAL_TITLE_FIELD_NUMBER: _builtins.int
+    GOAL_STATUS_FIELD_NUMBER: _builtins.int
+    goal_title: _builtins.str
+    """The title of the goal the contribution is for, as it is now."""
+    goal_status: _goals_pb2.GoalStatus.ValueType
+    """The status of the goal the contribution is for, as it is now; for
+    example GOAL_STATUS_REFUNDING while the contribution is still SUCCEEDED
+    and its refund is under way.
+    """
+    @_builtins.property
+    def contribution(self) -> _goals_pb2.Contribution:
+        """The contribution, as GetContribution returns it."""
+
+    def __init__(
+        self,
+        *,
+        contribution: _goals_pb2.Contribution | None = ...,
+        goal_title: _builtins.str = ...,
+        goal_status: _goals_pb2.GoalStatus.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["contribution", b"contribution"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contribution", b"contribution", "goal_status", b"goal_status", "goal_title", b"goal_title"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MyContribution: _TypeAlias = MyContribution  # noqa: Y015
+
+@_typing.final
 class CreateProofRequest(_message.Message):
     """Request for GoalsService.CreateProof."""
 

@@ -97,6 +97,11 @@ class GoalsServiceStub:
                 request_serializer=gofund_dot_goals_dot_v1_dot_goals__service__pb2.GetContributionRequest.SerializeToString,
                 response_deserializer=gofund_dot_goals_dot_v1_dot_goals__service__pb2.GetContributionResponse.FromString,
                 _registered_method=True)
+        self.ListMyContributions = channel.unary_unary(
+                '/gofund.goals.v1.GoalsService/ListMyContributions',
+                request_serializer=gofund_dot_goals_dot_v1_dot_goals__service__pb2.ListMyContributionsRequest.SerializeToString,
+                response_deserializer=gofund_dot_goals_dot_v1_dot_goals__service__pb2.ListMyContributionsResponse.FromString,
+                _registered_method=True)
         self.CreateProof = channel.unary_unary(
                 '/gofund.goals.v1.GoalsService/CreateProof',
                 request_serializer=gofund_dot_goals_dot_v1_dot_goals__service__pb2.CreateProofRequest.SerializeToString,
@@ -309,6 +314,26 @@ class GoalsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListMyContributions(self, request, context):
+        """Lists the caller's own contributions across every goal, in every status
+        (refunded ones included), newest first, optionally only those with one
+        status. Each comes with its goal's title and status, so a client can show
+        the list without reading every goal.
+
+        The route sits beside identity's other routes of the signed-in user
+        (`/v1/users/me/...`), because the list is the caller's, not a goal's.
+
+        Caller: any signed-in user, who sees only their own contributions.
+        Idempotent (read-only).
+
+        Errors: INVALID_ARGUMENT (INVALID_STATUS, INVALID_PAGE_SIZE,
+        INVALID_PAGE_TOKEN, the last also when the status filter differs from the
+        one the token was issued for).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def CreateProof(self, request, context):
         """Submits proof of what was done with a funded goal's money and opens the
         contributors' vote on it: the proof starts in PROOF_STATUS_PENDING with
@@ -427,6 +452,11 @@ def add_GoalsServiceServicer_to_server(servicer, server):
                     servicer.GetContribution,
                     request_deserializer=gofund_dot_goals_dot_v1_dot_goals__service__pb2.GetContributionRequest.FromString,
                     response_serializer=gofund_dot_goals_dot_v1_dot_goals__service__pb2.GetContributionResponse.SerializeToString,
+            ),
+            'ListMyContributions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListMyContributions,
+                    request_deserializer=gofund_dot_goals_dot_v1_dot_goals__service__pb2.ListMyContributionsRequest.FromString,
+                    response_serializer=gofund_dot_goals_dot_v1_dot_goals__service__pb2.ListMyContributionsResponse.SerializeToString,
             ),
             'CreateProof': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateProof,
@@ -710,6 +740,33 @@ class GoalsService:
             '/gofund.goals.v1.GoalsService/GetContribution',
             gofund_dot_goals_dot_v1_dot_goals__service__pb2.GetContributionRequest.SerializeToString,
             gofund_dot_goals_dot_v1_dot_goals__service__pb2.GetContributionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListMyContributions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gofund.goals.v1.GoalsService/ListMyContributions',
+            gofund_dot_goals_dot_v1_dot_goals__service__pb2.ListMyContributionsRequest.SerializeToString,
+            gofund_dot_goals_dot_v1_dot_goals__service__pb2.ListMyContributionsResponse.FromString,
             options,
             channel_credentials,
             insecure,

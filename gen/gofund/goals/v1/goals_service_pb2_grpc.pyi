@@ -184,6 +184,22 @@ class GoalsServiceStub:
     Errors: INVALID_ARGUMENT (INVALID_CONTRIBUTION_ID); NOT_FOUND
     (CONTRIBUTION_NOT_FOUND) if it does not exist or is not visible.
     """
+    ListMyContributions: _grpc.UnaryUnaryMultiCallable[_goals_service_pb2.ListMyContributionsRequest, _goals_service_pb2.ListMyContributionsResponse]
+    """Lists the caller's own contributions across every goal, in every status
+    (refunded ones included), newest first, optionally only those with one
+    status. Each comes with its goal's title and status, so a client can show
+    the list without reading every goal.
+
+    The route sits beside identity's other routes of the signed-in user
+    (`/v1/users/me/...`), because the list is the caller's, not a goal's.
+
+    Caller: any signed-in user, who sees only their own contributions.
+    Idempotent (read-only).
+
+    Errors: INVALID_ARGUMENT (INVALID_STATUS, INVALID_PAGE_SIZE,
+    INVALID_PAGE_TOKEN, the last also when the status filter differs from the
+    one the token was issued for).
+    """
     CreateProof: _grpc.UnaryUnaryMultiCallable[_goals_service_pb2.CreateProofRequest, _goals_service_pb2.CreateProofResponse]
     """Submits proof of what was done with a funded goal's money and opens the
     contributors' vote on it: the proof starts in PROOF_STATUS_PENDING with
@@ -395,6 +411,22 @@ class GoalsServiceAsyncStub(GoalsServiceStub):
 
     Errors: INVALID_ARGUMENT (INVALID_CONTRIBUTION_ID); NOT_FOUND
     (CONTRIBUTION_NOT_FOUND) if it does not exist or is not visible.
+    """
+    ListMyContributions: _aio.UnaryUnaryMultiCallable[_goals_service_pb2.ListMyContributionsRequest, _goals_service_pb2.ListMyContributionsResponse]  # type: ignore[assignment]
+    """Lists the caller's own contributions across every goal, in every status
+    (refunded ones included), newest first, optionally only those with one
+    status. Each comes with its goal's title and status, so a client can show
+    the list without reading every goal.
+
+    The route sits beside identity's other routes of the signed-in user
+    (`/v1/users/me/...`), because the list is the caller's, not a goal's.
+
+    Caller: any signed-in user, who sees only their own contributions.
+    Idempotent (read-only).
+
+    Errors: INVALID_ARGUMENT (INVALID_STATUS, INVALID_PAGE_SIZE,
+    INVALID_PAGE_TOKEN, the last also when the status filter differs from the
+    one the token was issued for).
     """
     CreateProof: _aio.UnaryUnaryMultiCallable[_goals_service_pb2.CreateProofRequest, _goals_service_pb2.CreateProofResponse]  # type: ignore[assignment]
     """Submits proof of what was done with a funded goal's money and opens the
@@ -658,6 +690,28 @@ class GoalsServiceServicer(metaclass=_abc_1.ABCMeta):
 
         Errors: INVALID_ARGUMENT (INVALID_CONTRIBUTION_ID); NOT_FOUND
         (CONTRIBUTION_NOT_FOUND) if it does not exist or is not visible.
+        """
+
+    @_abc_1.abstractmethod
+    def ListMyContributions(
+        self,
+        request: _goals_service_pb2.ListMyContributionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_goals_service_pb2.ListMyContributionsResponse, _abc.Awaitable[_goals_service_pb2.ListMyContributionsResponse]]:
+        """Lists the caller's own contributions across every goal, in every status
+        (refunded ones included), newest first, optionally only those with one
+        status. Each comes with its goal's title and status, so a client can show
+        the list without reading every goal.
+
+        The route sits beside identity's other routes of the signed-in user
+        (`/v1/users/me/...`), because the list is the caller's, not a goal's.
+
+        Caller: any signed-in user, who sees only their own contributions.
+        Idempotent (read-only).
+
+        Errors: INVALID_ARGUMENT (INVALID_STATUS, INVALID_PAGE_SIZE,
+        INVALID_PAGE_TOKEN, the last also when the status filter differs from the
+        one the token was issued for).
         """
 
     @_abc_1.abstractmethod
