@@ -152,6 +152,27 @@ def _path_match(rule: HttpRule, *headers: dict[str, Any]) -> dict[str, Any]:
     return {"prefix": prefix, "headers": [path, *headers]}
 
 
+def method_guards(rules: Sequence[HttpRule]) -> list[tuple[HttpRule, list[str]]]:
+    """Each distinct path shape and the methods it takes; the edge answers 405 to any
+    other on a path of that shape (services/stack/openapi.py documents where). Templates
+    that can match the same path (a literal segment where another has a variable) pool
+    their methods."""
+    shapes = {rule.regex: rule for rule in rules}
+    return [
+        (
+            rule,
+            sorted(
+                {
+                    other.method
+                    for other in rules
+                    if re.fullmatch(regex, other.sample) or re.fullmatch(other.regex, rule.sample)
+                }
+            ),
+        )
+        for regex, rule in sorted(shapes.items())
+    ]
+
+
 def guard_routes(rules: Sequence[HttpRule]) -> Iterator[dict[str, Any]]:
     # One template per distinct path shape (`GET` and `PATCH /v1/goals/{goal_id}` are one).
     shapes = {rule.regex: rule for rule in rules}
@@ -171,16 +192,8 @@ def guard_routes(rules: Sequence[HttpRule]) -> Iterator[dict[str, Any]]:
                     },
                     "typed_per_filter_config": NO_TRANSCODING,
                 }
-    # A method the path does not have. Templates that can match the same path
-    # (a literal segment where another has a variable) pool their methods.
-    for regex, rule in sorted(shapes.items()):
-        methods = sorted(
-            {
-                other.method
-                for other in rules
-                if re.fullmatch(regex, other.sample) or re.fullmatch(other.regex, rule.sample)
-            }
-        )
+    # A method the path does not have.
+    for rule, methods in method_guards(rules):
         allowed = ", ".join(methods)
         method = {
             "name": ":method",

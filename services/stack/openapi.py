@@ -32,25 +32,29 @@ with our print options. The rules, each as the transcoder behaves:
   variables are required by their path. In a response, every field the
   transcoder always prints (always_print_primitive_fields): everything but
   message-typed fields and fields with presence (oneof members, proto3 optional).
-- Request bodies are closed (`additionalProperties: false`: the transcoder
-  refuses unknown fields); response objects are open, as clients must tolerate
-  fields added later.
+- Objects are open (no `additionalProperties: false`): the transcoder ignores
+  a request field it does not know (it neither refuses it nor passes it on),
+  and request schemas say so; clients must tolerate response fields added later.
 - UUIDs: a string field is `format: uuid` when its comment says "(UUID)", or when
   it is named after a resource whose own id says so (`goal_id`, `user_id`, ...).
   Payment references, transaction ids and event ids are not UUIDs and say so by
-  omission. A field whose comment allows it to be empty also accepts "".
+  omission. A field whose comment allows it to be empty is a string with a
+  pattern for a UUID or "" (no `anyOf`, so generated types stay `string`).
 - Who may call: the anonymous methods are read from the services' own lists
   (the code that enforces them), so the document cannot drift from the
   interceptor; every other route needs `Authorization: Bearer`.
 - Errors: for each route, the gRPC codes and ErrorInfo reasons named in its
   comment (and its service's comment, and "as <Rpc>" references), mapped to HTTP
   statuses as Envoy maps them, with the body a google.rpc.Status; plus what the
-  edge itself answers (400 on a body or query it cannot parse, 404
-  ROUTE_NOT_FOUND, 413 REQUEST_TOO_LARGE with a body, 429 RATE_LIMITED on the
-  routes with an Envoy bucket, 503 when no replica is healthy, 504 at a unary
-  route's deadline).
+  edge itself answers, where it can (400 INVALID_QUERY_PARAMETER and
+  INVALID_REQUEST, INVALID_BODY with a JSON body, 404 ROUTE_NOT_FOUND with a
+  path variable, 405 METHOD_NOT_ALLOWED where a variable's value can make the
+  path another route's, 413 REQUEST_TOO_LARGE with a body, 429 RATE_LIMITED on
+  the routes with an Envoy bucket, 503 UPSTREAM_UNAVAILABLE, 504
+  UPSTREAM_TIMEOUT on unary routes).
 - Server streams: 200 with `application/x-ndjson` (one message per line) and
-  `text/event-stream` (one message per event), chosen by `Accept`.
+  `text/event-stream` (one message per event, its `seq` as the event id), chosen
+  by `Accept`, with heartbeats and resuming described as the edge does them.
 """
 
 from __future__ import annotations
@@ -65,6 +69,8 @@ from typing import Any
 
 from google.api import annotations_pb2, field_behavior_pb2, http_pb2
 from google.protobuf import descriptor_pb2
+
+from services.stack.envoy_config import HttpRule, method_guards
 
 FieldDescriptor = descriptor_pb2.FieldDescriptorProto
 
@@ -99,11 +105,20 @@ HTTP_STATUS = {
     "UNAVAILABLE": 503,
     "DEADLINE_EXCEEDED": 504,
 }
+# The edge's 400 reasons, as a 400 response's description explains them.
+EDGE_400 = {
+    "INVALID_BODY": "INVALID_BODY for a body it cannot read or one that names a path variable again",
+    "INVALID_QUERY_PARAMETER": (
+        "INVALID_QUERY_PARAMETER for a query parameter the route does not have, cannot read, or takes from the path"
+    ),
+    "INVALID_REQUEST": "INVALID_REQUEST for a request HTTP itself refuses",
+}
 STATUS_TEXT = {
     400: "Bad Request",
     401: "Unauthorized",
     403: "Forbidden",
     404: "Not Found",
+    405: "Method Not Allowed",
     409: "Conflict",
     413: "Payload Too Large",
     429: "Too Many Requests",
@@ -114,6 +129,9 @@ _CODE_MENTION = re.compile(r"\b(" + "|".join(HTTP_STATUS) + r")\b(?:\s*\(([^()]*
 _REASON = re.compile(r"\b[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+\b")
 _AS_OTHER_RPC = re.compile(r"\bas (?:for )?([A-Z][A-Za-z]+)\b")
 _UUID_COMMENT = re.compile(r"\(UUID\)")
+UNKNOWN_FIELDS = "Fields not listed here are ignored: the edge neither refuses them nor passes them on."
+# A UUID in its hyphenated form (either case, as the services accept), or "".
+UUID_OR_EMPTY = "^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})?$"
 
 # Fields that hold a user's id under another name (a UUID like every user id).
 UUID_ALIASES = {"owner_id": "user", "voter_id": "user"}
@@ -152,6 +170,35 @@ STATUS = ".google.rpc.Status"
 ERROR_DETAILS = (".google.rpc.ErrorInfo", ".google.rpc.BadRequest")
 
 STREAM_MEDIA_TYPES = ("application/x-ndjson", "text/event-stream")
+
+
+def stream_description(response: Message, request: Message) -> str:
+    """What a stream's 200 says: its framings, heartbeats and resuming, as the edge does them
+    (envoy/envoy.yaml: the `ndjson` and `sse` scripts), for the fields the messages have."""
+    fields = {f.name for f in response.proto.field}
+    has_seq, has_heartbeat = "seq" in fields, "heartbeat" in fields
+    resumable = has_seq and any(f.name == "after_seq" for f in request.proto.field)
+    paragraphs = [
+        "A server stream, framed as the request's `Accept` asks:",
+        "- `application/x-ndjson` (the default): one JSON message per line.\n"
+        "- `text/event-stream` (for EventSource): one server-sent event per message, "
+        + ("`id: <seq>` and " if has_seq else "")
+        + "`data: <the JSON message>`.",
+    ]
+    if has_heartbeat:
+        paragraphs.append(
+            "Heartbeats: after a quiet interval the stream sends one, so that "
+            "nothing between client and edge cuts an idle connection. In NDJSON it is a message "
+            'with `"heartbeat": true` that repeats the latest state (the same `seq`; not a change). '
+            "In SSE it is a comment line, `: heartbeat`, which EventSource ignores."
+        )
+    if resumable:
+        paragraphs.append(
+            "Resuming: reconnect with the last `seq` seen as `after_seq`, or (SSE) as the "
+            "`Last-Event-ID` header, which EventSource sends by itself when it reconnects."
+        )
+    paragraphs.append("The stream ends when the watched thing can change no more, or with an error.")
+    return "\n\n".join(paragraphs)
 
 
 def anonymous_methods() -> frozenset[str]:
@@ -334,7 +381,10 @@ class SchemaBuilder:
         if kind == FieldDescriptor.TYPE_STRING:
             if self.is_uuid(f, comment):
                 if re.search(r"\bempty\b", comment, re.IGNORECASE):
-                    return {"type": "string", "anyOf": [{"format": "uuid"}, {"maxLength": 0}]}
+                    # One pattern rather than `anyOf: [{format: uuid}, {maxLength: 0}]`,
+                    # which type generators widen to `string | unknown`; the field's
+                    # comment (its description) says when it is empty.
+                    return {"type": "string", "pattern": UUID_OR_EMPTY}
                 return {"type": "string", "format": "uuid"}
             return {"type": "string"}
         if kind == FieldDescriptor.TYPE_BOOL:
@@ -436,13 +486,15 @@ class SchemaBuilder:
             if self.annotated_required(f) if request else self.always_printed(f):
                 required.append(f.name)
         schema: dict[str, Any] = {"type": "object"}
-        if message.comment:
-            schema["description"] = message.comment
+        # Not `additionalProperties: false` for requests: the transcoder drops a
+        # field it does not know without a word (Envoy has no option to refuse
+        # one), and the document says what the edge does, not what it might.
+        description = "\n\n".join(filter(None, [message.comment, UNKNOWN_FIELDS if request else ""]))
+        if description:
+            schema["description"] = description
         schema["properties"] = properties
         if required:
             schema["required"] = required
-        if request:
-            schema["additionalProperties"] = False
         return schema
 
     def _register(self, name: str, build: Any) -> str:
@@ -452,8 +504,8 @@ class SchemaBuilder:
         return name
 
     def message_ref(self, full_name: str, *, request: bool) -> dict[str, Any]:
-        """A component for a message: its response form by its name, its request form (closed,
-        required by field_behavior) as "<name>Input", so neither depends on which came first."""
+        """A component for a message: its response form by its name, its request form (required
+        by field_behavior, unknown fields ignored) as "<name>Input", so neither depends on which came first."""
         message = self.descriptors.messages[full_name]
         name = component_name(full_name) + ("Input" if request else "")
         return _ref(self._register(name, lambda: self.object_schema(message, request=request)))
@@ -586,11 +638,21 @@ class Generator:
     services: tuple[str, ...] = PUBLIC_SERVICES
     schemas: SchemaBuilder = field(init=False)
     operation_ids: set[str] = field(default_factory=set)
+    method_guards: list[tuple[HttpRule, list[str]]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.schemas = SchemaBuilder(self.descriptors)
 
     def document(self) -> dict[str, Any]:
+        # The edge's 405 guards, from the same rules as envoy_config renders them.
+        rules = [
+            HttpRule(route.verb.upper(), route.template)
+            for service in self.services
+            for method in self.descriptors.services[service]
+            for route in routes_of(method)
+            if route.verb in ("get", "put", "post", "delete", "patch")
+        ]
+        self.method_guards = method_guards(rules)
         paths: dict[str, dict[str, Any]] = {}
         tags = []
         for service in self.services:
@@ -655,6 +717,7 @@ class Generator:
         path_fields = frozenset(variables)
         body_schema: dict[str, Any] | None = None
         body_required = False
+        body_kind = "json" if route.body else ""
         if route.body == "*":
             body_schema = self.schemas.body_ref(request, path_fields, suffix=f".{route.index}" if route.index else "")
             body_required = any(
@@ -665,6 +728,7 @@ class Generator:
                 body_field = next(f for f in request.proto.field if f.name == route.body)
                 if body_field.type_name == HTTP_BODY:
                     # Taken raw (google.api.HttpBody), not parsed; Paystack sends JSON.
+                    body_kind = "raw"
                     body_schema = {
                         "type": "object",
                         "description": "The raw body, passed on byte for byte. "
@@ -711,7 +775,7 @@ class Generator:
             }
         operation["security"] = self.security(method)
         responses: dict[str, Any] = {"200": self.success(method, stream)}
-        responses.update(self.error_responses(route, siblings, has_body=body_schema is not None, stream=stream))
+        responses.update(self.error_responses(route, siblings, body=body_kind, stream=stream))
         operation["responses"] = responses
         if method.proto.options.idempotency_level == descriptor_pb2.MethodOptions.NO_SIDE_EFFECTS:
             operation["x-idempotency"] = "NO_SIDE_EFFECTS"
@@ -773,43 +837,47 @@ class Generator:
         response_ref = self.schemas.message_ref(method.proto.output_type, request=False)
         if not stream:
             return {"description": "OK", "content": {"application/json": {"schema": response_ref}}}
-        message = self.descriptors.messages[method.proto.output_type]
-        has_seq = any(f.name == "seq" for f in message.proto.field)
         return {
-            "description": (
-                "A server stream, framed as the request's `Accept` asks: `application/x-ndjson` "
-                "(the default) sends one JSON message per line; `text/event-stream` sends one "
-                "server-sent event per message, its `data` the JSON message"
-                + (" and its `id` the message's `seq`" if has_seq else "")
-                + ". A quiet stream carries heartbeats, which are not messages, so that nothing "
-                "between client and edge cuts it; the stream ends when the watched thing can "
-                "change no more, or with an error."
+            "description": stream_description(
+                self.descriptors.messages[method.proto.output_type],
+                self.descriptors.messages[method.proto.input_type],
             ),
             "content": {media: {"schema": response_ref} for media in STREAM_MEDIA_TYPES},
         }
 
     def error_responses(
-        self, route: Route, siblings: Mapping[str, Method], *, has_body: bool, stream: bool
+        self, route: Route, siblings: Mapping[str, Method], *, body: str, stream: bool
     ) -> dict[str, Any]:
+        """`body`: "json" (parsed by the transcoder), "raw" (google.api.HttpBody) or ""."""
         method = route.method
         codes = errors_of(method, siblings)
         by_status: dict[int, dict[str, set[str]]] = {}
         for code, reasons in codes.items():
             by_status.setdefault(HTTP_STATUS[code], {}).setdefault(code, set()).update(reasons)
-        edge: dict[int, tuple[str, str]] = {
-            400: ("INVALID_ARGUMENT", ""),  # a body or query the edge cannot parse
-            401: ("UNAUTHENTICATED", ""),  # a token sent to any route is checked
-            503: ("UNAVAILABLE", ""),  # no healthy replica behind the edge
-        }
+        # What the edge answers itself (envoy/envoy.yaml's local_reply_config): the
+        # reasons of domain edge.gofund, on the routes where Envoy can give them.
+        edge: list[tuple[int, str, str]] = [
+            # A query parameter the route does not have, a bad value, or one naming a
+            # path variable again; a request HTTP itself refuses.
+            (400, "INVALID_ARGUMENT", "INVALID_QUERY_PARAMETER"),
+            (400, "INVALID_ARGUMENT", "INVALID_REQUEST"),
+            (401, "UNAUTHENTICATED", ""),  # a token sent to any route is checked
+            (503, "UNAVAILABLE", "UPSTREAM_UNAVAILABLE"),  # no healthy replica behind the edge
+        ]
+        if body == "json":
+            # A body the transcoder cannot read, or one naming a path variable again.
+            edge.append((400, "INVALID_ARGUMENT", "INVALID_BODY"))
         if route.template.count("{"):
-            edge[404] = ("NOT_FOUND", "ROUTE_NOT_FOUND")
-        if has_body:
-            edge[413] = ("INVALID_ARGUMENT", "REQUEST_TOO_LARGE")
+            edge.append((404, "NOT_FOUND", "ROUTE_NOT_FOUND"))
+        if self.reaches_a_method_guard(route):
+            edge.append((405, "UNIMPLEMENTED", "METHOD_NOT_ALLOWED"))
+        if body:
+            edge.append((413, "INVALID_ARGUMENT", "REQUEST_TOO_LARGE"))
         if method.full_name in EDGE_RATE_LIMITED:
-            edge[429] = ("RESOURCE_EXHAUSTED", "RATE_LIMITED")
+            edge.append((429, "RESOURCE_EXHAUSTED", "RATE_LIMITED"))
         if not stream:
-            edge[504] = ("DEADLINE_EXCEEDED", "")
-        for status, (code, reason) in edge.items():
+            edge.append((504, "DEADLINE_EXCEEDED", "UPSTREAM_TIMEOUT"))
+        for status, code, reason in edge:
             reasons = by_status.setdefault(status, {}).setdefault(code, set())
             if reason:
                 reasons.add(reason)
@@ -818,20 +886,43 @@ class Generator:
             responses[str(status)] = self.error_response(status, by_status[status])
         return responses
 
+    def reaches_a_method_guard(self, route: Route) -> bool:
+        """Whether a value of a path variable can make this route's path another shape's, one
+        that does not take this method, which the edge answers 405 (`GET /v1/goals/{goal_id}`
+        with goal_id `x:cancel` is `/v1/goals/{goal_id}:cancel`, POST only). The transcoder
+        lets a variable take any characters but `/`."""
+        if "{" not in route.template:
+            return False
+        parts = re.split(r"(\{[^}]+\})", route.template)
+        loose = "".join("[^/]+" if part.startswith("{") else re.escape(part) for part in parts)
+        own = HttpRule(route.verb.upper(), route.template).regex
+        return any(
+            shape.regex != own and re.fullmatch(loose, shape.sample) and route.verb.upper() not in methods
+            for shape, methods in self.method_guards
+        )
+
     def error_response(self, status: int, codes: Mapping[str, set[str]]) -> dict[str, Any]:
         parts = []
         for code in sorted(codes):
             reasons = sorted(codes[code])
             parts.append(f"{code}" + (f" ({', '.join(reasons)})" if reasons else ""))
         notes = {
-            400: "The edge also answers 400 for a body or query it cannot parse.",
             401: "Any route answers 401 (INVALID_TOKEN) when a token is sent that does not work.",
             404: "The edge answers ROUTE_NOT_FOUND for a path no route matches.",
+            405: (
+                "The edge answers METHOD_NOT_ALLOWED (with `Allow`) when a path variable's value "
+                "makes the path another route's, one that does not take this method."
+            ),
             413: "The body is over the edge's 1 MiB limit.",
             429: "The edge's per-address bucket for this route answers RATE_LIMITED; retry after `Retry-After`.",
-            503: "The edge answers 503 when no replica of the service is healthy.",
-            504: "The edge answers 504 when the route's deadline passes.",
+            503: "The edge answers UPSTREAM_UNAVAILABLE when no replica of the service is healthy.",
+            504: "The edge answers UPSTREAM_TIMEOUT when the route's deadline passes.",
         }
+        edge_400 = (
+            [EDGE_400[r] for r in sorted(codes.get("INVALID_ARGUMENT", ())) if r in EDGE_400] if status == 400 else []
+        )
+        if edge_400:
+            notes[400] = "The edge answers " + "; ".join(edge_400) + "."
         description = (
             f"{STATUS_TEXT[status]}: " + "; ".join(parts) + "." + (f" {notes[status]}" if status in notes else "")
         )
@@ -950,8 +1041,8 @@ def _type_of(schema: Mapping[str, Any]) -> str:
     text = " or ".join(kind) if isinstance(kind, list) else str(kind)
     if "format" in schema:
         text += f" ({schema['format']})"
-    elif "anyOf" in schema:
-        text += " (" + " or ".join(s.get("format", "empty") for s in schema["anyOf"]) + ")"
+    elif schema.get("pattern") == UUID_OR_EMPTY:
+        text += " (uuid or empty)"
     if "const" in schema:
         text = f"<code>{html.escape(str(schema['const']))}</code>"
     return html.escape(text) if "<" not in text else text

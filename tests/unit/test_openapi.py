@@ -120,7 +120,23 @@ def test_path_parameters_are_required_and_absent_from_bodies(document: Document)
     update_body = operation(document, "GoalsService_UpdateGoal")["requestBody"]["content"]["application/json"]
     update = resolve(document, update_body["schema"])
     assert set(update["properties"]) == {"title", "description", "update_mask"}
-    assert update["additionalProperties"] is False
+
+
+def test_request_bodies_are_open_and_say_unknown_fields_are_ignored(document: Document) -> None:
+    # The transcoder drops a body field it does not know without refusing the call,
+    # so the document must not claim `additionalProperties: false`.
+    bodies = [
+        op["requestBody"]["content"]["application/json"]["schema"]
+        for _, _, op in operations(document)
+        if "$ref" in op.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema", {})
+    ]
+    assert len(bodies) >= 15
+    for body in bodies:
+        body_schema = resolve(document, body)
+        assert "additionalProperties" not in body_schema, body
+        assert body_schema["description"].endswith(openapi.UNKNOWN_FIELDS), body
+    for name, component in document["components"]["schemas"].items():
+        assert component.get("additionalProperties") is not False, name
 
 
 def test_fields_outside_path_and_body_are_query_parameters_of_reads(document: Document) -> None:
@@ -167,8 +183,38 @@ def test_streams_are_documented_with_both_media_types(document: Document) -> Non
     for operation_id in ("GoalsService_WatchGoal", "LedgerService_WatchBalance"):
         content = operation(document, operation_id)["responses"]["200"]["content"]
         assert sorted(content) == ["application/x-ndjson", "text/event-stream"]
+        description = operation(document, operation_id)["responses"]["200"]["description"]
+        assert "`id: <seq>`" in description
     unary = operation(document, "GoalsService_GetGoal")["responses"]["200"]["content"]
     assert list(unary) == ["application/json"]
+
+
+def stream_messages(heartbeat: bool, after_seq: bool) -> tuple[openapi.Message, openapi.Message]:
+    response = descriptor_pb2.DescriptorProto(name="Progress")
+    response.field.add(name="seq", number=1, type=3, label=1)
+    if heartbeat:
+        response.field.add(name="heartbeat", number=2, type=8, label=1)
+    request = descriptor_pb2.DescriptorProto(name="WatchRequest")
+    if after_seq:
+        request.field.add(name="after_seq", number=1, type=3, label=1)
+    return openapi.Message(".t.Progress", response, "", {}), openapi.Message(".t.WatchRequest", request, "", {})
+
+
+def test_a_stream_with_heartbeats_says_how_each_framing_carries_them() -> None:
+    description = openapi.stream_description(*stream_messages(heartbeat=True, after_seq=True))
+    # As the edge frames them: NDJSON repeats the latest state, SSE sends a comment.
+    assert '`"heartbeat": true` that repeats the latest state (the same `seq`' in description
+    assert "`: heartbeat`" in description
+    assert "`id: <seq>`" in description
+    assert "`after_seq`" in description
+    assert "`Last-Event-ID`" in description
+
+
+def test_a_stream_without_heartbeat_or_resume_fields_claims_neither() -> None:
+    description = openapi.stream_description(*stream_messages(heartbeat=False, after_seq=False))
+    assert "heartbeat" not in description.lower()
+    assert "Last-Event-ID" not in description
+    assert "`id: <seq>`" in description
 
 
 def test_a_resumable_stream_documents_after_seq_and_last_event_id(document: Document) -> None:
@@ -197,8 +243,22 @@ def test_uuid_fields_are_marked_and_references_are_not(document: Document) -> No
     assert contribution["goal_id"]["format"] == "uuid"  # named after Goal, whose id is a UUID
     assert contribution["user_id"]["format"] == "uuid"
     assert "format" not in contribution["payment_reference"]
-    # A UUID that may be empty says so.
-    assert contribution["payment_id"]["anyOf"] == [{"format": "uuid"}, {"maxLength": 0}]
+    # A UUID that may be empty: one string pattern (no anyOf, which type generators
+    # widen to `string | unknown`), and its description says when it is empty.
+    payment_id = contribution["payment_id"]
+    assert set(payment_id) == {"type", "pattern", "description"}
+    assert payment_id["type"] == "string"
+    assert "empty" in payment_id["description"]
+    pattern = re.compile(payment_id["pattern"])
+    assert pattern.search("")
+    assert pattern.search("0b6f6f3e-5b6e-4b8a-9d3c-6f0a1c2d3e4f")
+    assert pattern.search("0B6F6F3E-5B6E-4B8A-9D3C-6F0A1C2D3E4F")
+    assert not pattern.search("not-a-uuid")
+    assert not pattern.search("0b6f6f3e-5b6e-4b8a-9d3c-6f0a1c2d3e4f0")
+    owner = operation(document, "GoalsService_ListGoals")["parameters"][1]
+    assert (owner["name"], owner["schema"]) == ("owner_id", {"type": "string", "pattern": openapi.UUID_OR_EMPTY})
+    assert "empty" in owner["description"]
+    assert not [s for s in document["components"]["schemas"].values() if "maxLength" in json.dumps(s)]
     assert "format" not in schema(document, "Entry")["properties"]["transaction_id"]
     assert "format" not in schema(document, "Account")["properties"]["entity_id"]
 
@@ -230,11 +290,54 @@ def test_edge_errors_are_documented_where_they_apply(document: Document) -> None
     login = operation(document, "IdentityService_CreateSession")["responses"]
     assert "RATE_LIMITED" in login["429"]["x-error-reasons"]["RESOURCE_EXHAUSTED"]
     assert "REQUEST_TOO_LARGE" in login["413"]["x-error-reasons"]["INVALID_ARGUMENT"]
+    assert {"INVALID_BODY", "INVALID_QUERY_PARAMETER", "INVALID_REQUEST"} <= set(
+        login["400"]["x-error-reasons"]["INVALID_ARGUMENT"]
+    )
     get_goal = operation(document, "GoalsService_GetGoal")["responses"]
     assert "413" not in get_goal
     assert "429" not in get_goal
-    assert {"503", "504"} <= set(get_goal)
+    # No body, so no INVALID_BODY; any route takes (and refuses) a query.
+    get_goal_400 = set(get_goal["400"]["x-error-reasons"]["INVALID_ARGUMENT"])
+    assert {"INVALID_QUERY_PARAMETER", "INVALID_REQUEST"} <= get_goal_400
+    assert "INVALID_BODY" not in get_goal_400
+    assert get_goal["503"]["x-error-reasons"] == {"UNAVAILABLE": ["UPSTREAM_UNAVAILABLE"]}
+    assert get_goal["504"]["x-error-reasons"] == {"DEADLINE_EXCEEDED": ["UPSTREAM_TIMEOUT"]}
     assert "504" not in operation(document, "GoalsService_WatchGoal")["responses"]  # streams have no deadline
+    # The webhook's raw body is not parsed by the transcoder.
+    webhook = operation(document, "PaymentsService_HandlePaystackWebhook")["responses"]
+    assert "INVALID_BODY" not in webhook["400"]["x-error-reasons"]["INVALID_ARGUMENT"]
+    assert "REQUEST_TOO_LARGE" in webhook["413"]["x-error-reasons"]["INVALID_ARGUMENT"]
+
+
+def test_405_is_documented_where_a_path_value_can_reach_another_routes_method_guard(document: Document) -> None:
+    # GET /v1/goals/x:cancel is the cancel route's path, which takes POST only.
+    get_goal = operation(document, "GoalsService_GetGoal")["responses"]
+    assert get_goal["405"]["x-error-reasons"] == {"UNIMPLEMENTED": ["METHOD_NOT_ALLOWED"]}
+    assert "405" in operation(document, "PaymentsService_GetPayment")["responses"]
+    # No value of a path without variables, or of one no other shape extends, gets there.
+    assert "405" not in operation(document, "GoalsService_ListGoals")["responses"]
+    assert "405" not in operation(document, "GoalsService_CancelGoal")["responses"]
+    assert "405" not in operation(document, "IdentityService_DeleteSession")["responses"]
+
+
+def test_every_reason_the_edge_gives_an_operation_is_documented(document: Document) -> None:
+    # The reasons Envoy's local replies give (envoy/envoy.yaml), each either on some
+    # operation of the document or one no documented operation can get.
+    template = (ROOT / "envoy" / "envoy.yaml").read_text()
+    in_config = set(re.findall(r"reason: ([A-Z_]+), domain: edge\.gofund", template))
+    not_operations = {
+        "WEB_APP_NOT_BUILT",  # `/`, the web app
+        "EDGE_ERROR",  # statuses no route has (408, 431, 502)
+    }
+    documented = {
+        reason
+        for _, _, op in operations(document)
+        for response in op["responses"].values()
+        for reasons in response.get("x-error-reasons", {}).values()
+        for reason in reasons
+    }
+    assert len(in_config) >= 10
+    assert in_config - not_operations <= documented
 
 
 def test_edge_rate_limited_routes_are_those_with_an_envoy_bucket() -> None:
