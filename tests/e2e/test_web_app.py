@@ -131,6 +131,35 @@ def mailed_code(stack: Stack, email: str) -> str:
     return eventually(latest, what=f"a code mailed to {email}")
 
 
+def log_in(page: Page, stack: Stack, login: str) -> None:
+    page.goto(f"{edge(stack)}/#/login")
+    page.get_by_label("Email or username").fill(login)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    expect(page.get_by_test_id("account-link")).to_have_text(login)
+
+
+def start_goal(page: Page, title: str, target: str) -> str:
+    """The owner starts a goal in NGN; its page's URL."""
+    page.get_by_role("link", name="New goal").click()
+    page.get_by_label("Title", exact=True).fill(title)
+    page.get_by_label("Target amount").fill(target)
+    page.get_by_label("Currency").select_option("NGN")
+    page.get_by_role("button", name="Create goal").click()
+    expect(page.get_by_role("heading", name=title)).to_be_visible()
+    return page.url
+
+
+def pay_at_checkout(page: Page, stack: Stack, goal_url: str, amount: str) -> None:
+    """A contributor on the goal's page pays `amount` at Paystack's checkout and is back on the goal, paid."""
+    page.get_by_label("Amount (NGN)").fill(amount)
+    page.get_by_role("button", name="Contribute").click()
+    page.wait_for_url(f"{stack.settings.paystack_url}/checkout/**")
+    page.get_by_role("button", name="Pay").click()
+    page.wait_for_url(goal_url)
+    expect(page.locator("[data-contribution] [data-status]")).to_have_text("Paid", timeout=SETTLED_MS)
+
+
 def goal_id_of(page: Page) -> str:
     match = re.search(r"#/goals/([0-9a-f-]{36})", page.url)
     assert match, page.url
@@ -157,7 +186,7 @@ def test_a_goal_is_funded_through_checkout_approved_and_paid_out_as_people_click
     owner_page.get_by_role("button", name="Create goal").click()
     expect(owner_page.get_by_role("heading", name="Borehole for Oke-Ado")).to_be_visible()
     goal_url = owner_page.url
-    goal_id_of(owner_page)
+    goal_id = goal_id_of(owner_page)
     expect(owner_page.get_by_test_id("raised")).to_have_text("NGN 0.00")
     expect(owner_page.get_by_text("Live")).to_be_visible()
     # Marks this document: still there later means the page was never reloaded.
@@ -165,7 +194,7 @@ def test_a_goal_is_funded_through_checkout_approved_and_paid_out_as_people_click
 
     # A contributor registers, finds the goal among the open ones, and pays at Paystack's checkout.
     payer_page = people.new(width=390)  # a phone
-    register(payer_page, stack)
+    payer = register(payer_page, stack)
     payer_page.get_by_role("link", name="Goals", exact=True).click()
     payer_page.get_by_label("Show").select_option("GOAL_STATUS_OPEN")
     payer_page.get_by_role("link", name="Borehole for Oke-Ado").first.click()
@@ -224,6 +253,21 @@ def test_a_goal_is_funded_through_checkout_approved_and_paid_out_as_people_click
         expect(page.get_by_test_id("progress")).to_contain_text("paid out to the owner")
     expect(owner_page.locator("[data-proof] [data-status]")).to_have_text("Approved")
 
+    # On another browser (nothing stored from the payment), the contributor's list comes from the API:
+    # the contribution, paid, on the paid-out goal, which it links to.
+    laptop = people.new()
+    log_in(laptop, stack, payer["username"])
+    laptop.get_by_role("link", name="My contributions").click()
+    row = laptop.locator("[data-contribution]")
+    expect(row).to_have_count(1)
+    expect(row.get_by_role("link", name="Borehole for Oke-Ado")).to_have_attribute("href", f"#/goals/{goal_id}")
+    expect(row.locator('[data-status^="CONTRIBUTION_STATUS_"]')).to_have_text("Paid")
+    expect(row.locator('[data-status^="GOAL_STATUS_"]')).to_have_text("Paid out")
+    expect(row).to_contain_text("NGN 5,000.00")
+    laptop.get_by_label("Show").select_option("CONTRIBUTION_STATUS_REFUNDED")
+    expect(laptop.get_by_text("No contributions in this status.")).to_be_visible()
+    expect(row).to_have_count(0)
+
 
 def test_the_owner_edits_then_cancels_a_goal_which_ends_refunded_in_the_list(web_stack: Stack, people: People) -> None:
     page = people.new()
@@ -259,6 +303,39 @@ def test_the_owner_edits_then_cancels_a_goal_which_ends_refunded_in_the_list(web
     page.get_by_label("Show").select_option("GOAL_STATUS_OPEN")
     expect(page.get_by_role("heading", name="Goals")).to_be_visible()
     expect(page.get_by_role("link", name=title)).to_have_count(0)
+
+
+def test_a_contributor_finds_their_refund_under_my_contributions_after_the_owner_cancels(
+    web_stack: Stack, people: People
+) -> None:
+    owner_page = people.new()
+    register(owner_page, web_stack)
+    title = f"Football kits {uuid.uuid4().hex[:6]}"
+    goal_url = start_goal(owner_page, title, "9000")
+    payer_page = people.new(width=390)
+    register(payer_page, web_stack)
+    payer_page.goto(goal_url)
+    pay_at_checkout(payer_page, web_stack, goal_url, "2000")
+
+    owner_page.get_by_role("button", name="Cancel this goal…").click()
+    owner_page.get_by_label("Why (shown on the goal)").fill("The league was called off.")
+    owner_page.get_by_role("button", name="Cancel goal and refund").click()
+    # Paystack settles the refund by itself; then the goal is refunded.
+    expect(owner_page.locator(".goal > header [data-status]")).to_have_text("Refunded", timeout=SETTLED_MS)
+
+    payer_page.get_by_role("link", name="My contributions").click()
+    row = payer_page.locator("[data-contribution]")
+    expect(row).to_have_count(1)
+    expect(row.get_by_role("link", name=title)).to_be_visible()
+    expect(row.locator('[data-status^="CONTRIBUTION_STATUS_"]')).to_have_text("Refunded")
+    expect(row.locator('[data-status^="GOAL_STATUS_"]')).to_have_text("Refunded")
+    payer_page.get_by_label("Show").select_option("CONTRIBUTION_STATUS_SUCCEEDED")
+    expect(payer_page.get_by_text("No contributions in this status.")).to_be_visible()
+    payer_page.get_by_label("Show").select_option("CONTRIBUTION_STATUS_REFUNDED")
+    expect(row).to_have_count(1)
+    row.get_by_role("link", name=title).click()
+    payer_page.wait_for_url(goal_url)
+    expect(payer_page.get_by_text("cancelled: The league was called off.")).to_be_visible()
 
 
 def test_a_person_logs_in_on_two_browsers_revokes_the_other_and_logs_out(web_stack: Stack, people: People) -> None:

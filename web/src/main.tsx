@@ -20,7 +20,7 @@ function page(route: Route) {
   if (first === "register") return <RegisterPage route={route} />;
   if (first === "account") return <AccountPage />;
   if (first === "payout") return <PayoutPage route={route} />;
-  if (first === "contributions") return <MyContributionsPage />;
+  if (first === "contributions") return <MyContributionsPage route={route} />;
   if (first === "payments" && second === "return") return <PaymentReturnPage route={route} />;
   return (
     <section>

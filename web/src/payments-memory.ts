@@ -19,19 +19,6 @@ export function forgetPayment(reference: string): void {
   sessionStorage.removeItem(pendingKey(reference));
 }
 
-// The API lists contributions per goal only, so "my contributions" lists the goals
-// this person contributed to from this browser.
-const goalsKey = (userId: string) => `gofund.contributed.${userId}`;
-
-export function contributedGoals(userId: string): string[] {
-  return JSON.parse(localStorage.getItem(goalsKey(userId)) ?? "[]") as string[];
-}
-
-export function rememberContributedGoal(userId: string, goalId: string): void {
-  const goals = contributedGoals(userId).filter((g) => g !== goalId);
-  localStorage.setItem(goalsKey(userId), JSON.stringify([goalId, ...goals]));
-}
-
 /** A one-time message for the next page (e.g. "payment confirmed" on the goal page). */
 export function flash(message?: string): string | null {
   if (message !== undefined) {

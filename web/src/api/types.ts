@@ -10,6 +10,9 @@ export type Reply<P extends keyof paths, M extends keyof paths[P]> = Ok<paths[P]
 export type Goal = NonNullable<Reply<"/v1/goals/{goal_id}", "get">["goal"]>;
 export type GoalStatus = NonNullable<Goal["status"]>;
 export type Contribution = NonNullable<Reply<"/v1/contributions/{contribution_id}", "get">["contribution"]>;
+/** One of the signed-in person's contributions with its goal's title and status (GET /v1/users/me/contributions). */
+export type MyContribution = NonNullable<Reply<"/v1/users/me/contributions", "get">["contributions"]>[number];
+export type ContributionStatus = NonNullable<Contribution["status"]>;
 export type Proof = NonNullable<Reply<"/v1/proofs/{proof_id}", "get">["proof"]>;
 export type Payment = NonNullable<Reply<"/v1/payments/{payment_id}", "get">["payment"]>;
 export type User = NonNullable<Reply<"/v1/users/me", "get">["user"]>;

@@ -2,9 +2,9 @@ import { useEffect, useState } from "preact/hooks";
 import { api, call } from "../api/client";
 import type { Goal, GoalProgress, Proof } from "../api/types";
 import { formatMoney, parseMoney } from "../money";
-import { flash, rememberContributedGoal, rememberPayment } from "../payments-memory";
+import { flash, rememberPayment } from "../payments-memory";
 import { href, type Route } from "../router";
-import { useUser, type SignedIn } from "../session";
+import { useUser } from "../session";
 import { watchGoal } from "../stream";
 import { ErrorText, Field, Notice, Status, formatTime, useAction, useLoad } from "../ui";
 import { LoginFirst } from "./auth";
@@ -69,7 +69,7 @@ export function GoalPage({ goalId }: { goalId: string; route: Route }) {
         {goal.cancel_reason && <> · cancelled: {goal.cancel_reason}</>}
       </p>
       {shown.status === "GOAL_STATUS_OPEN" &&
-        (user ? <ContributeForm goal={goal} user={user} /> : <LoginFirst what="contribute" />)}
+        (user ? <ContributeForm goal={goal} /> : <LoginFirst what="contribute" />)}
       {user && <Contributions goal={goal} owner={owner} version={changes} />}
       {owner && <OwnerPanel goal={shown} voting={voting} onChange={refresh} />}
       <Proofs goal={shown} found={proofs} canVote={!!user && !owner} />
@@ -100,7 +100,7 @@ function ProgressPanel({ goal, live }: { goal: Goal; live: boolean }) {
   );
 }
 
-function ContributeForm({ goal, user }: { goal: Goal; user: SignedIn }) {
+function ContributeForm({ goal }: { goal: Goal }) {
   const [amount, setAmount] = useState("");
   // One key per attempt, so a double click or a retry makes one payment.
   const [key, setKey] = useState(() => crypto.randomUUID());
@@ -121,7 +121,6 @@ function ContributeForm({ goal, user }: { goal: Goal; user: SignedIn }) {
       amount: minor,
       currency: goal.currency!,
     });
-    rememberContributedGoal(user.id, goal.id!);
     location.assign(reply.authorization_url!);
   });
   return (

@@ -1,11 +1,11 @@
 import { useEffect, useState } from "preact/hooks";
 import { api, call } from "../api/client";
-import type { Contribution, Goal, Payment } from "../api/types";
+import type { ContributionStatus, MyContribution, Payment } from "../api/types";
 import { formatMoney } from "../money";
-import { contributedGoals, flash, forgetPayment, pendingPayment } from "../payments-memory";
+import { flash, forgetPayment, pendingPayment } from "../payments-memory";
 import { href, navigate, type Route } from "../router";
 import { useUser } from "../session";
-import { ErrorText, Status, formatTime, useLoad } from "../ui";
+import { ErrorText, Status, formatTime, statusWord, useLoad } from "../ui";
 import { LoginFirst } from "./auth";
 
 const VERIFY_ATTEMPTS = 10;
@@ -52,7 +52,7 @@ export function PaymentReturnPage({ route }: { route: Route }) {
     return (
       <section class="narrow">
         <h1>Payment</h1>
-        <p>This browser has no record of payment {reference || "(no reference)"}. Your contributions show on each goal's page.</p>
+        <p>This browser has no record of payment {reference || "(no reference)"}. Your contributions and their statuses are listed under My contributions.</p>
         <a href={href("contributions")}>My contributions</a>
       </section>
     );
@@ -72,33 +72,54 @@ export function PaymentReturnPage({ route }: { route: Route }) {
   );
 }
 
-type Row = { goal: Goal; contributions: Contribution[] };
+const PAGE_SIZE = 20;
+const CONTRIBUTION_STATUSES: ContributionStatus[] = [
+  "CONTRIBUTION_STATUS_PENDING",
+  "CONTRIBUTION_STATUS_SUCCEEDED",
+  "CONTRIBUTION_STATUS_FAILED",
+  "CONTRIBUTION_STATUS_REFUNDED",
+];
 
-export function MyContributionsPage() {
+/** The signed-in person's contributions across every goal, from the API (any browser shows the same). */
+export function MyContributionsPage({ route }: { route: Route }) {
   const user = useUser();
-  const { value, error } = useLoad(async (): Promise<Row[]> => {
-    if (!user) return [];
-    return Promise.all(
-      contributedGoals(user.id).map(async (goalId) => {
-        const [goal, list] = await Promise.all([
-          call(api.GET("/v1/goals/{goal_id}", { params: { path: { goal_id: goalId } } })),
-          call(api.GET("/v1/goals/{goal_id}/contributions", { params: { path: { goal_id: goalId }, query: { page_size: 100 } } })),
-        ]);
-        return { goal: goal.goal!, contributions: (list.contributions ?? []).filter((c) => c.user_id === user.id) };
+  const status = (route.query.get("status") ?? "") as ContributionStatus | "";
+  // Tokens of the pages before this one, so "Previous" goes back without a server cursor for it.
+  const [tokens, setTokens] = useState<string[]>([""]);
+  const token = tokens[tokens.length - 1] ?? "";
+  const { value, error } = useLoad(async () => {
+    if (!user) return null;
+    return call(
+      api.GET("/v1/users/me/contributions", {
+        params: { query: { page_size: PAGE_SIZE, page_token: token || undefined, status: status || undefined } },
       }),
     );
-  }, [user?.id]);
+  }, [user?.id, status, token]);
   if (!user) return <LoginFirst what="see your contributions" />;
+  const choose = (next: string) => {
+    setTokens([""]);
+    navigate(next ? `${href("contributions")}?status=${next}` : href("contributions"));
+  };
+  const rows: MyContribution[] = value?.contributions ?? [];
   return (
     <section>
       <h1>My contributions</h1>
+      <div class="toolbar">
+        <label for="contribution-status-filter">Show</label>
+        <select id="contribution-status-filter" value={status} onChange={(e) => choose(e.currentTarget.value)}>
+          <option value="">All contributions</option>
+          {CONTRIBUTION_STATUSES.map((s) => (
+            <option value={s}>{statusWord(s)}</option>
+          ))}
+        </select>
+      </div>
       <ErrorText error={error} />
-      {value && value.length === 0 && (
+      {value && rows.length === 0 && (
         <p>
-          No contributions from this browser yet. <a href={href()}>Find a goal</a>.
+          {status ? "No contributions in this status." : "No contributions yet."} <a href={href()}>Find a goal</a>.
         </p>
       )}
-      {value && value.length > 0 && (
+      {rows.length > 0 && (
         <table>
           <thead>
             <tr>
@@ -109,23 +130,29 @@ export function MyContributionsPage() {
             </tr>
           </thead>
           <tbody>
-            {value.flatMap(({ goal, contributions }) =>
-              contributions.map((c) => (
-                <tr data-contribution={c.id}>
-                  <td>
-                    <a href={href("goals", goal.id!)}>{goal.title}</a> <Status status={goal.status} />
-                  </td>
-                  <td>{formatTime(c.created_at)}</td>
-                  <td>{formatMoney(c.amount, c.currency)}</td>
-                  <td>
-                    <Status status={c.status} />
-                  </td>
-                </tr>
-              )),
-            )}
+            {rows.map(({ contribution: c, goal_title, goal_status }) => (
+              <tr data-contribution={c?.id}>
+                <td>
+                  <a href={href("goals", c?.goal_id ?? "")}>{goal_title}</a> <Status status={goal_status} />
+                </td>
+                <td>{formatTime(c?.created_at)}</td>
+                <td>{formatMoney(c?.amount, c?.currency)}</td>
+                <td>
+                  <Status status={c?.status} />
+                </td>
+              </tr>
+            ))}
           </tbody>
         </table>
       )}
+      <nav class="pager" aria-label="Pages">
+        <button type="button" disabled={tokens.length < 2} onClick={() => setTokens(tokens.slice(0, -1))}>
+          Previous page
+        </button>
+        <button type="button" disabled={!value?.next_page_token} onClick={() => setTokens([...tokens, value!.next_page_token!])}>
+          Next page
+        </button>
+      </nav>
     </section>
   );
 }
