@@ -115,8 +115,7 @@ function ContributeForm({ goal }: { goal: Goal }) {
     );
     setKey(crypto.randomUUID());
     rememberPayment(reply.payment_reference!, {
-      // The document types this uuid-or-empty string as an anyOf that the generator widens.
-      payment_id: String(reply.contribution!.payment_id),
+      payment_id: reply.contribution!.payment_id,
       goal_id: goal.id!,
       amount: minor,
       currency: goal.currency!,
