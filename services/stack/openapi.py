@@ -46,8 +46,8 @@ with our print options. The rules, each as the transcoder behaves:
 - Errors: for each route, the gRPC codes and ErrorInfo reasons named in its
   comment (and its service's comment, and "as <Rpc>" references), mapped to HTTP
   statuses as Envoy maps them, with the body a google.rpc.Status; plus what the
-  edge itself answers, where it can (400 INVALID_QUERY_PARAMETER and
-  INVALID_REQUEST, INVALID_BODY with a JSON body, 404 ROUTE_NOT_FOUND with a
+  edge itself answers, where it can (400 INVALID_QUERY_PARAMETER,
+  INVALID_GRPC_TIMEOUT and INVALID_REQUEST, INVALID_BODY with a JSON body, 404 ROUTE_NOT_FOUND with a
   path variable, 405 METHOD_NOT_ALLOWED where a variable's value can make the
   path another route's, 413 REQUEST_TOO_LARGE with a body, 429 RATE_LIMITED on
   the routes with an Envoy bucket, 503 UPSTREAM_UNAVAILABLE, 504
@@ -108,6 +108,10 @@ HTTP_STATUS = {
 # The edge's 400 reasons, as a 400 response's description explains them.
 EDGE_400 = {
     "INVALID_BODY": "INVALID_BODY for a body it cannot read or one that names a path variable again",
+    "INVALID_GRPC_TIMEOUT": (
+        "INVALID_GRPC_TIMEOUT for a `grpc-timeout` header that is not gRPC's form "
+        "(1 to 8 digits, then H, M, S, m, u or n)"
+    ),
     "INVALID_QUERY_PARAMETER": (
         "INVALID_QUERY_PARAMETER for a query parameter the route does not have, cannot read, or takes from the path"
     ),
@@ -861,6 +865,8 @@ class Generator:
             # path variable again; a request HTTP itself refuses.
             (400, "INVALID_ARGUMENT", "INVALID_QUERY_PARAMETER"),
             (400, "INVALID_ARGUMENT", "INVALID_REQUEST"),
+            # A grpc-timeout header (any client may send one) not in gRPC's form.
+            (400, "INVALID_ARGUMENT", "INVALID_GRPC_TIMEOUT"),
             (401, "UNAUTHENTICATED", ""),  # a token sent to any route is checked
             (503, "UNAVAILABLE", "UPSTREAM_UNAVAILABLE"),  # no healthy replica behind the edge
         ]

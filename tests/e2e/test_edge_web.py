@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import shutil
 import struct
 import subprocess
 from collections.abc import Iterator
@@ -20,9 +21,10 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import grpc
 import httpx
 import pytest
-from gofund.goals.v1 import goals_service_pb2
+from gofund.goals.v1 import goals_service_pb2, goals_service_pb2_grpc
 
 from services.stack import embedded
 from services.stack.envoy_config import OPENAPI_DIR, SERVICES, EdgeConfig, write
@@ -102,6 +104,72 @@ def test_a_header_name_grpc_metadata_cannot_carry_is_dropped_not_a_500(stack: St
     response = api(stack, "GET", "/v1/goals?page_size=1", headers={name: "x", "x-fine.name_1": "kept"})
     assert response.status_code == 200, response.text
     assert "goals" in response.json()
+
+
+# A malformed grpc-timeout or -bin value used to reach grpc-python, which failed the
+# call (500) and broke Envoy's shared upstream connection, so each test also checks
+# that the next plain call goes through.
+@pytest.mark.parametrize("value", ["zz", "999999999S", "10", "10s", "1.5S", "-1S", "5 S"])
+def test_a_malformed_grpc_timeout_is_400_json_invalid_grpc_timeout(stack: Stack, value: str) -> None:
+    response = api(stack, "GET", "/v1/goals?page_size=1", headers={"grpc-timeout": value})
+    assert edge_error(response, 400) == (3, "INVALID_GRPC_TIMEOUT")
+    assert "grpc-timeout" in response.json()["message"]
+    posted = api(stack, "POST", "/v1/goals", json={"title": "x"}, headers={"grpc-timeout": value})
+    assert edge_error(posted, 400) == (3, "INVALID_GRPC_TIMEOUT")
+    assert api(stack, "GET", "/v1/goals?page_size=1").status_code == 200
+
+
+@pytest.mark.parametrize("value", ["5S", "99999999m", "1H", "30000000u"])
+def test_a_client_grpc_timeout_in_grpcs_form_still_works(stack: Stack, value: str) -> None:
+    response = api(stack, "GET", "/v1/goals?page_size=1", headers={"grpc-timeout": value})
+    assert response.status_code == 200, response.text
+    assert "goals" in response.json()
+
+
+@pytest.mark.parametrize("value", ["YWI=", "YWI", "YQ==", "!!", "not base64 at all"])
+def test_a_binary_header_from_a_json_client_is_dropped_not_a_500(stack: Stack, value: str) -> None:
+    response = api(stack, "GET", "/v1/goals?page_size=1", headers={"x-foo-bin": value, "grpc-trace-bin": value})
+    assert response.status_code == 200, response.text
+    assert "goals" in response.json()
+    assert api(stack, "GET", "/v1/goals?page_size=1").status_code == 200
+
+
+def test_a_native_grpc_client_with_its_deadline_and_binary_metadata_is_unaffected(stack: Stack) -> None:
+    # The library sends grpc-timeout in gRPC's form and -bin values as base64 (which
+    # the edge drops: no service reads binary metadata).
+    with grpc.insecure_channel(f"127.0.0.1:{stack.settings.envoy_port}") as channel:
+        stub = goals_service_pb2_grpc.GoalsServiceStub(channel)
+        _, call = stub.ListGoals.with_call(
+            goals_service_pb2.ListGoalsRequest(page_size=1),
+            metadata=[("x-foo-bin", b"\xff\x00ab"), ("x-trace", "kept")],
+            timeout=10,
+        )
+    assert call.code() is grpc.StatusCode.OK
+
+
+def test_a_native_grpc_call_with_a_malformed_grpc_timeout_gets_grpc_invalid_argument(stack: Stack) -> None:
+    # gRPC libraries never send a malformed grpc-timeout (grpc-python replaces one given
+    # as metadata), so the call is made by hand over HTTP/2 with curl: an empty
+    # ListGoalsRequest, one length-prefixed frame.
+    curl = shutil.which("curl")
+    if curl is None:
+        pytest.skip("curl is not installed (it makes the hand-made HTTP/2 gRPC call)")
+    command = [curl, "-sS", "--http2-prior-knowledge", "-o", "/dev/null", "-D", "-", "--data-binary", "@-"]
+    for header in ("content-type: application/grpc", "te: trailers", "grpc-timeout: zz"):
+        command += ["-H", header]
+    answered = subprocess.run(
+        [*command, f"{edge(stack)}/gofund.goals.v1.GoalsService/ListGoals"],
+        input=b"\x00\x00\x00\x00\x00",
+        capture_output=True,
+        timeout=30,
+        check=True,
+    )
+    lines = answered.stdout.decode().splitlines()
+    headers = dict(line.split(": ", 1) for line in lines[1:] if ": " in line)
+    # A trailers-only gRPC answer (HTTP 200), not JSON: the edge's reason rides in grpc-message.
+    assert lines[0].split()[1] == "200", lines
+    assert (headers["content-type"], headers["grpc-status"]) == ("application/grpc", "3")
+    assert "INVALID_GRPC_TIMEOUT" in headers["grpc-message"]
 
 
 def test_the_access_log_records_the_code_the_client_got(stack: Stack) -> None:

@@ -290,7 +290,7 @@ def test_edge_errors_are_documented_where_they_apply(document: Document) -> None
     login = operation(document, "IdentityService_CreateSession")["responses"]
     assert "RATE_LIMITED" in login["429"]["x-error-reasons"]["RESOURCE_EXHAUSTED"]
     assert "REQUEST_TOO_LARGE" in login["413"]["x-error-reasons"]["INVALID_ARGUMENT"]
-    assert {"INVALID_BODY", "INVALID_QUERY_PARAMETER", "INVALID_REQUEST"} <= set(
+    assert {"INVALID_BODY", "INVALID_QUERY_PARAMETER", "INVALID_REQUEST", "INVALID_GRPC_TIMEOUT"} <= set(
         login["400"]["x-error-reasons"]["INVALID_ARGUMENT"]
     )
     get_goal = operation(document, "GoalsService_GetGoal")["responses"]
@@ -298,7 +298,11 @@ def test_edge_errors_are_documented_where_they_apply(document: Document) -> None
     assert "429" not in get_goal
     # No body, so no INVALID_BODY; any route takes (and refuses) a query.
     get_goal_400 = set(get_goal["400"]["x-error-reasons"]["INVALID_ARGUMENT"])
-    assert {"INVALID_QUERY_PARAMETER", "INVALID_REQUEST"} <= get_goal_400
+    assert {"INVALID_QUERY_PARAMETER", "INVALID_REQUEST", "INVALID_GRPC_TIMEOUT"} <= get_goal_400
+    # Streams too: a client's grpc-timeout is checked on every route.
+    watch_400 = operation(document, "GoalsService_WatchGoal")["responses"]["400"]
+    assert "INVALID_GRPC_TIMEOUT" in watch_400["x-error-reasons"]["INVALID_ARGUMENT"]
+    assert "grpc-timeout" in watch_400["description"]
     assert "INVALID_BODY" not in get_goal_400
     assert get_goal["503"]["x-error-reasons"] == {"UNAVAILABLE": ["UPSTREAM_UNAVAILABLE"]}
     assert get_goal["504"]["x-error-reasons"] == {"DEADLINE_EXCEEDED": ["UPSTREAM_TIMEOUT"]}
