@@ -89,6 +89,8 @@ class Demo:
                         return
                     if line.strip():
                         progress = json.loads(line)
+                        if progress["heartbeat"]:
+                            continue  # a quiet stream's keep-alive, not a change
                         self.out(
                             f"    [live] {progress['status'].removeprefix('GOAL_STATUS_'):<10} raised "
                             f"{money(int(progress['raised_amount']), progress['currency'])} of "

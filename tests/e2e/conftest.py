@@ -26,6 +26,9 @@ def stack_environment(data_dir: Path) -> dict[str, str]:
     overrides["GOFUND_PAYSTACK_SIM_RETRY_BASE_MS"] = "200"
     overrides["GOFUND_PAYSTACK_SIM_SETTLE_MS"] = "0"
     overrides["GOFUND_WEBHOOK_RETRY_BASE_MS"] = "100"
+    # Quiet streams beat every 2 s, so the edge's heartbeat framing is seen in a test
+    # (and every stream reader in the suite has to skip heartbeats, as clients must).
+    overrides["GOFUND_STREAM_HEARTBEAT_MS"] = "2000"
     return overrides
 
 

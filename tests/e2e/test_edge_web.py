@@ -439,3 +439,26 @@ def test_no_healthy_upstream_is_503_json(tmp_path: Path) -> None:
         assert edge_error(response, 503) == (14, "UPSTREAM_UNAVAILABLE")
         posted = httpx.post(f"{url}/v1/goals", json={"title": "x"}, timeout=10)
         assert edge_error(posted, 503) == (14, "UPSTREAM_UNAVAILABLE")
+
+
+# A quiet stream beats (GOFUND_STREAM_HEARTBEAT_MS is short on the e2e stack), so
+# Envoy's idle timeout never cuts it: in NDJSON a repeat of the latest state marked
+# `heartbeat`, in SSE a comment EventSource ignores.
+@pytest.mark.parametrize("kind", ["goal", "balance"])
+def test_a_quiet_ndjson_stream_gets_heartbeats_repeating_its_latest_state(stack: Stack, kind: str) -> None:
+    goal = open_goal(stack, new_user(stack), target=1000)
+    path = f"/v1/goals/{goal['id']}:watch" if kind == "goal" else f"/v1/accounts/{goal['account_id']}/balance:watch"
+    _, received = first_bytes(stack, path, {}, b'"heartbeat":true')
+    first, beat = (json.loads(line) for line in received.split(b"\n")[:2])
+    assert (first["heartbeat"], beat["heartbeat"]) == (False, True)
+    assert beat == {**first, "heartbeat": True}  # the same state, the same seq: not a change
+
+
+def test_a_quiet_event_stream_gets_heartbeats_as_comments(stack: Stack) -> None:
+    goal = open_goal(stack, new_user(stack), target=1000)
+    _, received = first_bytes(
+        stack, f"/v1/goals/{goal['id']}:watch", {"accept": "text/event-stream"}, b": heartbeat\n\n"
+    )
+    events = received.decode().split("\n\n")
+    assert events[0].startswith("id: 1\ndata: ")
+    assert events[1] == ": heartbeat"

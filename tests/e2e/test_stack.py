@@ -329,10 +329,11 @@ def test_gofund_up_starts_everything_runs_the_demo_and_ctrl_c_stops_it_cleanly(t
         while time.monotonic() < deadline:
             line = process.stdout.readline()
             lines.append(line)
-            if "GoFund is up." in line or not line:
+            if "GoFund is up" in line or not line:
                 break
         output = "".join(lines)
-        assert "GoFund is up." in output, output
+        # The first thing it says is the address a person opens.
+        assert f"GoFund is up: open http://127.0.0.1:{overrides['GOFUND_ENVOY_PORT']}/ in a browser." in output, output
         children = psutil.Process(process.pid).children(recursive=True)
         # postgres, mongodb, smtp sink, Paystack simulator, four services, envoy (+ postgres workers)
         assert len(children) >= 9
