@@ -119,10 +119,12 @@ async def refresh_progress(session: AsyncSession, goal: store.Goal, now: datetim
     goes: the amount released and the vote weights are always the succeeded
     contributions (`claim_outflow`, `tally`).
 
-    Both sources only grow while a goal takes money (a counted contribution
-    is refunded only once the outflow is decided), so the raised amount shown
-    never goes down here: `max` keeps a balance shown at the deadline, and the
-    balance goals showed as raised before this rule (migration 0004).
+    The raised amount follows the succeeded contributions down as well as up:
+    a payment refunded on its own while the goal still takes money (an
+    operator's refund through payments) leaves the contribution REFUNDED and
+    the GOAL balance lower, and the progress shows both (reconciliation
+    compares raised with the GOAL balance until the outflow is decided). Only
+    a goal funded by the deadline rule keeps its balance as raised (`max`).
     """
     status = GoalStatus(goal.status)
     if not domain.accepts_money(status, goal.outflow_kind):
@@ -130,7 +132,11 @@ async def refresh_progress(session: AsyncSession, goal: store.Goal, now: datetim
     raised, contributors = goal.raised_amount, goal.contributor_count
     counted, counted_contributors = await store.counted_progress(session, goal.id)
     if goal.ledger_balance >= counted:
-        raised, contributors = max(raised, counted), counted_contributors
+        raised, contributors = counted, counted_contributors
+    if status is GoalStatus.FUNDED and goal.funded_at is not None and goal.funded_at >= goal.deadline:
+        # Funded by the deadline rule (below): the ledger's balance stays the raised
+        # amount until the late confirmations catch up with it.
+        raised = max(raised, goal.ledger_balance)
     funded = status is GoalStatus.OPEN and raised >= goal.target_amount
     if status is GoalStatus.OPEN and not funded and now >= goal.deadline and goal.ledger_balance >= goal.target_amount:
         raised, funded = goal.ledger_balance, True
