@@ -112,6 +112,9 @@ EDGE_400 = {
         "INVALID_GRPC_TIMEOUT for a `grpc-timeout` header that is not gRPC's form "
         "(1 to 8 digits, then H, M, S, m, u or n)"
     ),
+    "INVALID_GRPC_ENCODING": (
+        "INVALID_GRPC_ENCODING for a `grpc-encoding` header other than identity, gzip or deflate"
+    ),
     "INVALID_QUERY_PARAMETER": (
         "INVALID_QUERY_PARAMETER for a query parameter the route does not have, cannot read, or takes from the path"
     ),
@@ -867,6 +870,8 @@ class Generator:
             (400, "INVALID_ARGUMENT", "INVALID_REQUEST"),
             # A grpc-timeout header (any client may send one) not in gRPC's form.
             (400, "INVALID_ARGUMENT", "INVALID_GRPC_TIMEOUT"),
+            # A grpc-encoding header the services cannot decompress.
+            (400, "INVALID_ARGUMENT", "INVALID_GRPC_ENCODING"),
             (401, "UNAUTHENTICATED", ""),  # a token sent to any route is checked
             (503, "UNAVAILABLE", "UPSTREAM_UNAVAILABLE"),  # no healthy replica behind the edge
         ]

@@ -126,6 +126,20 @@ def test_a_client_grpc_timeout_in_grpcs_form_still_works(stack: Stack, value: st
     assert "goals" in response.json()
 
 
+@pytest.mark.parametrize("value", ["nope", "br", "gzip,deflate", ""])
+def test_a_grpc_encoding_the_services_cannot_take_is_400_json_invalid_grpc_encoding(stack: Stack, value: str) -> None:
+    response = api(stack, "GET", "/v1/goals?page_size=1", headers={"grpc-encoding": value})
+    assert edge_error(response, 400) == (3, "INVALID_GRPC_ENCODING")
+    assert api(stack, "GET", "/v1/goals?page_size=1", headers={"grpc-encoding": "gzip"}).status_code == 200
+
+
+@pytest.mark.parametrize("name", ["grpc-status", "grpc-message"])
+def test_a_trailer_name_sent_as_a_request_header_is_dropped_not_a_500(stack: Stack, name: str) -> None:
+    response = api(stack, "GET", "/v1/goals?page_size=1", headers={name: "zz"})
+    assert response.status_code == 200, response.text
+    assert "goals" in response.json()
+
+
 @pytest.mark.parametrize("value", ["YWI=", "YWI", "YQ==", "!!", "not base64 at all"])
 def test_a_binary_header_from_a_json_client_is_dropped_not_a_500(stack: Stack, value: str) -> None:
     response = api(stack, "GET", "/v1/goals?page_size=1", headers={"x-foo-bin": value, "grpc-trace-bin": value})

@@ -302,6 +302,7 @@ def test_edge_errors_are_documented_where_they_apply(document: Document) -> None
     # Streams too: a client's grpc-timeout is checked on every route.
     watch_400 = operation(document, "GoalsService_WatchGoal")["responses"]["400"]
     assert "INVALID_GRPC_TIMEOUT" in watch_400["x-error-reasons"]["INVALID_ARGUMENT"]
+    assert "INVALID_GRPC_ENCODING" in watch_400["x-error-reasons"]["INVALID_ARGUMENT"]
     assert "grpc-timeout" in watch_400["description"]
     assert "INVALID_BODY" not in get_goal_400
     assert get_goal["503"]["x-error-reasons"] == {"UNAVAILABLE": ["UPSTREAM_UNAVAILABLE"]}
