@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -40,7 +40,6 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from services.common.config import Settings
 from services.common.db import psycopg_dsn
-from services.common.errors import error_info
 from services.common.server import ServiceRunner
 from services.goals import main as goals_main
 from services.identity import main as identity_main
@@ -53,6 +52,8 @@ from tests.conftest import migrated_database, service_channel, settings_with
 from tests.integration.ledger_helpers import CREDIT, DEBIT, open_account, posting
 
 PASSWORD = "correct horse battery"
+# The domain every refusal read in a goals test must come from.
+GOALS = "goals.gofund"
 
 
 class FakeClock:
@@ -349,19 +350,6 @@ class Platform:
             return await cursor.fetchall() if cursor.description else []
 
 
-async def rejected(call: Awaitable[Any]) -> grpc.aio.AioRpcError:
-    with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await call
-    return raised.value
-
-
-def reason(error: grpc.aio.AioRpcError) -> str:
-    info = error_info(error)
-    assert info is not None, error
-    assert info.domain == "goals.gofund"
-    return str(info.reason)
-
-
 async def start_platform(
     postgres_port: int, mongodb_port: int, data_dir: Path, *, with_payments: bool = False, **overrides: object
 ) -> Platform:
@@ -423,14 +411,6 @@ async def platform(
     running = await start_platform(postgres_port, mongodb_port, tmp_path_factory.mktemp("goals"))
     yield running
     await running.close()
-
-
-async def eventually(check: Callable[[], Awaitable[Any]], timeout_s: float = 10.0) -> Any:
-    """Poll `check` (state another task or process changes) until it returns something truthy."""
-    async with asyncio.timeout(timeout_s):
-        while not (result := await check()):  # noqa: ASYNC110 - polling state the service owns
-            await asyncio.sleep(0.02)
-    return result
 
 
 @pytest_asyncio.fixture(scope="module")

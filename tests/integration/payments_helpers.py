@@ -16,7 +16,8 @@ from gofund.goals.v1 import goals_pb2, goals_service_pb2
 from gofund.payments.v1 import payments_service_pb2
 from pymongo import AsyncMongoClient
 
-from tests.integration.goals_fixtures import Platform, User, eventually
+from tests.helpers import eventually
+from tests.integration.goals_fixtures import Platform, User
 
 SUCCEEDED = goals_pb2.CONTRIBUTION_STATUS_SUCCEEDED
 

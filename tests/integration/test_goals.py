@@ -11,7 +11,8 @@ from gofund.goals.v1 import goals_pb2, goals_service_pb2, goals_service_pb2_grpc
 from google.protobuf import field_mask_pb2
 
 from services.stack import embedded
-from tests.integration.goals_fixtures import Platform, eventually, platform, reason, rejected
+from tests.helpers import eventually, reason, rejected
+from tests.integration.goals_fixtures import GOALS, Platform, platform
 
 __all__ = ["platform"]
 pytestmark = pytest.mark.asyncio
@@ -42,11 +43,11 @@ async def test_invalid_goals_are_refused_naming_every_bad_field(platform: Platfo
     )
     error = await rejected(platform.goals.public.CreateGoal(request, metadata=owner.auth))
     assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
-    assert reason(error) == "INVALID_TITLE"
+    assert reason(error, GOALS) == "INVALID_TITLE"
     for field in ("title", "description", "target_amount", "currency", "deadline", "request_id"):
         assert field in (error.details() or "")
     too_big = await rejected(platform.goal(owner, target=10**12 + 1))
-    assert reason(too_big) == "INVALID_TARGET_AMOUNT"
+    assert reason(too_big, GOALS) == "INVALID_TARGET_AMOUNT"
 
 
 @pytest.mark.parametrize(("delta", "accepted"), [({"minutes": 59}, False), ({"minutes": 61}, True),
@@ -59,7 +60,7 @@ async def test_the_deadline_is_between_an_hour_and_a_year_ahead(
     if accepted:
         assert (await call).status == OPEN
     else:
-        assert reason(await rejected(call)) == "INVALID_DEADLINE"
+        assert reason(await rejected(call), GOALS) == "INVALID_DEADLINE"
 
 
 async def test_creating_a_goal_needs_a_login_and_the_goals_create_permission(platform: Platform) -> None:
@@ -69,7 +70,7 @@ async def test_creating_a_goal_needs_a_login_and_the_goals_create_permission(pla
     await platform.sql(platform.settings.identity_database_url, "DELETE FROM user_roles WHERE user_id = %s", user.id)
     denied = await rejected(platform.goal(user))
     assert denied.code() is grpc.StatusCode.PERMISSION_DENIED
-    assert reason(denied) == "MISSING_PERMISSION"
+    assert reason(denied, GOALS) == "MISSING_PERMISSION"
 
 
 async def test_a_request_id_makes_creation_idempotent_and_refuses_other_input(platform: Platform) -> None:
@@ -83,7 +84,7 @@ async def test_a_request_id_makes_creation_idempotent_and_refuses_other_input(pl
     assert await platform.goals_sql("SELECT count(*) FROM goals WHERE owner_id = %s", owner.id) == [(1,)]
     other = await rejected(platform.goal(owner, request_id="create-1", deadline=deadline, title="Another title"))
     assert other.code() is grpc.StatusCode.INVALID_ARGUMENT
-    assert reason(other) == "IDEMPOTENCY_KEY_REUSED"
+    assert reason(other, GOALS) == "IDEMPOTENCY_KEY_REUSED"
     someone_else = await platform.user()
     assert (await platform.goal(someone_else, request_id="create-1", deadline=deadline)).id != first.id
 
@@ -98,7 +99,7 @@ async def test_no_goal_is_created_when_the_ledger_is_down(platform: Platform) ->
         )
         error = await rejected(cut_off.public.CreateGoal(request, metadata=owner.auth))
         assert error.code() is grpc.StatusCode.UNAVAILABLE
-        assert reason(error) == "LEDGER_UNAVAILABLE"
+        assert reason(error, GOALS) == "LEDGER_UNAVAILABLE"
         assert await platform.goals_sql("SELECT count(*) FROM goals WHERE title = %s", title) == [(0,)]
     finally:
         await platform.stop_goals(cut_off)
@@ -106,9 +107,9 @@ async def test_no_goal_is_created_when_the_ledger_is_down(platform: Platform) ->
 
 async def test_get_goal_checks_the_id(platform: Platform) -> None:
     bad = await rejected(platform.goals.public.GetGoal(goals_service_pb2.GetGoalRequest(goal_id="nope")))
-    assert (bad.code(), reason(bad)) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_GOAL_ID")
+    assert (bad.code(), reason(bad, GOALS)) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_GOAL_ID")
     missing = await rejected(platform.get(str(uuid.uuid4())))
-    assert (missing.code(), reason(missing)) == (grpc.StatusCode.NOT_FOUND, "GOAL_NOT_FOUND")
+    assert (missing.code(), reason(missing, GOALS)) == (grpc.StatusCode.NOT_FOUND, "GOAL_NOT_FOUND")
 
 
 async def test_goals_are_listed_newest_first_by_filter_and_page(platform: Platform) -> None:
@@ -134,13 +135,19 @@ async def test_goals_are_listed_newest_first_by_filter_and_page(platform: Platfo
     other_filter = await rejected(
         list_goals(goals_service_pb2.ListGoalsRequest(status=OPEN, page_token=first.next_page_token))
     )
-    assert reason(other_filter) == "INVALID_PAGE_TOKEN"
-    assert reason(await rejected(list_goals(goals_service_pb2.ListGoalsRequest(page_token="garbage!")))) == (
+    assert reason(other_filter, GOALS) == "INVALID_PAGE_TOKEN"
+    assert reason(await rejected(list_goals(goals_service_pb2.ListGoalsRequest(page_token="garbage!"))), GOALS) == (
         "INVALID_PAGE_TOKEN"
     )
-    assert reason(await rejected(list_goals(goals_service_pb2.ListGoalsRequest(status=42)))) == "INVALID_STATUS"
-    assert reason(await rejected(list_goals(goals_service_pb2.ListGoalsRequest(owner_id="x")))) == "INVALID_OWNER_ID"
-    assert reason(await rejected(list_goals(goals_service_pb2.ListGoalsRequest(page_size=-1)))) == "INVALID_PAGE_SIZE"
+    assert reason(await rejected(list_goals(goals_service_pb2.ListGoalsRequest(status=42))), GOALS) == "INVALID_STATUS"
+    assert (
+        reason(await rejected(list_goals(goals_service_pb2.ListGoalsRequest(owner_id="x"))), GOALS)
+        == "INVALID_OWNER_ID"
+    )
+    assert (
+        reason(await rejected(list_goals(goals_service_pb2.ListGoalsRequest(page_size=-1))), GOALS)
+        == "INVALID_PAGE_SIZE"
+    )
 
 
 # -- changing and cancelling -----------------------------------------------------------------
@@ -166,7 +173,7 @@ async def test_the_owner_changes_title_and_description_while_the_goal_is_open(pl
     not_owner = await rejected(
         update(goals_service_pb2.UpdateGoalRequest(goal_id=goal.id, title="Mine now"), metadata=stranger.auth)
     )
-    assert (not_owner.code(), reason(not_owner)) == (grpc.StatusCode.PERMISSION_DENIED, "NOT_GOAL_OWNER")
+    assert (not_owner.code(), reason(not_owner, GOALS)) == (grpc.StatusCode.PERMISSION_DENIED, "NOT_GOAL_OWNER")
     bad_mask = await rejected(
         update(
             goals_service_pb2.UpdateGoalRequest(
@@ -175,11 +182,11 @@ async def test_the_owner_changes_title_and_description_while_the_goal_is_open(pl
             metadata=owner.auth,
         )
     )
-    assert reason(bad_mask) == "INVALID_UPDATE_MASK"
+    assert reason(bad_mask, GOALS) == "INVALID_UPDATE_MASK"
     short = await rejected(
         update(goals_service_pb2.UpdateGoalRequest(goal_id=goal.id, title="no"), metadata=owner.auth)
     )
-    assert reason(short) == "INVALID_TITLE"
+    assert reason(short, GOALS) == "INVALID_TITLE"
 
     backer = await platform.user()
     await platform.contribute(goal, backer, goal.target_amount)
@@ -187,7 +194,7 @@ async def test_the_owner_changes_title_and_description_while_the_goal_is_open(pl
     closed = await rejected(
         update(goals_service_pb2.UpdateGoalRequest(goal_id=goal.id, title="Too late"), metadata=owner.auth)
     )
-    assert (closed.code(), reason(closed)) == (grpc.StatusCode.FAILED_PRECONDITION, "GOAL_NOT_OPEN")
+    assert (closed.code(), reason(closed, GOALS)) == (grpc.StatusCode.FAILED_PRECONDITION, "GOAL_NOT_OPEN")
 
 
 async def test_cancelling_a_goal_without_contributions_refunds_it_at_once_and_keeps_the_first_reason(
@@ -199,11 +206,11 @@ async def test_cancelling_a_goal_without_contributions_refunds_it_at_once_and_ke
     not_owner = await rejected(
         cancel(goals_service_pb2.CancelGoalRequest(goal_id=goal.id, reason="x"), metadata=stranger.auth)
     )
-    assert reason(not_owner) == "NOT_GOAL_OWNER"
+    assert reason(not_owner, GOALS) == "NOT_GOAL_OWNER"
     no_reason = await rejected(
         cancel(goals_service_pb2.CancelGoalRequest(goal_id=goal.id, reason="  "), metadata=owner.auth)
     )
-    assert reason(no_reason) == "INVALID_CANCEL_REASON"
+    assert reason(no_reason, GOALS) == "INVALID_CANCEL_REASON"
     cancelled = (
         await cancel(goals_service_pb2.CancelGoalRequest(goal_id=goal.id, reason="Plans changed"), metadata=owner.auth)
     ).goal
@@ -224,7 +231,7 @@ async def test_a_goal_that_expired_cannot_be_cancelled(platform: Platform) -> No
             goals_service_pb2.CancelGoalRequest(goal_id=goal.id, reason="late"), metadata=owner.auth
         )
     )
-    assert (error.code(), reason(error)) == (grpc.StatusCode.FAILED_PRECONDITION, "GOAL_NOT_CANCELLABLE")
+    assert (error.code(), reason(error, GOALS)) == (grpc.StatusCode.FAILED_PRECONDITION, "GOAL_NOT_CANCELLABLE")
 
 
 # -- contributions ---------------------------------------------------------------------------
@@ -250,9 +257,9 @@ async def test_contributions_are_validated_before_payments_is_asked(platform: Pl
     ]
     for bad, expected in cases:
         error = await rejected(create(bad, metadata=payer.auth))
-        assert (error.code(), reason(error)) == (grpc.StatusCode.INVALID_ARGUMENT, expected)
+        assert (error.code(), reason(error, GOALS)) == (grpc.StatusCode.INVALID_ARGUMENT, expected)
     missing = await rejected(create(request(goal_id=str(uuid.uuid4())), metadata=payer.auth))
-    assert reason(missing) == "GOAL_NOT_FOUND"
+    assert reason(missing, GOALS) == "GOAL_NOT_FOUND"
     anonymous = await rejected(create(request()))
     assert anonymous.code() is grpc.StatusCode.UNAUTHENTICATED
 
@@ -260,7 +267,7 @@ async def test_contributions_are_validated_before_payments_is_asked(platform: Pl
         goals_service_pb2.CancelGoalRequest(goal_id=goal.id, reason="closing"), metadata=owner.auth
     )
     closed = await rejected(create(request(), metadata=payer.auth))
-    assert (closed.code(), reason(closed)) == (grpc.StatusCode.FAILED_PRECONDITION, "GOAL_NOT_OPEN")
+    assert (closed.code(), reason(closed, GOALS)) == (grpc.StatusCode.FAILED_PRECONDITION, "GOAL_NOT_OPEN")
 
 
 async def test_a_contribution_retried_while_payments_is_down_stays_one_pending_contribution(
@@ -274,14 +281,14 @@ async def test_a_contribution_retried_while_payments_is_down_stays_one_pending_c
     )
     attempts = [platform.goals.public.CreateContribution(request, metadata=payer.auth) for _ in range(3)]
     for error in await asyncio.gather(*(rejected(a) for a in attempts)):
-        assert (error.code(), reason(error)) == (grpc.StatusCode.UNAVAILABLE, "PAYMENTS_UNAVAILABLE")
+        assert (error.code(), reason(error, GOALS)) == (grpc.StatusCode.UNAVAILABLE, "PAYMENTS_UNAVAILABLE")
     rows = await platform.goals_sql("SELECT status, amount, payment_id FROM contributions WHERE goal_id = %s", goal.id)
     assert rows == [("PENDING", 700, None)]
     reused = goals_service_pb2.CreateContributionRequest(
         goal_id=goal.id, amount=800, currency="NGN", idempotency_key=key
     )
     error = await rejected(platform.goals.public.CreateContribution(reused, metadata=payer.auth))
-    assert reason(error) == "IDEMPOTENCY_KEY_REUSED"
+    assert reason(error, GOALS) == "IDEMPOTENCY_KEY_REUSED"
 
 
 async def test_a_confirmed_contribution_counts_its_payer_and_a_repeat_changes_nothing(platform: Platform) -> None:
@@ -302,17 +309,17 @@ async def test_a_confirmed_contribution_counts_its_payer_and_a_repeat_changes_no
     for amount, currency, paid_with in ((1300, "NGN", payment_id), (1200, "GHS", payment_id),
                                         (1200, "NGN", str(uuid.uuid4()))):  # fmt: skip
         error = await rejected(platform.confirm(contribution_id, paid_with, amount, currency))
-        assert (error.code(), reason(error)) == (grpc.StatusCode.INVALID_ARGUMENT, "PAYMENT_MISMATCH")
+        assert (error.code(), reason(error, GOALS)) == (grpc.StatusCode.INVALID_ARGUMENT, "PAYMENT_MISMATCH")
     unknown = await rejected(platform.confirm(str(uuid.uuid4()), payment_id, 1, "NGN"))
-    assert reason(unknown) == "CONTRIBUTION_NOT_FOUND"
+    assert reason(unknown, GOALS) == "CONTRIBUTION_NOT_FOUND"
     malformed = await rejected(platform.confirm("x", payment_id, 1, "NGN"))
-    assert reason(malformed) == "INVALID_CONTRIBUTION_ID"
+    assert reason(malformed, GOALS) == "INVALID_CONTRIBUTION_ID"
     failing_it = await rejected(
         platform.goals.internal.FailContribution(
             goals_service_pb2.FailContributionRequest(contribution_id=contribution_id, payment_id=payment_id)
         )
     )
-    assert (failing_it.code(), reason(failing_it)) == (
+    assert (failing_it.code(), reason(failing_it, GOALS)) == (
         grpc.StatusCode.FAILED_PRECONDITION, "CONTRIBUTION_ALREADY_SUCCEEDED",
     )  # fmt: skip
 
@@ -330,13 +337,13 @@ async def test_a_failed_payment_fails_its_contribution_once_and_for_all(platform
     assert first == again
     assert (first.contribution.status, first.contribution.payment_id) == (FAILED, payment_id)
     late = await rejected(platform.confirm(contribution_id, payment_id, 900, "NGN"))
-    assert (late.code(), reason(late)) == (grpc.StatusCode.FAILED_PRECONDITION, "CONTRIBUTION_ALREADY_FAILED")
+    assert (late.code(), reason(late, GOALS)) == (grpc.StatusCode.FAILED_PRECONDITION, "CONTRIBUTION_ALREADY_FAILED")
     never = await rejected(
         platform.goals.internal.MarkContributionRefunded(
             goals_service_pb2.MarkContributionRefundedRequest(contribution_id=contribution_id, payment_id=payment_id)
         )
     )
-    assert reason(never) == "CONTRIBUTION_NOT_SUCCEEDED"
+    assert reason(never, GOALS) == "CONTRIBUTION_NOT_SUCCEEDED"
 
 
 async def test_the_internal_service_refuses_user_tokens(platform: Platform) -> None:
@@ -375,7 +382,7 @@ async def test_owners_see_every_contribution_and_contributors_only_their_own(pla
         await get(goals_service_pb2.GetContributionRequest(contribution_id=bob_id), metadata=owner.auth)
     ).contribution.amount == 400
     hidden = await rejected(get(goals_service_pb2.GetContributionRequest(contribution_id=bob_id), metadata=alice.auth))
-    assert (hidden.code(), reason(hidden)) == (grpc.StatusCode.NOT_FOUND, "CONTRIBUTION_NOT_FOUND")
+    assert (hidden.code(), reason(hidden, GOALS)) == (grpc.StatusCode.NOT_FOUND, "CONTRIBUTION_NOT_FOUND")
 
 
 async def test_a_goal_is_funded_once_at_its_target_and_keeps_taking_money(platform: Platform) -> None:

@@ -9,7 +9,8 @@ import grpc
 import pytest
 from gofund.goals.v1 import goals_pb2, goals_service_pb2
 
-from tests.integration.goals_fixtures import Platform, User, platform, reason, rejected
+from tests.helpers import reason, rejected
+from tests.integration.goals_fixtures import GOALS, Platform, User, platform
 
 __all__ = ["platform"]
 pytestmark = pytest.mark.asyncio
@@ -126,9 +127,12 @@ async def test_the_status_filter_lists_one_status_and_its_token_pages_only_that_
     assert second.next_page_token == ""
 
     other_filter = await rejected(mine(platform, payer, status=SUCCEEDED, page_token=first.next_page_token))
-    assert (other_filter.code(), reason(other_filter)) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_PAGE_TOKEN")
+    assert (other_filter.code(), reason(other_filter, GOALS)) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "INVALID_PAGE_TOKEN",
+    )
     someone_else = await rejected(mine(platform, other, status=PENDING, page_token=first.next_page_token))
-    assert reason(someone_else) == "INVALID_PAGE_TOKEN"
+    assert reason(someone_else, GOALS) == "INVALID_PAGE_TOKEN"
 
 
 async def test_listing_my_contributions_needs_a_login_and_refuses_bad_input(platform: Platform) -> None:
@@ -138,20 +142,20 @@ async def test_listing_my_contributions_needs_a_login_and_refuses_bad_input(plat
     anonymous = await rejected(
         platform.goals.public.ListMyContributions(goals_service_pb2.ListMyContributionsRequest())
     )
-    assert (anonymous.code(), reason(anonymous)) == (grpc.StatusCode.UNAUTHENTICATED, "LOGIN_REQUIRED")
+    assert (anonymous.code(), reason(anonymous, GOALS)) == (grpc.StatusCode.UNAUTHENTICATED, "LOGIN_REQUIRED")
     expired = await rejected(
         platform.goals.public.ListMyContributions(
             goals_service_pb2.ListMyContributionsRequest(), metadata=(("authorization", "Bearer not-a-token"),)
         )
     )
-    assert (expired.code(), reason(expired)) == (grpc.StatusCode.UNAUTHENTICATED, "INVALID_TOKEN")
+    assert (expired.code(), reason(expired, GOALS)) == (grpc.StatusCode.UNAUTHENTICATED, "INVALID_TOKEN")
     garbage = await rejected(mine(platform, payer, page_token="garbage!"))
-    assert (garbage.code(), reason(garbage)) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_PAGE_TOKEN")
+    assert (garbage.code(), reason(garbage, GOALS)) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_PAGE_TOKEN")
     # A token of another list of this service (ListGoals) is not a position in this one.
     goals_token = (
         await platform.goals.public.ListGoals(goals_service_pb2.ListGoalsRequest(owner_id=payer.id, page_size=1))
     ).next_page_token
     assert goals_token
-    assert reason(await rejected(mine(platform, payer, page_token=goals_token))) == "INVALID_PAGE_TOKEN"
-    assert reason(await rejected(mine(platform, payer, status=42))) == "INVALID_STATUS"
-    assert reason(await rejected(mine(platform, payer, page_size=-1))) == "INVALID_PAGE_SIZE"
+    assert reason(await rejected(mine(platform, payer, page_token=goals_token)), GOALS) == "INVALID_PAGE_TOKEN"
+    assert reason(await rejected(mine(platform, payer, status=42)), GOALS) == "INVALID_STATUS"
+    assert reason(await rejected(mine(platform, payer, page_size=-1)), GOALS) == "INVALID_PAGE_SIZE"

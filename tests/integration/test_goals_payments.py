@@ -9,7 +9,8 @@ from gofund.goals.v1 import goals_pb2, goals_service_pb2
 from gofund.payments.v1 import payments_pb2, payments_service_pb2
 
 from services.goals import domain
-from tests.integration.goals_fixtures import Platform, User, eventually, paying_platform, take
+from tests.helpers import eventually
+from tests.integration.goals_fixtures import Platform, User, paying_platform, take
 from tests.integration.ledger_helpers import open_account
 from tests.integration.payments_helpers import (
     SUCCEEDED,

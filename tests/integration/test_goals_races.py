@@ -19,7 +19,8 @@ import psycopg
 import pytest
 from gofund.goals.v1 import goals_pb2, goals_service_pb2
 
-from tests.integration.goals_fixtures import FakeClock, Platform, User, eventually, platform, reason, rejected
+from tests.helpers import eventually, reason, rejected
+from tests.integration.goals_fixtures import GOALS, FakeClock, Platform, User, platform
 from tests.integration.test_goals_votes import submit, vote
 
 __all__ = ["platform"]
@@ -43,7 +44,7 @@ async def outcome(platform: Platform, call: Any) -> Any:
     try:
         return await call
     except grpc.aio.AioRpcError as exc:
-        return (exc.code(), reason(exc))
+        return (exc.code(), reason(exc, GOALS))
 
 
 async def stored_tally(platform: Platform, proof_id: str) -> tuple[int, int, int]:
@@ -298,4 +299,4 @@ async def test_the_database_refuses_a_second_outflow_whatever_the_code_does(plat
     with pytest.raises(psycopg.errors.IntegrityConstraintViolation):
         await platform.goals_sql("UPDATE goals SET outflow = NULL WHERE id = %s", goal.id)
     error = await rejected(submit(platform, owner, goal.id))
-    assert reason(error) == "GOAL_NOT_FUNDED"
+    assert reason(error, GOALS) == "GOAL_NOT_FUNDED"

@@ -13,7 +13,8 @@ from gofund.ledger.v1 import ledger_service_pb2
 
 from services.common.server import ServiceRunner
 from services.ledger import main as ledger_main
-from tests.integration.goals_fixtures import Platform, eventually, platform, reason, rejected, take
+from tests.helpers import eventually, reason, rejected
+from tests.integration.goals_fixtures import GOALS, Platform, platform, take
 
 __all__ = ["platform"]
 pytestmark = pytest.mark.asyncio
@@ -85,9 +86,9 @@ async def test_watching_starts_with_the_current_progress_follows_changes_and_end
 
 async def test_watching_a_goal_needs_a_real_goal(platform: Platform) -> None:
     bad = await rejected(take(watch(platform, "not-an-id"), 1))
-    assert (bad.code(), reason(bad)) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_GOAL_ID")
+    assert (bad.code(), reason(bad, GOALS)) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_GOAL_ID")
     missing = await rejected(take(watch(platform, str(uuid.uuid4())), 1))
-    assert (missing.code(), reason(missing)) == (grpc.StatusCode.NOT_FOUND, "GOAL_NOT_FOUND")
+    assert (missing.code(), reason(missing, GOALS)) == (grpc.StatusCode.NOT_FOUND, "GOAL_NOT_FOUND")
 
 
 async def test_a_watcher_that_goes_away_is_forgotten(platform: Platform) -> None:
@@ -279,7 +280,7 @@ async def test_after_seq_must_be_a_seq_of_the_goal(platform: Platform) -> None:
     goal = await platform.goal(owner)
     for after_seq in (-1, await goal_seq(platform, goal.id) + 1):
         bad = await rejected(take(resume(platform, goal.id, after_seq), 1))
-        assert (bad.code(), reason(bad)) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_AFTER_SEQ")
+        assert (bad.code(), reason(bad, GOALS)) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_AFTER_SEQ")
 
 
 async def test_an_sse_clients_last_event_id_resumes_the_stream(platform: Platform) -> None:
@@ -303,7 +304,7 @@ async def test_a_malformed_last_event_id_is_refused(platform: Platform, header: 
     owner = await platform.user()
     goal = await platform.goal(owner)
     bad = await rejected(take(resume(platform, goal.id, metadata=(("last-event-id", header),)), 1))
-    assert (bad.code(), reason(bad)) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_LAST_EVENT_ID")
+    assert (bad.code(), reason(bad, GOALS)) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_LAST_EVENT_ID")
 
 
 async def test_a_quiet_stream_sends_heartbeats_repeating_the_latest_seq(platform: Platform) -> None:

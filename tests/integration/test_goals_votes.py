@@ -11,7 +11,8 @@ from gofund.goals.v1 import goals_pb2, goals_service_pb2
 from gofund.ledger.v1 import ledger_service_pb2
 
 from services.goals import domain
-from tests.integration.goals_fixtures import Platform, User, eventually, platform, reason, rejected
+from tests.helpers import eventually, reason, rejected
+from tests.integration.goals_fixtures import GOALS, Platform, User, platform
 from tests.integration.ledger_helpers import open_account
 
 __all__ = ["platform"]
@@ -58,17 +59,17 @@ async def test_only_the_owner_of_a_funded_goal_submits_proof_one_at_a_time(platf
     owner, backer = await platform.users(2)
     open_goal = await platform.goal(owner)
     not_funded = await rejected(submit(platform, owner, open_goal.id))
-    assert (not_funded.code(), reason(not_funded)) == (grpc.StatusCode.FAILED_PRECONDITION, "GOAL_NOT_FUNDED")
+    assert (not_funded.code(), reason(not_funded, GOALS)) == (grpc.StatusCode.FAILED_PRECONDITION, "GOAL_NOT_FUNDED")
 
     goal = await platform.funded_goal(owner, [(backer, 4000)])
     stranger = await rejected(submit(platform, backer, goal.id))
-    assert (stranger.code(), reason(stranger)) == (grpc.StatusCode.PERMISSION_DENIED, "NOT_GOAL_OWNER")
+    assert (stranger.code(), reason(stranger, GOALS)) == (grpc.StatusCode.PERMISSION_DENIED, "NOT_GOAL_OWNER")
     bad_media = await rejected(submit(platform, owner, goal.id, media_urls=["http://example.com/a.jpg"]))
-    assert reason(bad_media) == "INVALID_MEDIA_URL"
+    assert reason(bad_media, GOALS) == "INVALID_MEDIA_URL"
     too_many = await rejected(submit(platform, owner, goal.id, media_urls=["https://example.com/a.jpg"] * 11))
-    assert reason(too_many) == "TOO_MANY_MEDIA_URLS"
+    assert reason(too_many, GOALS) == "TOO_MANY_MEDIA_URLS"
     missing = await rejected(submit(platform, owner, str(uuid.uuid4())))
-    assert reason(missing) == "GOAL_NOT_FOUND"
+    assert reason(missing, GOALS) == "GOAL_NOT_FOUND"
 
     media = ["https://example.com/receipt.jpg", "https://example.com/class.mp4"]
     proof, twin = await asyncio.gather(
@@ -81,9 +82,9 @@ async def test_only_the_owner_of_a_funded_goal_submits_proof_one_at_a_time(platf
     assert window.total_seconds() == platform.settings.voting_window_hours * 3600
     assert (await submit(platform, owner, goal.id, media_urls=media, request_id="proof-1")) == proof
     reused = await rejected(submit(platform, owner, goal.id, title="Other", request_id="proof-1"))
-    assert reason(reused) == "IDEMPOTENCY_KEY_REUSED"
+    assert reason(reused, GOALS) == "IDEMPOTENCY_KEY_REUSED"
     second = await rejected(submit(platform, owner, goal.id))
-    assert (second.code(), reason(second)) == (grpc.StatusCode.FAILED_PRECONDITION, "PROOF_PENDING")
+    assert (second.code(), reason(second, GOALS)) == (grpc.StatusCode.FAILED_PRECONDITION, "PROOF_PENDING")
 
     listed = await platform.goals.public.ListProofs(goals_service_pb2.ListProofsRequest(goal_id=goal.id))
     assert list(listed.proofs) == [proof]
@@ -92,7 +93,7 @@ async def test_only_the_owner_of_a_funded_goal_submits_proof_one_at_a_time(platf
     unknown = await rejected(
         platform.goals.public.GetProof(goals_service_pb2.GetProofRequest(proof_id=str(uuid.uuid4())))
     )
-    assert (unknown.code(), reason(unknown)) == (grpc.StatusCode.NOT_FOUND, "PROOF_NOT_FOUND")
+    assert (unknown.code(), reason(unknown, GOALS)) == (grpc.StatusCode.NOT_FOUND, "PROOF_NOT_FOUND")
 
 
 async def test_contributors_vote_once_by_weight_and_the_owner_never(platform: Platform) -> None:
@@ -102,15 +103,15 @@ async def test_contributors_vote_once_by_weight_and_the_owner_never(platform: Pl
     proof = await submit(platform, owner, goal.id)
 
     own = await rejected(vote(platform, owner, proof.id, approve=True))
-    assert (own.code(), reason(own)) == (grpc.StatusCode.PERMISSION_DENIED, "OWNER_CANNOT_VOTE")
+    assert (own.code(), reason(own, GOALS)) == (grpc.StatusCode.PERMISSION_DENIED, "OWNER_CANNOT_VOTE")
     outsider = await rejected(vote(platform, stranger, proof.id, approve=True))
-    assert (outsider.code(), reason(outsider)) == (grpc.StatusCode.PERMISSION_DENIED, "NOT_A_CONTRIBUTOR")
+    assert (outsider.code(), reason(outsider, GOALS)) == (grpc.StatusCode.PERMISSION_DENIED, "NOT_A_CONTRIBUTOR")
     long_comment = await rejected(
         platform.goals.public.CreateVote(
             goals_service_pb2.CreateVoteRequest(proof_id=proof.id, comment="x" * 1001), metadata=alice.auth
         )
     )
-    assert reason(long_comment) == "INVALID_COMMENT"
+    assert reason(long_comment, GOALS) == "INVALID_COMMENT"
 
     outcomes = await asyncio.gather(
         vote(platform, alice, proof.id, approve=True), vote(platform, alice, proof.id, approve=True),
@@ -118,11 +119,11 @@ async def test_contributors_vote_once_by_weight_and_the_owner_never(platform: Pl
     )  # fmt: skip
     (first,) = [o for o in outcomes if not isinstance(o, BaseException)]
     (twice,) = [o for o in outcomes if isinstance(o, grpc.aio.AioRpcError)]
-    assert reason(twice) == "ALREADY_VOTED"
+    assert reason(twice, GOALS) == "ALREADY_VOTED"
     assert (first.vote.weight, first.vote.voter_id, first.vote.is_approved) == (3000, alice.id, True)
     assert (first.proof.approve_weight, first.proof.reject_weight, first.proof.voter_count) == (3000, 0, 1)
     again = await rejected(vote(platform, alice, proof.id, approve=False))
-    assert (again.code(), reason(again)) == (grpc.StatusCode.ALREADY_EXISTS, "ALREADY_VOTED")
+    assert (again.code(), reason(again, GOALS)) == (grpc.StatusCode.ALREADY_EXISTS, "ALREADY_VOTED")
     second = await vote(platform, bob, proof.id, approve=False)
     assert (second.proof.approve_weight, second.proof.reject_weight, second.proof.status) == (3000, 3000, PENDING)
     tally = (await platform.goals.public.GetProof(goals_service_pb2.GetProofRequest(proof_id=proof.id))).proof
@@ -143,7 +144,7 @@ async def test_approval_releases_the_escrow_less_the_fee_and_waits_for_a_payout_
     assert (decided.status, decided.approve_weight) == (APPROVED, 7000)
     assert decided.HasField("decided_at")
     late = await rejected(vote(platform, bob, proof.id, approve=False))
-    assert (late.code(), reason(late)) == (grpc.StatusCode.FAILED_PRECONDITION, "VOTING_CLOSED")
+    assert (late.code(), reason(late, GOALS)) == (grpc.StatusCode.FAILED_PRECONDITION, "VOTING_CLOSED")
 
     released = await platform.status(goal.id, RELEASED)
     assert (released.raised_amount, released.contributor_count) == (10_000, 3)
@@ -180,15 +181,15 @@ async def test_a_payout_that_fails_is_retried_under_a_new_id_until_it_succeeds(p
     assert failed.status == RELEASED
     assert (await report_payout(platform, goal.id, 1, "FAILED")) == failed  # a repeat
     stale = await rejected(report_payout(platform, goal.id, 1, "SUCCEEDED"))
-    assert (stale.code(), reason(stale)) == (grpc.StatusCode.INVALID_ARGUMENT, "PAYOUT_MISMATCH")
+    assert (stale.code(), reason(stale, GOALS)) == (grpc.StatusCode.INVALID_ARGUMENT, "PAYOUT_MISMATCH")
     unknown = await rejected(report_payout(platform, goal.id, 7, "SUCCEEDED"))
-    assert reason(unknown) == "PAYOUT_MISMATCH"
+    assert reason(unknown, GOALS) == "PAYOUT_MISMATCH"
     unspecified = await rejected(
         platform.goals.internal.RecordPayoutResult(
             goals_service_pb2.RecordPayoutResultRequest(goal_id=goal.id, payout_id=domain.payout_id(goal.id, 1))
         )
     )
-    assert reason(unspecified) == "INVALID_PAYOUT_OUTCOME"
+    assert reason(unspecified, GOALS) == "INVALID_PAYOUT_OUTCOME"
 
     platform.clock.advance(hours=1)  # the retry is due
     await eventually(lambda: platform.goals_sql("SELECT 1 FROM payouts WHERE goal_id = %s AND attempt = 2", goal.id))
@@ -207,9 +208,9 @@ async def test_payout_results_are_only_for_released_goals(platform: Platform) ->
     owner, backer = await platform.users(2)
     goal = await platform.funded_goal(owner, [(backer, 1000)])
     early = await rejected(report_payout(platform, goal.id, 1, "SUCCEEDED"))
-    assert (early.code(), reason(early)) == (grpc.StatusCode.FAILED_PRECONDITION, "GOAL_NOT_RELEASED")
+    assert (early.code(), reason(early, GOALS)) == (grpc.StatusCode.FAILED_PRECONDITION, "GOAL_NOT_RELEASED")
     missing = await rejected(report_payout(platform, str(uuid.uuid4()), 1, "SUCCEEDED"))
-    assert reason(missing) == "GOAL_NOT_FOUND"
+    assert reason(missing, GOALS) == "GOAL_NOT_FOUND"
 
 
 async def test_a_proof_is_rejected_as_soon_as_approval_can_no_longer_happen(platform: Platform) -> None:
@@ -244,7 +245,7 @@ async def test_at_the_window_close_the_majority_of_weight_cast_decides_given_a_q
     await vote(platform, alice, third.id, approve=True)
     await vote(platform, bob, third.id, approve=True)  # 20% voted, all of it for
     closed = await rejected(submit(platform, owner, goal.id))
-    assert reason(closed) == "PROOF_PENDING"
+    assert reason(closed, GOALS) == "PROOF_PENDING"
     platform.clock.advance(**window)
     await platform.status(goal.id, RELEASED)
     proofs = (await platform.goals.public.ListProofs(goals_service_pb2.ListProofsRequest(goal_id=goal.id))).proofs
@@ -262,7 +263,7 @@ async def test_the_third_rejected_proof_refunds_the_goal(platform: Platform) -> 
     assert (refunding.status, refunding.raised_amount) == (REFUNDING, 10_000)
     assert await platform.goals_sql("SELECT count(*) FROM refunds WHERE goal_id = %s", goal.id) == [(2,)]
     after = await rejected(submit(platform, owner, goal.id))
-    assert (after.code(), reason(after)) == (grpc.StatusCode.FAILED_PRECONDITION, "PROOF_LIMIT_REACHED")
+    assert (after.code(), reason(after, GOALS)) == (grpc.StatusCode.FAILED_PRECONDITION, "PROOF_LIMIT_REACHED")
 
 
 async def test_a_release_replayed_after_a_lost_commit_moves_the_money_once(platform: Platform) -> None:

@@ -19,7 +19,8 @@ from services.common.server import ServiceRunner
 from services.identity.main import build
 from services.stack import embedded, smtp_sink
 from tests.conftest import migrated_database, settings_with
-from tests.integration.test_identity import PASSWORD, IdentityUnderTest, bearer, reason, rejected
+from tests.helpers import reason, rejected
+from tests.integration.test_identity import PASSWORD, IdentityUnderTest, bearer
 
 pytestmark = pytest.mark.asyncio
 

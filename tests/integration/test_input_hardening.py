@@ -24,8 +24,9 @@ from gofund.payments.v1 import payments_service_pb2
 from google.protobuf import field_mask_pb2
 from google.rpc import error_details_pb2, status_pb2
 
-from services.common.errors import error_info
-from tests.integration.goals_fixtures import PASSWORD, Platform, User, paying_platform, rejected
+from tests.helpers import reason as reason_of_error
+from tests.helpers import rejected
+from tests.integration.goals_fixtures import PASSWORD, Platform, User, paying_platform
 
 __all__ = ["paying_platform"]
 pytestmark = pytest.mark.asyncio
@@ -46,9 +47,7 @@ def violations(error: grpc.aio.AioRpcError) -> list[tuple[str, str]]:
 
 def assert_invalid(error: grpc.aio.AioRpcError, reason: str, *fields: str) -> None:
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, error
-    info = error_info(error)
-    assert info is not None
-    assert info.reason == reason, error
+    assert reason_of_error(error) == reason, error
     for field in fields:
         assert (field, reason) in violations(error), violations(error)
 

@@ -4,31 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import random
-from typing import Any
 
 import grpc
 import psycopg
 import pytest
 from gofund.ledger.v1 import ledger_pb2, ledger_service_pb2, ledger_service_pb2_grpc
 
-from services.common.errors import error_info
 from tests.conftest import service_channel
+from tests.helpers import reason, rejected
 from tests.integration.conftest import LedgerUnderTest
 from tests.integration.ledger_helpers import CREDIT, DEBIT, fund, new_id, open_account, posting, transfer
 
 pytestmark = pytest.mark.asyncio
-
-
-async def rejected(call: Any) -> grpc.aio.AioRpcError:
-    with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await call
-    return raised.value
-
-
-def reason(error: grpc.aio.AioRpcError) -> str:
-    info = error_info(error)
-    assert info is not None
-    return str(info.reason)
 
 
 # -- accounts ---------------------------------------------------------------------

@@ -28,7 +28,8 @@ from services.goals import domain as goals_domain
 from services.payments import domain
 from services.payments.janitor import Janitor
 from services.payments.store import now
-from tests.integration.goals_fixtures import Platform, User, eventually, rejected, start_platform
+from tests.helpers import eventually, rejected
+from tests.integration.goals_fixtures import Platform, User, start_platform
 from tests.integration.ledger_helpers import CREDIT, DEBIT, open_account, posting
 from tests.integration.payments_helpers import (
     SUCCEEDED,

@@ -21,11 +21,11 @@ import pytest_asyncio
 from aiohttp import web
 from gofund.payments.v1 import payments_service_pb2, payments_service_pb2_grpc
 
-from services.common.errors import error_info
 from services.common.server import ServiceRunner
 from services.payments import main as payments_main
 from services.stack import embedded
 from tests.conftest import service_channel, unique_name
+from tests.helpers import reason, rejected
 from tests.integration.goals_fixtures import Platform, paying_platform
 
 __all__ = ["paying_platform"]
@@ -118,12 +118,6 @@ def initialize(payer_id: str, contribution_id: str) -> Any:
     )
 
 
-async def rejected(call: Any) -> grpc.aio.AioRpcError:
-    with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await call
-    return raised.value
-
-
 async def transactions_at_paystack(platform: Platform, reference_prefix: str) -> list[dict[str, Any]]:
     assert platform.simulator is not None
     async with httpx.AsyncClient(timeout=10) as client:
@@ -148,8 +142,7 @@ async def test_a_retry_while_another_call_holds_the_lease_answers_within_its_dea
     # The second call cannot get the lease; it answers by itself before its deadline
     # (UNAVAILABLE with a reason, not its deadline passing) so its caller can retry.
     waiting = await rejected(payments.internal.InitializePayment(request, timeout=1.5))
-    info = error_info(waiting)
-    assert (waiting.code(), info.reason if info else None) == (
+    assert (waiting.code(), reason(waiting)) == (
         grpc.StatusCode.UNAVAILABLE,
         "PAYSTACK_CALL_IN_PROGRESS",
     )

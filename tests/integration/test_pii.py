@@ -24,7 +24,8 @@ from gofund.payments.v1 import payments_service_pb2
 from services.common import log as gofund_log
 from services.common.db import psycopg_dsn
 from services.goals import domain
-from tests.integration.goals_fixtures import Platform, eventually, paying_platform
+from tests.helpers import eventually
+from tests.integration.goals_fixtures import Platform, paying_platform
 from tests.integration.payments_helpers import (
     approve_first_proof,
     paid_contribution,

@@ -25,7 +25,8 @@ from services.common.metrics import ReconciliationGauges
 from services.goals import domain as goals_domain
 from services.payments import domain
 from services.payments.reconcile import Schedule
-from tests.integration.goals_fixtures import Platform, eventually, start_platform
+from tests.helpers import eventually
+from tests.integration.goals_fixtures import Platform, start_platform
 from tests.integration.ledger_helpers import CREDIT, DEBIT, open_account, posting
 from tests.integration.payments_helpers import (
     add_recipient,
