@@ -18,11 +18,11 @@ from gofund.ledger.v1 import ledger_service_pb2, ledger_service_pb2_grpc
 from google.protobuf import field_mask_pb2
 
 from services.common.db import psycopg_dsn
-from services.common.errors import error_info
 from services.common.server import ServiceRunner
 from services.identity.main import build
 from services.stack import embedded, smtp_sink
 from tests.conftest import CREDENTIAL, migrated_database, service_channel, settings_with
+from tests.helpers import eventually, reason, rejected
 
 pytestmark = pytest.mark.asyncio
 PASSWORD = "correct horse battery"
@@ -59,18 +59,6 @@ class IdentityUnderTest:
 
 def bearer(token: str) -> tuple[tuple[str, str]]:
     return (("authorization", f"Bearer {token}"),)
-
-
-async def rejected(call: Any) -> grpc.aio.AioRpcError:
-    with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await call
-    return raised.value
-
-
-def reason(error: grpc.aio.AioRpcError) -> str:
-    info = error_info(error)
-    assert info is not None
-    return str(info.reason)
 
 
 @pytest_asyncio.fixture(scope="module")
@@ -465,17 +453,16 @@ async def test_another_service_refuses_a_logged_out_token(
             await identity.public.DeleteCurrentSession(
                 identity_service_pb2.DeleteCurrentSessionRequest(), metadata=bearer(token)
             )
+
             # The ledger may trust its cached answer for at most GOFUND_AUTH_CACHE_MS (5 s); poll past it.
-            refused = None
-            for _ in range(80):
+            async def token_refused() -> grpc.aio.AioRpcError | None:
                 try:
                     await stub.GetAccount(probe, metadata=bearer(token))
                 except grpc.aio.AioRpcError as error:
-                    if reason(error) == "INVALID_TOKEN":
-                        refused = error
-                        break
-                await asyncio.sleep(0.1)
-            assert refused is not None
+                    return error if reason(error) == "INVALID_TOKEN" else None
+                return None
+
+            refused = await eventually(token_refused, 8, "the ledger to refuse the deleted session", interval_s=0.1)
             assert refused.code() is grpc.StatusCode.UNAUTHENTICATED
     finally:
         await ledger.stop()

@@ -20,7 +20,8 @@ import pytest_asyncio
 from gofund.goals.v1 import goals_pb2, goals_service_pb2
 
 from services.stack import embedded
-from tests.integration.goals_fixtures import Platform, eventually, start_platform
+from tests.helpers import eventually
+from tests.integration.goals_fixtures import Platform, start_platform
 
 pytestmark = pytest.mark.asyncio
 
@@ -82,7 +83,14 @@ async def test_a_postgres_restart_is_one_warning_when_it_starts_and_one_when_it_
         await asyncio.to_thread(own_postgres.start_again)
         await eventually(lambda: _recovered(caplog, "goals database"), timeout_s=30)
         await eventually(lambda: _recovered(caplog, "ledger database"), timeout_s=30)
-        await asyncio.sleep(1)  # anything the recovery itself would log
+        # Every refund is tried again after the recovery (payments is still down): what the
+        # recovery or those retries would log has been logged by then.
+        recovered_at = await _refund_failures(platform, goal.id)
+        await eventually(
+            lambda: _each_tried_since(platform, goal.id, recovered_at),
+            timeout_s=30,
+            what="every refund to be tried again after the restart",
+        )
     finally:
         stop_advancing.set()
         await advancing
@@ -110,6 +118,20 @@ async def _keep_refunds_due(platform: Platform, stop: asyncio.Event) -> None:
     while not stop.is_set():
         platform.clock.advance(hours=1)
         await asyncio.sleep(0.1)
+
+
+async def _refund_failures(platform: Platform, goal_id: str) -> dict[Any, int]:
+    rows = await platform.goals_sql(
+        "SELECT r.contribution_id, r.failures FROM refunds r JOIN contributions c ON c.id = r.contribution_id "
+        "WHERE c.goal_id = %s",
+        goal_id,
+    )
+    return dict(rows)
+
+
+async def _each_tried_since(platform: Platform, goal_id: str, before: dict[Any, int]) -> bool:
+    now = await _refund_failures(platform, goal_id)
+    return bool(before) and all(now[c] > failures for c, failures in before.items())
 
 
 async def _said(caplog: pytest.LogCaptureFixture, dependency: str) -> bool:

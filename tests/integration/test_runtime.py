@@ -33,6 +33,7 @@ from services.common.errors import (
     error_info,
 )
 from services.common.server import Service, ServiceRunner
+from tests.helpers import eventually
 
 pytestmark = pytest.mark.asyncio
 
@@ -54,11 +55,19 @@ class ProbeServicer(ledger_service_pb2_grpc.LedgerInternalServiceServicer):
         self.channels = channels
         self.target = target
         self.calls: list[str] = []
+        # Calls whose handler has returned (or raised): nothing they do can happen after this.
+        self.finished: list[str] = []
 
     def stub(self) -> ledger_service_pb2_grpc.LedgerInternalServiceStub:
         return ledger_service_pb2_grpc.LedgerInternalServiceStub(self.channels.get(self.target[0], [LEDGER_INTERNAL]))
 
     async def GetTransaction(self, request: Any, context_: grpc.aio.ServicerContext) -> Any:
+        try:
+            return await self._answer(request, context_)
+        finally:
+            self.finished.append(request.transaction_id)
+
+    async def _answer(self, request: Any, context_: grpc.aio.ServicerContext) -> Any:
         self.calls.append(request.transaction_id)
         kind = request.transaction_id
         if kind == "refused":
@@ -209,7 +218,8 @@ async def test_spent_budget_fails_fast_without_calling_downstream(probe: Any) ->
     # The handler sleeps 0.3 s of a 0.32 s deadline: what is left is under the margin.
     error = await failing_call(port, "slow-forward", timeout=0.32)
     assert error.code() is grpc.StatusCode.DEADLINE_EXCEEDED
-    await asyncio.sleep(0.1)
+    # The caller's deadline passes before the handler is done with its budget check.
+    await eventually(lambda: asyncio.sleep(0, "slow-forward" in servicer.finished), what="the handler to return")
     assert "report" not in servicer.calls
 
 
@@ -239,7 +249,7 @@ async def test_in_flight_call_finishes_during_graceful_stop(probe: Any) -> None:
     await downstream.start()
     try:
         in_flight = asyncio.create_task(call(port, "slow-forward", timeout=5))
-        await asyncio.sleep(0.1)
+        await eventually(lambda: asyncio.sleep(0, "slow-forward" in servicer.calls), what="the call to be in flight")
         await runner.stop()
         response = await in_flight
     finally:
