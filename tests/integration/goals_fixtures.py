@@ -49,6 +49,7 @@ from services.payments.domain import refund_key, refund_reserve_id, refund_settl
 from services.paystack_sim import main as paystack_sim
 from services.stack import embedded
 from tests.conftest import migrated_database, service_channel, settings_with
+from tests.helpers import eventually
 from tests.integration.ledger_helpers import CREDIT, DEBIT, open_account, posting
 
 PASSWORD = "correct horse battery"
@@ -248,12 +249,12 @@ class Platform:
         self, goal_id: str, check: Callable[[Any], bool], timeout_s: float = 10.0, what: str = "condition"
     ) -> Any:
         """Poll the goal until `check` holds (an asynchronous effect: stream, scheduler)."""
-        async with asyncio.timeout(timeout_s):
-            while True:
-                goal = await self.get(goal_id)
-                if check(goal):
-                    return goal
-                await asyncio.sleep(0.02)
+
+        async def checked() -> Any:
+            goal = await self.get(goal_id)
+            return goal if check(goal) else None
+
+        return await eventually(checked, timeout_s, f"goal {goal_id}: {what}")
 
     async def status(self, goal_id: str, status: int, timeout_s: float = 10.0) -> Any:
         return await self.until(goal_id, lambda g: g.status == status, timeout_s)

@@ -18,6 +18,7 @@ from services.common.server import ServiceRunner
 from services.ledger.main import build
 from services.stack import embedded
 from tests.conftest import service_channel, settings_with
+from tests.helpers import eventually
 from tests.integration.conftest import LedgerUnderTest
 from tests.integration.ledger_helpers import CREDIT, DEBIT, fund, new_id, open_account, posting, transfer
 
@@ -105,9 +106,7 @@ async def test_a_client_that_goes_away_frees_its_watcher(ledger: LedgerUnderTest
     await take(stream, 1)
     assert broadcaster.watcher_count == before + 1
     stream.cancel()
-    async with asyncio.timeout(5):
-        while broadcaster.watcher_count != before:  # noqa: ASYNC110 - polling a count the server owns
-            await asyncio.sleep(0.02)
+    await eventually(lambda: asyncio.sleep(0, broadcaster.watcher_count == before), 5, "the watcher to be freed")
 
 
 async def test_a_thousand_watchers_all_receive_the_final_balance(ledger: LedgerUnderTest) -> None:
@@ -309,6 +308,4 @@ async def test_a_quiet_balance_stream_sends_heartbeats_repeating_the_latest_bala
     # Clients that go away between heartbeats are forgotten.
     stream.cancel()
     caught_up.cancel()
-    async with asyncio.timeout(5):
-        while broadcaster.watcher_count:  # noqa: ASYNC110 - polling a count the server owns
-            await asyncio.sleep(0.02)
+    await eventually(lambda: asyncio.sleep(0, broadcaster.watcher_count == 0), 5, "the watchers to be forgotten")

@@ -34,6 +34,7 @@ from services.payments import main as payments_main
 from services.payments.domain import sign
 from services.stack import embedded
 from tests.conftest import settings_with, unique_name
+from tests.helpers import eventually
 from tests.integration.conftest import LedgerUnderTest
 from tests.integration.ledger_helpers import open_account
 
@@ -71,12 +72,13 @@ def value(samples: Samples, name: str, **labels: str) -> float:
 
 async def scrape_until(runner: ServiceRunner, done: Callable[[Samples], bool], timeout_s: float = 15.0) -> Samples:
     """Scrape until `done` holds: gauges refreshed in the background move on their own time."""
-    async with asyncio.timeout(timeout_s):
-        while True:
-            samples = await scrape(runner)
-            if done(samples):
-                return samples
-            await asyncio.sleep(0.05)
+
+    async def scraped() -> Samples | None:
+        samples = await scrape(runner)
+        return samples if done(samples) else None
+
+    found: Samples = await eventually(scraped, timeout_s, "the metrics to show it", interval_s=0.05)
+    return found
 
 
 # -- the ledger: unary calls, health checks, balance watchers ---------------------------------
