@@ -13,12 +13,11 @@ import pytest
 import pytest_asyncio
 from gofund.ledger.v1 import ledger_pb2, ledger_service_pb2, ledger_service_pb2_grpc
 
-from services.common.errors import error_info
 from services.common.server import ServiceRunner
 from services.ledger.main import build
 from services.stack import embedded
 from tests.conftest import service_channel, settings_with
-from tests.helpers import eventually
+from tests.helpers import eventually, reason
 from tests.integration.conftest import LedgerUnderTest
 from tests.integration.ledger_helpers import CREDIT, DEBIT, fund, new_id, open_account, posting, transfer
 
@@ -250,10 +249,8 @@ async def test_a_malformed_last_event_id_is_refused(ledger: LedgerUnderTest, hea
     )
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await take(stream, 1)
-    info = error_info(raised.value)
     assert raised.value.code() is grpc.StatusCode.INVALID_ARGUMENT
-    assert info is not None
-    assert (info.reason, info.domain) == ("INVALID_LAST_EVENT_ID", "ledger.gofund")
+    assert reason(raised.value, "ledger.gofund") == "INVALID_LAST_EVENT_ID"
 
 
 @pytest_asyncio.fixture
