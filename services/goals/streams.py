@@ -15,16 +15,11 @@ import asyncio
 import logging
 from collections import defaultdict
 
-import psycopg
-
-from services.common import outage
-from services.common.db import Database, psycopg_dsn
+from services.common.db import Database
+from services.common.listen import Listener
 from services.goals.store import NOTIFY_CHANNEL, Progress
 
 log = logging.getLogger("gofund.goals.streams")
-
-RECONNECT_DELAY_S = 0.5
-LISTENER_KEEPALIVES = "keepalives=1 keepalives_idle=10 keepalives_interval=5 keepalives_count=3 connect_timeout=5"
 
 
 class ProgressWatcher:
@@ -59,39 +54,29 @@ class ProgressWatcher:
 
 class ProgressBroadcaster:
     def __init__(self, database: Database) -> None:
-        self._dsn = psycopg_dsn(database.url)
-        self._outage = outage.tracker(database, "goals database")
         self._watchers: dict[str, set[ProgressWatcher]] = defaultdict(set)
-        self.listening = asyncio.Event()
+        self._listener = Listener(
+            database,
+            NOTIFY_CHANNEL,
+            name="progress listener",
+            dependency="goals database",
+            # Anything committed while nobody listened is only in the database.
+            on_connect=self._reread_all,
+            dispatch=self._dispatch,
+            logger=log,
+        )
 
     @property
     def watcher_count(self) -> int:
         return sum(len(watchers) for watchers in self._watchers.values())
 
+    @property
+    def listening(self) -> asyncio.Event:
+        return self._listener.listening
+
     async def run(self) -> None:
         """Keep one LISTEN connection open for the life of the process (a background loop)."""
-        while True:
-            try:
-                dsn = psycopg.conninfo.make_conninfo(
-                    self._dsn, **psycopg.conninfo.conninfo_to_dict(LISTENER_KEEPALIVES)
-                )
-                async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as connection:
-                    await connection.execute(f"LISTEN {NOTIFY_CHANNEL}")
-                    self._outage.recovered()
-                    self.listening.set()
-                    # Anything committed while nobody listened is only in the database.
-                    self._reread_all()
-                    async for notification in connection.notifies():
-                        self._dispatch(notification.payload)
-            except Exception as exc:
-                if outage.dependency_down(exc):
-                    # Retried every RECONNECT_DELAY_S: one line per outage, not per attempt.
-                    self._outage.failed(exc, waiting="progress listener")
-                else:
-                    log.exception("progress listener failed")
-            finally:
-                self.listening.clear()
-            await asyncio.sleep(RECONNECT_DELAY_S)
+        await self._listener.run()
 
     def subscribe(self, goal_id: str) -> ProgressWatcher:
         """A watcher that receives every change committed from now on."""
@@ -106,7 +91,7 @@ class ProgressBroadcaster:
             if not watchers:
                 del self._watchers[watcher.goal_id]
 
-    def _dispatch(self, payload: str) -> None:
+    async def _dispatch(self, payload: str) -> None:
         try:
             progress = Progress.from_json(payload)
         except (ValueError, TypeError):
@@ -115,7 +100,7 @@ class ProgressBroadcaster:
         for watcher in self._watchers.get(progress.goal_id, ()):
             watcher.offer(progress)
 
-    def _reread_all(self) -> None:
+    async def _reread_all(self) -> None:
         for watchers in self._watchers.values():
             for watcher in watchers:
                 watcher.reread()

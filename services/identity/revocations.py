@@ -26,17 +26,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-import psycopg
-
-from services.common import outage
-from services.common.db import Database, psycopg_dsn
+from services.common.db import Database
 from services.common.errors import DomainError
+from services.common.listen import Listener
 from services.identity import store
 
 log = logging.getLogger("gofund.identity.revocations")
 
-RECONNECT_DELAY_S = 0.5
-LISTENER_KEEPALIVES = "keepalives=1 keepalives_idle=10 keepalives_interval=5 keepalives_count=3 connect_timeout=5"
 # How long a revoking call waits for its subscribers to have been sent the revocation.
 DELIVERY_WAIT_S = 1.0
 # A subscriber further behind than this is ended; it resumes from its seq.
@@ -102,18 +98,26 @@ class Subscriber:
 class RevocationFeed:
     def __init__(self, database: Database) -> None:
         self._database = database
-        self._dsn = psycopg_dsn(database.url)
         self._subscribers: set[Subscriber] = set()
-        self._listening = asyncio.Event()
         self._progress = asyncio.Event()
         # The newest seq this process has dispatched (to its cache and its subscribers).
         self._dispatched_seq = 0
         # Whether it has caught up once: until then nothing cached can predate a revocation.
         # (Not `_dispatched_seq == 0`: on an empty table every reconnect would look like a start.)
         self._caught_up = False
-        self._outage = outage.tracker(database, "identity database")
         self._evictors: list[Callable[[RevocationEvent], None]] = []
-        self._last_prune = 0.0
+        self._listener = Listener(
+            database,
+            store.REVOCATIONS_CHANNEL,
+            name="revocation listener",
+            dependency="identity database",
+            on_connect=self._catch_up,
+            dispatch=self._dispatch_payload,
+            on_disconnect=lambda: self._close_all("identity lost its revocation feed; resume from your last seq"),
+            wake_every_s=PRUNE_INTERVAL_S,
+            housekeeping=self._prune,
+            logger=log,
+        )
 
     def on_revocation(self, evict: Callable[[RevocationEvent], None]) -> None:
         """Call `evict` for every revocation this process learns of (identity's own token cache)."""
@@ -121,34 +125,7 @@ class RevocationFeed:
 
     async def run(self) -> None:
         """Keep one LISTEN connection open for the life of the process (a background loop)."""
-        while True:
-            try:
-                dsn = psycopg.conninfo.make_conninfo(
-                    self._dsn, **psycopg.conninfo.conninfo_to_dict(LISTENER_KEEPALIVES)
-                )
-                async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as connection:
-                    await connection.execute(f"LISTEN {store.REVOCATIONS_CHANNEL}")
-                    # Listening first, then catching up: a revocation committed in
-                    # between is both read and notified, and dispatched once.
-                    await self._catch_up()
-                    self._listening.set()
-                    self._outage.recovered()
-                    while True:
-                        # Wakes at least every PRUNE_INTERVAL_S, for the housekeeping.
-                        async for notification in connection.notifies(timeout=PRUNE_INTERVAL_S):
-                            self._dispatch_payload(notification.payload)
-                        await self._prune_now_and_then()
-            except Exception as exc:
-                # Catching up goes through the SQLAlchemy pool, whose errors are not
-                # psycopg's: anything but a cancellation must leave the loop alive.
-                if outage.dependency_down(exc):
-                    self._outage.failed(exc, waiting="revocation listener")
-                else:
-                    log.exception("revocation listener failed")
-            finally:
-                self._listening.clear()
-                self._close_all("identity lost its revocation feed; resume from your last seq")
-            await asyncio.sleep(RECONNECT_DELAY_S)
+        await self._listener.run()
 
     async def _catch_up(self) -> None:
         """Dispatch what was committed while this process was not listening."""
@@ -166,18 +143,14 @@ class RevocationFeed:
             if len(rows) < BACKLOG_BATCH:
                 return
 
-    async def _prune_now_and_then(self) -> None:
-        now = time.monotonic()
-        if now - self._last_prune < PRUNE_INTERVAL_S:
-            return
-        self._last_prune = now
+    async def _prune(self) -> None:
         try:
             async with self._database.transaction() as session:
                 await store.prune(session)
         except Exception as exc:  # pruning is housekeeping; the next round tries again
             log.warning("could not prune revocations and counters", extra={"error": str(exc)[:300]})
 
-    def _dispatch_payload(self, payload: str) -> None:
+    async def _dispatch_payload(self, payload: str) -> None:
         try:
             decoded = json.loads(payload)
             event = RevocationEvent(
@@ -217,7 +190,7 @@ class RevocationFeed:
         Bounded: a stuck subscriber (or listener) must not hold up logout; its
         service's cache TTL covers it. A subscriber still being sent its
         backlog gets `seq` from its queue next. True if everything was delivered."""
-        if not self._listening.is_set():
+        if not self._listener.listening.is_set():
             # The feed is down (and said so once): nobody can be told now, so do not make
             # every logout wait for it; the services' cache TTL bounds what they trust.
             return False
@@ -245,7 +218,7 @@ class RevocationFeed:
         """A subscriber that receives every revocation dispatched from now on."""
         try:
             async with asyncio.timeout(timeout_s):
-                await self._listening.wait()
+                await self._listener.listening.wait()
         except TimeoutError:
             raise RevocationFeedUnavailable("identity is not receiving revocations right now; retry") from None
         subscriber = Subscriber()

@@ -23,18 +23,14 @@ import logging
 from collections import OrderedDict, defaultdict
 from collections.abc import Iterable
 
-import psycopg
-
-from services.common import outage
-from services.common.db import Database, psycopg_dsn
+from services.common.db import Database
 from services.common.errors import DomainError
+from services.common.listen import Listener
 from services.ledger.domain import AccountType
 from services.ledger.store import NOTIFY_CHANNEL, BalanceChange, changes_after
 
 log = logging.getLogger("gofund.ledger.streams")
 
-RECONNECT_DELAY_S = 0.5
-LISTENER_KEEPALIVES = "keepalives=1 keepalives_idle=10 keepalives_interval=5 keepalives_count=3 connect_timeout=5"
 DEFAULT_CAPACITY = 10_000
 
 
@@ -85,12 +81,19 @@ class Watcher:
 class Broadcaster:
     def __init__(self, database: Database, *, capacity: int = DEFAULT_CAPACITY) -> None:
         self._database = database
-        self._dsn = psycopg_dsn(database.url)
-        self._outage = outage.tracker(database, "ledger database")
         self._capacity = capacity
         self._by_account: dict[str, set[Watcher]] = defaultdict(set)
         self._by_type: dict[AccountType, set[Watcher]] = defaultdict(set)
-        self._listening = asyncio.Event()
+        self._listener = Listener(
+            database,
+            NOTIFY_CHANNEL,
+            name="balance listener",
+            dependency="ledger database",
+            dispatch=self._dispatch,
+            # Notifications sent while nobody listens are lost: watchers resume from their seq.
+            on_disconnect=lambda: self._close_all("the ledger lost its change feed; resume from your last seq"),
+            logger=log,
+        )
 
     @property
     def watcher_count(self) -> int:
@@ -98,31 +101,7 @@ class Broadcaster:
 
     async def run(self) -> None:
         """Keep one LISTEN connection open for the life of the process (a background loop)."""
-        while True:
-            try:
-                # TCP keepalives: a listener whose server vanished without a word
-                # is noticed within ~30 s (and its watchers told to resume).
-                dsn = psycopg.conninfo.make_conninfo(
-                    self._dsn, **psycopg.conninfo.conninfo_to_dict(LISTENER_KEEPALIVES)
-                )
-                async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as connection:
-                    await connection.execute(f"LISTEN {NOTIFY_CHANNEL}")
-                    self._outage.recovered()
-                    self._listening.set()
-                    async for notification in connection.notifies():
-                        await self._dispatch(notification.payload)
-            except Exception as exc:
-                if outage.dependency_down(exc):
-                    # Retried every RECONNECT_DELAY_S: one line per outage, not per attempt.
-                    self._outage.failed(exc, waiting="balance listener")
-                else:
-                    # Never let the feed die silently: watchers are closed (they
-                    # resume from their seq) and the listener starts again.
-                    log.exception("balance listener failed")
-            finally:
-                self._listening.clear()
-                self._close_all("the ledger lost its change feed; resume from your last seq")
-            await asyncio.sleep(RECONNECT_DELAY_S)
+        await self._listener.run()
 
     async def subscribe(
         self, account_ids: Iterable[str], account_types: Iterable[AccountType], timeout_s: float = 5.0
@@ -130,7 +109,7 @@ class Broadcaster:
         """A watcher that receives every change committed from now on."""
         try:
             async with asyncio.timeout(timeout_s):
-                await self._listening.wait()
+                await self._listener.listening.wait()
         except TimeoutError:
             raise ChangeFeedUnavailable("the ledger is not receiving changes right now; try again") from None
         watcher = Watcher(account_ids, account_types, self._capacity)
