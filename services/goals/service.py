@@ -22,6 +22,7 @@ from services.common.context import Principal
 from services.common.db import Database
 from services.common.errors import FieldViolation, IdempotencyKeyReused, ValidationFailed, Validator
 from services.common.idempotency import fingerprint
+from services.common.ids import canonical_id, check_id, parse_id
 from services.goals import domain, lifecycle, store
 from services.goals.domain import (
     ContributionStatus,
@@ -50,13 +51,6 @@ def _not_found_goal(goal_id: str) -> domain.GoalNotFound:
 
 def _invalid(field: str, description: str, reason: str) -> ValidationFailed:
     return ValidationFailed([FieldViolation(field, description, reason)])
-
-
-def _id(value: str, field: str, reason: str) -> str:
-    canonical = domain.canonical_id(value)
-    if canonical is None:
-        raise _invalid(field, "must be a UUID", reason)
-    return canonical
 
 
 class Goals:
@@ -129,7 +123,7 @@ class Goals:
         return goal
 
     async def goal(self, goal_id: str) -> store.Goal:
-        goal_id = _id(goal_id, "goal_id", "INVALID_GOAL_ID")
+        goal_id = parse_id(goal_id, "goal_id", "INVALID_GOAL_ID")
         async with self.database.transaction() as session:
             goal = await store.get_goal(session, goal_id)
         if goal is None:
@@ -144,7 +138,7 @@ class Goals:
 
     async def update_goal(self, caller: Principal, goal_id: str, changes: dict[str, str]) -> store.Goal:
         check = Validator()
-        goal_id = domain.require_id(check, goal_id, "goal_id", "INVALID_GOAL_ID")
+        goal_id = check_id(check, goal_id, "goal_id", "INVALID_GOAL_ID")
         if "title" in changes:
             changes["title"] = domain.check_title(check, changes["title"])
         if "description" in changes:
@@ -163,7 +157,7 @@ class Goals:
 
     async def cancel_goal(self, caller: Principal, goal_id: str, reason: str) -> store.Goal:
         check = Validator()
-        goal_id = domain.require_id(check, goal_id, "goal_id", "INVALID_GOAL_ID")
+        goal_id = check_id(check, goal_id, "goal_id", "INVALID_GOAL_ID")
         reason = reason.strip()
         check.require(
             1 <= len(reason) <= domain.MAX_CANCEL_REASON,
@@ -201,7 +195,7 @@ class Goals:
         A goal's progress is one state, not a history, so resuming needs no
         replay: the current state is everything the client missed, coalesced.
         """
-        goal_id = _id(goal_id, "goal_id", "INVALID_GOAL_ID")
+        goal_id = parse_id(goal_id, "goal_id", "INVALID_GOAL_ID")
         if after_seq < 0:
             raise _invalid("after_seq", "must not be negative", "INVALID_AFTER_SEQ")
         # Subscribed before reading, so no commit falls between the read and the stream.
@@ -245,7 +239,7 @@ class Goals:
         self, caller: Principal, goal_id: str, amount: int, currency: str, idempotency_key: str
     ) -> ContributionCheckout:
         check = Validator()
-        goal_id = domain.require_id(check, goal_id, "goal_id", "INVALID_GOAL_ID")
+        goal_id = check_id(check, goal_id, "goal_id", "INVALID_GOAL_ID")
         check.require(
             0 < amount <= domain.MAX_AMOUNT, "amount", "must be positive and at most 10^12 (minor units)",
             "INVALID_AMOUNT",
@@ -327,7 +321,7 @@ class Goals:
             )
 
     async def contribution(self, caller: Principal, contribution_id: str) -> store.Contribution:
-        contribution_id = _id(contribution_id, "contribution_id", "INVALID_CONTRIBUTION_ID")
+        contribution_id = parse_id(contribution_id, "contribution_id", "INVALID_CONTRIBUTION_ID")
         async with self.database.transaction() as session:
             contribution = await store.get_contribution(session, contribution_id)
             goal = await store.get_goal(session, str(contribution.goal_id)) if contribution else None
@@ -353,7 +347,7 @@ class Goals:
         request_id: str,
     ) -> store.Proof:
         check = Validator()
-        goal_id = domain.require_id(check, goal_id, "goal_id", "INVALID_GOAL_ID")
+        goal_id = check_id(check, goal_id, "goal_id", "INVALID_GOAL_ID")
         title = domain.check_title(check, title)
         domain.check_description(check, description)
         domain.validate_media_urls(check, media_urls)
@@ -415,7 +409,7 @@ class Goals:
             return await store.proofs_of(session, goal.id)
 
     async def proof(self, proof_id: str) -> store.Proof:
-        proof_id = _id(proof_id, "proof_id", "INVALID_PROOF_ID")
+        proof_id = parse_id(proof_id, "proof_id", "INVALID_PROOF_ID")
         async with self.database.transaction() as session:
             proof = await store.get_proof(session, proof_id)
         if proof is None:
@@ -426,7 +420,7 @@ class Goals:
         self, caller: Principal, proof_id: str, is_approved: bool, comment: str
     ) -> tuple[store.Vote, store.Proof]:
         check = Validator()
-        proof_id = domain.require_id(check, proof_id, "proof_id", "INVALID_PROOF_ID")
+        proof_id = check_id(check, proof_id, "proof_id", "INVALID_PROOF_ID")
         check.require(
             len(comment) <= domain.MAX_COMMENT, "comment", f"at most {domain.MAX_COMMENT} characters", "INVALID_COMMENT"
         )
@@ -502,7 +496,7 @@ class Goals:
     async def confirm_contribution(
         self, contribution_id: str, payment_id: str, amount: int, currency: str, paid_at: datetime | None
     ) -> tuple[store.Contribution, bool]:
-        contribution_id = _id(contribution_id, "contribution_id", "INVALID_CONTRIBUTION_ID")
+        contribution_id = parse_id(contribution_id, "contribution_id", "INVALID_CONTRIBUTION_ID")
         now = self.clock()
         refund_started = False
         async with self.database.transaction() as session:
@@ -538,7 +532,7 @@ class Goals:
         return contribution, contribution.refund_on_confirm
 
     async def fail_contribution(self, contribution_id: str, payment_id: str, reason: str) -> store.Contribution:
-        contribution_id = _id(contribution_id, "contribution_id", "INVALID_CONTRIBUTION_ID")
+        contribution_id = parse_id(contribution_id, "contribution_id", "INVALID_CONTRIBUTION_ID")
         now = self.clock()
         async with self.database.transaction() as session:
             contribution = await store.get_contribution(session, contribution_id, lock=True)
@@ -557,7 +551,7 @@ class Goals:
             return contribution
 
     async def mark_refunded(self, contribution_id: str, payment_id: str) -> store.Contribution:
-        contribution_id = _id(contribution_id, "contribution_id", "INVALID_CONTRIBUTION_ID")
+        contribution_id = parse_id(contribution_id, "contribution_id", "INVALID_CONTRIBUTION_ID")
         now = self.clock()
         async with self.database.transaction() as session:
             goal, contribution = await self._locked_contribution(session, contribution_id)
@@ -583,7 +577,7 @@ class Goals:
         self, goal_id: str, payout_id: str, outcome: PayoutOutcome | None, reason: str
     ) -> store.Goal:
         check = Validator()
-        goal_id = domain.require_id(check, goal_id, "goal_id", "INVALID_GOAL_ID")
+        goal_id = check_id(check, goal_id, "goal_id", "INVALID_GOAL_ID")
         check.require(outcome is not None, "outcome", "must be SUCCEEDED, FAILED or REVERSED", "INVALID_PAYOUT_OUTCOME")
         check.raise_if_invalid()
         assert outcome is not None
@@ -596,7 +590,7 @@ class Goals:
             if goal.status not in (GoalStatus.RELEASED.value, GoalStatus.WITHDRAWN.value):
                 raise domain.GoalNotReleased("the goal has not been released", metadata={"status": goal.status})
             release = await store.get_release(session, goal.id, lock=True)
-            payout_uuid = domain.canonical_id(payout_id)
+            payout_uuid = canonical_id(payout_id)
             payout = await store.get_payout(session, uuid.UUID(payout_uuid), lock=True) if payout_uuid else None
             if release is None or payout is None or payout.goal_id != goal.id:
                 raise mismatch

@@ -25,6 +25,7 @@ from services.common.auth import require_permission
 from services.common.context import Principal
 from services.common.db import Database
 from services.common.errors import DomainError, InvalidToken, RateLimited, Validator
+from services.common.ids import check_id, is_uuid, parse_id
 from services.identity import domain, store
 from services.identity.domain import Channel, Limit, Limits
 from services.identity.notify import DeliveryError, EmailSender, SmsSender
@@ -254,10 +255,7 @@ class Identity:
 
     async def revoke_session(self, principal: Principal, session_id: str) -> None:
         """Revoke one of the caller's sessions; one already revoked or expired is left as it is (idempotent)."""
-        check = Validator()
-        check.require(_is_uuid(session_id), "session_id", "must be a UUID", "INVALID_SESSION_ID")
-        check.raise_if_invalid()
-        target = uuid.UUID(session_id)
+        target = uuid.UUID(parse_id(session_id, "session_id", "INVALID_SESSION_ID"))
         user_id = uuid.UUID(principal.user_id)
         async with self.database.transaction() as session:
             if not await store.revoke_session(session, user_id, target):
@@ -271,7 +269,7 @@ class Identity:
         self, principal: Principal, before: tuple[datetime, str] | None, limit: int
     ) -> list[store.Session]:
         """The caller's live sessions, newest first; `before` (created_at, id) continues a page."""
-        if before is not None and not _is_uuid(before[1]):
+        if before is not None and not is_uuid(before[1]):
             raise paging.invalid_page_token()
         position = (before[0], uuid.UUID(before[1])) if before is not None else None
         async with self.database.transaction() as session:
@@ -279,16 +277,14 @@ class Identity:
 
     # -- profile --------------------------------------------------------------
     async def user(self, user_id: str) -> UserView:
-        check = Validator()
-        check.require(_is_uuid(user_id), "user_id", "must be a UUID", "INVALID_USER_ID")
-        check.raise_if_invalid()
+        parse_id(user_id, "user_id", "INVALID_USER_ID")
         views = await self.users([user_id])
         return views[0]
 
     async def users(self, user_ids: Sequence[str]) -> list[UserView]:
         check = Validator()
         for index, user_id in enumerate(user_ids):
-            check.require(_is_uuid(user_id), f"user_ids[{index}]", "must be a UUID", "INVALID_USER_ID")
+            check_id(check, user_id, f"user_ids[{index}]", "INVALID_USER_ID")
         check.raise_if_invalid()
         ids = [uuid.UUID(u) for u in user_ids]
         async with self.database.transaction() as session:
@@ -491,11 +487,3 @@ class Identity:
 def _client(address: str) -> str:
     """The limit subject for a client address; callers with none share one."""
     return address or "unknown"
-
-
-def _is_uuid(value: str) -> bool:
-    try:
-        uuid.UUID(value)
-    except ValueError:
-        return False
-    return True

@@ -48,6 +48,7 @@ from services.common.auth import require_permission
 from services.common.context import Principal
 from services.common.errors import IdempotencyKeyReused, LoginRequired, Validator
 from services.common.idempotency import fingerprint
+from services.common.ids import parse_id
 from services.payments import domain, store
 from services.payments.domain import (
     CAPTURED,
@@ -326,7 +327,7 @@ class Payments:
     # -- reads for the payer ------------------------------------------------------------
     async def payer_payment(self, principal: Principal | None, payment_id: str) -> Payment:
         """The payment if the caller paid it; otherwise NOT_FOUND, so ids cannot be probed."""
-        payment_id = domain.require_uuid(payment_id, "payment_id", "INVALID_PAYMENT_ID")
+        payment_id = parse_id(payment_id, "payment_id", "INVALID_PAYMENT_ID")
         payment = await self.records.payment(payment_id)
         if payment is None or principal is None or payment.user_id != principal.user_id:
             raise domain.PaymentNotFound(f"no payment {payment_id}", metadata={"payment_id": payment_id})
@@ -458,7 +459,7 @@ class Payments:
 
     # -- refunds -----------------------------------------------------------------------------
     async def refund(self, payment_id: str, refund_id: str, reason: str) -> Payment:
-        payment_id = domain.require_uuid(payment_id, "payment_id", "INVALID_PAYMENT_ID")
+        payment_id = parse_id(payment_id, "payment_id", "INVALID_PAYMENT_ID")
         check = Validator()
         domain.check_key(check, refund_id, "refund_id", "INVALID_REFUND_ID")
         check.raise_if_invalid()
@@ -938,7 +939,7 @@ class Payments:
         return payout
 
     async def payout(self, payout_id: str) -> Payout:
-        return await self._payout(domain.require_uuid(payout_id, "payout_id", "INVALID_PAYOUT_ID"))
+        return await self._payout(parse_id(payout_id, "payout_id", "INVALID_PAYOUT_ID"))
 
     async def review_transfer(self, payout: Payout) -> Transfer | None:
         """Settle the payout as Paystack's Verify Transfer reports it; None if Paystack holds no
