@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import datetime
-from typing import Any
+from typing import Literal
 
 import grpc
 from gofund.identity.v1 import identity_pb2, identity_service_pb2, identity_service_pb2_grpc
 
-from services.common import context, paging
-from services.common.context import Principal
-from services.common.errors import ErrorMapping, ErrorTable, FieldViolation, LoginRequired, ValidationFailed
+from services.common import paging
+from services.common.context import Principal, caller, caller_or_none
+from services.common.errors import ErrorMapping, ErrorTable, FieldViolation, ValidationFailed
 from services.common.proto import timestamp
 from services.identity import domain, store
 from services.identity.domain import Channel
@@ -45,7 +45,8 @@ ERRORS = ErrorTable(
 
 # Methods a caller may use without logging in.
 ANONYMOUS = ("IdentityService/CreateUser", "IdentityService/CreateSession")
-PROFILE_FIELDS = ("first_name", "last_name", "phone")
+ProfileField = Literal["first_name", "last_name", "phone"]
+PROFILE_FIELDS: tuple[ProfileField, ...] = ("first_name", "last_name", "phone")
 
 
 def user_message(view: UserView) -> identity_pb2.User:
@@ -94,20 +95,7 @@ def role_message(role: store.Role) -> identity_pb2.Role:
     )
 
 
-def principal() -> Principal | None:
-    """The caller, as the auth interceptor identified it (None if anonymous)."""
-    return context.principal.get()
-
-
-def caller() -> Principal:
-    """The logged-in caller; LoginRequired otherwise."""
-    found = principal()
-    if found is None:
-        raise LoginRequired("log in first")
-    return found
-
-
-def client_address(ctx: Any) -> str:
+def client_address(ctx: grpc.aio.ServicerContext) -> str:
     """The client's address as Envoy saw it: the last X-Forwarded-For hop.
 
     Envoy is the first hop (xff_num_trusted_hops 0) and drops whatever
@@ -127,7 +115,7 @@ def client_address(ctx: Any) -> str:
     return rest.rsplit(":", 1)[0] if kind == "ipv4" else ""
 
 
-def device(ctx: Any, device_name: str) -> DeviceInfo:
+def device(ctx: grpc.aio.ServicerContext, device_name: str) -> DeviceInfo:
     """User agent and client address of the caller."""
     metadata = {item.key: item.value for item in ctx.invocation_metadata() or ()}
     return DeviceInfo(
@@ -141,7 +129,9 @@ class IdentityServicer(identity_service_pb2_grpc.IdentityServiceServicer):
     def __init__(self, identity: Identity) -> None:
         self.identity = identity
 
-    async def CreateUser(self, request: Any, context: Any) -> identity_service_pb2.CreateUserResponse:
+    async def CreateUser(
+        self, request: identity_service_pb2.CreateUserRequest, context: grpc.aio.ServicerContext
+    ) -> identity_service_pb2.CreateUserResponse:
         view = await self.identity.register(
             email=request.email,
             username=request.username,
@@ -153,7 +143,9 @@ class IdentityServicer(identity_service_pb2_grpc.IdentityServiceServicer):
         )
         return identity_service_pb2.CreateUserResponse(user=user_message(view))
 
-    async def CreateSession(self, request: Any, context: Any) -> identity_service_pb2.CreateSessionResponse:
+    async def CreateSession(
+        self, request: identity_service_pb2.CreateSessionRequest, context: grpc.aio.ServicerContext
+    ) -> identity_service_pb2.CreateSessionResponse:
         token, row, view = await self.identity.login(
             request.login, request.password, device(context, request.device_name)
         )
@@ -162,30 +154,36 @@ class IdentityServicer(identity_service_pb2_grpc.IdentityServiceServicer):
         )
 
     async def DeleteCurrentSession(
-        self, request: Any, context: Any
+        self, request: identity_service_pb2.DeleteCurrentSessionRequest, context: grpc.aio.ServicerContext
     ) -> identity_service_pb2.DeleteCurrentSessionResponse:
         await self.identity.logout(caller())
         return identity_service_pb2.DeleteCurrentSessionResponse()
 
-    async def GetCurrentUser(self, request: Any, context: Any) -> identity_service_pb2.GetCurrentUserResponse:
+    async def GetCurrentUser(
+        self, request: identity_service_pb2.GetCurrentUserRequest, context: grpc.aio.ServicerContext
+    ) -> identity_service_pb2.GetCurrentUserResponse:
         return identity_service_pb2.GetCurrentUserResponse(
             user=user_message(await self.identity.user(caller().user_id))
         )
 
-    async def UpdateCurrentUser(self, request: Any, context: Any) -> identity_service_pb2.UpdateCurrentUserResponse:
+    async def UpdateCurrentUser(
+        self, request: identity_service_pb2.UpdateCurrentUserRequest, context: grpc.aio.ServicerContext
+    ) -> identity_service_pb2.UpdateCurrentUserResponse:
         paths = list(request.update_mask.paths)
         unknown = [p for p in paths if p not in PROFILE_FIELDS]
         if unknown:
             raise ValidationFailed(
                 [FieldViolation("update_mask", f"cannot update {', '.join(unknown)}", "INVALID_UPDATE_MASK")]
             )
-        fields = paths or [f for f in PROFILE_FIELDS if request.HasField(f)]
-        changes = {f: getattr(request, f) for f in fields}
+        # The mask's paths as field names (the check above left no other), in the mask's order.
+        masked = [f for p in paths for f in PROFILE_FIELDS if f == p]
+        fields = masked or [f for f in PROFILE_FIELDS if request.HasField(f)]
+        changes: dict[str, str] = {f: getattr(request, f) for f in fields}
         view = await self.identity.update_profile(caller(), changes)
         return identity_service_pb2.UpdateCurrentUserResponse(user=user_message(view))
 
     async def ListCurrentUserSessions(
-        self, request: Any, context: Any
+        self, request: identity_service_pb2.ListCurrentUserSessionsRequest, context: grpc.aio.ServicerContext
     ) -> identity_service_pb2.ListCurrentUserSessionsResponse:
         principal = caller()
         size = paging.page_size(request.page_size)
@@ -199,46 +197,60 @@ class IdentityServicer(identity_service_pb2_grpc.IdentityServiceServicer):
             sessions=[session_message(r, principal.session_id) for r in rows[:size]], next_page_token=token
         )
 
-    async def DeleteSession(self, request: Any, context: Any) -> identity_service_pb2.DeleteSessionResponse:
+    async def DeleteSession(
+        self, request: identity_service_pb2.DeleteSessionRequest, context: grpc.aio.ServicerContext
+    ) -> identity_service_pb2.DeleteSessionResponse:
         await self.identity.revoke_session(caller(), request.session_id)
         return identity_service_pb2.DeleteSessionResponse()
 
     async def RequestEmailVerification(
-        self, request: Any, context: Any
+        self, request: identity_service_pb2.RequestEmailVerificationRequest, context: grpc.aio.ServicerContext
     ) -> identity_service_pb2.RequestEmailVerificationResponse:
         await self.identity.request_code(caller(), Channel.EMAIL, client_address(context))
         return identity_service_pb2.RequestEmailVerificationResponse()
 
-    async def VerifyEmail(self, request: Any, context: Any) -> identity_service_pb2.VerifyEmailResponse:
+    async def VerifyEmail(
+        self, request: identity_service_pb2.VerifyEmailRequest, context: grpc.aio.ServicerContext
+    ) -> identity_service_pb2.VerifyEmailResponse:
         view = await self.identity.verify_code(caller(), Channel.EMAIL, request.code)
         return identity_service_pb2.VerifyEmailResponse(user=user_message(view))
 
     async def RequestPhoneVerification(
-        self, request: Any, context: Any
+        self, request: identity_service_pb2.RequestPhoneVerificationRequest, context: grpc.aio.ServicerContext
     ) -> identity_service_pb2.RequestPhoneVerificationResponse:
         await self.identity.request_code(caller(), Channel.PHONE, client_address(context))
         return identity_service_pb2.RequestPhoneVerificationResponse()
 
-    async def VerifyPhone(self, request: Any, context: Any) -> identity_service_pb2.VerifyPhoneResponse:
+    async def VerifyPhone(
+        self, request: identity_service_pb2.VerifyPhoneRequest, context: grpc.aio.ServicerContext
+    ) -> identity_service_pb2.VerifyPhoneResponse:
         view = await self.identity.verify_code(caller(), Channel.PHONE, request.code)
         return identity_service_pb2.VerifyPhoneResponse(user=user_message(view))
 
-    async def ListRoles(self, request: Any, context: Any) -> identity_service_pb2.ListRolesResponse:
-        roles = await self.identity.roles(principal())
+    async def ListRoles(
+        self, request: identity_service_pb2.ListRolesRequest, context: grpc.aio.ServicerContext
+    ) -> identity_service_pb2.ListRolesResponse:
+        roles = await self.identity.roles(caller_or_none())
         return identity_service_pb2.ListRolesResponse(roles=[role_message(r) for r in roles])
 
-    async def CreateRole(self, request: Any, context: Any) -> identity_service_pb2.CreateRoleResponse:
+    async def CreateRole(
+        self, request: identity_service_pb2.CreateRoleRequest, context: grpc.aio.ServicerContext
+    ) -> identity_service_pb2.CreateRoleResponse:
         role = await self.identity.create_role(
-            principal(), request.name, request.description, list(request.permissions)
+            caller_or_none(), request.name, request.description, list(request.permissions)
         )
         return identity_service_pb2.CreateRoleResponse(role=role_message(role))
 
-    async def AssignRole(self, request: Any, context: Any) -> identity_service_pb2.AssignRoleResponse:
-        view = await self.identity.assign_role(principal(), request.user_id, request.role_name)
+    async def AssignRole(
+        self, request: identity_service_pb2.AssignRoleRequest, context: grpc.aio.ServicerContext
+    ) -> identity_service_pb2.AssignRoleResponse:
+        view = await self.identity.assign_role(caller_or_none(), request.user_id, request.role_name)
         return identity_service_pb2.AssignRoleResponse(user=user_message(view))
 
-    async def RevokeRole(self, request: Any, context: Any) -> identity_service_pb2.RevokeRoleResponse:
-        view = await self.identity.revoke_role(principal(), request.user_id, request.role_name)
+    async def RevokeRole(
+        self, request: identity_service_pb2.RevokeRoleRequest, context: grpc.aio.ServicerContext
+    ) -> identity_service_pb2.RevokeRoleResponse:
+        view = await self.identity.revoke_role(caller_or_none(), request.user_id, request.role_name)
         return identity_service_pb2.RevokeRoleResponse(user=user_message(view))
 
 
@@ -247,7 +259,9 @@ class IdentityInternalServicer(identity_service_pb2_grpc.IdentityInternalService
         self.identity = identity
         self.revocations = revocations
 
-    async def WatchRevocations(self, request: Any, context: Any) -> AsyncIterator[Any]:
+    async def WatchRevocations(
+        self, request: identity_service_pb2.WatchRevocationsRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[identity_service_pb2.WatchRevocationsResponse]:
         subscriber = await self.revocations.subscribe()
         try:
             # Everything up to `head` was dispatched before this subscriber was
@@ -273,7 +287,9 @@ class IdentityInternalServicer(identity_service_pb2_grpc.IdentityInternalService
         finally:
             self.revocations.unsubscribe(subscriber)
 
-    async def Authenticate(self, request: Any, context: Any) -> identity_service_pb2.AuthenticateResponse:
+    async def Authenticate(
+        self, request: identity_service_pb2.AuthenticateRequest, context: grpc.aio.ServicerContext
+    ) -> identity_service_pb2.AuthenticateResponse:
         principal, user = await self.identity.resolve(request.token)
         return identity_service_pb2.AuthenticateResponse(
             principal=identity_pb2.Principal(
@@ -286,10 +302,14 @@ class IdentityInternalServicer(identity_service_pb2_grpc.IdentityInternalService
             )
         )
 
-    async def GetUser(self, request: Any, context: Any) -> identity_service_pb2.GetUserResponse:
+    async def GetUser(
+        self, request: identity_service_pb2.GetUserRequest, context: grpc.aio.ServicerContext
+    ) -> identity_service_pb2.GetUserResponse:
         return identity_service_pb2.GetUserResponse(user=user_message(await self.identity.user(request.user_id)))
 
-    async def BatchGetUsers(self, request: Any, context: Any) -> identity_service_pb2.BatchGetUsersResponse:
+    async def BatchGetUsers(
+        self, request: identity_service_pb2.BatchGetUsersRequest, context: grpc.aio.ServicerContext
+    ) -> identity_service_pb2.BatchGetUsersResponse:
         if len(request.user_ids) > paging.MAX_PAGE_SIZE:
             raise ValidationFailed([FieldViolation("user_ids", "at most 500", "TOO_MANY_USER_IDS")])
         views = await self.identity.users(list(request.user_ids))
