@@ -5,14 +5,15 @@ from __future__ import annotations
 import functools
 from collections.abc import AsyncIterator
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 import grpc
 from gofund.goals.v1 import goals_pb2, goals_service_pb2, goals_service_pb2_grpc
 
-from services.common import context, paging
-from services.common.context import Principal
-from services.common.errors import ErrorMapping, ErrorTable, FieldViolation, LoginRequired, ValidationFailed
+from services.common import paging
+from services.common.context import caller, caller_or_none
+from services.common.errors import ErrorMapping, ErrorTable, FieldViolation, ValidationFailed
+from services.common.ids import canonical_id
 from services.common.proto import request_datetime, timestamp
 from services.goals import domain, store
 from services.goals.domain import ContributionStatus, GoalStatus, Outflow, PayoutOutcome, ProofStatus
@@ -63,15 +64,8 @@ _CONTRIBUTION_STATUS = {s: getattr(goals_pb2, f"CONTRIBUTION_STATUS_{s.value}") 
 _CONTRIBUTION_STATUS_OF = {v: k for k, v in _CONTRIBUTION_STATUS.items()}
 _PROOF_STATUS = {s: getattr(goals_pb2, f"PROOF_STATUS_{s.value}") for s in ProofStatus}
 _PAYOUT_OUTCOME_OF = {getattr(goals_pb2, f"PAYOUT_OUTCOME_{o.value}"): o for o in PayoutOutcome}
-UPDATABLE_FIELDS = ("title", "description")
-
-
-def caller() -> Principal:
-    """The logged-in caller; LoginRequired otherwise."""
-    found = context.principal.get()
-    if found is None:
-        raise LoginRequired("log in first")
-    return found
+UpdatableField = Literal["title", "description"]
+UPDATABLE_FIELDS: tuple[UpdatableField, ...] = ("title", "description")
 
 
 def goal_message(goal: store.Goal) -> goals_pb2.Goal:
@@ -165,7 +159,7 @@ LAST_EVENT_ID = "last-event-id"
 _MAX_SEQ = 2**63 - 1
 
 
-def resume_after(after_seq: int, context: Any) -> int:
+def resume_after(after_seq: int, context: grpc.aio.ServicerContext) -> int:
     """Where a stream resumes: the request's `after_seq`, or when that is 0 an SSE client's
     Last-Event-ID (Envoy's transcoder passes the header on as `last-event-id` metadata)."""
     if after_seq:
@@ -231,7 +225,7 @@ def decode_cursor(token: str, scope: dict[str, Any]) -> tuple[datetime, str] | N
     cursor = paging.decode_token(token, schema)
     if cursor is None:
         return None
-    row_id = domain.canonical_id(cursor["id"])
+    row_id = canonical_id(cursor["id"])
     if cursor["scope"] != scope or row_id is None:
         raise _bad_token()
     return cursor["created_at"], row_id
@@ -247,10 +241,12 @@ class GoalsServicer(goals_service_pb2_grpc.GoalsServiceServicer):
     def __init__(self, goals: Goals) -> None:
         self.goals = goals
 
-    async def CreateGoal(self, request: Any, context: Any) -> goals_service_pb2.CreateGoalResponse:
+    async def CreateGoal(
+        self, request: goals_service_pb2.CreateGoalRequest, context: grpc.aio.ServicerContext
+    ) -> goals_service_pb2.CreateGoalResponse:
         deadline = request_datetime(request, "deadline", "INVALID_DEADLINE")
         goal = await self.goals.create_goal(
-            context_principal(),
+            caller_or_none(),
             domain.NewGoal(
                 title=request.title,
                 description=request.description,
@@ -262,12 +258,16 @@ class GoalsServicer(goals_service_pb2_grpc.GoalsServiceServicer):
         )
         return goals_service_pb2.CreateGoalResponse(goal=goal_message(goal))
 
-    async def GetGoal(self, request: Any, context: Any) -> goals_service_pb2.GetGoalResponse:
+    async def GetGoal(
+        self, request: goals_service_pb2.GetGoalRequest, context: grpc.aio.ServicerContext
+    ) -> goals_service_pb2.GetGoalResponse:
         return goals_service_pb2.GetGoalResponse(goal=goal_message(await self.goals.goal(request.goal_id)))
 
-    async def ListGoals(self, request: Any, context: Any) -> goals_service_pb2.ListGoalsResponse:
+    async def ListGoals(
+        self, request: goals_service_pb2.ListGoalsRequest, context: grpc.aio.ServicerContext
+    ) -> goals_service_pb2.ListGoalsResponse:
         check_status = request.status == goals_pb2.GOAL_STATUS_UNSPECIFIED or request.status in _GOAL_STATUS_OF
-        owner_id = domain.canonical_id(request.owner_id) if request.owner_id else None
+        owner_id = canonical_id(request.owner_id) if request.owner_id else None
         violations = []
         if not check_status:
             violations.append(FieldViolation("status", "unknown goal status", "INVALID_STATUS"))
@@ -283,30 +283,40 @@ class GoalsServicer(goals_service_pb2_grpc.GoalsServiceServicer):
         token = encode_cursor(goals[size - 1].created_at, goals[size - 1].id, scope) if len(goals) > size else ""
         return goals_service_pb2.ListGoalsResponse(goals=[goal_message(g) for g in goals[:size]], next_page_token=token)
 
-    async def UpdateGoal(self, request: Any, context: Any) -> goals_service_pb2.UpdateGoalResponse:
+    async def UpdateGoal(
+        self, request: goals_service_pb2.UpdateGoalRequest, context: grpc.aio.ServicerContext
+    ) -> goals_service_pb2.UpdateGoalResponse:
         paths = list(request.update_mask.paths)
         unknown = [p for p in paths if p not in UPDATABLE_FIELDS]
         if unknown:
             raise ValidationFailed(
                 [FieldViolation("update_mask", f"cannot update {', '.join(unknown)}", "INVALID_UPDATE_MASK")]
             )
-        fields = paths or [f for f in UPDATABLE_FIELDS if request.HasField(f)]
+        # The mask's paths as field names (the check above left no other), in the mask's order.
+        masked = [f for p in paths for f in UPDATABLE_FIELDS if f == p]
+        fields = masked or [f for f in UPDATABLE_FIELDS if request.HasField(f)]
         # A field the mask names but the request leaves out is cleared (AIP-134).
-        changes = {f: getattr(request, f) if request.HasField(f) else "" for f in fields}
+        changes: dict[str, str] = {f: getattr(request, f) if request.HasField(f) else "" for f in fields}
         goal = await self.goals.update_goal(caller(), request.goal_id, changes)
         return goals_service_pb2.UpdateGoalResponse(goal=goal_message(goal))
 
-    async def CancelGoal(self, request: Any, context: Any) -> goals_service_pb2.CancelGoalResponse:
+    async def CancelGoal(
+        self, request: goals_service_pb2.CancelGoalRequest, context: grpc.aio.ServicerContext
+    ) -> goals_service_pb2.CancelGoalResponse:
         goal = await self.goals.cancel_goal(caller(), request.goal_id, request.reason)
         return goals_service_pb2.CancelGoalResponse(goal=goal_message(goal))
 
     # Streams yield pre-serialized messages (see progress_bytes), hence the override.
-    async def WatchGoal(self, request: Any, context: Any) -> AsyncIterator[bytes]:  # type: ignore[override]
+    async def WatchGoal(  # type: ignore[override]
+        self, request: goals_service_pb2.WatchGoalRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[bytes]:
         progress = self.goals.watch(request.goal_id, resume_after(request.after_seq, context))
         async for state, heartbeat in progress:
             yield progress_bytes(state, heartbeat)
 
-    async def CreateContribution(self, request: Any, context: Any) -> goals_service_pb2.CreateContributionResponse:
+    async def CreateContribution(
+        self, request: goals_service_pb2.CreateContributionRequest, context: grpc.aio.ServicerContext
+    ) -> goals_service_pb2.CreateContributionResponse:
         checkout = await self.goals.create_contribution(
             caller(), request.goal_id, request.amount, request.currency, request.idempotency_key
         )
@@ -316,10 +326,12 @@ class GoalsServicer(goals_service_pb2_grpc.GoalsServiceServicer):
             payment_reference=checkout.contribution.payment_reference,
         )
 
-    async def ListContributions(self, request: Any, context: Any) -> goals_service_pb2.ListContributionsResponse:
+    async def ListContributions(
+        self, request: goals_service_pb2.ListContributionsRequest, context: grpc.aio.ServicerContext
+    ) -> goals_service_pb2.ListContributionsResponse:
         principal = caller()
         size = paging.page_size(request.page_size)
-        goal_id = domain.canonical_id(request.goal_id) or request.goal_id
+        goal_id = canonical_id(request.goal_id) or request.goal_id
         scope = {"goal_id": goal_id}
         after = decode_cursor(request.page_token, scope)
         rows = await self.goals.list_contributions(principal, request.goal_id, after, size + 1)
@@ -328,7 +340,9 @@ class GoalsServicer(goals_service_pb2_grpc.GoalsServiceServicer):
             contributions=[contribution_message(c) for c in rows[:size]], next_page_token=token
         )
 
-    async def ListMyContributions(self, request: Any, context: Any) -> goals_service_pb2.ListMyContributionsResponse:
+    async def ListMyContributions(
+        self, request: goals_service_pb2.ListMyContributionsRequest, context: grpc.aio.ServicerContext
+    ) -> goals_service_pb2.ListMyContributionsResponse:
         principal = caller()
         known = request.status == goals_pb2.CONTRIBUTION_STATUS_UNSPECIFIED or request.status in _CONTRIBUTION_STATUS_OF
         if not known:
@@ -353,11 +367,15 @@ class GoalsServicer(goals_service_pb2_grpc.GoalsServiceServicer):
             next_page_token=token,
         )
 
-    async def GetContribution(self, request: Any, context: Any) -> goals_service_pb2.GetContributionResponse:
+    async def GetContribution(
+        self, request: goals_service_pb2.GetContributionRequest, context: grpc.aio.ServicerContext
+    ) -> goals_service_pb2.GetContributionResponse:
         contribution = await self.goals.contribution(caller(), request.contribution_id)
         return goals_service_pb2.GetContributionResponse(contribution=contribution_message(contribution))
 
-    async def CreateProof(self, request: Any, context: Any) -> goals_service_pb2.CreateProofResponse:
+    async def CreateProof(
+        self, request: goals_service_pb2.CreateProofRequest, context: grpc.aio.ServicerContext
+    ) -> goals_service_pb2.CreateProofResponse:
         proof = await self.goals.create_proof(
             caller(),
             request.goal_id,
@@ -368,20 +386,22 @@ class GoalsServicer(goals_service_pb2_grpc.GoalsServiceServicer):
         )
         return goals_service_pb2.CreateProofResponse(proof=proof_message(proof))
 
-    async def ListProofs(self, request: Any, context: Any) -> goals_service_pb2.ListProofsResponse:
+    async def ListProofs(
+        self, request: goals_service_pb2.ListProofsRequest, context: grpc.aio.ServicerContext
+    ) -> goals_service_pb2.ListProofsResponse:
         proofs = await self.goals.proofs(request.goal_id)
         return goals_service_pb2.ListProofsResponse(proofs=[proof_message(p) for p in proofs])
 
-    async def GetProof(self, request: Any, context: Any) -> goals_service_pb2.GetProofResponse:
+    async def GetProof(
+        self, request: goals_service_pb2.GetProofRequest, context: grpc.aio.ServicerContext
+    ) -> goals_service_pb2.GetProofResponse:
         return goals_service_pb2.GetProofResponse(proof=proof_message(await self.goals.proof(request.proof_id)))
 
-    async def CreateVote(self, request: Any, context: Any) -> goals_service_pb2.CreateVoteResponse:
+    async def CreateVote(
+        self, request: goals_service_pb2.CreateVoteRequest, context: grpc.aio.ServicerContext
+    ) -> goals_service_pb2.CreateVoteResponse:
         vote, proof = await self.goals.vote(caller(), request.proof_id, request.is_approved, request.comment)
         return goals_service_pb2.CreateVoteResponse(vote=vote_message(vote), proof=proof_message(proof))
-
-
-def context_principal() -> Principal | None:
-    return context.principal.get()
 
 
 class GoalsInternalServicer(goals_service_pb2_grpc.GoalsInternalServiceServicer):
@@ -390,7 +410,9 @@ class GoalsInternalServicer(goals_service_pb2_grpc.GoalsInternalServiceServicer)
     def __init__(self, goals: Goals) -> None:
         self.goals = goals
 
-    async def ConfirmContribution(self, request: Any, context: Any) -> goals_service_pb2.ConfirmContributionResponse:
+    async def ConfirmContribution(
+        self, request: goals_service_pb2.ConfirmContributionRequest, context: grpc.aio.ServicerContext
+    ) -> goals_service_pb2.ConfirmContributionResponse:
         paid_at = request_datetime(request, "paid_at", "INVALID_PAID_AT")
         contribution, refund_started = await self.goals.confirm_contribution(
             request.contribution_id, request.payment_id, request.amount, request.currency, paid_at
@@ -399,17 +421,21 @@ class GoalsInternalServicer(goals_service_pb2_grpc.GoalsInternalServiceServicer)
             contribution=contribution_message(contribution), refund_started=refund_started
         )
 
-    async def FailContribution(self, request: Any, context: Any) -> goals_service_pb2.FailContributionResponse:
+    async def FailContribution(
+        self, request: goals_service_pb2.FailContributionRequest, context: grpc.aio.ServicerContext
+    ) -> goals_service_pb2.FailContributionResponse:
         contribution = await self.goals.fail_contribution(request.contribution_id, request.payment_id, request.reason)
         return goals_service_pb2.FailContributionResponse(contribution=contribution_message(contribution))
 
     async def MarkContributionRefunded(
-        self, request: Any, context: Any
+        self, request: goals_service_pb2.MarkContributionRefundedRequest, context: grpc.aio.ServicerContext
     ) -> goals_service_pb2.MarkContributionRefundedResponse:
         contribution = await self.goals.mark_refunded(request.contribution_id, request.payment_id)
         return goals_service_pb2.MarkContributionRefundedResponse(contribution=contribution_message(contribution))
 
-    async def ListGoalBooks(self, request: Any, context: Any) -> goals_service_pb2.ListGoalBooksResponse:
+    async def ListGoalBooks(
+        self, request: goals_service_pb2.ListGoalBooksRequest, context: grpc.aio.ServicerContext
+    ) -> goals_service_pb2.ListGoalBooksResponse:
         size = paging.page_size(request.page_size)
         scope = {"books": True}
         after = decode_cursor(request.page_token, scope)
@@ -420,7 +446,9 @@ class GoalsInternalServicer(goals_service_pb2_grpc.GoalsInternalServiceServicer)
             goal_books=[books_message(b) for b in books[:size]], next_page_token=token
         )
 
-    async def RecordPayoutResult(self, request: Any, context: Any) -> goals_service_pb2.RecordPayoutResultResponse:
+    async def RecordPayoutResult(
+        self, request: goals_service_pb2.RecordPayoutResultRequest, context: grpc.aio.ServicerContext
+    ) -> goals_service_pb2.RecordPayoutResultResponse:
         goal = await self.goals.record_payout_result(
             request.goal_id, request.payout_id, _PAYOUT_OUTCOME_OF.get(request.outcome), request.reason
         )
