@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Iterable
 
 import grpc
 from gofund.ledger.v1 import ledger_pb2, ledger_service_pb2, ledger_service_pb2_grpc
 
 from services.common import paging
 from services.common.errors import ErrorMapping, ErrorTable, FieldViolation, ValidationFailed
+from services.common.ids import canonical_id
 from services.common.proto import timestamp
 from services.ledger import domain, store
 from services.ledger.domain import AccountType, EntryType, Phase, Posting, TransactionKind
@@ -147,8 +147,8 @@ def watch_balances_bytes(change: store.BalanceChange) -> bytes:
 
 
 def account_id(value: str) -> str:
-    """The id in canonical form (see domain.canonical_id); INVALID_ARGUMENT if it is not one."""
-    canonical = domain.canonical_id(value)
+    """The id in canonical form (see services.common.ids); INVALID_ACCOUNT_ID if it is not one."""
+    canonical = canonical_id(value)
     if canonical is None:
         raise domain.InvalidAccountId(f"{value!r} is not an account id")
     return canonical
@@ -164,7 +164,7 @@ LAST_EVENT_ID = "last-event-id"
 _MAX_SEQ = 2**63 - 1
 
 
-def resume_after(value: int, context: Any) -> int:
+def resume_after(value: int, context: grpc.aio.ServicerContext) -> int:
     """Where a stream resumes: the request's `after_seq`, or when that is 0 an SSE client's
     Last-Event-ID (Envoy's transcoder passes the header on as `last-event-id` metadata)."""
     if value:
@@ -180,7 +180,7 @@ def resume_after(value: int, context: Any) -> int:
     return int(header)
 
 
-def postings(request: Any) -> list[Posting]:
+def postings(request: ledger_service_pb2.PostTransactionRequest) -> list[Posting]:
     unknown = [i for i, p in enumerate(request.postings) if p.entry_type not in _ENTRY_TYPES]
     if unknown:
         raise ValidationFailed(
@@ -190,12 +190,12 @@ def postings(request: Any) -> list[Posting]:
             ]
         )
     return [
-        Posting(domain.canonical_id(p.account_id) or p.account_id, _ENTRY_TYPES[p.entry_type], p.amount, p.currency)
+        Posting(canonical_id(p.account_id) or p.account_id, _ENTRY_TYPES[p.entry_type], p.amount, p.currency)
         for p in request.postings
     ]
 
 
-def account_types(values: Any) -> list[AccountType]:
+def account_types(values: Iterable[ledger_pb2.AccountType.ValueType]) -> list[AccountType]:
     if any(v not in _ACCOUNT_TYPES for v in values):
         raise ValidationFailed([FieldViolation("account_types", "unknown account type", "INVALID_ACCOUNT_TYPE")])
     return [_ACCOUNT_TYPES[v] for v in values]
@@ -208,15 +208,21 @@ class LedgerServicer(ledger_service_pb2_grpc.LedgerServiceServicer):
         self.ledger = ledger
         self.heartbeat_s = heartbeat_s
 
-    async def GetAccount(self, request: Any, context: Any) -> ledger_service_pb2.GetAccountResponse:
+    async def GetAccount(
+        self, request: ledger_service_pb2.GetAccountRequest, context: grpc.aio.ServicerContext
+    ) -> ledger_service_pb2.GetAccountResponse:
         account = await self.ledger.visible_account(account_id(request.account_id))
         return ledger_service_pb2.GetAccountResponse(account=account_message(account))
 
-    async def GetBalance(self, request: Any, context: Any) -> ledger_service_pb2.GetBalanceResponse:
+    async def GetBalance(
+        self, request: ledger_service_pb2.GetBalanceRequest, context: grpc.aio.ServicerContext
+    ) -> ledger_service_pb2.GetBalanceResponse:
         balance = await self.ledger.visible_balance(account_id(request.account_id))
         return ledger_service_pb2.GetBalanceResponse(balance=balance_message(balance))
 
-    async def ListEntries(self, request: Any, context: Any) -> ledger_service_pb2.ListEntriesResponse:
+    async def ListEntries(
+        self, request: ledger_service_pb2.ListEntriesRequest, context: grpc.aio.ServicerContext
+    ) -> ledger_service_pb2.ListEntriesResponse:
         size = paging.page_size(request.page_size)
         cursor = paging.decode_token(request.page_token, {"before_seq": int})
         before = cursor["before_seq"] if cursor else None
@@ -227,7 +233,9 @@ class LedgerServicer(ledger_service_pb2_grpc.LedgerServiceServicer):
         )
 
     # Streams yield pre-serialized messages (see watch_balance_bytes), hence the override.
-    async def WatchBalance(self, request: Any, context: Any) -> AsyncIterator[bytes]:  # type: ignore[override]
+    async def WatchBalance(  # type: ignore[override]
+        self, request: ledger_service_pb2.WatchBalanceRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[bytes]:
         watched = account_id(request.account_id)
         since = resume_after(request.after_seq, context)
         await self.ledger.visible_account(watched)
@@ -245,14 +253,18 @@ class LedgerInternalServicer(ledger_service_pb2_grpc.LedgerInternalServiceServic
     def __init__(self, ledger: Ledger) -> None:
         self.ledger = ledger
 
-    async def OpenAccount(self, request: Any, context: Any) -> ledger_service_pb2.OpenAccountResponse:
-        entity_id = domain.canonical_id(request.entity_id) or request.entity_id
+    async def OpenAccount(
+        self, request: ledger_service_pb2.OpenAccountRequest, context: grpc.aio.ServicerContext
+    ) -> ledger_service_pb2.OpenAccountResponse:
+        entity_id = canonical_id(request.entity_id) or request.entity_id
         account, created = await self.ledger.open_account(
             _ACCOUNT_TYPES.get(request.account_type), entity_id, request.currency
         )
         return ledger_service_pb2.OpenAccountResponse(account=account_message(account), created=created)
 
-    async def PostTransaction(self, request: Any, context: Any) -> ledger_service_pb2.PostTransactionResponse:
+    async def PostTransaction(
+        self, request: ledger_service_pb2.PostTransactionRequest, context: grpc.aio.ServicerContext
+    ) -> ledger_service_pb2.PostTransactionResponse:
         transaction, created = await self.ledger.post_transaction(
             request.transaction_id,
             postings(request),
@@ -263,7 +275,7 @@ class LedgerInternalServicer(ledger_service_pb2_grpc.LedgerInternalServiceServic
         return ledger_service_pb2.PostTransactionResponse(transaction=transaction_message(transaction), created=created)
 
     async def PostPendingTransaction(
-        self, request: Any, context: Any
+        self, request: ledger_service_pb2.PostPendingTransactionRequest, context: grpc.aio.ServicerContext
     ) -> ledger_service_pb2.PostPendingTransactionResponse:
         transaction, created = await self.ledger.resolve_pending(
             request.transaction_id,
@@ -277,7 +289,7 @@ class LedgerInternalServicer(ledger_service_pb2_grpc.LedgerInternalServiceServic
         )
 
     async def VoidPendingTransaction(
-        self, request: Any, context: Any
+        self, request: ledger_service_pb2.VoidPendingTransactionRequest, context: grpc.aio.ServicerContext
     ) -> ledger_service_pb2.VoidPendingTransactionResponse:
         transaction, created = await self.ledger.resolve_pending(
             request.transaction_id,
@@ -290,7 +302,9 @@ class LedgerInternalServicer(ledger_service_pb2_grpc.LedgerInternalServiceServic
             transaction=transaction_message(transaction), created=created
         )
 
-    async def ReverseTransaction(self, request: Any, context: Any) -> ledger_service_pb2.ReverseTransactionResponse:
+    async def ReverseTransaction(
+        self, request: ledger_service_pb2.ReverseTransactionRequest, context: grpc.aio.ServicerContext
+    ) -> ledger_service_pb2.ReverseTransactionResponse:
         transaction, created = await self.ledger.reverse_transaction(
             request.transaction_id, request.original_transaction_id, request.description
         )
@@ -298,11 +312,15 @@ class LedgerInternalServicer(ledger_service_pb2_grpc.LedgerInternalServiceServic
             transaction=transaction_message(transaction), created=created
         )
 
-    async def GetTransaction(self, request: Any, context: Any) -> ledger_service_pb2.GetTransactionResponse:
+    async def GetTransaction(
+        self, request: ledger_service_pb2.GetTransactionRequest, context: grpc.aio.ServicerContext
+    ) -> ledger_service_pb2.GetTransactionResponse:
         transaction = await self.ledger.transaction(request.transaction_id)
         return ledger_service_pb2.GetTransactionResponse(transaction=transaction_message(transaction))
 
-    async def ListTransactions(self, request: Any, context: Any) -> ledger_service_pb2.ListTransactionsResponse:
+    async def ListTransactions(
+        self, request: ledger_service_pb2.ListTransactionsRequest, context: grpc.aio.ServicerContext
+    ) -> ledger_service_pb2.ListTransactionsResponse:
         size = paging.page_size(request.page_size)
         cursor = paging.decode_token(request.page_token, {"after_seq": int})
         after = cursor["after_seq"] if cursor else 0
@@ -312,13 +330,17 @@ class LedgerInternalServicer(ledger_service_pb2_grpc.LedgerInternalServiceServic
             transactions=[transaction_message(t) for t in found], next_page_token=token
         )
 
-    async def BatchGetBalances(self, request: Any, context: Any) -> ledger_service_pb2.BatchGetBalancesResponse:
+    async def BatchGetBalances(
+        self, request: ledger_service_pb2.BatchGetBalancesRequest, context: grpc.aio.ServicerContext
+    ) -> ledger_service_pb2.BatchGetBalancesResponse:
         if len(request.account_ids) > paging.MAX_PAGE_SIZE:
             raise ValidationFailed([FieldViolation("account_ids", "at most 500", "TOO_MANY_ACCOUNT_IDS")])
         balances = await self.ledger.balances([account_id(a) for a in request.account_ids])
         return ledger_service_pb2.BatchGetBalancesResponse(balances=[balance_message(b) for b in balances])
 
-    async def WatchBalances(self, request: Any, context: Any) -> AsyncIterator[bytes]:  # type: ignore[override]
+    async def WatchBalances(  # type: ignore[override]
+        self, request: ledger_service_pb2.WatchBalancesRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[bytes]:
         types = account_types(request.account_types)
         if not types and not request.account_ids:
             raise ValidationFailed([FieldViolation("account_types", "give account types, ids or both", "EMPTY_FILTER")])
@@ -332,7 +354,9 @@ class LedgerInternalServicer(ledger_service_pb2_grpc.LedgerInternalServiceServic
         async for change, _ in changes:
             yield watch_balances_bytes(change)
 
-    async def Reconcile(self, request: Any, context: Any) -> ledger_service_pb2.ReconcileResponse:
+    async def Reconcile(
+        self, request: ledger_service_pb2.ReconcileRequest, context: grpc.aio.ServicerContext
+    ) -> ledger_service_pb2.ReconcileResponse:
         differences, accounts, entries = await self.ledger.reconcile()
         return ledger_service_pb2.ReconcileResponse(
             differences=[
