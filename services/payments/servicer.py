@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 import grpc
 from gofund.payments.v1 import payments_pb2, payments_service_pb2, payments_service_pb2_grpc
 
-from services.common import context, paging
+from services.common import paging
 from services.common.auth import require_permission
+from services.common.context import caller_or_none
 from services.common.errors import ErrorMapping, ErrorTable, FieldViolation, ValidationFailed
 from services.common.proto import optional_timestamp, timestamp
 from services.payments import domain
@@ -134,17 +134,23 @@ class PaymentsServicer(payments_service_pb2_grpc.PaymentsServiceServicer):
         self._payments = payments
         self._reconciler = Reconciler(payments)
 
-    async def GetPayment(self, request: Any, ctx: Any) -> payments_service_pb2.GetPaymentResponse:
-        payment = await self._payments.payer_payment(context.principal.get(), request.payment_id)
+    async def GetPayment(
+        self, request: payments_service_pb2.GetPaymentRequest, context: grpc.aio.ServicerContext
+    ) -> payments_service_pb2.GetPaymentResponse:
+        payment = await self._payments.payer_payment(caller_or_none(), request.payment_id)
         return payments_service_pb2.GetPaymentResponse(payment=payment_message(payment))
 
-    async def VerifyPayment(self, request: Any, ctx: Any) -> payments_service_pb2.VerifyPaymentResponse:
-        payment = await self._payments.verify(context.principal.get(), request.payment_id)
+    async def VerifyPayment(
+        self, request: payments_service_pb2.VerifyPaymentRequest, context: grpc.aio.ServicerContext
+    ) -> payments_service_pb2.VerifyPaymentResponse:
+        payment = await self._payments.verify(caller_or_none(), request.payment_id)
         return payments_service_pb2.VerifyPaymentResponse(payment=payment_message(payment))
 
-    async def CreatePayoutRecipient(self, request: Any, ctx: Any) -> payments_service_pb2.CreatePayoutRecipientResponse:
+    async def CreatePayoutRecipient(
+        self, request: payments_service_pb2.CreatePayoutRecipientRequest, context: grpc.aio.ServicerContext
+    ) -> payments_service_pb2.CreatePayoutRecipientResponse:
         recipient = await self._payments.create_recipient(
-            context.principal.get(),
+            caller_or_none(),
             account_number=request.account_number,
             bank_code=request.bank_code,
             name=request.name,
@@ -153,20 +159,26 @@ class PaymentsServicer(payments_service_pb2_grpc.PaymentsServiceServicer):
         )
         return payments_service_pb2.CreatePayoutRecipientResponse(recipient=recipient_message(recipient))
 
-    async def ListBanks(self, request: Any, ctx: Any) -> payments_service_pb2.ListBanksResponse:
+    async def ListBanks(
+        self, request: payments_service_pb2.ListBanksRequest, context: grpc.aio.ServicerContext
+    ) -> payments_service_pb2.ListBanksResponse:
         banks = await self._payments.list_banks(request.currency)
         return payments_service_pb2.ListBanksResponse(
             banks=[payments_pb2.Bank(name=b.name, code=b.code, currency=b.currency) for b in banks]
         )
 
-    async def HandlePaystackWebhook(self, request: Any, ctx: Any) -> payments_service_pb2.HandlePaystackWebhookResponse:
+    async def HandlePaystackWebhook(
+        self, request: payments_service_pb2.HandlePaystackWebhookRequest, context: grpc.aio.ServicerContext
+    ) -> payments_service_pb2.HandlePaystackWebhookResponse:
         signature = next(
-            (str(item.value) for item in ctx.invocation_metadata() or () if item.key == SIGNATURE_HEADER), ""
+            (str(item.value) for item in context.invocation_metadata() or () if item.key == SIGNATURE_HEADER), ""
         )
         await self._payments.receive_webhook(bytes(request.body.data), signature)
         return payments_service_pb2.HandlePaystackWebhookResponse()
 
-    async def ListWebhookEvents(self, request: Any, ctx: Any) -> payments_service_pb2.ListWebhookEventsResponse:
+    async def ListWebhookEvents(
+        self, request: payments_service_pb2.ListWebhookEventsRequest, context: grpc.aio.ServicerContext
+    ) -> payments_service_pb2.ListWebhookEventsResponse:
         size = paging.page_size(request.page_size)
         status = None
         if request.status:
@@ -175,7 +187,7 @@ class PaymentsServicer(payments_service_pb2_grpc.PaymentsServiceServicer):
             status = _EVENT_STATUS_OF[request.status]
         cursor = paging.decode_token(request.page_token, {"received_at": datetime, "event_id": str})
         before = (cursor["received_at"], cursor["event_id"]) if cursor else None
-        events = await self._payments.webhook_events(context.principal.get(), status, before, size + 1)
+        events = await self._payments.webhook_events(caller_or_none(), status, before, size + 1)
         token = ""
         if len(events) > size:
             last = events[size - 1]
@@ -184,12 +196,16 @@ class PaymentsServicer(payments_service_pb2_grpc.PaymentsServiceServicer):
             events=[event_message(e) for e in events[:size]], next_page_token=token
         )
 
-    async def RetryWebhookEvent(self, request: Any, ctx: Any) -> payments_service_pb2.RetryWebhookEventResponse:
-        event = await self._payments.retry_event(context.principal.get(), request.event_id)
+    async def RetryWebhookEvent(
+        self, request: payments_service_pb2.RetryWebhookEventRequest, context: grpc.aio.ServicerContext
+    ) -> payments_service_pb2.RetryWebhookEventResponse:
+        event = await self._payments.retry_event(caller_or_none(), request.event_id)
         return payments_service_pb2.RetryWebhookEventResponse(event=event_message(event))
 
-    async def GetReconciliation(self, request: Any, ctx: Any) -> payments_service_pb2.GetReconciliationResponse:
-        require_permission(context.principal.get(), ADMIN_PERMISSION)
+    async def GetReconciliation(
+        self, request: payments_service_pb2.GetReconciliationRequest, context: grpc.aio.ServicerContext
+    ) -> payments_service_pb2.GetReconciliationResponse:
+        require_permission(caller_or_none(), ADMIN_PERMISSION)
         return payments_service_pb2.GetReconciliationResponse(
             reconciliation=reconciliation_message(await self._reconciler.run())
         )
@@ -202,7 +218,9 @@ class PaymentsInternalServicer(payments_service_pb2_grpc.PaymentsInternalService
         self._payments = payments
         self._reconciler = Reconciler(payments)
 
-    async def InitializePayment(self, request: Any, ctx: Any) -> payments_service_pb2.InitializePaymentResponse:
+    async def InitializePayment(
+        self, request: payments_service_pb2.InitializePaymentRequest, context: grpc.aio.ServicerContext
+    ) -> payments_service_pb2.InitializePaymentResponse:
         payment = await self._payments.initialize(
             idempotency_key=request.idempotency_key,
             user_id=request.user_id,
@@ -219,11 +237,15 @@ class PaymentsInternalServicer(payments_service_pb2_grpc.PaymentsInternalService
             access_code=payment.access_code,
         )
 
-    async def RefundPayment(self, request: Any, ctx: Any) -> payments_service_pb2.RefundPaymentResponse:
+    async def RefundPayment(
+        self, request: payments_service_pb2.RefundPaymentRequest, context: grpc.aio.ServicerContext
+    ) -> payments_service_pb2.RefundPaymentResponse:
         payment = await self._payments.refund(request.payment_id, request.refund_id, request.reason)
         return payments_service_pb2.RefundPaymentResponse(payment=payment_message(payment))
 
-    async def CreatePayout(self, request: Any, ctx: Any) -> payments_service_pb2.CreatePayoutResponse:
+    async def CreatePayout(
+        self, request: payments_service_pb2.CreatePayoutRequest, context: grpc.aio.ServicerContext
+    ) -> payments_service_pb2.CreatePayoutResponse:
         payout = await self._payments.create_payout(
             payout_id=request.payout_id,
             goal_id=request.goal_id,
@@ -234,11 +256,15 @@ class PaymentsInternalServicer(payments_service_pb2_grpc.PaymentsInternalService
         )
         return payments_service_pb2.CreatePayoutResponse(payout=payout_message(payout))
 
-    async def GetPayout(self, request: Any, ctx: Any) -> payments_service_pb2.GetPayoutResponse:
+    async def GetPayout(
+        self, request: payments_service_pb2.GetPayoutRequest, context: grpc.aio.ServicerContext
+    ) -> payments_service_pb2.GetPayoutResponse:
         payout = await self._payments.payout(request.payout_id)
         return payments_service_pb2.GetPayoutResponse(payout=payout_message(payout))
 
-    async def Reconcile(self, request: Any, ctx: Any) -> payments_service_pb2.ReconcileResponse:
+    async def Reconcile(
+        self, request: payments_service_pb2.ReconcileRequest, context: grpc.aio.ServicerContext
+    ) -> payments_service_pb2.ReconcileResponse:
         return payments_service_pb2.ReconcileResponse(
             reconciliation=reconciliation_message(await self._reconciler.run())
         )
