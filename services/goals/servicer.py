@@ -12,8 +12,8 @@ from gofund.goals.v1 import goals_pb2, goals_service_pb2, goals_service_pb2_grpc
 
 from services.common import paging
 from services.common.context import caller, caller_or_none
-from services.common.errors import ErrorMapping, ErrorTable, FieldViolation, ValidationFailed
-from services.common.ids import canonical_id
+from services.common.errors import ErrorMapping, ErrorTable, FieldViolation, ValidationFailed, Validator
+from services.common.ids import canonical_id, check_id
 from services.common.proto import request_datetime, timestamp
 from services.goals import domain, store
 from services.goals.domain import ContributionStatus, GoalStatus, Outflow, PayoutOutcome, ProofStatus
@@ -266,15 +266,11 @@ class GoalsServicer(goals_service_pb2_grpc.GoalsServiceServicer):
     async def ListGoals(
         self, request: goals_service_pb2.ListGoalsRequest, context: grpc.aio.ServicerContext
     ) -> goals_service_pb2.ListGoalsResponse:
-        check_status = request.status == goals_pb2.GOAL_STATUS_UNSPECIFIED or request.status in _GOAL_STATUS_OF
-        owner_id = canonical_id(request.owner_id) if request.owner_id else None
-        violations = []
-        if not check_status:
-            violations.append(FieldViolation("status", "unknown goal status", "INVALID_STATUS"))
-        if request.owner_id and owner_id is None:
-            violations.append(FieldViolation("owner_id", "must be a UUID", "INVALID_OWNER_ID"))
-        if violations:
-            raise ValidationFailed(violations)
+        check = Validator()
+        known = request.status == goals_pb2.GOAL_STATUS_UNSPECIFIED or request.status in _GOAL_STATUS_OF
+        check.require(known, "status", "unknown goal status", "INVALID_STATUS")
+        owner_id = check_id(check, request.owner_id, "owner_id", "INVALID_OWNER_ID") if request.owner_id else None
+        check.raise_if_invalid()
         size = paging.page_size(request.page_size)
         scope = {"status": int(request.status), "owner_id": owner_id or ""}
         after = decode_cursor(request.page_token, scope)
