@@ -229,20 +229,6 @@ class PaymentRejected(DomainError):
 
 
 # -- validation -------------------------------------------------------------------
-def canonical_id(value: str) -> str | None:
-    """The UUID in its one stored form (lower-case, hyphenated), or None."""
-    try:
-        return str(uuid.UUID(value))
-    except ValueError:
-        return None
-
-
-def require_id(check: Validator, value: str, field: str, reason: str) -> str:
-    canonical = canonical_id(value)
-    check.require(canonical is not None, field, "must be a UUID", reason)
-    return canonical or ""
-
-
 def check_title(check: Validator, title: str) -> str:
     trimmed = title.strip()
     check.require(

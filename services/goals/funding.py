@@ -21,7 +21,8 @@ from datetime import datetime
 from services.common import outage
 from services.common.db import Database
 from services.common.errors import DomainError
-from services.goals import domain, lifecycle, store
+from services.common.ids import canonical_id
+from services.goals import lifecycle, store
 from services.goals.gateways import BalanceChange, LedgerGateway, Refused
 
 log = logging.getLogger("gofund.goals.funding")
@@ -74,7 +75,7 @@ class BalanceFollower:
     async def apply(self, change: BalanceChange) -> None:
         now = self.clock()
         async with self.database.transaction() as session:
-            goal_id = domain.canonical_id(change.entity_id)
+            goal_id = canonical_id(change.entity_id)
             goal = await store.get_goal(session, goal_id, lock=True) if goal_id else None
             if goal is not None and str(goal.account_id) == change.account_id:
                 await lifecycle.apply_balance(session, goal, change.balance, change.seq, now)

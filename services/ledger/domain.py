@@ -22,13 +22,13 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
 from services.common.errors import DomainError, Validator
+from services.common.ids import check_id
 from services.common.money import SUPPORTED_CURRENCIES
 
 PLATFORM_ENTITY = "platform"
@@ -179,23 +179,6 @@ def available(account_type: AccountType, debits: int, credits: int, debits_pendi
 
 
 # -- validation -----------------------------------------------------------------
-def is_uuid(value: str) -> bool:
-    return canonical_id(value) is not None
-
-
-def canonical_id(value: str) -> str | None:
-    """The id in the one form stored and compared (lower-case, hyphenated), or None.
-
-    uuid.UUID also parses upper-case, braced and hyphen-less forms; ids are
-    compared as strings in memory (watchers, postings, fingerprints), so every
-    id is brought to this form where a request enters.
-    """
-    try:
-        return str(uuid.UUID(value))
-    except ValueError:
-        return None
-
-
 def validate_account_key(account_type: AccountType | None, entity_id: str, currency: str) -> None:
     check = Validator()
     check.require(
@@ -210,7 +193,7 @@ def validate_account_key(account_type: AccountType | None, entity_id: str, curre
                 entity_id == PLATFORM_ENTITY, "entity_id", f'must be "{PLATFORM_ENTITY}"', "INVALID_ENTITY_ID"
             )
         else:
-            check.require(is_uuid(entity_id), "entity_id", "must be a UUID", "INVALID_ENTITY_ID")
+            check_id(check, entity_id, "entity_id", "INVALID_ENTITY_ID")
     check.require(
         currency in SUPPORTED_CURRENCIES,
         "currency",
@@ -243,7 +226,7 @@ def validate_transaction(transaction_id: str, postings: Sequence[Posting], descr
     )
     for index, posting in enumerate(postings):
         field = f"postings[{index}]"
-        check.require(is_uuid(posting.account_id), f"{field}.account_id", "must be a UUID", "INVALID_ACCOUNT_ID")
+        check_id(check, posting.account_id, f"{field}.account_id", "INVALID_ACCOUNT_ID")
         check.require(
             0 < posting.amount <= MAX_AMOUNT,
             f"{field}.amount",

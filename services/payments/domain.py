@@ -15,7 +15,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from services.common.errors import DomainError, FieldViolation, ValidationFailed, Validator
+from services.common.errors import DomainError, Validator
+from services.common.ids import check_id
 from services.common.money import MAX_PUBLIC_AMOUNT, SUPPORTED_CURRENCIES
 
 MAX_KEY = 200
@@ -331,20 +332,6 @@ def given_up(paystack_status: str, created_at: datetime, abandon_before: datetim
 
 
 # -- validation --------------------------------------------------------------------
-def valid_uuid(value: str) -> bool:
-    try:
-        uuid.UUID(value)
-    except ValueError:
-        return False
-    return True
-
-
-def require_uuid(value: str, field: str, reason: str) -> str:
-    if not valid_uuid(value):
-        raise ValidationFailed([FieldViolation(field, "must be a UUID", reason)])
-    return str(uuid.UUID(value))
-
-
 def check_key(
     check: Validator, value: str, field: str = "idempotency_key", reason: str = "INVALID_IDEMPOTENCY_KEY"
 ) -> None:
@@ -373,9 +360,9 @@ def validate_initialize(
 ) -> None:
     check = Validator()
     check_key(check, idempotency_key)
-    check.require(valid_uuid(user_id), "user_id", "must be a UUID", "INVALID_USER_ID")
-    check.require(valid_uuid(goal_id), "goal_id", "must be a UUID", "INVALID_GOAL_ID")
-    check.require(valid_uuid(contribution_id), "contribution_id", "must be a UUID", "INVALID_CONTRIBUTION_ID")
+    check_id(check, user_id, "user_id", "INVALID_USER_ID")
+    check_id(check, goal_id, "goal_id", "INVALID_GOAL_ID")
+    check_id(check, contribution_id, "contribution_id", "INVALID_CONTRIBUTION_ID")
     check_amount(check, amount)
     check_currency(check, currency)
     check.require(
@@ -409,9 +396,9 @@ def validate_recipient(*, account_number: str, bank_code: str, name: str, curren
 
 def validate_payout(*, payout_id: str, goal_id: str, user_id: str, amount: int, currency: str, reason: str) -> None:
     check = Validator()
-    check.require(valid_uuid(payout_id), "payout_id", "must be a UUID", "INVALID_PAYOUT_ID")
-    check.require(valid_uuid(goal_id), "goal_id", "must be a UUID", "INVALID_GOAL_ID")
-    check.require(valid_uuid(user_id), "user_id", "must be a UUID", "INVALID_USER_ID")
+    check_id(check, payout_id, "payout_id", "INVALID_PAYOUT_ID")
+    check_id(check, goal_id, "goal_id", "INVALID_GOAL_ID")
+    check_id(check, user_id, "user_id", "INVALID_USER_ID")
     check_amount(check, amount)
     check_currency(check, currency)
     check.require(len(reason) <= MAX_REASON, "reason", f"must be at most {MAX_REASON} characters", "INVALID_REASON")

@@ -27,7 +27,7 @@ CODES = tuple(code.name for code in grpc.StatusCode if code is not grpc.StatusCo
 # ("FAILED_PRECONDITION (NOT_PENDING) if ..., (PENDING_ALREADY_RESOLVED) if ...").
 _PROMISE = re.compile(r"\b(" + "|".join(CODES) + r")\s*(\([^)]*\)(?:[^;.()]*\([^)]*\))*)")
 # Calls whose string arguments are reasons: the error tables, the validators and their helpers.
-_PRODUCERS = {"ErrorMapping", "FieldViolation", "require", "missing", "require_id", "_invalid", "parse_id", "check_id"}
+_PRODUCERS = {"ErrorMapping", "FieldViolation", "require", "missing", "_invalid", "parse_id", "check_id"}
 # The shared runtime answers these on every service (services/common): promised by each service's protos.
 COMMON_REASONS = {
     "LOGIN_REQUIRED",

@@ -7,6 +7,7 @@ import uuid
 import pytest
 
 from services.common.errors import ValidationFailed
+from services.common.ids import canonical_id
 from services.ledger import domain
 from services.ledger.domain import AccountState, AccountType, EntryType, Posting
 
@@ -82,10 +83,10 @@ def test_fingerprint_covers_what_a_transaction_reverses() -> None:
 
 
 def test_ids_are_compared_in_one_canonical_form() -> None:
-    assert domain.canonical_id(A.upper()) == A
-    assert domain.canonical_id("{" + A + "}") == A
-    assert domain.canonical_id(A.replace("-", "")) == A
-    assert domain.canonical_id("platform") is None
+    assert canonical_id(A.upper()) == A
+    assert canonical_id("{" + A + "}") == A
+    assert canonical_id(A.replace("-", "")) == A
+    assert canonical_id("platform") is None
 
 
 def test_reversal_flips_every_side() -> None:
