@@ -117,7 +117,7 @@ class Ledger:
     @staticmethod
     async def _visible(session: store.Executor, account_id: str) -> store.AccountRow:
         account = await store.get_account(session, account_id)
-        caller = context.principal.get()
+        caller = context.caller_or_none()
         if not domain.can_view(
             account.account_type,
             account.entity_id,
