@@ -18,6 +18,7 @@ loop still logs it with its traceback.
 from __future__ import annotations
 
 import logging
+import random
 import time
 import weakref
 from collections.abc import Callable
@@ -35,14 +36,51 @@ from services.common.interceptors import store_unavailable
 log = logging.getLogger("gofund.outage")
 
 REMIND_S = 300.0
-# Codes with which a peer service says "not reachable in time", not "no".
-_UNREACHABLE_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+
+# The one set of gRPC codes with which a call to a peer service means "not reached, try
+# again later" rather than "no"; every retry decision (goals' gateways, payments' outbox,
+# the background loops here) uses it, so one failure is judged the same way everywhere.
+# It lives here because this module already decides what "a dependency is down" means
+# for every other kind of error.
+# - UNAVAILABLE, DEADLINE_EXCEEDED: the peer is away or slow.
+# - UNIMPLEMENTED: during a rolling deploy a call can reach a replica that does not have
+#   the method yet; the next try reaches a new one. Counting it as a failure would park
+#   payments' webhook events because of a deploy. A method that is really missing is
+#   still seen: its outage is a WARNING with a reminder every `remind_s`.
+# - CANCELLED: we did not cancel the call (our own cancellation is asyncio's
+#   CancelledError, not an RPC error), so the peer did: a server cancels its calls in
+#   flight when it shuts down, i.e. the peer restarting.
+TRANSIENT_CODES = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.UNIMPLEMENTED,
+        grpc.StatusCode.CANCELLED,
+    }
+)
+
+
+def unreachable(exc: grpc.aio.AioRpcError) -> bool:
+    """Whether a peer's gRPC error means it was not reached (see TRANSIENT_CODES), not a refusal."""
+    return exc.code() in TRANSIENT_CODES
+
+
+def backoff_s(attempt: int, base_s: float, cap_s: float, *, jitter: bool = True) -> float:
+    """The wait before retry `attempt` (>= 1): `base_s` doubling per attempt up to `cap_s`.
+
+    With `jitter` (the default) it is drawn from the upper half of that, so replicas that
+    lost one dependency at the same moment do not retry it in step. Without it, it is
+    exact, for a wait that is stored and shown (a saga step's next attempt time).
+    """
+    # The exponent is capped so that a long outage's attempt count cannot overflow a float.
+    ceiling = min(cap_s, base_s * 2 ** min(max(attempt - 1, 0), 60))
+    return random.uniform(ceiling / 2, ceiling) if jitter else ceiling
 
 
 def dependency_down(exc: BaseException) -> bool:
     """Whether `exc` means a dependency is away (retry later), not that our code or data is wrong."""
     if isinstance(exc, grpc.aio.AioRpcError):
-        return exc.code() in _UNREACHABLE_CODES
+        return unreachable(exc)
     if isinstance(exc, sqlalchemy.exc.DBAPIError):
         return store_unavailable(exc) or isinstance(exc.orig, psycopg.InterfaceError)
     return isinstance(

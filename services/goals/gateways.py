@@ -17,18 +17,10 @@ import grpc
 from gofund.ledger.v1 import ledger_pb2, ledger_service_pb2, ledger_service_pb2_grpc
 from gofund.payments.v1 import payments_pb2, payments_service_pb2, payments_service_pb2_grpc
 
+from services.common import outage
 from services.common.clients import Channels
 from services.common.errors import error_info
 from services.goals.domain import LedgerUnavailable, PaymentsUnavailable
-
-# Codes that mean "not reachable in time": the call may be retried later. An
-# UNIMPLEMENTED answer comes from a replica that does not have the method yet.
-_UNREACHABLE = (
-    grpc.StatusCode.UNAVAILABLE,
-    grpc.StatusCode.DEADLINE_EXCEEDED,
-    grpc.StatusCode.UNIMPLEMENTED,
-    grpc.StatusCode.CANCELLED,
-)
 
 DEBIT = ledger_pb2.ENTRY_TYPE_DEBIT
 CREDIT = ledger_pb2.ENTRY_TYPE_CREDIT
@@ -91,7 +83,7 @@ class LedgerGateway:
         try:
             return await method(request)
         except grpc.aio.AioRpcError as exc:
-            if exc.code() in _UNREACHABLE:
+            if outage.unreachable(exc):
                 raise LedgerUnavailable("the ledger is unavailable; retry") from None
             raise _refused("ledger", exc) from None
 
@@ -145,7 +137,7 @@ class LedgerGateway:
             async for message in call:
                 yield BalanceChange(message.account_id, message.entity_id, message.balance, message.seq)
         except grpc.aio.AioRpcError as exc:
-            if exc.code() in _UNREACHABLE:
+            if outage.unreachable(exc):
                 raise LedgerUnavailable(f"the balance stream ended: {exc.details()}") from None
             raise _refused("ledger", exc) from None
         finally:
@@ -174,7 +166,7 @@ class PaymentsGateway:
         try:
             return await method(request, timeout=self._provider_timeout_s)
         except grpc.aio.AioRpcError as exc:
-            if exc.code() in _UNREACHABLE:
+            if outage.unreachable(exc):
                 raise PaymentsUnavailable("the payments service is unavailable; retry with the same key") from None
             raise _refused("payments", exc) from None
 

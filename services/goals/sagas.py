@@ -60,6 +60,13 @@ PAYOUT_RETRY_CAP = timedelta(hours=6)
 REFUND_IN_FLIGHT = ("REFUND_PENDING", "REFUNDED")
 
 
+def _retry_delay(failures: int, *, base: timedelta, cap: timedelta) -> timedelta:
+    """The wait after a step failed `failures` times in a row. Without jitter: the time is
+    stored on the row and read by operators, and the scheduler takes every due row of a
+    tick at once, so replicas do not stampede on it."""
+    return timedelta(seconds=outage.backoff_s(failures, base.total_seconds(), cap.total_seconds(), jitter=False))
+
+
 def _error_text(exc: Exception) -> str:
     return str(exc)[:500]
 
@@ -103,7 +110,7 @@ class Sagas:
                 # refund is still settling): the same refund id is tried again later.
                 refund.failures += 1
                 refund.last_error = _error_text(exc)
-                refund.next_attempt_at = now + domain.retry_delay(refund.failures, base=RETRY_BASE, cap=RETRY_CAP)
+                refund.next_attempt_at = now + _retry_delay(refund.failures, base=RETRY_BASE, cap=RETRY_CAP)
                 self._step_failed(exc, "refund step failed", contribution_id=str(contribution_id))
                 return
             self._payments_outage.recovered()
@@ -112,7 +119,7 @@ class Sagas:
                 refund.state = RefundState.REQUESTED.value
                 refund.failures = checks
                 refund.last_error = ""
-                refund.next_attempt_at = now + domain.retry_delay(checks, base=REFUND_CHECK_BASE, cap=REFUND_CHECK_CAP)
+                refund.next_attempt_at = now + _retry_delay(checks, base=REFUND_CHECK_BASE, cap=REFUND_CHECK_CAP)
             elif status == "SUCCESS":
                 # Paystack failed the refund under this id (payments answers a
                 # replay with the payment as it stands): the next attempt gets a new id.
@@ -125,7 +132,7 @@ class Sagas:
             else:
                 refund.failures += 1
                 refund.last_error = f"payments answered the refund with status {status}"
-                refund.next_attempt_at = now + domain.retry_delay(refund.failures, base=RETRY_BASE, cap=RETRY_CAP)
+                refund.next_attempt_at = now + _retry_delay(refund.failures, base=RETRY_BASE, cap=RETRY_CAP)
                 log.error(
                     "unexpected payment status for a refund",
                     extra={"contribution_id": str(contribution_id), "status": status},
@@ -174,7 +181,7 @@ class Sagas:
             except (DomainError, Refused) as exc:
                 release.failures += 1
                 release.last_error = _error_text(exc)
-                release.next_attempt_at = now + domain.retry_delay(release.failures, base=RETRY_BASE, cap=RETRY_CAP)
+                release.next_attempt_at = now + _retry_delay(release.failures, base=RETRY_BASE, cap=RETRY_CAP)
                 self._step_failed(exc, "release posting failed", goal_id=str(goal_id))
                 return False
             self._ledger_outage.recovered()
@@ -232,7 +239,7 @@ class Sagas:
                 # yet; the saga waits and asks again, it never gives up.
                 release.failures += 1
                 release.last_error = _error_text(exc)
-                release.next_attempt_at = now + domain.retry_delay(release.failures, base=RETRY_BASE, cap=RETRY_CAP)
+                release.next_attempt_at = now + _retry_delay(release.failures, base=RETRY_BASE, cap=RETRY_CAP)
                 if isinstance(exc, Refused) and exc.precondition_failed:
                     log.info("payout not created yet", extra={"goal_id": str(goal_id), "error": release.last_error})
                 else:
@@ -245,4 +252,4 @@ class Sagas:
 
     @staticmethod
     def payout_retry_at(now: datetime, attempt: int) -> datetime:
-        return now + domain.retry_delay(attempt, base=PAYOUT_RETRY_BASE, cap=PAYOUT_RETRY_CAP)
+        return now + _retry_delay(attempt, base=PAYOUT_RETRY_BASE, cap=PAYOUT_RETRY_CAP)

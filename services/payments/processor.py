@@ -26,14 +26,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 from datetime import timedelta
 
 import grpc
-import pymongo.errors
 
 from services.common import context, outage
-from services.common.interceptors import store_unavailable
 from services.payments.domain import PaystackUnavailable
 from services.payments.service import Payments
 from services.payments.store import now
@@ -45,18 +42,15 @@ MAX_TRANSIENT_BACKOFF_S = 10.0
 IDLE_POLL_S = 1.0
 EVENT_LEASE = timedelta(seconds=30)
 LEASE_RENEWAL_S = 10.0
-_TRANSIENT_CODES = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED}
 
 
 def transient(exc: BaseException) -> bool:
-    """A failure of a dependency, not of the event: retried without counting towards parking."""
-    if isinstance(exc, grpc.aio.AioRpcError):
-        return exc.code() in _TRANSIENT_CODES
+    """A failure of a dependency, not of the event: retried without counting towards parking.
+    Which errors those are is the process-wide judgement (`outage.dependency_down`: a peer's
+    transient gRPC codes, the store's lost connections), plus Paystack being away."""
     # NotYetConfirmed is not among them: a verify that never agrees with a
     # signed charge.success must end up parked, in front of an operator.
-    return isinstance(exc, PaystackUnavailable | pymongo.errors.ConnectionFailure) or (
-        isinstance(exc, Exception) and store_unavailable(exc)
-    )
+    return isinstance(exc, PaystackUnavailable) or outage.dependency_down(exc)
 
 
 def dependency_of(exc: BaseException) -> str:
@@ -78,12 +72,6 @@ def report_recovered(resource: object) -> None:
     """Every dependency reached through `resource` answered (a whole event or sweep went through)."""
     for dependency in ("Paystack", "a peer service (identity, ledger or goals)", "payments database"):
         outage.tracker(resource, dependency).recovered()
-
-
-def backoff_s(attempt: int, base_s: float, cap_s: float) -> float:
-    """Exponential with jitter, so replicas retrying one dependency do not stampede."""
-    ceiling = min(cap_s, base_s * 2 ** max(attempt - 1, 0))
-    return random.uniform(ceiling / 2, ceiling)
 
 
 def raise_if_cancelling() -> None:
@@ -165,7 +153,7 @@ class Processor:
             failure_count = doc.get("failures", 0) + (0 if transient(exc) else 1)
             parked = failure_count >= self._max_attempts
             cap_s = MAX_TRANSIENT_BACKOFF_S if transient(exc) else MAX_BACKOFF_S
-            retry_at = None if parked else now() + timedelta(seconds=backoff_s(attempt, self._base_s, cap_s))
+            retry_at = None if parked else now() + timedelta(seconds=outage.backoff_s(attempt, self._base_s, cap_s))
             error = f"{type(exc).__name__}: {getattr(exc, 'message', None) or exc}"
             if isinstance(exc, grpc.aio.AioRpcError):
                 error = f"{exc.code().name}: {exc.details()}"

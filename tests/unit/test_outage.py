@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 import grpc
 import psycopg
@@ -10,7 +11,11 @@ import pymongo.errors
 import pytest
 import sqlalchemy.exc
 
-from services.common.outage import Outage, dependency_down, tracker
+from services.common.outage import TRANSIENT_CODES, Outage, backoff_s, dependency_down, tracker, unreachable
+from services.goals import domain
+from services.goals.sagas import _retry_delay
+from services.payments.domain import PaystackUnavailable
+from services.payments.processor import transient
 
 
 class Clock:
@@ -102,6 +107,9 @@ def test_every_loop_sharing_a_resource_shares_its_tracker() -> None:
         TimeoutError(),
         rpc_error(grpc.StatusCode.UNAVAILABLE),
         rpc_error(grpc.StatusCode.DEADLINE_EXCEEDED),
+        # A replica that does not have the method yet (rolling deploy), a peer shutting down.
+        rpc_error(grpc.StatusCode.UNIMPLEMENTED),
+        rpc_error(grpc.StatusCode.CANCELLED),
     ],
 )
 def test_a_dependency_being_away_is_recognised(exc: BaseException) -> None:
@@ -122,3 +130,36 @@ def test_a_dependency_being_away_is_recognised(exc: BaseException) -> None:
 )
 def test_a_bug_or_bad_data_is_not_an_outage(exc: BaseException) -> None:
     assert not dependency_down(exc)
+
+
+@pytest.mark.parametrize("code", list(grpc.StatusCode))
+def test_a_peer_is_unreachable_exactly_for_the_transient_codes(code: grpc.StatusCode) -> None:
+    assert unreachable(rpc_error(code)) is (code in TRANSIENT_CODES)
+    assert dependency_down(rpc_error(code)) is (code in TRANSIENT_CODES)
+
+
+def test_payments_retries_every_transient_code_without_counting_it_towards_parking() -> None:
+    assert all(transient(rpc_error(code)) for code in TRANSIENT_CODES)
+    assert transient(PaystackUnavailable("down"))
+    assert not transient(rpc_error(grpc.StatusCode.FAILED_PRECONDITION))
+    assert not transient(ValueError("bug"))
+
+
+def test_backoff_without_jitter_doubles_from_the_base_up_to_the_cap() -> None:
+    assert [backoff_s(n, 5, 60, jitter=False) for n in range(1, 7)] == [5, 10, 20, 40, 60, 60]
+    assert backoff_s(0, 5, 60, jitter=False) == 5
+    assert backoff_s(10_000, 5, 3600, jitter=False) == 3600
+
+
+def test_goals_saga_backoff_is_the_one_it_had() -> None:
+    for base, cap in [(timedelta(seconds=5), timedelta(minutes=10)), (timedelta(minutes=1), timedelta(hours=6))]:
+        for failures in [1, 2, 3, 7, 12, 31, 10_000]:
+            assert _retry_delay(failures, base=base, cap=cap) == domain.retry_delay(failures, base=base, cap=cap)
+
+
+def test_backoff_with_jitter_stays_in_the_upper_half_of_the_exponential_step() -> None:
+    for attempt in range(1, 12):
+        ceiling = min(10.0, 0.1 * 2 ** (attempt - 1))
+        waits = [backoff_s(attempt, 0.1, 10.0) for _ in range(50)]
+        assert all(ceiling / 2 <= wait <= ceiling for wait in waits)
+    assert len({backoff_s(3, 0.1, 10.0) for _ in range(50)}) > 1
