@@ -22,14 +22,11 @@ from services.identity.servicer import (
 )
 
 
-async def build(settings: Settings, stack: AsyncExitStack) -> Service:
-    database = Database("identity", settings.database_url("identity"))
-    stack.push_async_callback(database.dispose)
-    await database.check_ready()
-    # One LISTEN connection per process: it evicts identity's own token cache
-    # and feeds the WatchRevocations streams of the other services' caches.
-    revocations = RevocationFeed(database)
-    identity = Identity(
+def use_cases(settings: Settings, database: Database, revocations: RevocationFeed | None = None) -> Identity:
+    """Identity's use cases as the service runs them; `gofund admin create` uses them
+    too (without a revocation feed of its own), so the command cannot drift from the
+    service's wiring."""
+    return Identity(
         database,
         code_secret=settings.identity_secret,
         session_ttl=timedelta(hours=settings.session_ttl_hours),
@@ -46,6 +43,16 @@ async def build(settings: Settings, stack: AsyncExitStack) -> Service:
             code_guesses_per_account=settings.code_guesses_per_account,
         ),
     )
+
+
+async def build(settings: Settings, stack: AsyncExitStack) -> Service:
+    database = Database("identity", settings.database_url("identity"))
+    stack.push_async_callback(database.dispose)
+    await database.check_ready()
+    # One LISTEN connection per process: it evicts identity's own token cache
+    # and feeds the WatchRevocations streams of the other services' caches.
+    revocations = RevocationFeed(database)
+    identity = use_cases(settings, database, revocations)
     services = identity_service_pb2.DESCRIPTOR.services_by_name
     descriptors = [services["IdentityService"], services["IdentityInternalService"]]
     return Service(

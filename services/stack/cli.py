@@ -121,25 +121,17 @@ def _demo(args: argparse.Namespace) -> None:
 def _admin_create(args: argparse.Namespace) -> None:
     """Give an existing user the admin role (the first admin has no one to ask)."""
     import asyncio
-    from datetime import timedelta
 
     from services.common.db import Database
     from services.common.errors import DomainError
-    from services.identity.notify import LoggingSmsSender, SmtpEmailSender
-    from services.identity.service import Identity
+    from services.identity.main import use_cases
 
     settings = load_settings()
 
     async def grant() -> str:
         database = Database("identity", settings.database_url("identity"), pool_size=1)
         try:
-            identity = Identity(
-                database,
-                code_secret=settings.identity_secret,
-                session_ttl=timedelta(hours=settings.session_ttl_hours),
-                email=SmtpEmailSender(settings.smtp_host, settings.smtp_port),
-                sms=LoggingSmsSender(),
-            )
+            identity = use_cases(settings, database)
             user = await identity.user_by_email(args.email)
             view = await identity.grant(str(user.user.id), "admin")
             return (
