@@ -12,12 +12,11 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 import grpc
 import httpx
@@ -30,9 +29,12 @@ from services.paystack_sim.state import STATE_FILE, State
 from services.stack.stack import Stack
 from tests.conftest import sync_service_channel
 from tests.e2e.conftest import BIN, edge
+from tests.helpers import eventually_sync
 
 PASSWORD = "correct horse battery"
-T = TypeVar("T")
+
+# test_edge_web.py (being edited elsewhere) imports the wait from here; tests.helpers has the one implementation.
+eventually = eventually_sync
 
 
 class User:
@@ -67,22 +69,6 @@ def ok(response: httpx.Response) -> dict[str, Any]:
     assert response.status_code == 200, f"{response.status_code} {response.text}"
     body: dict[str, Any] = response.json()
     return body
-
-
-def reason_of(response: httpx.Response) -> str:
-    return str(next(d["reason"] for d in response.json()["details"] if d["@type"].endswith("ErrorInfo")))
-
-
-def eventually(check: Callable[[], T | None], timeout_s: float = 20.0, what: str = "condition") -> T:
-    """Poll `check` until it returns something truthy (an effect of a webhook, a saga...)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 # -- goals and contributions ---------------------------------------------------------------------
@@ -127,7 +113,7 @@ def payment(stack: Stack, payer: User, payment_id: str) -> dict[str, Any]:
 
 
 def payment_status(stack: Stack, payer: User, payment_id: str, status: str, timeout_s: float = 20.0) -> dict[str, Any]:
-    return eventually(
+    return eventually_sync(
         lambda: (p := payment(stack, payer, payment_id))["status"] == f"PAYMENT_STATUS_{status}" and p,
         timeout_s,
         f"payment {payment_id} to be {status}",
@@ -139,7 +125,7 @@ def contributed(stack: Stack, payer: User, goal: dict[str, Any], amount: int) ->
     started = contribute(stack, payer, goal, amount)
     pay(started["authorization_url"])
     contribution_id = started["contribution"]["id"]
-    return eventually(
+    return eventually_sync(
         lambda: (
             (c := ok(api(stack, "GET", f"/v1/contributions/{contribution_id}", payer))["contribution"])["status"]
             == "CONTRIBUTION_STATUS_SUCCEEDED"
@@ -150,7 +136,7 @@ def contributed(stack: Stack, payer: User, goal: dict[str, Any], amount: int) ->
 
 
 def goal_status(stack: Stack, goal_id: str, status: str, timeout_s: float = 30.0) -> dict[str, Any]:
-    return eventually(
+    return eventually_sync(
         lambda: (g := ok(api(stack, "GET", f"/v1/goals/{goal_id}"))["goal"])["status"] == f"GOAL_STATUS_{status}" and g,
         timeout_s,
         f"goal {goal_id} to be {status}",
@@ -185,7 +171,7 @@ def settle_payout(stack: Stack, goal_id: str, outcome: str = "success") -> None:
             )
         return found
 
-    reference = eventually(payout, what="the payout to be requested")["reference"]
+    reference = eventually_sync(payout, what="the payout to be requested")["reference"]
     settled = httpx.post(
         f"{stack.settings.paystack_url}/_sim/transfers/{reference}/settle", json={"outcome": outcome}, timeout=10
     )
@@ -286,13 +272,18 @@ def reconcile(stack: Stack) -> subprocess.CompletedProcess[str]:
 
 def reconciled_clean(stack: Stack, timeout_s: float = 60.0) -> str:
     """Poll reconciliation until it finds no drift (work in flight settles first); its report."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        report = reconcile(stack)
-        if report.returncode == 0 or time.monotonic() >= deadline:
-            assert report.returncode == 0, f"reconciliation is not clean:\n{report.stdout}{report.stderr}"
-            return report.stdout
-        time.sleep(0.5)
+    reports: list[subprocess.CompletedProcess[str]] = []
+
+    def clean() -> bool:
+        reports.append(reconcile(stack))
+        return reports[-1].returncode == 0
+
+    # On a timeout the last report, which names what drifted, is the better failure.
+    with contextlib.suppress(AssertionError):
+        eventually_sync(clean, timeout_s, "reconciliation to be clean", interval_s=0.5)
+    report = reports[-1]
+    assert report.returncode == 0, f"reconciliation is not clean:\n{report.stdout}{report.stderr}"
+    return report.stdout
 
 
 def make_admin(stack: Stack, user: User) -> None:

@@ -24,11 +24,11 @@ from gofund.ledger.v1 import ledger_service_pb2, ledger_service_pb2_grpc
 from gofund.payments.v1 import payments_service_pb2, payments_service_pb2_grpc
 
 from services.common.db import psycopg_dsn
-from services.common.errors import error_info
 from services.stack.envoy_config import DESCRIPTOR, SERVICES
 from services.stack.stack import Stack
 from tests.e2e.conftest import BIN, edge, stack_environment
-from tests.e2e.money import api, deliver, eventually, new_user, open_goal, reason_of
+from tests.e2e.money import api, deliver, new_user, open_goal
+from tests.helpers import eventually_sync, reason, reason_of
 
 WEB_ORIGIN = "https://app.gofund.test"
 ROUTE_DEADLINE_MS = 1500
@@ -124,9 +124,7 @@ def test_a_user_token_on_an_internal_port_is_403(front: Stack, service: str) -> 
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel, pytest.raises(grpc.RpcError) as refused:
         INTERNAL_CALLS[service](channel, bearer)
     assert refused.value.code() is grpc.StatusCode.PERMISSION_DENIED
-    info = error_info(refused.value)  # type: ignore[arg-type]
-    assert info is not None
-    assert info.reason == "USER_TOKEN_ON_INTERNAL_SERVICE"
+    assert reason(refused.value) == "USER_TOKEN_ON_INTERNAL_SERVICE"
 
 
 def test_webhooks_beyond_their_bucket_get_a_json_429(front: Stack) -> None:
@@ -158,7 +156,7 @@ def test_a_call_past_its_route_deadline_is_504_json_and_the_service_stopped_at_t
         response = api(front, "GET", f"/v1/goals/{goal['id']}")
         # Still holding the lock: the service can only have ended the call because
         # it saw the route's deadline (grpc-timeout), not because the read finished.
-        eventually(
+        eventually_sync(
             lambda: [
                 c for c in logged_calls(front, "goals", get_goal) if c["code"] in ("CANCELLED", "DEADLINE_EXCEEDED")
             ],
@@ -192,16 +190,31 @@ def test_killing_one_replica_of_each_service_loses_no_retried_request(front: Sta
                         status = client.get(f"{edge(front)}{path}").status_code
                     results.append((time.monotonic(), attempts, status))
 
+    def killed_replicas_failed() -> bool:
+        clusters = httpx.get(f"http://127.0.0.1:{front.settings.envoy_admin_port}/clusters?format=json", timeout=10)
+        return all(
+            sorted(h["health_status"].get("failed_active_health_check", False) for h in cluster["host_statuses"])
+            == [False, True]
+            for cluster in clusters.json()["cluster_statuses"]
+        )
+
+    def answered_since(count: int) -> int:
+        return len(results) - count
+
     worker = threading.Thread(target=traffic)
     worker.start()
     try:
-        time.sleep(1.0)
+        eventually_sync(lambda: answered_since(0) >= len(paths), what="traffic through both replicas")
         killed_at = time.monotonic()
         for name in SERVICES:
             front.replica_processes[name][1].kill()
-        time.sleep(4.0)  # two health-check intervals and then some
-        settled_at = time.monotonic()
-        time.sleep(2.0)
+        # Envoy's active health check marks each killed replica failed; a round of requests
+        # later, none started before that is still in flight.
+        eventually_sync(killed_replicas_failed, 30, "Envoy to mark the killed replicas failed", interval_s=0.2)
+        marked = len(results)
+        eventually_sync(lambda: answered_since(marked) > len(paths), what="a round of requests after the marking")
+        settled_at, settled = time.monotonic(), len(results)
+        eventually_sync(lambda: answered_since(settled) >= 2 * len(paths), what="requests once settled")
     finally:
         stop.set()
         worker.join()
@@ -232,12 +245,7 @@ def test_the_access_log_is_json_lines_with_the_request_id_envoy_made(front: Stac
                 return found
         return None
 
-    deadline = time.monotonic() + 10
-    entry = logged()
-    while entry is None and time.monotonic() < deadline:
-        time.sleep(0.1)
-        entry = logged()
-    assert entry is not None
+    entry = eventually_sync(logged, 10, f"the edge's access log line for request {request_id}")
     assert (entry["status"], entry["path"]) == (200, "/v1/goals?page_size=1")
     assert entry["grpc_method"] == "/gofund.goals.v1.GoalsService/ListGoals"
 

@@ -23,7 +23,6 @@ from tests.e2e.money import (
     api,
     balance,
     contributed,
-    eventually,
     goal_status,
     ledger,
     new_user,
@@ -35,6 +34,7 @@ from tests.e2e.money import (
     settle_payout,
     transaction,
 )
+from tests.helpers import eventually_sync
 
 
 def watch_goal(stack: Stack, goal_id: str, received: list[dict[str, Any]], opened: threading.Event) -> None:
@@ -61,7 +61,9 @@ def test_a_funded_goal_is_proven_approved_released_and_paid_out(stack: Stack) ->
     contributed(stack, bob, goal, 40_000)
     funded = goal_status(stack, goal["id"], "FUNDED")
     assert (funded["raised_amount"], funded["contributor_count"]) == ("100000", 2)
-    eventually(lambda: progress and progress[-1]["status"] == "GOAL_STATUS_FUNDED", what="the stream to show FUNDED")
+    eventually_sync(
+        lambda: progress and progress[-1]["status"] == "GOAL_STATUS_FUNDED", what="the stream to show FUNDED"
+    )
     messages = [p for p in progress if not p.get("heartbeat")]
     changes = [(int(p["raised_amount"]), p["contributor_count"], p["status"]) for p in messages]
     assert changes[0] == (0, 0, "GOAL_STATUS_OPEN")  # the first message is the state when the watch began
@@ -106,7 +108,7 @@ def test_a_funded_goal_is_proven_approved_released_and_paid_out(stack: Stack) ->
             timeout=10,
         ).account.id  # fmt: skip
     assert balance(stack, owner_account) == 0  # paid out
-    eventually(lambda: progress[-1]["status"] == "GOAL_STATUS_WITHDRAWN", what="the stream to show WITHDRAWN")
+    eventually_sync(lambda: progress[-1]["status"] == "GOAL_STATUS_WITHDRAWN", what="the stream to show WITHDRAWN")
     watcher.join(10)
     assert not watcher.is_alive()  # the stream ends after the final status
     reconcile = subprocess.run(
@@ -141,7 +143,7 @@ def test_a_cancelled_goal_refunds_every_contribution(stack: Stack) -> None:
             )
         return ok(api(stack, "GET", f"/v1/goals/{goal['id']}"))["goal"]["status"] == "GOAL_STATUS_REFUNDED"
 
-    eventually(settle_refunds, timeout_s=60, what="the refunds to complete")
+    eventually_sync(settle_refunds, timeout_s=60, what="the refunds to complete")
     for contribution, payer in ((first, alice), (second, bob)):
         refunded = ok(api(stack, "GET", f"/v1/contributions/{contribution['id']}", payer))["contribution"]
         assert refunded["status"] == "CONTRIBUTION_STATUS_REFUNDED"
@@ -179,7 +181,7 @@ def test_a_failed_transfer_keeps_the_money_with_the_owner_and_the_goal_released(
     _, goal, owner_account = released_goal(stack, 20_000)
     owed = 20_000 - 20_000 * stack.settings.platform_fee_bps // 10_000
     settle_payout(stack, goal["id"], outcome="failed")
-    (payout,) = eventually(
+    (payout,) = eventually_sync(
         lambda: [p for p in payouts_of(stack, goal["id"]) if p["status"] == "FAILED"], what="the failed payout"
     )
     assert transaction(stack, f"payout:{payout['payoutId']}:transfer") is None  # no money left

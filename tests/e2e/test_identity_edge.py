@@ -7,7 +7,6 @@ import json
 import os
 import re
 import subprocess
-import time
 import uuid
 from typing import Any
 
@@ -15,6 +14,7 @@ import httpx
 
 from services.stack.stack import Stack
 from tests.e2e.conftest import BIN, edge
+from tests.helpers import eventually_sync, reason_of
 
 PASSWORD = "correct horse battery"
 
@@ -37,10 +37,6 @@ def login(stack: Stack, login_: str, password: str = PASSWORD) -> httpx.Response
 
 def bearer(token: str) -> dict[str, str]:
     return {"authorization": f"Bearer {token}"}
-
-
-def reason_of(response: httpx.Response) -> str:
-    return str(next(d["reason"] for d in response.json()["details"] if d["@type"].endswith("ErrorInfo")))
 
 
 def new_user(stack: Stack) -> tuple[dict[str, Any], str]:
@@ -139,11 +135,12 @@ def test_gofund_admin_create_lets_a_user_manage_roles(stack: Stack) -> None:
     assert "admin" in result.stdout
     # The grant happened outside the identity process, whose cached answer for this
     # (already used) token lapses within GOFUND_AUTH_CACHE_MS (5 s).
-    deadline = time.monotonic() + 8
-    roles = httpx.get(f"{edge(stack)}/v1/roles", headers=bearer(token), timeout=10)
-    while roles.status_code == 403 and time.monotonic() < deadline:
-        time.sleep(0.2)
-        roles = httpx.get(f"{edge(stack)}/v1/roles", headers=bearer(token), timeout=10)
+    roles = eventually_sync(
+        lambda: (r := httpx.get(f"{edge(stack)}/v1/roles", headers=bearer(token), timeout=10)).status_code != 403 and r,
+        8,
+        "the admin grant to reach the cached token",
+        interval_s=0.2,
+    )
     assert roles.status_code == 200
     assert {"member", "admin"} <= {r["name"] for r in roles.json()["roles"]}
 
@@ -198,13 +195,12 @@ def test_an_admin_assigns_and_revokes_roles_over_json(stack: Stack) -> None:
 # Keep this test last in the session: it uses up 127.0.0.1's login bucket at the edge (or, first,
 # identity's limit on failed logins of this unknown account); either answers this JSON 429.
 def test_login_is_rate_limited_at_the_edge_with_a_json_429(stack: Stack) -> None:
-    limited = None
-    deadline = time.monotonic() + 30
-    while limited is None and time.monotonic() < deadline:
-        response = login(stack, "nobody@example.com", "whatever-password")
-        if response.status_code == 429:
-            limited = response
-    assert limited is not None
+    limited = eventually_sync(
+        lambda: (r := login(stack, "nobody@example.com", "whatever-password")).status_code == 429 and r,
+        30,
+        "a login to be rate limited",
+        interval_s=0,
+    )
     assert limited.headers["content-type"] == "application/json"
     assert limited.json()["details"][0]["reason"] == "RATE_LIMITED"
     assert int(limited.headers["retry-after"]) > 0

@@ -15,7 +15,8 @@ import httpx
 
 from services.stack.stack import Stack
 from tests.e2e.conftest import edge
-from tests.e2e.money import PASSWORD, User, new_user, reason_of
+from tests.e2e.money import PASSWORD, User, new_user
+from tests.helpers import reason_of
 
 
 def client(stack: Stack, address: str) -> httpx.Client:

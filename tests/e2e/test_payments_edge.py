@@ -25,7 +25,6 @@ from tests.e2e.money import (
     contributed,
     deliver,
     entries,
-    eventually,
     make_admin,
     new_user,
     ok,
@@ -35,16 +34,18 @@ from tests.e2e.money import (
     payment_status,
     payments_db,
     platform_account,
-    reason_of,
     sim_events,
     sim_transactions,
     transaction,
 )
+from tests.helpers import eventually_sync, reason_of
 
 
 def charge_body(stack: Stack, reference: str) -> bytes:
     """The charge.success the simulator sent for `reference`, as bytes to deliver again."""
-    (event,) = eventually(lambda: sim_events(stack, event="charge.success", reference=reference), what="charge.success")
+    (event,) = eventually_sync(
+        lambda: sim_events(stack, event="charge.success", reference=reference), what="charge.success"
+    )
     return json.dumps(event["payload"]).encode()
 
 
@@ -208,7 +209,7 @@ def test_refund_of_a_paid_contribution_returns_the_money_once_and_a_failed_refun
     )
     assert transaction(stack, domain.refund_settle_id(failed)) is None
     assert balance(stack, goal["account_id"]) == 0
-    eventually(
+    eventually_sync(
         lambda: (
             ok(api(stack, "GET", f"/v1/contributions/{contribution['id']}", payer))["contribution"]["status"]
             == "CONTRIBUTION_STATUS_REFUNDED"
@@ -279,7 +280,7 @@ def test_webhook_events_are_listed_for_payments_admins_only(stack: Stack) -> Non
     assert (denied.status_code, reason_of(denied)) == (403, "MISSING_PERMISSION")
     admin = new_user(stack)
     make_admin(stack, admin)
-    listed = eventually(
+    listed = eventually_sync(
         lambda: (r := api(stack, "GET", "/v1/webhook-events?page_size=2", admin)).status_code == 200 and r.json(),
         what="the admin role to reach the payments service's cache",
     )

@@ -19,17 +19,16 @@ from tests.e2e.money import (
     balance,
     contribute,
     contributed,
-    eventually,
     make_admin,
     new_user,
     open_goal,
     pay,
     payment,
-    reason_of,
     reconcile,
     reconciled_clean,
     transaction,
 )
+from tests.helpers import eventually_sync, reason_of
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +57,7 @@ def test_a_settled_platform_reconciles_clean_by_command_and_admin_route(audited:
     report = reconciled_clean(audited)
     assert "no drift" in report
     make_admin(audited, operator)
-    clean = eventually(
+    clean = eventually_sync(
         lambda: (r := api(audited, "GET", "/v1/reconciliation", operator)).status_code == 200 and r.json(),
         what="the admin role to reach the payments service's cache",
     )
@@ -74,7 +73,7 @@ def test_a_charge_paystack_captured_for_another_amount_is_flagged_and_named_by_r
     started = contribute(audited, payer, goal, 30_000)
     payment_id = started["contribution"]["payment_id"]
     pay(started["authorization_url"], amount=3_000)  # Paystack captured a tenth of it
-    flagged = eventually(lambda: (p := payment(audited, payer, payment_id))["flagged"] and p, what="the flag")
+    flagged = eventually_sync(lambda: (p := payment(audited, payer, payment_id))["flagged"] and p, what="the flag")
     assert flagged["status"] == "PAYMENT_STATUS_PENDING"
     assert "3000" in flagged["flag_reason"]
     assert transaction(audited, capture_transaction_id(payment_id)) is None
@@ -86,14 +85,14 @@ def test_a_charge_paystack_captured_for_another_amount_is_flagged_and_named_by_r
     assert any(line.strip().startswith("CHARGE_NOT_CAPTURED") for line in ours), report.stdout
     assert any(line.strip().startswith("NEEDS_OPERATOR") for line in ours), report.stdout
     make_admin(audited, operator)
-    listed = eventually(
+    listed = eventually_sync(
         lambda: (r := api(audited, "GET", "/v1/reconciliation", operator)).status_code == 200 and r.json(),
         what="the admin role to reach the payments service's cache",
     )
     kinds = {d["kind"] for d in ok_drifts(listed) if d["ids"].get("payment_id") == payment_id}
     assert {"DRIFT_KIND_CHARGE_NOT_CAPTURED", "DRIFT_KIND_NEEDS_OPERATOR"} <= kinds
     # The scheduled run: two runs in a row found it, so the platform's metrics count it.
-    eventually(lambda: drift_gauge(audited, "NEEDS_OPERATOR") >= 1, what="the scheduled run's drift gauge")
+    eventually_sync(lambda: drift_gauge(audited, "NEEDS_OPERATOR") >= 1, what="the scheduled run's drift gauge")
     assert drift_gauge(audited, "CHARGE_NOT_CAPTURED") >= 1
 
 

@@ -23,7 +23,6 @@ from tests.e2e.money import (
     contribute,
     contributed,
     entries,
-    eventually,
     goal_status,
     new_user,
     ok,
@@ -37,6 +36,7 @@ from tests.e2e.money import (
     sim_events,
     transaction,
 )
+from tests.helpers import eventually_sync
 
 
 @pytest.fixture(scope="module")
@@ -63,8 +63,8 @@ def test_a_webhook_arriving_while_the_ledger_is_down_is_credited_once_it_returns
     try:
         pay(started["authorization_url"])
         # Acknowledged to Paystack (200), stored, and retried while the ledger is away.
-        eventually(lambda: [e for e in sim_events(fragile, reference=reference) if e["last_http_status"] == 200])
-        retried = eventually(
+        eventually_sync(lambda: [e for e in sim_events(fragile, reference=reference) if e["last_http_status"] == 200])
+        retried = eventually_sync(
             lambda: (e := stored_event(fragile, reference)) and int(str(e["attempts"])) >= 2 and e,
             what="the processor to retry",
         )
@@ -89,7 +89,7 @@ def test_payments_killed_between_storing_and_processing_finishes_after_restart(f
     fragile.services["ledger"].stop()
     try:
         pay(started["authorization_url"])
-        eventually(lambda: stored_event(fragile, reference), what="the event to be stored")
+        eventually_sync(lambda: stored_event(fragile, reference), what="the event to be stored")
         fragile.services["payments"].kill()
     finally:
         fragile.start_service("ledger")
@@ -123,7 +123,7 @@ def test_goals_killed_mid_release_completes_the_release_once_after_restart(fragi
     payments.send_signal(signal.SIGSTOP)  # the payout request will hang: the release stops between its steps
     try:
         ok(api(fragile, "POST", f"/v1/proofs/{proof['id']}/votes", backer, json={"is_approved": True}))
-        eventually(lambda: transaction(fragile, f"goal:{goal['id']}:release"), what="the release posting")
+        eventually_sync(lambda: transaction(fragile, f"goal:{goal['id']}:release"), what="the release posting")
         fragile.services["goals"].kill()
     finally:
         payments.send_signal(signal.SIGCONT)

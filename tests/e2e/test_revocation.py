@@ -9,7 +9,8 @@ import grpc
 from gofund.identity.v1 import identity_service_pb2, identity_service_pb2_grpc
 
 from services.stack.stack import Stack
-from tests.e2e.money import PASSWORD, User, api, make_admin, new_user, platform_account, reason_of
+from tests.e2e.money import PASSWORD, User, api, make_admin, new_user, platform_account
+from tests.helpers import reason_of
 
 
 def authenticated_reads() -> dict[str, str]:

@@ -15,15 +15,8 @@ import httpx
 
 from services.stack.stack import Stack
 from tests.e2e.conftest import edge
-from tests.e2e.money import (
-    api,
-    contributed,
-    goal_status,
-    new_user,
-    ok,
-    open_goal,
-    reason_of,
-)
+from tests.e2e.money import api, contributed, goal_status, new_user, ok, open_goal
+from tests.helpers import reason_of
 
 
 def wraps(response: httpx.Response, *keys: str) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from services.stack.envoy_config import SERVICES
 from services.stack.stack import PORT_VARIABLES, Stack, StackError
 from tests.conftest import sync_service_channel
 from tests.e2e.conftest import BIN, edge, stack_environment
+from tests.helpers import eventually_sync, reason
 
 
 def grpcurl(*args: str) -> subprocess.CompletedProcess[str]:
@@ -204,10 +205,9 @@ def test_balance_watch_streams_ndjson_through_envoy_as_changes_happen(stack: Sta
             assert second["balance"] == "15"
             assert int(second["seq"]) > int(first["seq"])
         # The client went away: the ledger's watcher is gone with it.
-        deadline = time.monotonic() + 10
-        while open_streams(stack, "ledger", WATCH_BALANCE) != before and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert open_streams(stack, "ledger", WATCH_BALANCE) == before
+        eventually_sync(
+            lambda: open_streams(stack, "ledger", WATCH_BALANCE) == before, 10, "the ledger's watcher to be gone"
+        )
 
 
 def test_gofund_ledger_reconcile_reports_no_differences(stack: Stack) -> None:
@@ -237,9 +237,7 @@ def test_native_grpc_through_envoy_reaches_a_public_service(stack: Stack) -> Non
             stub.GetAccount(ledger_service_pb2.GetAccountRequest(account_id="not-a-uuid"), timeout=10)
     error = raised.value
     assert error.code() is grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
-    info = error_info(error)  # type: ignore[arg-type]
-    assert info is not None
-    assert (info.reason, info.domain) == ("INVALID_ACCOUNT_ID", "ledger.gofund")
+    assert reason(error, "ledger.gofund") == "INVALID_ACCOUNT_ID"
 
 
 def test_internal_service_is_not_reachable_through_envoy(stack: Stack) -> None:
@@ -271,10 +269,7 @@ def test_service_logs_carry_the_request_id_envoy_returned(stack: Stack) -> None:
         )
 
     # The service writes its log line as the call ends, which may be just after the reply.
-    deadline = time.monotonic() + 5
-    while not logged() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert logged()
+    eventually_sync(logged, 5, f"goals' log line for request {request_id}")
 
 
 def test_second_stack_on_the_same_data_directory_is_refused(stack: Stack) -> None:

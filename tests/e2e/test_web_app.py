@@ -29,6 +29,7 @@ from playwright.sync_api import Browser, BrowserContext, Page, Playwright, expec
 
 from services.stack.stack import Stack
 from tests.e2e.conftest import edge, stack_environment
+from tests.helpers import eventually_sync
 
 CHROMIUM = Path("/usr/bin/chromium")
 PASSWORD = "correct horse battery"
@@ -126,9 +127,7 @@ def mailed_code(stack: Stack, email: str) -> str:
         match = re.search(r"\b(\d{6})\b", found[-1]["body"]) if found else None
         return match.group(1) if match else None
 
-    from tests.e2e.money import eventually
-
-    return eventually(latest, what=f"a code mailed to {email}")
+    return eventually_sync(latest, what=f"a code mailed to {email}")
 
 
 def log_in(page: Page, stack: Stack, login: str) -> None:
