@@ -231,9 +231,13 @@ async def test_health_is_serving_then_not_serving_while_draining(probe: Any) -> 
             response = await health.Check(health_pb2.HealthCheckRequest(service=name))
             assert response.status == health_pb2.HealthCheckResponse.SERVING
         stopping = asyncio.create_task(runner.stop())
-        await asyncio.sleep(0.1)  # inside the 300 ms drain window
-        response = await health.Check(health_pb2.HealthCheckRequest(service=""))
-        assert response.status == health_pb2.HealthCheckResponse.NOT_SERVING
+
+        async def not_serving() -> bool:
+            response = await health.Check(health_pb2.HealthCheckRequest(service=""))
+            return bool(response.status == health_pb2.HealthCheckResponse.NOT_SERVING)
+
+        # Asked within the 300 ms drain window, while the server still answers.
+        await eventually(not_serving, what="health to say NOT_SERVING", interval_s=0.01)
         await stopping
 
 
