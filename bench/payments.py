@@ -36,8 +36,8 @@ from benchkit import line, stack_overrides, user
 from gofund.ledger.v1 import ledger_pb2, ledger_service_pb2, ledger_service_pb2_grpc
 from pymongo import MongoClient
 
-from services.common.auth import SERVICE_CREDENTIAL_HEADER
 from services.common.config import Settings
+from services.common.headers import SERVICE_CREDENTIAL_HEADER
 from services.payments.domain import capture_transaction_id, sign
 from services.stack import embedded
 from services.stack.stack import Stack

@@ -16,9 +16,9 @@ from typing import Any
 import grpc
 import pytest
 
-from services.common.auth import SERVICE_CREDENTIAL_HEADER
 from services.common.config import Settings
 from services.common.db import ensure_database, upgrade
+from services.common.headers import SERVICE_CREDENTIAL_HEADER
 from services.stack import embedded
 
 

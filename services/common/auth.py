@@ -43,14 +43,13 @@ from services.common.errors import (
     ServiceCredentialRequired,
     UserTokenOnInternalService,
 )
+from services.common.headers import AUTHORIZATION_HEADER, SERVICE_CREDENTIAL_HEADER
 
 if TYPE_CHECKING:
     from services.common.clients import Channels
 
 log = logging.getLogger("gofund.auth")
 
-SERVICE_CREDENTIAL_HEADER = "x-gofund-service-credential"
-AUTHORIZATION_HEADER = "authorization"
 MAX_CACHE_TTL_S = 5.0
 MAX_CACHE_ENTRIES = 10_000
 # Reconnecting to identity's revocation stream: from this, doubling, up to the max.

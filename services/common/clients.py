@@ -21,9 +21,8 @@ import grpc
 from google.protobuf import descriptor, descriptor_pb2
 
 from services.common import context
-from services.common.auth import SERVICE_CREDENTIAL_HEADER
 from services.common.config import Settings
-from services.common.interceptors import REQUEST_ID_HEADER
+from services.common.headers import REQUEST_ID_HEADER, SERVICE_CREDENTIAL_HEADER
 
 _RETRY_POLICY = {
     "maxAttempts": 4,

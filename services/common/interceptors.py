@@ -45,6 +45,7 @@ from services.common.errors import (
     internal_status,
     make_status,
 )
+from services.common.headers import REQUEST_ID_HEADER
 from services.common.metrics import RpcMetrics
 
 log = logging.getLogger("gofund.rpc")
@@ -53,7 +54,6 @@ log = logging.getLogger("gofund.rpc")
 # for a service or an anonymous caller), or a DomainError refusing the call.
 Authorize = Callable[[str, dict[str, Any]], Awaitable[Principal | None]]
 
-REQUEST_ID_HEADER = "x-request-id"
 HEALTH_METHOD_PREFIX = "/grpc.health.v1.Health/"
 
 # Status codes a dependency's failure is passed on with; anything else from a

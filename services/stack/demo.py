@@ -24,8 +24,8 @@ import grpc
 import httpx
 from gofund.ledger.v1 import ledger_pb2, ledger_service_pb2, ledger_service_pb2_grpc
 
-from services.common.auth import SERVICE_CREDENTIAL_HEADER
 from services.common.config import Settings
+from services.common.headers import SERVICE_CREDENTIAL_HEADER
 
 PASSWORD = "demo password 123"  # noqa: S105 - throwaway demo users
 T = TypeVar("T")
