@@ -19,6 +19,7 @@ state machines are synchronous; each rule hands its coroutine to that loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import traceback
 import uuid
@@ -42,6 +43,7 @@ from services.goals import domain as goals_domain
 from services.payments.janitor import Janitor
 from services.payments.reconcile import Reconciler
 from services.payments.store import now
+from tests.helpers import eventually
 from tests.integration.goals_fixtures import Platform, User, start_platform
 
 T = TypeVar("T")
@@ -241,16 +243,21 @@ class GoalMoney(RuleBasedStateMachine):
     async def _settled_and_safe(self) -> str:
         """Check the invariants once the platform has settled; where the goal stands, for the statistics."""
         reconciler = Reconciler(self._payments())
-        deadline = asyncio.get_running_loop().time() + SETTLE_TIMEOUT_S
-        while True:
+        reports: list[Any] = []
+
+        async def settled() -> bool:
             # Let the platform finish what the step set in motion (webhooks, sagas, and the
             # janitor's look a few minutes on, which finds a webhook Paystack lost):
             # reconciliation is clean once it has; until then it may show work in flight.
-            report = await reconciler.run()
-            if not report.drifts or asyncio.get_running_loop().time() > deadline:
-                break
-            await self._janitor(timedelta(minutes=6)).sweep()
-            await asyncio.sleep(0.2)
+            if reports:
+                await self._janitor(timedelta(minutes=6)).sweep()
+            reports.append(await reconciler.run())
+            return not reports[-1].drifts
+
+        # On a timeout the drifts last found are the better failure.
+        with contextlib.suppress(AssertionError):
+            await eventually(settled, SETTLE_TIMEOUT_S, "the platform to settle", interval_s=0.2)
+        report = reports[-1]
         assert [(d.kind, dict(d.ids), d.detail) for d in report.drifts] == []
         outflow, releases, goal_refunds = (
             await self.platform.goals_sql(
