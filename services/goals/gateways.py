@@ -9,26 +9,23 @@ come back as domain errors: the dependency could not be reached in time
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
-from gofund.ledger.v1 import ledger_pb2, ledger_service_pb2, ledger_service_pb2_grpc
+from gofund.ledger.v1 import ledger_pb2
 from gofund.payments.v1 import payments_pb2, payments_service_pb2, payments_service_pb2_grpc
 
 from services.common import outage
 from services.common.clients import Channels
 from services.common.errors import error_info
+from services.common.ledger_client import GOAL, REVENUE, USER, LedgerClient, Posting
 from services.goals.domain import LedgerUnavailable, PaymentsUnavailable
 
-DEBIT = ledger_pb2.ENTRY_TYPE_DEBIT
-CREDIT = ledger_pb2.ENTRY_TYPE_CREDIT
-ACCOUNT_TYPES = {
-    "USER": ledger_pb2.ACCOUNT_TYPE_USER,
-    "GOAL": ledger_pb2.ACCOUNT_TYPE_GOAL,
-    "REVENUE": ledger_pb2.ACCOUNT_TYPE_REVENUE,
-}
+T = TypeVar("T")
+
+ACCOUNT_TYPES = {"USER": USER, "GOAL": GOAL, "REVENUE": REVENUE}
 
 
 class Refused(Exception):
@@ -61,48 +58,25 @@ class BalanceChange:
     seq: int
 
 
-@dataclass(frozen=True)
-class Balance:
-    balance: int
-    seq: int
-
-
-@dataclass(frozen=True)
-class Posting:
-    account_id: str
-    entry_type: ledger_pb2.EntryType.ValueType
-    amount: int
-
-
 class LedgerGateway:
-    def __init__(self, channels: Channels, target: str) -> None:
-        service = ledger_service_pb2.DESCRIPTOR.services_by_name["LedgerInternalService"]
-        self._stub = ledger_service_pb2_grpc.LedgerInternalServiceStub(channels.get(target, [service]))
+    """The common ledger client, its failures as goals' domain errors."""
 
-    async def _call(self, method: Any, request: Any) -> Any:
+    def __init__(self, channels: Channels, target: str) -> None:
+        self._ledger = LedgerClient.connect(channels, target)
+
+    async def _call(self, call: Awaitable[T]) -> T:
         try:
-            return await method(request)
+            return await call
         except grpc.aio.AioRpcError as exc:
             if outage.unreachable(exc):
                 raise LedgerUnavailable("the ledger is unavailable; retry") from None
             raise _refused("ledger", exc) from None
 
     async def open_account(self, account_type: str, entity_id: str, currency: str) -> str:
-        response = await self._call(
-            self._stub.OpenAccount,
-            ledger_service_pb2.OpenAccountRequest(
-                account_type=ACCOUNT_TYPES[account_type], entity_id=entity_id, currency=currency
-            ),
-        )
-        return str(response.account.id)
+        return await self._call(self._ledger.account(ACCOUNT_TYPES[account_type], entity_id, currency))
 
-    async def balances(self, account_ids: Sequence[str]) -> dict[str, Balance]:
-        if not account_ids:
-            return {}
-        response = await self._call(
-            self._stub.BatchGetBalances, ledger_service_pb2.BatchGetBalancesRequest(account_ids=list(account_ids))
-        )
-        return {b.account_id: Balance(b.balance, b.seq) for b in response.balances}
+    async def balances(self, account_ids: Sequence[str]) -> dict[str, ledger_pb2.Balance]:
+        return await self._call(self._ledger.balances(account_ids))
 
     async def post(
         self,
@@ -112,27 +86,12 @@ class LedgerGateway:
         description: str,
         metadata: dict[str, str],
     ) -> None:
-        await self._call(
-            self._stub.PostTransaction,
-            ledger_service_pb2.PostTransactionRequest(
-                transaction_id=transaction_id,
-                postings=[
-                    ledger_pb2.Posting(
-                        account_id=p.account_id, entry_type=p.entry_type, amount=p.amount, currency=currency
-                    )
-                    for p in postings
-                ],
-                description=description,
-                metadata=metadata,
-            ),
-        )
+        await self._call(self._ledger.post(transaction_id, postings, currency, description, metadata))
 
     async def goal_balance_changes(self, after_seq: int) -> AsyncIterator[BalanceChange]:
         """Every GOAL balance change after `after_seq`, then live ones; ends with LedgerUnavailable
         when the stream breaks (the caller resumes from the last seq it stored)."""
-        call = self._stub.WatchBalances(
-            ledger_service_pb2.WatchBalancesRequest(account_types=[ledger_pb2.ACCOUNT_TYPE_GOAL], after_seq=after_seq)
-        )
+        call = self._ledger.watch_balances([GOAL], after_seq)
         try:
             async for message in call:
                 yield BalanceChange(message.account_id, message.entity_id, message.balance, message.seq)

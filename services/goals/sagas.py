@@ -30,6 +30,7 @@ from datetime import datetime, timedelta
 from services.common import outage
 from services.common.db import Database
 from services.common.errors import DomainError
+from services.common.ledger_client import CREDIT, DEBIT, PLATFORM_ENTITY, Posting
 from services.goals import domain, lifecycle, store
 from services.goals.domain import (
     GoalStatus,
@@ -39,7 +40,7 @@ from services.goals.domain import (
     RefundState,
     ReleaseStep,
 )
-from services.goals.gateways import CREDIT, DEBIT, LedgerGateway, PaymentsGateway, Posting, Refused
+from services.goals.gateways import LedgerGateway, PaymentsGateway, Refused
 
 log = logging.getLogger("gofund.goals.sagas")
 
@@ -166,7 +167,7 @@ class Sagas:
                 goal_account = str(goal.account_id)
                 postings = [Posting(goal_account, DEBIT, release.amount)]
                 if release.fee:
-                    revenue = await self.ledger.open_account("REVENUE", domain.PLATFORM_ENTITY, goal.currency)
+                    revenue = await self.ledger.open_account("REVENUE", PLATFORM_ENTITY, goal.currency)
                     postings.append(Posting(revenue, CREDIT, release.fee))
                 if payout_amount:
                     owner = await self.ledger.open_account("USER", str(goal.owner_id), goal.currency)

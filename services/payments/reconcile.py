@@ -31,11 +31,11 @@ from typing import Any
 from gofund.goals.v1 import goals_pb2
 from gofund.ledger.v1 import ledger_pb2
 
+from services.common.ledger_client import ESCROW, PLATFORM_ENTITY
 from services.common.metrics import ReconciliationGauges
 from services.payments import domain
 from services.payments.domain import CAPTURED, EventStatus, PaymentStatus, PayoutStatus
 from services.payments.paystack import Charge, Refund, Transfer
-from services.payments.peers import ESCROW, PLATFORM
 from services.payments.processor import raise_if_cancelling, report_recovered, report_transient, transient
 from services.payments.service import Payments
 from services.payments.store import EPOCH, Payment, Payout, WebhookEvent, now
@@ -120,12 +120,12 @@ class Reconciler:
         ours = await payments.all_payments()
         payouts = await payments.all_payouts()
         operator_events = await payments.events_in([EventStatus.PARKED, EventStatus.FLAGGED])
-        transactions = {t.id: t async for t in peers.ledger_transactions()}
+        transactions = {t.id: t async for t in peers.ledger.transactions()}
         currencies = sorted({g.currency for g in goals} | {p.currency for p in ours} | {p.currency for p in payouts})
-        escrow = {c: await peers.account(ESCROW, PLATFORM, c) for c in currencies}
+        escrow = {c: await peers.ledger.account(ESCROW, PLATFORM_ENTITY, c) for c in currencies}
         accounts = [g.account_id for g in goals if g.account_id] + list(escrow.values())
-        balances = await peers.balances(accounts)
-        differences = await peers.ledger_differences()
+        balances = await peers.ledger.balances(accounts)
+        differences = await peers.ledger.differences()
         charges = [c async for c in paystack.transactions()]
         refunds = [r async for r in paystack.refunds()]
         transfers = [t async for t in paystack.transfers()]

@@ -43,12 +43,13 @@ from typing import Any, TypeVar
 
 from gofund.goals.v1 import goals_pb2
 
-from services.common import context
+from services.common import context, ledger_client
 from services.common.auth import require_permission
 from services.common.context import Principal
 from services.common.errors import IdempotencyKeyReused, LoginRequired, Validator
 from services.common.idempotency import fingerprint
 from services.common.ids import parse_id
+from services.common.ledger_client import ESCROW, GOAL, PLATFORM_ENTITY, USER
 from services.payments import domain, store
 from services.payments.domain import (
     CAPTURED,
@@ -57,7 +58,7 @@ from services.payments.domain import (
     PayoutStatus,
 )
 from services.payments.paystack import Bank, Paystack, Refund, Transfer
-from services.payments.peers import ESCROW, GOAL, PLATFORM, USER, PayoutOutcome, Peers
+from services.payments.peers import PayoutOutcome, Peers
 from services.payments.store import Payment, PaymentsStore, Payout, Recipient, WebhookEvent
 
 log = logging.getLogger("gofund.payments")
@@ -439,16 +440,14 @@ class Payments:
         return payment
 
     async def _post_capture(self, payment: Payment) -> None:
-        escrow = await self.peers.account(ESCROW, PLATFORM, payment.currency)
-        goal = await self.peers.account(GOAL, payment.goal_id, payment.currency)
-        await self.peers.transfer(
+        escrow = await self.peers.ledger.account(ESCROW, PLATFORM_ENTITY, payment.currency)
+        goal = await self.peers.ledger.account(GOAL, payment.goal_id, payment.currency)
+        await self.peers.ledger.post(
             domain.capture_transaction_id(payment.payment_id),
-            debit=escrow,
-            credit=goal,
-            amount=payment.amount,
-            currency=payment.currency,
-            description="contribution captured by Paystack",
-            metadata=_payment_metadata(payment),
+            ledger_client.transfer(debit=escrow, credit=goal, amount=payment.amount),
+            payment.currency,
+            "contribution captured by Paystack",
+            _payment_metadata(payment),
         )
 
     async def _flag(self, payment: Payment, reason: str, paystack_data: Mapping[str, Any]) -> Payment:
@@ -526,8 +525,8 @@ class Payments:
         reserved for another refund): the refund is dropped before it reaches
         Paystack, the payment is SUCCESS again, and the caller is told why.
         """
-        escrow = await self.peers.account(ESCROW, PLATFORM, payment.currency)
-        goal = await self.peers.account(GOAL, payment.goal_id, payment.currency)
+        escrow = await self.peers.ledger.account(ESCROW, PLATFORM_ENTITY, payment.currency)
+        goal = await self.peers.ledger.account(GOAL, payment.goal_id, payment.currency)
         try:
             await self.peers.reserve(
                 domain.refund_reserve_id(str(refund["key"])),
@@ -661,7 +660,7 @@ class Payments:
 
     async def _refund_processed(self, payment: Payment, refund: Mapping[str, Any], answer: Refund) -> None:
         key = str(refund["key"])
-        await self.peers.post_reserved(
+        await self.peers.ledger.post_reserved(
             domain.refund_settle_id(key),
             domain.refund_reserve_id(key),
             "contribution refunded to the payer by Paystack",
@@ -677,7 +676,7 @@ class Payments:
 
     async def _refund_failed(self, payment: Payment, refund: Mapping[str, Any], answer: Refund) -> None:
         key = str(refund["key"])
-        await self.peers.void_reserved(
+        await self.peers.ledger.void_reserved(
             domain.refund_void_id(key),
             domain.refund_reserve_id(key),
             "refund failed at Paystack; the money stays with the goal",
@@ -854,8 +853,8 @@ class Payments:
 
     async def _reserve_payout(self, payout: Payout) -> Payout:
         """USER -> ESCROW, pending: the money is spoken for before Paystack is asked."""
-        user = await self.peers.account(USER, payout.user_id, payout.currency)
-        escrow = await self.peers.account(ESCROW, PLATFORM, payout.currency)
+        user = await self.peers.ledger.account(USER, payout.user_id, payout.currency)
+        escrow = await self.peers.ledger.account(ESCROW, PLATFORM_ENTITY, payout.currency)
         await self.peers.reserve(
             domain.payout_reserve_id(payout.payout_id),
             debit=user,
@@ -988,26 +987,24 @@ class Payments:
             return  # settled otherwise (a success after its reversal...): nothing more to do
         metadata = _payout_metadata(payout)
         if target is PayoutStatus.FAILED:
-            await self.peers.void_reserved(
+            await self.peers.ledger.void_reserved(
                 domain.payout_void_id(payout.payout_id), domain.payout_reserve_id(payout.payout_id),
                 "payout failed at Paystack; the money stays the owner's", metadata,
             )  # fmt: skip
         else:
-            await self.peers.post_reserved(
+            await self.peers.ledger.post_reserved(
                 domain.payout_transaction_id(payout.payout_id), domain.payout_reserve_id(payout.payout_id),
                 "payout sent to the owner's bank by Paystack", metadata,
             )  # fmt: skip
         if target is PayoutStatus.REVERSED:
-            user = await self.peers.account(USER, payout.user_id, payout.currency)
-            escrow = await self.peers.account(ESCROW, PLATFORM, payout.currency)
-            await self.peers.transfer(
+            user = await self.peers.ledger.account(USER, payout.user_id, payout.currency)
+            escrow = await self.peers.ledger.account(ESCROW, PLATFORM_ENTITY, payout.currency)
+            await self.peers.ledger.post(
                 domain.payout_reversal_transaction_id(payout.payout_id),
-                debit=escrow,
-                credit=user,
-                amount=payout.amount,
-                currency=payout.currency,
-                description="payout reversed by Paystack; the money is the owner's again",
-                metadata=metadata,
+                ledger_client.transfer(debit=escrow, credit=user, amount=payout.amount),
+                payout.currency,
+                "payout reversed by Paystack; the money is the owner's again",
+                metadata,
             )
         await self.peers.payout_result(
             payout.goal_id, payout.payout_id, _PAYOUT_OUTCOME[payout.status], payout.failure_reason
@@ -1134,7 +1131,7 @@ class Payments:
         if payout.status is not PayoutStatus.FAILED:
             return
         if payout.reserved:
-            await self.peers.void_reserved(
+            await self.peers.ledger.void_reserved(
                 domain.payout_void_id(payout.payout_id), domain.payout_reserve_id(payout.payout_id),
                 "Paystack refused the transfer; the money stays the owner's", _payout_metadata(payout),
             )  # fmt: skip
