@@ -80,7 +80,8 @@ async def ledger_transaction(platform: Platform, transaction_id: str) -> Any:
 async def stored_events(platform: Platform, reference: str) -> list[dict[str, Any]]:
     client, db = payments_db(platform)
     try:
-        return await db.webhook_events.find({"data.reference": reference}).to_list()
+        found: list[dict[str, Any]] = await db.webhook_events.find({"data.reference": reference}).to_list()
+        return found
     finally:
         await client.close()
 
