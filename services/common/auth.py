@@ -24,7 +24,6 @@ import asyncio
 import hashlib
 import hmac
 import logging
-import random
 import time
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
@@ -34,6 +33,7 @@ from typing import TYPE_CHECKING, Protocol
 import grpc
 from google.protobuf import descriptor
 
+from services.common import outage
 from services.common.context import Principal
 from services.common.errors import (
     InvalidToken,
@@ -233,7 +233,7 @@ class RemoteAuthenticator:
         """Follow identity's WatchRevocations for the life of the process, reconnecting
         with backoff and resuming from the last seq seen, so nothing is missed."""
         after_seq: int | None = None  # from now, the first time; then from the last seq seen
-        backoff_s = FOLLOW_BACKOFF_S
+        failures = 0  # reconnections that failed in a row
         down_since: float | None = None
         while True:
             error = ""
@@ -250,7 +250,7 @@ class RemoteAuthenticator:
                     after_seq = message.seq if after_seq is None else max(after_seq, message.seq)
                     if not self.following.is_set():
                         self.following.set()
-                        backoff_s = FOLLOW_BACKOFF_S
+                        failures = 0
                         if down_since is not None:
                             log.info(
                                 "revocation push from identity is back",
@@ -274,5 +274,5 @@ class RemoteAuthenticator:
                     "cache TTL until it is back",
                     extra={"error": error[:300], "cache_ttl_s": self.cache.ttl_s},
                 )
-            await asyncio.sleep(backoff_s * random.uniform(0.5, 1.0))
-            backoff_s = min(backoff_s * 2, FOLLOW_MAX_BACKOFF_S)
+            failures += 1
+            await asyncio.sleep(outage.backoff_s(failures, FOLLOW_BACKOFF_S, FOLLOW_MAX_BACKOFF_S))

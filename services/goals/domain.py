@@ -35,7 +35,6 @@ MIN_DEADLINE = timedelta(hours=1)
 MAX_DEADLINE = timedelta(days=365)
 MAX_PROOFS = 3
 BPS = 10_000  # basis points in a whole
-PLATFORM_ENTITY = "platform"
 
 # Namespace of every id the goals service derives (UUIDv5); fixed forever.
 ID_NAMESPACE = uuid.UUID("6f1d3c52-3a3e-4c55-9b55-2b8f0a6e9d17")
@@ -406,9 +405,3 @@ def payment_idempotency_key(contribution_id: str) -> str:
 def goal_id_for_request(owner_id: str, request_id: str) -> str:
     """A retried CreateGoal names the same goal (and so the same GOAL account)."""
     return str(uuid.uuid5(ID_NAMESPACE, f"goal-request:{owner_id}:{request_id}"))
-
-
-def retry_delay(failures: int, *, base: timedelta, cap: timedelta) -> timedelta:
-    """Exponential backoff for a saga step that failed `failures` times in a row (>= 1)."""
-    exponent = min(max(failures, 1) - 1, 30)
-    return min(base * (1 << exponent), cap)

@@ -40,7 +40,7 @@ class BalanceFollower:
         self._database_outage = outage.tracker(database, "goals database")
 
     async def run(self) -> None:
-        backoff = BACKOFF_START_S
+        attempt = 0  # reconnections since the last change applied
         interrupted = False
         while True:
             started = time.monotonic()
@@ -52,7 +52,7 @@ class BalanceFollower:
                 async for change in self.ledger.goal_balance_changes(after):
                     interrupted = False
                     await self.apply(change)
-                    backoff = BACKOFF_START_S
+                    attempt = 0
             except (DomainError, Refused) as exc:
                 # A broken stream is normal (the ledger restarting or dropping a slow
                 # watcher): said once at INFO; reconnections failing fast after it are
@@ -69,8 +69,8 @@ class BalanceFollower:
                     self._database_outage.failed(exc, waiting="goal balance stream")
             finally:
                 self.connected.clear()
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, BACKOFF_MAX_S)
+            attempt += 1
+            await asyncio.sleep(outage.backoff_s(attempt, BACKOFF_START_S, BACKOFF_MAX_S, jitter=False))
 
     async def apply(self, change: BalanceChange) -> None:
         now = self.clock()

@@ -29,6 +29,7 @@ import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
+from services.common import outage
 from services.payments import domain
 from services.payments.domain import PaymentStatus, PayoutStatus
 from services.payments.processor import raise_if_cancelling, report_recovered, report_transient, transient
@@ -80,8 +81,11 @@ class Janitor:
 
     def next_check(self, at: datetime, checks: int) -> datetime:
         """After `checks` checks: the first wait, doubled each time, at most the cap."""
-        wait = min(max(self._first_check, timedelta(seconds=1)) * (1 << min(checks, 30)), self._max_backoff)
-        return at + wait
+        # Exact, without jitter: the time is stored on the record and shown to operators.
+        first_s = max(self._first_check, timedelta(seconds=1)).total_seconds()
+        return at + timedelta(
+            seconds=outage.backoff_s(checks + 1, first_s, self._max_backoff.total_seconds(), jitter=False)
+        )
 
     async def sweep(self) -> int:
         """One look at everything due: each check claimed is handed to the processor; how many."""

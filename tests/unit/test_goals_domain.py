@@ -10,6 +10,7 @@ import pytest
 from services.common.errors import ValidationFailed, Validator
 from services.goals import domain
 from services.goals.domain import GoalStatus, ProofStatus, Tally
+from services.goals.sagas import _retry_delay
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -200,7 +201,7 @@ def test_money_step_ids_are_derived_from_what_they_are_for() -> None:
     assert domain.goal_id_for_request("u1", "r1") != domain.goal_id_for_request("u2", "r1")
 
 
-def test_retries_back_off_exponentially_up_to_a_cap() -> None:
-    delays = [domain.retry_delay(n, base=timedelta(seconds=5), cap=timedelta(minutes=1)) for n in range(1, 7)]
+def test_saga_retries_back_off_exponentially_up_to_a_cap() -> None:
+    delays = [_retry_delay(n, base=timedelta(seconds=5), cap=timedelta(minutes=1)) for n in range(1, 7)]
     assert [d.total_seconds() for d in delays] == [5, 10, 20, 40, 60, 60]
-    assert domain.retry_delay(10_000, base=timedelta(seconds=5), cap=timedelta(hours=1)) == timedelta(hours=1)
+    assert _retry_delay(10_000, base=timedelta(seconds=5), cap=timedelta(hours=1)) == timedelta(hours=1)
