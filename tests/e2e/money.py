@@ -33,9 +33,6 @@ from tests.helpers import eventually_sync
 
 PASSWORD = "correct horse battery"
 
-# test_edge_web.py (being edited elsewhere) imports the wait from here; tests.helpers has the one implementation.
-eventually = eventually_sync
-
 
 class User:
     def __init__(self, user_id: str, token: str, email: str) -> None:
