@@ -38,7 +38,7 @@ log = logging.getLogger("gofund.outage")
 REMIND_S = 300.0
 
 # The one set of gRPC codes with which a call to a peer service means "not reached, try
-# again later" rather than "no"; every retry decision (goals' gateways, payments' outbox,
+# again later" rather than "no"; every retry decision (goals' peers, payments' outbox,
 # the background loops here) uses it, so one failure is judged the same way everywhere.
 # It lives here because this module already decides what "a dependency is down" means
 # for every other kind of error.

@@ -23,7 +23,7 @@ from services.common.db import Database
 from services.common.errors import DomainError
 from services.common.ids import canonical_id
 from services.goals import lifecycle, store
-from services.goals.gateways import BalanceChange, LedgerGateway, Refused
+from services.goals.peers import BalanceChange, LedgerGateway, Refused
 
 log = logging.getLogger("gofund.goals.funding")
 

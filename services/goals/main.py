@@ -16,13 +16,13 @@ from services.common.config import Settings
 from services.common.db import Database
 from services.common.server import Service, run
 from services.goals.funding import BalanceFollower
-from services.goals.gateways import LedgerGateway, PaymentsGateway
 from services.goals.lifecycle import Rules
+from services.goals.peers import LedgerGateway, PaymentsGateway
 from services.goals.sagas import Sagas
 from services.goals.scheduler import Scheduler
-from services.goals.service import Goals
 from services.goals.servicer import ANONYMOUS, ERRORS, GoalsInternalServicer, GoalsServicer
 from services.goals.streams import ProgressBroadcaster
+from services.goals.use_cases import Goals
 
 
 def utc_now() -> datetime:

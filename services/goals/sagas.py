@@ -40,7 +40,7 @@ from services.goals.domain import (
     RefundState,
     ReleaseStep,
 )
-from services.goals.gateways import LedgerGateway, PaymentsGateway, Refused
+from services.goals.peers import LedgerGateway, PaymentsGateway, Refused
 
 log = logging.getLogger("gofund.goals.sagas")
 

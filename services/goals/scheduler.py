@@ -27,7 +27,7 @@ from services.common.db import Database
 from services.common.errors import DomainError
 from services.goals import domain, lifecycle, store
 from services.goals.domain import GoalStatus, LedgerUnavailable, ProofStatus
-from services.goals.gateways import LedgerGateway, Refused
+from services.goals.peers import LedgerGateway, Refused
 from services.goals.sagas import Sagas
 
 log = logging.getLogger("gofund.goals.scheduler")

@@ -17,7 +17,7 @@ from services.common.ids import canonical_id, check_id
 from services.common.proto import request_datetime, timestamp
 from services.goals import domain, store
 from services.goals.domain import ContributionStatus, GoalStatus, Outflow, PayoutOutcome, ProofStatus
-from services.goals.service import Goals
+from services.goals.use_cases import Goals
 
 Code = grpc.StatusCode
 ERRORS = ErrorTable(

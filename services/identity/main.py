@@ -12,7 +12,6 @@ from services.common.server import Service, run
 from services.identity.domain import Limits
 from services.identity.notify import LoggingSmsSender, SmtpEmailSender
 from services.identity.revocations import RevocationFeed
-from services.identity.service import Identity
 from services.identity.servicer import (
     ANONYMOUS,
     ERRORS,
@@ -20,6 +19,7 @@ from services.identity.servicer import (
     IdentityServicer,
     LocalAuthenticator,
 )
+from services.identity.use_cases import Identity
 
 
 def use_cases(settings: Settings, database: Database, revocations: RevocationFeed | None = None) -> Identity:

@@ -16,7 +16,7 @@ from services.common.proto import timestamp
 from services.identity import domain, store
 from services.identity.domain import Channel
 from services.identity.revocations import RevocationEvent, RevocationFeed, RevocationFeedUnavailable, SubscriberClosed
-from services.identity.service import DeviceInfo, Identity, UserView
+from services.identity.use_cases import DeviceInfo, Identity, UserView
 
 Code = grpc.StatusCode
 ERRORS = ErrorTable(

@@ -9,9 +9,9 @@ from services.common.clients import open_channels
 from services.common.config import Settings
 from services.common.db import Database
 from services.common.server import Service, run
-from services.ledger.service import Ledger
 from services.ledger.servicer import ERRORS, LedgerInternalServicer, LedgerServicer
 from services.ledger.streams import Broadcaster
+from services.ledger.use_cases import Ledger
 
 
 async def build(settings: Settings, stack: AsyncExitStack) -> Service:

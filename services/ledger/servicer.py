@@ -14,8 +14,8 @@ from services.common.ids import canonical_id
 from services.common.proto import timestamp
 from services.ledger import domain, store
 from services.ledger.domain import AccountType, EntryType, Phase, Posting, TransactionKind
-from services.ledger.service import Ledger
 from services.ledger.streams import ChangeFeedUnavailable, WatcherClosed
+from services.ledger.use_cases import Ledger
 
 Code = grpc.StatusCode
 ERRORS = ErrorTable(

@@ -33,8 +33,8 @@ from services.common import outage
 from services.payments import domain
 from services.payments.domain import PaymentStatus, PayoutStatus
 from services.payments.processor import raise_if_cancelling, report_recovered, report_transient, transient
-from services.payments.service import Payments
 from services.payments.store import Document, now
+from services.payments.use_cases import Payments
 
 log = logging.getLogger("gofund.payments.janitor")
 

@@ -18,9 +18,9 @@ from services.payments.paystack import Paystack
 from services.payments.peers import Peers
 from services.payments.processor import Processor
 from services.payments.reconcile import Schedule
-from services.payments.service import Payments
 from services.payments.servicer import ERRORS, PaymentsInternalServicer, PaymentsServicer
 from services.payments.store import PaymentsStore, ensure_indexes, now
+from services.payments.use_cases import Payments
 
 MONGO_TIMEOUT_MS = 5000
 # How often the webhook backlog gauges are recounted (Prometheus scrapes every 15 s or so).

@@ -32,8 +32,8 @@ import grpc
 
 from services.common import context, outage
 from services.payments.domain import PaystackUnavailable
-from services.payments.service import Payments
 from services.payments.store import now
+from services.payments.use_cases import Payments
 
 log = logging.getLogger("gofund.payments.processor")
 

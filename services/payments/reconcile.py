@@ -37,8 +37,8 @@ from services.payments import domain
 from services.payments.domain import CAPTURED, EventStatus, PaymentStatus, PayoutStatus
 from services.payments.paystack import Charge, Refund, Transfer
 from services.payments.processor import raise_if_cancelling, report_recovered, report_transient, transient
-from services.payments.service import Payments
 from services.payments.store import EPOCH, Payment, Payout, WebhookEvent, now
+from services.payments.use_cases import Payments
 
 log = logging.getLogger("gofund.payments.reconcile")
 

@@ -15,8 +15,8 @@ from services.common.proto import optional_timestamp, timestamp
 from services.payments import domain
 from services.payments.domain import EventStatus, PaymentStatus, PayoutStatus
 from services.payments.reconcile import Reconciler, Report
-from services.payments.service import ADMIN_PERMISSION, Payments
 from services.payments.store import Payment, Payout, Recipient, WebhookEvent
+from services.payments.use_cases import ADMIN_PERMISSION, Payments
 
 Code = grpc.StatusCode
 ERRORS = ErrorTable(

@@ -23,8 +23,8 @@ from services.common.db import Database
 from services.common.errors import DomainError
 from services.ledger import domain
 from services.ledger.domain import AccountType, EntryType, Posting, TransactionKind
-from services.ledger.service import Ledger
 from services.ledger.streams import Broadcaster
+from services.ledger.use_cases import Ledger
 from tests.conftest import migrated_database
 
 CURRENCIES = ("NGN", "USD")

@@ -4,8 +4,8 @@ Ledger transaction ids are the idempotency guarantee of every saga step and webh
 replay after a crash posts under the same id and the ledger answers the first result. If
 a request's bytes changed (an id, a leg's order, a field), a replay across a deploy could
 post twice. The expected bytes below were recorded from the two clients this module
-replaced (services/goals/gateways.py's LedgerGateway and services/payments/peers.py's
-Peers, before the move), for the calls each service makes, with ids derived as they are
+replaced (goals' LedgerGateway, in what was services/goals/gateways.py, and
+services/payments/peers.py's Peers, before the move), for the calls each service makes, with ids derived as they are
 in production; they are compared as deterministic serialisations.
 """
 

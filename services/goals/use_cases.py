@@ -32,7 +32,7 @@ from services.goals.domain import (
     RefundState,
     ReleaseStep,
 )
-from services.goals.gateways import LedgerGateway, PaymentsGateway, Refused
+from services.goals.peers import LedgerGateway, PaymentsGateway, Refused
 from services.goals.sagas import Sagas
 from services.goals.streams import ProgressBroadcaster
 
