@@ -186,7 +186,7 @@ async def test_a_signed_charge_success_makes_the_payment_success_once_with_one_c
     platform = paying_platform
     _, succeeded = await paid(platform)
     assert (succeeded.amount, succeeded.currency) == (4000, "NGN")
-    assert succeeded.paid_at.seconds > 0
+    assert succeeded.HasField("paid_at")  # when Paystack says it was paid
     # One capture in the ledger, under the id derived from the payment.
     capture_id = domain.capture_transaction_id(succeeded.payment_id)
     assert await ledger_transactions_of(platform, succeeded.payment_id) == [capture_id]
