@@ -123,3 +123,35 @@ export function formatTime(value: string | undefined): string {
   const time = new Date(value);
   return Number.isNaN(time.getTime()) ? value : time.toLocaleString();
 }
+
+/** Paging by the API's opaque tokens. The tokens of the pages before this one are kept,
+ * so "Previous" goes back without a server cursor for it. */
+export function usePages() {
+  const [tokens, setTokens] = useState<string[]>([""]);
+  const pager = (nextToken: string | undefined) => (
+    <nav class="pager" aria-label="Pages">
+      <button type="button" disabled={tokens.length < 2} onClick={() => setTokens(tokens.slice(0, -1))}>
+        Previous page
+      </button>
+      <button type="button" disabled={!nextToken} onClick={() => setTokens([...tokens, nextToken!])}>
+        Next page
+      </button>
+    </nav>
+  );
+  return { token: tokens[tokens.length - 1] ?? "", reset: () => setTokens([""]), pager };
+}
+
+/** A list's status filter: "all", then each status in words. */
+export function StatusFilter(props: { id: string; all: string; statuses: string[]; value: string; onChoose: (status: string) => void }) {
+  return (
+    <div class="toolbar">
+      <label for={props.id}>Show</label>
+      <select id={props.id} value={props.value} onChange={(e) => props.onChoose(e.currentTarget.value)}>
+        <option value="">{props.all}</option>
+        {props.statuses.map((s) => (
+          <option value={s}>{statusWord(s)}</option>
+        ))}
+      </select>
+    </div>
+  );
+}

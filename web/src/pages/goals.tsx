@@ -4,7 +4,7 @@ import type { Goal, GoalStatus } from "../api/types";
 import { CURRENCIES, formatMoney, parseMoney, percent } from "../money";
 import { href, navigate, type Route } from "../router";
 import { useUser } from "../session";
-import { ErrorText, Field, Status, statusWord, useAction, useLoad } from "../ui";
+import { ErrorText, Field, Status, StatusFilter, useAction, useLoad, usePages } from "../ui";
 import { LoginFirst } from "./auth";
 
 const PAGE_SIZE = 12;
@@ -46,9 +46,7 @@ function GoalCard({ goal }: { goal: Goal }) {
 
 export function GoalsPage({ route }: { route: Route }) {
   const status = (route.query.get("status") ?? "") as GoalStatus | "";
-  // Tokens of the pages before this one, so "Previous" goes back without a server cursor for it.
-  const [tokens, setTokens] = useState<string[]>([""]);
-  const token = tokens[tokens.length - 1] ?? "";
+  const { token, reset, pager } = usePages();
   const { value, error } = useLoad(
     () =>
       call(
@@ -59,34 +57,19 @@ export function GoalsPage({ route }: { route: Route }) {
     [status, token],
   );
   const choose = (next: string) => {
-    setTokens([""]);
+    reset();
     navigate(next ? `${href()}?status=${next}` : href());
   };
   return (
     <section>
       <h1>Goals</h1>
-      <div class="toolbar">
-        <label for="status-filter">Show</label>
-        <select id="status-filter" value={status} onChange={(e) => choose(e.currentTarget.value)}>
-          <option value="">All goals</option>
-          {STATUSES.map((s) => (
-            <option value={s}>{statusWord(s)}</option>
-          ))}
-        </select>
-      </div>
+      <StatusFilter id="status-filter" all="All goals" statuses={STATUSES} value={status} onChoose={choose} />
       <ErrorText error={error} />
       {value && value.goals?.length === 0 && <p>No goals here yet.</p>}
       <ul class="cards" aria-busy={!value && !error}>
         {value?.goals?.map((goal) => <GoalCard goal={goal} />)}
       </ul>
-      <nav class="pager" aria-label="Pages">
-        <button type="button" disabled={tokens.length < 2} onClick={() => setTokens(tokens.slice(0, -1))}>
-          Previous page
-        </button>
-        <button type="button" disabled={!value?.next_page_token} onClick={() => setTokens([...tokens, value!.next_page_token!])}>
-          Next page
-        </button>
-      </nav>
+      {pager(value?.next_page_token)}
     </section>
   );
 }

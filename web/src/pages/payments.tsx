@@ -5,7 +5,7 @@ import { formatMoney } from "../money";
 import { flash, forgetPayment, pendingPayment } from "../payments-memory";
 import { href, navigate, type Route } from "../router";
 import { useUser } from "../session";
-import { ErrorText, Status, formatTime, statusWord, useLoad } from "../ui";
+import { ErrorText, Status, StatusFilter, formatTime, useLoad, usePages } from "../ui";
 import { LoginFirst } from "./auth";
 
 const VERIFY_ATTEMPTS = 10;
@@ -84,9 +84,7 @@ const CONTRIBUTION_STATUSES: ContributionStatus[] = [
 export function MyContributionsPage({ route }: { route: Route }) {
   const user = useUser();
   const status = (route.query.get("status") ?? "") as ContributionStatus | "";
-  // Tokens of the pages before this one, so "Previous" goes back without a server cursor for it.
-  const [tokens, setTokens] = useState<string[]>([""]);
-  const token = tokens[tokens.length - 1] ?? "";
+  const { token, reset, pager } = usePages();
   const { value, error } = useLoad(async () => {
     if (!user) return null;
     return call(
@@ -97,22 +95,20 @@ export function MyContributionsPage({ route }: { route: Route }) {
   }, [user?.id, status, token]);
   if (!user) return <LoginFirst what="see your contributions" />;
   const choose = (next: string) => {
-    setTokens([""]);
+    reset();
     navigate(next ? `${href("contributions")}?status=${next}` : href("contributions"));
   };
   const rows: MyContribution[] = value?.contributions ?? [];
   return (
     <section>
       <h1>My contributions</h1>
-      <div class="toolbar">
-        <label for="contribution-status-filter">Show</label>
-        <select id="contribution-status-filter" value={status} onChange={(e) => choose(e.currentTarget.value)}>
-          <option value="">All contributions</option>
-          {CONTRIBUTION_STATUSES.map((s) => (
-            <option value={s}>{statusWord(s)}</option>
-          ))}
-        </select>
-      </div>
+      <StatusFilter
+        id="contribution-status-filter"
+        all="All contributions"
+        statuses={CONTRIBUTION_STATUSES}
+        value={status}
+        onChoose={choose}
+      />
       <ErrorText error={error} />
       {value && rows.length === 0 && (
         <p>
@@ -145,14 +141,7 @@ export function MyContributionsPage({ route }: { route: Route }) {
           </tbody>
         </table>
       )}
-      <nav class="pager" aria-label="Pages">
-        <button type="button" disabled={tokens.length < 2} onClick={() => setTokens(tokens.slice(0, -1))}>
-          Previous page
-        </button>
-        <button type="button" disabled={!value?.next_page_token} onClick={() => setTokens([...tokens, value!.next_page_token!])}>
-          Next page
-        </button>
-      </nav>
+      {pager(value?.next_page_token)}
     </section>
   );
 }
