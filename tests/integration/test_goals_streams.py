@@ -353,6 +353,11 @@ async def _pay(platform: Platform, goal: Any, backer: Any, amount: int, *, balan
         await platform.capture(goal, amount, payment_id)
         await _capture_applied(platform, goal.id, balance)
         await platform.confirm(contribution_id, payment_id, amount, goal.currency)
+    elif order == "at once":
+        await asyncio.gather(
+            platform.capture(goal, amount, payment_id),
+            platform.confirm(contribution_id, payment_id, amount, goal.currency),
+        )
     else:
         # Payments posts before it confirms, but goals may hear the confirmation
         # before its balance stream delivers the capture: this is that order.
@@ -379,6 +384,29 @@ async def test_one_contribution_is_one_change_carrying_every_field(platform: Pla
         first.seq + 2, 1000, 2, FUNDED,
     )  # fmt: skip
     assert await goal_seq(platform, goal.id) == funded.seq
+
+
+async def test_two_backers_paying_at_once_make_at_most_one_change_each_with_every_field(platform: Platform) -> None:
+    # Different actors at the same instant, each contribution's two signals at once too:
+    # every change shown is a consistent step (no raised amount without its
+    # contributor), at most one per contribution, ending FUNDED with both.
+    owner, alice, bob = await platform.users(3)
+    goal = await platform.goal(owner, target=1000)
+    stream = watch(platform, goal.id)
+    (first,) = await take(stream, 1)
+    await asyncio.gather(
+        _pay(platform, goal, alice, 600, balance=600, order="at once"),
+        _pay(platform, goal, bob, 400, balance=400, order="at once"),
+    )
+    seen = []
+    while not seen or seen[-1].status != FUNDED:
+        (change,) = await take(stream, 1)
+        seen.append(change)
+    stream.cancel()
+    steps = {(c.raised_amount, c.contributor_count, c.status) for c in seen}
+    assert steps <= {(600, 1, OPEN), (400, 1, OPEN), (1000, 2, FUNDED)}
+    assert [c.seq for c in seen] == sorted({c.seq for c in seen})
+    assert await goal_seq(platform, goal.id) - first.seq <= 2
 
 
 @pytest.mark.parametrize("order", ["capture first", "confirmation first"])
