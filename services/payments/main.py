@@ -14,6 +14,7 @@ from services.common.config import Settings, StartupError
 from services.common.metrics import ReconciliationGauges, WebhookBacklog, every
 from services.common.server import Service, run
 from services.payments.janitor import Janitor
+from services.payments.outcomes import Outcomes
 from services.payments.paystack import Paystack
 from services.payments.peers import Peers
 from services.payments.processor import Processor
@@ -52,10 +53,12 @@ async def build(settings: Settings, stack: AsyncExitStack) -> Service:
     authenticator = RemoteAuthenticator(
         channels, settings.target("identity"), cache_ttl_s=settings.auth_cache_ms / 1000
     )
+    records = PaymentsStore(database)
     payments = Payments(
-        PaymentsStore(database),
+        records,
         paystack,
         Peers(channels, settings),
+        Outcomes(records),
         secret_key=settings.paystack_secret_key,
         default_callback_url=settings.paystack_callback_url,
         paystack_timeout_s=settings.paystack_timeout_ms / 1000,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import datetime
 
 import grpc
@@ -217,6 +218,14 @@ class PaymentsInternalServicer(payments_service_pb2_grpc.PaymentsInternalService
     def __init__(self, payments: Payments) -> None:
         self._payments = payments
         self._reconciler = Reconciler(payments)
+
+    async def WatchOutcomes(
+        self, request: payments_service_pb2.WatchOutcomesRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[payments_service_pb2.WatchOutcomesResponse]:
+        if request.after_seq < 0:
+            raise ValidationFailed([FieldViolation("after_seq", "must not be negative", "INVALID_AFTER_SEQ")])
+        async for outcome in self._payments.outcomes.after(request.after_seq):
+            yield payments_service_pb2.WatchOutcomesResponse(outcome=outcome)
 
     async def InitializePayment(
         self, request: payments_service_pb2.InitializePaymentRequest, context: grpc.aio.ServicerContext

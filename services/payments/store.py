@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING, IndexModel
+from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
+from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import AutoReconnect, DuplicateKeyError
@@ -62,6 +63,11 @@ INDEXES: dict[str, list[IndexModel]] = {
     "payout_recipients": [
         IndexModel([("id", ASCENDING)], unique=True, name="id_unique"),
         IndexModel([("userId", ASCENDING), ("currency", ASCENDING), ("createdAt", DESCENDING)], name="user_currency"),
+    ],
+    # The outbox of outcomes goals follows (PaymentsInternalService.WatchOutcomes).
+    "outcomes": [
+        IndexModel([("outcomeId", ASCENDING)], unique=True, name="outcomeId_unique"),
+        IndexModel([("seq", ASCENDING)], unique=True, name="seq_unique"),
     ],
     "payouts": [
         IndexModel([("payoutId", ASCENDING)], unique=True, name="payoutId_unique"),
@@ -322,6 +328,8 @@ class PaymentsStore:
         self.keys: AsyncCollection[Document] = database["idempotency_keys"]
         self.recipients: AsyncCollection[Document] = database["payout_recipients"]
         self.payouts: AsyncCollection[Document] = database["payouts"]
+        self.outcomes: AsyncCollection[Document] = database["outcomes"]
+        self.counters: AsyncCollection[Document] = database["counters"]
 
     # -- idempotency keys ------------------------------------------------------------------
     async def keyed_resource(self, key: str, fingerprint: str) -> str | None:
@@ -807,3 +815,40 @@ class PaymentsStore:
             self._conditions(None if statuses is None else [str(s) for s in statuses], lease),
         )
         return Payout.of(doc) if doc else None
+
+    # -- the outbox of outcomes --------------------------------------------------------------
+    async def append_outcome(self, outcome_id: str, kind: str, payload: bytes) -> int:
+        """Append an outcome once, with the next sequence number; its seq (the first one's on a repeat).
+
+        The counter is incremented and the outcome inserted in one transaction, so a
+        seq is never taken without its outcome (no gaps), and two appends racing for
+        the counter conflict and run one after the other (commit order is seq order):
+        whoever sees seq n can already see every seq below it.
+        """
+        existing = await self.outcomes.find_one({"outcomeId": outcome_id}, {"seq": 1})
+        if existing is not None:
+            return int(existing["seq"])
+
+        async def append(session: AsyncClientSession) -> int:
+            counter = await self.counters.find_one_and_update(
+                {"_id": "outcomes"}, {"$inc": {"seq": 1}},
+                upsert=True, return_document=ReturnDocument.AFTER, session=session,
+            )  # fmt: skip
+            seq = int(stored(counter)["seq"])
+            await self.outcomes.insert_one(
+                {"outcomeId": outcome_id, "seq": seq, "kind": kind, "payload": payload, "publishedAt": now()},
+                session=session,
+            )
+            return seq
+
+        try:
+            async with self.database.client.start_session() as session:
+                return await session.with_transaction(append)
+        except DuplicateKeyError:
+            # The same step, repeated concurrently, appended it first.
+            return int(stored(await self.outcomes.find_one({"outcomeId": outcome_id}, {"seq": 1}))["seq"])
+
+    async def outcomes_after(self, after_seq: int, limit: int) -> list[tuple[int, datetime, bytes]]:
+        """Up to `limit` outcomes after `after_seq`, in order: (seq, published at, payload)."""
+        cursor = self.outcomes.find({"seq": {"$gt": after_seq}}).sort("seq", ASCENDING).limit(limit)
+        return [(int(d["seq"]), d["publishedAt"], bytes(d["payload"])) async for d in cursor]

@@ -57,6 +57,7 @@ from services.payments.domain import (
     PaymentStatus,
     PayoutStatus,
 )
+from services.payments.outcomes import Outcomes
 from services.payments.paystack import Bank, Paystack, Refund, Transfer
 from services.payments.peers import PayoutOutcome, Peers
 from services.payments.store import Payment, PaymentsStore, Payout, Recipient, WebhookEvent
@@ -109,6 +110,7 @@ class Payments:
         records: PaymentsStore,
         paystack: Paystack,
         peers: Peers,
+        outcomes: Outcomes,
         *,
         secret_key: str,
         default_callback_url: str,
@@ -119,6 +121,7 @@ class Payments:
         self.records = records
         self.paystack = paystack
         self.peers = peers
+        self.outcomes = outcomes
         self._secret_key = secret_key
         self._banks: dict[str, tuple[float, list[Bank]]] = {}  # by currency: (read at, monotonic s; banks)
         self._default_callback_url = default_callback_url
@@ -418,12 +421,15 @@ class Payments:
         if payment.status in CAPTURED:
             if not posted:
                 await self._post_capture(payment)  # a replay when it is already written
+            await self.outcomes.contribution_paid(payment)
             await self.peers.confirm_contribution(
                 payment.contribution_id, payment.payment_id, payment.amount, payment.currency, payment.paid_at
             )
         elif payment.status is PaymentStatus.FAILED:
+            await self.outcomes.contribution_payment_failed(payment, "payment failed")
             await self.peers.fail_contribution(payment.contribution_id, payment.payment_id, "payment failed")
         elif payment.status is PaymentStatus.ABANDONED:
+            await self.outcomes.contribution_payment_failed(payment, "abandoned at checkout")
             await self.peers.fail_contribution(payment.contribution_id, payment.payment_id, "abandoned at checkout")
         return payment
 
@@ -436,6 +442,7 @@ class Payments:
         )
         payment = moved or await self._reload(payment.payment_id)
         if payment.status is PaymentStatus.ABANDONED:
+            await self.outcomes.contribution_payment_failed(payment, reason)
             await self.peers.fail_contribution(payment.contribution_id, payment.payment_id, reason)
         return payment
 
@@ -672,6 +679,7 @@ class Payments:
             statuses=[PaymentStatus.REFUND_PENDING],
             match={"refund.refundId": refund["refundId"]},
         )
+        await self.outcomes.contribution_refunded(payment, str(refund["refundId"]))
         await self.peers.contribution_refunded(payment.contribution_id, payment.payment_id)
 
     async def _refund_failed(self, payment: Payment, refund: Mapping[str, Any], answer: Refund) -> None:
@@ -683,6 +691,8 @@ class Payments:
             {**_payment_metadata(payment), "refund_id": str(refund["refundId"]), "paystack_refund_id": answer.id},
         )
         await self.records.fail_refund(payment.payment_id, str(refund["refundId"]), answer.data)
+        reason = str(answer.data.get("reason") or answer.data.get("status") or "refund failed at Paystack")
+        await self.outcomes.contribution_refund_failed(payment, str(refund["refundId"]), reason)
 
     async def settle_refund(self, event: str, data: Mapping[str, Any]) -> Outcome:
         """refund.processed / refund.failed: a claim that makes us look at Paystack's refunds
@@ -1006,6 +1016,7 @@ class Payments:
                 "payout reversed by Paystack; the money is the owner's again",
                 metadata,
             )
+        await self.outcomes.payout_settled(payout)
         await self.peers.payout_result(
             payout.goal_id, payout.payout_id, _PAYOUT_OUTCOME[payout.status], payout.failure_reason
         )
@@ -1135,6 +1146,7 @@ class Payments:
                 domain.payout_void_id(payout.payout_id), domain.payout_reserve_id(payout.payout_id),
                 "Paystack refused the transfer; the money stays the owner's", _payout_metadata(payout),
             )  # fmt: skip
+        await self.outcomes.payout_settled(payout)
         await self.peers.payout_result(
             payout.goal_id, payout.payout_id, _PAYOUT_OUTCOME[payout.status], payout.failure_reason
         )

@@ -669,3 +669,270 @@ class Reconciliation(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Reconciliation: _TypeAlias = Reconciliation  # noqa: Y015
+
+@_typing.final
+class PaymentOutcome(_message.Message):
+    """What became of a payment, a refund or a payout, as the payments service
+    publishes it to the goals service (PaymentsInternalService.WatchOutcomes).
+    Outcomes are written to payments' own store (an outbox) by the step that
+    settled the money, after the ledger posting, each once, in the order they
+    were written, with a sequence number that has no gaps.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEQ_FIELD_NUMBER: _builtins.int
+    OUTCOME_ID_FIELD_NUMBER: _builtins.int
+    PUBLISHED_AT_FIELD_NUMBER: _builtins.int
+    CONTRIBUTION_PAID_FIELD_NUMBER: _builtins.int
+    CONTRIBUTION_PAYMENT_FAILED_FIELD_NUMBER: _builtins.int
+    CONTRIBUTION_REFUNDED_FIELD_NUMBER: _builtins.int
+    CONTRIBUTION_REFUND_FAILED_FIELD_NUMBER: _builtins.int
+    PAYOUT_SETTLED_FIELD_NUMBER: _builtins.int
+    seq: _builtins.int
+    """The outcome's position in the stream: 1, 2, 3, ... with no gaps, in
+    commit order. Store the last one applied to resume after it.
+    """
+    outcome_id: _builtins.str
+    """The outcome's stable id, such as "charge:<payment_id>:paid"; the same
+    outcome is never published twice, however often its step is repeated.
+    """
+    @_builtins.property
+    def published_at(self) -> _timestamp_pb2.Timestamp:
+        """When payments published the outcome."""
+
+    @_builtins.property
+    def contribution_paid(self) -> Global___ContributionPaid:
+        """A contribution's charge was verified with Paystack and posted
+        ESCROW -> GOAL in the ledger.
+        """
+
+    @_builtins.property
+    def contribution_payment_failed(self) -> Global___ContributionPaymentFailed:
+        """A contribution's charge failed or was abandoned; no money moved."""
+
+    @_builtins.property
+    def contribution_refunded(self) -> Global___ContributionRefunded:
+        """A contribution's refund was processed by Paystack and posted
+        GOAL -> ESCROW in the ledger.
+        """
+
+    @_builtins.property
+    def contribution_refund_failed(self) -> Global___ContributionRefundFailed:
+        """Paystack failed a contribution's refund; its reservation was voided and
+        the money is still in the goal's account.
+        """
+
+    @_builtins.property
+    def payout_settled(self) -> Global___PayoutSettled:
+        """A payout to a goal's owner settled: succeeded, failed or reversed."""
+
+    def __init__(
+        self,
+        *,
+        seq: _builtins.int = ...,
+        outcome_id: _builtins.str = ...,
+        published_at: _timestamp_pb2.Timestamp | None = ...,
+        contribution_paid: Global___ContributionPaid | None = ...,
+        contribution_payment_failed: Global___ContributionPaymentFailed | None = ...,
+        contribution_refunded: Global___ContributionRefunded | None = ...,
+        contribution_refund_failed: Global___ContributionRefundFailed | None = ...,
+        payout_settled: Global___PayoutSettled | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["contribution_paid", b"contribution_paid", "contribution_payment_failed", b"contribution_payment_failed", "contribution_refund_failed", b"contribution_refund_failed", "contribution_refunded", b"contribution_refunded", "outcome", b"outcome", "payout_settled", b"payout_settled", "published_at", b"published_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contribution_paid", b"contribution_paid", "contribution_payment_failed", b"contribution_payment_failed", "contribution_refund_failed", b"contribution_refund_failed", "contribution_refunded", b"contribution_refunded", "outcome", b"outcome", "outcome_id", b"outcome_id", "payout_settled", b"payout_settled", "published_at", b"published_at", "seq", b"seq"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_outcome: _TypeAlias = _typing.Literal["contribution_paid", "contribution_payment_failed", "contribution_refunded", "contribution_refund_failed", "payout_settled"]  # noqa: Y015
+    _WhichOneofArgType_outcome: _TypeAlias = _typing.Literal["outcome", b"outcome"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_outcome) -> _WhichOneofReturnType_outcome | None: ...
+
+Global___PaymentOutcome: _TypeAlias = PaymentOutcome  # noqa: Y015
+
+@_typing.final
+class ContributionPaid(_message.Message):
+    """See PaymentOutcome.contribution_paid."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTRIBUTION_ID_FIELD_NUMBER: _builtins.int
+    PAYMENT_ID_FIELD_NUMBER: _builtins.int
+    GOAL_ID_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    PAID_AT_FIELD_NUMBER: _builtins.int
+    contribution_id: _builtins.str
+    """The contribution the payment was for (UUID)."""
+    payment_id: _builtins.str
+    """The payment (UUID)."""
+    goal_id: _builtins.str
+    """The contribution's goal (UUID)."""
+    amount: _builtins.int
+    """The amount captured, in minor units of `currency`."""
+    currency: _builtins.str
+    """ISO-4217 currency code of the amount."""
+    @_builtins.property
+    def paid_at(self) -> _timestamp_pb2.Timestamp:
+        """When Paystack says the payer paid; unset if it did not say."""
+
+    def __init__(
+        self,
+        *,
+        contribution_id: _builtins.str = ...,
+        payment_id: _builtins.str = ...,
+        goal_id: _builtins.str = ...,
+        amount: _builtins.int = ...,
+        currency: _builtins.str = ...,
+        paid_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["paid_at", b"paid_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "contribution_id", b"contribution_id", "currency", b"currency", "goal_id", b"goal_id", "paid_at", b"paid_at", "payment_id", b"payment_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ContributionPaid: _TypeAlias = ContributionPaid  # noqa: Y015
+
+@_typing.final
+class ContributionPaymentFailed(_message.Message):
+    """See PaymentOutcome.contribution_payment_failed."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTRIBUTION_ID_FIELD_NUMBER: _builtins.int
+    PAYMENT_ID_FIELD_NUMBER: _builtins.int
+    GOAL_ID_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    contribution_id: _builtins.str
+    """The contribution the payment was for (UUID)."""
+    payment_id: _builtins.str
+    """The payment (UUID)."""
+    goal_id: _builtins.str
+    """The contribution's goal (UUID)."""
+    status: Global___PaymentStatus.ValueType
+    """PAYMENT_STATUS_FAILED or PAYMENT_STATUS_ABANDONED."""
+    reason: _builtins.str
+    """Why, in words."""
+    def __init__(
+        self,
+        *,
+        contribution_id: _builtins.str = ...,
+        payment_id: _builtins.str = ...,
+        goal_id: _builtins.str = ...,
+        status: Global___PaymentStatus.ValueType = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contribution_id", b"contribution_id", "goal_id", b"goal_id", "payment_id", b"payment_id", "reason", b"reason", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ContributionPaymentFailed: _TypeAlias = ContributionPaymentFailed  # noqa: Y015
+
+@_typing.final
+class ContributionRefunded(_message.Message):
+    """See PaymentOutcome.contribution_refunded."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTRIBUTION_ID_FIELD_NUMBER: _builtins.int
+    PAYMENT_ID_FIELD_NUMBER: _builtins.int
+    GOAL_ID_FIELD_NUMBER: _builtins.int
+    REFUND_ID_FIELD_NUMBER: _builtins.int
+    contribution_id: _builtins.str
+    """The contribution whose payment was refunded (UUID)."""
+    payment_id: _builtins.str
+    """The payment (UUID)."""
+    goal_id: _builtins.str
+    """The contribution's goal (UUID)."""
+    refund_id: _builtins.str
+    """The refund id the goals service asked for (RefundPayment.refund_id)."""
+    def __init__(
+        self,
+        *,
+        contribution_id: _builtins.str = ...,
+        payment_id: _builtins.str = ...,
+        goal_id: _builtins.str = ...,
+        refund_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contribution_id", b"contribution_id", "goal_id", b"goal_id", "payment_id", b"payment_id", "refund_id", b"refund_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ContributionRefunded: _TypeAlias = ContributionRefunded  # noqa: Y015
+
+@_typing.final
+class ContributionRefundFailed(_message.Message):
+    """See PaymentOutcome.contribution_refund_failed."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTRIBUTION_ID_FIELD_NUMBER: _builtins.int
+    PAYMENT_ID_FIELD_NUMBER: _builtins.int
+    GOAL_ID_FIELD_NUMBER: _builtins.int
+    REFUND_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    contribution_id: _builtins.str
+    """The contribution whose refund failed (UUID)."""
+    payment_id: _builtins.str
+    """The payment (UUID), SUCCESS again."""
+    goal_id: _builtins.str
+    """The contribution's goal (UUID)."""
+    refund_id: _builtins.str
+    """The refund id that failed; a new refund needs a new id."""
+    reason: _builtins.str
+    """Why, in Paystack's words where it gave them."""
+    def __init__(
+        self,
+        *,
+        contribution_id: _builtins.str = ...,
+        payment_id: _builtins.str = ...,
+        goal_id: _builtins.str = ...,
+        refund_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contribution_id", b"contribution_id", "goal_id", b"goal_id", "payment_id", b"payment_id", "reason", b"reason", "refund_id", b"refund_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ContributionRefundFailed: _TypeAlias = ContributionRefundFailed  # noqa: Y015
+
+@_typing.final
+class PayoutSettled(_message.Message):
+    """See PaymentOutcome.payout_settled."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAYOUT_ID_FIELD_NUMBER: _builtins.int
+    GOAL_ID_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    payout_id: _builtins.str
+    """The payout (UUID)."""
+    goal_id: _builtins.str
+    """The goal whose release was paid out (UUID)."""
+    status: Global___PayoutStatus.ValueType
+    """PAYOUT_STATUS_SUCCESS, PAYOUT_STATUS_FAILED or PAYOUT_STATUS_REVERSED."""
+    reason: _builtins.str
+    """Why the transfer failed or was reversed, in words; empty on success."""
+    def __init__(
+        self,
+        *,
+        payout_id: _builtins.str = ...,
+        goal_id: _builtins.str = ...,
+        status: Global___PayoutStatus.ValueType = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["goal_id", b"goal_id", "payout_id", b"payout_id", "reason", b"reason", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PayoutSettled: _TypeAlias = PayoutSettled  # noqa: Y015

@@ -586,6 +586,11 @@ class PaymentsInternalServiceStub:
                 request_serializer=gofund_dot_payments_dot_v1_dot_payments__service__pb2.ReconcileRequest.SerializeToString,
                 response_deserializer=gofund_dot_payments_dot_v1_dot_payments__service__pb2.ReconcileResponse.FromString,
                 _registered_method=True)
+        self.WatchOutcomes = channel.unary_stream(
+                '/gofund.payments.v1.PaymentsInternalService/WatchOutcomes',
+                request_serializer=gofund_dot_payments_dot_v1_dot_payments__service__pb2.WatchOutcomesRequest.SerializeToString,
+                response_deserializer=gofund_dot_payments_dot_v1_dot_payments__service__pb2.WatchOutcomesResponse.FromString,
+                _registered_method=True)
 
 
 class PaymentsInternalServiceServicer:
@@ -689,7 +694,7 @@ class PaymentsInternalServiceServicer:
         again. If the ledger refuses the reservation (the money is not in the
         user's account) or Paystack refuses the transfer outright (an unusable
         recipient, say), the payout is returned FAILED without a transfer, and
-        RecordPayoutResult reports it to goals as for `transfer.failed`.
+        WatchOutcomes reports it to goals as for `transfer.failed`.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -723,6 +728,24 @@ class PaymentsInternalServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchOutcomes(self, request, context):
+        """Streams what became of payments, refunds and payouts (see
+        PaymentOutcome), in order, starting after `after_seq`: first every stored
+        outcome after it, then each new one as it is published. A caller that
+        stores the `seq` of the last outcome it applied and reconnects with it
+        misses nothing and sees nothing twice. This is how the goals service
+        learns that a contribution was paid, failed or refunded, that a refund
+        failed, and how a payout settled; payments never calls goals.
+
+        Called by the goals service with the service credential. Read-only; the
+        stream runs until the caller cancels it or its deadline passes.
+
+        Errors: INVALID_ARGUMENT (INVALID_AFTER_SEQ) for a negative `after_seq`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PaymentsInternalServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -750,6 +773,11 @@ def add_PaymentsInternalServiceServicer_to_server(servicer, server):
                     servicer.Reconcile,
                     request_deserializer=gofund_dot_payments_dot_v1_dot_payments__service__pb2.ReconcileRequest.FromString,
                     response_serializer=gofund_dot_payments_dot_v1_dot_payments__service__pb2.ReconcileResponse.SerializeToString,
+            ),
+            'WatchOutcomes': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchOutcomes,
+                    request_deserializer=gofund_dot_payments_dot_v1_dot_payments__service__pb2.WatchOutcomesRequest.FromString,
+                    response_serializer=gofund_dot_payments_dot_v1_dot_payments__service__pb2.WatchOutcomesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -895,6 +923,33 @@ class PaymentsInternalService:
             '/gofund.payments.v1.PaymentsInternalService/Reconcile',
             gofund_dot_payments_dot_v1_dot_payments__service__pb2.ReconcileRequest.SerializeToString,
             gofund_dot_payments_dot_v1_dot_payments__service__pb2.ReconcileResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchOutcomes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/gofund.payments.v1.PaymentsInternalService/WatchOutcomes',
+            gofund_dot_payments_dot_v1_dot_payments__service__pb2.WatchOutcomesRequest.SerializeToString,
+            gofund_dot_payments_dot_v1_dot_payments__service__pb2.WatchOutcomesResponse.FromString,
             options,
             channel_credentials,
             insecure,

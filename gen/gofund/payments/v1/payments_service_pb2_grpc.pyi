@@ -586,7 +586,7 @@ class PaymentsInternalServiceStub:
     again. If the ledger refuses the reservation (the money is not in the
     user's account) or Paystack refuses the transfer outright (an unusable
     recipient, say), the payout is returned FAILED without a transfer, and
-    RecordPayoutResult reports it to goals as for `transfer.failed`.
+    WatchOutcomes reports it to goals as for `transfer.failed`.
     """
     GetPayout: _grpc.UnaryUnaryMultiCallable[_payments_service_pb2.GetPayoutRequest, _payments_service_pb2.GetPayoutResponse]
     """Returns one payout.
@@ -607,6 +607,20 @@ class PaymentsInternalServiceStub:
 
     Errors: UNAVAILABLE
     (PAYSTACK_UNAVAILABLE, or a dependency's own code) if a source cannot be read.
+    """
+    WatchOutcomes: _grpc.UnaryStreamMultiCallable[_payments_service_pb2.WatchOutcomesRequest, _payments_service_pb2.WatchOutcomesResponse]
+    """Streams what became of payments, refunds and payouts (see
+    PaymentOutcome), in order, starting after `after_seq`: first every stored
+    outcome after it, then each new one as it is published. A caller that
+    stores the `seq` of the last outcome it applied and reconnects with it
+    misses nothing and sees nothing twice. This is how the goals service
+    learns that a contribution was paid, failed or refunded, that a refund
+    failed, and how a payout settled; payments never calls goals.
+
+    Called by the goals service with the service credential. Read-only; the
+    stream runs until the caller cancels it or its deadline passes.
+
+    Errors: INVALID_ARGUMENT (INVALID_AFTER_SEQ) for a negative `after_seq`.
     """
 
 @_typing.type_check_only
@@ -704,7 +718,7 @@ class PaymentsInternalServiceAsyncStub(PaymentsInternalServiceStub):
     again. If the ledger refuses the reservation (the money is not in the
     user's account) or Paystack refuses the transfer outright (an unusable
     recipient, say), the payout is returned FAILED without a transfer, and
-    RecordPayoutResult reports it to goals as for `transfer.failed`.
+    WatchOutcomes reports it to goals as for `transfer.failed`.
     """
     GetPayout: _aio.UnaryUnaryMultiCallable[_payments_service_pb2.GetPayoutRequest, _payments_service_pb2.GetPayoutResponse]  # type: ignore[assignment]
     """Returns one payout.
@@ -725,6 +739,20 @@ class PaymentsInternalServiceAsyncStub(PaymentsInternalServiceStub):
 
     Errors: UNAVAILABLE
     (PAYSTACK_UNAVAILABLE, or a dependency's own code) if a source cannot be read.
+    """
+    WatchOutcomes: _aio.UnaryStreamMultiCallable[_payments_service_pb2.WatchOutcomesRequest, _payments_service_pb2.WatchOutcomesResponse]  # type: ignore[assignment]
+    """Streams what became of payments, refunds and payouts (see
+    PaymentOutcome), in order, starting after `after_seq`: first every stored
+    outcome after it, then each new one as it is published. A caller that
+    stores the `seq` of the last outcome it applied and reconnects with it
+    misses nothing and sees nothing twice. This is how the goals service
+    learns that a contribution was paid, failed or refunded, that a refund
+    failed, and how a payout settled; payments never calls goals.
+
+    Called by the goals service with the service credential. Read-only; the
+    stream runs until the caller cancels it or its deadline passes.
+
+    Errors: INVALID_ARGUMENT (INVALID_AFTER_SEQ) for a negative `after_seq`.
     """
 
 class PaymentsInternalServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -837,7 +865,7 @@ class PaymentsInternalServiceServicer(metaclass=_abc_1.ABCMeta):
         again. If the ledger refuses the reservation (the money is not in the
         user's account) or Paystack refuses the transfer outright (an unusable
         recipient, say), the payout is returned FAILED without a transfer, and
-        RecordPayoutResult reports it to goals as for `transfer.failed`.
+        WatchOutcomes reports it to goals as for `transfer.failed`.
         """
 
     @_abc_1.abstractmethod
@@ -870,6 +898,26 @@ class PaymentsInternalServiceServicer(metaclass=_abc_1.ABCMeta):
 
         Errors: UNAVAILABLE
         (PAYSTACK_UNAVAILABLE, or a dependency's own code) if a source cannot be read.
+        """
+
+    @_abc_1.abstractmethod
+    def WatchOutcomes(
+        self,
+        request: _payments_service_pb2.WatchOutcomesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_payments_service_pb2.WatchOutcomesResponse], _abc.AsyncIterator[_payments_service_pb2.WatchOutcomesResponse]]:
+        """Streams what became of payments, refunds and payouts (see
+        PaymentOutcome), in order, starting after `after_seq`: first every stored
+        outcome after it, then each new one as it is published. A caller that
+        stores the `seq` of the last outcome it applied and reconnects with it
+        misses nothing and sees nothing twice. This is how the goals service
+        learns that a contribution was paid, failed or refunded, that a refund
+        failed, and how a payout settled; payments never calls goals.
+
+        Called by the goals service with the service credential. Read-only; the
+        stream runs until the caller cancels it or its deadline passes.
+
+        Errors: INVALID_ARGUMENT (INVALID_AFTER_SEQ) for a negative `after_seq`.
         """
 
 def add_PaymentsInternalServiceServicer_to_server(servicer: PaymentsInternalServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
