@@ -15,6 +15,7 @@ from services.common.context import caller, caller_or_none
 from services.common.errors import ErrorMapping, ErrorTable, FieldViolation, ValidationFailed, Validator
 from services.common.ids import canonical_id, check_id
 from services.common.proto import request_datetime, timestamp
+from services.common.resume import resume_after
 from services.goals import domain, store
 from services.goals.domain import ContributionStatus, GoalStatus, Outflow, PayoutOutcome, ProofStatus
 from services.goals.use_cases import Goals
@@ -153,26 +154,6 @@ def progress_bytes(progress: store.Progress, heartbeat: bool = False) -> bytes:
         currency=progress.currency,
         heartbeat=heartbeat,
     ).SerializeToString()
-
-
-LAST_EVENT_ID = "last-event-id"
-_MAX_SEQ = 2**63 - 1
-
-
-def resume_after(after_seq: int, context: grpc.aio.ServicerContext) -> int:
-    """Where a stream resumes: the request's `after_seq`, or when that is 0 an SSE client's
-    Last-Event-ID (Envoy's transcoder passes the header on as `last-event-id` metadata)."""
-    if after_seq:
-        return after_seq
-    value = next((str(m.value) for m in context.invocation_metadata() or () if m.key == LAST_EVENT_ID), "")
-    if not value:
-        return 0
-    # A seq as the stream sent it: ASCII digits only (int() would also take a sign, spaces, "1_000").
-    if not (len(value) <= 19 and value.isascii() and value.isdigit() and int(value) <= _MAX_SEQ):
-        raise ValidationFailed(
-            [FieldViolation(LAST_EVENT_ID, "must be the seq of a message of this stream", "INVALID_LAST_EVENT_ID")]
-        )
-    return int(value)
 
 
 def _bad_token() -> ValidationFailed:

@@ -12,6 +12,7 @@ from services.common import paging
 from services.common.errors import ErrorMapping, ErrorTable, FieldViolation, ValidationFailed
 from services.common.ids import canonical_id
 from services.common.proto import timestamp
+from services.common.resume import after_seq, resume_after
 from services.ledger import domain, store
 from services.ledger.domain import AccountType, EntryType, Phase, Posting, TransactionKind
 from services.ledger.streams import ChangeFeedUnavailable, WatcherClosed
@@ -152,32 +153,6 @@ def account_id(value: str) -> str:
     if canonical is None:
         raise domain.InvalidAccountId(f"{value!r} is not an account id")
     return canonical
-
-
-def after_seq(value: int) -> int:
-    if value < 0:
-        raise ValidationFailed([FieldViolation("after_seq", "must not be negative", "INVALID_AFTER_SEQ")])
-    return value
-
-
-LAST_EVENT_ID = "last-event-id"
-_MAX_SEQ = 2**63 - 1
-
-
-def resume_after(value: int, context: grpc.aio.ServicerContext) -> int:
-    """Where a stream resumes: the request's `after_seq`, or when that is 0 an SSE client's
-    Last-Event-ID (Envoy's transcoder passes the header on as `last-event-id` metadata)."""
-    if value:
-        return after_seq(value)
-    header = next((str(m.value) for m in context.invocation_metadata() or () if m.key == LAST_EVENT_ID), "")
-    if not header:
-        return 0
-    # A seq as the stream sent it: ASCII digits only (int() would also take a sign, spaces, "1_000").
-    if not (len(header) <= 19 and header.isascii() and header.isdigit() and int(header) <= _MAX_SEQ):
-        raise ValidationFailed(
-            [FieldViolation(LAST_EVENT_ID, "must be the seq of a message of this stream", "INVALID_LAST_EVENT_ID")]
-        )
-    return int(header)
 
 
 def postings(request: ledger_service_pb2.PostTransactionRequest) -> list[Posting]:

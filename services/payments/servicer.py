@@ -13,6 +13,7 @@ from services.common.auth import require_permission
 from services.common.context import caller_or_none
 from services.common.errors import ErrorMapping, ErrorTable, FieldViolation, ValidationFailed
 from services.common.proto import optional_timestamp, timestamp
+from services.common.resume import after_seq
 from services.payments import domain
 from services.payments.domain import EventStatus, PaymentStatus, PayoutStatus
 from services.payments.reconcile import Reconciler, Report
@@ -222,9 +223,7 @@ class PaymentsInternalServicer(payments_service_pb2_grpc.PaymentsInternalService
     async def WatchOutcomes(
         self, request: payments_service_pb2.WatchOutcomesRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[payments_service_pb2.WatchOutcomesResponse]:
-        if request.after_seq < 0:
-            raise ValidationFailed([FieldViolation("after_seq", "must not be negative", "INVALID_AFTER_SEQ")])
-        async for outcome in self._payments.outcomes.after(request.after_seq):
+        async for outcome in self._payments.outcomes.after(after_seq(request.after_seq)):
             yield payments_service_pb2.WatchOutcomesResponse(outcome=outcome)
 
     async def InitializePayment(
