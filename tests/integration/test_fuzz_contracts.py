@@ -50,9 +50,9 @@ from pymongo import AsyncMongoClient
 from services.common.db import psycopg_dsn
 from services.payments import domain as payments_domain
 from tests.conftest import CREDENTIAL
-from tests.integration.goals_fixtures import PASSWORD, Platform, User, paying_platform
+from tests.integration.fixtures.goals import Platform, User
+from tests.integration.fixtures.identity import PASSWORD
 
-__all__ = ["paying_platform"]
 pytestmark = pytest.mark.asyncio
 
 # Examples per RPC. All 65 RPCs, setup included, take about 50 s at 35 on two

@@ -12,9 +12,8 @@ from google.protobuf import field_mask_pb2
 
 from services.stack import embedded
 from tests.helpers import eventually, reason, rejected
-from tests.integration.goals_fixtures import GOALS, Platform, platform
+from tests.integration.fixtures.goals import GOALS, Platform
 
-__all__ = ["platform"]
 pytestmark = pytest.mark.asyncio
 
 OPEN, FUNDED = goals_pb2.GOAL_STATUS_OPEN, goals_pb2.GOAL_STATUS_FUNDED

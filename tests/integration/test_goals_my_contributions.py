@@ -10,9 +10,8 @@ import pytest
 from gofund.goals.v1 import goals_pb2, goals_service_pb2
 
 from tests.helpers import reason, rejected
-from tests.integration.goals_fixtures import GOALS, Platform, User, platform
+from tests.integration.fixtures.goals import GOALS, Platform, User
 
-__all__ = ["platform"]
 pytestmark = pytest.mark.asyncio
 
 OPEN, REFUNDED_GOAL = goals_pb2.GOAL_STATUS_OPEN, goals_pb2.GOAL_STATUS_REFUNDED

@@ -10,9 +10,9 @@ from gofund.payments.v1 import payments_pb2, payments_service_pb2
 
 from services.goals import domain
 from tests.helpers import eventually
-from tests.integration.goals_fixtures import Platform, User, paying_platform, take
-from tests.integration.ledger_helpers import open_account
-from tests.integration.payments_helpers import (
+from tests.integration.fixtures.goals import Platform, User, take
+from tests.integration.fixtures.ledger import open_account
+from tests.integration.fixtures.payments import (
     SUCCEEDED,
     add_recipient,
     approve_first_proof,
@@ -25,7 +25,6 @@ from tests.integration.payments_helpers import (
     status_is,
 )
 
-__all__ = ["paying_platform"]
 pytestmark = pytest.mark.asyncio
 
 OPEN, FUNDED, RELEASED, WITHDRAWN = (

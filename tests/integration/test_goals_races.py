@@ -20,10 +20,9 @@ import pytest
 from gofund.goals.v1 import goals_pb2, goals_service_pb2
 
 from tests.helpers import eventually, reason, rejected
-from tests.integration.goals_fixtures import GOALS, FakeClock, Platform, User, platform
+from tests.integration.fixtures.goals import GOALS, FakeClock, Platform, User
 from tests.integration.test_goals_votes import submit, vote
 
-__all__ = ["platform"]
 pytestmark = pytest.mark.asyncio
 
 ROUNDS = 6

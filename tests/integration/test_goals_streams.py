@@ -14,9 +14,8 @@ from gofund.ledger.v1 import ledger_service_pb2
 from services.common.server import ServiceRunner
 from services.ledger import main as ledger_main
 from tests.helpers import eventually, reason, rejected
-from tests.integration.goals_fixtures import GOALS, Platform, platform, take
+from tests.integration.fixtures.goals import GOALS, Platform, take
 
-__all__ = ["platform"]
 pytestmark = pytest.mark.asyncio
 
 OPEN, FUNDED = goals_pb2.GOAL_STATUS_OPEN, goals_pb2.GOAL_STATUS_FUNDED

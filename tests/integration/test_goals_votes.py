@@ -12,10 +12,9 @@ from gofund.ledger.v1 import ledger_service_pb2
 
 from services.goals import domain
 from tests.helpers import eventually, reason, rejected
-from tests.integration.goals_fixtures import GOALS, Platform, User, platform
-from tests.integration.ledger_helpers import open_account
+from tests.integration.fixtures.goals import GOALS, Platform, User
+from tests.integration.fixtures.ledger import open_account
 
-__all__ = ["platform"]
 pytestmark = pytest.mark.asyncio
 
 FUNDED, RELEASED = goals_pb2.GOAL_STATUS_FUNDED, goals_pb2.GOAL_STATUS_RELEASED

@@ -6,79 +6,19 @@ import asyncio
 import logging
 import re
 import uuid
-from collections.abc import AsyncIterator
-from typing import Any
 
 import grpc
-import psycopg
 import pytest
-import pytest_asyncio
 from gofund.identity.v1 import identity_service_pb2, identity_service_pb2_grpc
 from gofund.ledger.v1 import ledger_service_pb2, ledger_service_pb2_grpc
 from google.protobuf import field_mask_pb2
 
-from services.common.db import psycopg_dsn
 from services.common.server import ServiceRunner
-from services.identity.main import build
-from services.stack import embedded, smtp_sink
-from tests.conftest import CREDENTIAL, migrated_database, service_channel, settings_with
+from tests.conftest import CREDENTIAL, migrated_database, settings_with
 from tests.helpers import eventually, reason, rejected
+from tests.integration.fixtures.identity import PASSWORD, IdentityUnderTest, bearer
 
 pytestmark = pytest.mark.asyncio
-PASSWORD = "correct horse battery"
-
-
-class IdentityUnderTest:
-    def __init__(self, runner: ServiceRunner, port: int, url: str, sink: smtp_sink.Sink) -> None:
-        self.runner, self.port, self.url, self.sink = runner, port, url, sink
-        self.channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
-        self.public = identity_service_pb2_grpc.IdentityServiceStub(self.channel)
-        self.service_channel = service_channel(f"127.0.0.1:{port}")
-        self.internal = identity_service_pb2_grpc.IdentityInternalServiceStub(self.service_channel)
-
-    def sql(self, statement: str, *params: Any) -> None:
-        with psycopg.connect(psycopg_dsn(self.url), autocommit=True) as connection:
-            connection.execute(statement, params)
-
-    async def register(self, **overrides: str) -> Any:
-        name = "u" + uuid.uuid4().hex[:12]
-        fields = {"email": f"{name}@example.com", "username": name, "password": PASSWORD, "first_name": "Ada"}
-        fields.update(overrides)
-        return (await self.public.CreateUser(identity_service_pb2.CreateUserRequest(**fields))).user
-
-    async def login(self, login: str, password: str = PASSWORD, **metadata: str) -> Any:
-        return await self.public.CreateSession(
-            identity_service_pb2.CreateSessionRequest(login=login, password=password, device_name="laptop"),
-            metadata=tuple(metadata.items()),
-        )
-
-    async def user_with_token(self) -> tuple[Any, str]:
-        user = await self.register()
-        return user, (await self.login(user.email)).token
-
-
-def bearer(token: str) -> tuple[tuple[str, str]]:
-    return (("authorization", f"Bearer {token}"),)
-
-
-@pytest_asyncio.fixture(scope="module")
-async def identity(
-    postgres_port: int, mongodb_port: int, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[IdentityUnderTest]:
-    url = migrated_database(postgres_port, "identity")
-    smtp_port = embedded.free_port()
-    controller, sink = smtp_sink.start(smtp_port)
-    settings = settings_with(
-        postgres_port, mongodb_port, tmp_path_factory.mktemp("identity"), identity_database_url=url, smtp_port=smtp_port
-    )
-    runner = ServiceRunner(build, settings, port=0)
-    port = await runner.start()
-    under_test = IdentityUnderTest(runner, port, url, sink)
-    yield under_test
-    await under_test.channel.close()
-    await under_test.service_channel.close()
-    await runner.stop()
-    controller.stop()
 
 
 # -- registration -------------------------------------------------------------------

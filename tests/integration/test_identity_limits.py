@@ -20,7 +20,7 @@ from services.identity.main import build
 from services.stack import embedded, smtp_sink
 from tests.conftest import migrated_database, settings_with
 from tests.helpers import reason, rejected
-from tests.integration.test_identity import PASSWORD, IdentityUnderTest, bearer
+from tests.integration.fixtures.identity import PASSWORD, IdentityUnderTest, bearer
 
 pytestmark = pytest.mark.asyncio
 

@@ -26,9 +26,9 @@ from google.rpc import error_details_pb2, status_pb2
 
 from tests.helpers import reason as reason_of_error
 from tests.helpers import rejected
-from tests.integration.goals_fixtures import PASSWORD, Platform, User, paying_platform
+from tests.integration.fixtures.goals import Platform, User
+from tests.integration.fixtures.identity import PASSWORD
 
-__all__ = ["paying_platform"]
 pytestmark = pytest.mark.asyncio
 NUL = "\x00"
 

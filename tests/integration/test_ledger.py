@@ -12,8 +12,16 @@ from gofund.ledger.v1 import ledger_pb2, ledger_service_pb2, ledger_service_pb2_
 
 from tests.conftest import service_channel
 from tests.helpers import reason, rejected
-from tests.integration.conftest import LedgerUnderTest
-from tests.integration.ledger_helpers import CREDIT, DEBIT, fund, new_id, open_account, posting, transfer
+from tests.integration.fixtures.ledger import (
+    CREDIT,
+    DEBIT,
+    LedgerUnderTest,
+    fund,
+    new_id,
+    open_account,
+    posting,
+    transfer,
+)
 
 pytestmark = pytest.mark.asyncio
 

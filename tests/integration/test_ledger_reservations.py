@@ -15,8 +15,7 @@ import pytest
 from gofund.ledger.v1 import ledger_pb2, ledger_service_pb2
 
 from tests.helpers import reason, rejected
-from tests.integration.conftest import LedgerUnderTest
-from tests.integration.ledger_helpers import CREDIT, DEBIT, fund, new_id, open_account, posting
+from tests.integration.fixtures.ledger import CREDIT, DEBIT, LedgerUnderTest, fund, new_id, open_account, posting
 
 pytestmark = pytest.mark.asyncio
 

@@ -18,8 +18,16 @@ from services.ledger.main import build
 from services.stack import embedded
 from tests.conftest import service_channel, settings_with
 from tests.helpers import eventually, reason
-from tests.integration.conftest import LedgerUnderTest
-from tests.integration.ledger_helpers import CREDIT, DEBIT, fund, new_id, open_account, posting, transfer
+from tests.integration.fixtures.ledger import (
+    CREDIT,
+    DEBIT,
+    LedgerUnderTest,
+    fund,
+    new_id,
+    open_account,
+    posting,
+    transfer,
+)
 
 pytestmark = pytest.mark.asyncio
 

@@ -35,8 +35,7 @@ from services.payments.domain import sign
 from services.stack import embedded
 from tests.conftest import settings_with, unique_name
 from tests.helpers import eventually
-from tests.integration.conftest import LedgerUnderTest
-from tests.integration.ledger_helpers import open_account
+from tests.integration.fixtures.ledger import LedgerUnderTest, open_account
 
 pytestmark = pytest.mark.asyncio
 

@@ -44,7 +44,7 @@ from services.payments.janitor import Janitor
 from services.payments.reconcile import Reconciler
 from services.payments.store import now
 from tests.helpers import eventually
-from tests.integration.goals_fixtures import Platform, User, start_platform
+from tests.integration.fixtures.goals import Platform, User, start_platform
 
 T = TypeVar("T")
 SETTLE_TIMEOUT_S = 20.0

@@ -29,9 +29,9 @@ from services.payments import domain
 from services.payments.janitor import Janitor
 from services.payments.store import now
 from tests.helpers import eventually, rejected
-from tests.integration.goals_fixtures import Platform, User, start_platform
-from tests.integration.ledger_helpers import CREDIT, DEBIT, open_account, posting
-from tests.integration.payments_helpers import (
+from tests.integration.fixtures.goals import Platform, User, start_platform
+from tests.integration.fixtures.ledger import CREDIT, DEBIT, open_account, posting
+from tests.integration.fixtures.payments import (
     SUCCEEDED,
     add_recipient,
     approve_first_proof,

@@ -1,7 +1,7 @@
 """A PostgreSQL restart under a busy goals service is one WARNING when it starts and one when it ends.
 
 The platform runs on a PostgreSQL of its own (so this test can stop it) with
-payments down, as in `goals_fixtures.platform`. A cancelled goal's refund saga
+payments down, as in `fixtures.goals.platform`. A cancelled goal's refund saga
 and the scheduler keep working while the server is stopped and started again;
 the logs must then say so once per dependency, with the outage's duration,
 and carry no ERROR and no traceback: nobody needs to act on an outage the
@@ -21,7 +21,7 @@ from gofund.goals.v1 import goals_pb2, goals_service_pb2
 
 from services.stack import embedded
 from tests.helpers import eventually
-from tests.integration.goals_fixtures import Platform, start_platform
+from tests.integration.fixtures.goals import Platform, start_platform
 
 pytestmark = pytest.mark.asyncio
 

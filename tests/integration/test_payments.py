@@ -22,12 +22,10 @@ from google.api import httpbody_pb2
 
 from services.payments import domain
 from tests.helpers import eventually, reason, rejected
-from tests.integration.goals_fixtures import Platform, User, paying_platform
-from tests.integration.payments_helpers import checkout, pay, payments_db, settle
+from tests.integration.fixtures.goals import Platform, User
+from tests.integration.fixtures.payments import checkout, pay, payments_db, settle
 
 pytestmark = pytest.mark.asyncio
-
-__all__ = ["paying_platform"]  # the module's platform, as a fixture
 
 PAYMENTS = "payments.gofund"
 PENDING = payments_pb2.PAYMENT_STATUS_PENDING

@@ -26,9 +26,8 @@ from services.payments import main as payments_main
 from services.stack import embedded
 from tests.conftest import service_channel, unique_name
 from tests.helpers import reason, rejected
-from tests.integration.goals_fixtures import Platform, paying_platform
+from tests.integration.fixtures.goals import Platform
 
-__all__ = ["paying_platform"]
 pytestmark = pytest.mark.asyncio
 
 

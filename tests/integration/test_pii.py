@@ -25,8 +25,8 @@ from services.common import log as gofund_log
 from services.common.db import psycopg_dsn
 from services.goals import domain
 from tests.helpers import eventually
-from tests.integration.goals_fixtures import Platform, paying_platform
-from tests.integration.payments_helpers import (
+from tests.integration.fixtures.goals import Platform
+from tests.integration.fixtures.payments import (
     approve_first_proof,
     paid_contribution,
     payments_db,
@@ -34,7 +34,6 @@ from tests.integration.payments_helpers import (
     settle,
 )
 
-__all__ = ["paying_platform"]
 pytestmark = pytest.mark.asyncio
 
 

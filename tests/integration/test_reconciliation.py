@@ -26,9 +26,9 @@ from services.goals import domain as goals_domain
 from services.payments import domain
 from services.payments.reconcile import Schedule
 from tests.helpers import eventually
-from tests.integration.goals_fixtures import Platform, start_platform
-from tests.integration.ledger_helpers import CREDIT, DEBIT, open_account, posting
-from tests.integration.payments_helpers import (
+from tests.integration.fixtures.goals import Platform, start_platform
+from tests.integration.fixtures.ledger import CREDIT, DEBIT, open_account, posting
+from tests.integration.fixtures.payments import (
     add_recipient,
     approve_first_proof,
     checkout,
