@@ -16,17 +16,22 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
+import grpc
 import pytest
 import pytest_asyncio
-from gofund.payments.v1 import payments_pb2
+from gofund.payments.v1 import payments_pb2, payments_service_pb2
 from pymongo import AsyncMongoClient
 
 from services.payments.domain import PaymentStatus, PayoutStatus
 from services.payments.outcomes import Outcomes
 from services.payments.store import Payment, PaymentsStore, Payout, ensure_indexes
 from tests.conftest import unique_name
+from tests.helpers import reason, rejected
+from tests.integration.fixtures.goals import Platform
+from tests.integration.fixtures.payments import paid_contribution
 
 pytestmark = pytest.mark.asyncio
+
 
 NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
 
@@ -152,3 +157,36 @@ async def test_a_payout_outcome_carries_how_it_settled(outcomes: Outcomes) -> No
     assert outcome.payout_settled.status == payments_pb2.PAYOUT_STATUS_FAILED
     assert outcome.payout_settled.reason == "account closed"
     assert outcome.payout_settled.goal_id == failed.goal_id
+
+
+async def test_a_paid_webhook_reaches_watch_outcomes_once_with_the_contribution(paying_platform: Platform) -> None:
+    platform = paying_platform
+    owner, payer = await platform.users(2)
+    goal = await platform.goal(owner)
+    paid = await paid_contribution(platform, payer, goal, 3000)
+
+    seen: list[payments_pb2.PaymentOutcome] = []
+    stream = platform.payments_internal.WatchOutcomes(
+        payments_service_pb2.WatchOutcomesRequest(after_seq=0), timeout=15
+    )
+    async for message in stream:
+        seen.append(message.outcome)
+        if message.outcome.contribution_paid.contribution_id == paid.id:
+            break
+    stream.cancel()
+
+    ours = [o for o in seen if o.contribution_paid.contribution_id == paid.id]
+    assert len(ours) == 1
+    assert (ours[0].contribution_paid.goal_id, ours[0].contribution_paid.amount) == (goal.id, 3000)
+    assert [o.seq for o in seen] == list(range(1, len(seen) + 1))
+
+
+async def test_watch_outcomes_refuses_a_negative_after_seq(paying_platform: Platform) -> None:
+    stream = paying_platform.payments_internal.WatchOutcomes(
+        payments_service_pb2.WatchOutcomesRequest(after_seq=-1), timeout=15
+    )
+    refused = await rejected(anext(aiter(stream)))
+    assert (refused.code(), reason(refused, "payments.gofund")) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "INVALID_AFTER_SEQ",
+    )
