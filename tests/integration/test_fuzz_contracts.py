@@ -116,6 +116,8 @@ STARTS_BACKGROUND_WORK = {
     "GoalsInternalService.RecordPayoutResult",
     "PaymentsService.HandlePaystackWebhook",
     "PaymentsService.RetryWebhookEvent",
+    # A payout the ledger refuses is FAILED at once and its outcome published by the processor.
+    "PaymentsInternalService.CreatePayout",
 }
 # Writes a refused request is known to make, as (RPC, store): none now. (The fuzz found two,
 # both fixed: InitializePayment and CreatePayoutRecipient kept an idempotency key after refusing.)

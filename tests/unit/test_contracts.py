@@ -96,13 +96,14 @@ def test_every_api_md_route_is_served() -> None:
     assert API_MD_ROUTES - served == set()
 
 
-def test_streams_are_the_four_watch_rpcs() -> None:
+def test_streams_are_the_five_watch_rpcs() -> None:
     streams = {m.full_name for s in PUBLIC + INTERNAL for m in s.methods if m.server_streaming}
     assert streams == {
         "gofund.ledger.v1.LedgerService.WatchBalance",
         "gofund.ledger.v1.LedgerInternalService.WatchBalances",
         "gofund.goals.v1.GoalsService.WatchGoal",
         "gofund.identity.v1.IdentityInternalService.WatchRevocations",
+        "gofund.payments.v1.PaymentsInternalService.WatchOutcomes",
     }
 
 
