@@ -107,6 +107,81 @@ class PayoutOutcome(StrEnum):
     REVERSED = "REVERSED"
 
 
+# -- what payments reports (PaymentsInternalService.WatchOutcomes) ------------------------------
+@dataclass(frozen=True)
+class ContributionPaid:
+    """The contribution's charge was verified and posted ESCROW -> GOAL."""
+
+    seq: int
+    contribution_id: str
+    payment_id: str
+    amount: int
+    currency: str
+    paid_at: datetime | None
+
+
+@dataclass(frozen=True)
+class ContributionPaymentFailed:
+    """The contribution's charge failed or was abandoned; no money moved."""
+
+    seq: int
+    contribution_id: str
+    payment_id: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class ContributionRefunded:
+    """The contribution's refund was processed and posted GOAL -> ESCROW."""
+
+    seq: int
+    contribution_id: str
+    payment_id: str
+    refund_id: str
+
+
+@dataclass(frozen=True)
+class ContributionRefundFailed:
+    """Paystack failed the contribution's refund under `refund_id`; the money is still the goal's."""
+
+    seq: int
+    contribution_id: str
+    payment_id: str
+    refund_id: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class PayoutSettled:
+    """A payout of a goal's release ended; `outcome` is None when payments sent a status
+    that is not an ending (a bug on its side, refused when applied)."""
+
+    seq: int
+    goal_id: str
+    payout_id: str
+    outcome: PayoutOutcome | None
+    reason: str
+
+
+@dataclass(frozen=True)
+class UnknownOutcome:
+    """An outcome of a kind this goals does not know (a newer payments): refused when applied."""
+
+    seq: int
+    outcome_id: str
+    kind: str
+
+
+PaymentOutcome = (
+    ContributionPaid
+    | ContributionPaymentFailed
+    | ContributionRefunded
+    | ContributionRefundFailed
+    | PayoutSettled
+    | UnknownOutcome
+)
+
+
 class RefundCause(StrEnum):
     """Why a goal is refunding: it tells a repeated cancel from a refund for another reason."""
 
@@ -118,9 +193,9 @@ class RefundCause(StrEnum):
 class RefundState(StrEnum):
     # RefundPayment must be (re)sent for the current attempt's refund id.
     PENDING = "PENDING"
-    # Payments accepted the refund; we look again later in case Paystack failed it.
+    # Payments accepted the refund; its outcome, refunded or failed, is awaited.
     REQUESTED = "REQUESTED"
-    # MarkContributionRefunded arrived: the money is back with the payer.
+    # Payments reported it refunded: the money is back with the payer.
     DONE = "DONE"
 
 
@@ -129,7 +204,7 @@ class ReleaseStep(StrEnum):
     POST = "POST"
     # Ask payments for the payout of the current attempt.
     PAYOUT = "PAYOUT"
-    # The payout is with Paystack; RecordPayoutResult says how it ended.
+    # The payout is with Paystack; payments' payout_settled outcome says how it ended.
     PAYING = "PAYING"
     DONE = "DONE"
 
@@ -163,6 +238,8 @@ class GoalNotFunded(DomainError):
     pass
 
 
+# The next six, and OutcomeNotUnderstood, are refusals of an outcome from payments
+# (`outcomes`): the follower logs them and steps over the outcome; no caller is answered.
 class GoalNotReleased(DomainError):
     pass
 
@@ -221,6 +298,10 @@ class LedgerUnavailable(DomainError):
 
 class PaymentsUnavailable(DomainError):
     pass
+
+
+class OutcomeNotUnderstood(DomainError):
+    """An outcome from payments that goals cannot read (unknown kind, not an ending)."""
 
 
 class PaymentRejected(DomainError):

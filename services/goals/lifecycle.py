@@ -92,7 +92,7 @@ async def refresh_progress(session: AsyncSession, goal: store.Goal, now: datetim
 
     Each capture reaches goals twice, in no fixed order: its GOAL balance
     change through the ledger's stream (`apply_balance`) and payments'
-    confirmation of the contribution (`Goals.confirm_contribution`); goals may
+    confirmation of the contribution (its `contribution_paid` outcome); goals may
     restart between the two. Both are stored as they arrive (`ledger_balance`
     and the contribution's status), and each calls this under the goal's row
     lock, so the progress shown is a function of what is stored, whatever the

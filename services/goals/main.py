@@ -15,8 +15,10 @@ from services.common.clients import open_channels
 from services.common.config import Settings
 from services.common.db import Database
 from services.common.server import Service, run
-from services.goals.funding import BalanceFollower
+from services.goals.follower import Follower
+from services.goals.funding import balance_stream
 from services.goals.lifecycle import Rules
+from services.goals.outcomes import outcome_stream
 from services.goals.peers import LedgerGateway, PaymentsGateway
 from services.goals.sagas import Sagas
 from services.goals.scheduler import Scheduler
@@ -59,7 +61,10 @@ async def build(settings: Settings, stack: AsyncExitStack, *, clock: Callable[[]
         interval_s=settings.scheduler_interval_ms / 1000,
     )
     broadcaster = ProgressBroadcaster(database)
-    follower = BalanceFollower(database, ledger, clock)
+    # The two streams goals follows, each from its stored cursor: GOAL balances
+    # from the ledger, payment outcomes from payments.
+    balances = Follower(database, balance_stream(ledger), clock, scheduler.wake)
+    outcomes = Follower(database, outcome_stream(payments), clock, scheduler.wake)
     goals = Goals(
         database,
         ledger=ledger,
@@ -82,7 +87,7 @@ async def build(settings: Settings, stack: AsyncExitStack, *, clock: Callable[[]
         descriptors=descriptors,
         auth=AuthPolicy.of(descriptors, ANONYMOUS),
         authenticator=authenticator,
-        background=[broadcaster.run, follower.run, scheduler.run, authenticator.follow_revocations],
+        background=[broadcaster.run, balances.run, scheduler.run, authenticator.follow_revocations, outcomes.run],
     )
 
 

@@ -1,4 +1,4 @@
-"""The goals service's calls to the ledger and to payments.
+"""The goals service's calls to the ledger and to payments, and the streams it follows from them.
 
 Each call goes through the process's shared channels (deadline, retries on
 UNAVAILABLE for idempotent methods, service credential, request id). Failures
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from dataclasses import dataclass
+from datetime import UTC
 from typing import Any, TypeVar
 
 import grpc
@@ -21,6 +22,7 @@ from services.common import outage
 from services.common.clients import Channels
 from services.common.errors import error_info
 from services.common.ledger_client import GOAL, REVENUE, USER, LedgerClient, Posting
+from services.goals import domain
 from services.goals.domain import LedgerUnavailable, PaymentsUnavailable
 
 T = TypeVar("T")
@@ -172,3 +174,53 @@ class PaymentsGateway:
             ),
         )
         return str(payments_pb2.PayoutStatus.Name(response.payout.status)).removeprefix("PAYOUT_STATUS_")
+
+    async def outcomes(self, after_seq: int) -> AsyncIterator[domain.PaymentOutcome]:
+        """Every payment outcome after `after_seq`, then live ones; ends with PaymentsUnavailable
+        when the stream breaks (the caller resumes from the last seq it stored). No deadline:
+        it is followed for as long as the process runs."""
+        call = self._stub.WatchOutcomes(payments_service_pb2.WatchOutcomesRequest(after_seq=after_seq))
+        try:
+            async for message in call:
+                yield payment_outcome(message.outcome)
+        except grpc.aio.AioRpcError as exc:
+            if outage.unreachable(exc):
+                raise PaymentsUnavailable(f"the outcome stream ended: {exc.details()}") from None
+            raise _refused("payments", exc) from None
+        finally:
+            call.cancel()
+        raise PaymentsUnavailable("the outcome stream ended")
+
+
+_PAYOUT_OUTCOME = {
+    payments_pb2.PAYOUT_STATUS_SUCCESS: domain.PayoutOutcome.SUCCEEDED,
+    payments_pb2.PAYOUT_STATUS_FAILED: domain.PayoutOutcome.FAILED,
+    payments_pb2.PAYOUT_STATUS_REVERSED: domain.PayoutOutcome.REVERSED,
+}
+
+
+def payment_outcome(message: payments_pb2.PaymentOutcome) -> domain.PaymentOutcome:
+    """One WatchOutcomes message as goals reads it."""
+    seq = message.seq
+    kind = message.WhichOneof("outcome")
+    if kind == "contribution_paid":
+        paid = message.contribution_paid
+        paid_at = paid.paid_at.ToDatetime(tzinfo=UTC) if paid.HasField("paid_at") else None
+        return domain.ContributionPaid(seq, paid.contribution_id, paid.payment_id, paid.amount, paid.currency, paid_at)
+    if kind == "contribution_payment_failed":
+        failed = message.contribution_payment_failed
+        return domain.ContributionPaymentFailed(seq, failed.contribution_id, failed.payment_id, failed.reason)
+    if kind == "contribution_refunded":
+        refunded = message.contribution_refunded
+        return domain.ContributionRefunded(seq, refunded.contribution_id, refunded.payment_id, refunded.refund_id)
+    if kind == "contribution_refund_failed":
+        refund = message.contribution_refund_failed
+        return domain.ContributionRefundFailed(
+            seq, refund.contribution_id, refund.payment_id, refund.refund_id, refund.reason
+        )
+    if kind == "payout_settled":
+        settled = message.payout_settled
+        return domain.PayoutSettled(
+            seq, settled.goal_id, settled.payout_id, _PAYOUT_OUTCOME.get(settled.status), settled.reason
+        )
+    return domain.UnknownOutcome(seq, message.outcome_id, kind or "")

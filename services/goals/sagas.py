@@ -8,16 +8,21 @@ its ids are derived from the row (attempt numbers included), and the ledger
 and payments are idempotent on them.
 
 Refund of one contribution: RefundPayment(payment_id, refund_id(contribution,
-attempt)). Payments then answers REFUND_PENDING (we look again later) or, on
-a later look, SUCCESS: Paystack failed that refund, so the next attempt gets a
-new refund id. MarkContributionRefunded (from payments, after it posted GOAL ->
-ESCROW) ends it.
+attempt)). Payments answers REFUND_PENDING; its outcome stream (`outcomes`)
+then says `contribution_refunded` (posted GOAL -> ESCROW), which ends it, or
+`contribution_refund_failed`, which makes the next attempt, under a new refund
+id, due at once. A requested refund is also looked at again on a slow
+schedule (REFUND_CHECK_*): payments answers a replay with the payment as it
+stands, SUCCESS if Paystack failed the refund. Design decision: the stream is
+how goals hears; the slow look stays as the saga's own check that a refund it
+asked for is settling, should an outcome ever be refused when applied
+(logged as an ERROR by the follower).
 
 Release of one goal: post "goal:<goal_id>:release" (GOAL -> REVENUE fee, GOAL
 -> owner's USER account the rest), goal RELEASED; then CreatePayout(payout_id(
 goal, attempt)), which waits while the owner has no payout recipient;
-RecordPayoutResult ends it (WITHDRAWN) or, on FAILED/REVERSED, schedules the
-next attempt with a new payout id.
+payments' `payout_settled` outcome ends it (WITHDRAWN) or, on FAILED/REVERSED,
+schedules the next attempt with a new payout id.
 """
 
 from __future__ import annotations
@@ -50,8 +55,8 @@ Clock = Callable[[], datetime]
 # with exponential backoff between these bounds.
 RETRY_BASE = timedelta(seconds=5)
 RETRY_CAP = timedelta(minutes=10)
-# A requested refund is looked at again on this schedule, to notice one that
-# Paystack failed (payments puts the payment back to SUCCESS).
+# A requested refund is looked at again on this schedule, in case the outcome
+# stream's word that Paystack failed it was refused (see above).
 REFUND_CHECK_BASE = timedelta(minutes=1)
 REFUND_CHECK_CAP = timedelta(minutes=30)
 # A failed or reversed payout is tried again (new id) after this, doubling.

@@ -17,7 +17,7 @@ from services.common.ids import canonical_id, check_id
 from services.common.proto import request_datetime, timestamp
 from services.common.resume import resume_after
 from services.goals import domain, store
-from services.goals.domain import ContributionStatus, GoalStatus, Outflow, PayoutOutcome, ProofStatus
+from services.goals.domain import ContributionStatus, GoalStatus, Outflow, ProofStatus
 from services.goals.use_cases import Goals
 
 Code = grpc.StatusCode
@@ -31,13 +31,7 @@ ERRORS = ErrorTable(
         domain.GoalNotOpen: ErrorMapping(Code.FAILED_PRECONDITION, "GOAL_NOT_OPEN"),
         domain.GoalNotCancellable: ErrorMapping(Code.FAILED_PRECONDITION, "GOAL_NOT_CANCELLABLE"),
         domain.GoalNotFunded: ErrorMapping(Code.FAILED_PRECONDITION, "GOAL_NOT_FUNDED"),
-        domain.GoalNotReleased: ErrorMapping(Code.FAILED_PRECONDITION, "GOAL_NOT_RELEASED"),
         domain.IllegalGoalMove: ErrorMapping(Code.FAILED_PRECONDITION, "GOAL_STATE_CONFLICT"),
-        domain.PaymentMismatch: ErrorMapping(Code.INVALID_ARGUMENT, "PAYMENT_MISMATCH"),
-        domain.PayoutMismatch: ErrorMapping(Code.INVALID_ARGUMENT, "PAYOUT_MISMATCH"),
-        domain.ContributionAlreadyFailed: ErrorMapping(Code.FAILED_PRECONDITION, "CONTRIBUTION_ALREADY_FAILED"),
-        domain.ContributionAlreadySucceeded: ErrorMapping(Code.FAILED_PRECONDITION, "CONTRIBUTION_ALREADY_SUCCEEDED"),
-        domain.ContributionNotSucceeded: ErrorMapping(Code.FAILED_PRECONDITION, "CONTRIBUTION_NOT_SUCCEEDED"),
         domain.ProofPending: ErrorMapping(Code.FAILED_PRECONDITION, "PROOF_PENDING"),
         domain.ProofLimitReached: ErrorMapping(Code.FAILED_PRECONDITION, "PROOF_LIMIT_REACHED"),
         domain.NotAContributor: ErrorMapping(Code.PERMISSION_DENIED, "NOT_A_CONTRIBUTOR"),
@@ -64,7 +58,6 @@ _GOAL_STATUS_OF = {v: k for k, v in _GOAL_STATUS.items()}
 _CONTRIBUTION_STATUS = {s: getattr(goals_pb2, f"CONTRIBUTION_STATUS_{s.value}") for s in ContributionStatus}
 _CONTRIBUTION_STATUS_OF = {v: k for k, v in _CONTRIBUTION_STATUS.items()}
 _PROOF_STATUS = {s: getattr(goals_pb2, f"PROOF_STATUS_{s.value}") for s in ProofStatus}
-_PAYOUT_OUTCOME_OF = {getattr(goals_pb2, f"PAYOUT_OUTCOME_{o.value}"): o for o in PayoutOutcome}
 UpdatableField = Literal["title", "description"]
 UPDATABLE_FIELDS: tuple[UpdatableField, ...] = ("title", "description")
 
@@ -382,33 +375,10 @@ class GoalsServicer(goals_service_pb2_grpc.GoalsServiceServicer):
 
 
 class GoalsInternalServicer(goals_service_pb2_grpc.GoalsInternalServiceServicer):
-    """Internal RPCs: the payments service reports payments, refunds and payouts."""
+    """Internal RPCs: payments' reconciliation reads every goal's books."""
 
     def __init__(self, goals: Goals) -> None:
         self.goals = goals
-
-    async def ConfirmContribution(
-        self, request: goals_service_pb2.ConfirmContributionRequest, context: grpc.aio.ServicerContext
-    ) -> goals_service_pb2.ConfirmContributionResponse:
-        paid_at = request_datetime(request, "paid_at", "INVALID_PAID_AT")
-        contribution, refund_started = await self.goals.confirm_contribution(
-            request.contribution_id, request.payment_id, request.amount, request.currency, paid_at
-        )
-        return goals_service_pb2.ConfirmContributionResponse(
-            contribution=contribution_message(contribution), refund_started=refund_started
-        )
-
-    async def FailContribution(
-        self, request: goals_service_pb2.FailContributionRequest, context: grpc.aio.ServicerContext
-    ) -> goals_service_pb2.FailContributionResponse:
-        contribution = await self.goals.fail_contribution(request.contribution_id, request.payment_id, request.reason)
-        return goals_service_pb2.FailContributionResponse(contribution=contribution_message(contribution))
-
-    async def MarkContributionRefunded(
-        self, request: goals_service_pb2.MarkContributionRefundedRequest, context: grpc.aio.ServicerContext
-    ) -> goals_service_pb2.MarkContributionRefundedResponse:
-        contribution = await self.goals.mark_refunded(request.contribution_id, request.payment_id)
-        return goals_service_pb2.MarkContributionRefundedResponse(contribution=contribution_message(contribution))
 
     async def ListGoalBooks(
         self, request: goals_service_pb2.ListGoalBooksRequest, context: grpc.aio.ServicerContext
@@ -422,11 +392,3 @@ class GoalsInternalServicer(goals_service_pb2_grpc.GoalsInternalServiceServicer)
         return goals_service_pb2.ListGoalBooksResponse(
             goal_books=[books_message(b) for b in books[:size]], next_page_token=token
         )
-
-    async def RecordPayoutResult(
-        self, request: goals_service_pb2.RecordPayoutResultRequest, context: grpc.aio.ServicerContext
-    ) -> goals_service_pb2.RecordPayoutResultResponse:
-        goal = await self.goals.record_payout_result(
-            request.goal_id, request.payout_id, _PAYOUT_OUTCOME_OF.get(request.outcome), request.reason
-        )
-        return goals_service_pb2.RecordPayoutResultResponse(goal=goal_message(goal))

@@ -153,7 +153,7 @@ class Contribution(Base):
     # Why the payment failed, as payments reported it.
     failure_reason: Mapped[str] = mapped_column(String(500), default="", server_default="")
     # The payment succeeded after the goal had closed: it never counted and is
-    # refunded on its own (ConfirmContribution's `refund_started`).
+    # refunded on its own by the refund saga.
     refund_on_confirm: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
 
 
@@ -206,14 +206,25 @@ class Vote(Base):
     created_at: Mapped[datetime] = created_at_column()
 
 
-class LedgerCursor(Base):
-    """How far the GOAL balance stream has been applied (one row)."""
+class StreamCursor:
+    """How far a followed stream has been applied: one row, its last seq."""
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    last_seq: Mapped[int] = mapped_column(BigInteger)
+
+
+class LedgerCursor(StreamCursor, Base):
+    """The ledger's GOAL balance stream (WatchBalances)."""
 
     __tablename__ = "ledger_cursor"
     __table_args__ = (CheckConstraint("id = 1", name="ledger_cursor_single_row"),)
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    last_seq: Mapped[int] = mapped_column(BigInteger)
+
+class PaymentsCursor(StreamCursor, Base):
+    """Payments' outcome stream (WatchOutcomes)."""
+
+    __tablename__ = "payments_cursor"
+    __table_args__ = (CheckConstraint("id = 1", name="payments_cursor_single_row"),)
 
 
 class Refund(Base):
@@ -291,7 +302,7 @@ class Payout(Base):
     attempt: Mapped[int] = mapped_column(Integer)
     # Minor units of the goal's currency.
     amount: Mapped[int] = mapped_column(BigInteger)
-    # NULL until RecordPayoutResult reports it.
+    # NULL until payments' payout_settled outcome reports it.
     outcome: Mapped[str | None] = mapped_column(String(16), nullable=True)
     reason: Mapped[str] = mapped_column(String(500), default="")
     created_at: Mapped[datetime] = created_at_column()
@@ -732,16 +743,14 @@ async def insert_payout(session: AsyncSession, values: dict[str, Any]) -> None:
     await session.execute(insert(Payout).values(**values).on_conflict_do_nothing())
 
 
-# -- the ledger stream's cursor -----------------------------------------------------------------
-async def ledger_cursor(session: AsyncSession) -> int:
-    return int((await session.execute(select(LedgerCursor.last_seq).where(LedgerCursor.id == 1))).scalar_one())
+# -- the followed streams' cursors --------------------------------------------------------------
+async def cursor(session: AsyncSession, table: type[StreamCursor]) -> int:
+    return int((await session.execute(select(table.last_seq).where(table.id == 1))).scalar_one())
 
 
-async def advance_ledger_cursor(session: AsyncSession, seq: int) -> None:
+async def advance_cursor(session: AsyncSession, table: type[StreamCursor], seq: int) -> None:
     # GREATEST: several goals replicas may apply the same stream; the cursor never goes back.
-    await session.execute(
-        update(LedgerCursor).where(LedgerCursor.id == 1).values(last_seq=func.greatest(LedgerCursor.last_seq, seq))
-    )
+    await session.execute(update(table).where(table.id == 1).values(last_seq=func.greatest(table.last_seq, seq)))
 
 
 def ids(values: Sequence[uuid.UUID]) -> list[str]:

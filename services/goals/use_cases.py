@@ -22,18 +22,14 @@ from services.common.context import Principal
 from services.common.db import Database
 from services.common.errors import FieldViolation, IdempotencyKeyReused, ValidationFailed, Validator
 from services.common.idempotency import fingerprint
-from services.common.ids import canonical_id, check_id, parse_id
+from services.common.ids import check_id, parse_id
 from services.goals import domain, lifecycle, store
 from services.goals.domain import (
     ContributionStatus,
     GoalStatus,
-    PayoutOutcome,
     ProofStatus,
-    RefundState,
-    ReleaseStep,
 )
 from services.goals.peers import LedgerGateway, PaymentsGateway, Refused
-from services.goals.sagas import Sagas
 from services.goals.streams import ProgressBroadcaster
 
 CREATE_PERMISSION = "goals:create"
@@ -471,147 +467,3 @@ class Goals:
         if decided:
             self.wake_sagas()
         return vote, proof
-
-    # -- from payments ---------------------------------------------------------------------------
-    async def _locked_contribution(
-        self, session: AsyncSession, contribution_id: str
-    ) -> tuple[store.Goal, store.Contribution]:
-        """The contribution and its goal, both locked (goal first, as everywhere) and read after the locks."""
-        goal_id = await store.goal_of_contribution(session, contribution_id)
-        goal = await store.get_goal(session, str(goal_id), lock=True) if goal_id else None
-        contribution = await store.get_contribution(session, contribution_id, lock=True) if goal else None
-        if goal is None or contribution is None:
-            raise domain.ContributionNotFound(
-                f"contribution {contribution_id} does not exist", metadata={"contribution_id": contribution_id}
-            )
-        return goal, contribution
-
-    @staticmethod
-    def _check_payment(contribution: store.Contribution, payment_id: str) -> None:
-        if not payment_id or (contribution.payment_id is not None and contribution.payment_id != payment_id):
-            raise domain.PaymentMismatch(
-                "the payment is not this contribution's", metadata={"contribution_id": str(contribution.id)}
-            )
-
-    async def confirm_contribution(
-        self, contribution_id: str, payment_id: str, amount: int, currency: str, paid_at: datetime | None
-    ) -> tuple[store.Contribution, bool]:
-        contribution_id = parse_id(contribution_id, "contribution_id", "INVALID_CONTRIBUTION_ID")
-        now = self.clock()
-        refund_started = False
-        async with self.database.transaction() as session:
-            goal, contribution = await self._locked_contribution(session, contribution_id)
-            self._check_payment(contribution, payment_id)
-            if (amount, currency) != (contribution.amount, contribution.currency):
-                raise domain.PaymentMismatch(
-                    f"the contribution is {contribution.amount} {contribution.currency}",
-                    metadata={"contribution_id": contribution_id},
-                )
-            if contribution.status == ContributionStatus.FAILED.value:
-                raise domain.ContributionAlreadyFailed("the contribution's payment was reported failed before")
-            if contribution.status != ContributionStatus.PENDING.value:
-                return contribution, contribution.refund_on_confirm
-            contribution.status = ContributionStatus.SUCCEEDED.value
-            contribution.payment_id = payment_id
-            contribution.paid_at = paid_at
-            store.touch(contribution, now)
-            if domain.accepts_money(GoalStatus(goal.status), goal.outflow_kind):
-                await session.flush()
-                # Shown now if the balance stream brought its capture already,
-                # else with that balance change: one progress change either way.
-                await lifecycle.refresh_progress(session, goal, now)
-            else:
-                # The goal closed while the payer was paying: the money never
-                # counted and goes back, whatever the goal's own outflow.
-                contribution.refund_on_confirm = True
-                await session.flush()
-                await store.insert_refund(session, contribution, now, outflow=None)
-                refund_started = True
-        if refund_started:
-            self.wake_sagas()
-        return contribution, contribution.refund_on_confirm
-
-    async def fail_contribution(self, contribution_id: str, payment_id: str, reason: str) -> store.Contribution:
-        contribution_id = parse_id(contribution_id, "contribution_id", "INVALID_CONTRIBUTION_ID")
-        now = self.clock()
-        async with self.database.transaction() as session:
-            contribution = await store.get_contribution(session, contribution_id, lock=True)
-            if contribution is None:
-                raise domain.ContributionNotFound(
-                    f"contribution {contribution_id} does not exist", metadata={"contribution_id": contribution_id}
-                )
-            self._check_payment(contribution, payment_id)
-            if contribution.status in (ContributionStatus.SUCCEEDED.value, ContributionStatus.REFUNDED.value):
-                raise domain.ContributionAlreadySucceeded("the contribution's payment was confirmed before")
-            if contribution.status == ContributionStatus.PENDING.value:
-                contribution.status = ContributionStatus.FAILED.value
-                contribution.payment_id = payment_id
-                contribution.failure_reason = reason[: domain.MAX_FAILURE_REASON]
-                store.touch(contribution, now)
-            return contribution
-
-    async def mark_refunded(self, contribution_id: str, payment_id: str) -> store.Contribution:
-        contribution_id = parse_id(contribution_id, "contribution_id", "INVALID_CONTRIBUTION_ID")
-        now = self.clock()
-        async with self.database.transaction() as session:
-            goal, contribution = await self._locked_contribution(session, contribution_id)
-            if contribution.payment_id is not None:
-                self._check_payment(contribution, payment_id)
-            if contribution.status == ContributionStatus.REFUNDED.value:
-                return contribution
-            if contribution.status != ContributionStatus.SUCCEEDED.value:
-                raise domain.ContributionNotSucceeded("the contribution never succeeded, so nothing was refunded")
-            contribution.status = ContributionStatus.REFUNDED.value
-            store.touch(contribution, now)
-            refund = await store.get_refund(session, contribution.id, lock=True)
-            if refund is not None:
-                refund.state = RefundState.DONE.value
-                refund.last_error = ""
-                store.touch(refund, now)
-            await session.flush()
-            await lifecycle.refresh_progress(session, goal, now)
-            await lifecycle.finish_refund_if_done(session, goal, now)
-            return contribution
-
-    async def record_payout_result(
-        self, goal_id: str, payout_id: str, outcome: PayoutOutcome | None, reason: str
-    ) -> store.Goal:
-        check = Validator()
-        goal_id = check_id(check, goal_id, "goal_id", "INVALID_GOAL_ID")
-        check.require(outcome is not None, "outcome", "must be SUCCEEDED, FAILED or REVERSED", "INVALID_PAYOUT_OUTCOME")
-        check.raise_if_invalid()
-        assert outcome is not None
-        now = self.clock()
-        mismatch = domain.PayoutMismatch("the payout is not this goal's current payout", metadata={"goal_id": goal_id})
-        async with self.database.transaction() as session:
-            goal = await store.get_goal(session, goal_id, lock=True)
-            if goal is None:
-                raise _not_found_goal(goal_id)
-            if goal.status not in (GoalStatus.RELEASED.value, GoalStatus.WITHDRAWN.value):
-                raise domain.GoalNotReleased("the goal has not been released", metadata={"status": goal.status})
-            release = await store.get_release(session, goal.id, lock=True)
-            payout_uuid = canonical_id(payout_id)
-            payout = await store.get_payout(session, uuid.UUID(payout_uuid), lock=True) if payout_uuid else None
-            if release is None or payout is None or payout.goal_id != goal.id:
-                raise mismatch
-            if payout.outcome == outcome.value:
-                return goal  # a repeat
-            if payout.attempt != release.payout_attempt:
-                raise mismatch
-            payout.outcome = outcome.value
-            payout.reason = reason[: domain.MAX_FAILURE_REASON]
-            store.touch(payout, now)
-            store.touch(release, now)
-            if outcome is PayoutOutcome.SUCCEEDED:
-                release.step = ReleaseStep.DONE.value
-                release.last_error = ""
-            else:
-                # The money is (again) in the owner's USER account: pay it out
-                # later under a new payout id.
-                release.step = ReleaseStep.PAYOUT.value
-                release.payout_attempt += 1
-                release.failures = 0
-                release.last_error = f"payout {payout.attempt} {outcome.value.lower()}: {reason}"[:500]
-                release.next_attempt_at = Sagas.payout_retry_at(now, payout.attempt)
-            await lifecycle.payout_settled(session, goal, paid=outcome is PayoutOutcome.SUCCEEDED, now=now)
-            return goal

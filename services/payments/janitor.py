@@ -4,12 +4,12 @@ Paystack can lose a webhook (and sends none for a declined card), a payer can
 leave checkout, a refund's or a transfer's event can never come. Every
 `janitor_interval_ms` each payments process looks for open records whose next
 check is due and hands each to the processor as an outbox entry (so a check
-that fails part-way, goals being down when told, say, is retried like any
+that fails part-way, the ledger being down, say, is retried like any
 event until it is done); the processor settles them as Paystack reports them,
 with the same idempotent steps a webhook runs (`Payments.check_payment`,
 `Payments.check_payout`):
-- PENDING payments: the charge is verified. Paid: captured, and goals is told
-  (a goal that has closed meanwhile refunds it, once). Declined: FAILED.
+- PENDING payments: the charge is verified. Paid: captured, and its outcome
+  published (a goal that has closed meanwhile refunds it, once). Declined: FAILED.
   Still `abandoned` once the idempotency window (`abandon_after_ms`) is over:
   ABANDONED. The contribution follows.
 - REFUND_PENDING payments: a refund not yet reserved or requested is carried

@@ -5,13 +5,15 @@ the default budget, service credential, request id). Every call here is
 idempotent on the other side, so the webhook processor may repeat any of them
 after a crash; a dependency that is down surfaces as its gRPC error, which the
 processor retries and an RPC passes on as UNAVAILABLE.
+
+Payments tells goals nothing by calling it: goals follows payments' outcome
+stream (`outcomes`). The one call to goals is a read, reconciliation's
+ListGoalBooks.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import datetime
-from typing import TypeAlias
 
 import grpc
 from gofund.goals.v1 import goals_pb2, goals_service_pb2, goals_service_pb2_grpc
@@ -21,10 +23,7 @@ from services.common import ledger_client
 from services.common.clients import Channels
 from services.common.config import Settings
 from services.common.ledger_client import MAX_PAGE, LedgerClient
-from services.common.proto import timestamp
 from services.payments.domain import OutflowRefused, UserNotFound
-
-PayoutOutcome: TypeAlias = goals_pb2.PayoutOutcome.ValueType
 
 
 class Peers:
@@ -92,35 +91,3 @@ class Peers:
         ):
             for books in page.goal_books:
                 yield books
-
-    # -- goals ---------------------------------------------------------------------------
-    async def confirm_contribution(
-        self, contribution_id: str, payment_id: str, amount: int, currency: str, paid_at: datetime | None
-    ) -> bool:
-        """Tell goals the contribution's money is in its GOAL account; True if goals refunds it."""
-        request = goals_service_pb2.ConfirmContributionRequest(
-            contribution_id=contribution_id, payment_id=payment_id, amount=amount, currency=currency
-        )
-        if paid_at is not None:
-            request.paid_at.CopyFrom(timestamp(paid_at))
-        response = await self._goals.ConfirmContribution(request)
-        return bool(response.refund_started)
-
-    async def fail_contribution(self, contribution_id: str, payment_id: str, reason: str) -> None:
-        await self._goals.FailContribution(
-            goals_service_pb2.FailContributionRequest(
-                contribution_id=contribution_id, payment_id=payment_id, reason=reason[:500]
-            )
-        )
-
-    async def contribution_refunded(self, contribution_id: str, payment_id: str) -> None:
-        await self._goals.MarkContributionRefunded(
-            goals_service_pb2.MarkContributionRefundedRequest(contribution_id=contribution_id, payment_id=payment_id)
-        )
-
-    async def payout_result(self, goal_id: str, payout_id: str, outcome: PayoutOutcome, reason: str) -> None:
-        await self._goals.RecordPayoutResult(
-            goals_service_pb2.RecordPayoutResultRequest(
-                goal_id=goal_id, payout_id=payout_id, outcome=outcome, reason=reason[:500]
-            )
-        )

@@ -13,7 +13,7 @@ by a process that was killed waits at most one lease before another process
 at once, so a restart resumes work without waiting out earlier backoffs.
 
 Failures are retried with exponential backoff from `webhook_retry_base_ms`. A
-dependency being down (ledger, goals, identity, Paystack, the store) is not the
+dependency being down (ledger, identity, Paystack, the store) is not the
 event's fault: it is retried for as long as it takes, at least every 10 s so
 the event follows soon after the dependency returns. Any other failure counts
 towards `webhook_max_attempts` (backoff capped at a minute), after which the
@@ -59,7 +59,7 @@ def dependency_of(exc: BaseException) -> str:
         return "Paystack"
     if isinstance(exc, grpc.aio.AioRpcError):
         # The status does not say which peer answered; every one is reached the same way.
-        return "a peer service (identity, ledger or goals)"
+        return "a peer service (identity or ledger)"
     return "payments database"
 
 
@@ -70,7 +70,7 @@ def report_transient(resource: object, exc: BaseException) -> None:
 
 def report_recovered(resource: object) -> None:
     """Every dependency reached through `resource` answered (a whole event or sweep went through)."""
-    for dependency in ("Paystack", "a peer service (identity, ledger or goals)", "payments database"):
+    for dependency in ("Paystack", "a peer service (identity or ledger)", "payments database"):
         outage.tracker(resource, dependency).recovered()
 
 

@@ -16,10 +16,12 @@ Money safety (DESIGN.md section 10):
 - Paystack's outcome posts the reservation (the money left) or voids it (it
   did not), once: the ledger refuses a second resolution.
 Every money step has a deterministic ledger id and is safe to repeat, so a
-crash anywhere is repaired by running the same step again; goals' internal
-methods are idempotent too. What an RPC starts and must finish (a payer's
-verify, a transfer Paystack refused) is handed to the processor as an outbox
-entry before it is done, so goals hears of it even if the RPC is cut short.
+crash anywhere is repaired by running the same step again; an outcome for
+the goals service (`outcomes`, followed by goals on WatchOutcomes) is
+published once by its stable id. Payments never calls goals. What an RPC
+starts and must finish (a payer's verify, a transfer Paystack refused) is
+handed to the processor as an outbox entry before it is done, so its outcome
+is published even if the RPC is cut short.
 
 Deadline budgets: a Paystack call takes at most GOFUND_PAYSTACK_TIMEOUT_MS and
 ends PROVIDER_MARGIN_S before the incoming call's deadline; the lease that
@@ -41,8 +43,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from gofund.goals.v1 import goals_pb2
-
 from services.common import context, ledger_client
 from services.common.auth import require_permission
 from services.common.context import Principal
@@ -59,7 +59,7 @@ from services.payments.domain import (
 )
 from services.payments.outcomes import Outcomes
 from services.payments.paystack import Bank, Paystack, Refund, Transfer
-from services.payments.peers import PayoutOutcome, Peers
+from services.payments.peers import Peers
 from services.payments.store import Payment, PaymentsStore, Payout, Recipient, WebhookEvent
 
 log = logging.getLogger("gofund.payments")
@@ -79,11 +79,6 @@ MIN_PROVIDER_BUDGET_S = 0.2
 BANKS_TTL_S = 3600.0
 # Paystack statuses of a refund or transfer that is not decided yet.
 UNDECIDED = frozenset({"pending", "processing", "queued", "otp", "received"})
-_PAYOUT_OUTCOME: dict[PayoutStatus, PayoutOutcome] = {
-    PayoutStatus.SUCCESS: goals_pb2.PAYOUT_OUTCOME_SUCCEEDED,
-    PayoutStatus.FAILED: goals_pb2.PAYOUT_OUTCOME_FAILED,
-    PayoutStatus.REVERSED: goals_pb2.PAYOUT_OUTCOME_REVERSED,
-}
 # What each final status in Paystack's Verify Transfer makes of a payout.
 _TRANSFER_STATUS = {
     "success": PayoutStatus.SUCCESS,
@@ -340,8 +335,8 @@ class Payments:
     async def verify(self, principal: Principal | None, payment_id: str) -> Payment:
         """Ask Paystack now (a payer back from checkout before the webhook).
 
-        The processor is given the payment first (an outbox entry), so goals is
-        told how it ended even if this call is cut short; the answer here is the
+        The processor is given the payment first (an outbox entry), so its
+        outcome is published even if this call is cut short; the answer here is the
         payment brought up to date.
         """
         payment = await self.payer_payment(principal, payment_id)
@@ -368,7 +363,7 @@ class Payments:
 
         `confirmed_by_event`: a signed `charge.success` says it was paid, so a
         verify that does not agree yet is retried later rather than ignored.
-        `notify`: tell goals (the processor does; an RPC leaves it to the processor).
+        `notify`: publish the outcome (the processor does; an RPC leaves it to the processor).
         `reference`: the one Paystack named, if not the payment's current one.
         `abandon_before`: a checkout Paystack still reports `abandoned` that was
         created before this is given up (ABANDONED): its payer had the whole
@@ -422,15 +417,10 @@ class Payments:
             if not posted:
                 await self._post_capture(payment)  # a replay when it is already written
             await self.outcomes.contribution_paid(payment)
-            await self.peers.confirm_contribution(
-                payment.contribution_id, payment.payment_id, payment.amount, payment.currency, payment.paid_at
-            )
         elif payment.status is PaymentStatus.FAILED:
             await self.outcomes.contribution_payment_failed(payment, "payment failed")
-            await self.peers.fail_contribution(payment.contribution_id, payment.payment_id, "payment failed")
         elif payment.status is PaymentStatus.ABANDONED:
             await self.outcomes.contribution_payment_failed(payment, "abandoned at checkout")
-            await self.peers.fail_contribution(payment.contribution_id, payment.payment_id, "abandoned at checkout")
         return payment
 
     async def abandon(self, payment: Payment, reason: str) -> Payment:
@@ -443,7 +433,6 @@ class Payments:
         payment = moved or await self._reload(payment.payment_id)
         if payment.status is PaymentStatus.ABANDONED:
             await self.outcomes.contribution_payment_failed(payment, reason)
-            await self.peers.fail_contribution(payment.contribution_id, payment.payment_id, reason)
         return payment
 
     async def _post_capture(self, payment: Payment) -> None:
@@ -680,7 +669,6 @@ class Payments:
             match={"refund.refundId": refund["refundId"]},
         )
         await self.outcomes.contribution_refunded(payment, str(refund["refundId"]))
-        await self.peers.contribution_refunded(payment.contribution_id, payment.payment_id)
 
     async def _refund_failed(self, payment: Payment, refund: Mapping[str, Any], answer: Refund) -> None:
         key = str(refund["key"])
@@ -847,7 +835,7 @@ class Payments:
                     payout = await self._reserve_payout(payout)
                 except domain.OutflowRefused as exc:
                     # The owner's account does not hold it (paid out already, or on its
-                    # way): never asked of Paystack; goals hears FAILED as for a refusal.
+                    # way): never asked of Paystack; published FAILED as for a refusal.
                     log.error("the ledger refused a payout's reservation", extra={"payout_id": payout.payout_id})
                     return await self._refuse_payout(payout, exc.message)
                 continue
@@ -924,7 +912,7 @@ class Payments:
         return stored or await self._payout(payout.payout_id)
 
     async def _refuse_payout(self, payout: Payout, reason: str) -> Payout:
-        """A payout that never reached Paystack fails now; goals hears it as it hears
+        """A payout that never reached Paystack fails now; its outcome is published as for
         transfer.failed, through the processor (so it retries under a new payout id)."""
         await self.records.arm_event(
             f"{domain.PAYOUT_REJECTED}:{payout.payout_id}", domain.PAYOUT_REJECTED,
@@ -1017,9 +1005,6 @@ class Payments:
                 metadata,
             )
         await self.outcomes.payout_settled(payout)
-        await self.peers.payout_result(
-            payout.goal_id, payout.payout_id, _PAYOUT_OUTCOME[payout.status], payout.failure_reason
-        )
 
     async def settle_transfer(self, event: str, data: Mapping[str, Any]) -> Outcome:
         """transfer.success / failed / reversed: a claim that makes us verify the transfer.
@@ -1078,18 +1063,18 @@ class Payments:
     async def check_payment(self, payment: Payment, abandon_before: datetime) -> None:
         """Settle an open payment, or its refund, as Paystack reports it now (see janitor).
 
-        Every step is the webhook's own and tells goals, so a check repeated after a
-        failure part-way (goals down when told) finishes what the first one began.
+        Every step is the webhook's own and publishes its outcome, so a check repeated
+        after a failure part-way (the ledger down) finishes what the first one began.
         """
         if payment.status in (PaymentStatus.REFUND_PENDING, PaymentStatus.REFUNDED):
             refund = payment.refund or {}
             if refund.get("reserved") and refund.get("requested"):
-                await self.review_refunds(payment)  # settles it, and tells goals (again, if refunded)
+                await self.review_refunds(payment)  # settles it, and publishes its outcome
             else:
                 await self.continue_refund(payment)
             return
         if payment.status is not PaymentStatus.PENDING or payment.flagged:
-            await self.settle_charge(payment, confirmed_by_event=False)  # settled: goals is told (again)
+            await self.settle_charge(payment, confirmed_by_event=False)  # settled: its outcome is published (once)
             return
         if not payment.authorization_url:
             # Never initialized at Paystack (every attempt failed and the payer gave up):
@@ -1137,7 +1122,7 @@ class Payments:
         return Outcome(EventStatus.PROCESSED)
 
     async def _payout_rejected(self, payout_id: str, reason: str) -> None:
-        """A payout that never reached Paystack: FAILED, its reservation voided, goals told."""
+        """A payout that never reached Paystack: FAILED, its reservation voided, the outcome published."""
         payout = await self._reject_payout(payout_id, reason)
         if payout.status is not PayoutStatus.FAILED:
             return
@@ -1147,9 +1132,6 @@ class Payments:
                 "Paystack refused the transfer; the money stays the owner's", _payout_metadata(payout),
             )  # fmt: skip
         await self.outcomes.payout_settled(payout)
-        await self.peers.payout_result(
-            payout.goal_id, payout.payout_id, _PAYOUT_OUTCOME[payout.status], payout.failure_reason
-        )
 
     async def webhook_events(
         self, principal: Principal | None, status: EventStatus | None, before: tuple[datetime, str] | None, limit: int

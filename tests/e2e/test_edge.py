@@ -90,7 +90,7 @@ def test_a_body_over_the_limit_is_413_json(front: Stack) -> None:
     [
         "/gofund.ledger.v1.LedgerInternalService/PostTransaction",
         "/gofund.identity.v1.IdentityInternalService/Authenticate",
-        "/gofund.goals.v1.GoalsInternalService/ConfirmContribution",
+        "/gofund.goals.v1.GoalsInternalService/ListGoalBooks",
         "/gofund.payments.v1.PaymentsInternalService/InitializePayment",
     ],
 )
@@ -105,8 +105,8 @@ INTERNAL_CALLS = {
     "identity": lambda c, m: identity_service_pb2_grpc.IdentityInternalServiceStub(c).GetUser(
         identity_service_pb2.GetUserRequest(user_id=str(uuid.uuid4())), metadata=m, timeout=10
     ),
-    "goals": lambda c, m: goals_service_pb2_grpc.GoalsInternalServiceStub(c).FailContribution(
-        goals_service_pb2.FailContributionRequest(contribution_id=str(uuid.uuid4())), metadata=m, timeout=10
+    "goals": lambda c, m: goals_service_pb2_grpc.GoalsInternalServiceStub(c).ListGoalBooks(
+        goals_service_pb2.ListGoalBooksRequest(page_size=1), metadata=m, timeout=10
     ),
     "ledger": lambda c, m: ledger_service_pb2_grpc.LedgerInternalServiceStub(c).Reconcile(
         ledger_service_pb2.ReconcileRequest(), metadata=m, timeout=10

@@ -361,9 +361,9 @@ def test_a_grpc_web_call_reaches_a_public_service(stack: Stack, text: bool) -> N
 
 
 def test_grpc_web_cannot_reach_an_internal_service(stack: Stack) -> None:
-    message = goals_service_pb2.FailContributionRequest(contribution_id=UNUSED_UUID).SerializeToString()
+    message = goals_service_pb2.ListGoalBooksRequest(page_size=1).SerializeToString()
     response = httpx.post(
-        f"{edge(stack)}/gofund.goals.v1.GoalsInternalService/FailContribution",
+        f"{edge(stack)}/gofund.goals.v1.GoalsInternalService/ListGoalBooks",
         content=b"\x00" + struct.pack(">I", len(message)) + message,
         headers={"content-type": "application/grpc-web+proto"},
         timeout=10,

@@ -112,8 +112,6 @@ ENDS_THINGS = ("GoalsService.CancelGoal", "IdentityService.RevokeRole", "Identit
 STARTS_BACKGROUND_WORK = {
     "GoalsService.CancelGoal",
     "GoalsService.CreateVote",
-    "GoalsInternalService.ConfirmContribution",
-    "GoalsInternalService.RecordPayoutResult",
     "PaymentsService.HandlePaystackWebhook",
     "PaymentsService.RetryWebhookEvent",
     # A payout the ledger refuses is FAILED at once and its outcome published by the processor.

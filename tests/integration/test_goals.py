@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 
 import grpc
 import pytest
 from gofund.goals.v1 import goals_pb2, goals_service_pb2, goals_service_pb2_grpc
+from gofund.payments.v1 import payments_pb2
 from google.protobuf import field_mask_pb2
 
+from services.goals import domain
 from services.stack import embedded
 from tests.helpers import eventually, reason, rejected
 from tests.integration.fixtures.goals import GOALS, Platform
@@ -296,31 +299,23 @@ async def test_a_confirmed_contribution_counts_its_payer_and_a_repeat_changes_no
     contribution_id = await platform.pending_contribution(goal, payer, 1200)
     payment_id = str(uuid.uuid4())
     await platform.capture(goal, 1200, payment_id)
-    first = await platform.confirm(contribution_id, payment_id, 1200, "NGN")
-    again = await platform.confirm(contribution_id, payment_id, 1200, "NGN")
-    assert first == again
-    assert (first.contribution.status, first.contribution.payment_id, first.refund_started) == (
-        SUCCEEDED, payment_id, False,
-    )  # fmt: skip
+    assert await platform.confirm(contribution_id, payment_id, 1200, "NGN") is None
+    assert await platform.confirm(contribution_id, payment_id, 1200, "NGN") is None
+    assert await platform.contribution_state(contribution_id) == ("SUCCEEDED", payment_id, False)
     seen = await platform.until(goal.id, lambda g: g.raised_amount == 1200 and g.contributor_count == 1)
     assert seen.status == OPEN
 
+    # Outcomes that contradict what goals recorded are stepped over (logged as an error)
+    # and change nothing.
     for amount, currency, paid_with in ((1300, "NGN", payment_id), (1200, "GHS", payment_id),
                                         (1200, "NGN", str(uuid.uuid4()))):  # fmt: skip
-        error = await rejected(platform.confirm(contribution_id, paid_with, amount, currency))
-        assert (error.code(), reason(error, GOALS)) == (grpc.StatusCode.INVALID_ARGUMENT, "PAYMENT_MISMATCH")
-    unknown = await rejected(platform.confirm(str(uuid.uuid4()), payment_id, 1, "NGN"))
-    assert reason(unknown, GOALS) == "CONTRIBUTION_NOT_FOUND"
-    malformed = await rejected(platform.confirm("x", payment_id, 1, "NGN"))
-    assert reason(malformed, GOALS) == "INVALID_CONTRIBUTION_ID"
-    failing_it = await rejected(
-        platform.goals.internal.FailContribution(
-            goals_service_pb2.FailContributionRequest(contribution_id=contribution_id, payment_id=payment_id)
-        )
-    )
-    assert (failing_it.code(), reason(failing_it, GOALS)) == (
-        grpc.StatusCode.FAILED_PRECONDITION, "CONTRIBUTION_ALREADY_SUCCEEDED",
-    )  # fmt: skip
+        mismatch = await platform.confirm(contribution_id, paid_with, amount, currency)
+        assert isinstance(mismatch, domain.PaymentMismatch)
+    assert isinstance(await platform.confirm(str(uuid.uuid4()), payment_id, 1, "NGN"), domain.ContributionNotFound)
+    assert isinstance(await platform.confirm("x", payment_id, 1, "NGN"), domain.ContributionNotFound)
+    assert isinstance(await platform.fail(contribution_id, payment_id), domain.ContributionAlreadySucceeded)
+    assert await platform.contribution_state(contribution_id) == ("SUCCEEDED", payment_id, False)
+    assert (await platform.get(goal.id)).raised_amount == 1200
 
 
 async def test_a_failed_payment_fails_its_contribution_once_and_for_all(platform: Platform) -> None:
@@ -328,27 +323,41 @@ async def test_a_failed_payment_fails_its_contribution_once_and_for_all(platform
     goal = await platform.goal(owner)
     contribution_id = await platform.pending_contribution(goal, payer, 900)
     payment_id = str(uuid.uuid4())
-    fail = goals_service_pb2.FailContributionRequest(
-        contribution_id=contribution_id, payment_id=payment_id, reason="Declined"
-    )
-    first = await platform.goals.internal.FailContribution(fail)
-    again = await platform.goals.internal.FailContribution(fail)
-    assert first == again
-    assert (first.contribution.status, first.contribution.payment_id) == (FAILED, payment_id)
-    late = await rejected(platform.confirm(contribution_id, payment_id, 900, "NGN"))
-    assert (late.code(), reason(late, GOALS)) == (grpc.StatusCode.FAILED_PRECONDITION, "CONTRIBUTION_ALREADY_FAILED")
-    never = await rejected(
-        platform.goals.internal.MarkContributionRefunded(
-            goals_service_pb2.MarkContributionRefundedRequest(contribution_id=contribution_id, payment_id=payment_id)
-        )
-    )
-    assert reason(never, GOALS) == "CONTRIBUTION_NOT_SUCCEEDED"
+    assert await platform.fail(contribution_id, payment_id, "Declined") is None
+    assert await platform.fail(contribution_id, payment_id, "Declined") is None
+    assert await platform.contribution_state(contribution_id) == ("FAILED", payment_id, False)
+    assert await platform.goals_sql("SELECT failure_reason FROM contributions WHERE id = %s", contribution_id) == [
+        ("Declined",)
+    ]
+    assert isinstance(await platform.confirm(contribution_id, payment_id, 900, "NGN"), domain.ContributionAlreadyFailed)
+    assert isinstance(await platform.refunded(contribution_id, payment_id), domain.ContributionNotSucceeded)
+    assert await platform.contribution_state(contribution_id) == ("FAILED", payment_id, False)
+
+
+async def test_an_outcome_goals_cannot_apply_is_logged_as_an_error_and_stepped_over(
+    platform: Platform, caplog: pytest.LogCaptureFixture
+) -> None:
+    unknown = str(uuid.uuid4())
+    with caplog.at_level(logging.ERROR, logger="gofund.goals.follower"):
+        refused = await platform.confirm(unknown, str(uuid.uuid4()), 100, "NGN")
+        # A kind this goals does not know (a newer payments): no oneof set.
+        newer = await platform.deliver(payments_pb2.PaymentOutcome(outcome_id="charge:x:disputed"))
+    assert isinstance(refused, domain.ContributionNotFound)
+    assert isinstance(newer, domain.OutcomeNotUnderstood)
+    logged = [r for r in caplog.records if r.name == "gofund.goals.follower"]
+    assert [(r.levelname, r.rule) for r in logged] == [  # type: ignore[attr-defined]
+        ("ERROR", "ContributionNotFound"), ("ERROR", "OutcomeNotUnderstood"),
+    ]  # fmt: skip
+    assert unknown in logged[0].payload  # type: ignore[attr-defined]
+    # The stream moved past both: the cursor holds the last one's seq.
+    ((cursor,),) = await platform.goals_sql("SELECT last_seq FROM payments_cursor")
+    assert cursor >= 2
 
 
 async def test_the_internal_service_refuses_user_tokens(platform: Platform) -> None:
     payer = await platform.user()
     internal = goals_service_pb2_grpc.GoalsInternalServiceStub(platform.goals.channel)
-    error = await rejected(internal.FailContribution(goals_service_pb2.FailContributionRequest(), metadata=payer.auth))
+    error = await rejected(internal.ListGoalBooks(goals_service_pb2.ListGoalBooksRequest(), metadata=payer.auth))
     assert error.code() is grpc.StatusCode.PERMISSION_DENIED
 
 
@@ -408,9 +417,9 @@ async def test_money_paid_after_the_goal_closed_is_refunded_never_kept(platform:
     )
     payment_id = str(uuid.uuid4())
     await platform.capture(goal, 2500, payment_id)
-    late = await platform.confirm(contribution_id, payment_id, 2500, "NGN")
-    assert (late.contribution.status, late.refund_started) == (SUCCEEDED, True)
-    assert (await platform.confirm(contribution_id, payment_id, 2500, "NGN")) == late
+    assert await platform.confirm(contribution_id, payment_id, 2500, "NGN") is None
+    assert await platform.contribution_state(contribution_id) == ("SUCCEEDED", payment_id, True)
+    assert await platform.confirm(contribution_id, payment_id, 2500, "NGN") is None
     closed = await platform.get(goal.id)
     assert (closed.status, closed.raised_amount, closed.contributor_count) == (REFUNDED, 0, 0)
     # Payments is down here: the refund is queued and retried, not dropped.
@@ -423,14 +432,13 @@ async def test_money_paid_after_the_goal_closed_is_refunded_never_kept(platform:
         "SELECT state, attempt FROM refunds WHERE contribution_id = %s", contribution_id
     ) == [("PENDING", 1)]
 
-    # payments posts GOAL -> ESCROW on refund.processed, then tells goals.
+    # payments posts GOAL -> ESCROW on refund.processed, then publishes the outcome.
     await platform.refund_posting(goal, 2500, payment_id)
-    mark = goals_service_pb2.MarkContributionRefundedRequest(contribution_id=contribution_id, payment_id=payment_id)
-    marked = await platform.goals.internal.MarkContributionRefunded(mark)
-    assert marked.contribution.status == REFUNDED_CONTRIBUTION
-    assert (await platform.goals.internal.MarkContributionRefunded(mark)) == marked
-    after = await platform.confirm(contribution_id, payment_id, 2500, "NGN")
-    assert (after.contribution.status, after.refund_started) == (REFUNDED_CONTRIBUTION, True)
+    assert await platform.refunded(contribution_id, payment_id) is None
+    assert await platform.contribution_state(contribution_id) == ("REFUNDED", payment_id, True)
+    assert await platform.refunded(contribution_id, payment_id) is None
+    assert await platform.confirm(contribution_id, payment_id, 2500, "NGN") is None
+    assert await platform.contribution_state(contribution_id) == ("REFUNDED", payment_id, True)
     assert await platform.goals_sql("SELECT state FROM refunds WHERE contribution_id = %s", contribution_id) == [
         ("DONE",)
     ]
@@ -456,11 +464,7 @@ async def test_cancelling_a_funded_goal_refunds_every_contribution_then_the_goal
     assert [amount for _, _, amount in rows] == [2000, 3000]
     for contribution_id, payment_id, amount in rows:
         await platform.refund_posting(goal, amount, payment_id)
-        await platform.goals.internal.MarkContributionRefunded(
-            goals_service_pb2.MarkContributionRefundedRequest(
-                contribution_id=str(contribution_id), payment_id=payment_id
-            )
-        )
+        assert await platform.refunded(str(contribution_id), payment_id) is None
     refunded = await platform.get(goal.id)
     # Closed goals keep what they raised, for the record.
     assert (refunded.status, refunded.raised_amount, refunded.contributor_count) == (REFUNDED, 5000, 2)

@@ -28,7 +28,7 @@ async def mine(platform: Platform, user: User, **fields: Any) -> goals_service_p
 
 async def refunded_contribution(platform: Platform, owner: User, payer: User, amount: int) -> tuple[str, str]:
     """(goal id, contribution id) of a contribution that succeeded, then was refunded when its goal was
-    cancelled: the refund as payments completes it (GOAL -> ESCROW posted, then MarkContributionRefunded)."""
+    cancelled: the refund as payments completes it (GOAL -> ESCROW posted, then its outcome)."""
     goal = await platform.goal(owner, target=amount, title="Roof for the clinic")
     contribution_id, payment_id = await platform.contribute(goal, payer, amount)
     await platform.status(goal.id, goals_pb2.GOAL_STATUS_FUNDED)
@@ -36,9 +36,7 @@ async def refunded_contribution(platform: Platform, owner: User, payer: User, am
         goals_service_pb2.CancelGoalRequest(goal_id=goal.id, reason="The council paid for it"), metadata=owner.auth
     )
     await platform.refund_posting(goal, amount, payment_id)
-    await platform.goals.internal.MarkContributionRefunded(
-        goals_service_pb2.MarkContributionRefundedRequest(contribution_id=contribution_id, payment_id=payment_id)
-    )
+    assert await platform.refunded(contribution_id, payment_id) is None
     await platform.status(goal.id, REFUNDED_GOAL)
     return goal.id, contribution_id
 
@@ -52,11 +50,7 @@ async def test_a_person_sees_only_their_own_contributions_across_goals_in_every_
     books = await platform.goal(owner, title="Books for Ikeja")
     paid_id, _ = await platform.contribute(books, payer, 300)
     failed_id = await platform.pending_contribution(books, payer, 200)
-    await platform.goals.internal.FailContribution(
-        goals_service_pb2.FailContributionRequest(
-            contribution_id=failed_id, payment_id=str(uuid.uuid4()), reason="Declined"
-        )
-    )
+    assert await platform.fail(failed_id, str(uuid.uuid4()), "Declined") is None
     await platform.contribute(books, other, 700)
     water = await platform.goal(owner, title="Clean water")
     pending_id = await platform.pending_contribution(water, payer, 150)

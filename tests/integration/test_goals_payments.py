@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import pytest
@@ -131,8 +132,8 @@ async def test_a_refund_paystack_fails_is_retried_under_a_new_refund_id(paying_p
     )
     await settle(platform, "refunds", paid.payment_reference, "failed")
     await eventually(lambda: _payment_is(platform, payer, paid.payment_id, payments_pb2.PAYMENT_STATUS_SUCCESS))
-    # The saga looks again later, finds the payment back in SUCCESS, and asks under the next id.
-    platform.clock.advance(minutes=5)
+    # Goals hears of the failure on payments' outcome stream and asks at once under the
+    # next id: its clock stands still, so no scheduled look could have found it.
     await eventually(
         lambda: platform.goals_sql(
             "SELECT 1 FROM refunds WHERE contribution_id = %s AND attempt = 2 AND state = 'REQUESTED'", paid.id
@@ -195,3 +196,44 @@ async def test_a_goal_below_target_at_its_deadline_is_refunded_in_full(paying_pl
     for payer, paid in ((alice, first), (bob, second)):
         assert (await contribution(platform, payer, paid.id)).status == REFUNDED_CONTRIBUTION
     assert await platform.balance(goal.account_id) == 0
+
+
+async def _outcome_published(platform: Platform, contribution_id: str) -> int:
+    """The seq of the contribution's `contribution_paid` outcome, once payments has published it."""
+    stream = platform.payments_internal.WatchOutcomes(payments_service_pb2.WatchOutcomesRequest(after_seq=0))
+    try:
+        async for message in stream:
+            if message.outcome.contribution_paid.contribution_id == contribution_id:
+                return int(message.outcome.seq)
+    finally:
+        stream.cancel()
+    raise AssertionError("the outcome stream ended")
+
+
+async def test_goals_down_when_a_payment_lands_applies_it_once_from_its_stored_cursor_after_restart(
+    paying_platform: Platform,
+) -> None:
+    platform = paying_platform
+    owner, payer = await platform.users(2)
+    goal = await platform.goal(owner, target=10_000)
+    started = await checkout(platform, payer, goal, 2000)
+    ((before,),) = await platform.goals_sql("SELECT seq FROM goals WHERE id = %s", goal.id)
+    await platform.stop_goals(platform.goals)
+    # Payments settles the charge without goals: it publishes, it calls no one.
+    await pay(started)
+    seq = await asyncio.wait_for(_outcome_published(platform, started.contribution.id), 15)
+    ((cursor,),) = await platform.goals_sql("SELECT last_seq FROM payments_cursor")
+    assert cursor < seq
+    assert await platform.goals_sql("SELECT status FROM contributions WHERE id = %s", started.contribution.id) == [
+        ("PENDING",)
+    ]
+
+    platform.goals = await platform.start_goals(port=platform.settings.goals_port)
+    await eventually(lambda: status_is(platform, payer, started.contribution.id, SUCCEEDED), timeout_s=15)
+    await eventually(
+        lambda: platform.goals_sql("SELECT 1 FROM payments_cursor WHERE last_seq >= %s", seq), timeout_s=15
+    )
+    shown = await platform.until(goal.id, lambda g: g.raised_amount == 2000)
+    assert shown.contributor_count == 1
+    # Its capture and its outcome, both caught up after the restart, are one change.
+    assert await platform.goals_sql("SELECT seq FROM goals WHERE id = %s", goal.id) == [(before + 1,)]

@@ -70,11 +70,7 @@ async def test_watching_starts_with_the_current_progress_follows_changes_and_end
     )
     for contribution_id, payment_id, amount in contributions:
         await platform.refund_posting(goal, amount, payment_id)
-        await platform.goals.internal.MarkContributionRefunded(
-            goals_service_pb2.MarkContributionRefundedRequest(
-                contribution_id=str(contribution_id), payment_id=payment_id
-            )
-        )
+        assert await platform.refunded(str(contribution_id), payment_id) is None
     async with asyncio.timeout(10):
         rest = [m async for m in stream]  # ends with OK after the final status
     assert rest[-1].status == REFUNDED
@@ -351,16 +347,17 @@ async def _pay(platform: Platform, goal: Any, backer: Any, amount: int, *, balan
     if order == "capture first":
         await platform.capture(goal, amount, payment_id)
         await _capture_applied(platform, goal.id, balance)
-        await platform.confirm(contribution_id, payment_id, amount, goal.currency)
+        assert await platform.confirm(contribution_id, payment_id, amount, goal.currency) is None
     elif order == "at once":
-        await asyncio.gather(
+        _, refused = await asyncio.gather(
             platform.capture(goal, amount, payment_id),
             platform.confirm(contribution_id, payment_id, amount, goal.currency),
         )
+        assert refused is None
     else:
         # Payments posts before it confirms, but goals may hear the confirmation
         # before its balance stream delivers the capture: this is that order.
-        await platform.confirm(contribution_id, payment_id, amount, goal.currency)
+        assert await platform.confirm(contribution_id, payment_id, amount, goal.currency) is None
         await platform.capture(goal, amount, payment_id)
 
 
@@ -421,17 +418,17 @@ async def test_a_goals_restart_between_a_contributions_two_signals_still_makes_o
         await platform.capture(goal, 1000, payment_id)
         await _capture_applied(platform, goal.id, 1000)
     else:
-        await platform.confirm(contribution_id, payment_id, 1000, goal.currency)
+        assert await platform.confirm(contribution_id, payment_id, 1000, goal.currency) is None
     await platform.stop_goals(platform.goals)
     platform.goals = await platform.start_goals()
     stream = resume(platform, goal.id, before)
     if order == "capture first":
-        await platform.confirm(contribution_id, payment_id, 1000, goal.currency)
+        assert await platform.confirm(contribution_id, payment_id, 1000, goal.currency) is None
     else:
         await platform.capture(goal, 1000, payment_id)
     (funded,) = await take(stream, 1)
     stream.cancel()
     assert (funded.seq, funded.raised_amount, funded.contributor_count, funded.status) == (before + 1, 1000, 1, FUNDED)
     # A replayed confirmation changes nothing.
-    await platform.confirm(contribution_id, payment_id, 1000, goal.currency)
+    assert await platform.confirm(contribution_id, payment_id, 1000, goal.currency) is None
     assert await goal_seq(platform, goal.id) == before + 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from typing import Any
 
 import grpc
 import pytest
@@ -24,11 +25,6 @@ PENDING, APPROVED, REJECTED = (
     goals_pb2.PROOF_STATUS_APPROVED,
     goals_pb2.PROOF_STATUS_REJECTED,
 )
-REPORTED = {
-    "SUCCEEDED": goals_pb2.PAYOUT_OUTCOME_SUCCEEDED,
-    "FAILED": goals_pb2.PAYOUT_OUTCOME_FAILED,
-    "REVERSED": goals_pb2.PAYOUT_OUTCOME_REVERSED,
-}
 
 
 async def submit(platform: Platform, owner: User, goal_id: str, **fields: object) -> goals_pb2.Proof:
@@ -45,13 +41,11 @@ async def vote(platform: Platform, voter: User, proof_id: str, approve: bool) ->
     )
 
 
-async def report_payout(platform: Platform, goal_id: str, attempt: int, outcome: str) -> goals_pb2.Goal:
-    response = await platform.goals.internal.RecordPayoutResult(
-        goals_service_pb2.RecordPayoutResultRequest(
-            goal_id=goal_id, payout_id=domain.payout_id(goal_id, attempt), outcome=REPORTED[outcome], reason=outcome
-        )
-    )
-    return response.goal
+async def report_payout(platform: Platform, goal_id: str, attempt: int, status: str) -> Any:
+    """Payments' payout_settled outcome for the goal's payout `attempt`: the refusal the
+    follower logged and stepped over, or the goal as it stands after it."""
+    refused = await platform.payout_settled(goal_id, domain.payout_id(goal_id, attempt), status, reason=status)
+    return refused or await platform.get(goal_id)
 
 
 async def test_only_the_owner_of_a_funded_goal_submits_proof_one_at_a_time(platform: Platform) -> None:
@@ -179,22 +173,17 @@ async def test_a_payout_that_fails_is_retried_under_a_new_id_until_it_succeeds(p
     failed = await report_payout(platform, goal.id, 1, "FAILED")
     assert failed.status == RELEASED
     assert (await report_payout(platform, goal.id, 1, "FAILED")) == failed  # a repeat
-    stale = await rejected(report_payout(platform, goal.id, 1, "SUCCEEDED"))
-    assert (stale.code(), reason(stale, GOALS)) == (grpc.StatusCode.INVALID_ARGUMENT, "PAYOUT_MISMATCH")
-    unknown = await rejected(report_payout(platform, goal.id, 7, "SUCCEEDED"))
-    assert reason(unknown, GOALS) == "PAYOUT_MISMATCH"
-    unspecified = await rejected(
-        platform.goals.internal.RecordPayoutResult(
-            goals_service_pb2.RecordPayoutResultRequest(goal_id=goal.id, payout_id=domain.payout_id(goal.id, 1))
-        )
-    )
-    assert reason(unspecified, GOALS) == "INVALID_PAYOUT_OUTCOME"
+    assert isinstance(await report_payout(platform, goal.id, 1, "SUCCESS"), domain.PayoutMismatch)  # stale
+    assert isinstance(await report_payout(platform, goal.id, 7, "SUCCESS"), domain.PayoutMismatch)
+    not_an_ending = await report_payout(platform, goal.id, 1, "PENDING")
+    assert isinstance(not_an_ending, domain.OutcomeNotUnderstood)
+    assert (await platform.get(goal.id)) == failed
 
     platform.clock.advance(hours=1)  # the retry is due
     await eventually(lambda: platform.goals_sql("SELECT 1 FROM payouts WHERE goal_id = %s AND attempt = 2", goal.id))
-    withdrawn = await report_payout(platform, goal.id, 2, "SUCCEEDED")
+    withdrawn = await report_payout(platform, goal.id, 2, "SUCCESS")
     assert withdrawn.status == WITHDRAWN
-    assert (await report_payout(platform, goal.id, 2, "SUCCEEDED")) == withdrawn
+    assert (await report_payout(platform, goal.id, 2, "SUCCESS")) == withdrawn
     # Paystack may reverse a transfer that had succeeded: the goal is RELEASED again.
     reversed_ = await report_payout(platform, goal.id, 2, "REVERSED")
     assert reversed_.status == RELEASED
@@ -206,10 +195,9 @@ async def test_a_payout_that_fails_is_retried_under_a_new_id_until_it_succeeds(p
 async def test_payout_results_are_only_for_released_goals(platform: Platform) -> None:
     owner, backer = await platform.users(2)
     goal = await platform.funded_goal(owner, [(backer, 1000)])
-    early = await rejected(report_payout(platform, goal.id, 1, "SUCCEEDED"))
-    assert (early.code(), reason(early, GOALS)) == (grpc.StatusCode.FAILED_PRECONDITION, "GOAL_NOT_RELEASED")
-    missing = await rejected(report_payout(platform, str(uuid.uuid4()), 1, "SUCCEEDED"))
-    assert reason(missing, GOALS) == "GOAL_NOT_FOUND"
+    assert isinstance(await report_payout(platform, goal.id, 1, "SUCCESS"), domain.GoalNotReleased)
+    assert isinstance(await report_payout(platform, str(uuid.uuid4()), 1, "SUCCESS"), domain.GoalNotFound)
+    assert (await platform.get(goal.id)).status == FUNDED
 
 
 async def test_a_proof_is_rejected_as_soon_as_approval_can_no_longer_happen(platform: Platform) -> None:

@@ -181,36 +181,6 @@ three in all; the third rejection refunds the goal.
 """
 Global___ProofStatus: _TypeAlias = ProofStatus  # noqa: Y015
 
-class _PayoutOutcome:
-    ValueType = _typing.NewType("ValueType", _builtins.int)
-    V: _TypeAlias = ValueType  # noqa: Y015
-
-class _PayoutOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_PayoutOutcome.ValueType], _builtins.type):
-    DESCRIPTOR: _descriptor.EnumDescriptor
-    PAYOUT_OUTCOME_UNSPECIFIED: _PayoutOutcome.ValueType  # 0
-    """Not set. Never valid in a request."""
-    PAYOUT_OUTCOME_SUCCEEDED: _PayoutOutcome.ValueType  # 1
-    """Paystack sent `transfer.success`: the money reached the owner's bank."""
-    PAYOUT_OUTCOME_FAILED: _PayoutOutcome.ValueType  # 2
-    """Paystack sent `transfer.failed`: the money never left the platform."""
-    PAYOUT_OUTCOME_REVERSED: _PayoutOutcome.ValueType  # 3
-    """Paystack sent `transfer.reversed`: the money came back to the platform."""
-
-class PayoutOutcome(_PayoutOutcome, metaclass=_PayoutOutcomeEnumTypeWrapper):
-    """How a payout to a goal's owner settled at Paystack, as reported by the
-    payments service.
-    """
-
-PAYOUT_OUTCOME_UNSPECIFIED: PayoutOutcome.ValueType  # 0
-"""Not set. Never valid in a request."""
-PAYOUT_OUTCOME_SUCCEEDED: PayoutOutcome.ValueType  # 1
-"""Paystack sent `transfer.success`: the money reached the owner's bank."""
-PAYOUT_OUTCOME_FAILED: PayoutOutcome.ValueType  # 2
-"""Paystack sent `transfer.failed`: the money never left the platform."""
-PAYOUT_OUTCOME_REVERSED: PayoutOutcome.ValueType  # 3
-"""Paystack sent `transfer.reversed`: the money came back to the platform."""
-Global___PayoutOutcome: _TypeAlias = PayoutOutcome  # noqa: Y015
-
 class _GoalOutflow:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015

@@ -897,15 +897,21 @@ class GoalsInternalServiceStub:
     any text field fails with INVALID_ARGUMENT (INVALID_CHARACTERS), a request
     that is not a well-formed message with INVALID_ARGUMENT (MALFORMED_REQUEST).
 
-    The sagas that move money, and where these methods fit:
+    The sagas that move money, and how goals hears of their outcomes. Payments
+    never calls goals: it publishes what became of each payment, refund and
+    payout on PaymentsInternalService.WatchOutcomes, and the goals service
+    follows that stream from the seq it stored, as it follows the ledger's GOAL
+    balances.
 
     Contribution. CreateContribution asks payments to initialize a payment that
     carries the contribution id. When Paystack reports `charge.success`,
-    payments verifies the charge, posts ESCROW -> GOAL in the ledger and calls
-    ConfirmContribution; on a failed or abandoned charge it calls
-    FailContribution. The goal's raised amount follows the ledger: the goals
-    service watches GOAL balances and flips a goal to FUNDED when its balance
-    reaches the target.
+    payments verifies the charge, posts ESCROW -> GOAL in the ledger and
+    publishes `contribution_paid`: the contribution becomes SUCCEEDED, and its
+    payer a contributor with a vote (or, if the goal no longer takes money, the
+    contribution is refunded through the refund saga). A failed or abandoned
+    charge is `contribution_payment_failed`: the contribution becomes FAILED.
+    The goal's raised amount follows the ledger: the goals service watches GOAL
+    balances and flips a goal to FUNDED when its balance reaches the target.
 
     Release, on an approved proof. The goals service posts one ledger
     transaction (id "goal:<goal_id>:release") that empties the GOAL account:
@@ -914,14 +920,17 @@ class GoalsInternalServiceStub:
     rest to the owner's USER account; the goal becomes RELEASED. It then asks
     payments to pay the owner's USER balance out to the owner's payout
     recipient. When the transfer settles, payments posts USER -> ESCROW on
-    success and calls RecordPayoutResult; the goal becomes WITHDRAWN.
+    success and publishes `payout_settled`; the goal becomes WITHDRAWN. On a
+    failed or reversed transfer the money is in the owner's USER account again,
+    and the payout is retried later under a new payout id.
 
     Refund, on expiry, cancellation or a third rejected proof. The goal goes to
     REFUNDING and the goals service asks payments for one refund per succeeded
     contribution. When Paystack reports `refund.processed`, payments posts
-    GOAL -> ESCROW and calls MarkContributionRefunded; when no succeeded
-    contribution is left, the goal becomes REFUNDED. A payment that succeeds
-    after its goal closed joins the same saga (see ConfirmContribution).
+    GOAL -> ESCROW and publishes `contribution_refunded`: the contribution
+    becomes REFUNDED, and when no succeeded contribution is left, the goal
+    becomes REFUNDED. A refund Paystack fails (`contribution_refund_failed`) is
+    asked for again at once under the next attempt's refund id.
 
     Saga progress is stored by the goals service and resumed after a crash;
     every step has a deterministic id, so repeating a step changes nothing.
@@ -933,26 +942,6 @@ class GoalsInternalServiceStub:
         Args:
             channel: A grpc.Channel.
         """
-        self.ConfirmContribution = channel.unary_unary(
-                '/gofund.goals.v1.GoalsInternalService/ConfirmContribution',
-                request_serializer=gofund_dot_goals_dot_v1_dot_goals__service__pb2.ConfirmContributionRequest.SerializeToString,
-                response_deserializer=gofund_dot_goals_dot_v1_dot_goals__service__pb2.ConfirmContributionResponse.FromString,
-                _registered_method=True)
-        self.FailContribution = channel.unary_unary(
-                '/gofund.goals.v1.GoalsInternalService/FailContribution',
-                request_serializer=gofund_dot_goals_dot_v1_dot_goals__service__pb2.FailContributionRequest.SerializeToString,
-                response_deserializer=gofund_dot_goals_dot_v1_dot_goals__service__pb2.FailContributionResponse.FromString,
-                _registered_method=True)
-        self.MarkContributionRefunded = channel.unary_unary(
-                '/gofund.goals.v1.GoalsInternalService/MarkContributionRefunded',
-                request_serializer=gofund_dot_goals_dot_v1_dot_goals__service__pb2.MarkContributionRefundedRequest.SerializeToString,
-                response_deserializer=gofund_dot_goals_dot_v1_dot_goals__service__pb2.MarkContributionRefundedResponse.FromString,
-                _registered_method=True)
-        self.RecordPayoutResult = channel.unary_unary(
-                '/gofund.goals.v1.GoalsInternalService/RecordPayoutResult',
-                request_serializer=gofund_dot_goals_dot_v1_dot_goals__service__pb2.RecordPayoutResultRequest.SerializeToString,
-                response_deserializer=gofund_dot_goals_dot_v1_dot_goals__service__pb2.RecordPayoutResultResponse.FromString,
-                _registered_method=True)
         self.ListGoalBooks = channel.unary_unary(
                 '/gofund.goals.v1.GoalsInternalService/ListGoalBooks',
                 request_serializer=gofund_dot_goals_dot_v1_dot_goals__service__pb2.ListGoalBooksRequest.SerializeToString,
@@ -971,15 +960,21 @@ class GoalsInternalServiceServicer:
     any text field fails with INVALID_ARGUMENT (INVALID_CHARACTERS), a request
     that is not a well-formed message with INVALID_ARGUMENT (MALFORMED_REQUEST).
 
-    The sagas that move money, and where these methods fit:
+    The sagas that move money, and how goals hears of their outcomes. Payments
+    never calls goals: it publishes what became of each payment, refund and
+    payout on PaymentsInternalService.WatchOutcomes, and the goals service
+    follows that stream from the seq it stored, as it follows the ledger's GOAL
+    balances.
 
     Contribution. CreateContribution asks payments to initialize a payment that
     carries the contribution id. When Paystack reports `charge.success`,
-    payments verifies the charge, posts ESCROW -> GOAL in the ledger and calls
-    ConfirmContribution; on a failed or abandoned charge it calls
-    FailContribution. The goal's raised amount follows the ledger: the goals
-    service watches GOAL balances and flips a goal to FUNDED when its balance
-    reaches the target.
+    payments verifies the charge, posts ESCROW -> GOAL in the ledger and
+    publishes `contribution_paid`: the contribution becomes SUCCEEDED, and its
+    payer a contributor with a vote (or, if the goal no longer takes money, the
+    contribution is refunded through the refund saga). A failed or abandoned
+    charge is `contribution_payment_failed`: the contribution becomes FAILED.
+    The goal's raised amount follows the ledger: the goals service watches GOAL
+    balances and flips a goal to FUNDED when its balance reaches the target.
 
     Release, on an approved proof. The goals service posts one ledger
     transaction (id "goal:<goal_id>:release") that empties the GOAL account:
@@ -988,97 +983,21 @@ class GoalsInternalServiceServicer:
     rest to the owner's USER account; the goal becomes RELEASED. It then asks
     payments to pay the owner's USER balance out to the owner's payout
     recipient. When the transfer settles, payments posts USER -> ESCROW on
-    success and calls RecordPayoutResult; the goal becomes WITHDRAWN.
+    success and publishes `payout_settled`; the goal becomes WITHDRAWN. On a
+    failed or reversed transfer the money is in the owner's USER account again,
+    and the payout is retried later under a new payout id.
 
     Refund, on expiry, cancellation or a third rejected proof. The goal goes to
     REFUNDING and the goals service asks payments for one refund per succeeded
     contribution. When Paystack reports `refund.processed`, payments posts
-    GOAL -> ESCROW and calls MarkContributionRefunded; when no succeeded
-    contribution is left, the goal becomes REFUNDED. A payment that succeeds
-    after its goal closed joins the same saga (see ConfirmContribution).
+    GOAL -> ESCROW and publishes `contribution_refunded`: the contribution
+    becomes REFUNDED, and when no succeeded contribution is left, the goal
+    becomes REFUNDED. A refund Paystack fails (`contribution_refund_failed`) is
+    asked for again at once under the next attempt's refund id.
 
     Saga progress is stored by the goals service and resumed after a crash;
     every step has a deterministic id, so repeating a step changes nothing.
     """
-
-    def ConfirmContribution(self, request, context):
-        """Records that a contribution's payment succeeded and has been posted to
-        the goal's GOAL account: the contribution becomes SUCCEEDED, and its payer
-        a contributor with a vote. If the goal is no longer OPEN or FUNDED
-        (expired, cancelled, refunding, released...), the money cannot stay, so
-        the contribution is refunded automatically through the refund saga and
-        `refund_started` says so; payments need not start a refund of its own.
-
-        Caller: the payments service, with the service credential.
-
-        Idempotent: a repeat returns the same contribution and the same
-        `refund_started`, also after the refund has completed.
-
-        Errors: INVALID_ARGUMENT (INVALID_CONTRIBUTION_ID, PAYMENT_MISMATCH when
-        the payment id, amount or currency differ from the contribution's);
-        NOT_FOUND (CONTRIBUTION_NOT_FOUND); FAILED_PRECONDITION
-        (CONTRIBUTION_ALREADY_FAILED) when the contribution was failed earlier.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def FailContribution(self, request, context):
-        """Records that a contribution's payment failed or was abandoned: the
-        contribution becomes FAILED. No money moved, so the ledger is untouched.
-
-        Caller: the payments service, with the service credential.
-
-        Idempotent: failing a contribution that is already FAILED returns it as
-        it is.
-
-        Errors: INVALID_ARGUMENT (INVALID_CONTRIBUTION_ID, PAYMENT_MISMATCH);
-        NOT_FOUND (CONTRIBUTION_NOT_FOUND); FAILED_PRECONDITION
-        (CONTRIBUTION_ALREADY_SUCCEEDED) when the payment was confirmed earlier.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def MarkContributionRefunded(self, request, context):
-        """Records that a contribution's refund was processed by Paystack and that
-        payments has posted GOAL -> ESCROW in the ledger: the contribution becomes
-        REFUNDED. When it was the goal's last succeeded contribution and the goal
-        is REFUNDING, the goal becomes REFUNDED.
-
-        Caller: the payments service, with the service credential.
-
-        Idempotent: marking a contribution that is already REFUNDED returns it as
-        it is.
-
-        Errors: INVALID_ARGUMENT (INVALID_CONTRIBUTION_ID, PAYMENT_MISMATCH);
-        NOT_FOUND (CONTRIBUTION_NOT_FOUND); FAILED_PRECONDITION
-        (CONTRIBUTION_NOT_SUCCEEDED) when the contribution never succeeded.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def RecordPayoutResult(self, request, context):
-        """Records how the payout of a released goal to its owner settled. On
-        SUCCEEDED (payments has posted USER -> ESCROW) the goal becomes WITHDRAWN.
-        On FAILED or REVERSED the money is still, or again, in the owner's USER
-        account: the goal stays in or returns to RELEASED, and the release saga
-        keeps the failure so the payout can be retried, for example after the
-        owner fixes their payout recipient.
-
-        Caller: the payments service, with the service credential.
-
-        Idempotent on (`payout_id`, `outcome`): a repeat returns the goal as it is.
-
-        Errors: INVALID_ARGUMENT (INVALID_GOAL_ID, INVALID_PAYOUT_OUTCOME for an
-        unspecified outcome, PAYOUT_MISMATCH when `payout_id` is not the
-        goal's current payout); NOT_FOUND (GOAL_NOT_FOUND); FAILED_PRECONDITION
-        (GOAL_NOT_RELEASED) when the goal is neither RELEASED nor WITHDRAWN.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
 
     def ListGoalBooks(self, request, context):
         """Lists every goal's books: its status, where its money went (the
@@ -1098,26 +1017,6 @@ class GoalsInternalServiceServicer:
 
 def add_GoalsInternalServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
-            'ConfirmContribution': grpc.unary_unary_rpc_method_handler(
-                    servicer.ConfirmContribution,
-                    request_deserializer=gofund_dot_goals_dot_v1_dot_goals__service__pb2.ConfirmContributionRequest.FromString,
-                    response_serializer=gofund_dot_goals_dot_v1_dot_goals__service__pb2.ConfirmContributionResponse.SerializeToString,
-            ),
-            'FailContribution': grpc.unary_unary_rpc_method_handler(
-                    servicer.FailContribution,
-                    request_deserializer=gofund_dot_goals_dot_v1_dot_goals__service__pb2.FailContributionRequest.FromString,
-                    response_serializer=gofund_dot_goals_dot_v1_dot_goals__service__pb2.FailContributionResponse.SerializeToString,
-            ),
-            'MarkContributionRefunded': grpc.unary_unary_rpc_method_handler(
-                    servicer.MarkContributionRefunded,
-                    request_deserializer=gofund_dot_goals_dot_v1_dot_goals__service__pb2.MarkContributionRefundedRequest.FromString,
-                    response_serializer=gofund_dot_goals_dot_v1_dot_goals__service__pb2.MarkContributionRefundedResponse.SerializeToString,
-            ),
-            'RecordPayoutResult': grpc.unary_unary_rpc_method_handler(
-                    servicer.RecordPayoutResult,
-                    request_deserializer=gofund_dot_goals_dot_v1_dot_goals__service__pb2.RecordPayoutResultRequest.FromString,
-                    response_serializer=gofund_dot_goals_dot_v1_dot_goals__service__pb2.RecordPayoutResultResponse.SerializeToString,
-            ),
             'ListGoalBooks': grpc.unary_unary_rpc_method_handler(
                     servicer.ListGoalBooks,
                     request_deserializer=gofund_dot_goals_dot_v1_dot_goals__service__pb2.ListGoalBooksRequest.FromString,
@@ -1142,15 +1041,21 @@ class GoalsInternalService:
     any text field fails with INVALID_ARGUMENT (INVALID_CHARACTERS), a request
     that is not a well-formed message with INVALID_ARGUMENT (MALFORMED_REQUEST).
 
-    The sagas that move money, and where these methods fit:
+    The sagas that move money, and how goals hears of their outcomes. Payments
+    never calls goals: it publishes what became of each payment, refund and
+    payout on PaymentsInternalService.WatchOutcomes, and the goals service
+    follows that stream from the seq it stored, as it follows the ledger's GOAL
+    balances.
 
     Contribution. CreateContribution asks payments to initialize a payment that
     carries the contribution id. When Paystack reports `charge.success`,
-    payments verifies the charge, posts ESCROW -> GOAL in the ledger and calls
-    ConfirmContribution; on a failed or abandoned charge it calls
-    FailContribution. The goal's raised amount follows the ledger: the goals
-    service watches GOAL balances and flips a goal to FUNDED when its balance
-    reaches the target.
+    payments verifies the charge, posts ESCROW -> GOAL in the ledger and
+    publishes `contribution_paid`: the contribution becomes SUCCEEDED, and its
+    payer a contributor with a vote (or, if the goal no longer takes money, the
+    contribution is refunded through the refund saga). A failed or abandoned
+    charge is `contribution_payment_failed`: the contribution becomes FAILED.
+    The goal's raised amount follows the ledger: the goals service watches GOAL
+    balances and flips a goal to FUNDED when its balance reaches the target.
 
     Release, on an approved proof. The goals service posts one ledger
     transaction (id "goal:<goal_id>:release") that empties the GOAL account:
@@ -1159,126 +1064,21 @@ class GoalsInternalService:
     rest to the owner's USER account; the goal becomes RELEASED. It then asks
     payments to pay the owner's USER balance out to the owner's payout
     recipient. When the transfer settles, payments posts USER -> ESCROW on
-    success and calls RecordPayoutResult; the goal becomes WITHDRAWN.
+    success and publishes `payout_settled`; the goal becomes WITHDRAWN. On a
+    failed or reversed transfer the money is in the owner's USER account again,
+    and the payout is retried later under a new payout id.
 
     Refund, on expiry, cancellation or a third rejected proof. The goal goes to
     REFUNDING and the goals service asks payments for one refund per succeeded
     contribution. When Paystack reports `refund.processed`, payments posts
-    GOAL -> ESCROW and calls MarkContributionRefunded; when no succeeded
-    contribution is left, the goal becomes REFUNDED. A payment that succeeds
-    after its goal closed joins the same saga (see ConfirmContribution).
+    GOAL -> ESCROW and publishes `contribution_refunded`: the contribution
+    becomes REFUNDED, and when no succeeded contribution is left, the goal
+    becomes REFUNDED. A refund Paystack fails (`contribution_refund_failed`) is
+    asked for again at once under the next attempt's refund id.
 
     Saga progress is stored by the goals service and resumed after a crash;
     every step has a deterministic id, so repeating a step changes nothing.
     """
-
-    @staticmethod
-    def ConfirmContribution(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/gofund.goals.v1.GoalsInternalService/ConfirmContribution',
-            gofund_dot_goals_dot_v1_dot_goals__service__pb2.ConfirmContributionRequest.SerializeToString,
-            gofund_dot_goals_dot_v1_dot_goals__service__pb2.ConfirmContributionResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def FailContribution(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/gofund.goals.v1.GoalsInternalService/FailContribution',
-            gofund_dot_goals_dot_v1_dot_goals__service__pb2.FailContributionRequest.SerializeToString,
-            gofund_dot_goals_dot_v1_dot_goals__service__pb2.FailContributionResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def MarkContributionRefunded(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/gofund.goals.v1.GoalsInternalService/MarkContributionRefunded',
-            gofund_dot_goals_dot_v1_dot_goals__service__pb2.MarkContributionRefundedRequest.SerializeToString,
-            gofund_dot_goals_dot_v1_dot_goals__service__pb2.MarkContributionRefundedResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def RecordPayoutResult(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/gofund.goals.v1.GoalsInternalService/RecordPayoutResult',
-            gofund_dot_goals_dot_v1_dot_goals__service__pb2.RecordPayoutResultRequest.SerializeToString,
-            gofund_dot_goals_dot_v1_dot_goals__service__pb2.RecordPayoutResultResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
 
     @staticmethod
     def ListGoalBooks(request,

@@ -806,15 +806,21 @@ class GoalsInternalServiceStub:
     any text field fails with INVALID_ARGUMENT (INVALID_CHARACTERS), a request
     that is not a well-formed message with INVALID_ARGUMENT (MALFORMED_REQUEST).
 
-    The sagas that move money, and where these methods fit:
+    The sagas that move money, and how goals hears of their outcomes. Payments
+    never calls goals: it publishes what became of each payment, refund and
+    payout on PaymentsInternalService.WatchOutcomes, and the goals service
+    follows that stream from the seq it stored, as it follows the ledger's GOAL
+    balances.
 
     Contribution. CreateContribution asks payments to initialize a payment that
     carries the contribution id. When Paystack reports `charge.success`,
-    payments verifies the charge, posts ESCROW -> GOAL in the ledger and calls
-    ConfirmContribution; on a failed or abandoned charge it calls
-    FailContribution. The goal's raised amount follows the ledger: the goals
-    service watches GOAL balances and flips a goal to FUNDED when its balance
-    reaches the target.
+    payments verifies the charge, posts ESCROW -> GOAL in the ledger and
+    publishes `contribution_paid`: the contribution becomes SUCCEEDED, and its
+    payer a contributor with a vote (or, if the goal no longer takes money, the
+    contribution is refunded through the refund saga). A failed or abandoned
+    charge is `contribution_payment_failed`: the contribution becomes FAILED.
+    The goal's raised amount follows the ledger: the goals service watches GOAL
+    balances and flips a goal to FUNDED when its balance reaches the target.
 
     Release, on an approved proof. The goals service posts one ledger
     transaction (id "goal:<goal_id>:release") that empties the GOAL account:
@@ -823,14 +829,17 @@ class GoalsInternalServiceStub:
     rest to the owner's USER account; the goal becomes RELEASED. It then asks
     payments to pay the owner's USER balance out to the owner's payout
     recipient. When the transfer settles, payments posts USER -> ESCROW on
-    success and calls RecordPayoutResult; the goal becomes WITHDRAWN.
+    success and publishes `payout_settled`; the goal becomes WITHDRAWN. On a
+    failed or reversed transfer the money is in the owner's USER account again,
+    and the payout is retried later under a new payout id.
 
     Refund, on expiry, cancellation or a third rejected proof. The goal goes to
     REFUNDING and the goals service asks payments for one refund per succeeded
     contribution. When Paystack reports `refund.processed`, payments posts
-    GOAL -> ESCROW and calls MarkContributionRefunded; when no succeeded
-    contribution is left, the goal becomes REFUNDED. A payment that succeeds
-    after its goal closed joins the same saga (see ConfirmContribution).
+    GOAL -> ESCROW and publishes `contribution_refunded`: the contribution
+    becomes REFUNDED, and when no succeeded contribution is left, the goal
+    becomes REFUNDED. A refund Paystack fails (`contribution_refund_failed`) is
+    asked for again at once under the next attempt's refund id.
 
     Saga progress is stored by the goals service and resumed after a crash;
     every step has a deterministic id, so repeating a step changes nothing.
@@ -840,69 +849,6 @@ class GoalsInternalServiceStub:
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> GoalsInternalServiceAsyncStub: ...
-    ConfirmContribution: _grpc.UnaryUnaryMultiCallable[_goals_service_pb2.ConfirmContributionRequest, _goals_service_pb2.ConfirmContributionResponse]
-    """Records that a contribution's payment succeeded and has been posted to
-    the goal's GOAL account: the contribution becomes SUCCEEDED, and its payer
-    a contributor with a vote. If the goal is no longer OPEN or FUNDED
-    (expired, cancelled, refunding, released...), the money cannot stay, so
-    the contribution is refunded automatically through the refund saga and
-    `refund_started` says so; payments need not start a refund of its own.
-
-    Caller: the payments service, with the service credential.
-
-    Idempotent: a repeat returns the same contribution and the same
-    `refund_started`, also after the refund has completed.
-
-    Errors: INVALID_ARGUMENT (INVALID_CONTRIBUTION_ID, PAYMENT_MISMATCH when
-    the payment id, amount or currency differ from the contribution's);
-    NOT_FOUND (CONTRIBUTION_NOT_FOUND); FAILED_PRECONDITION
-    (CONTRIBUTION_ALREADY_FAILED) when the contribution was failed earlier.
-    """
-    FailContribution: _grpc.UnaryUnaryMultiCallable[_goals_service_pb2.FailContributionRequest, _goals_service_pb2.FailContributionResponse]
-    """Records that a contribution's payment failed or was abandoned: the
-    contribution becomes FAILED. No money moved, so the ledger is untouched.
-
-    Caller: the payments service, with the service credential.
-
-    Idempotent: failing a contribution that is already FAILED returns it as
-    it is.
-
-    Errors: INVALID_ARGUMENT (INVALID_CONTRIBUTION_ID, PAYMENT_MISMATCH);
-    NOT_FOUND (CONTRIBUTION_NOT_FOUND); FAILED_PRECONDITION
-    (CONTRIBUTION_ALREADY_SUCCEEDED) when the payment was confirmed earlier.
-    """
-    MarkContributionRefunded: _grpc.UnaryUnaryMultiCallable[_goals_service_pb2.MarkContributionRefundedRequest, _goals_service_pb2.MarkContributionRefundedResponse]
-    """Records that a contribution's refund was processed by Paystack and that
-    payments has posted GOAL -> ESCROW in the ledger: the contribution becomes
-    REFUNDED. When it was the goal's last succeeded contribution and the goal
-    is REFUNDING, the goal becomes REFUNDED.
-
-    Caller: the payments service, with the service credential.
-
-    Idempotent: marking a contribution that is already REFUNDED returns it as
-    it is.
-
-    Errors: INVALID_ARGUMENT (INVALID_CONTRIBUTION_ID, PAYMENT_MISMATCH);
-    NOT_FOUND (CONTRIBUTION_NOT_FOUND); FAILED_PRECONDITION
-    (CONTRIBUTION_NOT_SUCCEEDED) when the contribution never succeeded.
-    """
-    RecordPayoutResult: _grpc.UnaryUnaryMultiCallable[_goals_service_pb2.RecordPayoutResultRequest, _goals_service_pb2.RecordPayoutResultResponse]
-    """Records how the payout of a released goal to its owner settled. On
-    SUCCEEDED (payments has posted USER -> ESCROW) the goal becomes WITHDRAWN.
-    On FAILED or REVERSED the money is still, or again, in the owner's USER
-    account: the goal stays in or returns to RELEASED, and the release saga
-    keeps the failure so the payout can be retried, for example after the
-    owner fixes their payout recipient.
-
-    Caller: the payments service, with the service credential.
-
-    Idempotent on (`payout_id`, `outcome`): a repeat returns the goal as it is.
-
-    Errors: INVALID_ARGUMENT (INVALID_GOAL_ID, INVALID_PAYOUT_OUTCOME for an
-    unspecified outcome, PAYOUT_MISMATCH when `payout_id` is not the
-    goal's current payout); NOT_FOUND (GOAL_NOT_FOUND); FAILED_PRECONDITION
-    (GOAL_NOT_RELEASED) when the goal is neither RELEASED nor WITHDRAWN.
-    """
     ListGoalBooks: _grpc.UnaryUnaryMultiCallable[_goals_service_pb2.ListGoalBooksRequest, _goals_service_pb2.ListGoalBooksResponse]
     """Lists every goal's books: its status, where its money went (the
     outflow), its raised amount and release, and each contribution's status,
@@ -927,15 +873,21 @@ class GoalsInternalServiceAsyncStub(GoalsInternalServiceStub):
     any text field fails with INVALID_ARGUMENT (INVALID_CHARACTERS), a request
     that is not a well-formed message with INVALID_ARGUMENT (MALFORMED_REQUEST).
 
-    The sagas that move money, and where these methods fit:
+    The sagas that move money, and how goals hears of their outcomes. Payments
+    never calls goals: it publishes what became of each payment, refund and
+    payout on PaymentsInternalService.WatchOutcomes, and the goals service
+    follows that stream from the seq it stored, as it follows the ledger's GOAL
+    balances.
 
     Contribution. CreateContribution asks payments to initialize a payment that
     carries the contribution id. When Paystack reports `charge.success`,
-    payments verifies the charge, posts ESCROW -> GOAL in the ledger and calls
-    ConfirmContribution; on a failed or abandoned charge it calls
-    FailContribution. The goal's raised amount follows the ledger: the goals
-    service watches GOAL balances and flips a goal to FUNDED when its balance
-    reaches the target.
+    payments verifies the charge, posts ESCROW -> GOAL in the ledger and
+    publishes `contribution_paid`: the contribution becomes SUCCEEDED, and its
+    payer a contributor with a vote (or, if the goal no longer takes money, the
+    contribution is refunded through the refund saga). A failed or abandoned
+    charge is `contribution_payment_failed`: the contribution becomes FAILED.
+    The goal's raised amount follows the ledger: the goals service watches GOAL
+    balances and flips a goal to FUNDED when its balance reaches the target.
 
     Release, on an approved proof. The goals service posts one ledger
     transaction (id "goal:<goal_id>:release") that empties the GOAL account:
@@ -944,83 +896,23 @@ class GoalsInternalServiceAsyncStub(GoalsInternalServiceStub):
     rest to the owner's USER account; the goal becomes RELEASED. It then asks
     payments to pay the owner's USER balance out to the owner's payout
     recipient. When the transfer settles, payments posts USER -> ESCROW on
-    success and calls RecordPayoutResult; the goal becomes WITHDRAWN.
+    success and publishes `payout_settled`; the goal becomes WITHDRAWN. On a
+    failed or reversed transfer the money is in the owner's USER account again,
+    and the payout is retried later under a new payout id.
 
     Refund, on expiry, cancellation or a third rejected proof. The goal goes to
     REFUNDING and the goals service asks payments for one refund per succeeded
     contribution. When Paystack reports `refund.processed`, payments posts
-    GOAL -> ESCROW and calls MarkContributionRefunded; when no succeeded
-    contribution is left, the goal becomes REFUNDED. A payment that succeeds
-    after its goal closed joins the same saga (see ConfirmContribution).
+    GOAL -> ESCROW and publishes `contribution_refunded`: the contribution
+    becomes REFUNDED, and when no succeeded contribution is left, the goal
+    becomes REFUNDED. A refund Paystack fails (`contribution_refund_failed`) is
+    asked for again at once under the next attempt's refund id.
 
     Saga progress is stored by the goals service and resumed after a crash;
     every step has a deterministic id, so repeating a step changes nothing.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
-    ConfirmContribution: _aio.UnaryUnaryMultiCallable[_goals_service_pb2.ConfirmContributionRequest, _goals_service_pb2.ConfirmContributionResponse]  # type: ignore[assignment]
-    """Records that a contribution's payment succeeded and has been posted to
-    the goal's GOAL account: the contribution becomes SUCCEEDED, and its payer
-    a contributor with a vote. If the goal is no longer OPEN or FUNDED
-    (expired, cancelled, refunding, released...), the money cannot stay, so
-    the contribution is refunded automatically through the refund saga and
-    `refund_started` says so; payments need not start a refund of its own.
-
-    Caller: the payments service, with the service credential.
-
-    Idempotent: a repeat returns the same contribution and the same
-    `refund_started`, also after the refund has completed.
-
-    Errors: INVALID_ARGUMENT (INVALID_CONTRIBUTION_ID, PAYMENT_MISMATCH when
-    the payment id, amount or currency differ from the contribution's);
-    NOT_FOUND (CONTRIBUTION_NOT_FOUND); FAILED_PRECONDITION
-    (CONTRIBUTION_ALREADY_FAILED) when the contribution was failed earlier.
-    """
-    FailContribution: _aio.UnaryUnaryMultiCallable[_goals_service_pb2.FailContributionRequest, _goals_service_pb2.FailContributionResponse]  # type: ignore[assignment]
-    """Records that a contribution's payment failed or was abandoned: the
-    contribution becomes FAILED. No money moved, so the ledger is untouched.
-
-    Caller: the payments service, with the service credential.
-
-    Idempotent: failing a contribution that is already FAILED returns it as
-    it is.
-
-    Errors: INVALID_ARGUMENT (INVALID_CONTRIBUTION_ID, PAYMENT_MISMATCH);
-    NOT_FOUND (CONTRIBUTION_NOT_FOUND); FAILED_PRECONDITION
-    (CONTRIBUTION_ALREADY_SUCCEEDED) when the payment was confirmed earlier.
-    """
-    MarkContributionRefunded: _aio.UnaryUnaryMultiCallable[_goals_service_pb2.MarkContributionRefundedRequest, _goals_service_pb2.MarkContributionRefundedResponse]  # type: ignore[assignment]
-    """Records that a contribution's refund was processed by Paystack and that
-    payments has posted GOAL -> ESCROW in the ledger: the contribution becomes
-    REFUNDED. When it was the goal's last succeeded contribution and the goal
-    is REFUNDING, the goal becomes REFUNDED.
-
-    Caller: the payments service, with the service credential.
-
-    Idempotent: marking a contribution that is already REFUNDED returns it as
-    it is.
-
-    Errors: INVALID_ARGUMENT (INVALID_CONTRIBUTION_ID, PAYMENT_MISMATCH);
-    NOT_FOUND (CONTRIBUTION_NOT_FOUND); FAILED_PRECONDITION
-    (CONTRIBUTION_NOT_SUCCEEDED) when the contribution never succeeded.
-    """
-    RecordPayoutResult: _aio.UnaryUnaryMultiCallable[_goals_service_pb2.RecordPayoutResultRequest, _goals_service_pb2.RecordPayoutResultResponse]  # type: ignore[assignment]
-    """Records how the payout of a released goal to its owner settled. On
-    SUCCEEDED (payments has posted USER -> ESCROW) the goal becomes WITHDRAWN.
-    On FAILED or REVERSED the money is still, or again, in the owner's USER
-    account: the goal stays in or returns to RELEASED, and the release saga
-    keeps the failure so the payout can be retried, for example after the
-    owner fixes their payout recipient.
-
-    Caller: the payments service, with the service credential.
-
-    Idempotent on (`payout_id`, `outcome`): a repeat returns the goal as it is.
-
-    Errors: INVALID_ARGUMENT (INVALID_GOAL_ID, INVALID_PAYOUT_OUTCOME for an
-    unspecified outcome, PAYOUT_MISMATCH when `payout_id` is not the
-    goal's current payout); NOT_FOUND (GOAL_NOT_FOUND); FAILED_PRECONDITION
-    (GOAL_NOT_RELEASED) when the goal is neither RELEASED nor WITHDRAWN.
-    """
     ListGoalBooks: _aio.UnaryUnaryMultiCallable[_goals_service_pb2.ListGoalBooksRequest, _goals_service_pb2.ListGoalBooksResponse]  # type: ignore[assignment]
     """Lists every goal's books: its status, where its money went (the
     outflow), its raised amount and release, and each contribution's status,
@@ -1044,15 +936,21 @@ class GoalsInternalServiceServicer(metaclass=_abc_1.ABCMeta):
     any text field fails with INVALID_ARGUMENT (INVALID_CHARACTERS), a request
     that is not a well-formed message with INVALID_ARGUMENT (MALFORMED_REQUEST).
 
-    The sagas that move money, and where these methods fit:
+    The sagas that move money, and how goals hears of their outcomes. Payments
+    never calls goals: it publishes what became of each payment, refund and
+    payout on PaymentsInternalService.WatchOutcomes, and the goals service
+    follows that stream from the seq it stored, as it follows the ledger's GOAL
+    balances.
 
     Contribution. CreateContribution asks payments to initialize a payment that
     carries the contribution id. When Paystack reports `charge.success`,
-    payments verifies the charge, posts ESCROW -> GOAL in the ledger and calls
-    ConfirmContribution; on a failed or abandoned charge it calls
-    FailContribution. The goal's raised amount follows the ledger: the goals
-    service watches GOAL balances and flips a goal to FUNDED when its balance
-    reaches the target.
+    payments verifies the charge, posts ESCROW -> GOAL in the ledger and
+    publishes `contribution_paid`: the contribution becomes SUCCEEDED, and its
+    payer a contributor with a vote (or, if the goal no longer takes money, the
+    contribution is refunded through the refund saga). A failed or abandoned
+    charge is `contribution_payment_failed`: the contribution becomes FAILED.
+    The goal's raised amount follows the ledger: the goals service watches GOAL
+    balances and flips a goal to FUNDED when its balance reaches the target.
 
     Release, on an approved proof. The goals service posts one ledger
     transaction (id "goal:<goal_id>:release") that empties the GOAL account:
@@ -1061,105 +959,21 @@ class GoalsInternalServiceServicer(metaclass=_abc_1.ABCMeta):
     rest to the owner's USER account; the goal becomes RELEASED. It then asks
     payments to pay the owner's USER balance out to the owner's payout
     recipient. When the transfer settles, payments posts USER -> ESCROW on
-    success and calls RecordPayoutResult; the goal becomes WITHDRAWN.
+    success and publishes `payout_settled`; the goal becomes WITHDRAWN. On a
+    failed or reversed transfer the money is in the owner's USER account again,
+    and the payout is retried later under a new payout id.
 
     Refund, on expiry, cancellation or a third rejected proof. The goal goes to
     REFUNDING and the goals service asks payments for one refund per succeeded
     contribution. When Paystack reports `refund.processed`, payments posts
-    GOAL -> ESCROW and calls MarkContributionRefunded; when no succeeded
-    contribution is left, the goal becomes REFUNDED. A payment that succeeds
-    after its goal closed joins the same saga (see ConfirmContribution).
+    GOAL -> ESCROW and publishes `contribution_refunded`: the contribution
+    becomes REFUNDED, and when no succeeded contribution is left, the goal
+    becomes REFUNDED. A refund Paystack fails (`contribution_refund_failed`) is
+    asked for again at once under the next attempt's refund id.
 
     Saga progress is stored by the goals service and resumed after a crash;
     every step has a deterministic id, so repeating a step changes nothing.
     """
-
-    @_abc_1.abstractmethod
-    def ConfirmContribution(
-        self,
-        request: _goals_service_pb2.ConfirmContributionRequest,
-        context: _ServicerContext,
-    ) -> _typing.Union[_goals_service_pb2.ConfirmContributionResponse, _abc.Awaitable[_goals_service_pb2.ConfirmContributionResponse]]:
-        """Records that a contribution's payment succeeded and has been posted to
-        the goal's GOAL account: the contribution becomes SUCCEEDED, and its payer
-        a contributor with a vote. If the goal is no longer OPEN or FUNDED
-        (expired, cancelled, refunding, released...), the money cannot stay, so
-        the contribution is refunded automatically through the refund saga and
-        `refund_started` says so; payments need not start a refund of its own.
-
-        Caller: the payments service, with the service credential.
-
-        Idempotent: a repeat returns the same contribution and the same
-        `refund_started`, also after the refund has completed.
-
-        Errors: INVALID_ARGUMENT (INVALID_CONTRIBUTION_ID, PAYMENT_MISMATCH when
-        the payment id, amount or currency differ from the contribution's);
-        NOT_FOUND (CONTRIBUTION_NOT_FOUND); FAILED_PRECONDITION
-        (CONTRIBUTION_ALREADY_FAILED) when the contribution was failed earlier.
-        """
-
-    @_abc_1.abstractmethod
-    def FailContribution(
-        self,
-        request: _goals_service_pb2.FailContributionRequest,
-        context: _ServicerContext,
-    ) -> _typing.Union[_goals_service_pb2.FailContributionResponse, _abc.Awaitable[_goals_service_pb2.FailContributionResponse]]:
-        """Records that a contribution's payment failed or was abandoned: the
-        contribution becomes FAILED. No money moved, so the ledger is untouched.
-
-        Caller: the payments service, with the service credential.
-
-        Idempotent: failing a contribution that is already FAILED returns it as
-        it is.
-
-        Errors: INVALID_ARGUMENT (INVALID_CONTRIBUTION_ID, PAYMENT_MISMATCH);
-        NOT_FOUND (CONTRIBUTION_NOT_FOUND); FAILED_PRECONDITION
-        (CONTRIBUTION_ALREADY_SUCCEEDED) when the payment was confirmed earlier.
-        """
-
-    @_abc_1.abstractmethod
-    def MarkContributionRefunded(
-        self,
-        request: _goals_service_pb2.MarkContributionRefundedRequest,
-        context: _ServicerContext,
-    ) -> _typing.Union[_goals_service_pb2.MarkContributionRefundedResponse, _abc.Awaitable[_goals_service_pb2.MarkContributionRefundedResponse]]:
-        """Records that a contribution's refund was processed by Paystack and that
-        payments has posted GOAL -> ESCROW in the ledger: the contribution becomes
-        REFUNDED. When it was the goal's last succeeded contribution and the goal
-        is REFUNDING, the goal becomes REFUNDED.
-
-        Caller: the payments service, with the service credential.
-
-        Idempotent: marking a contribution that is already REFUNDED returns it as
-        it is.
-
-        Errors: INVALID_ARGUMENT (INVALID_CONTRIBUTION_ID, PAYMENT_MISMATCH);
-        NOT_FOUND (CONTRIBUTION_NOT_FOUND); FAILED_PRECONDITION
-        (CONTRIBUTION_NOT_SUCCEEDED) when the contribution never succeeded.
-        """
-
-    @_abc_1.abstractmethod
-    def RecordPayoutResult(
-        self,
-        request: _goals_service_pb2.RecordPayoutResultRequest,
-        context: _ServicerContext,
-    ) -> _typing.Union[_goals_service_pb2.RecordPayoutResultResponse, _abc.Awaitable[_goals_service_pb2.RecordPayoutResultResponse]]:
-        """Records how the payout of a released goal to its owner settled. On
-        SUCCEEDED (payments has posted USER -> ESCROW) the goal becomes WITHDRAWN.
-        On FAILED or REVERSED the money is still, or again, in the owner's USER
-        account: the goal stays in or returns to RELEASED, and the release saga
-        keeps the failure so the payout can be retried, for example after the
-        owner fixes their payout recipient.
-
-        Caller: the payments service, with the service credential.
-
-        Idempotent on (`payout_id`, `outcome`): a repeat returns the goal as it is.
-
-        Errors: INVALID_ARGUMENT (INVALID_GOAL_ID, INVALID_PAYOUT_OUTCOME for an
-        unspecified outcome, PAYOUT_MISMATCH when `payout_id` is not the
-        goal's current payout); NOT_FOUND (GOAL_NOT_FOUND); FAILED_PRECONDITION
-        (GOAL_NOT_RELEASED) when the goal is neither RELEASED nor WITHDRAWN.
-        """
 
     @_abc_1.abstractmethod
     def ListGoalBooks(
