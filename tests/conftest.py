@@ -8,8 +8,9 @@ unique names so they never collide.
 
 from __future__ import annotations
 
+import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +39,38 @@ def mongodb_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     port = embedded.free_port()
     server = embedded.mongo_wire(root / "data", port, root / "mongodb.log")
     server.start()
+    previous = sys.unraisablehook
+    sys.unraisablehook = _ignoring_pymongo_monitor_leaks(port, previous)
     yield port
+    sys.unraisablehook = previous
     server.stop()
+
+
+def _ignoring_pymongo_monitor_leaks(
+    port: int, report: Callable[[sys.UnraisableHookArgs], object]
+) -> Callable[[sys.UnraisableHookArgs], object]:
+    """pytest's unraisable hook, minus one known pymongo leak.
+
+    pymongo's async server monitor (4.20) is cancelled by `AsyncMongoClient.close()`
+    while it may be opening its connection; the half-made socket to the server is
+    then closed only by the garbage collector, which warns `unclosed <socket ...>`
+    in whichever test happens to be running (CI saw it once in
+    test_services_start). Only a socket whose peer is this session's Mongo-wire
+    server is stepped over; every other unraisable still fails its test.
+    """
+    peer = f"raddr=('127.0.0.1', {port})>"
+
+    def hook(unraisable: sys.UnraisableHookArgs) -> object:
+        leak = unraisable.exc_value
+        if (
+            isinstance(leak, ResourceWarning)
+            and str(leak).startswith("unclosed <socket.socket")
+            and str(leak).endswith(peer)
+        ):
+            return None
+        return report(unraisable)
+
+    return hook
 
 
 def unique_name(prefix: str) -> str:

@@ -35,8 +35,9 @@ POLL_S = 0.25
 # moment), never skipped.
 GAP_WAIT_S = 0.02
 
-_PAYMENT_STATUS = {s: payments_pb2.PaymentStatus.Value(f"PAYMENT_STATUS_{s}") for s in PaymentStatus}
-_PAYOUT_STATUS = {s: payments_pb2.PayoutStatus.Value(f"PAYOUT_STATUS_{s}") for s in PayoutStatus}
+# The contract's value of each status (also used by the servicer: one mapping).
+PAYMENT_STATUS = {s: payments_pb2.PaymentStatus.Value(f"PAYMENT_STATUS_{s}") for s in PaymentStatus}
+PAYOUT_STATUS = {s: payments_pb2.PayoutStatus.Value(f"PAYOUT_STATUS_{s}") for s in PayoutStatus}
 
 
 class Outcomes:
@@ -62,7 +63,7 @@ class Outcomes:
             contribution_id=payment.contribution_id,
             payment_id=payment.payment_id,
             goal_id=payment.goal_id,
-            status=_PAYMENT_STATUS[payment.status],
+            status=PAYMENT_STATUS[payment.status],
             reason=reason[:500],
         )
         outcome = payments_pb2.PaymentOutcome(contribution_payment_failed=failed)
@@ -93,7 +94,7 @@ class Outcomes:
         settled = payments_pb2.PayoutSettled(
             payout_id=payout.payout_id,
             goal_id=payout.goal_id,
-            status=_PAYOUT_STATUS[payout.status],
+            status=PAYOUT_STATUS[payout.status],
             reason=payout.failure_reason[:500],
         )
         outcome = payments_pb2.PaymentOutcome(payout_settled=settled)

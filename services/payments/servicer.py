@@ -15,7 +15,8 @@ from services.common.errors import ErrorMapping, ErrorTable, FieldViolation, Val
 from services.common.proto import optional_timestamp, timestamp
 from services.common.resume import after_seq
 from services.payments import domain
-from services.payments.domain import EventStatus, PaymentStatus, PayoutStatus
+from services.payments.domain import EventStatus
+from services.payments.outcomes import PAYMENT_STATUS, PAYOUT_STATUS
 from services.payments.reconcile import Reconciler, Report
 from services.payments.store import Payment, Payout, Recipient, WebhookEvent
 from services.payments.use_cases import ADMIN_PERMISSION, Payments
@@ -45,8 +46,6 @@ ERRORS = ErrorTable(
 
 SIGNATURE_HEADER = "x-paystack-signature"
 
-_PAYMENT_STATUS = {s: payments_pb2.PaymentStatus.Value(f"PAYMENT_STATUS_{s}") for s in PaymentStatus}
-_PAYOUT_STATUS = {s: payments_pb2.PayoutStatus.Value(f"PAYOUT_STATUS_{s}") for s in PayoutStatus}
 _EVENT_STATUS = {s: payments_pb2.WebhookEventStatus.Value(f"WEBHOOK_EVENT_STATUS_{s}") for s in EventStatus}
 _EVENT_STATUS_OF = {v: k for k, v in _EVENT_STATUS.items()}
 
@@ -60,7 +59,7 @@ def payment_message(payment: Payment) -> payments_pb2.Payment:
         contribution_id=payment.contribution_id,
         amount=payment.amount,
         currency=payment.currency,
-        status=_PAYMENT_STATUS[payment.status],
+        status=PAYMENT_STATUS[payment.status],
         authorization_url=payment.authorization_url,
         flagged=payment.flagged,
         flag_reason=payment.flag_reason,
@@ -109,7 +108,7 @@ def payout_message(payout: Payout) -> payments_pb2.Payout:
         recipient_id=payout.recipient_id,
         amount=payout.amount,
         currency=payout.currency,
-        status=_PAYOUT_STATUS[payout.status],
+        status=PAYOUT_STATUS[payout.status],
         transfer_code=payout.transfer_code,
         failure_reason=payout.failure_reason,
         created_at=timestamp(payout.created_at),

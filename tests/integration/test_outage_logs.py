@@ -79,7 +79,10 @@ async def test_a_postgres_restart_is_one_warning_when_it_starts_and_one_when_it_
     advancing = asyncio.create_task(_keep_refunds_due(platform, stop_advancing))
     try:
         await asyncio.to_thread(own_postgres.stop)
-        await asyncio.sleep(3)  # the scheduler ticks every 50 ms, the listeners retry every 0.5 s
+        # Down until both services have said so (the scheduler ticks every 50 ms, the
+        # listeners retry every 0.5 s), then back.
+        for dependency in ("goals database", "ledger database"):
+            await eventually(lambda d=dependency: _said_since(caplog, before, d), timeout_s=30)
         await asyncio.to_thread(own_postgres.start_again)
         await eventually(lambda: _recovered(caplog, "goals database"), timeout_s=30)
         await eventually(lambda: _recovered(caplog, "ledger database"), timeout_s=30)
@@ -102,7 +105,7 @@ async def test_a_postgres_restart_is_one_warning_when_it_starts_and_one_when_it_
         assert "unavailable" in started.getMessage()
         assert started.error_class  # type: ignore[attr-defined]
         assert ended.levelno == logging.WARNING
-        assert ended.duration_s >= 2.5  # type: ignore[attr-defined]
+        assert ended.duration_s > 0  # type: ignore[attr-defined]
     # Payments stayed down all along: still the one outage, not a line per refund retry.
     assert outage_lines(during, "payments") == []
     assert [r.getMessage() for r in during if r.levelno >= logging.ERROR] == []
@@ -136,6 +139,10 @@ async def _each_tried_since(platform: Platform, goal_id: str, before: dict[Any, 
 
 async def _said(caplog: pytest.LogCaptureFixture, dependency: str) -> bool:
     return bool(outage_lines(caplog.records, dependency))
+
+
+async def _said_since(caplog: pytest.LogCaptureFixture, index: int, dependency: str) -> bool:
+    return bool(outage_lines(caplog.records[index:], dependency))
 
 
 async def _recovered(caplog: pytest.LogCaptureFixture, dependency: str) -> Any:

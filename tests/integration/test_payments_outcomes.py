@@ -3,8 +3,8 @@
 Many steps publishing at the same instant (different payments, refunds and payouts:
 different actors, not one request repeated) get seqs 1..n with no gap and no
 duplicate; a step repeated after a crash publishes nothing new; a follower that
-resumes after any seq sees exactly the rest, in order, and a live follower is woken
-by each new outcome.
+resumes after any seq sees exactly the rest, in order, and a live follower gets
+each new outcome as it is published (whether woken or by its poll is not what is checked).
 """
 
 from __future__ import annotations
