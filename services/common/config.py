@@ -176,7 +176,7 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _budgets_agree(self) -> Self:
         # Payments ends its Paystack call 0.5 s before the deadline it was given
-        # (services.payments.use_cases): with no nearer deadline, goals' budget must
+        # (services.payments.leases): with no nearer deadline, goals' budget must
         # leave it the whole Paystack timeout.
         if self.provider_call_timeout_ms < self.paystack_timeout_ms + 1000:
             raise ValueError(

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from services.common.errors import DomainError, Validator
 from services.common.ids import check_id
@@ -52,8 +52,72 @@ class EventStatus(StrEnum):
     FLAGGED = "FLAGGED"
 
 
+@dataclass(frozen=True)
+class EventResult:
+    """What processing a stored event did: its final status and a note for operators."""
+
+    status: EventStatus
+    note: str = ""
+
+
+class NotYetConfirmed(Exception):
+    """Paystack's answer does not (yet) confirm what the event says; the processor tries again later."""
+
+
 # Statuses in which the capture of the payment is (or must be) in the ledger.
 CAPTURED = frozenset({PaymentStatus.SUCCESS, PaymentStatus.REFUND_PENDING, PaymentStatus.REFUNDED})
+
+# What an operator needs to list and retry webhook events and read reconciliation.
+ADMIN_PERMISSION = "payments:admin"
+
+# Paystack statuses of a refund or transfer that is not decided yet.
+UNDECIDED = frozenset({"pending", "processing", "queued", "otp", "received"})
+
+StatusT = TypeVar("StatusT", PaymentStatus, PayoutStatus)
+
+
+@dataclass(frozen=True)
+class Move(Generic[StatusT]):
+    """One status move: from any of `sources` to `target`."""
+
+    sources: frozenset[StatusT]
+    target: StatusT
+
+
+def _move(sources: set[StatusT], target: StatusT) -> Move[StatusT]:
+    return Move(frozenset(sources), target)
+
+
+# Every status move, by name, one table per record. The store's conditional
+# updates take their `status in sources` filter and their new status from here
+# and nowhere else, so two writers racing on one record move it once, and only
+# along these edges. FAILED, ABANDONED and REFUNDED payments and FAILED and
+# REVERSED payouts never move again.
+PAYMENT_MOVES: Mapping[str, Move[PaymentStatus]] = {
+    # Paystack's verify says it was paid / it failed / the checkout was given up.
+    "capture": _move({PaymentStatus.PENDING}, PaymentStatus.SUCCESS),
+    "fail": _move({PaymentStatus.PENDING}, PaymentStatus.FAILED),
+    "abandon": _move({PaymentStatus.PENDING}, PaymentStatus.ABANDONED),
+    # A refund is asked for; the ledger refused its reservation (it never reached
+    # Paystack); Paystack processed it; Paystack failed it.
+    "start_refund": _move({PaymentStatus.SUCCESS}, PaymentStatus.REFUND_PENDING),
+    "drop_refund": _move({PaymentStatus.REFUND_PENDING}, PaymentStatus.SUCCESS),
+    "refunded": _move({PaymentStatus.REFUND_PENDING}, PaymentStatus.REFUNDED),
+    "refund_failed": _move({PaymentStatus.REFUND_PENDING}, PaymentStatus.SUCCESS),
+}
+PAYOUT_MOVES: Mapping[str, Move[PayoutStatus]] = {
+    "succeed": _move({PayoutStatus.PENDING}, PayoutStatus.SUCCESS),
+    # Paystack failed the transfer, or refused it before it existed.
+    "fail": _move({PayoutStatus.PENDING}, PayoutStatus.FAILED),
+    # A reversal comes after a success (or, its events out of order, before it).
+    "reverse": _move({PayoutStatus.PENDING, PayoutStatus.SUCCESS}, PayoutStatus.REVERSED),
+}
+# The move that settles a payout as each final status of Paystack's Verify Transfer says.
+TRANSFER_SETTLES: Mapping[str, Move[PayoutStatus]] = {
+    "success": PAYOUT_MOVES["succeed"],
+    "failed": PAYOUT_MOVES["fail"],
+    "reversed": PAYOUT_MOVES["reverse"],
+}
 
 
 # -- errors ---------------------------------------------------------------------

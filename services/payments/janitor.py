@@ -6,8 +6,8 @@ leave checkout, a refund's or a transfer's event can never come. Every
 check is due and hands each to the processor as an outbox entry (so a check
 that fails part-way, the ledger being down, say, is retried like any
 event until it is done); the processor settles them as Paystack reports them,
-with the same idempotent steps a webhook runs (`Payments.check_payment`,
-`Payments.check_payout`):
+with the same idempotent steps a webhook runs (`Webhooks.check_payment`,
+`Webhooks.check_payout`):
 - PENDING payments: the charge is verified. Paid: captured, and its outcome
   published (a goal that has closed meanwhile refunds it, once). Declined: FAILED.
   Still `abandoned` once the idempotency window (`abandon_after_ms`) is over:

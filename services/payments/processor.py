@@ -1,7 +1,7 @@
 """The webhook processor: the outbox over `webhook_events`.
 
 A received event is stored PENDING and acknowledged; this loop then applies it
-(`Payments.process`) and marks it PROCESSED. It runs in every payments process
+(`Webhooks.process`) and marks it PROCESSED. It runs in every payments process
 and picks up whatever is due, so events left by a crash are resumed at start-up
 and events stored by another replica are processed too. Each event is taken
 under a lease (one conditional update), so two processes never work on the
@@ -147,7 +147,7 @@ class Processor:
         context.request_id.set(f"webhook:{event_id}")
         renewal = asyncio.create_task(self._keep_lease(event_id, token))
         try:
-            outcome = await self._payments.process(doc["event"], doc.get("data") or {})
+            outcome = await self._payments.webhooks.process(doc["event"], doc.get("data") or {})
         except Exception as exc:
             raise_if_cancelling()
             failure_count = doc.get("failures", 0) + (0 if transient(exc) else 1)

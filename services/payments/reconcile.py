@@ -37,7 +37,7 @@ from services.payments import domain
 from services.payments.domain import CAPTURED, EventStatus, PaymentStatus, PayoutStatus
 from services.payments.paystack import Charge, Refund, Transfer
 from services.payments.processor import raise_if_cancelling, report_recovered, report_transient, transient
-from services.payments.store import EPOCH, Payment, Payout, WebhookEvent, now
+from services.payments.store import EPOCH, Payment, Payout, RefundRequest, WebhookEvent, now
 from services.payments.use_cases import Payments
 
 log = logging.getLogger("gofund.payments.reconcile")
@@ -208,10 +208,10 @@ def _payments_against_paystack(s: Snapshot) -> Iterable[Drift]:
             )
 
 
-def _refund_of(payment: Payment, paystack_id: str) -> Mapping[str, Any] | None:
+def _refund_of(payment: Payment, paystack_id: str) -> RefundRequest | None:
     """Our refund of the payment that Paystack knows by `paystack_id` (the current one or a failed one)."""
-    for refund in [payment.refund or {}, *payment.failed_refunds]:
-        if refund and str(refund.get("paystackRefundId") or "") == paystack_id:
+    for refund in [payment.refund, *payment.failed_refunds]:
+        if refund is not None and refund.paystack_refund_id == paystack_id:
             return refund
     return None
 
@@ -228,8 +228,8 @@ def _refunds(s: Snapshot) -> Iterable[Drift]:
         ids = {"payment_id": payment.payment_id, "refund_id": refund.id}
         ours = _refund_of(payment, refund.id)
         if refund.status == "processed":
-            in_flight = payment.refund or {}
-            if ours is None and in_flight.get("requested") and not in_flight.get("paystackRefundId"):
+            in_flight = payment.refund
+            if ours is None and in_flight is not None and in_flight.requested and not in_flight.paystack_refund_id:
                 continue  # ours, most likely, whose answer was lost: the next review adopts it
             if ours is None:
                 yield Drift(
@@ -238,12 +238,12 @@ def _refunds(s: Snapshot) -> Iterable[Drift]:
                     ids,
                 )
                 continue
-            key = str(ours.get("key") or "")
+            key = ours.key
             settled_at_paystack.add(key)
             if domain.refund_settle_id(key) not in s.transactions:
                 yield Drift("OUTFLOW_NOT_IN_LEDGER", f"refund of {refund.amount} processed; not posted", ids)
         elif refund.status == "failed" and ours is not None:
-            key = str(ours.get("key") or "")
+            key = ours.key
             if domain.refund_settle_id(key) in s.transactions:
                 yield Drift("LEDGER_WITHOUT_PAYSTACK", "a refund Paystack failed is posted as paid out", ids)
     for transaction_id in s.transactions:
@@ -289,7 +289,7 @@ def _transfers(s: Snapshot) -> Iterable[Drift]:
 
 def _reservations(s: Snapshot) -> Iterable[Drift]:
     refunding = {
-        str((p.refund or {}).get("key")): p for p in s.payments if p.status is PaymentStatus.REFUND_PENDING and p.refund
+        p.refund.key: p for p in s.payments if p.status is PaymentStatus.REFUND_PENDING and p.refund is not None
     }
     paying = {p.payout_id for p in s.payouts if p.status is PayoutStatus.PENDING}
     for transaction in s.transactions.values():
@@ -332,7 +332,7 @@ def _goals(s: Snapshot) -> Iterable[Drift]:
             payment = payments.get(c.payment_id)
             if payment is None:
                 continue
-            key = str((payment.refund or {}).get("key") or "")
+            key = payment.refund.key if payment.refund is not None else ""
             refunded_counted |= not c.late and bool(key) and domain.refund_settle_id(key) in s.transactions
             paid = charges.get(payment.reference)
             inflow += paid.amount if paid is not None and paid.status in PAID else 0

@@ -15,11 +15,11 @@ from services.common.errors import ErrorMapping, ErrorTable, FieldViolation, Val
 from services.common.proto import optional_timestamp, timestamp
 from services.common.resume import after_seq
 from services.payments import domain
-from services.payments.domain import EventStatus
+from services.payments.domain import ADMIN_PERMISSION, EventStatus
 from services.payments.outcomes import PAYMENT_STATUS, PAYOUT_STATUS
 from services.payments.reconcile import Reconciler, Report
 from services.payments.store import Payment, Payout, Recipient, WebhookEvent
-from services.payments.use_cases import ADMIN_PERMISSION, Payments
+from services.payments.use_cases import Payments
 
 Code = grpc.StatusCode
 ERRORS = ErrorTable(
@@ -138,19 +138,19 @@ class PaymentsServicer(payments_service_pb2_grpc.PaymentsServiceServicer):
     async def GetPayment(
         self, request: payments_service_pb2.GetPaymentRequest, context: grpc.aio.ServicerContext
     ) -> payments_service_pb2.GetPaymentResponse:
-        payment = await self._payments.payer_payment(caller_or_none(), request.payment_id)
+        payment = await self._payments.charges.payer_payment(caller_or_none(), request.payment_id)
         return payments_service_pb2.GetPaymentResponse(payment=payment_message(payment))
 
     async def VerifyPayment(
         self, request: payments_service_pb2.VerifyPaymentRequest, context: grpc.aio.ServicerContext
     ) -> payments_service_pb2.VerifyPaymentResponse:
-        payment = await self._payments.verify(caller_or_none(), request.payment_id)
+        payment = await self._payments.charges.verify(caller_or_none(), request.payment_id)
         return payments_service_pb2.VerifyPaymentResponse(payment=payment_message(payment))
 
     async def CreatePayoutRecipient(
         self, request: payments_service_pb2.CreatePayoutRecipientRequest, context: grpc.aio.ServicerContext
     ) -> payments_service_pb2.CreatePayoutRecipientResponse:
-        recipient = await self._payments.create_recipient(
+        recipient = await self._payments.payouts.create_recipient(
             caller_or_none(),
             account_number=request.account_number,
             bank_code=request.bank_code,
@@ -163,7 +163,7 @@ class PaymentsServicer(payments_service_pb2_grpc.PaymentsServiceServicer):
     async def ListBanks(
         self, request: payments_service_pb2.ListBanksRequest, context: grpc.aio.ServicerContext
     ) -> payments_service_pb2.ListBanksResponse:
-        banks = await self._payments.list_banks(request.currency)
+        banks = await self._payments.payouts.list_banks(request.currency)
         return payments_service_pb2.ListBanksResponse(
             banks=[payments_pb2.Bank(name=b.name, code=b.code, currency=b.currency) for b in banks]
         )
@@ -174,7 +174,7 @@ class PaymentsServicer(payments_service_pb2_grpc.PaymentsServiceServicer):
         signature = next(
             (str(item.value) for item in context.invocation_metadata() or () if item.key == SIGNATURE_HEADER), ""
         )
-        await self._payments.receive_webhook(bytes(request.body.data), signature)
+        await self._payments.webhooks.receive(bytes(request.body.data), signature)
         return payments_service_pb2.HandlePaystackWebhookResponse()
 
     async def ListWebhookEvents(
@@ -188,7 +188,7 @@ class PaymentsServicer(payments_service_pb2_grpc.PaymentsServiceServicer):
             status = _EVENT_STATUS_OF[request.status]
         cursor = paging.decode_token(request.page_token, {"received_at": datetime, "event_id": str})
         before = (cursor["received_at"], cursor["event_id"]) if cursor else None
-        events = await self._payments.webhook_events(caller_or_none(), status, before, size + 1)
+        events = await self._payments.webhooks.events(caller_or_none(), status, before, size + 1)
         token = ""
         if len(events) > size:
             last = events[size - 1]
@@ -200,7 +200,7 @@ class PaymentsServicer(payments_service_pb2_grpc.PaymentsServiceServicer):
     async def RetryWebhookEvent(
         self, request: payments_service_pb2.RetryWebhookEventRequest, context: grpc.aio.ServicerContext
     ) -> payments_service_pb2.RetryWebhookEventResponse:
-        event = await self._payments.retry_event(caller_or_none(), request.event_id)
+        event = await self._payments.webhooks.retry(caller_or_none(), request.event_id)
         return payments_service_pb2.RetryWebhookEventResponse(event=event_message(event))
 
     async def GetReconciliation(
@@ -228,7 +228,7 @@ class PaymentsInternalServicer(payments_service_pb2_grpc.PaymentsInternalService
     async def InitializePayment(
         self, request: payments_service_pb2.InitializePaymentRequest, context: grpc.aio.ServicerContext
     ) -> payments_service_pb2.InitializePaymentResponse:
-        payment = await self._payments.initialize(
+        payment = await self._payments.charges.initialize(
             idempotency_key=request.idempotency_key,
             user_id=request.user_id,
             goal_id=request.goal_id,
@@ -247,13 +247,13 @@ class PaymentsInternalServicer(payments_service_pb2_grpc.PaymentsInternalService
     async def RefundPayment(
         self, request: payments_service_pb2.RefundPaymentRequest, context: grpc.aio.ServicerContext
     ) -> payments_service_pb2.RefundPaymentResponse:
-        payment = await self._payments.refund(request.payment_id, request.refund_id, request.reason)
+        payment = await self._payments.refunds.refund(request.payment_id, request.refund_id, request.reason)
         return payments_service_pb2.RefundPaymentResponse(payment=payment_message(payment))
 
     async def CreatePayout(
         self, request: payments_service_pb2.CreatePayoutRequest, context: grpc.aio.ServicerContext
     ) -> payments_service_pb2.CreatePayoutResponse:
-        payout = await self._payments.create_payout(
+        payout = await self._payments.payouts.create_payout(
             payout_id=request.payout_id,
             goal_id=request.goal_id,
             user_id=request.user_id,
@@ -266,7 +266,7 @@ class PaymentsInternalServicer(payments_service_pb2_grpc.PaymentsInternalService
     async def GetPayout(
         self, request: payments_service_pb2.GetPayoutRequest, context: grpc.aio.ServicerContext
     ) -> payments_service_pb2.GetPayoutResponse:
-        payout = await self._payments.payout(request.payout_id)
+        payout = await self._payments.payouts.payout(request.payout_id)
         return payments_service_pb2.GetPayoutResponse(payout=payout_message(payout))
 
     async def Reconcile(

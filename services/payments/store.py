@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -33,7 +33,16 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import AutoReconnect, DuplicateKeyError
 
 from services.common.errors import IdempotencyKeyReused
-from services.payments.domain import EventStatus, PaymentStatus, PayoutStatus
+from services.payments.domain import (
+    PAYMENT_MOVES,
+    PAYOUT_MOVES,
+    EventStatus,
+    Move,
+    PaymentNotFound,
+    PaymentStatus,
+    PayoutNotFound,
+    PayoutStatus,
+)
 
 Document = dict[str, Any]
 
@@ -143,6 +152,35 @@ def now() -> datetime:
 
 # -- records ---------------------------------------------------------------------------
 @dataclass(frozen=True)
+class RefundRequest:
+    """A refund of a payment's charge we asked for (or are asking for)."""
+
+    refund_id: str
+    # Names its ledger transactions (domain.refund_key).
+    key: str
+    amount: int
+    reason: str
+    # The ledger holds its reservation (GOAL -> ESCROW, pending).
+    reserved: bool
+    # Paystack accepted the request.
+    requested: bool
+    # Paystack's id of the refund ("" until Paystack's answer, or a review, names it).
+    paystack_refund_id: str
+
+    @classmethod
+    def of(cls, doc: Mapping[str, Any], amount: int) -> RefundRequest:
+        return cls(
+            refund_id=str(doc.get("refundId") or ""),
+            key=str(doc.get("key") or ""),
+            amount=int(doc.get("amount") or amount),
+            reason=str(doc.get("reason") or ""),
+            reserved=bool(doc.get("reserved")),
+            requested=bool(doc.get("requested")),
+            paystack_refund_id=str(doc.get("paystackRefundId") or ""),
+        )
+
+
+@dataclass(frozen=True)
 class Payment:
     payment_id: str
     reference: str
@@ -159,7 +197,8 @@ class Payment:
     flagged: bool
     flag_reason: str
     paid_at: datetime | None
-    refund: Mapping[str, Any] | None
+    # The refund under way (REFUND_PENDING) or done (REFUNDED).
+    refund: RefundRequest | None
     # Refund ids Paystack reported failed: a replay of one answers without a new refund.
     failed_refund_ids: tuple[str, ...]
     created_at: datetime
@@ -169,13 +208,18 @@ class Payment:
     # Paystack's ids of our refunds that failed, and of refunds we never asked for.
     failed_paystack_refund_ids: tuple[str, ...] = ()
     foreign_refund_ids: tuple[str, ...] = ()
-    # Our refunds Paystack failed (each as it was when it failed).
-    failed_refunds: tuple[Mapping[str, Any], ...] = ()
+    # Our refunds Paystack failed.
+    failed_refunds: tuple[RefundRequest, ...] = ()
     # References Paystack already held from an earlier attempt (see domain.payment_reference).
     earlier_references: tuple[str, ...] = ()
+    # What Paystack's Initialize Transaction is given.
+    email: str = ""
+    callback_url: str = ""
+    metadata: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def of(cls, doc: Document) -> Payment:
+        failed = tuple(RefundRequest.of(r, doc["amount"]) for r in doc.get("failedRefunds", []))
         return cls(
             payment_id=doc["paymentId"],
             reference=doc["paystackReference"],
@@ -192,17 +236,18 @@ class Payment:
             flagged=bool(doc.get("flagged")),
             flag_reason=doc.get("flagReason") or "",
             paid_at=doc.get("paidAt"),
-            refund=doc.get("refund"),
-            failed_refund_ids=tuple(r.get("refundId", "") for r in doc.get("failedRefunds", [])),
+            refund=RefundRequest.of(doc["refund"], doc["amount"]) if doc.get("refund") else None,
+            failed_refund_ids=tuple(r.refund_id for r in failed),
             created_at=doc["createdAt"],
             updated_at=doc["updatedAt"],
             verification=doc.get("verification"),
-            failed_paystack_refund_ids=tuple(
-                str(r["paystackRefundId"]) for r in doc.get("failedRefunds", []) if r.get("paystackRefundId")
-            ),
+            failed_paystack_refund_ids=tuple(r.paystack_refund_id for r in failed if r.paystack_refund_id),
             foreign_refund_ids=tuple(str(r.get("id")) for r in doc.get("foreignRefunds", [])),
-            failed_refunds=tuple(doc.get("failedRefunds", [])),
+            failed_refunds=failed,
             earlier_references=tuple(doc.get("earlierReferences", [])),
+            email=doc.get("email") or "",
+            callback_url=doc.get("callbackUrl") or "",
+            metadata=dict(doc.get("metadata") or {}),
         )
 
 
@@ -283,6 +328,42 @@ class Payout:
             flagged=bool(doc.get("flagged")),
             flag_reason=doc.get("flagReason") or "",
         )
+
+
+@dataclass(frozen=True)
+class Lease:
+    """The right to ask Paystack for one thing about one record, held by one caller at a time.
+
+    Two fields of the record: `<name>Until` (EPOCH when free) and `<name>Token`;
+    `token` is the holder's ("" while not taken).
+    """
+
+    collection: str
+    key: Mapping[str, str]
+    name: str
+    # What the record must still be for the lease to be worth taking.
+    match: Mapping[str, Any]
+    token: str = ""
+
+    @property
+    def record_id(self) -> str:
+        return next(iter(self.key.values()))
+
+
+def checkout_lease(payment_id: str) -> Lease:
+    """To initialize a payment at Paystack (while it has no checkout URL)."""
+    return Lease("payments", {"paymentId": payment_id}, "initLease", {"authorizationUrl": None})
+
+
+def refund_lease(payment_id: str, refund_id: str) -> Lease:
+    """To ask Paystack for a refund (until it has accepted one)."""
+    match = {"refund.refundId": refund_id, "refund.requested": False}
+    return Lease("payments", {"paymentId": payment_id}, "refundLease", match)
+
+
+def transfer_lease(payout_id: str) -> Lease:
+    """To ask Paystack for a payout's transfer (until it has accepted it)."""
+    return Lease("payouts", {"payoutId": payout_id}, "transferLease", {"requested": False})
 
 
 @dataclass(frozen=True)
@@ -371,47 +452,26 @@ class PaymentsStore:
                 return claimed
 
     # -- leases and conditional writes --------------------------------------------------
-    async def lease_checkout(self, payment_id: str, duration: timedelta) -> tuple[Document | None, str]:
-        """The lease to initialize a payment at Paystack (while it has no checkout URL)."""
-        return await self.take_lease(
-            self.payments, {"paymentId": payment_id, "authorizationUrl": None}, "initLease", duration
-        )
-
-    async def lease_refund(self, payment_id: str, refund_id: str, duration: timedelta) -> tuple[Document | None, str]:
-        """The lease to ask Paystack for a refund (until it has accepted one)."""
-        match = {"paymentId": payment_id, "refund.refundId": refund_id, "refund.requested": False}
-        return await self.take_lease(self.payments, match, "refundLease", duration)
-
-    async def lease_transfer(self, payout_id: str, duration: timedelta) -> tuple[Document | None, str]:
-        """The lease to ask Paystack for a payout's transfer (until it has accepted it)."""
-        return await self.take_lease(
-            self.payouts, {"payoutId": payout_id, "requested": False}, "transferLease", duration
-        )
-
-    async def lease_free(self, collection: str, key: str, name: str) -> bool:
-        """Is the lease `name` on the record free (released, or run out)?"""
-        field = {"payments": "paymentId", "payouts": "payoutId"}[collection]
-        doc = await self.database[collection].find_one({field: key}, {f"{name}Until": 1})
-        return doc is None or doc.get(f"{name}Until", EPOCH) < now()
-
-    @staticmethod
-    async def take_lease(
-        collection: AsyncCollection[Document], match: Mapping[str, Any], name: str, duration: timedelta
-    ) -> tuple[Document | None, str]:
-        """Atomically take the lease `name` on the document matching `match`.
-
-        Returns the document and a token that later writes must present, or
-        (None, "") if another holder's lease is still running (or nothing matches).
-        """
+    async def take(self, lease: Lease, duration: timedelta) -> Lease | None:
+        """Atomically take `lease` for `duration` (one conditional update); the lease with
+        the token later writes present, or None if another holder's lease is still
+        running (or the record no longer needs it)."""
         stamp = now()
         token = secrets.token_hex(8)
-        taken = await collection.update_one(
-            {**match, f"{name}Until": {"$lt": stamp}},
-            {"$set": {f"{name}Until": stamp + duration, f"{name}Token": token}},
+        taken = await self.database[lease.collection].update_one(
+            {**lease.key, **lease.match, f"{lease.name}Until": {"$lt": stamp}},
+            {"$set": {f"{lease.name}Until": stamp + duration, f"{lease.name}Token": token}},
         )
-        if not taken.modified_count:
-            return None, ""
-        return await collection.find_one({**match, f"{name}Token": token}), token
+        return replace(lease, token=token) if taken.modified_count else None
+
+    async def lease_free(self, lease: Lease) -> bool:
+        """Is `lease` free (released, or run out)?"""
+        doc = await self.database[lease.collection].find_one(lease.key, {f"{lease.name}Until": 1})
+        return doc is None or doc.get(f"{lease.name}Until", EPOCH) < now()
+
+    async def release(self, lease: Lease) -> None:
+        """Give `lease` up without changing the record (Paystack refused, or did not answer)."""
+        await self._change(lease.collection, lease.key, {}, lease=lease)
 
     @staticmethod
     async def _write(
@@ -441,36 +501,99 @@ class PaymentsStore:
             return None
         return await collection.find_one(key)
 
-    @staticmethod
-    def _conditions(statuses: Sequence[str] | None, lease: tuple[str, str] | None) -> dict[str, Any]:
-        conditions: dict[str, Any] = {}
-        if statuses is not None:
-            conditions["status"] = {"$in": list(statuses)}
-        if lease is not None:
-            conditions[f"{lease[0]}Token"] = lease[1]
-        return conditions
-
-    @staticmethod
-    def _set(changes: Mapping[str, Any], lease: tuple[str, str] | None, release_lease: bool) -> dict[str, Any]:
+    async def _change(
+        self,
+        collection: str,
+        key: Mapping[str, Any],
+        changes: Mapping[str, Any],
+        *,
+        move: Move[Any] | None = None,
+        match: Mapping[str, Any] | None = None,
+        lease: Lease | None = None,
+        unset: Sequence[str] = (),
+        push: Mapping[str, Any] | None = None,
+    ) -> Document | None:
+        """Apply `changes` to one record if it can make `move` (its status is one of the
+        move's sources; it then takes the target), meets `match`, and `lease` is still
+        ours (released by this write); the record as it then stands, or None."""
+        conditions = dict(match or {})
         values = {**changes, "updatedAt": now()}
-        if release_lease and lease is not None:
-            values[f"{lease[0]}Until"] = EPOCH
-        return values
+        if move is not None:
+            conditions["status"] = {"$in": [str(status) for status in move.sources]}
+            values["status"] = str(move.target)
+        if lease is not None:
+            conditions[f"{lease.name}Token"] = lease.token
+            values[f"{lease.name}Until"] = EPOCH
+        update: dict[str, Any] = {"$set": values}
+        if unset:
+            update["$unset"] = dict.fromkeys(unset, "")
+        if push:
+            update["$push"] = dict(push)
+        return await self._write(self.database[collection], key, update, conditions)
 
     # -- payments ------------------------------------------------------------------------------
-    async def insert_payment(self, doc: Document) -> Payment:
-        """Insert the payment unless one with its id exists; return what is stored."""
-        written = await self._write(
-            self.payments,
-            {"paymentId": doc["paymentId"]},
-            {"$setOnInsert": {**doc, "initLeaseUntil": EPOCH, "refundLeaseUntil": EPOCH}},
-            upsert=True,
-        )
+    async def create_payment(
+        self,
+        *,
+        payment_id: str,
+        reference: str,
+        user_id: str,
+        goal_id: str,
+        contribution_id: str,
+        amount: int,
+        currency: str,
+        fingerprint: str,
+        idempotency_key: str,
+        email: str,
+        callback_url: str,
+        metadata: Mapping[str, str],
+        first_check_after: timedelta,
+    ) -> Payment:
+        """Insert the payment (PENDING) unless one with its id exists; return what is stored."""
+        stamp = now()
+        doc = {
+            "paymentId": payment_id,
+            "paystackReference": reference,
+            "referenceAttempt": 0,
+            "earlierReferences": [],
+            "userId": user_id,
+            "goalId": goal_id,
+            "contributionId": contribution_id,
+            "amount": amount,
+            "currency": currency,
+            "status": str(PaymentStatus.PENDING),
+            "fingerprint": fingerprint,
+            "idempotencyKey": idempotency_key,
+            "email": email,
+            "callbackUrl": callback_url,
+            "metadata": dict(metadata),
+            "authorizationUrl": None,
+            "accessCode": None,
+            "paystackData": None,
+            "flagged": False,
+            "flagReason": "",
+            "paidAt": None,
+            "createdAt": stamp,
+            "updatedAt": stamp,
+            # The janitor verifies a payment nobody settled from then on.
+            "checkAt": stamp + first_check_after,
+            "checks": 0,
+            "initLeaseUntil": EPOCH,
+            "refundLeaseUntil": EPOCH,
+        }
+        written = await self._write(self.payments, {"paymentId": payment_id}, {"$setOnInsert": doc}, upsert=True)
         return Payment.of(stored(written))
 
     async def payment(self, payment_id: str) -> Payment | None:
         doc = await self.payments.find_one({"paymentId": payment_id})
         return Payment.of(doc) if doc else None
+
+    async def get_payment(self, payment_id: str) -> Payment:
+        """The payment, or PaymentNotFound."""
+        payment = await self.payment(payment_id)
+        if payment is None:
+            raise PaymentNotFound(f"no payment {payment_id}", metadata={"payment_id": payment_id})
+        return payment
 
     async def payment_by_reference(self, reference: str) -> Payment | None:
         doc = await self.payments.find_one({"paystackReference": reference}) or await self.payments.find_one(
@@ -478,35 +601,107 @@ class PaymentsStore:
         )
         return Payment.of(doc) if doc else None
 
-    async def update_payment(
-        self,
-        payment_id: str,
-        changes: Mapping[str, Any],
-        *,
-        statuses: Sequence[PaymentStatus] | None = None,
-        lease: tuple[str, str] | None = None,
-        release_lease: bool = False,
-        unset: Sequence[str] = (),
-        push: Mapping[str, Any] | None = None,
-        push_each: Mapping[str, Sequence[Any]] | None = None,
-        match: Mapping[str, Any] | None = None,
-    ) -> Payment | None:
-        """Apply `changes` if the payment is in one of `statuses`, meets `match` (and the
-        lease `(name, token)` is still ours, released if asked); the updated payment, or
-        None if not applied."""
-        update: dict[str, Any] = {"$set": self._set(changes, lease, release_lease)}
-        if unset:
-            update["$unset"] = dict.fromkeys(unset, "")
-        pushed = {**(push or {}), **{field: {"$each": list(values)} for field, values in (push_each or {}).items()}}
-        if pushed:
-            update["$push"] = pushed
-        doc = await self._write(
-            self.payments,
-            {"paymentId": payment_id},
-            update,
-            {**self._conditions(None if statuses is None else [str(s) for s in statuses], lease), **(match or {})},
-        )
+    async def _change_payment(self, payment_id: str, changes: Mapping[str, Any], **how: Any) -> Payment | None:
+        doc = await self._change("payments", {"paymentId": payment_id}, changes, **how)
         return Payment.of(doc) if doc else None
+
+    async def record_checkout(
+        self, lease: Lease, authorization_url: str, access_code: str, data: Mapping[str, Any]
+    ) -> Payment | None:
+        """Paystack initialized the payment: its checkout, stored under the checkout lease."""
+        changes = {"authorizationUrl": authorization_url, "accessCode": access_code, "paystackData": dict(data)}
+        return await self._change_payment(lease.record_id, changes, lease=lease)
+
+    async def next_reference(self, lease: Lease, earlier: str, reference: str, attempt: int) -> Payment | None:
+        """Paystack already holds the payment's reference `earlier` (an attempt whose answer
+        was lost, never shown to the payer): the payment goes on under `reference`."""
+        return await self._change_payment(
+            lease.record_id,
+            {"paystackReference": reference, "referenceAttempt": attempt},
+            lease=lease,
+            push={"earlierReferences": earlier},
+        )
+
+    async def mark_captured(
+        self, payment_id: str, paid_at: datetime, verification: Mapping[str, Any]
+    ) -> Payment | None:
+        changes = {"paidAt": paid_at, "verification": dict(verification)}
+        return await self._change_payment(payment_id, changes, move=PAYMENT_MOVES["capture"])
+
+    async def mark_failed(self, payment_id: str, reason: str, verification: Mapping[str, Any]) -> Payment | None:
+        changes = {"failureReason": reason[:500], "verification": dict(verification)}
+        return await self._change_payment(payment_id, changes, move=PAYMENT_MOVES["fail"])
+
+    async def mark_abandoned(
+        self, payment_id: str, reason: str, verification: Mapping[str, Any] | None = None
+    ) -> Payment | None:
+        changes: dict[str, Any] = {"failureReason": reason[:500]}
+        if verification is not None:
+            changes["verification"] = dict(verification)
+        return await self._change_payment(payment_id, changes, move=PAYMENT_MOVES["abandon"])
+
+    async def flag_payment(self, payment_id: str, reason: str, verification: Mapping[str, Any]) -> Payment | None:
+        """Paystack's answer disagrees with the payment: nothing moves on it, an operator looks."""
+        changes = {"flagged": True, "flagReason": reason[:500], "verification": dict(verification)}
+        return await self._change_payment(payment_id, changes)
+
+    async def start_refund(
+        self, payment_id: str, *, refund_id: str, key: str, amount: int, reason: str, first_check_after: timedelta
+    ) -> Payment | None:
+        """REFUND_PENDING with the refund to ask for (not reserved, not requested yet)."""
+        stamp = now()
+        refund = {"refundId": refund_id, "key": key, "amount": amount, "reason": reason[:500], "reserved": False,
+                  "requested": False, "createdAt": stamp}  # fmt: skip
+        changes = {"refund": refund, "checkAt": stamp + first_check_after, "checks": 0}
+        return await self._change_payment(payment_id, changes, move=PAYMENT_MOVES["start_refund"])
+
+    async def drop_refund(self, payment_id: str, refund_id: str) -> Payment | None:
+        """The ledger refused the refund's reservation: it never reaches Paystack; SUCCESS again."""
+        return await self._change_payment(
+            payment_id,
+            {},
+            move=PAYMENT_MOVES["drop_refund"],
+            match={"refund.refundId": refund_id, "refund.reserved": False},
+            unset=["refund"],
+        )
+
+    async def mark_refund_reserved(self, payment_id: str, refund_id: str) -> Payment | None:
+        return await self._change_payment(
+            payment_id,
+            {"refund.reserved": True},
+            match={"status": str(PaymentStatus.REFUND_PENDING), "refund.refundId": refund_id},
+        )
+
+    async def record_refund_requested(
+        self, lease: Lease, paystack_refund_id: str, data: Mapping[str, Any]
+    ) -> Payment | None:
+        """Paystack accepted the refund (stored under the refund lease)."""
+        changes = {"refund.requested": True, "refund.paystackRefundId": paystack_refund_id, "refund.data": dict(data)}
+        return await self._change_payment(lease.record_id, changes, lease=lease)
+
+    async def adopt_paystack_refund(self, payment_id: str, refund_id: str, paystack_refund_id: str) -> Payment | None:
+        """Our request reached Paystack but its answer did not reach us: the refund Paystack holds is ours."""
+        return await self._change_payment(
+            payment_id, {"refund.paystackRefundId": paystack_refund_id}, match={"refund.refundId": refund_id}
+        )
+
+    async def record_foreign_refunds(
+        self, payment_id: str, refunds: Sequence[Mapping[str, Any]], reason: str
+    ) -> Payment | None:
+        """Refunds of the charge we never asked for: recorded, and the payment flagged."""
+        return await self._change_payment(
+            payment_id,
+            {"flagged": True, "flagReason": reason[:500]},
+            push={"foreignRefunds": {"$each": [dict(r) for r in refunds]}},
+        )
+
+    async def mark_refunded(self, payment_id: str, refund_id: str, data: Mapping[str, Any]) -> Payment | None:
+        return await self._change_payment(
+            payment_id,
+            {"refundedAt": now(), "refundData": dict(data)},
+            move=PAYMENT_MOVES["refunded"],
+            match={"refund.refundId": refund_id},
+        )
 
     async def all_payments(self) -> list[Payment]:
         return [Payment.of(doc) async for doc in self.payments.find({}).sort("createdAt", ASCENDING)]
@@ -597,26 +792,18 @@ class PaymentsStore:
         """The refund `refund_id` Paystack reported failed: the payment is SUCCESS again and the
         refund is kept among the failed ones (so a replay of its id refunds nothing). Only that
         refund: a later one the caller has started meanwhile is left alone."""
-        payment = await self.payment(payment_id)
-        if (
-            payment is None
-            or payment.status is not PaymentStatus.REFUND_PENDING
-            or (payment.refund or {}).get("refundId") != refund_id
-        ):
+        doc = await self.payments.find_one({"paymentId": payment_id, "refund.refundId": refund_id})
+        if doc is None:
             return None
-        assert payment.refund is not None
         stamp = now()
-        doc = await self._write(
-            self.payments,
-            {"paymentId": payment_id},
-            {
-                "$set": {"status": str(PaymentStatus.SUCCESS), "updatedAt": stamp},
-                "$push": {"failedRefunds": {**payment.refund, "failedAt": stamp, "data": dict(data)}},
-                "$unset": {"refund": ""},
-            },
-            {"status": str(PaymentStatus.REFUND_PENDING), "refund.refundId": payment.refund.get("refundId")},
+        return await self._change_payment(
+            payment_id,
+            {},
+            move=PAYMENT_MOVES["refund_failed"],
+            match={"refund.refundId": refund_id},
+            unset=["refund"],
+            push={"failedRefunds": {**doc["refund"], "failedAt": stamp, "data": dict(data)}},
         )
-        return Payment.of(doc) if doc else None
 
     async def claim_due_event(self, lease: timedelta, candidates: int = 8) -> Document | None:
         """The oldest pending event whose next attempt is due, leased to the caller
@@ -762,8 +949,35 @@ class PaymentsStore:
             )
 
     # -- payout recipients ------------------------------------------------------------------------
-    async def insert_recipient(self, doc: Document) -> Recipient:
-        written = await self._write(self.recipients, {"id": doc["id"]}, {"$setOnInsert": doc}, upsert=True)
+    async def create_recipient(
+        self,
+        *,
+        recipient_id: str,
+        user_id: str,
+        name: str,
+        account_number_last4: str,
+        bank_code: str,
+        currency: str,
+        recipient_code: str,
+        account_name: str,
+        bank_name: str,
+        details: Mapping[str, Any],
+    ) -> Recipient:
+        """Insert the recipient unless one with its id exists; return what is stored."""
+        doc = {
+            "id": recipient_id,
+            "userId": user_id,
+            "name": name,
+            "accountNumberLast4": account_number_last4,
+            "bankCode": bank_code,
+            "currency": currency,
+            "recipientCode": recipient_code,
+            "accountName": account_name,
+            "bankName": bank_name,
+            "details": dict(details),
+            "createdAt": now(),
+        }
+        written = await self._write(self.recipients, {"id": recipient_id}, {"$setOnInsert": doc}, upsert=True)
         return Recipient.of(stored(written))
 
     async def recipient(self, recipient_id: str) -> Recipient | None:
@@ -778,18 +992,57 @@ class PaymentsStore:
         return Recipient.of(doc) if doc else None
 
     # -- payouts ------------------------------------------------------------------------------------
-    async def insert_payout(self, doc: Document) -> Payout:
-        written = await self._write(
-            self.payouts,
-            {"payoutId": doc["payoutId"]},
-            {"$setOnInsert": {**doc, "transferLeaseUntil": EPOCH}},
-            upsert=True,
-        )
+    async def create_payout(
+        self,
+        *,
+        payout_id: str,
+        goal_id: str,
+        user_id: str,
+        recipient: Recipient,
+        amount: int,
+        currency: str,
+        reason: str,
+        fingerprint: str,
+        reference: str,
+        first_check_after: timedelta,
+    ) -> Payout:
+        """Insert the payout (PENDING) unless one with its id exists; return what is stored."""
+        stamp = now()
+        doc = {
+            "payoutId": payout_id,
+            "goalId": goal_id,
+            "userId": user_id,
+            "recipientId": recipient.id,
+            "recipientCode": recipient.recipient_code,
+            "amount": amount,
+            "currency": currency,
+            "reason": reason,
+            "fingerprint": fingerprint,
+            "status": str(PayoutStatus.PENDING),
+            "reference": reference,
+            "transferCode": None,
+            "requested": False,
+            "reserved": False,
+            "failureReason": "",
+            "createdAt": stamp,
+            "updatedAt": stamp,
+            "checkAt": stamp + first_check_after,
+            "checks": 0,
+            "transferLeaseUntil": EPOCH,
+        }
+        written = await self._write(self.payouts, {"payoutId": payout_id}, {"$setOnInsert": doc}, upsert=True)
         return Payout.of(stored(written))
 
     async def payout(self, payout_id: str) -> Payout | None:
         doc = await self.payouts.find_one({"payoutId": payout_id})
         return Payout.of(doc) if doc else None
+
+    async def get_payout(self, payout_id: str) -> Payout:
+        """The payout, or PayoutNotFound."""
+        payout = await self.payout(payout_id)
+        if payout is None:
+            raise PayoutNotFound(f"no payout {payout_id}", metadata={"payout_id": payout_id})
+        return payout
 
     async def payout_by_transfer(self, transfer_code: str, reference: str) -> Payout | None:
         doc = None
@@ -799,22 +1052,40 @@ class PaymentsStore:
             doc = await self.payouts.find_one({"reference": reference})
         return Payout.of(doc) if doc else None
 
-    async def update_payout(
-        self,
-        payout_id: str,
-        changes: Mapping[str, Any],
-        *,
-        statuses: Sequence[PayoutStatus] | None = None,
-        lease: tuple[str, str] | None = None,
-        release_lease: bool = False,
-    ) -> Payout | None:
-        doc = await self._write(
-            self.payouts,
-            {"payoutId": payout_id},
-            {"$set": self._set(changes, lease, release_lease)},
-            self._conditions(None if statuses is None else [str(s) for s in statuses], lease),
-        )
+    async def _change_payout(self, payout_id: str, changes: Mapping[str, Any], **how: Any) -> Payout | None:
+        doc = await self._change("payouts", {"payoutId": payout_id}, changes, **how)
         return Payout.of(doc) if doc else None
+
+    async def mark_payout_reserved(self, payout_id: str) -> Payout | None:
+        return await self._change_payout(payout_id, {"reserved": True})
+
+    async def record_transfer_requested(
+        self, lease: Lease, transfer_code: str | None = None, data: Mapping[str, Any] | None = None
+    ) -> Payout | None:
+        """Paystack holds the transfer (stored under the transfer lease): with its code and
+        answer, or without them when an earlier attempt's answer was lost."""
+        changes: dict[str, Any] = {"requested": True}
+        if transfer_code is not None:
+            changes.update(transferCode=transfer_code, transferData=dict(data or {}))
+        return await self._change_payout(lease.record_id, changes, lease=lease)
+
+    async def reject_payout(self, payout_id: str, reason: str) -> Payout | None:
+        """The transfer never reached Paystack (refused, or the ledger refused its reservation)."""
+        changes = {"failureReason": f"the transfer was refused: {reason}"[:500]}
+        return await self._change_payout(payout_id, changes, move=PAYOUT_MOVES["fail"])
+
+    async def settle_payout(
+        self, payout_id: str, move: Move[PayoutStatus], verification: Mapping[str, Any], failure_reason: str = ""
+    ) -> Payout | None:
+        """Settle the payout as Paystack's Verify Transfer reports it."""
+        changes: dict[str, Any] = {"verification": dict(verification)}
+        if move.target is not PayoutStatus.SUCCESS:
+            changes["failureReason"] = failure_reason[:500]
+        return await self._change_payout(payout_id, changes, move=move)
+
+    async def flag_payout(self, payout_id: str, reason: str) -> Payout | None:
+        """Paystack's transfer disagrees with the payout: nothing moves on it, an operator looks."""
+        return await self._change_payout(payout_id, {"flagged": True, "flagReason": reason[:500]})
 
     # -- the outbox of outcomes --------------------------------------------------------------
     async def append_outcome(self, outcome_id: str, kind: str, payload: bytes) -> int:

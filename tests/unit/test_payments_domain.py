@@ -155,3 +155,25 @@ def test_recipient_validation_names_each_field() -> None:
 def test_fingerprints_ignore_key_order() -> None:
     assert fingerprint({"a": 1, "b": 2}) == fingerprint({"b": 2, "a": 1})
     assert fingerprint({"a": 1}) != fingerprint({"a": 2})
+
+
+def test_settled_payments_and_payouts_never_move_again() -> None:
+    for moves, finals in (
+        (domain.PAYMENT_MOVES, {PaymentStatus.FAILED, PaymentStatus.ABANDONED, PaymentStatus.REFUNDED}),
+        (domain.PAYOUT_MOVES, {domain.PayoutStatus.FAILED, domain.PayoutStatus.REVERSED}),
+    ):
+        leaving = {source for move in moves.values() for source in move.sources}
+        assert leaving.isdisjoint(finals)
+        assert all(move.target not in move.sources for move in moves.values())
+
+
+def test_a_captured_payment_only_moves_to_statuses_that_keep_its_capture() -> None:
+    # The capture is in the ledger from SUCCESS on: no move may make the ledger's money uncounted.
+    for move in domain.PAYMENT_MOVES.values():
+        if move.sources & domain.CAPTURED:
+            assert move.target in domain.CAPTURED
+    assert {move.target for move in domain.TRANSFER_SETTLES.values()} == {
+        domain.PayoutStatus.SUCCESS,
+        domain.PayoutStatus.FAILED,
+        domain.PayoutStatus.REVERSED,
+    }
