@@ -31,9 +31,8 @@ from datetime import datetime, timedelta
 
 from services.common import outage
 from services.payments import domain
-from services.payments.domain import PaymentStatus, PayoutStatus
 from services.payments.processor import raise_if_cancelling, report_recovered, report_transient, transient
-from services.payments.store import Document, now
+from services.payments.store import now
 from services.payments.use_cases import Payments
 
 log = logging.getLogger("gofund.payments.janitor")
@@ -92,26 +91,18 @@ class Janitor:
         at = self._clock()
         abandon_before = (at - self._abandon_after).isoformat()
         made = 0
-        open_payments = [str(PaymentStatus.PENDING), str(PaymentStatus.REFUND_PENDING)]
-        for doc in await self._records.due_for_check("payments", open_payments, at, BATCH):
-            if await self._claim("payments", {"paymentId": doc["paymentId"]}, doc, at):
+        for kind, event, field in (
+            ("payments", domain.CHECK_PAYMENT, "payment_id"),
+            ("payouts", domain.CHECK_PAYOUT, "payout_id"),
+        ):
+            for due in await self._records.due_checks(kind, at, BATCH):
+                if not await self._records.claim_check(due, self.next_check(at, due.checks)):
+                    continue  # another replica took this round's check
                 made += 1
-                await self._records.arm_event(
-                    f"{domain.CHECK_PAYMENT}:{doc['paymentId']}",
-                    domain.CHECK_PAYMENT,
-                    {"payment_id": doc["paymentId"], "abandon_before": abandon_before},
-                )
-        for doc in await self._records.due_for_check("payouts", [str(PayoutStatus.PENDING)], at, BATCH):
-            if await self._claim("payouts", {"payoutId": doc["payoutId"]}, doc, at):
-                made += 1
-                await self._records.arm_event(
-                    f"{domain.CHECK_PAYOUT}:{doc['payoutId']}", domain.CHECK_PAYOUT, {"payout_id": doc["payoutId"]}
-                )
+                data = {field: due.record_id}
+                if kind == "payments":
+                    data["abandon_before"] = abandon_before
+                await self._records.arm_event(f"{event}:{due.record_id}", event, data)
         if made:
             self._payments.wake_processor()
         return made
-
-    async def _claim(self, collection: str, key: Document, doc: Document, at: datetime) -> bool:
-        return await self._records.claim_check(
-            collection, key, doc["checkAt"], self.next_check(at, int(doc.get("checks") or 0))
-        )

@@ -21,12 +21,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
 
 from gofund.goals.v1 import goals_pb2
 from gofund.ledger.v1 import ledger_pb2
@@ -37,7 +35,7 @@ from services.payments import domain
 from services.payments.domain import CAPTURED, EventStatus, PaymentStatus, PayoutStatus
 from services.payments.paystack import Charge, Refund, Transfer
 from services.payments.processor import raise_if_cancelling, report_recovered, report_transient, transient
-from services.payments.store import EPOCH, Payment, Payout, RefundRequest, WebhookEvent, now
+from services.payments.store import Payment, Payout, RefundRequest, WebhookEvent, now
 from services.payments.use_cases import Payments
 
 log = logging.getLogger("gofund.payments.reconcile")
@@ -483,7 +481,6 @@ def _status(status: goals_pb2.ContributionStatus.ValueType) -> str:
 
 
 # -- the scheduled run ------------------------------------------------------------------------
-JOB_ID = "reconciliation"
 
 
 class Schedule:
@@ -499,7 +496,6 @@ class Schedule:
     def __init__(self, payments: Payments, gauges: ReconciliationGauges, *, interval: timedelta) -> None:
         self._reconciler = Reconciler(payments)
         self._payments = payments
-        self._jobs = payments.records.database["jobs"]
         self._gauges = gauges
         self._interval = interval
 
@@ -521,35 +517,21 @@ class Schedule:
 
     async def run_once(self) -> bool:
         """Run if it is this replica's turn; True if it ran."""
-        stamp = now()
-        token = secrets.token_hex(8)
-        await self._jobs.update_one(
-            {"_id": JOB_ID}, {"$setOnInsert": {"leaseUntil": EPOCH, "drifts": [], "lastCleanAt": None}}, upsert=True
-        )
-        taken = await self._jobs.update_one(
-            {"_id": JOB_ID, "leaseUntil": {"$lt": stamp}},
-            {"$set": {"leaseUntil": stamp + self._interval * 0.9, "leaseToken": token}},
-        )
-        if not taken.modified_count:
+        records = self._payments.records
+        turn = await records.take_reconciliation_turn(self._interval * 0.9)
+        if turn is None:
             return False
-        previous = await self._jobs.find_one({"_id": JOB_ID}) or {}
+        lease, previous = turn
         report = await self._reconciler.run()
-        seen_before = {(d["kind"], tuple(tuple(i) for i in d["ids"])) for d in previous.get("drifts", [])}
+        seen_before = previous.drifts if previous is not None else frozenset()
         persistent = [d for d in report.drifts if d.key in seen_before]
         counts: dict[str, int] = defaultdict(int)
         for drift in persistent:
             counts[drift.kind] += 1
-        changes: dict[str, Any] = {
-            "lastRunAt": report.checked_at,
-            "drifts": [{"kind": d.kind, "ids": [list(i) for i in d.key[1]]} for d in report.drifts],
-            "persistentCounts": dict(counts),
-        }
-        if not report.drifts:
-            changes["lastCleanAt"] = report.checked_at
         if persistent:
             log.error("reconciliation found drift", extra={"drifts": [f"{d.kind} {dict(d.ids)}" for d in persistent]})
         await self._nudge_janitor(report)
-        await self._jobs.update_one({"_id": JOB_ID, "leaseToken": token}, {"$set": changes})
+        await records.record_reconciliation(lease, report.checked_at, [d.key for d in report.drifts], counts)
         await self.refresh()
         return True
 
@@ -573,13 +555,13 @@ class Schedule:
 
     async def refresh(self) -> None:
         """The gauges from the last stored run (every replica, every few seconds)."""
-        job = await self._jobs.find_one({"_id": JOB_ID})
-        if job is None or job.get("lastRunAt") is None:
+        run = await self._payments.records.last_reconciliation()
+        if run is None:
             return
         stamp = now()
-        clean = job.get("lastCleanAt")
+        clean = run.last_clean_at
         self._gauges.set(
-            drifts=job.get("persistentCounts") or {},
-            last_run_age_s=max((stamp - job["lastRunAt"]).total_seconds(), 0.0),
+            drifts=dict(run.persistent_counts),
+            last_run_age_s=max((stamp - run.last_run_at).total_seconds(), 0.0),
             last_clean_age_s=None if clean is None else max((stamp - clean).total_seconds(), 0.0),
         )

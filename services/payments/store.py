@@ -367,6 +367,40 @@ def transfer_lease(payout_id: str) -> Lease:
 
 
 @dataclass(frozen=True)
+class DueCheck:
+    """An open record whose next check by the janitor is due."""
+
+    kind: str  # "payments" or "payouts"
+    record_id: str
+    check_at: datetime
+    checks: int
+
+
+# Where each kind of checked record lives (collection, id field), and the statuses in which it is open.
+_CHECKED = {"payments": ("payments", "paymentId"), "payouts": ("payouts", "payoutId")}
+_OPEN = {
+    "payments": [str(PaymentStatus.PENDING), str(PaymentStatus.REFUND_PENDING)],
+    "payouts": [str(PayoutStatus.PENDING)],
+}
+
+
+# The turn to run scheduled reconciliation: one replica at a time.
+RECONCILIATION_LEASE = Lease("jobs", {"_id": "reconciliation"}, "lease", {})
+
+
+@dataclass(frozen=True)
+class ReconciliationRun:
+    """What the last scheduled reconciliation found."""
+
+    last_run_at: datetime
+    last_clean_at: datetime | None
+    # Every drift it found, by (kind, ids).
+    drifts: frozenset[tuple[str, tuple[tuple[str, ...], ...]]]
+    # How many of each kind the run before it had found too.
+    persistent_counts: Mapping[str, int]
+
+
+@dataclass(frozen=True)
 class WebhookEvent:
     event_id: str
     event: str
@@ -411,6 +445,7 @@ class PaymentsStore:
         self.payouts: AsyncCollection[Document] = database["payouts"]
         self.outcomes: AsyncCollection[Document] = database["outcomes"]
         self.counters: AsyncCollection[Document] = database["counters"]
+        self.jobs: AsyncCollection[Document] = database["jobs"]
 
     # -- idempotency keys ------------------------------------------------------------------
     async def keyed_resource(self, key: str, fingerprint: str) -> str | None:
@@ -923,21 +958,24 @@ class PaymentsStore:
         return WebhookEvent.of(doc) if doc else None
 
     # -- the janitor's looks ------------------------------------------------------------------
-    async def due_for_check(self, collection: str, statuses: Sequence[str], at: datetime, limit: int) -> list[Document]:
-        """Open records (payments or payouts in `statuses`) whose next check is due."""
+    async def due_checks(self, kind: str, at: datetime, limit: int) -> list[DueCheck]:
+        """Open records of `kind` ("payments": PENDING or REFUND_PENDING; "payouts": PENDING)
+        whose next check is due at `at`, the most overdue first."""
+        collection, id_field = _CHECKED[kind]
         cursor = (
             self.database[collection]
-            .find({"status": {"$in": list(statuses)}, "checkAt": {"$lte": at}})
+            .find({"status": {"$in": _OPEN[kind]}, "checkAt": {"$lte": at}}, {id_field: 1, "checkAt": 1, "checks": 1})
             .sort("checkAt", ASCENDING)
             .limit(limit)
         )
-        return await cursor.to_list()
+        return [DueCheck(kind, d[id_field], d["checkAt"], int(d.get("checks") or 0)) async for d in cursor]
 
-    async def claim_check(self, collection: str, key: Mapping[str, Any], seen_at: datetime, next_at: datetime) -> bool:
+    async def claim_check(self, due: DueCheck, next_at: datetime) -> bool:
         """Take this round's check of one record: moving its `checkAt` on from the value
         read is a compare-and-set, so of several janitors (replicas) one wins."""
+        collection, id_field = _CHECKED[due.kind]
         taken = await self.database[collection].update_one(
-            {**key, "checkAt": seen_at}, {"$set": {"checkAt": next_at}, "$inc": {"checks": 1}}
+            {id_field: due.record_id, "checkAt": due.check_at}, {"$set": {"checkAt": next_at}, "$inc": {"checks": 1}}
         )
         return bool(taken.modified_count)
 
@@ -1086,6 +1124,49 @@ class PaymentsStore:
     async def flag_payout(self, payout_id: str, reason: str) -> Payout | None:
         """Paystack's transfer disagrees with the payout: nothing moves on it, an operator looks."""
         return await self._change_payout(payout_id, {"flagged": True, "flagReason": reason[:500]})
+
+    # -- scheduled reconciliation (one document in `jobs`) ----------------------------------------
+    async def take_reconciliation_turn(self, duration: timedelta) -> tuple[Lease, ReconciliationRun | None] | None:
+        """This replica's turn to reconcile (the job's lease, for `duration`) and the run before
+        it; None while another replica's turn lasts."""
+        await self.jobs.update_one(
+            RECONCILIATION_LEASE.key,
+            {"$setOnInsert": {"leaseUntil": EPOCH, "drifts": [], "lastCleanAt": None}},
+            upsert=True,
+        )
+        held = await self.take(RECONCILIATION_LEASE, duration)
+        if held is None:
+            return None
+        return held, await self.last_reconciliation()
+
+    async def record_reconciliation(
+        self,
+        turn: Lease,
+        checked_at: datetime,
+        drifts: Sequence[tuple[str, Sequence[tuple[str, str]]]],
+        persistent_counts: Mapping[str, int],
+    ) -> None:
+        """Store a run's result (if the turn is still ours): every drift found (kind, ids),
+        the counts of those the run before found too, and whether it was clean."""
+        changes: dict[str, Any] = {
+            "lastRunAt": checked_at,
+            "drifts": [{"kind": kind, "ids": [list(i) for i in ids]} for kind, ids in drifts],
+            "persistentCounts": dict(persistent_counts),
+        }
+        if not drifts:
+            changes["lastCleanAt"] = checked_at
+        await self.jobs.update_one({**turn.key, f"{turn.name}Token": turn.token}, {"$set": changes})
+
+    async def last_reconciliation(self) -> ReconciliationRun | None:
+        job = await self.jobs.find_one(RECONCILIATION_LEASE.key)
+        if job is None or job.get("lastRunAt") is None:
+            return None
+        return ReconciliationRun(
+            last_run_at=job["lastRunAt"],
+            last_clean_at=job.get("lastCleanAt"),
+            drifts=frozenset((d["kind"], tuple(tuple(i) for i in d["ids"])) for d in job.get("drifts", [])),
+            persistent_counts=dict(job.get("persistentCounts") or {}),
+        )
 
     # -- the outbox of outcomes --------------------------------------------------------------
     async def append_outcome(self, outcome_id: str, kind: str, payload: bytes) -> int:
