@@ -41,13 +41,13 @@ class Rules:
 
 async def move(session: AsyncSession, goal: store.Goal, target: GoalStatus, now: datetime) -> None:
     """The one place a goal's status changes: only along `domain.GOAL_MOVES`."""
-    current = GoalStatus(goal.status)
+    current = goal.status
     if not domain.can_move(current, target):
         raise domain.IllegalGoalMove(
             f"a {current.lower()} goal cannot become {target.lower()}",
             metadata={"goal_id": str(goal.id), "status": current.value, "target": target.value},
         )
-    goal.status = target.value
+    goal.status = target
     await store.progress_changed(session, goal, now)
 
 
@@ -66,7 +66,7 @@ async def claim_outflow(session: AsyncSession, goal: store.Goal, outflow: Outflo
             f"the goal's money already goes to a {goal.outflow.lower()}",
             metadata={"goal_id": str(goal.id), "outflow": goal.outflow, "target": outflow.value},
         )
-    goal.outflow = outflow.value
+    goal.outflow = outflow
     counted, contributors = await store.counted_progress(session, goal.id)
     if (goal.raised_amount, goal.contributor_count) != (counted, contributors):
         goal.raised_amount, goal.contributor_count = counted, contributors
@@ -126,8 +126,8 @@ async def refresh_progress(session: AsyncSession, goal: store.Goal, now: datetim
     compares raised with the GOAL balance until the outflow is decided). Only
     a goal funded by the deadline rule keeps its balance as raised (`max`).
     """
-    status = GoalStatus(goal.status)
-    if not domain.accepts_money(status, goal.outflow_kind):
+    status = goal.status
+    if not domain.accepts_money(status, goal.outflow):
         return  # closed: the progress keeps what claim_outflow fixed
     raised, contributors = goal.raised_amount, goal.contributor_count
     counted, counted_contributors = await store.counted_progress(session, goal.id)
@@ -153,7 +153,7 @@ async def refresh_progress(session: AsyncSession, goal: store.Goal, now: datetim
 async def expire(session: AsyncSession, goal: store.Goal, now: datetime) -> bool:
     """An OPEN goal past its deadline below its target starts refunding; True if it did."""
     if (
-        goal.status != GoalStatus.OPEN.value
+        goal.status != GoalStatus.OPEN
         or goal.outflow is not None
         or goal.deadline > now
         or goal.raised_amount >= goal.target_amount
@@ -166,13 +166,13 @@ async def expire(session: AsyncSession, goal: store.Goal, now: datetime) -> bool
 async def cancel(session: AsyncSession, goal: store.Goal, reason: str, now: datetime) -> None:
     """The owner cancels: pending proofs are rejected and every contribution refunded.
     A repeated cancel leaves the goal as it is (with the first reason)."""
-    if goal.refund_cause == RefundCause.CANCELLED.value:
+    if goal.refund_cause == RefundCause.CANCELLED:
         return
-    if not domain.cancellable(GoalStatus(goal.status), goal.outflow_kind):
+    if not domain.cancellable(goal.status, goal.outflow):
         raise domain.GoalNotCancellable("the goal can no longer be cancelled", metadata={"status": goal.status})
     for proof in await store.proofs_of(session, goal.id):
-        if proof.status == ProofStatus.PENDING.value:
-            proof.status = ProofStatus.REJECTED.value
+        if proof.status == ProofStatus.PENDING:
+            proof.status = ProofStatus.REJECTED
             proof.decided_at = now
             store.touch(proof, now)
     goal.cancel_reason = reason
@@ -190,7 +190,7 @@ async def start_refund(session: AsyncSession, goal: store.Goal, cause: RefundCau
         await move(session, goal, GoalStatus.EXPIRED, now)
     elif cause is RefundCause.CANCELLED:
         await move(session, goal, GoalStatus.CANCELLED, now)
-    goal.refund_cause = cause.value
+    goal.refund_cause = cause
     await move(session, goal, GoalStatus.REFUNDING, now)  # flushes the outflow the refund rows reference
     contributions = await store.succeeded_contributions(session, goal.id)
     for contribution in contributions:
@@ -200,13 +200,13 @@ async def start_refund(session: AsyncSession, goal: store.Goal, cause: RefundCau
 
 
 async def finish_refund_if_done(session: AsyncSession, goal: store.Goal, now: datetime) -> None:
-    if goal.status == GoalStatus.REFUNDING.value and not await store.any_succeeded(session, goal.id):
+    if goal.status == GoalStatus.REFUNDING and not await store.any_succeeded(session, goal.id):
         await move(session, goal, GoalStatus.REFUNDED, now)
 
 
 async def release_posted(session: AsyncSession, goal: store.Goal, *, payout_due: bool, now: datetime) -> None:
     """The release posting is in the ledger: RELEASED, and WITHDRAWN at once when a 100% fee left nothing to pay."""
-    if goal.outflow_kind is not Outflow.RELEASE:
+    if goal.outflow is not Outflow.RELEASE:
         raise domain.IllegalGoalMove(
             "only a goal whose outflow is a release is released", metadata={"goal_id": str(goal.id)}
         )
@@ -218,7 +218,7 @@ async def release_posted(session: AsyncSession, goal: store.Goal, *, payout_due:
 async def payout_settled(session: AsyncSession, goal: store.Goal, *, paid: bool, now: datetime) -> None:
     """A payout's result: WITHDRAWN when paid, RELEASED again when it failed or was reversed."""
     target = GoalStatus.WITHDRAWN if paid else GoalStatus.RELEASED
-    if goal.status != target.value:
+    if goal.status != target:
         await move(session, goal, target, now)
 
 
@@ -240,14 +240,14 @@ async def settle_proof(
     the callers check the proof, and a goal that closed meanwhile (cancel rejects
     its pending proof) is refused here whatever they read.
     """
-    if proof.status != ProofStatus.PENDING.value:
+    if proof.status != ProofStatus.PENDING:
         raise domain.VotingClosed("voting on this proof has closed", metadata={"status": proof.status})
-    if goal.status != GoalStatus.FUNDED.value or goal.outflow is not None:
+    if goal.status != GoalStatus.FUNDED or goal.outflow is not None:
         raise domain.IllegalGoalMove(
             "a proof is decided only on a funded goal whose money has not gone anywhere",
             metadata={"goal_id": str(goal.id), "status": goal.status},
         )
-    proof.status = decision.value
+    proof.status = decision
     proof.decided_at = now
     store.touch(proof, now)
     await session.flush()
@@ -262,7 +262,7 @@ async def settle_proof(
         session.add(
             store.Release(
                 goal_id=goal.id, proof_id=proof.id, amount=amount,
-                fee=domain.platform_fee(amount, rules.platform_fee_bps), step=ReleaseStep.POST.value,
+                fee=domain.platform_fee(amount, rules.platform_fee_bps), step=ReleaseStep.POST,
                 payout_attempt=1, failures=0, next_attempt_at=now, last_error="", created_at=now, updated_at=now,
             )
         )  # fmt: skip
@@ -270,7 +270,7 @@ async def settle_proof(
         return
     rejected = (
         await session.execute(
-            select(func.count()).where(store.Proof.goal_id == goal.id, store.Proof.status == ProofStatus.REJECTED.value)
+            select(func.count()).where(store.Proof.goal_id == goal.id, store.Proof.status == ProofStatus.REJECTED)
         )
     ).scalar_one()
     if rejected >= domain.MAX_PROOFS:

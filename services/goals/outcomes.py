@@ -97,15 +97,15 @@ async def _paid(session: AsyncSession, paid: ContributionPaid, now: datetime) ->
             f"{paid.amount} {paid.currency}",
             metadata={"contribution_id": str(contribution.id)},
         )
-    if contribution.status == ContributionStatus.FAILED.value:
+    if contribution.status == ContributionStatus.FAILED:
         raise domain.ContributionAlreadyFailed("the contribution's payment was reported failed before")
-    if contribution.status != ContributionStatus.PENDING.value:
+    if contribution.status != ContributionStatus.PENDING:
         return False  # a replay
-    contribution.status = ContributionStatus.SUCCEEDED.value
+    contribution.status = ContributionStatus.SUCCEEDED
     contribution.payment_id = paid.payment_id
     contribution.paid_at = paid.paid_at
     store.touch(contribution, now)
-    if domain.accepts_money(GoalStatus(goal.status), goal.outflow_kind):
+    if domain.accepts_money(goal.status, goal.outflow):
         await session.flush()
         # Shown now if the balance stream brought its capture already, else with
         # that balance change: one progress change either way.
@@ -125,10 +125,10 @@ async def _payment_failed(session: AsyncSession, failed: ContributionPaymentFail
     if contribution is None:
         raise _contribution_not_found(failed.contribution_id)
     _check_payment(contribution, failed.payment_id)
-    if contribution.status in (ContributionStatus.SUCCEEDED.value, ContributionStatus.REFUNDED.value):
+    if contribution.status in (ContributionStatus.SUCCEEDED, ContributionStatus.REFUNDED):
         raise domain.ContributionAlreadySucceeded("the contribution's payment was confirmed before")
-    if contribution.status == ContributionStatus.PENDING.value:
-        contribution.status = ContributionStatus.FAILED.value
+    if contribution.status == ContributionStatus.PENDING:
+        contribution.status = ContributionStatus.FAILED
         contribution.payment_id = failed.payment_id
         contribution.failure_reason = failed.reason[: domain.MAX_FAILURE_REASON]
         store.touch(contribution, now)
@@ -138,15 +138,15 @@ async def _refunded(session: AsyncSession, refunded: ContributionRefunded, now: 
     goal, contribution = await _locked(session, refunded.contribution_id)
     if contribution.payment_id is not None:
         _check_payment(contribution, refunded.payment_id)
-    if contribution.status == ContributionStatus.REFUNDED.value:
+    if contribution.status == ContributionStatus.REFUNDED:
         return  # a replay
-    if contribution.status != ContributionStatus.SUCCEEDED.value:
+    if contribution.status != ContributionStatus.SUCCEEDED:
         raise domain.ContributionNotSucceeded("the contribution never succeeded, so nothing was refunded")
-    contribution.status = ContributionStatus.REFUNDED.value
+    contribution.status = ContributionStatus.REFUNDED
     store.touch(contribution, now)
     refund = await store.get_refund(session, contribution.id, lock=True)
     if refund is not None:
-        refund.state = RefundState.DONE.value
+        refund.state = RefundState.DONE
         refund.last_error = ""
         store.touch(refund, now)
     await session.flush()
@@ -161,12 +161,12 @@ async def _refund_failed(session: AsyncSession, failed: ContributionRefundFailed
     _, contribution = await _locked(session, failed.contribution_id)
     _check_payment(contribution, failed.payment_id)
     refund = await store.get_refund(session, contribution.id, lock=True)
-    if refund is None or refund.state == RefundState.DONE.value:
+    if refund is None or refund.state == RefundState.DONE:
         return False
     if failed.refund_id != domain.refund_id(str(contribution.id), refund.attempt):
         return False
     refund.attempt += 1
-    refund.state = RefundState.PENDING.value
+    refund.state = RefundState.PENDING
     refund.failures = 0
     refund.last_error = f"refund attempt {refund.attempt - 1} failed at Paystack: {failed.reason}"[:500]
     refund.next_attempt_at = now
@@ -187,28 +187,28 @@ async def _payout_settled(session: AsyncSession, settled: PayoutSettled, now: da
     goal = await store.get_goal(session, goal_id, lock=True) if goal_id else None
     if goal is None:
         raise domain.GoalNotFound(f"goal {settled.goal_id!r} does not exist", metadata={"goal_id": settled.goal_id})
-    if goal.status not in (GoalStatus.RELEASED.value, GoalStatus.WITHDRAWN.value):
+    if goal.status not in (GoalStatus.RELEASED, GoalStatus.WITHDRAWN):
         raise domain.GoalNotReleased("the goal has not been released", metadata={"status": goal.status})
     release = await store.get_release(session, goal.id, lock=True)
     payout_uuid = canonical_id(settled.payout_id)
     payout = await store.get_payout(session, uuid.UUID(payout_uuid), lock=True) if payout_uuid else None
     if release is None or payout is None or payout.goal_id != goal.id:
         raise mismatch
-    if payout.outcome == outcome.value:
+    if payout.outcome == outcome:
         return  # a replay
     if payout.attempt != release.payout_attempt:
         raise mismatch
-    payout.outcome = outcome.value
+    payout.outcome = outcome
     payout.reason = settled.reason[: domain.MAX_FAILURE_REASON]
     store.touch(payout, now)
     store.touch(release, now)
     if outcome is PayoutOutcome.SUCCEEDED:
-        release.step = ReleaseStep.DONE.value
+        release.step = ReleaseStep.DONE
         release.last_error = ""
     else:
         # The money is (again) in the owner's USER account: pay it out later
         # under a new payout id.
-        release.step = ReleaseStep.PAYOUT.value
+        release.step = ReleaseStep.PAYOUT
         release.payout_attempt += 1
         release.failures = 0
         release.last_error = f"payout {payout.attempt} {outcome.value.lower()}: {settled.reason}"[:500]

@@ -121,8 +121,8 @@ class Sagas:
                 return
             self._payments_outage.recovered()
             if status in REFUND_IN_FLIGHT:
-                checks = refund.failures + 1 if refund.state == RefundState.REQUESTED.value else 1
-                refund.state = RefundState.REQUESTED.value
+                checks = refund.failures + 1 if refund.state == RefundState.REQUESTED else 1
+                refund.state = RefundState.REQUESTED
                 refund.failures = checks
                 refund.last_error = ""
                 refund.next_attempt_at = now + _retry_delay(checks, base=REFUND_CHECK_BASE, cap=REFUND_CHECK_CAP)
@@ -131,7 +131,7 @@ class Sagas:
                 # replay with the payment as it stands): the next attempt gets a new id.
                 log.warning("refund failed at Paystack; retrying", extra={"contribution_id": str(contribution_id)})
                 refund.attempt += 1
-                refund.state = RefundState.PENDING.value
+                refund.state = RefundState.PENDING
                 refund.failures = 0
                 refund.last_error = f"refund attempt {refund.attempt - 1} failed at Paystack"
                 refund.next_attempt_at = now
@@ -159,9 +159,9 @@ class Sagas:
             release = await store.get_release(session, goal_id, lock=True)
             if release is None or release.next_attempt_at > now:
                 return False
-            if release.step != ReleaseStep.POST.value:
-                return release.step == ReleaseStep.PAYOUT.value
-            if goal.status != GoalStatus.FUNDED.value or goal.outflow_kind is not Outflow.RELEASE:
+            if release.step != ReleaseStep.POST:
+                return release.step == ReleaseStep.PAYOUT
+            if goal.status != GoalStatus.FUNDED or goal.outflow is not Outflow.RELEASE:
                 # A release row exists only on a goal whose outflow is RELEASE (the
                 # database says so); a goal in any other state is never released.
                 log.error("release due on a goal that cannot be released", extra={"goal_id": str(goal_id)})
@@ -195,7 +195,7 @@ class Sagas:
             release.last_error = ""
             release.next_attempt_at = now
             # A 100% fee leaves nothing to pay out.
-            release.step = ReleaseStep.PAYOUT.value if payout_amount else ReleaseStep.DONE.value
+            release.step = ReleaseStep.PAYOUT if payout_amount else ReleaseStep.DONE
             await lifecycle.release_posted(session, goal, payout_due=bool(payout_amount), now=now)
         return bool(payout_amount)
 
@@ -207,8 +207,8 @@ class Sagas:
             if (
                 release is None
                 or goal is None
-                or release.step != ReleaseStep.PAYOUT.value
-                or goal.status != GoalStatus.RELEASED.value
+                or release.step != ReleaseStep.PAYOUT
+                or goal.status != GoalStatus.RELEASED
             ):
                 return
             attempt = release.payout_attempt
@@ -225,7 +225,7 @@ class Sagas:
             release = await store.get_release(session, goal_id, lock=True, skip_locked=True)
             if (
                 release is None
-                or release.step != ReleaseStep.PAYOUT.value
+                or release.step != ReleaseStep.PAYOUT
                 or release.payout_attempt != attempt
                 or release.next_attempt_at > now
             ):
@@ -252,7 +252,7 @@ class Sagas:
                     self._step_failed(exc, "payout not created yet", goal_id=str(goal_id))
                 return
             self._payments_outage.recovered()
-            release.step = ReleaseStep.PAYING.value
+            release.step = ReleaseStep.PAYING
             release.failures = 0
             release.last_error = ""
 

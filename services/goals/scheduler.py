@@ -104,7 +104,7 @@ class Scheduler:
             try:
                 async with self.database.transaction() as session:
                     goal = await store.get_goal(session, str(candidate.id), lock=True, skip_locked=True)
-                    if goal is None or goal.status != GoalStatus.OPEN.value or goal.deadline > now:
+                    if goal is None or goal.status != GoalStatus.OPEN or goal.deadline > now:
                         continue
                     balance = balances.get(str(goal.account_id))
                     if balance is not None:
@@ -128,9 +128,9 @@ class Scheduler:
                     if goal is None or proof is None:
                         continue
                     if (
-                        proof.status != ProofStatus.PENDING.value
+                        proof.status != ProofStatus.PENDING
                         or proof.voting_ends_at > now
-                        or goal.status != GoalStatus.FUNDED.value
+                        or goal.status != GoalStatus.FUNDED
                         or goal.outflow is not None
                     ):
                         continue

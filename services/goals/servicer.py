@@ -71,7 +71,7 @@ def goal_message(goal: store.Goal) -> goals_pb2.Goal:
         target_amount=goal.target_amount,
         currency=goal.currency,
         deadline=timestamp(goal.deadline),
-        status=_GOAL_STATUS[GoalStatus(goal.status)],
+        status=_GOAL_STATUS[goal.status],
         raised_amount=goal.raised_amount,
         contributor_count=goal.contributor_count,
         account_id=str(goal.account_id or ""),
@@ -92,7 +92,7 @@ def contribution_message(contribution: store.Contribution) -> goals_pb2.Contribu
         payment_id=contribution.payment_id or "",
         amount=contribution.amount,
         currency=contribution.currency,
-        status=_CONTRIBUTION_STATUS[ContributionStatus(contribution.status)],
+        status=_CONTRIBUTION_STATUS[contribution.status],
         created_at=timestamp(contribution.created_at),
         updated_at=timestamp(contribution.updated_at),
         payment_reference=contribution.payment_reference,
@@ -107,7 +107,7 @@ def proof_message(proof: store.Proof) -> goals_pb2.Proof:
         title=proof.title,
         description=proof.description,
         media_urls=[str(u) for u in proof.media_urls],
-        status=_PROOF_STATUS[ProofStatus(proof.status)],
+        status=_PROOF_STATUS[proof.status],
         approve_weight=proof.approve_weight,
         reject_weight=proof.reject_weight,
         voter_count=proof.voter_count,
@@ -166,8 +166,8 @@ def books_message(books: store.Books) -> goals_pb2.GoalBooks:
     goal = books.goal
     return goals_pb2.GoalBooks(
         goal_id=str(goal.id),
-        status=_GOAL_STATUS[GoalStatus(goal.status)],
-        outflow=_OUTFLOW[goal.outflow_kind],
+        status=_GOAL_STATUS[goal.status],
+        outflow=_OUTFLOW[goal.outflow],
         currency=goal.currency,
         account_id=str(goal.account_id or ""),
         raised_amount=goal.raised_amount,
@@ -177,7 +177,7 @@ def books_message(books: store.Books) -> goals_pb2.GoalBooks:
             goals_pb2.ContributionBooks(
                 contribution_id=str(c.id),
                 payment_id=c.payment_id or "",
-                status=_CONTRIBUTION_STATUS[ContributionStatus(c.status)],
+                status=_CONTRIBUTION_STATUS[c.status],
                 amount=c.amount,
                 late=c.refund_on_confirm,
             )

@@ -15,7 +15,8 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from enum import StrEnum
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     BigInteger,
@@ -36,6 +37,9 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy import (
+    Enum as SAEnum,
+)
 from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -46,15 +50,31 @@ from services.goals.domain import (
     ContributionStatus,
     GoalStatus,
     Outflow,
+    PayoutOutcome,
     ProofStatus,
+    RefundCause,
     RefundState,
     ReleaseStep,
 )
 
+E = TypeVar("E", bound=StrEnum)
 NOTIFY_CHANNEL = "goal_progress"
 GOAL_STATUSES = tuple(s.value for s in GoalStatus)
 CONTRIBUTION_STATUSES = tuple(s.value for s in ContributionStatus)
 PROOF_STATUSES = tuple(s.value for s in ProofStatus)
+
+
+def stored_enum(enum: type[E], length: int) -> SAEnum:
+    """A status column typed as its domain enum, stored as before: VARCHAR(length) holding
+    the member's value (no database enum type; the tables' CHECK constraints list the values)."""
+    return SAEnum(
+        enum,
+        native_enum=False,
+        length=length,
+        create_constraint=False,
+        values_callable=lambda members: [m.value for m in members],
+        validate_strings=True,
+    )
 
 
 class Base(DeclarativeBase):
@@ -91,7 +111,7 @@ class Goal(Base):
     target_amount: Mapped[int] = mapped_column(BigInteger)
     currency: Mapped[str] = mapped_column(String(3))
     deadline: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    status: Mapped[str] = mapped_column(String(16), default="OPEN")
+    status: Mapped[GoalStatus] = mapped_column(stored_enum(GoalStatus, 16), default=GoalStatus.OPEN)
     raised_amount: Mapped[int] = mapped_column(BigInteger, default=0)
     contributor_count: Mapped[int] = mapped_column(Integer, default=0)
     # The goal's GOAL account in the ledger.
@@ -114,14 +134,10 @@ class Goal(Base):
     request_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
     request_fingerprint: Mapped[str | None] = mapped_column(String(64), nullable=True)
     # EXPIRED, CANCELLED or REJECTED once a refund has started; NULL before.
-    refund_cause: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    refund_cause: Mapped[RefundCause | None] = mapped_column(stored_enum(RefundCause, 16), nullable=True)
     # RELEASE or REFUND (domain.Outflow) once decided; a trigger keeps it from
     # ever changing again, and saga rows reference it.
-    outflow: Mapped[str | None] = mapped_column(String(8), nullable=True)
-
-    @property
-    def outflow_kind(self) -> Outflow | None:
-        return Outflow(self.outflow) if self.outflow else None
+    outflow: Mapped[Outflow | None] = mapped_column(stored_enum(Outflow, 8), nullable=True)
 
 
 class Contribution(Base):
@@ -145,7 +161,9 @@ class Contribution(Base):
     # Minor units of `currency`.
     amount: Mapped[int] = mapped_column(BigInteger)
     currency: Mapped[str] = mapped_column(String(3))
-    status: Mapped[str] = mapped_column(String(16), default="PENDING")
+    status: Mapped[ContributionStatus] = mapped_column(
+        stored_enum(ContributionStatus, 16), default=ContributionStatus.PENDING
+    )
     created_at: Mapped[datetime] = created_at_column()
     updated_at: Mapped[datetime] = updated_at_column()
     # When Paystack says the payer paid.
@@ -175,7 +193,7 @@ class Proof(Base):
     title: Mapped[str] = mapped_column(String(120))
     description: Mapped[str] = mapped_column(Text, default="")
     media_urls: Mapped[list[Any]] = mapped_column(JSONB, default=list)
-    status: Mapped[str] = mapped_column(String(16), default="PENDING")
+    status: Mapped[ProofStatus] = mapped_column(stored_enum(ProofStatus, 16), default=ProofStatus.PENDING)
     # 1, 2 or 3: the owner may submit at most three proofs per goal.
     attempt: Mapped[int] = mapped_column(Integer)
     # Sums of voters' contributed amounts, minor units.
@@ -244,12 +262,12 @@ class Refund(Base):
     goal_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("goals.id"))
     # REFUND when the goal refunds everyone; NULL for a payment that arrived after
     # the goal closed, which never counted and goes back whatever the outflow.
-    outflow: Mapped[str | None] = mapped_column(String(8), nullable=True)
+    outflow: Mapped[Outflow | None] = mapped_column(stored_enum(Outflow, 8), nullable=True)
     payment_id: Mapped[str] = mapped_column(String(64))
     # Each attempt has its own refund id (domain.refund_id); a new attempt
     # starts only after payments reports the previous one failed.
     attempt: Mapped[int] = mapped_column(Integer, default=1)
-    state: Mapped[str] = mapped_column(String(16), default=RefundState.PENDING.value)
+    state: Mapped[RefundState] = mapped_column(stored_enum(RefundState, 16), default=RefundState.PENDING)
     # Failed or inconclusive calls in a row, for the backoff.
     failures: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
@@ -272,13 +290,15 @@ class Release(Base):
     )
 
     goal_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("goals.id"), primary_key=True)
-    outflow: Mapped[str] = mapped_column(String(8), default=Outflow.RELEASE.value, server_default="RELEASE")
+    outflow: Mapped[Outflow] = mapped_column(
+        stored_enum(Outflow, 8), default=Outflow.RELEASE, server_default=Outflow.RELEASE.value
+    )
     proof_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("proofs.id"))
     # Fixed when the proof is approved: what leaves the GOAL account, minor units.
     amount: Mapped[int] = mapped_column(BigInteger)
     # The platform's share of `amount`; the owner is paid `amount - fee`.
     fee: Mapped[int] = mapped_column(BigInteger)
-    step: Mapped[str] = mapped_column(String(16), default=ReleaseStep.POST.value)
+    step: Mapped[ReleaseStep] = mapped_column(stored_enum(ReleaseStep, 16), default=ReleaseStep.POST)
     # The payout attempt in progress or next (1-based); each has its own id.
     payout_attempt: Mapped[int] = mapped_column(Integer, default=1)
     failures: Mapped[int] = mapped_column(Integer, default=0)
@@ -303,7 +323,7 @@ class Payout(Base):
     # Minor units of the goal's currency.
     amount: Mapped[int] = mapped_column(BigInteger)
     # NULL until payments' payout_settled outcome reports it.
-    outcome: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    outcome: Mapped[PayoutOutcome | None] = mapped_column(stored_enum(PayoutOutcome, 16), nullable=True)
     reason: Mapped[str] = mapped_column(String(500), default="")
     created_at: Mapped[datetime] = created_at_column()
     updated_at: Mapped[datetime] = updated_at_column()
@@ -337,7 +357,7 @@ class Progress:
     @classmethod
     def of(cls, goal: Goal) -> Progress:
         return cls(
-            str(goal.id), goal.seq, GoalStatus(goal.status), goal.raised_amount, goal.target_amount,
+            str(goal.id), goal.seq, goal.status, goal.raised_amount, goal.target_amount,
             goal.contributor_count, goal.currency,
         )  # fmt: skip
 
@@ -399,7 +419,7 @@ async def list_goals(
     """Newest first; `after` is the (created_at, id) of the previous page's last goal."""
     query = select(Goal)
     if status is not None:
-        query = query.where(Goal.status == status.value)
+        query = query.where(Goal.status == status)
     if owner_id is not None:
         query = query.where(Goal.owner_id == uuid.UUID(owner_id))
     if after is not None:
@@ -442,10 +462,7 @@ async def list_books(session: AsyncSession, after: tuple[datetime, str] | None, 
 
 async def goals_due_to_expire(session: AsyncSession, now: datetime, limit: int) -> list[Goal]:
     query = (
-        select(Goal)
-        .where(Goal.status == GoalStatus.OPEN.value, Goal.deadline <= now)
-        .order_by(Goal.deadline)
-        .limit(limit)
+        select(Goal).where(Goal.status == GoalStatus.OPEN, Goal.deadline <= now).order_by(Goal.deadline).limit(limit)
     )
     return list((await session.execute(query)).scalars())
 
@@ -455,7 +472,7 @@ def _counting(goal_id: uuid.UUID) -> Any:
     """Contributions that count for the goal: succeeded, and not refunded for paying too late."""
     return and_(
         Contribution.goal_id == goal_id,
-        Contribution.status == ContributionStatus.SUCCEEDED.value,
+        Contribution.status == ContributionStatus.SUCCEEDED,
         Contribution.refund_on_confirm.is_(False),
     )
 
@@ -586,7 +603,7 @@ async def list_user_contributions(
         .where(Contribution.user_id == user_id)
     )
     if status is not None:
-        query = query.where(Contribution.status == status.value)
+        query = query.where(Contribution.status == status)
     if after is not None:
         created, last_id = after
         query = query.where(
@@ -602,14 +619,14 @@ async def list_user_contributions(
 
 async def succeeded_contributions(session: AsyncSession, goal_id: uuid.UUID) -> list[Contribution]:
     query = select(Contribution).where(
-        Contribution.goal_id == goal_id, Contribution.status == ContributionStatus.SUCCEEDED.value
+        Contribution.goal_id == goal_id, Contribution.status == ContributionStatus.SUCCEEDED
     )
     return list((await session.execute(query)).scalars())
 
 
 async def any_succeeded(session: AsyncSession, goal_id: uuid.UUID) -> bool:
     query = select(Contribution.id).where(
-        Contribution.goal_id == goal_id, Contribution.status == ContributionStatus.SUCCEEDED.value
+        Contribution.goal_id == goal_id, Contribution.status == ContributionStatus.SUCCEEDED
     )
     return (await session.execute(query.limit(1))).first() is not None
 
@@ -659,7 +676,7 @@ async def proofs_due_to_close(session: AsyncSession, now: datetime, limit: int) 
     """(proof id, goal id) of proofs still in voting whose window has ended."""
     query = (
         select(Proof.id, Proof.goal_id)
-        .where(Proof.status == ProofStatus.PENDING.value, Proof.voting_ends_at <= now)
+        .where(Proof.status == ProofStatus.PENDING, Proof.voting_ends_at <= now)
         .order_by(Proof.voting_ends_at)
         .limit(limit)
     )
@@ -670,7 +687,7 @@ async def proofs_due_to_close(session: AsyncSession, now: datetime, limit: int) 
 async def refunds_due(session: AsyncSession, now: datetime, limit: int) -> list[uuid.UUID]:
     query = (
         select(Refund.contribution_id)
-        .where(Refund.state != RefundState.DONE.value, Refund.next_attempt_at <= now)
+        .where(Refund.state != RefundState.DONE, Refund.next_attempt_at <= now)
         .order_by(Refund.next_attempt_at)
         .limit(limit)
     )
@@ -682,7 +699,7 @@ async def claim_refund(session: AsyncSession, contribution_id: uuid.UUID, now: d
     query = for_update(
         select(Refund).where(
             Refund.contribution_id == contribution_id,
-            Refund.state != RefundState.DONE.value,
+            Refund.state != RefundState.DONE,
             Refund.next_attempt_at <= now,
         ),
         skip_locked=True,
@@ -706,7 +723,7 @@ async def insert_refund(
         insert(Refund)
         .values(
             contribution_id=contribution.id, goal_id=contribution.goal_id, payment_id=contribution.payment_id,
-            outflow=outflow.value if outflow else None, attempt=1, state=RefundState.PENDING.value, failures=0,
+            outflow=outflow, attempt=1, state=RefundState.PENDING, failures=0,
             next_attempt_at=now, last_error="", created_at=now, updated_at=now,
         )
         .on_conflict_do_nothing()
@@ -716,7 +733,7 @@ async def insert_refund(
 async def releases_due(session: AsyncSession, now: datetime, limit: int) -> list[tuple[uuid.UUID, str]]:
     query = (
         select(Release.goal_id, Release.step)
-        .where(Release.step.in_([ReleaseStep.POST.value, ReleaseStep.PAYOUT.value]), Release.next_attempt_at <= now)
+        .where(Release.step.in_([ReleaseStep.POST, ReleaseStep.PAYOUT]), Release.next_attempt_at <= now)
         .order_by(Release.next_attempt_at)
         .limit(limit)
     )

@@ -99,7 +99,7 @@ class Goals:
                 {
                     "id": uuid.UUID(goal_id), "owner_id": uuid.UUID(owner.user_id), "title": new.title,
                     "description": new.description, "target_amount": new.target_amount, "currency": new.currency,
-                    "deadline": new.deadline, "status": GoalStatus.OPEN.value, "raised_amount": 0,
+                    "deadline": new.deadline, "status": GoalStatus.OPEN, "raised_amount": 0,
                     "contributor_count": 0, "account_id": uuid.UUID(account_id), "cancel_reason": "",
                     "created_at": now, "updated_at": now, "seq": 1, "ledger_seq": 0,
                     "request_id": new.request_id or None,
@@ -143,7 +143,7 @@ class Goals:
         now = self.clock()
         async with self.database.transaction() as session:
             goal = await self._owned_goal(session, caller, goal_id)
-            if goal.status != GoalStatus.OPEN.value:
+            if goal.status != GoalStatus.OPEN:
                 raise domain.GoalNotOpen("only an open goal can be changed", metadata={"status": goal.status})
             if any(getattr(goal, field) != value for field, value in changes.items()):
                 for field, value in changes.items():
@@ -257,14 +257,14 @@ class Goals:
                     raise _not_found_goal(goal_id)
                 if currency != goal.currency:
                     raise _invalid("currency", f"must be the goal's currency, {goal.currency}", "CURRENCY_MISMATCH")
-                if not domain.takes_contributions(GoalStatus(goal.status), goal.deadline, now):
+                if not domain.takes_contributions(goal.status, goal.deadline, now):
                     raise domain.GoalNotOpen("the goal is not taking contributions", metadata={"status": goal.status})
                 await store.insert_contribution(
                     session,
                     {
                         "id": uuid.uuid4(), "goal_id": goal.id, "user_id": uuid.UUID(caller.user_id),
                         "payment_reference": "", "idempotency_key": idempotency_key, "amount": amount,
-                        "currency": currency, "status": ContributionStatus.PENDING.value,
+                        "currency": currency, "status": ContributionStatus.PENDING,
                         "created_at": now, "updated_at": now,
                     },
                 )  # fmt: skip
@@ -362,10 +362,10 @@ class Goals:
                     if existing is not None:
                         return self._replayed_proof(existing, content)
                 proofs = await store.proofs_of(session, goal.id)
-                pending = any(p.status == ProofStatus.PENDING.value for p in proofs)
+                pending = any(p.status == ProofStatus.PENDING for p in proofs)
                 if len(proofs) >= domain.MAX_PROOFS and not pending:
                     raise domain.ProofLimitReached(f"a goal takes at most {domain.MAX_PROOFS} proofs")
-                if goal.status != GoalStatus.FUNDED.value or goal.outflow is not None:
+                if goal.status != GoalStatus.FUNDED or goal.outflow is not None:
                     raise domain.GoalNotFunded(
                         "proof can only be submitted for a funded goal", metadata={"status": goal.status}
                     )
@@ -373,7 +373,7 @@ class Goals:
                     raise domain.ProofPending("another proof is still in voting")
                 proof = store.Proof(
                     id=uuid.uuid4(), goal_id=goal.id, owner_id=goal.owner_id, title=title, description=description,
-                    media_urls=list(media_urls), status=ProofStatus.PENDING.value, attempt=len(proofs) + 1,
+                    media_urls=list(media_urls), status=ProofStatus.PENDING, attempt=len(proofs) + 1,
                     approve_weight=0, reject_weight=0, voter_count=0,
                     voting_ends_at=now + self.rules.voting_window, created_at=now, updated_at=now,
                     request_id=request_id or None, request_fingerprint=content if request_id else None,
@@ -440,9 +440,9 @@ class Goals:
             if await store.vote_of(session, proof.id, voter) is not None:
                 raise domain.AlreadyVoted("you have already voted on this proof")
             open_for_votes = (
-                proof.status == ProofStatus.PENDING.value
+                proof.status == ProofStatus.PENDING
                 and now < proof.voting_ends_at
-                and goal.status == GoalStatus.FUNDED.value
+                and goal.status == GoalStatus.FUNDED
                 and goal.outflow is None
             )
             if not open_for_votes:
