@@ -16,6 +16,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Literal
 from urllib.parse import urlsplit
 
 from services.common.errors import DomainError, Validator
@@ -93,6 +94,30 @@ class ContributionStatus(StrEnum):
     SUCCEEDED = "SUCCEEDED"
     FAILED = "FAILED"
     REFUNDED = "REFUNDED"
+
+
+# The contribution state machine. What payments reports moves a contribution along it; a
+# report of a status it has already reached (or passed) is a replay, any other is refused.
+CONTRIBUTION_MOVES: dict[ContributionStatus, frozenset[ContributionStatus]] = {
+    ContributionStatus.PENDING: frozenset({ContributionStatus.SUCCEEDED, ContributionStatus.FAILED}),
+    ContributionStatus.SUCCEEDED: frozenset({ContributionStatus.REFUNDED}),
+    ContributionStatus.FAILED: frozenset(),
+    ContributionStatus.REFUNDED: frozenset(),
+}
+
+
+def contribution_step(current: ContributionStatus, target: ContributionStatus) -> Literal["move", "replay", "refused"]:
+    """What a report that the contribution is now `target` does: "move", "replay" (it is
+    there or past it already) or "refused" (the machine has no way there)."""
+    if target in CONTRIBUTION_MOVES[current]:
+        return "move"
+    reached = {target}
+    while True:
+        onward = {after for status in reached for after in CONTRIBUTION_MOVES[status]} - reached
+        if not onward:
+            break
+        reached |= onward
+    return "replay" if current in reached else "refused"
 
 
 class ProofStatus(StrEnum):

@@ -97,10 +97,11 @@ async def _paid(session: AsyncSession, paid: ContributionPaid, now: datetime) ->
             f"{paid.amount} {paid.currency}",
             metadata={"contribution_id": str(contribution.id)},
         )
-    if contribution.status == ContributionStatus.FAILED:
+    step = domain.contribution_step(contribution.status, ContributionStatus.SUCCEEDED)
+    if step == "refused":
         raise domain.ContributionAlreadyFailed("the contribution's payment was reported failed before")
-    if contribution.status != ContributionStatus.PENDING:
-        return False  # a replay
+    if step == "replay":
+        return False
     contribution.status = ContributionStatus.SUCCEEDED
     contribution.payment_id = paid.payment_id
     contribution.paid_at = paid.paid_at
@@ -125,9 +126,10 @@ async def _payment_failed(session: AsyncSession, failed: ContributionPaymentFail
     if contribution is None:
         raise _contribution_not_found(failed.contribution_id)
     _check_payment(contribution, failed.payment_id)
-    if contribution.status in (ContributionStatus.SUCCEEDED, ContributionStatus.REFUNDED):
+    step = domain.contribution_step(contribution.status, ContributionStatus.FAILED)
+    if step == "refused":
         raise domain.ContributionAlreadySucceeded("the contribution's payment was confirmed before")
-    if contribution.status == ContributionStatus.PENDING:
+    if step == "move":
         contribution.status = ContributionStatus.FAILED
         contribution.payment_id = failed.payment_id
         contribution.failure_reason = failed.reason[: domain.MAX_FAILURE_REASON]
@@ -138,9 +140,10 @@ async def _refunded(session: AsyncSession, refunded: ContributionRefunded, now: 
     goal, contribution = await _locked(session, refunded.contribution_id)
     if contribution.payment_id is not None:
         _check_payment(contribution, refunded.payment_id)
-    if contribution.status == ContributionStatus.REFUNDED:
-        return  # a replay
-    if contribution.status != ContributionStatus.SUCCEEDED:
+    step = domain.contribution_step(contribution.status, ContributionStatus.REFUNDED)
+    if step == "replay":
+        return
+    if step == "refused":
         raise domain.ContributionNotSucceeded("the contribution never succeeded, so nothing was refunded")
     contribution.status = ContributionStatus.REFUNDED
     store.touch(contribution, now)

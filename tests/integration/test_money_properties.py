@@ -358,7 +358,7 @@ def test_random_interleavings_never_lose_or_double_count_money(world: Any) -> No
     # example is reported as it ran.
     # Derandomized: the same interleavings every run, so what the run covers (see SEEN) holds.
     machine.settings = settings(
-        max_examples=15,
+        max_examples=11,
         stateful_step_count=18,
         deadline=None,
         database=None,

@@ -9,7 +9,7 @@ import pytest
 
 from services.common.errors import ValidationFailed, Validator
 from services.goals import domain
-from services.goals.domain import GoalStatus, ProofStatus, Tally
+from services.goals.domain import ContributionStatus, GoalStatus, ProofStatus, Tally
 from services.goals.sagas import _retry_delay
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -205,3 +205,28 @@ def test_saga_retries_back_off_exponentially_up_to_a_cap() -> None:
     delays = [_retry_delay(n, base=timedelta(seconds=5), cap=timedelta(minutes=1)) for n in range(1, 7)]
     assert [d.total_seconds() for d in delays] == [5, 10, 20, 40, 60, 60]
     assert _retry_delay(10_000, base=timedelta(seconds=5), cap=timedelta(hours=1)) == timedelta(hours=1)
+
+
+@pytest.mark.parametrize(
+    ("current", "target", "step"),
+    [
+        (ContributionStatus.PENDING, ContributionStatus.SUCCEEDED, "move"),
+        (ContributionStatus.PENDING, ContributionStatus.FAILED, "move"),
+        (ContributionStatus.SUCCEEDED, ContributionStatus.REFUNDED, "move"),
+        # Reported again, or overtaken by a later move: a replay that changes nothing.
+        (ContributionStatus.SUCCEEDED, ContributionStatus.SUCCEEDED, "replay"),
+        (ContributionStatus.REFUNDED, ContributionStatus.SUCCEEDED, "replay"),
+        (ContributionStatus.FAILED, ContributionStatus.FAILED, "replay"),
+        (ContributionStatus.REFUNDED, ContributionStatus.REFUNDED, "replay"),
+        # Contradicting what was recorded: refused.
+        (ContributionStatus.FAILED, ContributionStatus.SUCCEEDED, "refused"),
+        (ContributionStatus.SUCCEEDED, ContributionStatus.FAILED, "refused"),
+        (ContributionStatus.REFUNDED, ContributionStatus.FAILED, "refused"),
+        (ContributionStatus.PENDING, ContributionStatus.REFUNDED, "refused"),
+        (ContributionStatus.FAILED, ContributionStatus.REFUNDED, "refused"),
+    ],
+)
+def test_what_a_payment_report_does_to_a_contribution_follows_its_state_machine(
+    current: ContributionStatus, target: ContributionStatus, step: str
+) -> None:
+    assert domain.contribution_step(current, target) == step
