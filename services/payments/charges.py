@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable, Mapping
-from datetime import datetime, timedelta
+from collections.abc import Mapping
+from datetime import datetime
 from functools import partial
 from typing import Any
 
@@ -25,11 +25,8 @@ from services.common.ids import parse_id
 from services.common.ledger_client import ESCROW, GOAL, PLATFORM_ENTITY
 from services.payments import domain, store
 from services.payments.domain import CAPTURED, EventResult, EventStatus, NotYetConfirmed, PaymentStatus
-from services.payments.leases import Leases
-from services.payments.outcomes import Outcomes
-from services.payments.paystack import Paystack
-from services.payments.peers import Peers
-from services.payments.store import Lease, Payment, PaymentsStore
+from services.payments.parts import Parts
+from services.payments.store import Lease, Payment
 
 log = logging.getLogger("gofund.payments")
 
@@ -37,24 +34,12 @@ log = logging.getLogger("gofund.payments")
 class Charges:
     def __init__(
         self,
-        records: PaymentsStore,
-        paystack: Paystack,
-        peers: Peers,
-        outcomes: Outcomes,
-        leases: Leases,
+        parts: Parts,
         *,
         default_callback_url: str,
-        first_check_after: timedelta,
-        wake_processor: Callable[[], None],
     ) -> None:
-        self._records = records
-        self._paystack = paystack
-        self._peers = peers
-        self._outcomes = outcomes
-        self._leases = leases
+        self._parts = parts
         self._default_callback_url = default_callback_url
-        self._first_check_after = first_check_after
-        self._wake_processor = wake_processor
 
     # -- InitializePayment ----------------------------------------------------------
     async def initialize(
@@ -85,12 +70,12 @@ class Charges:
         # One payment per contribution: its id is derived from the contribution,
         # so every retry, whatever its key and however late, names the same payment.
         payment_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"gofund:contribution:{contribution_id}"))
-        payment = await self._records.payment(payment_id)
+        payment = await self._parts.records.payment(payment_id)
         if payment is not None and payment.fingerprint != terms:
             raise self._contribution_reused(contribution_id)  # refused before the key is stored
-        await self._records.claim_key(f"initialize:{idempotency_key}", terms, payment_id)
+        await self._parts.records.claim_key(f"initialize:{idempotency_key}", terms, payment_id)
         if payment is None:
-            payment = await self._records.create_payment(
+            payment = await self._parts.records.create_payment(
                 payment_id=payment_id,
                 reference=domain.payment_reference(payment_id),
                 user_id=user_id,
@@ -100,10 +85,10 @@ class Charges:
                 currency=currency,
                 fingerprint=terms,
                 idempotency_key=idempotency_key,
-                email=await self._peers.payer_email(user_id),
+                email=await self._parts.peers.payer_email(user_id),
                 callback_url=callback_url or self._default_callback_url,
                 metadata=metadata,
-                first_check_after=self._first_check_after,
+                first_check_after=self._parts.first_check_after,
             )
         if payment.fingerprint != terms:  # a concurrent first attempt on other terms won the insert
             raise self._contribution_reused(contribution_id)
@@ -119,9 +104,9 @@ class Charges:
     async def _ensure_checkout(self, payment: Payment) -> Payment:
         """Initialize the payment at Paystack once, however many callers ask at once."""
         while not payment.authorization_url and payment.status is PaymentStatus.PENDING:
-            payment = await self._leases.ask_once(
+            payment = await self._parts.leases.ask_once(
                 store.checkout_lease(payment.payment_id),
-                reload=partial(self._records.get_payment, payment.payment_id),
+                reload=partial(self._parts.records.get_payment, payment.payment_id),
                 ask=self._initialize_at_paystack,
                 answered=lambda p: p.authorization_url,
             )
@@ -129,7 +114,7 @@ class Charges:
 
     async def _initialize_at_paystack(self, payment: Payment, lease: Lease, budget: float) -> Payment:
         try:
-            checkout = await self._paystack.initialize(
+            checkout = await self._parts.paystack.initialize(
                 email=payment.email,
                 amount=payment.amount,
                 currency=payment.currency,
@@ -149,27 +134,27 @@ class Charges:
                 # its checkout URL was never shown, so it can never be paid.
                 # Continue under the next reference.
                 attempt = payment.reference_attempt + 1
-                moved = await self._records.next_reference(
+                moved = await self._parts.records.next_reference(
                     lease, payment.reference, domain.payment_reference(payment.payment_id, attempt), attempt
                 )
-                return moved or await self._records.get_payment(payment.payment_id)
-            await self._records.release(lease)
+                return moved or await self._parts.records.get_payment(payment.payment_id)
+            await self._parts.records.release(lease)
             raise
         except domain.PaystackUnavailable:
             # Perhaps it reached Paystack: a retry then meets our reference and moves on.
-            await self._records.release(lease)
+            await self._parts.records.release(lease)
             raise
-        stored = await self._records.record_checkout(
+        stored = await self._parts.records.record_checkout(
             lease, checkout.authorization_url, checkout.access_code, checkout.data
         )
         # Lost the lease (it ran out mid-call and another caller took over): theirs stands.
-        return stored or await self._records.get_payment(payment.payment_id)
+        return stored or await self._parts.records.get_payment(payment.payment_id)
 
     # -- reads for the payer ------------------------------------------------------------
     async def payer_payment(self, principal: Principal | None, payment_id: str) -> Payment:
         """The payment if the caller paid it; otherwise NOT_FOUND, so ids cannot be probed."""
         payment_id = parse_id(payment_id, "payment_id", "INVALID_PAYMENT_ID")
-        payment = await self._records.payment(payment_id)
+        payment = await self._parts.records.payment(payment_id)
         if payment is None or principal is None or payment.user_id != principal.user_id:
             raise domain.PaymentNotFound(f"no payment {payment_id}", metadata={"payment_id": payment_id})
         return payment
@@ -184,18 +169,18 @@ class Charges:
         payment = await self.payer_payment(principal, payment_id)
         if payment.status is not PaymentStatus.PENDING or payment.flagged:
             return payment
-        await self._records.arm_event(
+        await self._parts.records.arm_event(
             f"{domain.SETTLE_PAYMENT}:{payment.payment_id}", domain.SETTLE_PAYMENT, {"payment_id": payment.payment_id}
         )
         settled = await self.settle(payment, confirmed_by_event=False, notify=False)
-        self._wake_processor()
+        self._parts.wake_processor()
         return settled
 
     # -- settlement --------------------------------------------------------------------------
     async def settle_event(self, data: Mapping[str, Any]) -> EventResult:
         """charge.success: a claim that makes us verify the charge."""
         reference = str(data.get("reference") or "")
-        payment = await self._records.payment_by_reference(reference)
+        payment = await self._parts.records.payment_by_reference(reference)
         if payment is None:
             return EventResult(EventStatus.PROCESSED, f"no payment with reference {reference!r}; nothing to do")
         if payment.status in (PaymentStatus.FAILED, PaymentStatus.ABANDONED) and not payment.flagged:
@@ -225,7 +210,9 @@ class Charges:
         """
         posted = False
         if payment.status is PaymentStatus.PENDING and not payment.flagged:
-            charge = await self._paystack.verify(reference or payment.reference, timeout_s=self._leases.budget())
+            charge = await self._parts.paystack.verify(
+                reference or payment.reference, timeout_s=self._parts.leases.budget()
+            )
             verdict = domain.judge_verification(
                 charge.status, charge.amount, charge.currency, payment.amount, payment.currency
             )
@@ -237,16 +224,18 @@ class Charges:
                 await self._post_capture(payment)
                 posted = True
                 paid_at = _parse_time(charge.paid_at) or store.now()
-                moved = await self._records.mark_captured(payment.payment_id, paid_at, charge.data)
+                moved = await self._parts.records.mark_captured(payment.payment_id, paid_at, charge.data)
             elif verdict.status is PaymentStatus.FAILED:
                 reason = charge.gateway_response or charge.status
-                moved = await self._records.mark_failed(payment.payment_id, reason, charge.data)
+                moved = await self._parts.records.mark_failed(payment.payment_id, reason, charge.data)
             elif confirmed_by_event:
                 raise NotYetConfirmed(f"Paystack's verify reports {charge.status!r} for a charge.success")
             elif domain.given_up(charge.status, payment.created_at, abandon_before):
-                moved = await self._records.mark_abandoned(payment.payment_id, "abandoned at checkout", charge.data)
+                moved = await self._parts.records.mark_abandoned(
+                    payment.payment_id, "abandoned at checkout", charge.data
+                )
             # Not moved: still pending, or another caller moved it first; either way, as it stands now.
-            payment = moved or await self._records.get_payment(payment.payment_id)
+            payment = moved or await self._parts.records.get_payment(payment.payment_id)
             if posted and payment.status not in CAPTURED and not payment.flagged:
                 # Paid at Paystack and captured, while the janitor gave the payment up (or it
                 # failed): the money is in the goal's account and no contribution counts it.
@@ -257,25 +246,25 @@ class Charges:
         if payment.status in CAPTURED:
             if not posted:
                 await self._post_capture(payment)  # a replay when it is already written
-            await self._outcomes.contribution_paid(payment)
+            await self._parts.outcomes.contribution_paid(payment)
         elif payment.status is PaymentStatus.FAILED:
-            await self._outcomes.contribution_payment_failed(payment, "payment failed")
+            await self._parts.outcomes.contribution_payment_failed(payment, "payment failed")
         elif payment.status is PaymentStatus.ABANDONED:
-            await self._outcomes.contribution_payment_failed(payment, "abandoned at checkout")
+            await self._parts.outcomes.contribution_payment_failed(payment, "abandoned at checkout")
         return payment
 
     async def abandon(self, payment: Payment, reason: str) -> Payment:
         """Give up a checkout that can no longer be paid: ABANDONED, and its contribution fails."""
-        moved = await self._records.mark_abandoned(payment.payment_id, reason)
-        payment = moved or await self._records.get_payment(payment.payment_id)
+        moved = await self._parts.records.mark_abandoned(payment.payment_id, reason)
+        payment = moved or await self._parts.records.get_payment(payment.payment_id)
         if payment.status is PaymentStatus.ABANDONED:
-            await self._outcomes.contribution_payment_failed(payment, reason)
+            await self._parts.outcomes.contribution_payment_failed(payment, reason)
         return payment
 
     async def _post_capture(self, payment: Payment) -> None:
-        escrow = await self._peers.ledger.account(ESCROW, PLATFORM_ENTITY, payment.currency)
-        goal = await self._peers.ledger.account(GOAL, payment.goal_id, payment.currency)
-        await self._peers.ledger.post(
+        escrow = await self._parts.peers.ledger.account(ESCROW, PLATFORM_ENTITY, payment.currency)
+        goal = await self._parts.peers.ledger.account(GOAL, payment.goal_id, payment.currency)
+        await self._parts.peers.ledger.post(
             domain.capture_transaction_id(payment.payment_id),
             ledger_client.transfer(debit=escrow, credit=goal, amount=payment.amount),
             payment.currency,
@@ -285,7 +274,7 @@ class Charges:
 
     async def flag(self, payment: Payment, reason: str, paystack_data: Mapping[str, Any]) -> Payment:
         """Paystack's answer disagrees with the payment: flagged for an operator, nothing moves."""
-        return await self._records.flag_payment(payment.payment_id, reason, paystack_data) or payment
+        return await self._parts.records.flag_payment(payment.payment_id, reason, paystack_data) or payment
 
 
 def payment_metadata(payment: Payment) -> dict[str, str]:

@@ -15,8 +15,7 @@ import hmac
 import logging
 import time
 import uuid
-from collections.abc import Callable, Mapping
-from datetime import timedelta
+from collections.abc import Mapping
 from functools import partial
 from typing import Any
 
@@ -36,11 +35,9 @@ from services.payments.domain import (
     NotYetConfirmed,
     PayoutStatus,
 )
-from services.payments.leases import Leases
-from services.payments.outcomes import Outcomes
-from services.payments.paystack import Bank, Paystack, Transfer
-from services.payments.peers import Peers
-from services.payments.store import Lease, PaymentsStore, Payout, Recipient
+from services.payments.parts import Parts
+from services.payments.paystack import Bank, Transfer
+from services.payments.store import Lease, Payout, Recipient
 
 log = logging.getLogger("gofund.payments")
 
@@ -51,24 +48,12 @@ BANKS_TTL_S = 3600.0
 class Payouts:
     def __init__(
         self,
-        records: PaymentsStore,
-        paystack: Paystack,
-        peers: Peers,
-        outcomes: Outcomes,
-        leases: Leases,
+        parts: Parts,
         *,
         secret_key: str,
-        first_check_after: timedelta,
-        wake_processor: Callable[[], None],
     ) -> None:
-        self._records = records
-        self._paystack = paystack
-        self._peers = peers
-        self._outcomes = outcomes
-        self._leases = leases
+        self._parts = parts
         self._secret_key = secret_key
-        self._first_check_after = first_check_after
-        self._wake_processor = wake_processor
         self._banks: dict[str, tuple[float, list[Bank]]] = {}  # by currency: (read at, monotonic s; banks)
 
     # -- payout recipients ------------------------------------------------------------------------
@@ -96,29 +81,29 @@ class Payouts:
         account_digest = hmac.new(self._secret_key.encode(), account_number.encode(), hashlib.sha256).hexdigest()
         terms = fingerprint({"account": account_digest, "bank": bank_code, "name": name, "currency": currency})
         key = f"recipient:{principal.user_id}:{idempotency_key}"
-        replayed = await self._records.keyed_resource(key, terms)
-        existing = await self._records.recipient(replayed) if replayed is not None else None
+        replayed = await self._parts.records.keyed_resource(key, terms)
+        existing = await self._parts.records.recipient(replayed) if replayed is not None else None
         if existing is not None:
             return existing
         # Resolved before anything is stored: an account no bank holds leaves no trace.
         account_name = ""
         if currency in domain.RESOLVED_CURRENCIES:
-            resolved = await self._paystack.resolve_account(account_number=account_number, bank_code=bank_code)
+            resolved = await self._parts.paystack.resolve_account(account_number=account_number, bank_code=bank_code)
             account_name = resolved.account_name
         # Registered at Paystack before the key is claimed, so a recipient Paystack
         # refuses leaves nothing stored either. Two concurrent first attempts may
         # both ask: Paystack answers the same recipient for the same account, the
         # first claim names the record, and the insert keeps only one.
-        created = await self._paystack.create_recipient(
+        created = await self._parts.paystack.create_recipient(
             recipient_type=domain.RECIPIENT_TYPES[currency],
             name=name,
             account_number=account_number,
             bank_code=bank_code,
             currency=currency,
         )
-        recipient_id = await self._records.claim_key(key, terms, domain.new_id())
+        recipient_id = await self._parts.records.claim_key(key, terms, domain.new_id())
         details = {k: v for k, v in dict(created.data.get("details") or {}).items() if k != "account_number"}
-        return await self._records.create_recipient(
+        return await self._parts.records.create_recipient(
             recipient_id=recipient_id,
             user_id=principal.user_id,
             name=name,
@@ -140,7 +125,7 @@ class Payouts:
         now_s = time.monotonic()
         if cached is not None and now_s - cached[0] < BANKS_TTL_S:
             return cached[1]
-        banks = await self._paystack.banks(currency)
+        banks = await self._parts.paystack.banks(currency)
         self._banks[currency] = (now_s, banks)
         return banks
 
@@ -153,15 +138,15 @@ class Payouts:
         )
         payout_id, goal_id, user_id = (str(uuid.UUID(v)) for v in (payout_id, goal_id, user_id))
         terms = fingerprint({"goal": goal_id, "user": user_id, "amount": amount, "currency": currency})
-        payout = await self._records.payout(payout_id)
+        payout = await self._parts.records.payout(payout_id)
         if payout is None:
-            recipient = await self._records.current_recipient(user_id, currency)
+            recipient = await self._parts.records.current_recipient(user_id, currency)
             if recipient is None:
                 raise domain.NoPayoutRecipient(
                     f"the user has no payout recipient in {currency}",
                     metadata={"user_id": user_id, "currency": currency},
                 )
-            payout = await self._records.create_payout(
+            payout = await self._parts.records.create_payout(
                 payout_id=payout_id,
                 goal_id=goal_id,
                 user_id=user_id,
@@ -171,7 +156,7 @@ class Payouts:
                 reason=reason,
                 fingerprint=terms,
                 reference=domain.payout_reference(payout_id),
-                first_check_after=self._first_check_after,
+                first_check_after=self._parts.first_check_after,
             )
         if payout.fingerprint != terms:
             raise IdempotencyKeyReused(
@@ -181,7 +166,7 @@ class Payouts:
         return await self.carry_on(payout)
 
     async def payout(self, payout_id: str) -> Payout:
-        return await self._records.get_payout(parse_id(payout_id, "payout_id", "INVALID_PAYOUT_ID"))
+        return await self._parts.records.get_payout(parse_id(payout_id, "payout_id", "INVALID_PAYOUT_ID"))
 
     async def carry_on(self, payout: Payout) -> Payout:
         """Reserve the payout in the ledger, then ask Paystack for the transfer once, however
@@ -197,9 +182,9 @@ class Payouts:
                     log.error("the ledger refused a payout's reservation", extra={"payout_id": payout.payout_id})
                     return await self._refuse(payout, exc.message)
                 continue
-            payout = await self._leases.ask_once(
+            payout = await self._parts.leases.ask_once(
                 store.transfer_lease(payout.payout_id),
-                reload=partial(self._records.get_payout, payout.payout_id),
+                reload=partial(self._parts.records.get_payout, payout.payout_id),
                 ask=self._transfer_at_paystack,
                 answered=lambda p: p.requested,
             )
@@ -207,9 +192,9 @@ class Payouts:
 
     async def _reserve(self, payout: Payout) -> Payout:
         """USER -> ESCROW, pending: the money is spoken for before Paystack is asked."""
-        user = await self._peers.ledger.account(USER, payout.user_id, payout.currency)
-        escrow = await self._peers.ledger.account(ESCROW, PLATFORM_ENTITY, payout.currency)
-        await self._peers.reserve(
+        user = await self._parts.peers.ledger.account(USER, payout.user_id, payout.currency)
+        escrow = await self._parts.peers.ledger.account(ESCROW, PLATFORM_ENTITY, payout.currency)
+        await self._parts.peers.reserve(
             domain.payout_reserve_id(payout.payout_id),
             debit=user,
             credit=escrow,
@@ -218,12 +203,12 @@ class Payouts:
             description="payout reserved before Paystack is asked",
             metadata=payout_metadata(payout),
         )
-        reserved = await self._records.mark_payout_reserved(payout.payout_id)
-        return reserved or await self._records.get_payout(payout.payout_id)
+        reserved = await self._parts.records.mark_payout_reserved(payout.payout_id)
+        return reserved or await self._parts.records.get_payout(payout.payout_id)
 
     async def _transfer_at_paystack(self, payout: Payout, lease: Lease, budget: float) -> Payout:
         try:
-            transfer = await self._paystack.transfer(
+            transfer = await self._parts.paystack.transfer(
                 amount=payout.amount,
                 recipient_code=payout.recipient_code,
                 reason=payout.reason or "GoFund payout",
@@ -235,41 +220,41 @@ class Payouts:
             if domain.duplicate_reference(exc):
                 # An earlier attempt reached Paystack (its answer was lost).
                 # Its events carry our reference, which is how they find the payout.
-                stored = await self._records.record_transfer_requested(lease)
-                return stored or await self._records.get_payout(payout.payout_id)
+                stored = await self._parts.records.record_transfer_requested(lease)
+                return stored or await self._parts.records.get_payout(payout.payout_id)
             # Refused (an unusable recipient, say). But an earlier attempt whose answer was
             # lost may have reached Paystack and drained what this one would need: the payout
             # fails (and may be paid anew) only if Paystack holds no transfer under our reference.
             try:
-                await self._paystack.verify_transfer(payout.reference, timeout_s=self._leases.budget())
+                await self._parts.paystack.verify_transfer(payout.reference, timeout_s=self._parts.leases.budget())
             except domain.PaystackNotFound:
-                await self._records.release(lease)
+                await self._parts.records.release(lease)
                 return await self._refuse(payout, exc.message)
             except domain.PaystackUnavailable:
-                await self._records.release(lease)
+                await self._parts.records.release(lease)
                 raise
-            stored = await self._records.record_transfer_requested(lease)
-            return stored or await self._records.get_payout(payout.payout_id)
+            stored = await self._parts.records.record_transfer_requested(lease)
+            return stored or await self._parts.records.get_payout(payout.payout_id)
         except domain.PaystackUnavailable:
             # Perhaps it reached Paystack: a retry then meets our reference.
-            await self._records.release(lease)
+            await self._parts.records.release(lease)
             raise
-        stored = await self._records.record_transfer_requested(lease, transfer.transfer_code, transfer.data)
-        return stored or await self._records.get_payout(payout.payout_id)
+        stored = await self._parts.records.record_transfer_requested(lease, transfer.transfer_code, transfer.data)
+        return stored or await self._parts.records.get_payout(payout.payout_id)
 
     async def _refuse(self, payout: Payout, reason: str) -> Payout:
         """A payout that never reached Paystack fails now; its outcome is published as for
         transfer.failed, through the processor (so it retries under a new payout id)."""
-        await self._records.arm_event(
+        await self._parts.records.arm_event(
             f"{domain.PAYOUT_REJECTED}:{payout.payout_id}", domain.PAYOUT_REJECTED,
             {"payout_id": payout.payout_id, "reason": reason},
         )  # fmt: skip
-        self._wake_processor()
+        self._parts.wake_processor()
         return await self._reject(payout.payout_id, reason)
 
     async def _reject(self, payout_id: str, reason: str) -> Payout:
-        moved = await self._records.reject_payout(payout_id, reason)
-        return moved or await self._records.get_payout(payout_id)
+        moved = await self._parts.records.reject_payout(payout_id, reason)
+        return moved or await self._parts.records.get_payout(payout_id)
 
     async def rejected(self, payout_id: str, reason: str) -> None:
         """A payout that never reached Paystack: FAILED, its reservation voided, the outcome
@@ -278,17 +263,17 @@ class Payouts:
         if payout.status is not PayoutStatus.FAILED:
             return
         if payout.reserved:
-            await self._peers.ledger.void_reserved(
+            await self._parts.peers.ledger.void_reserved(
                 domain.payout_void_id(payout.payout_id), domain.payout_reserve_id(payout.payout_id),
                 "Paystack refused the transfer; the money stays the owner's", payout_metadata(payout),
             )  # fmt: skip
-        await self._outcomes.payout_settled(payout)
+        await self._parts.outcomes.payout_settled(payout)
 
     # -- settlement --------------------------------------------------------------------------------------
     async def settle_event(self, event: str, data: Mapping[str, Any]) -> EventResult:
         """transfer.success / failed / reversed: a claim that makes us verify the transfer.
         Only Paystack's answer moves money; a claim it does not bear out is FLAGGED."""
-        payout = await self._records.payout_by_transfer(
+        payout = await self._parts.records.payout_by_transfer(
             str(data.get("transfer_code") or ""), str(data.get("reference") or "")
         )
         if payout is None:
@@ -308,11 +293,11 @@ class Payouts:
         transfer with our reference. A transfer whose amount or currency is not ours flags the
         payout and moves nothing."""
         try:
-            transfer = await self._paystack.verify_transfer(payout.reference)
+            transfer = await self._parts.paystack.verify_transfer(payout.reference)
         except domain.PaystackNotFound:
             return None
         if (transfer.amount, transfer.currency) != (payout.amount, payout.currency):
-            await self._records.flag_payout(
+            await self._parts.records.flag_payout(
                 payout.payout_id,
                 f"Paystack's transfer is {transfer.amount} {transfer.currency}, "
                 f"the payout {payout.amount} {payout.currency}",
@@ -331,38 +316,38 @@ class Payouts:
         both post the reservation under one id."""
         target = move.target
         reason = transfer.data.get("reason_for_failure") or transfer.data.get("failures") or transfer.status
-        moved = await self._records.settle_payout(payout.payout_id, move, transfer.data, str(reason))
-        payout = moved or await self._records.get_payout(payout.payout_id)
+        moved = await self._parts.records.settle_payout(payout.payout_id, move, transfer.data, str(reason))
+        payout = moved or await self._parts.records.get_payout(payout.payout_id)
         if payout.status is not target:
             if payout.status is PayoutStatus.FAILED and target is not PayoutStatus.FAILED and not payout.flagged:
                 # Paystack sent money for a payout we had failed (and goals may have paid anew).
                 log.error("Paystack sent a transfer for a failed payout", extra={"payout_id": payout.payout_id})
-                await self._records.flag_payout(
+                await self._parts.records.flag_payout(
                     payout.payout_id, f"Paystack reports {transfer.status} for a payout we failed"
                 )
             return  # settled otherwise (a success after its reversal...): nothing more to do
         metadata = payout_metadata(payout)
         if target is PayoutStatus.FAILED:
-            await self._peers.ledger.void_reserved(
+            await self._parts.peers.ledger.void_reserved(
                 domain.payout_void_id(payout.payout_id), domain.payout_reserve_id(payout.payout_id),
                 "payout failed at Paystack; the money stays the owner's", metadata,
             )  # fmt: skip
         else:
-            await self._peers.ledger.post_reserved(
+            await self._parts.peers.ledger.post_reserved(
                 domain.payout_transaction_id(payout.payout_id), domain.payout_reserve_id(payout.payout_id),
                 "payout sent to the owner's bank by Paystack", metadata,
             )  # fmt: skip
         if target is PayoutStatus.REVERSED:
-            user = await self._peers.ledger.account(USER, payout.user_id, payout.currency)
-            escrow = await self._peers.ledger.account(ESCROW, PLATFORM_ENTITY, payout.currency)
-            await self._peers.ledger.post(
+            user = await self._parts.peers.ledger.account(USER, payout.user_id, payout.currency)
+            escrow = await self._parts.peers.ledger.account(ESCROW, PLATFORM_ENTITY, payout.currency)
+            await self._parts.peers.ledger.post(
                 domain.payout_reversal_transaction_id(payout.payout_id),
                 ledger_client.transfer(debit=escrow, credit=user, amount=payout.amount),
                 payout.currency,
                 "payout reversed by Paystack; the money is the owner's again",
                 metadata,
             )
-        await self._outcomes.payout_settled(payout)
+        await self._parts.outcomes.payout_settled(payout)
 
 
 def payout_metadata(payout: Payout) -> dict[str, str]:

@@ -139,18 +139,18 @@ class Processor:
 
     async def process_one(self) -> bool:
         """Claim and apply one due event; False if none was due."""
-        doc = await self._payments.records.claim_due_event(EVENT_LEASE)
-        if doc is None:
+        claimed = await self._payments.records.claim_due_event(EVENT_LEASE)
+        if claimed is None:
             return False
-        event_id, token = doc["eventId"], doc["leaseToken"]
-        attempt = doc.get("attempts", 0) + 1
+        event_id, token = claimed.event_id, claimed.token
+        attempt = claimed.attempts + 1
         context.request_id.set(f"webhook:{event_id}")
         renewal = asyncio.create_task(self._keep_lease(event_id, token))
         try:
-            outcome = await self._payments.webhooks.process(doc["event"], doc.get("data") or {})
+            outcome = await self._payments.webhooks.process(claimed.event, claimed.data)
         except Exception as exc:
             raise_if_cancelling()
-            failure_count = doc.get("failures", 0) + (0 if transient(exc) else 1)
+            failure_count = claimed.failures + (0 if transient(exc) else 1)
             parked = failure_count >= self._max_attempts
             cap_s = MAX_TRANSIENT_BACKOFF_S if transient(exc) else MAX_BACKOFF_S
             retry_at = None if parked else now() + timedelta(seconds=outage.backoff_s(attempt, self._base_s, cap_s))

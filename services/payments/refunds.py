@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from datetime import timedelta
 from functools import partial
 from typing import Any
 
@@ -25,11 +24,9 @@ from services.common.ledger_client import ESCROW, GOAL, PLATFORM_ENTITY
 from services.payments import domain, store
 from services.payments.charges import Charges, payment_metadata
 from services.payments.domain import UNDECIDED, EventResult, EventStatus, NotYetConfirmed, PaymentStatus
-from services.payments.leases import Leases
-from services.payments.outcomes import Outcomes
-from services.payments.paystack import Paystack, Refund
-from services.payments.peers import Peers
-from services.payments.store import Lease, Payment, PaymentsStore, RefundRequest
+from services.payments.parts import Parts
+from services.payments.paystack import Refund
+from services.payments.store import Lease, Payment, RefundRequest
 
 log = logging.getLogger("gofund.payments")
 
@@ -37,22 +34,12 @@ log = logging.getLogger("gofund.payments")
 class Refunds:
     def __init__(
         self,
-        records: PaymentsStore,
-        paystack: Paystack,
-        peers: Peers,
-        outcomes: Outcomes,
-        leases: Leases,
+        parts: Parts,
         *,
         charges: Charges,
-        first_check_after: timedelta,
     ) -> None:
-        self._records = records
-        self._paystack = paystack
-        self._peers = peers
-        self._outcomes = outcomes
-        self._leases = leases
+        self._parts = parts
         self._charges = charges
-        self._first_check_after = first_check_after
 
     # -- RefundPayment ---------------------------------------------------------------------
     async def refund(self, payment_id: str, refund_id: str, reason: str) -> Payment:
@@ -60,9 +47,9 @@ class Refunds:
         check = Validator()
         domain.check_key(check, refund_id, "refund_id", "INVALID_REFUND_ID")
         check.raise_if_invalid()
-        await self._records.claim_key(f"refund:{refund_id}", fingerprint({"payment": payment_id}), payment_id)
+        await self._parts.records.claim_key(f"refund:{refund_id}", fingerprint({"payment": payment_id}), payment_id)
         while True:
-            payment = await self._records.get_payment(payment_id)
+            payment = await self._parts.records.get_payment(payment_id)
             current = payment.refund
             if current is not None and current.refund_id == refund_id:
                 break
@@ -74,13 +61,13 @@ class Refunds:
                     + (" under another refund id" if current else ""),
                     metadata={"payment_id": payment_id, "status": str(payment.status)},
                 )
-            started = await self._records.start_refund(
+            started = await self._parts.records.start_refund(
                 payment_id,
                 refund_id=refund_id,
                 key=domain.refund_key(payment_id, refund_id),
                 amount=payment.amount,
                 reason=reason,
-                first_check_after=self._first_check_after,
+                first_check_after=self._parts.first_check_after,
             )
             if started is not None:
                 payment = started
@@ -97,10 +84,10 @@ class Refunds:
             if not refund.reserved:
                 payment = await self._reserve(payment, refund)
                 continue
-            payment = await self._leases.ask_once(
+            payment = await self._parts.leases.ask_once(
                 store.refund_lease(payment.payment_id, refund.refund_id),
-                reload=partial(self._records.get_payment, payment.payment_id),
-                ask=self._refund_at_paystack,
+                reload=partial(self._parts.records.get_payment, payment.payment_id),
+                ask=partial(self._refund_at_paystack, refund_id=refund.refund_id),
                 answered=lambda p: p.refund is not None and p.refund.requested,
             )
 
@@ -111,10 +98,10 @@ class Refunds:
         reserved for another refund): the refund is dropped before it reaches
         Paystack, the payment is SUCCESS again, and the caller is told why.
         """
-        escrow = await self._peers.ledger.account(ESCROW, PLATFORM_ENTITY, payment.currency)
-        goal = await self._peers.ledger.account(GOAL, payment.goal_id, payment.currency)
+        escrow = await self._parts.peers.ledger.account(ESCROW, PLATFORM_ENTITY, payment.currency)
+        goal = await self._parts.peers.ledger.account(GOAL, payment.goal_id, payment.currency)
         try:
-            await self._peers.reserve(
+            await self._parts.peers.reserve(
                 domain.refund_reserve_id(refund.key),
                 debit=goal,
                 credit=escrow,
@@ -128,19 +115,19 @@ class Refunds:
                 "the ledger refused a refund's reservation; Paystack is not asked",
                 extra={"payment_id": payment.payment_id, "refund_id": refund.refund_id},
             )
-            await self._records.drop_refund(payment.payment_id, refund.refund_id)
+            await self._parts.records.drop_refund(payment.payment_id, refund.refund_id)
             raise
-        reserved = await self._records.mark_refund_reserved(payment.payment_id, refund.refund_id)
-        return reserved or await self._records.get_payment(payment.payment_id)
+        reserved = await self._parts.records.mark_refund_reserved(payment.payment_id, refund.refund_id)
+        return reserved or await self._parts.records.get_payment(payment.payment_id)
 
-    async def _refund_at_paystack(self, payment: Payment, lease: Lease, budget: float) -> Payment:
+    async def _refund_at_paystack(self, payment: Payment, lease: Lease, budget: float, *, refund_id: str) -> Payment:
         refund = payment.refund
-        if refund is None or refund.requested or refund.refund_id != lease.match["refund.refundId"]:
+        if refund is None or refund.requested or refund.refund_id != refund_id:
             # Asked (or dropped) before the lease was ours.
-            await self._records.release(lease)
+            await self._parts.records.release(lease)
             return payment
         try:
-            answer = await self._paystack.refund(
+            answer = await self._parts.paystack.refund(
                 transaction=payment.reference,
                 amount=refund.amount,
                 merchant_note=refund.reason or "GoFund refund",
@@ -148,23 +135,23 @@ class Refunds:
             )
         except domain.PaystackRejected as exc:
             if not domain.already_refunded(exc.message):
-                await self._records.release(lease)
+                await self._parts.records.release(lease)
                 raise
             # Paystack holds a refund for all of it: our earlier attempt, whose
             # answer was lost. Reviewing the charge's refunds finds and settles it.
             answer = Refund(id="", status="pending", data={"paystack_message": exc.message})
         except domain.PaystackUnavailable:
-            await self._records.release(lease)
+            await self._parts.records.release(lease)
             raise
-        stored = await self._records.record_refund_requested(lease, answer.id, answer.data)
-        return stored or await self._records.get_payment(payment.payment_id)
+        stored = await self._parts.records.record_refund_requested(lease, answer.id, answer.data)
+        return stored or await self._parts.records.get_payment(payment.payment_id)
 
     # -- settlement --------------------------------------------------------------------------
     async def settle_event(self, event: str, data: Mapping[str, Any]) -> EventResult:
         """refund.processed / refund.failed: a claim that makes us look at Paystack's refunds
         of the charge. Only Paystack's answer moves money; a claim it does not bear out is FLAGGED."""
         reference = _refund_transaction_reference(data)
-        payment = await self._records.payment_by_reference(reference) if reference else None
+        payment = await self._parts.records.payment_by_reference(reference) if reference else None
         if payment is None:
             return EventResult(EventStatus.PROCESSED, f"no payment with reference {reference!r}; nothing to do")
         found = await self.review(payment)
@@ -188,7 +175,7 @@ class Refunds:
         refunds of the charge.
         """
         charge_id = await self._charge_id(payment)
-        found = [r async for r in self._paystack.refunds(charge_id)] if charge_id else []
+        found = [r async for r in self._parts.paystack.refunds(charge_id)] if charge_id else []
         refund = payment.refund
         known = {*payment.failed_paystack_refund_ids, *payment.foreign_refund_ids}
         ours = None
@@ -198,7 +185,9 @@ class Refunds:
                 unknown = [r for r in found if r.id not in known and r.amount == refund.amount]
                 if len(unknown) == 1:  # our request reached Paystack; its answer did not reach us
                     ours = unknown[0]
-                    adopted = await self._records.adopt_paystack_refund(payment.payment_id, refund.refund_id, ours.id)
+                    adopted = await self._parts.records.adopt_paystack_refund(
+                        payment.payment_id, refund.refund_id, ours.id
+                    )
                     payment = adopted or payment
         # A refund of the charge we do not know that failed moved no money: nothing to flag.
         foreign = [r for r in found if r is not ours and r.id not in known and r.status != "failed"]
@@ -228,7 +217,7 @@ class Refunds:
         stored = (payment.verification or {}).get("id")
         if stored not in (None, ""):
             return str(stored)
-        charge = await self._paystack.verify(payment.reference)
+        charge = await self._parts.paystack.verify(payment.reference)
         return str(charge.data.get("id") or "")
 
     async def _record_foreign(self, payment: Payment, refunds: list[Refund]) -> Payment:
@@ -239,28 +228,28 @@ class Refunds:
             extra={"payment_id": payment.payment_id, "refunds": described},
         )
         reason = f"Paystack holds refunds we did not ask for: {described}"
-        return await self._records.record_foreign_refunds(payment.payment_id, entries, reason) or payment
+        return await self._parts.records.record_foreign_refunds(payment.payment_id, entries, reason) or payment
 
     async def _processed(self, payment: Payment, refund: RefundRequest, answer: Refund) -> None:
-        await self._peers.ledger.post_reserved(
+        await self._parts.peers.ledger.post_reserved(
             domain.refund_settle_id(refund.key),
             domain.refund_reserve_id(refund.key),
             "contribution refunded to the payer by Paystack",
             {**payment_metadata(payment), "refund_id": refund.refund_id, "paystack_refund_id": answer.id},
         )
-        await self._records.mark_refunded(payment.payment_id, refund.refund_id, answer.data)
-        await self._outcomes.contribution_refunded(payment, refund.refund_id)
+        await self._parts.records.mark_refunded(payment.payment_id, refund.refund_id, answer.data)
+        await self._parts.outcomes.contribution_refunded(payment, refund.refund_id)
 
     async def _failed(self, payment: Payment, refund: RefundRequest, answer: Refund) -> None:
-        await self._peers.ledger.void_reserved(
+        await self._parts.peers.ledger.void_reserved(
             domain.refund_void_id(refund.key),
             domain.refund_reserve_id(refund.key),
             "refund failed at Paystack; the money stays with the goal",
             {**payment_metadata(payment), "refund_id": refund.refund_id, "paystack_refund_id": answer.id},
         )
-        await self._records.fail_refund(payment.payment_id, refund.refund_id, answer.data)
+        await self._parts.records.fail_refund(payment.payment_id, refund.refund_id, answer.data)
         reason = str(answer.data.get("reason") or answer.data.get("status") or "refund failed at Paystack")
-        await self._outcomes.contribution_refund_failed(payment, refund.refund_id, reason)
+        await self._parts.outcomes.contribution_refund_failed(payment, refund.refund_id, reason)
 
 
 def _refund_transaction_reference(data: Mapping[str, Any]) -> str:

@@ -426,6 +426,20 @@ class WebhookEvent:
 
 
 @dataclass(frozen=True)
+class ClaimedEvent:
+    """A stored event (or outbox entry) leased to one processor worker."""
+
+    event_id: str
+    # What the worker's later writes present (its lease).
+    token: str
+    event: str
+    data: Mapping[str, Any]
+    attempts: int
+    # Failures that count towards parking it (transient ones do not).
+    failures: int
+
+
+@dataclass(frozen=True)
 class EventBacklog:
     """Webhook events not yet applied (for the metrics)."""
 
@@ -840,9 +854,9 @@ class PaymentsStore:
             push={"failedRefunds": {**doc["refund"], "failedAt": stamp, "data": dict(data)}},
         )
 
-    async def claim_due_event(self, lease: timedelta, candidates: int = 8) -> Document | None:
+    async def claim_due_event(self, lease: timedelta, candidates: int = 8) -> ClaimedEvent | None:
         """The oldest pending event whose next attempt is due, leased to the caller
-        (its `leaseToken`). Several candidates are tried, since another worker may
+        (its `token`). Several candidates are tried, since another worker may
         take the first between our read and our write."""
         stamp = now()
         due = {"status": str(EventStatus.PENDING), "nextAttemptAt": {"$lte": stamp}, "leaseUntil": {"$lt": stamp}}
@@ -854,7 +868,15 @@ class PaymentsStore:
                 {"$set": {"leaseUntil": stamp + lease, "leaseToken": token}},
             )
             if taken.modified_count:
-                return await self.events.find_one({"eventId": candidate["eventId"]})
+                doc = stored(await self.events.find_one({"eventId": candidate["eventId"]}))
+                return ClaimedEvent(
+                    event_id=doc["eventId"],
+                    token=token,
+                    event=doc["event"],
+                    data=doc.get("data") or {},
+                    attempts=doc.get("attempts", 0),
+                    failures=doc.get("failures", 0),
+                )
         return None
 
     async def renew_event_lease(self, event_id: str, token: str, lease: timedelta) -> None:

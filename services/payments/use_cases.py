@@ -26,6 +26,7 @@ from datetime import timedelta
 from services.payments.charges import Charges
 from services.payments.leases import Leases
 from services.payments.outcomes import Outcomes
+from services.payments.parts import Parts
 from services.payments.payouts import Payouts
 from services.payments.paystack import Paystack
 from services.payments.peers import Peers
@@ -56,18 +57,13 @@ class Payments:
         self.outcomes = outcomes
         # Set by main once the processor exists: work handed to the outbox starts now.
         self.wake_processor: Callable[[], None] = lambda: None
-        leases = Leases(records, paystack_timeout_s=paystack_timeout_s)
-        self.charges = Charges(
-            records, paystack, peers, outcomes, leases,
-            default_callback_url=default_callback_url, first_check_after=first_check_after, wake_processor=self._wake,
+        parts = Parts(
+            records, paystack, peers, outcomes, Leases(records, paystack_timeout_s=paystack_timeout_s),
+            first_check_after=first_check_after, wake_processor=self._wake,
         )  # fmt: skip
-        self.refunds = Refunds(
-            records, paystack, peers, outcomes, leases, charges=self.charges, first_check_after=first_check_after
-        )
-        self.payouts = Payouts(
-            records, paystack, peers, outcomes, leases,
-            secret_key=secret_key, first_check_after=first_check_after, wake_processor=self._wake,
-        )  # fmt: skip
+        self.charges = Charges(parts, default_callback_url=default_callback_url)
+        self.refunds = Refunds(parts, charges=self.charges)
+        self.payouts = Payouts(parts, secret_key=secret_key)
         self.webhooks = Webhooks(
             records, self.charges, self.refunds, self.payouts, secret_key=secret_key, wake_processor=self._wake
         )
