@@ -1,14 +1,22 @@
 """Ledger persistence: SQLAlchemy 2 models and the posting transaction.
 
-Posting runs in one database transaction (READ COMMITTED) and takes its locks
-in one fixed order, so concurrent posts never deadlock and never lose an update:
-  1. the transaction row (its primary key is the idempotency key: a concurrent
-     duplicate waits here, then finds the committed original);
-  2. the balance rows of the accounts involved, `FOR UPDATE`, in account-id order;
+Postings are written in batches (see batcher.py): one database transaction
+(READ COMMITTED) writes every request of a batch, and takes its locks in one
+fixed order, so concurrent batches (of several ledger replicas) never deadlock
+and never lose an update:
+  1. the balance rows of every account the batch names, `FOR UPDATE`, in
+     account-id order; every read that decides a request comes after them
+     (a concurrent duplicate, or a competing reversal or resolution, touches
+     the same accounts, so it has committed and is seen);
+  2. the new transaction rows, in id order (their primary key is the
+     idempotency key: a duplicate another replica is writing still waits here,
+     and the batch runs again);
   3. the single `ledger_sequence` row, which hands out `seq` and is held until
      commit, so seqs are gap-free and in commit order.
-Then the entries (with each account's running totals), the new balances and
-one NOTIFY carrying the changes are written, and the transaction commits.
+Each request is checked against the balances the requests before it left; a
+refused one writes nothing and its batch-mates go on. Then the entries (with
+each account's running totals), the new balances and the notifications
+carrying the changes are written, and the batch commits.
 
 A reservation is posted the same way with its entries in the PENDING phase;
 its resolution (post or void) is a transaction of its own whose row names the
@@ -23,6 +31,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 
 from sqlalchemy import (
@@ -40,7 +49,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from services.common.errors import IdempotencyKeyReused
+from services.common.errors import DomainError, IdempotencyKeyReused
 from services.common.models import created_at_column, updated_at_column
 from services.ledger import domain
 from services.ledger.domain import AccountState, AccountType, EntryType, Phase, Posting, TransactionKind
@@ -461,62 +470,103 @@ async def list_transactions(session: Executor, after_seq: int, limit: int) -> li
 
 
 # -- posting --------------------------------------------------------------------
-async def post(
-    session: AsyncSession,
-    transaction_id: str,
-    postings: Sequence[Posting],
-    description: str,
-    metadata: dict[str, str],
-    *,
-    reverses: str | None = None,
-    kind: TransactionKind = TransactionKind.POSTED,
-    resolves: str | None = None,
-) -> tuple[TransactionRow, bool]:
-    """Write a validated transaction; on a replay return the original and False.
+@dataclass(frozen=True)
+class PostRequest:
+    """One validated transaction to write. `kind` PENDING writes a reservation
+    (the postings' phase says so); POST_PENDING and VOID_PENDING write the
+    resolution of `resolves`; `reverses` names the transaction a reversal undoes."""
 
-    `kind` PENDING writes a reservation (the postings' phase says so);
-    POST_PENDING and VOID_PENDING write the resolution of `resolves`.
+    transaction_id: str
+    postings: tuple[Posting, ...]
+    description: str
+    metadata: dict[str, str]
+    kind: TransactionKind = TransactionKind.POSTED
+    reverses: str | None = None
+    resolves: str | None = None
+
+    @cached_property
+    def fingerprint(self) -> str:
+        return domain.fingerprint(self.postings, self.reverses, kind=self.kind, resolves=self.resolves)
+
+    @property
+    def exclusive_keys(self) -> tuple[tuple[str, str], ...]:
+        """What two requests of one batch may not share: the id, and the transaction reversed or resolved."""
+        keys = [("id", self.transaction_id)]
+        if self.reverses is not None:
+            keys.append(("reverses", self.reverses))
+        if self.resolves is not None:
+            keys.append(("resolves", self.resolves))
+        return tuple(keys)
+
+
+# What one request of a batch came to: the transaction and whether this request
+# wrote it (False: a replay of the original), or the domain error that refused it.
+PostOutcome = tuple[TransactionRow, bool] | DomainError
+
+
+class RetryBatch(Exception):
+    """The batch rolled back and must run again (a signal to its caller, never
+    seen by a client): another ledger committed one of its transaction ids
+    after the batch looked (the rerun sees a replay), or, with `split`, a
+    "once" constraint refused the batch and each request must run alone to
+    learn which one it refused."""
+
+    def __init__(self, *, split: bool) -> None:
+        super().__init__("split the batch" if split else "run the batch again")
+        self.split = split
+
+
+@dataclass
+class _Accepted:
+    request: PostRequest
+    # Per posting: its offset in the batch's seq range and the account's state after it.
+    legs: list[tuple[int, AccountState]]
+
+
+async def post_batch(session: AsyncSession, requests: Sequence[PostRequest]) -> list[PostOutcome]:
+    """Write the requests' transactions in this one database transaction; an
+    outcome per request, in order. No two requests may share an exclusive key.
+
+    A request refused by the rules (InsufficientFunds, CurrencyMismatch,
+    AccountNotFound, IdempotencyKeyReused, AlreadyReversed,
+    PendingAlreadyResolved) writes nothing and never fails the others: each is
+    checked against the balances as the requests before it left them. The
+    locks come first, then every read: a concurrent duplicate or a competing
+    reversal or resolution touches the same accounts, so it has committed by
+    the time the reads below run, and they see it.
     """
-    print_ = domain.fingerprint(postings, reverses, kind=kind, resolves=resolves)
-    try:
-        claimed = (
-            await session.execute(
-                text(
-                    "INSERT INTO ledger_transactions (id, description, metadata, fingerprint, reverses_transaction_id, "
-                    "kind, pending_transaction_id) "
-                    "VALUES (:id, :description, CAST(:metadata AS jsonb), :fingerprint, :reverses, :kind, :resolves) "
-                    "ON CONFLICT (id) DO NOTHING RETURNING created_at"
-                ),
-                {
-                    "id": transaction_id,
-                    "description": description,
-                    "metadata": json.dumps(metadata),
-                    "fingerprint": print_,
-                    "reverses": reverses,
-                    "kind": kind.value,
-                    "resolves": resolves,
-                },
-            )
-        ).first()
-    except IntegrityError as exc:
-        # Two different reversals (or resolutions) of one transaction raced past
-        # the service's check: the database's "once" constraints decide.
-        diag = getattr(exc.orig, "diag", None)
-        constraint = diag.constraint_name if diag is not None else None
-        if constraint == "ledger_transactions_reversed_once":
-            raise domain.AlreadyReversed(
-                f"transaction {reverses} is already reversed", metadata={"transaction_id": str(reverses)}
-            ) from None
-        if constraint == "ledger_transactions_resolved_once":
-            raise domain.PendingAlreadyResolved(
-                f"transaction {resolves} was posted or voided by another transaction",
-                metadata={"transaction_id": str(resolves)},
-            ) from None
-        raise
-    if claimed is None:
-        return await _replay(session, transaction_id, print_), False
+    states, entity_ids = await _lock_balances(session, {p.account_id for r in requests for p in r.postings})
+    outcomes: dict[str, PostOutcome] = dict(await _already_decided(session, requests))
+    accepted: list[_Accepted] = []
+    offset = 0
+    for request in requests:
+        if request.transaction_id in outcomes:
+            continue
+        touched = {p.account_id: states[p.account_id] for p in request.postings if p.account_id in states}
+        try:
+            after = domain.apply(touched, request.postings)
+        except DomainError as refused:
+            outcomes[request.transaction_id] = refused
+            continue
+        legs = []
+        for posting in request.postings:
+            touched[posting.account_id] = touched[posting.account_id].after(posting)
+            legs.append((offset, touched[posting.account_id]))
+            offset += 1
+        states.update(after)
+        accepted.append(_Accepted(request, legs))
+    if accepted:
+        for transaction in await _write(session, accepted, entity_ids, entry_count=offset):
+            outcomes[transaction.id] = (transaction, True)
+    return [outcomes[r.transaction_id] for r in requests]
 
-    account_ids = sorted({p.account_id for p in postings})
+
+async def _lock_balances(
+    session: AsyncSession, account_ids: set[str]
+) -> tuple[dict[str, AccountState], dict[str, str]]:
+    """The accounts' states, their balance rows locked in account-id order (so
+    concurrent batches never deadlock), and their entity ids. A missing account
+    is simply absent: the domain refuses the posting that names it."""
     locked = (
         await session.execute(
             text(
@@ -525,50 +575,152 @@ async def post(
                 "FROM account_balances b JOIN accounts a ON a.id = b.account_id "
                 "WHERE b.account_id = ANY(CAST(:ids AS uuid[])) ORDER BY b.account_id FOR UPDATE OF b"
             ),
-            {"ids": account_ids},
+            {"ids": sorted(account_ids)},
         )
     ).all()
-    before = {
+    states = {
         str(r.account_id): AccountState(
             str(r.account_id), AccountType(r.account_type), r.currency, r.debits, r.credits,
             r.debits_pending, r.credits_pending,
         )
         for r in locked
     }  # fmt: skip
-    entity_ids = {str(r.account_id): r.entity_id for r in locked}
-    after = domain.apply(before, postings)  # raises before anything else is written
+    return states, {str(r.account_id): r.entity_id for r in locked}
+
+
+async def _already_decided(session: AsyncSession, requests: Sequence[PostRequest]) -> dict[str, PostOutcome]:
+    """The requests the stored transactions already answer: replays (the
+    original), an id reused with other entries, and reversals or resolutions
+    of a transaction another one already reversed or resolved."""
+    ids = [r.transaction_id for r in requests]
+    reversed_ = [r.reverses for r in requests if r.reverses is not None]
+    resolved = [r.resolves for r in requests if r.resolves is not None]
+    rows = (
+        await session.execute(
+            text(
+                "SELECT id, fingerprint, reverses_transaction_id, pending_transaction_id FROM ledger_transactions "
+                "WHERE id = ANY(:ids) OR reverses_transaction_id = ANY(:reversed) "
+                "OR pending_transaction_id = ANY(:resolved)"
+            ),
+            {"ids": ids, "reversed": reversed_, "resolved": resolved},
+        )
+    ).all()
+    by_id = {r.id: r.fingerprint for r in rows}
+    reversed_by = {r.reverses_transaction_id: r.id for r in rows if r.reverses_transaction_id is not None}
+    resolved_by = {r.pending_transaction_id: r.id for r in rows if r.pending_transaction_id is not None}
+    decided: dict[str, PostOutcome] = {}
+    replays = []
+    for r in requests:
+        if r.transaction_id in by_id:
+            if by_id[r.transaction_id] == r.fingerprint:
+                replays.append(r.transaction_id)
+            else:
+                decided[r.transaction_id] = IdempotencyKeyReused(
+                    f"transaction {r.transaction_id} was posted with different entries",
+                    metadata={"transaction_id": r.transaction_id},
+                )
+        elif r.reverses is not None and r.reverses in reversed_by:
+            decided[r.transaction_id] = domain.AlreadyReversed(
+                f"transaction {r.reverses} is already reversed", metadata={"transaction_id": r.reverses}
+            )
+        elif r.resolves is not None and r.resolves in resolved_by:
+            decided[r.transaction_id] = domain.PendingAlreadyResolved(
+                f"transaction {r.resolves} was posted or voided by another transaction",
+                metadata={"transaction_id": r.resolves},
+            )
+    for original in await _transactions(session, replays) if replays else ():
+        decided[original.id] = (original, False)
+    return decided
+
+
+async def _write(
+    session: AsyncSession, accepted: Sequence[_Accepted], entity_ids: dict[str, str], *, entry_count: int
+) -> list[TransactionRow]:
+    """Headers, seq range, entries, balances and notifications of the accepted requests."""
+    requests = sorted((a.request for a in accepted), key=lambda r: r.transaction_id)
+    try:
+        # In id order, so two batches that share a concurrent duplicate wait for each other in one order.
+        claimed = (
+            await session.execute(
+                text(
+                    "INSERT INTO ledger_transactions (id, description, metadata, fingerprint, "
+                    "reverses_transaction_id, kind, pending_transaction_id) "
+                    "SELECT * FROM unnest(CAST(:ids AS text[]), CAST(:descriptions AS text[]), "
+                    "CAST(:metadata AS jsonb[]), CAST(:prints AS text[]), CAST(:reverses AS text[]), "
+                    "CAST(:kinds AS text[]), CAST(:resolves AS text[])) "
+                    "ON CONFLICT (id) DO NOTHING RETURNING id, created_at"
+                ),
+                {
+                    "ids": [r.transaction_id for r in requests],
+                    "descriptions": [r.description for r in requests],
+                    "metadata": [json.dumps(r.metadata) for r in requests],
+                    "prints": [r.fingerprint for r in requests],
+                    "reverses": [r.reverses for r in requests],
+                    "kinds": [r.kind.value for r in requests],
+                    "resolves": [r.resolves for r in requests],
+                },
+            )
+        ).all()
+    except IntegrityError as exc:
+        # The checks above ran under the locks, so this is a backstop: the
+        # database's "once" constraints decide.
+        if len(requests) > 1:
+            raise RetryBatch(split=True) from exc
+        refused = _once_violation(exc, requests[0])
+        if refused is None:
+            raise
+        raise refused from None
+    if len(claimed) < len(requests):
+        raise RetryBatch(split=False)
+    created = claimed[0].created_at  # now(): the transaction's start, as the entries' default
 
     last_seq = (
         await session.execute(
             text("UPDATE ledger_sequence SET last_seq = last_seq + :n WHERE id = 1 RETURNING last_seq"),
-            {"n": len(postings)},
+            {"n": entry_count},
         )
     ).scalar_one()
-    first_seq = last_seq - len(postings) + 1
+    first_seq = last_seq - entry_count + 1
 
-    running = dict(before)
     entries: list[dict[str, Any]] = []
-    changes: list[BalanceChange] = []
-    for offset, posting in enumerate(postings):
-        state = running[posting.account_id].after(posting)
-        running[posting.account_id] = state
-        seq = first_seq + offset
-        entries.append(
-            {
-                "id": uuid.uuid4(), "transaction_id": transaction_id, "account_id": posting.account_id,
-                "entry_type": posting.entry_type.value, "amount": posting.amount, "currency": posting.currency,
-                "description": description, "seq": seq, "debits_after": state.debits,
-                "credits_after": state.credits, "balance_after": state.balance, "phase": posting.phase.value,
-                "debits_pending_after": state.debits_pending, "credits_pending_after": state.credits_pending,
-            }
-        )  # fmt: skip
-        changes.append(
-            BalanceChange(
+    final: dict[str, tuple[AccountState, int]] = {}  # account -> (state, seq) after the batch
+    committed: list[list[BalanceChange]] = []
+    transactions = []
+    for item in accepted:
+        request = item.request
+        rows: list[EntryRow] = []
+        changes: dict[str, BalanceChange] = {}
+        for posting, (offset, state) in zip(request.postings, item.legs, strict=True):
+            seq = first_seq + offset
+            entry_id = uuid.uuid4()
+            entries.append(
+                {
+                    "id": entry_id, "transaction_id": request.transaction_id, "account_id": posting.account_id,
+                    "entry_type": posting.entry_type.value, "amount": posting.amount, "currency": posting.currency,
+                    "description": request.description, "seq": seq, "debits_after": state.debits,
+                    "credits_after": state.credits, "balance_after": state.balance, "phase": posting.phase.value,
+                    "debits_pending_after": state.debits_pending, "credits_pending_after": state.credits_pending,
+                }
+            )  # fmt: skip
+            rows.append(
+                EntryRow(str(entry_id), posting.account_id, request.transaction_id, posting.entry_type,
+                         posting.amount, posting.currency, request.description, seq, created, posting.phase)
+            )  # fmt: skip
+            final[posting.account_id] = (state, seq)
+            # Watchers see each account once per transaction, at its committed state:
+            # an account touched twice never shows the balance between its legs.
+            changes.pop(posting.account_id, None)
+            changes[posting.account_id] = BalanceChange(
                 state.account_id, state.account_type, entity_ids[state.account_id], state.currency,
-                state.balance, state.debits, state.credits, seq, transaction_id,
+                state.balance, state.debits, state.credits, seq, request.transaction_id,
                 state.debits_pending, state.credits_pending,
-            )
+            )  # fmt: skip
+        committed.append(list(changes.values()))
+        transaction = TransactionRow(
+            request.transaction_id, request.description, request.metadata, request.reverses, created,
+            tuple(rows), request.kind, request.resolves, None,
         )  # fmt: skip
+        transactions.append(transaction)
     await session.execute(
         text(
             "INSERT INTO ledger_entries (id, transaction_id, account_id, entry_type, amount, currency, description, "
@@ -578,7 +730,6 @@ async def post(
         ),
         entries,
     )
-    last_seq_of = {change.account_id: change.seq for change in changes}
     await session.execute(
         text(
             "UPDATE account_balances SET debits = :debits, credits = :credits, balance = :balance, seq = :seq, "
@@ -587,51 +738,56 @@ async def post(
         ),
         [
             {
-                "id": a, "debits": s.debits, "credits": s.credits, "balance": s.balance, "seq": last_seq_of[a],
+                "id": a, "debits": s.debits, "credits": s.credits, "balance": s.balance, "seq": seq,
                 "debits_pending": s.debits_pending, "credits_pending": s.credits_pending, "available": s.available,
             }
-            for a, s in after.items()
-            if a in last_seq_of
+            for a, (s, seq) in final.items()
         ],
     )  # fmt: skip
-    # Watchers see each account once per transaction, at its committed state:
-    # an account touched twice never shows the balance between its legs.
-    committed = sorted({c.account_id: c for c in changes}.values(), key=lambda c: c.seq)
     await notify(session, committed)
-    # Entries' created_at defaults to now(), the transaction's start time, as does the header's.
-    created = claimed.created_at
-    transaction = TransactionRow(
-        transaction_id, description, metadata, reverses, created,
-        tuple(
-            EntryRow(str(e["id"]), e["account_id"], transaction_id, EntryType(e["entry_type"]), e["amount"],
-                     e["currency"], description, e["seq"], created, Phase(e["phase"]))
-            for e in entries
-        ),
-        kind, resolves, None,
-    )  # fmt: skip
-    return transaction, True
+    return transactions
 
 
-async def _replay(session: AsyncSession, transaction_id: str, print_: str) -> TransactionRow:
-    stored = (
-        await session.execute(
-            text("SELECT fingerprint FROM ledger_transactions WHERE id = :id"), {"id": transaction_id}
+def _once_violation(exc: IntegrityError, request: PostRequest) -> DomainError | None:
+    diag = getattr(exc.orig, "diag", None)
+    constraint = diag.constraint_name if diag is not None else None
+    if constraint == "ledger_transactions_reversed_once":
+        return domain.AlreadyReversed(
+            f"transaction {request.reverses} is already reversed", metadata={"transaction_id": str(request.reverses)}
         )
-    ).scalar_one()
-    if stored != print_:
-        raise IdempotencyKeyReused(
-            f"transaction {transaction_id} was posted with different entries",
-            metadata={"transaction_id": transaction_id},
+    if constraint == "ledger_transactions_resolved_once":
+        return domain.PendingAlreadyResolved(
+            f"transaction {request.resolves} was posted or voided by another transaction",
+            metadata={"transaction_id": str(request.resolves)},
         )
-    return await get_transaction(session, transaction_id)
+    return None
 
 
-async def notify(session: AsyncSession, changes: Sequence[BalanceChange]) -> None:
-    """One NOTIFY per transaction, delivered at commit in commit order."""
-    payload = json.dumps([c.to_json() for c in changes], separators=(",", ":"))
-    if len(payload) > MAX_NOTIFY_PAYLOAD:
-        payload = json.dumps({"from": changes[0].seq, "to": changes[-1].seq})
-    await session.execute(text("SELECT pg_notify(:channel, :payload)"), {"channel": NOTIFY_CHANNEL, "payload": payload})
+async def notify(session: AsyncSession, transactions: Sequence[Sequence[BalanceChange]]) -> None:
+    """The transactions' changes as few notifications as fit PostgreSQL's payload
+    limit, in seq order, delivered at commit in commit order. A transaction too
+    large for one payload is sent as its seq range; listeners read it back."""
+    payloads: list[str] = []
+    rows: list[str] = []
+    size = 0
+    for changes in transactions:
+        encoded = [json.dumps(c.to_json(), separators=(",", ":")) for c in changes]
+        length = sum(len(e) + 1 for e in encoded)
+        if rows and (size + length > MAX_NOTIFY_PAYLOAD or length > MAX_NOTIFY_PAYLOAD):
+            payloads.append("[" + ",".join(rows) + "]")
+            rows, size = [], 0
+        if length > MAX_NOTIFY_PAYLOAD:
+            payloads.append(json.dumps({"from": changes[0].seq, "to": changes[-1].seq}))
+            continue
+        rows.extend(encoded)
+        size += length
+    if rows:
+        payloads.append("[" + ",".join(rows) + "]")
+    # A function scan returns the array's elements in order, so the NOTIFYs are sent in seq order.
+    await session.execute(
+        text("SELECT pg_notify(:channel, payload) FROM unnest(CAST(:payloads AS text[])) AS payload"),
+        {"channel": NOTIFY_CHANNEL, "payloads": payloads},
+    )
 
 
 # -- streams ----------------------------------------------------------------------

@@ -11,17 +11,26 @@ from collections.abc import AsyncIterator, Sequence
 
 from services.common import context
 from services.common.db import Database
+from services.common.errors import DomainError
 from services.ledger import domain, store
+from services.ledger.batcher import Batcher
 from services.ledger.domain import AccountType, Posting, TransactionKind
+from services.ledger.store import PostRequest, TransactionRow
 from services.ledger.streams import Broadcaster
 
 REPLAY_PAGE = 1000
+# Requests per database transaction: enough to pay a commit's flush and round
+# trips once for a crowd, small enough that one batch's locks are short.
+MAX_BATCH = 64
+# A batch whose ids another ledger committed meanwhile runs again and sees them.
+BATCH_ATTEMPTS = 3
 
 
 class Ledger:
-    def __init__(self, database: Database, broadcaster: Broadcaster) -> None:
+    def __init__(self, database: Database, broadcaster: Broadcaster, *, max_batch: int = MAX_BATCH) -> None:
         self.database = database
         self.broadcaster = broadcaster
+        self.batcher: Batcher[PostRequest, tuple[TransactionRow, bool]] = Batcher(self._write, max_batch=max_batch)
 
     # -- writes ---------------------------------------------------------------
     async def open_account(
@@ -45,8 +54,7 @@ class Ledger:
         kind = TransactionKind.PENDING if pending else TransactionKind.POSTED
         if pending:
             postings = domain.pending(postings)
-        async with self.database.transaction() as session:
-            return await store.post(session, transaction_id, postings, description, metadata, kind=kind)
+        return await self.batcher.submit(PostRequest(transaction_id, tuple(postings), description, metadata, kind))
 
     async def resolve_pending(
         self,
@@ -71,12 +79,11 @@ class Ledger:
             )
         postings = domain.resolution((e.posting() for e in reservation.entries), kind)
         domain.validate_transaction(transaction_id, postings, description)
-        async with self.database.transaction() as session:
-            # Two resolutions racing past the check above meet the database's
-            # "resolved once" constraint: the second is PendingAlreadyResolved.
-            return await store.post(
-                session, transaction_id, postings, description, metadata, kind=kind, resolves=pending_id
-            )
+        # Two resolutions racing past the check above are decided under the
+        # batch's locks: the second is PendingAlreadyResolved.
+        return await self.batcher.submit(
+            PostRequest(transaction_id, tuple(postings), description, metadata, kind, resolves=pending_id)
+        )
 
     async def reverse_transaction(
         self, transaction_id: str, original_id: str, description: str
@@ -90,12 +97,28 @@ class Ledger:
             )
         postings = domain.reversal(e.posting() for e in original.entries)
         domain.validate_transaction(transaction_id, postings, description)
+        # A second reversal under another id is AlreadyReversed; a replay of this one returns it.
+        return await self.batcher.submit(
+            PostRequest(transaction_id, tuple(postings), description, {"reverses": original_id}, reverses=original_id)
+        )
+
+    async def _write(self, requests: list[PostRequest]) -> list[tuple[TransactionRow, bool] | Exception]:
+        """One batch in one database transaction (the batcher's writer)."""
+        for _ in range(BATCH_ATTEMPTS - 1):
+            try:
+                async with self.database.transaction() as session:
+                    return list(await store.post_batch(session, requests))
+            except store.RetryBatch as retry:
+                if retry.split:
+                    return [outcome for request in requests for outcome in await self._alone(request)]
         async with self.database.transaction() as session:
-            # A second reversal under another id fails on the "reversed once"
-            # constraint (AlreadyReversed); a replay of this one returns it.
-            return await store.post(
-                session, transaction_id, postings, description, {"reverses": original_id}, reverses=original_id
-            )
+            return list(await store.post_batch(session, requests))
+
+    async def _alone(self, request: PostRequest) -> list[tuple[TransactionRow, bool] | Exception]:
+        try:
+            return await self._write([request])
+        except DomainError as refused:
+            return [refused]
 
     # -- reads ----------------------------------------------------------------
     async def visible_account(self, account_id: str) -> store.AccountRow:
