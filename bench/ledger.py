@@ -19,6 +19,7 @@ import json
 import multiprocessing
 import os
 import random
+import shutil
 import statistics
 import tempfile
 import time
@@ -38,6 +39,7 @@ from services.ledger.domain import EntryType, Posting
 from services.stack import embedded
 
 CLIENTS = 8
+CROWD = 32  # clients of a viral goal
 ACCOUNTS = 20
 LEDGER_INTERNAL = ledger_service_pb2.DESCRIPTOR.services_by_name["LedgerInternalService"]
 
@@ -113,15 +115,29 @@ def pairs(accounts: list[str], count: int, *, hot: bool, seed: int) -> list[tupl
     return chosen
 
 
+Workload = list[list[tuple[str, str]]]  # per client: the (debited, credited) accounts of each posting
+
+
+def uniform(accounts: list[str], clients: int, per_client: int) -> Workload:
+    return [pairs(accounts, per_client, hot=False, seed=seed) for seed in range(clients)]
+
+
+def hot_pair(accounts: list[str], clients: int, per_client: int) -> Workload:
+    return [pairs(accounts, per_client, hot=True, seed=seed) for seed in range(clients)]
+
+
+def viral(escrow: str, goal: str, clients: int, per_client: int) -> Workload:
+    """Every posting a contribution to one goal: ESCROW debited, the same GOAL credited."""
+    return [[(escrow, goal)] * per_client for _ in range(clients)]
+
+
 # -- gRPC posting -----------------------------------------------------------------
-async def grpc_throughput(
-    target: str, accounts: list[str], per_client: int, *, hot: bool, on_posted: Any = None
-) -> float:
-    async def client(seed: int) -> None:
+async def grpc_throughput(target: str, workload: Workload, *, on_posted: Any = None) -> float:
+    async def client(postings: list[tuple[str, str]]) -> None:
         channels = service_channels()  # one connection per client, as separate services would have
         try:
             internal = ledger_service_pb2_grpc.LedgerInternalServiceStub(channels.get(target, [LEDGER_INTERNAL]))
-            for source, destination in pairs(accounts, per_client, hot=hot, seed=seed):
+            for source, destination in postings:
                 response = await internal.PostTransaction(transfer_request(source, destination, 1))
                 if on_posted is not None:
                     on_posted(response, time.monotonic())
@@ -129,13 +145,15 @@ async def grpc_throughput(
             await channels.close()
 
     started = time.monotonic()
-    await asyncio.gather(*(client(seed) for seed in range(CLIENTS)))
-    return CLIENTS * per_client / (time.monotonic() - started)
+    await asyncio.gather(*(client(postings) for postings in workload))
+    return sum(map(len, workload)) / (time.monotonic() - started)
 
 
 # -- the same SQL work, straight through psycopg ------------------------------------
 async def raw_post(connection: psycopg.AsyncConnection[Any], source: str, target: str) -> None:
-    """What store.post does for a two-posting transfer, statement for statement."""
+    """A two-posting transfer the naive way: its own database transaction, statement
+    by statement (header, locks, seq, entries, balances, notify), as the ledger
+    wrote each posting before it batched them."""
     postings = [Posting(source, EntryType.DEBIT, 1, "NGN"), Posting(target, EntryType.CREDIT, 1, "NGN")]
     transaction_id = f"raw:{uuid.uuid4()}"
     async with connection.transaction():
@@ -152,7 +170,7 @@ async def raw_post(connection: psycopg.AsyncConnection[Any], source: str, target
                 (sorted({source, target}),),
             )
         ).fetchall()
-        totals = {str(r[0]): [r[4], r[5]] for r in rows}
+        states = {str(r[0]): domain.AccountState(str(r[0]), domain.AccountType(r[1]), r[3], r[4], r[5]) for r in rows}
         last = (
             await (
                 await connection.execute(
@@ -160,61 +178,51 @@ async def raw_post(connection: psycopg.AsyncConnection[Any], source: str, target
                 )
             ).fetchone()
         )[0]  # type: ignore[index]
-        totals[source][0] += 1
-        totals[target][1] += 1
+        after = domain.apply(states, postings)
+        legs = [(source, "DEBIT", last - 1, after[source]), (target, "CREDIT", last, after[target])]
         async with connection.cursor() as cursor:
             await cursor.executemany(
                 "INSERT INTO ledger_entries (id, transaction_id, account_id, entry_type, amount, currency, "
                 "description, seq, debits_after, credits_after, balance_after) "
                 "VALUES (%s, %s, %s, %s, 1, 'NGN', 'raw', %s, %s, %s, %s)",
                 [
-                    (
-                        uuid.uuid4(),
-                        transaction_id,
-                        source,
-                        "DEBIT",
-                        last - 1,
-                        *totals[source],
-                        totals[source][1] - totals[source][0],
-                    ),
-                    (
-                        uuid.uuid4(),
-                        transaction_id,
-                        target,
-                        "CREDIT",
-                        last,
-                        *totals[target],
-                        totals[target][1] - totals[target][0],
-                    ),
+                    (uuid.uuid4(), transaction_id, account, side, seq, s.debits, s.credits, s.balance)
+                    for account, side, seq, s in legs
                 ],
             )
             await cursor.executemany(
-                "UPDATE account_balances SET debits = %s, credits = %s, balance = %s, seq = %s, updated_at = now() "
-                "WHERE account_id = %s",
-                [
-                    (*totals[source], totals[source][1] - totals[source][0], last - 1, source),
-                    (*totals[target], totals[target][1] - totals[target][0], last, target),
-                ],
+                "UPDATE account_balances SET debits = %s, credits = %s, balance = %s, available = %s, seq = %s, "
+                "updated_at = now() WHERE account_id = %s",
+                [(s.debits, s.credits, s.balance, s.available, seq, account) for account, _, seq, s in legs],
             )
         # Same size of payload as the service's, on a channel nobody listens to.
         payload = json.dumps(
-            [
-                [source, "GOAL", "e", "NGN", *totals[source], 0, last - 1, transaction_id],
-                [target, "GOAL", "e", "NGN", *totals[target], 0, last, transaction_id],
-            ]
-        )
+            [[account, "GOAL", "e", "NGN", s.balance, s.debits, s.credits, seq, transaction_id, 0, 0]
+             for account, _, seq, s in legs]
+        )  # fmt: skip
         await connection.execute("SELECT pg_notify('bench_raw', %s)", (payload,))
 
 
-async def raw_throughput(dsn: str, accounts: list[str], per_client: int) -> float:
-    async def client(seed: int) -> None:
+async def raw_throughput(dsn: str, workload: Workload) -> float:
+    async def client(postings: list[tuple[str, str]]) -> None:
         async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as connection:
-            for source, target in pairs(accounts, per_client, hot=False, seed=seed):
+            for source, target in postings:
                 await raw_post(connection, source, target)
 
     started = time.monotonic()
-    await asyncio.gather(*(client(seed) for seed in range(CLIENTS)))
-    return CLIENTS * per_client / (time.monotonic() - started)
+    await asyncio.gather(*(client(postings) for postings in workload))
+    return sum(map(len, workload)) / (time.monotonic() - started)
+
+
+def batch_mean(dsn: str) -> float:
+    """Requests per database transaction the service wrote: a batch's transactions
+    share their created_at (now(), the database transaction's start)."""
+    with psycopg.connect(dsn, autocommit=True) as connection:
+        row = connection.execute(
+            "SELECT avg(n) FROM (SELECT count(*) AS n FROM ledger_transactions WHERE id LIKE 'bench:%%' "
+            "GROUP BY created_at) batches"
+        ).fetchone()
+    return float(row[0]) if row and row[0] is not None else float("nan")
 
 
 # -- balance reads over a long history ---------------------------------------------
@@ -320,7 +328,7 @@ async def with_watchers(
         for entry in response.transaction.entries:
             committed[entry.seq] = at
 
-    rate = await grpc_throughput(target, posted, per_client, hot=False, on_posted=on_posted)
+    rate = await grpc_throughput(target, uniform(posted, CLIENTS, per_client), on_posted=on_posted)
     await asyncio.sleep(1.0)  # let the last changes arrive
     stop.set()
     seen = await asyncio.to_thread(results.get)
@@ -368,14 +376,24 @@ async def main(quick: bool) -> None:
         finally:
             await setup.close()
 
-        await grpc_throughput(target, accounts, 20, hot=False)  # warm up
-        uniform = await grpc_throughput(target, accounts, per_client, hot=False)
-        raw = await raw_throughput(dsn, accounts, per_client)
-        hot = await grpc_throughput(target, accounts, per_client, hot=True)
-        line("post_transaction_grpc_per_s", f"{uniform:.0f}", "-")
-        line("post_transaction_raw_psycopg_per_s", f"{raw:.0f}", "-")
-        line("post_transaction_grpc_vs_raw_sql", f"{uniform / raw:.2f}", ">= 0.3")
-        line("hot_account_vs_uniform", f"{hot / uniform:.2f}", ">= 0.6")
+        await grpc_throughput(target, uniform(accounts, CLIENTS, 20))  # warm up
+        # Side by side, each pair on the same accounts: the service (batched) and
+        # the naive posting of one transaction per database transaction.
+        spread = await grpc_throughput(target, uniform(accounts, CLIENTS, per_client))
+        spread_raw = await raw_throughput(dsn, uniform(accounts, CLIENTS, per_client))
+        crowd = per_client * CLIENTS // CROWD  # the same number of postings from 32 clients
+        hot = await grpc_throughput(target, viral(escrow, accounts[0], CROWD, crowd))
+        hot_raw = await raw_throughput(dsn, viral(escrow, accounts[0], CROWD, crowd))
+        spread_crowd = await grpc_throughput(target, uniform(accounts, CROWD, crowd))
+        line(f"post_transaction_grpc_per_s_{CLIENTS}_clients_uniform", f"{spread:.0f}", "-")
+        line(f"post_transaction_naive_psycopg_per_s_{CLIENTS}_clients_uniform", f"{spread_raw:.0f}", "-")
+        ratio = spread / spread_raw
+        line(f"post_transaction_grpc_vs_naive_psycopg_{CLIENTS}_clients_uniform", f"{ratio:.2f}", ">= 1.0")
+        line(f"post_transaction_grpc_per_s_{CROWD}_clients_one_goal", f"{hot:.0f}", "-")
+        line(f"post_transaction_naive_psycopg_per_s_{CROWD}_clients_one_goal", f"{hot_raw:.0f}", "-")
+        line(f"post_transaction_grpc_vs_naive_psycopg_{CROWD}_clients_one_goal", f"{hot / hot_raw:.2f}", ">= 1.5")
+        line(f"hot_account_vs_uniform_{CROWD}_clients", f"{hot / spread_crowd:.2f}", ">= 0.8")
+        line("posting_requests_per_database_transaction_mean", f"{batch_mean(dsn):.1f}", "-")
 
         seed_history(dsn, short[0], short[1], 1_000)
         seed_history(dsn, long_[0], long_[1], history)
@@ -385,7 +403,7 @@ async def main(quick: bool) -> None:
         line(f"get_balance_p50_ms_{history // 1000}k_entries", f"{p50_long * 1000:.3f}", "-")
         line(f"get_balance_p50_{history // 1000}k_vs_1k_entries", f"{p50_long / p50_short:.2f}", "<= 1.5")
 
-        none = await grpc_throughput(target, accounts, per_client, hot=False)
+        none = await grpc_throughput(target, uniform(accounts, CLIENTS, per_client))
         connected, _, _ = await with_watchers(target, accounts, idle, per_client, 1000)
         active, latencies, delivered = await with_watchers(target, accounts, accounts, per_client, 1000)
         line("post_with_1000_watchers_connected_vs_none", f"{connected / none:.2f}", ">= 0.8")
@@ -396,6 +414,7 @@ async def main(quick: bool) -> None:
     finally:
         server.stop()
         postgres.stop()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -163,6 +163,10 @@ class Settings(BaseSettings):
     # marked as a heartbeat, after this long without one, so proxies and
     # browsers never cut a quiet stream as idle.
     stream_heartbeat_ms: int = _env("GOFUND_STREAM_HEARTBEAT_MS", default=15_000, gt=0)
+    # The public streams send a watcher at most this many messages per second:
+    # a page needs the latest state, not every one in between, so changes that
+    # come faster are coalesced to the newest, and the last always arrives.
+    stream_max_updates_per_s: float = _env("GOFUND_STREAM_MAX_UPDATES_PER_S", default=10.0, gt=0)
 
     # Budget of an outgoing unary call when the incoming call leaves more.
     call_timeout_ms: int = _env("GOFUND_CALL_TIMEOUT_MS", default=5000, gt=0)

@@ -136,6 +136,24 @@ class WebhookBacklog:
         self._oldest_pending.set(oldest_pending_age_s)
 
 
+class PostingBatches:
+    """The ledger's group commit: how many posting requests each database transaction wrote."""
+
+    BUCKETS = (1, 2, 4, 8, 16, 32, 64)
+
+    def __init__(self) -> None:
+        self._sizes = Histogram(
+            "gofund_ledger_batch_requests",
+            "Posting requests written per database transaction by this ledger process.",
+            buckets=self.BUCKETS,
+            registry=None,
+        )
+        self.collectors = (self._sizes,)
+
+    def observe(self, requests: int) -> None:
+        self._sizes.observe(requests)
+
+
 class ReconciliationGauges:
     """The scheduled reconciliation's last run, as stored (every payments replica reports
     the same store-wide figures: aggregate them with max)."""

@@ -74,6 +74,7 @@ async def build(settings: Settings, stack: AsyncExitStack, *, clock: Callable[[]
         clock=clock,
         wake_sagas=scheduler.wake,
         heartbeat_s=settings.stream_heartbeat_ms / 1000,
+        stream_min_interval_s=1 / settings.stream_max_updates_per_s,
     )
     services = goals_service_pb2.DESCRIPTOR.services_by_name
     descriptors = [services["GoalsService"], services["GoalsInternalService"]]

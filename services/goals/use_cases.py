@@ -61,9 +61,12 @@ class Goals:
         clock: Callable[[], datetime],
         wake_sagas: Callable[[], None],
         heartbeat_s: float,
+        stream_min_interval_s: float = 0.0,
     ) -> None:
         self.database = database
         self.heartbeat_s = heartbeat_s
+        # WatchGoal sends a watcher at most one change this often (the newest; the last always arrives).
+        self.stream_min_interval_s = stream_min_interval_s
         self.ledger = ledger
         self.payments = payments
         self.broadcaster = broadcaster
@@ -186,7 +189,8 @@ class Goals:
     async def watch(self, goal_id: str, after_seq: int = 0) -> AsyncIterator[tuple[store.Progress, bool]]:
         """(progress, heartbeat): the goal's progress now unless the client saw it (`after_seq`),
         then each change in seq order until a final status; the latest again as a heartbeat
-        after `heartbeat_s` without a message.
+        after `heartbeat_s` without a message. Changes are sent at most every
+        `stream_min_interval_s`: the ones in between are coalesced to the newest.
 
         A goal's progress is one state, not a history, so resuming needs no
         replay: the current state is everything the client missed, coalesced.
@@ -207,7 +211,10 @@ class Goals:
             if current.seq > after_seq:
                 yield current, False
             quiet_until = loop.time() + self.heartbeat_s
+            next_at = 0.0
             while not current.status.final:
+                if (pause := next_at - loop.time()) > 0:
+                    await asyncio.sleep(pause)  # what commits meanwhile is coalesced in the watcher
                 try:
                     async with asyncio.timeout_at(quiet_until):
                         latest = await watcher.next()
@@ -222,6 +229,7 @@ class Goals:
                 current = latest
                 yield current, False
                 quiet_until = loop.time() + self.heartbeat_s
+                next_at = loop.time() + self.stream_min_interval_s
         finally:
             self.broadcaster.unsubscribe(watcher)
 

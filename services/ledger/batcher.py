@@ -48,9 +48,14 @@ class Batcher(Generic[Request, Result]):
     the batch."""
 
     def __init__(
-        self, write: Callable[[list[Request]], Awaitable[Sequence[Result | Exception]]], *, max_batch: int
+        self,
+        write: Callable[[list[Request]], Awaitable[Sequence[Result | Exception]]],
+        *,
+        max_batch: int,
+        on_batch: Callable[[int], None] | None = None,
     ) -> None:
         self._write = write
+        self._on_batch = on_batch
         self._max_batch = max_batch
         self._queue: list[tuple[Request, asyncio.Future[Result]]] = []
         self._writer: asyncio.Task[None] | None = None
@@ -88,6 +93,8 @@ class Batcher(Generic[Request, Result]):
                 self.stats.batches += 1
                 self.stats.requests += len(batch)
                 self.stats.largest = max(self.stats.largest, len(batch))
+                if self._on_batch is not None:
+                    self._on_batch(len(batch))
                 try:
                     outcomes = await self._write([request for request, _ in batch])
                 except Exception as failed:  # handed to every request of the batch

@@ -8,6 +8,7 @@ from services.common.auth import AuthPolicy, RemoteAuthenticator
 from services.common.clients import open_channels
 from services.common.config import Settings
 from services.common.db import Database
+from services.common.metrics import PostingBatches
 from services.common.server import Service, run
 from services.ledger.servicer import ERRORS, LedgerInternalServicer, LedgerServicer
 from services.ledger.streams import Broadcaster
@@ -27,7 +28,8 @@ async def build(settings: Settings, stack: AsyncExitStack) -> Service:
         channels, settings.target("identity"), cache_ttl_s=settings.auth_cache_ms / 1000
     )
     broadcaster = Broadcaster(database)
-    ledger = Ledger(database, broadcaster)
+    batches = PostingBatches()
+    ledger = Ledger(database, broadcaster, on_batch=batches.observe)
     services = ledger_service_pb2.DESCRIPTOR.services_by_name
     descriptors = [services["LedgerService"], services["LedgerInternalService"]]
     return Service(
@@ -36,7 +38,11 @@ async def build(settings: Settings, stack: AsyncExitStack) -> Service:
         servicers=[
             (
                 ledger_service_pb2_grpc.add_LedgerServiceServicer_to_server,
-                LedgerServicer(ledger, heartbeat_s=settings.stream_heartbeat_ms / 1000),
+                LedgerServicer(
+                    ledger,
+                    heartbeat_s=settings.stream_heartbeat_ms / 1000,
+                    min_interval_s=1 / settings.stream_max_updates_per_s,
+                ),
             ),
             (
                 ledger_service_pb2_grpc.add_LedgerInternalServiceServicer_to_server,
@@ -49,6 +55,7 @@ async def build(settings: Settings, stack: AsyncExitStack) -> Service:
         auth=AuthPolicy.of(descriptors, [f"LedgerService/{m.name}" for m in services["LedgerService"].methods]),
         authenticator=authenticator,
         background=[broadcaster.run, authenticator.follow_revocations],
+        collectors=batches.collectors,
     )
 
 

@@ -179,9 +179,10 @@ def account_types(values: Iterable[ledger_pb2.AccountType.ValueType]) -> list[Ac
 class LedgerServicer(ledger_service_pb2_grpc.LedgerServiceServicer):
     """Public reads; each checks visibility first (a hidden account is NOT_FOUND)."""
 
-    def __init__(self, ledger: Ledger, *, heartbeat_s: float) -> None:
+    def __init__(self, ledger: Ledger, *, heartbeat_s: float, min_interval_s: float) -> None:
         self.ledger = ledger
         self.heartbeat_s = heartbeat_s
+        self.min_interval_s = min_interval_s
 
     async def GetAccount(
         self, request: ledger_service_pb2.GetAccountRequest, context: grpc.aio.ServicerContext
@@ -216,7 +217,7 @@ class LedgerServicer(ledger_service_pb2_grpc.LedgerServiceServicer):
         await self.ledger.visible_account(watched)
         changes = self.ledger.watch(
             account_ids=[watched], account_types=[], after_seq=since, current_first=since == 0,
-            heartbeat_s=self.heartbeat_s,
+            heartbeat_s=self.heartbeat_s, min_interval_s=self.min_interval_s,
         )  # fmt: skip
         async for change, heartbeat in changes:
             yield watch_balance_bytes(change, heartbeat)

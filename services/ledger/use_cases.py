@@ -7,7 +7,7 @@ gRPC here, and SQL only through `store`.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 
 from services.common import context
 from services.common.db import Database
@@ -27,10 +27,19 @@ BATCH_ATTEMPTS = 3
 
 
 class Ledger:
-    def __init__(self, database: Database, broadcaster: Broadcaster, *, max_batch: int = MAX_BATCH) -> None:
+    def __init__(
+        self,
+        database: Database,
+        broadcaster: Broadcaster,
+        *,
+        max_batch: int = MAX_BATCH,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> None:
         self.database = database
         self.broadcaster = broadcaster
-        self.batcher: Batcher[PostRequest, tuple[TransactionRow, bool]] = Batcher(self._write, max_batch=max_batch)
+        self.batcher: Batcher[PostRequest, tuple[TransactionRow, bool]] = Batcher(
+            self._write, max_batch=max_batch, on_batch=on_batch
+        )
 
     # -- writes ---------------------------------------------------------------
     async def open_account(
@@ -175,6 +184,7 @@ class Ledger:
         after_seq: int,
         current_first: bool,
         heartbeat_s: float | None = None,
+        min_interval_s: float = 0.0,
     ) -> AsyncIterator[tuple[store.BalanceChange, bool]]:
         """(change, heartbeat): changes in seq order, the missed ones from the entries, then live ones.
 
@@ -183,7 +193,10 @@ class Ledger:
         decides). `current_first` (one account, after_seq 0) starts with the
         account's current balance instead of its history. With `heartbeat_s`
         (one account), a live stream quiet that long repeats its latest
-        balance, flagged as a heartbeat.
+        balance, flagged as a heartbeat. With `min_interval_s`, live changes
+        are sent at most that often: the ones in between are coalesced to the
+        newest (the watcher keeps one per account), and the last one always
+        arrives.
         """
         watcher = await self.broadcaster.subscribe(account_ids, account_types)
         try:
@@ -199,20 +212,16 @@ class Ledger:
                 # The balance may include commits after `snapshot`; never repeat them.
                 sent = max(snapshot, first.seq)
             else:
-                sent = after_seq
-                while sent < snapshot:
-                    async with self.database.engine.connect() as connection:
-                        page = await store.changes_after(
-                            connection, after_seq=sent, up_to_seq=snapshot, account_ids=account_ids,
-                            account_types=account_types, limit=REPLAY_PAGE,
-                        )  # fmt: skip
-                    for change in page:
-                        yield change, False
-                        last = change
-                    sent = page[-1].seq if len(page) == REPLAY_PAGE else snapshot
+                async for change in self._missed(account_ids, account_types, after_seq, snapshot):
+                    yield change, False
+                    last = change
+                sent = max(after_seq, snapshot)
             loop = asyncio.get_running_loop()
             quiet_until = None if heartbeat_s is None else loop.time() + heartbeat_s
+            next_at = 0.0
             while True:
+                if (pause := next_at - loop.time()) > 0:
+                    await asyncio.sleep(pause)  # what commits meanwhile is coalesced in the watcher
                 try:
                     async with asyncio.timeout_at(quiet_until):
                         batch = await watcher.next_batch()
@@ -238,8 +247,24 @@ class Ledger:
                         last = change
                         if heartbeat_s is not None:
                             quiet_until = loop.time() + heartbeat_s
+                next_at = loop.time() + min_interval_s
         finally:
             self.broadcaster.unsubscribe(watcher)
+
+    async def _missed(
+        self, account_ids: Sequence[str], account_types: Sequence[AccountType], after_seq: int, snapshot: int
+    ) -> AsyncIterator[store.BalanceChange]:
+        """The changes after `after_seq` up to `snapshot`, read from the entries page by page."""
+        sent = after_seq
+        while sent < snapshot:
+            async with self.database.engine.connect() as connection:
+                page = await store.changes_after(
+                    connection, after_seq=sent, up_to_seq=snapshot, account_ids=account_ids,
+                    account_types=account_types, limit=REPLAY_PAGE,
+                )  # fmt: skip
+            for change in page:
+                yield change
+            sent = page[-1].seq if len(page) == REPLAY_PAGE else snapshot
 
     @staticmethod
     async def _current(connection: store.Executor, account_id: str) -> store.BalanceChange:

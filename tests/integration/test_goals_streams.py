@@ -333,6 +333,29 @@ async def test_a_quiet_stream_sends_heartbeats_repeating_the_latest_seq(platform
         await platform.stop_goals(replica)
 
 
+async def test_a_busy_goal_stream_is_coalesced_to_its_rate_and_ends_on_the_last_change(platform: Platform) -> None:
+    # One message per 5 s: contributions paid one after another fall in one pause.
+    replica = await platform.start_goals(stream_max_updates_per_s=0.2)
+    try:
+        owner, *backers = await platform.users(5)
+        goal = await platform.goal(owner, target=100_000)
+        stream = watch(platform, goal.id, replica)
+        (first,) = await take(stream, 1)
+        for backer in backers:
+            await platform.contribute(goal, backer, 100)
+        changes = []
+        while not changes or changes[-1].contributor_count < len(backers):
+            changes.append(await next_message(stream, heartbeat=False))
+        stream.cancel()
+    finally:
+        await platform.stop_goals(replica)
+    assert first.raised_amount == 0
+    # Each contribution is up to two changes (capture, confirmation): the first goes out at once,
+    # the rest as one, the newest.
+    assert len(changes) <= 2
+    assert (changes[-1].raised_amount, changes[-1].contributor_count) == (400, 4)
+
+
 async def _capture_applied(platform: Platform, goal_id: str, balance: int) -> None:
     """Wait until goals has applied the GOAL balance the ledger's stream brought."""
     await eventually(

@@ -314,3 +314,32 @@ async def test_a_quiet_balance_stream_sends_heartbeats_repeating_the_latest_bala
     stream.cancel()
     caught_up.cancel()
     await eventually(lambda: asyncio.sleep(0, broadcaster.watcher_count == 0), 5, "the watchers to be forgotten")
+
+
+async def test_a_busy_balance_stream_is_coalesced_to_its_rate_and_ends_on_the_last_change(
+    ledger: LedgerUnderTest, postgres_port: int, mongodb_port: int, tmp_path: Path
+) -> None:
+    # One message per 5 s: ten postings made one after another fall in one pause.
+    settings = settings_with(
+        postgres_port, mongodb_port, tmp_path, ledger_database_url=ledger.url, stream_max_updates_per_s=0.2
+    )
+    runner = ServiceRunner(build, settings, port=0)
+    port = await runner.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            public = ledger_service_pb2_grpc.LedgerServiceStub(channel)
+            escrow, goal = await open_account(ledger.internal, "ESCROW"), await open_account(ledger.internal, "GOAL")
+            stream = public.WatchBalance(ledger_service_pb2.WatchBalanceRequest(account_id=goal))
+            (current,) = await take(stream, 1)
+            posted = [await fund(ledger.internal, escrow, goal, 1) for _ in range(10)]
+            last_seq = posted[-1].transaction.entries[-1].seq
+            changes = []
+            while not changes or changes[-1].seq < last_seq:
+                changes.append(await next_message(stream, heartbeat=False))
+            stream.cancel()
+    finally:
+        await runner.stop()
+    assert current.balance == 0
+    # The first change goes out at once, the nine after it as one: the newest.
+    assert len(changes) == 2
+    assert (changes[-1].balance, changes[-1].transaction_id) == (10, posted[-1].transaction.id)

@@ -246,7 +246,10 @@ class GoalsServiceServicer:
         later change, so it misses no state, the final one included (if it had
         already seen the final state, the stream ends at once with OK). An SSE
         client's `Last-Event-ID` header (the gRPC metadata `last-event-id`) is
-        used as `after_seq` when the request leaves it 0.
+        used as `after_seq` when the request leaves it 0. Changes are sent at
+        most 10 times a second by default (the server's
+        GOFUND_STREAM_MAX_UPDATES_PER_S): faster ones are coalesced into the
+        latest state, and the last one always arrives.
 
         After a quiet interval (15 seconds by default) the stream repeats its
         latest message with `heartbeat` set, so idle connections are not cut.

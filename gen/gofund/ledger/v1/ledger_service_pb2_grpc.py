@@ -122,6 +122,9 @@ class LedgerServiceServicer:
         entries. Then one message per change in `seq` order. A client that
         reconnects with the last `seq` it saw as `after_seq` misses nothing. A slow client may have intermediate
         balances coalesced into the latest one; it never sees them out of order.
+        Live changes are sent at most 10 times a second by default (the server's
+        GOFUND_STREAM_MAX_UPDATES_PER_S): faster ones are coalesced into the
+        latest, and the last change always arrives.
         An SSE client's `Last-Event-ID` header (the gRPC metadata
         `last-event-id`) is used as `after_seq` when the request leaves it 0.
 
