@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install up test gen check-gen release-contract lint fmt bench chaos clean web
+.PHONY: install up test gen check-gen release-contract lint fmt bench load chaos clean web
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -47,8 +47,14 @@ bench: $(STAMP)
 	$(BIN)/python bench/ledger.py $(BENCH_FLAGS)
 	$(BIN)/python bench/identity.py $(BENCH_FLAGS)
 	$(BIN)/python bench/payments.py $(BENCH_FLAGS)
+	$(BIN)/python bench/viral.py $(BENCH_FLAGS)
 	$(BIN)/python bench/paystack_sim.py $(BENCH_FLAGS)
 	$(BIN)/python bench/edge.py $(BENCH_FLAGS)
+
+# A viral goal through Envoy against a running `make up` (in another terminal): live figures, then a PNG.
+# LOAD_FLAGS: --watchers N --rate N --duration-s N --plot PATH --edge URL
+load: $(STAMP)
+	$(BIN)/python bench/load.py $(LOAD_FLAGS)
 
 # A bounded chaos run (minutes; not in `make test`): crashes under traffic, then reconciliation must be clean.
 # CHAOS_FLAGS: --duration-s N --payers N --seed N --settle-timeout-s N --keep-data

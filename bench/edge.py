@@ -2,7 +2,9 @@
 
 Runs the platform (`Stack`) on free ports in a temporary directory, opens one
 goal, then measures the same read two ways in one run:
-- latency: one client, one call at a time; the p50 of each and their difference;
+- latency: one client, one call at a time: native gRPC straight to goals, the
+  same gRPC client through Envoy (Envoy's own cost), and JSON through Envoy;
+  the p50 of each and their differences;
 - throughput: 32 calls in flight for a few seconds; the ratio of the rates.
 Each load runs in a process of its own (aiohttp for JSON, grpc.aio for gRPC),
 so the client's own CPU does not count against the server side it measures.
@@ -111,14 +113,21 @@ def main(quick: bool) -> None:
         goal_id = open_goal(stack)
         envoy = f"127.0.0.1:{stack.settings.envoy_port}"
         goals = f"127.0.0.1:{stack.settings.goals_port}"
-        measure("grpc", goals, goal_id, 4, 1.0)  # warm both paths (connections, caches)
+        measure("grpc", goals, goal_id, 4, 1.0)  # warm every path (connections, caches)
+        measure("grpc", envoy, goal_id, 4, 1.0)
         measure("json", envoy, goal_id, 4, 1.0)
         _, grpc_p50 = measure("grpc", goals, goal_id, 1, seconds)
+        _, grpc_envoy_p50 = measure("grpc", envoy, goal_id, 1, seconds)
         _, json_p50 = measure("json", envoy, goal_id, 1, seconds)
         grpc_rate, _ = measure("grpc", goals, goal_id, CONCURRENCY, seconds)
         json_rate, _ = measure("json", envoy, goal_id, CONCURRENCY, seconds)
         line("get_goal_grpc_direct_p50_ms", f"{grpc_p50:.3f}", "-")
+        line("get_goal_grpc_envoy_p50_ms", f"{grpc_envoy_p50:.3f}", "-")
         line("get_goal_json_envoy_p50_ms", f"{json_p50:.3f}", "-")
+        # The same gRPC client either side of Envoy: Envoy's own proxying cost.
+        line("grpc_envoy_minus_grpc_direct_p50_ms", f"{grpc_envoy_p50 - grpc_p50:.3f}", "-")
+        # Through Envoy both: transcoding plus the HTTP/1.1 JSON client's cost against gRPC's.
+        line("json_envoy_minus_grpc_envoy_p50_ms", f"{json_p50 - grpc_envoy_p50:.3f}", "-")
         line("json_envoy_minus_grpc_direct_p50_ms", f"{json_p50 - grpc_p50:.3f}", "<= 0.5")
         line("get_goal_grpc_direct_per_s_32", f"{grpc_rate:.0f}", "-")
         line("get_goal_json_envoy_per_s_32", f"{json_rate:.0f}", "-")

@@ -1,0 +1,174 @@
+"""A viral goal: thousands watching one goal live while contributions land through the webhook path.
+
+Runs the platform (`Stack`, durable PostgreSQL) on free ports in a temporary
+directory and measures two runs side by side, each on a goal of its own:
+contributions paid at the simulator's checkout beforehand, their signed
+`charge.success` delivered through Envoy at `RATE` per second (payments
+verifies each, captures it in the ledger, goals learns it from the ledger's
+stream and tells its watchers) — once with nobody watching, once with
+`WATCHERS` `WatchGoal` streams on the goal (native gRPC to goals, from a
+process of their own). Asserts nothing; prints one line per figure:
+
+- viral_goal_final_seen_after_last_capture_max_ms: the last watcher to see the
+  goal's final raised amount, after the ledger committed the last capture
+  (the ledger's own stream tells the bench when);
+- goals_cpu_per_contribution_watched_vs_unwatched: the goals process's CPU
+  time per contribution with the watchers ÷ without;
+- viral_contributions_per_s: the delivery rate achieved with the watchers.
+
+  make bench                         # 300 contributions per run
+  make bench BENCH_FLAGS=--quick     # 150
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import shutil
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import grpc
+import httpx
+import psutil
+from benchkit import AMOUNT, GoalBalance, deliver, line, open_goal, paid_events, webhook_environment
+from gofund.goals.v1 import goals_service_pb2, goals_service_pb2_grpc
+
+from services.stack.stack import Stack
+
+RATE = 100.0  # contributions per second
+WATCHERS = 2000
+CHANNELS = 8  # the watchers' connections to goals
+
+
+def watcher_process(target: str, goal_id: str, final: int, count: int, ready: Any, stop: Any, results: Any) -> None:
+    """`count` WatchGoal streams; sends back when each first saw `final` raised (or None)."""
+
+    async def run() -> None:
+        channels = [grpc.aio.insecure_channel(target) for _ in range(CHANNELS)]
+        seen: list[float | None] = [None] * count
+        started = [0]
+
+        async def follow(index: int) -> None:
+            stub = goals_service_pb2_grpc.GoalsServiceStub(channels[index % CHANNELS])
+            stream = stub.WatchGoal(goals_service_pb2.WatchGoalRequest(goal_id=goal_id))
+            first = True
+            try:
+                async for message in stream:
+                    if first:
+                        first, started[0] = False, started[0] + 1
+                    if message.raised_amount >= final and seen[index] is None:
+                        seen[index] = time.monotonic()
+            except grpc.aio.AioRpcError:
+                pass  # cancelled at the end
+
+        followers = [asyncio.create_task(follow(i)) for i in range(count)]
+        while started[0] < count:
+            await asyncio.sleep(0.05)
+        ready.set()
+        while not stop.is_set():
+            await asyncio.sleep(0.05)
+        for task in followers:
+            task.cancel()
+        await asyncio.gather(*followers, return_exceptions=True)
+        for channel in channels:
+            await channel.close()
+        results.put(seen)
+
+    asyncio.run(run())
+
+
+def paced_delivery(stack: Stack, http: httpx.Client, events: list[tuple[str, bytes]]) -> float:
+    """Deliver the events through Envoy at RATE per second; the rate achieved."""
+    began = time.monotonic()
+
+    def one(index: int) -> None:
+        due = began + index / RATE
+        if (wait := due - time.monotonic()) > 0:
+            time.sleep(wait)
+        deliver(http, stack, events[index][1])
+
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(one, range(len(events))))
+    return len(events) / (time.monotonic() - began)
+
+
+def goals_cpu_s(stack: Stack) -> float:
+    process = stack.services["goals"].process
+    assert process is not None
+    times = psutil.Process(process.pid).cpu_times()
+    return float(times.user + times.system)
+
+
+def viral_run(stack: Stack, http: httpx.Client, count: int, watchers: int) -> tuple[float, float, list[float | None]]:
+    """One goal, `count` contributions at RATE with `watchers` watching:
+    (goals CPU s per contribution, delivery rate, per watcher the lateness of the final amount in s)."""
+    goal_id, payer = open_goal(stack, http)
+    events = paid_events(stack, http, goal_id, payer, count)
+    final = AMOUNT * count
+    balance = GoalBalance(stack, goal_id)
+    captured_at: list[float] = []
+    # When the ledger committed the last capture: its stream's message reaching the bench.
+    last_capture = threading.Thread(target=lambda: (balance.wait_for(final), captured_at.append(time.monotonic())))
+    context = multiprocessing.get_context("spawn")
+    ready, stop, results = context.Event(), context.Event(), context.Queue()
+    process = None
+    if watchers:
+        target = f"127.0.0.1:{stack.settings.goals_port}"
+        process = context.Process(target=watcher_process, args=(target, goal_id, final, watchers, ready, stop, results))
+        process.start()
+        ready.wait()
+    try:
+        last_capture.start()
+        cpu_before = goals_cpu_s(stack)
+        rate = paced_delivery(stack, http, events)
+        last_capture.join()
+        time.sleep(1.0)  # the watchers' last messages, and goals' own work after the last capture
+        cpu = goals_cpu_s(stack) - cpu_before
+    finally:
+        balance.close()
+        stop.set()
+    lateness: list[float | None] = []
+    if process is not None:
+        seen = results.get()
+        process.join()
+        lateness = [None if at is None else at - captured_at[0] for at in seen]
+    return cpu / count, rate, lateness
+
+
+def main(quick: bool) -> None:
+    count = 150 if quick else 300
+    root = Path(tempfile.mkdtemp(prefix="gofund-bench-viral-"))
+    stack = Stack(webhook_environment(root), durable=True)
+    print(f"starting the platform in {root} ...", flush=True)
+    stack.start()
+    try:
+        with httpx.Client(timeout=30, limits=httpx.Limits(max_connections=32)) as http:
+            unwatched_cpu, unwatched_rate, _ = viral_run(stack, http, count, 0)
+            watched_cpu, watched_rate, lateness = viral_run(stack, http, count, WATCHERS)
+        missed = sum(1 for late in lateness if late is None)
+        late_ms = [max(0.0, late) * 1000 for late in lateness if late is not None]
+        line("viral_contributions_per_s_unwatched", f"{unwatched_rate:.0f}", f"{RATE:.0f}")
+        line(f"viral_contributions_per_s_{WATCHERS}_watchers", f"{watched_rate:.0f}", f"{RATE:.0f}")
+        line(f"viral_goal_watchers_that_never_saw_the_final_amount_of_{WATCHERS}", str(missed), "0")
+        if late_ms:
+            late_ms.sort()
+            line("viral_goal_final_seen_after_last_capture_p50_ms", f"{late_ms[len(late_ms) // 2]:.0f}", "-")
+            line("viral_goal_final_seen_after_last_capture_max_ms", f"{late_ms[-1]:.0f}", "<= 250")
+        line("goals_cpu_ms_per_contribution_unwatched", f"{unwatched_cpu * 1000:.2f}", "-")
+        line(f"goals_cpu_ms_per_contribution_{WATCHERS}_watchers", f"{watched_cpu * 1000:.2f}", "-")
+        line("goals_cpu_per_contribution_watched_vs_unwatched", f"{watched_cpu / unwatched_cpu:.2f}", "<= 1.5")
+    finally:
+        stack.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="a short run")
+    main(parser.parse_args().quick)
