@@ -88,11 +88,15 @@ class Processor:
         self._workers = workers
         self._max_attempts = max_attempts
         self._base_s = retry_base_ms / 1000
-        self._wake = asyncio.Event()
+        # One token per event stored (up to one per worker): each wakes one idle
+        # worker, where a shared Event woke them all and all but one then asked
+        # the store in vain (two queries each, per event, on the webhook's path).
+        self._wake: asyncio.Queue[None] = asyncio.Queue(maxsize=workers)
 
     def wake(self) -> None:
-        """A new event is stored: look now rather than at the next poll."""
-        self._wake.set()
+        """A new event is stored: an idle worker looks now rather than at the next poll."""
+        with contextlib.suppress(asyncio.QueueFull):  # every worker already has a reason to look
+            self._wake.put_nowait(None)
 
     async def run(self) -> None:
         """Process due events until cancelled (the server cancels it on shutdown)."""
@@ -110,8 +114,8 @@ class Processor:
     async def _work(self) -> None:
         """One worker: events are claimed one at a time, so workers never share one."""
         while True:
-            # Cleared before looking, so an event stored after the look still wakes us.
-            self._wake.clear()
+            # A token left from while this worker was busy makes it look again at once,
+            # so an event stored after a look still gets a worker.
             try:
                 worked = await self.process_one()
             except Exception as exc:
@@ -135,7 +139,7 @@ class Processor:
         if due is not None:
             delay = min(delay, max((due - now()).total_seconds(), 0.0))
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), timeout=delay)
+            await asyncio.wait_for(self._wake.get(), timeout=delay)
 
     async def process_one(self) -> bool:
         """Claim and apply one due event; False if none was due."""
