@@ -318,13 +318,15 @@ def watcher_process(target: str, accounts: list[str], count: int, ready: Any, st
 
 
 async def with_watchers(
-    target: str, posted: list[str], watched: list[str], per_client: int, watchers: int
+    target: str, posted: list[str], watched: list[str], per_client: int, watchers: int, watch_target: str = ""
 ) -> tuple[float, list[float], int]:
-    """Posting throughput to `posted` while `watchers` streams follow `watched`;
-    (throughput, commit-to-watcher latencies, messages delivered)."""
+    """Posting throughput to `posted` while `watchers` streams follow `watched` (on `watch_target`,
+    another ledger process, if given); (throughput, commit-to-watcher latencies, messages delivered)."""
     context = multiprocessing.get_context("spawn")
     ready, stop, results = context.Event(), context.Event(), context.Queue()
-    process = context.Process(target=watcher_process, args=(target, watched, watchers, ready, stop, results))
+    process = context.Process(
+        target=watcher_process, args=(watch_target or target, watched, watchers, ready, stop, results)
+    )
     process.start()
     while not ready.is_set():
         await asyncio.sleep(0.05)
@@ -426,6 +428,25 @@ async def main(quick: bool) -> None:
         line("watcher_messages_delivered", str(delivered), "-")
         line("commit_to_watcher_p50_ms_1000_watchers", f"{percentile(latencies, 0.5) * 1000:.1f}", "-")
         line("commit_to_watcher_p99_ms_1000_watchers", f"{percentile(latencies, 0.99) * 1000:.1f}", "<= 50")
+
+        # The same watchers served by a second ledger process on the same database, which takes
+        # no postings (every replica sees every commit): the fan-out off the posting process.
+        replica_port = embedded.free_port()
+        replica = embedded.gofund_service(
+            "ledger", replica_port, {**env, "GOFUND_LEDGER_PORT": str(replica_port)}, root / "ledger-watch.log"
+        )
+        replica.start()
+        try:
+            await asyncio.sleep(SETTLE_S)
+            none_before_replica = await grpc_throughput(target, uniform(accounts, CLIENTS, per_client))
+            apart, apart_latencies, _ = await with_watchers(
+                target, accounts, accounts, per_client, 1000, watch_target=f"127.0.0.1:{replica_port}"
+            )
+        finally:
+            replica.stop()
+        line("post_with_1000_watchers_on_a_watch_only_replica_vs_none", f"{apart / none_before_replica:.2f}", "-")
+        p99_apart = percentile(apart_latencies, 0.99) * 1000
+        line("commit_to_watcher_p99_ms_1000_watchers_on_a_watch_only_replica", f"{p99_apart:.1f}", "-")
     finally:
         server.stop()
         postgres.stop()

@@ -334,8 +334,8 @@ async def test_a_quiet_stream_sends_heartbeats_repeating_the_latest_seq(platform
 
 
 async def test_a_busy_goal_stream_is_coalesced_to_its_rate_and_ends_on_the_last_change(platform: Platform) -> None:
-    # One message per 5 s: contributions paid one after another fall in one pause.
-    replica = await platform.start_goals(stream_max_updates_per_s=0.2)
+    # One message per 2 s: contributions paid one after another fall in one pause.
+    replica = await platform.start_goals(stream_max_updates_per_s=0.5)
     try:
         owner, *backers = await platform.users(5)
         goal = await platform.goal(owner, target=100_000)

@@ -319,9 +319,9 @@ async def test_a_quiet_balance_stream_sends_heartbeats_repeating_the_latest_bala
 async def test_a_busy_balance_stream_is_coalesced_to_its_rate_and_ends_on_the_last_change(
     ledger: LedgerUnderTest, postgres_port: int, mongodb_port: int, tmp_path: Path
 ) -> None:
-    # One message per 5 s: ten postings made one after another fall in one pause.
+    # One message per 2 s: ten postings made one after another fall in one pause.
     settings = settings_with(
-        postgres_port, mongodb_port, tmp_path, ledger_database_url=ledger.url, stream_max_updates_per_s=0.2
+        postgres_port, mongodb_port, tmp_path, ledger_database_url=ledger.url, stream_max_updates_per_s=0.5
     )
     runner = ServiceRunner(build, settings, port=0)
     port = await runner.start()
