@@ -5,8 +5,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
+import tempfile
 import threading
 import uuid
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,6 +28,25 @@ from services.stack.stack import Stack, free_port_environment
 AMOUNT = 1000  # minor units per contribution
 CREDENTIAL = ((SERVICE_CREDENTIAL_HEADER, Settings.model_fields["service_token"].default),)
 PASSWORD = "bench password 1"  # noqa: S105 - a throwaway user on a throwaway stack
+
+
+@contextlib.contextmanager
+def platform(name: str, environment: Callable[[Path], dict[str, str]], *, durable: bool) -> Iterator[Stack]:
+    """The whole platform on free ports in a temporary directory; stopped and the directory removed after."""
+    root = Path(tempfile.mkdtemp(prefix=f"gofund-bench-{name}-"))
+    stack = Stack(environment(root), durable=durable)
+    print(f"starting the platform in {root} ...", flush=True)
+    stack.start()
+    try:
+        yield stack
+    finally:
+        stack.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] if ordered else float("nan")
 
 
 def line(name: str, value: str, target: str) -> None:

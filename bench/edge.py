@@ -20,15 +20,13 @@ import argparse
 import asyncio
 import multiprocessing
 import statistics
-import tempfile
 import time
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import aiohttp
 import grpc
 import httpx
-from benchkit import line, stack_overrides, user
+from benchkit import line, platform, stack_overrides, user
 from gofund.goals.v1 import goals_service_pb2, goals_service_pb2_grpc
 
 from services.stack.stack import Stack
@@ -105,11 +103,7 @@ def open_goal(stack: Stack) -> str:
 
 def main(quick: bool) -> None:
     seconds = 3.0 if quick else 8.0
-    root = Path(tempfile.mkdtemp(prefix="gofund-bench-edge-"))
-    stack = Stack(stack_overrides(root), durable=False)
-    print(f"starting the platform in {root} ...", flush=True)
-    stack.start()
-    try:
+    with platform("edge", stack_overrides, durable=False) as stack:
         goal_id = open_goal(stack)
         envoy = f"127.0.0.1:{stack.settings.envoy_port}"
         goals = f"127.0.0.1:{stack.settings.goals_port}"
@@ -132,8 +126,6 @@ def main(quick: bool) -> None:
         line("get_goal_grpc_direct_per_s_32", f"{grpc_rate:.0f}", "-")
         line("get_goal_json_envoy_per_s_32", f"{json_rate:.0f}", "-")
         line("json_envoy_vs_grpc_direct_throughput_32", f"{json_rate / grpc_rate:.2f}", ">= 0.7")
-    finally:
-        stack.stop()
 
 
 if __name__ == "__main__":

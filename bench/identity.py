@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from benchkit import line
 from gofund.identity.v1 import identity_service_pb2, identity_service_pb2_grpc
 
 from services.common.clients import Channels
@@ -46,10 +47,6 @@ async def main():
     await server.wait_for_termination()
 asyncio.run(main())
 """
-
-
-def line(name: str, value: str, target: str) -> None:
-    print(f"{name}: {value} (target {target})", flush=True)
 
 
 async def measure(call: Callable[[], Awaitable[Any]], seconds: float) -> tuple[float, float]:

@@ -34,6 +34,7 @@ from typing import Any
 
 import grpc
 import psycopg
+from benchkit import line, percentile
 from gofund.ledger.v1 import ledger_pb2, ledger_service_pb2, ledger_service_pb2_grpc
 
 from services.common.clients import Channels
@@ -54,10 +55,6 @@ def service_channels() -> Channels:
     """Channels that call as a GoFund service (the development service credential)."""
     token = Settings.model_fields["service_token"].default
     return Channels(token, default_timeout_ms=30_000, deadline_margin_ms=0)
-
-
-def line(name: str, value: str, target: str) -> None:
-    print(f"{name}: {value} (target {target})", flush=True)
 
 
 # -- setup ------------------------------------------------------------------------
@@ -344,11 +341,6 @@ async def with_watchers(
     # CLOCK_MONOTONIC is system-wide on Linux, so times from both processes compare.
     latencies = [max(0.0, at - committed[seq]) for seq, at in seen if seq in committed]
     return rate, latencies, len(seen)
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] if ordered else float("nan")
 
 
 async def main(quick: bool) -> None:

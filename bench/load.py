@@ -32,6 +32,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import aiohttp
+from benchkit import percentile
 
 from services.common.config import Settings
 
@@ -102,11 +103,6 @@ def window(run: Run, start: float, end: float) -> tuple[int, int, list[float]]:
     seen = [k for k, t in enumerate(run.seen_at) if start <= t < end]
     latencies = [run.seen_at[k] - run.paid_at[k] for k in seen if k < len(run.paid_at)]
     return paid, len(seen), latencies
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] if ordered else float("nan")
 
 
 def plot(rows: list[tuple[float, int, int, float, float]], path: Path) -> None:
@@ -187,6 +183,7 @@ async def main(args: argparse.Namespace) -> None:
     )
     if rows:
         print(f"mean throughput {statistics.mean(r[2] for r in rows):.1f} captured/s")
+        Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
         plot(rows, Path(args.plot))
         print(f"wrote {args.plot}")
 
@@ -198,5 +195,5 @@ if __name__ == "__main__":
     parser.add_argument("--watchers", type=int, default=200)
     parser.add_argument("--rate", type=float, default=10.0, help="contributions paid per second")
     parser.add_argument("--duration-s", type=float, default=30.0)
-    parser.add_argument("--plot", default="load.png", help="where to write the PNG")
+    parser.add_argument("--plot", default=".gofund/load.png", help="where to write the PNG (default .gofund/load.png)")
     asyncio.run(main(parser.parse_args()))

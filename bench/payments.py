@@ -22,15 +22,23 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import tempfile
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import grpc
 import httpx
-from benchkit import AMOUNT, CREDENTIAL, GoalBalance, deliver, line, open_goal, paid_events, webhook_environment
+from benchkit import (
+    AMOUNT,
+    CREDENTIAL,
+    GoalBalance,
+    deliver,
+    line,
+    open_goal,
+    paid_events,
+    platform,
+    webhook_environment,
+)
 from gofund.ledger.v1 import ledger_pb2, ledger_service_pb2, ledger_service_pb2_grpc
 
 from services.stack.stack import Stack
@@ -106,11 +114,7 @@ def post_transaction_rate(stack: Stack, seconds: float) -> float:
 def main(quick: bool) -> None:
     count = 60 if quick else 300
     sample = 20 if quick else 50
-    root = Path(tempfile.mkdtemp(prefix="gofund-bench-payments-"))
-    stack = Stack(webhook_environment(root), durable=True)
-    print(f"starting the platform in {root} ...", flush=True)
-    stack.start()
-    try:
+    with platform("payments", webhook_environment, durable=True) as stack:
         with httpx.Client(timeout=30, limits=httpx.Limits(max_connections=CLIENTS * 2)) as http:
             goal_id, payer = open_goal(stack, http)
             events = paid_events(stack, http, goal_id, payer, count + sample)
@@ -127,8 +131,6 @@ def main(quick: bool) -> None:
         line("first_delivery_p50_ms", f"{first_p50:.1f}", "-")
         line("duplicate_delivery_p50_ms", f"{duplicate_p50:.1f}", "-")
         line("duplicate_vs_first_delivery_p50", f"{duplicate_p50 / first_p50:.2f}", "<= 0.5")
-    finally:
-        stack.stop()
 
 
 if __name__ == "__main__":

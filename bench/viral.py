@@ -26,18 +26,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing
-import shutil
-import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import grpc
 import httpx
 import psutil
-from benchkit import AMOUNT, GoalBalance, deliver, line, open_goal, paid_events, webhook_environment
+from benchkit import AMOUNT, GoalBalance, deliver, line, open_goal, paid_events, platform, webhook_environment
 from gofund.goals.v1 import goals_service_pb2, goals_service_pb2_grpc
 
 from services.stack.stack import Stack
@@ -158,11 +155,7 @@ def viral_run(stack: Stack, http: httpx.Client, count: int, watchers: int) -> tu
 
 def main(quick: bool) -> None:
     count = 150 if quick else 300
-    root = Path(tempfile.mkdtemp(prefix="gofund-bench-viral-"))
-    stack = Stack(webhook_environment(root), durable=True)
-    print(f"starting the platform in {root} ...", flush=True)
-    stack.start()
-    try:
+    with platform("viral", webhook_environment, durable=True) as stack:
         with httpx.Client(timeout=30, limits=httpx.Limits(max_connections=32)) as http:
             unwatched_cpu, unwatched_rate, _ = viral_run(stack, http, count, 0)
             watched_cpu, watched_rate, lateness = viral_run(stack, http, count, WATCHERS)
@@ -178,9 +171,6 @@ def main(quick: bool) -> None:
         line("goals_cpu_ms_per_contribution_unwatched", f"{unwatched_cpu * 1000:.2f}", "-")
         line(f"goals_cpu_ms_per_contribution_{WATCHERS}_watchers", f"{watched_cpu * 1000:.2f}", "-")
         line("goals_cpu_per_contribution_watched_vs_unwatched", f"{watched_cpu / unwatched_cpu:.2f}", "<= 1.5")
-    finally:
-        stack.stop()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -508,13 +508,7 @@ PostOutcome = tuple[TransactionRow, bool] | DomainError
 class RetryBatch(Exception):
     """The batch rolled back and must run again (a signal to its caller, never
     seen by a client): another ledger committed one of its transaction ids
-    after the batch looked (the rerun sees a replay), or, with `split`, a
-    "once" constraint refused the batch and each request must run alone to
-    learn which one it refused."""
-
-    def __init__(self, *, split: bool) -> None:
-        super().__init__("split the batch" if split else "run the batch again")
-        self.split = split
+    after the batch looked, and the rerun sees a replay."""
 
 
 @dataclass
@@ -537,11 +531,11 @@ async def post_batch(session: AsyncSession, requests: Sequence[PostRequest]) -> 
     the time the reads below run, and they see it.
 
     This is the ledger's hot path, so it talks to psycopg directly, in
-    pipeline mode: three round trips per batch (locks and reads; ids and seq
-    range; entries, balances and notifications) besides the commit. Through
-    SQLAlchemy it was ten, and SQLAlchemy's own per-statement work was a fifth
-    of the process's CPU per posting (measured with py-spy under
-    `bench/ledger.py`).
+    pipeline mode: three pipelined exchanges per batch (locks and reads; ids
+    and seq range; entries, balances and notifications) besides the commit.
+    Through SQLAlchemy each of its nine statements waited for its answer, and
+    SQLAlchemy's own per-statement work was about a fifth of the process's CPU
+    (py-spy under `bench/ledger.py`).
     """
     pg = await _driver(session)
     async with pg.pipeline():
@@ -672,35 +666,28 @@ async def _write(
 ) -> list[TransactionRow]:
     """Headers, seq range, entries, balances and notifications of the accepted requests."""
     requests = sorted((a.request for a in accepted), key=lambda r: r.transaction_id)
-    try:
-        async with pg.pipeline():
-            claiming = pg.cursor(row_factory=dict_row)
-            await claiming.execute(
-                _CLAIM,
-                (
-                    [r.transaction_id for r in requests],
-                    [r.description for r in requests],
-                    [json.dumps(r.metadata) for r in requests],
-                    [r.fingerprint for r in requests],
-                    [r.reverses for r in requests],
-                    [r.kind.value for r in requests],
-                    [r.resolves for r in requests],
-                ),
-            )
-            numbering = pg.cursor()
-            await numbering.execute(_NUMBER, (entry_count,))
-    except psycopg.errors.UniqueViolation as exc:
-        # The checks above ran under the locks, so this is a backstop: the
-        # database's "once" constraints decide.
-        if len(requests) > 1:
-            raise RetryBatch(split=True) from exc
-        refused = _once_violation(exc, requests[0])
-        if refused is None:
-            raise
-        raise refused from None
+    # The "once" constraints (a transaction reversed, a reservation resolved, once)
+    # are a backstop here: the reads under the locks decided those already, so a
+    # violation is a bug, and it fails the batch with nothing written.
+    async with pg.pipeline():
+        claiming = pg.cursor(row_factory=dict_row)
+        await claiming.execute(
+            _CLAIM,
+            (
+                [r.transaction_id for r in requests],
+                [r.description for r in requests],
+                [json.dumps(r.metadata) for r in requests],
+                [r.fingerprint for r in requests],
+                [r.reverses for r in requests],
+                [r.kind.value for r in requests],
+                [r.resolves for r in requests],
+            ),
+        )
+        numbering = pg.cursor()
+        await numbering.execute(_NUMBER, (entry_count,))
     claimed = await claiming.fetchall()
     if len(claimed) < len(requests):
-        raise RetryBatch(split=False)
+        raise RetryBatch
     created = claimed[0]["created_at"]  # now(): the transaction's start, as the entries' default
     numbered = await numbering.fetchone()
     assert numbered is not None
@@ -754,20 +741,6 @@ async def _write(
         )
         await cursor.execute(_NOTIFY, (NOTIFY_CHANNEL, notifications(committed)))
     return transactions
-
-
-def _once_violation(exc: psycopg.errors.UniqueViolation, request: PostRequest) -> DomainError | None:
-    constraint = exc.diag.constraint_name
-    if constraint == "ledger_transactions_reversed_once":
-        return domain.AlreadyReversed(
-            f"transaction {request.reverses} is already reversed", metadata={"transaction_id": str(request.reverses)}
-        )
-    if constraint == "ledger_transactions_resolved_once":
-        return domain.PendingAlreadyResolved(
-            f"transaction {request.resolves} was posted or voided by another transaction",
-            metadata={"transaction_id": str(request.resolves)},
-        )
-    return None
 
 
 def notifications(transactions: Sequence[Sequence[BalanceChange]]) -> list[str]:

@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator, Callable, Sequence
 
 from services.common import context
 from services.common.db import Database
-from services.common.errors import DomainError
 from services.ledger import domain, store
 from services.ledger.batcher import Batcher
 from services.ledger.domain import AccountType, Posting, TransactionKind
@@ -117,17 +116,10 @@ class Ledger:
             try:
                 async with self.database.transaction() as session:
                     return list(await store.post_batch(session, requests))
-            except store.RetryBatch as retry:
-                if retry.split:
-                    return [outcome for request in requests for outcome in await self._alone(request)]
+            except store.RetryBatch:
+                continue
         async with self.database.transaction() as session:
             return list(await store.post_batch(session, requests))
-
-    async def _alone(self, request: PostRequest) -> list[tuple[TransactionRow, bool] | Exception]:
-        try:
-            return await self._write([request])
-        except DomainError as refused:
-            return [refused]
 
     # -- reads ----------------------------------------------------------------
     async def visible_account(self, account_id: str) -> store.AccountRow:

@@ -198,3 +198,49 @@ async def test_a_post_and_a_void_of_one_reservation_at_once_resolve_it_once(ledg
     assert (goal_balance.balance, goal_balance.available, owner_balance.balance) == (200, 200, 800)
     differences, _, _ = await ledger.reconcile()
     assert differences == []
+
+
+async def test_two_ledger_processes_posting_at_once_keep_ids_once_and_seqs_gap_free(ledger: Ledger) -> None:
+    """Two batch writers on one database (two replicas) post to the same accounts at once; the same
+    id reaches both, with the same postings (one writes, the other replays) and with other postings
+    on other accounts (one writes, the other is refused as a reused id)."""
+    other = Ledger(Database("ledger", ledger.database.url, pool_size=4), ledger.broadcaster)
+    try:
+        escrow, goal, elsewhere = (
+            await account(ledger, AccountType.ESCROW),
+            await account(ledger, AccountType.GOAL),
+            await account(ledger, AccountType.GOAL),
+        )
+        same, reused = new_id("same"), new_id("reused")
+        requests = [
+            (replica, new_id(f"replica-{n}"), move(escrow, goal, 10)) for n in range(20) for replica in (ledger, other)
+        ]
+        requests += [(ledger, same, move(escrow, goal, 7)), (other, same, move(escrow, goal, 7))]
+        requests += [(ledger, reused, move(escrow, goal, 5)), (other, reused, move(escrow, elsewhere, 5))]
+        outcomes = await asyncio.gather(
+            *(replica.post_transaction(tid, postings, "batch test", {}) for replica, tid, postings in requests),
+            return_exceptions=True,
+        )
+    finally:
+        await other.database.dispose()
+    written = [o for o in outcomes[:40] if isinstance(o, tuple) and o[1] is True]
+    assert len(written) == 40
+    same_first, same_second = outcomes[40], outcomes[41]
+    assert isinstance(same_first, tuple)
+    assert isinstance(same_second, tuple)
+    assert sorted([same_first[1], same_second[1]]) == [False, True]
+    assert same_first[0].entries == same_second[0].entries
+    reused_outcomes = outcomes[42:]
+    assert sum(isinstance(o, tuple) and o[1] is True for o in reused_outcomes) == 1
+    assert sum(isinstance(o, IdempotencyKeyReused) for o in reused_outcomes) == 1
+    (goal_balance,) = await ledger.balances([goal])
+    kept = next(o for o in reused_outcomes if isinstance(o, tuple))
+    assert goal_balance.balance == 40 * 10 + 7 + (5 if kept[0].entries[1].account_id == goal else 0)
+    # The entries written are one unbroken seq range (nothing refused took one), and each
+    # transaction's entries are consecutive.
+    transactions = [o[0] for o in (*written, same_first, kept)]
+    seqs = sorted(e.seq for t in transactions for e in t.entries)
+    assert seqs == list(range(seqs[0], seqs[0] + 2 * len(transactions)))
+    assert all(t.entries[1].seq == t.entries[0].seq + 1 for t in transactions)
+    differences, _, _ = await ledger.reconcile()
+    assert differences == []
