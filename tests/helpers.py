@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import Any, TypeVar
 
 import grpc
@@ -50,6 +51,17 @@ def eventually_sync(
         if time.monotonic() >= deadline:
             raise AssertionError(f"timed out after {timeout_s} s waiting for {what} (last: {result!r})")
         time.sleep(interval_s)
+
+
+def within_one_window(window: timedelta, needed_s: float = 30.0) -> None:
+    """Identity's rate limits count in fixed windows aligned to the epoch (domain.Limit), so a
+    test that counts hits and finds its counter reset had straddled a window's end. With
+    fewer than `needed_s` left in the current window, wait into the next (a wait for the
+    clock, which nothing in the system can signal)."""
+    seconds = window.total_seconds()
+    left = seconds - time.time() % seconds
+    if left < needed_s:
+        time.sleep(left + 0.1)
 
 
 async def rejected(call: Awaitable[Any]) -> grpc.aio.AioRpcError:

@@ -13,10 +13,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
+from services.identity.domain import Limits
 from services.stack.stack import Stack
 from tests.e2e.conftest import edge
 from tests.e2e.money import PASSWORD, User, new_user
-from tests.helpers import reason_of
+from tests.helpers import reason_of, within_one_window
 
 
 def client(stack: Stack, address: str) -> httpx.Client:
@@ -46,6 +47,7 @@ def test_a_session_records_the_address_envoy_saw_not_the_clients_x_forwarded_for
 
 def test_a_login_flood_from_one_address_leaves_other_addresses_logging_in(stack: Stack) -> None:
     victim_of_nothing = new_user(stack)
+    within_one_window(Limits.login_failures_per_client.window)
 
     def guess(_: int) -> httpx.Response:
         with client(stack, "127.0.0.22") as http:
@@ -69,6 +71,7 @@ def test_a_login_flood_from_one_address_leaves_other_addresses_logging_in(stack:
 
 def test_failed_logins_against_one_account_are_limited_from_any_address(stack: Stack) -> None:
     target = new_user(stack)
+    within_one_window(Limits.login_failures_per_account.window)
     answers = []
     for i in range(12):
         with client(stack, f"127.0.1.{i + 1}") as http:
@@ -105,6 +108,7 @@ def wrong_code(right: str) -> str:
 
 def test_code_guesses_are_capped_across_newly_requested_codes(stack: Stack) -> None:
     user = new_user(stack)
+    within_one_window(Limits.code_guesses_per_account.window)
     answers = []
     for _ in range(2):  # two codes of 5 guesses each: 10 wrong guesses, the hour's cap
         assert request_code(stack, user).status_code == 200
@@ -118,6 +122,7 @@ def test_code_guesses_are_capped_across_newly_requested_codes(stack: Stack) -> N
 
 def test_verification_requests_are_limited_per_account(stack: Stack) -> None:
     user = new_user(stack)
+    within_one_window(Limits.code_requests_per_account.window)
     statuses = [request_code(stack, user).status_code for _ in range(5)]
     assert statuses == [200] * 5
     assert_rate_limited(request_code(stack, user))

@@ -16,10 +16,11 @@ from gofund.identity.v1 import identity_service_pb2
 
 from services.common.errors import error_info
 from services.common.server import ServiceRunner
+from services.identity.domain import Limits
 from services.identity.main import build
 from services.stack import embedded, smtp_sink
 from tests.conftest import migrated_database, settings_with
-from tests.helpers import reason, rejected
+from tests.helpers import reason, rejected, within_one_window
 from tests.integration.fixtures.identity import PASSWORD, IdentityUnderTest, bearer
 
 pytestmark = pytest.mark.asyncio
@@ -61,6 +62,7 @@ async def register_from(identity: IdentityUnderTest, address: str) -> object:
 async def test_registrations_are_limited_per_client_address_with_a_retry_after(
     limited: IdentityUnderTest,
 ) -> None:
+    within_one_window(Limits.registrations_per_client.window)
     for _ in range(3):
         await register_from(limited, "198.51.100.1")
     refused = await rejected(register_from(limited, "198.51.100.1"))
