@@ -40,8 +40,12 @@ log = logging.getLogger("gofund.payments.processor")
 MAX_BACKOFF_S = 60.0
 MAX_TRANSIENT_BACKOFF_S = 10.0
 IDLE_POLL_S = 1.0
-EVENT_LEASE = timedelta(seconds=30)
-LEASE_RENEWAL_S = 10.0
+# A worker renews its event's lease while it works on it, so the lease's length is
+# only how long the event of a worker that died waits for another: short. A worker
+# paused past it (a stalled process) may find its event taken over; every step is
+# idempotent and the lease token decides whose outcome is stored.
+EVENT_LEASE = timedelta(seconds=6)
+LEASE_RENEWAL_S = 2.0
 
 
 def transient(exc: BaseException) -> bool:
