@@ -82,6 +82,10 @@ def _bytes_or(serializer: Callable[[Any], bytes]) -> Callable[[Any], bytes]:
     return serialize
 
 
+def _shutting_down(domain: str) -> grpc.Status:
+    return make_status(grpc.StatusCode.UNAVAILABLE, "the server is stopping; reconnect", "SHUTTING_DOWN", domain)
+
+
 def store_unavailable(exc: Exception) -> bool:
     """A lost or refused connection to PostgreSQL or MongoDB: worth a retry, not a bug."""
     if isinstance(exc, DBAPIError):
@@ -102,6 +106,21 @@ class CallContextInterceptor(grpc.aio.ServerInterceptor):
         self._metrics = metrics
         # Signs and checks this service's page tokens (services.common.paging).
         self._page_token_key = page_token_key
+        # The tasks serving server streams, ended by end_streams() when the server stops.
+        self._streams: set[asyncio.Task[Any]] = set()
+        self._ending_streams = False
+
+    def end_streams(self) -> None:
+        """End every open server stream with UNAVAILABLE (a stopping server).
+
+        A watch stream never finishes on its own, so a graceful stop would wait
+        its whole grace period for it and then cancel it anyway; told at once, the
+        client reconnects to another replica (resuming after its last seq) while
+        unary calls still get the grace. Streams opened from now on are refused.
+        """
+        self._ending_streams = True
+        for task in self._streams:
+            task.cancel()
 
     async def intercept_service(
         self,
@@ -154,9 +173,14 @@ class CallContextInterceptor(grpc.aio.ServerInterceptor):
         async def stream(request: Any, ctx: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             started = self._enter(incoming_request_id, ctx)
             cancelled = False
+            task = asyncio.current_task()
+            if task is not None:
+                self._streams.add(task)
             if self._metrics is not None:
                 self._metrics.stream_opened(method)
             try:
+                if self._ending_streams:
+                    await ctx.abort_with_status(_shutting_down(self._errors.domain))
                 await self._refuse_if_expired(ctx)
                 await self._identify(method, ctx)
                 # Closed with this wrapper, so the handler's own clean-up runs
@@ -166,12 +190,20 @@ class CallContextInterceptor(grpc.aio.ServerInterceptor):
                         yield message
             except Exception as exc:
                 await self._abort(ctx, exc)
-            except (asyncio.CancelledError, GeneratorExit):
-                # The client went away: grpc cancels the handler, or, if it was
-                # waiting to write, drops this generator (closed with GeneratorExit).
+            except asyncio.CancelledError:
+                if not self._ending_streams:
+                    cancelled = True  # the client went away: grpc cancels the handler
+                    raise
+                if task is not None:
+                    task.uncancel()  # ended on purpose: answered, not cancelled
+                await ctx.abort_with_status(_shutting_down(self._errors.domain))
+            except GeneratorExit:
+                # The client went away while the handler waited to write: grpc
+                # drops this generator (closed with GeneratorExit).
                 cancelled = True
                 raise
             finally:
+                self._streams.discard(task)
                 if self._metrics is not None:
                     self._metrics.stream_closed(method)
                 self._finish(method, ctx, started, cancelled=cancelled)

@@ -7,7 +7,8 @@ every server has — the call-context and request-validation interceptors (and
 the key its page tokens are signed with), grpc.health.v1, reflection,
 Prometheus metrics on a port of their own — binds the ports and handles
 shutdown: health NOT_SERVING first, a drain pause so load balancers notice,
-then in-flight calls get a grace period. `run` is the process entry point
+then open streams are ended (UNAVAILABLE: reconnect elsewhere) and in-flight
+unary calls get a grace period. `run` is the process entry point
 (`gofund serve <service>`): it reads the settings, reports a configuration or
 start-up problem as one line, and stops on SIGTERM or SIGINT.
 """
@@ -85,6 +86,7 @@ class ServiceRunner:
         self._server: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()
         self._tasks: list[asyncio.Task[None]] = []
+        self._calls: CallContextInterceptor | None = None
         self.port = 0
         self.metrics_port = 0
         # The service's metrics; Prometheus reads them from `metrics_port`.
@@ -104,17 +106,15 @@ class ServiceRunner:
                 self.registry.register(collector)
             await self._serve_metrics(service.name)
             metrics = RpcMetrics(service.name, self.registry)
+            self._calls = CallContextInterceptor(
+                service.errors,
+                authorize,
+                metrics,
+                paging.paging_key(self._settings.service_token, service.name),
+            )
             server = grpc.aio.server(
                 # The outer one maps what the inner one refuses, after the caller is known.
-                interceptors=[
-                    CallContextInterceptor(
-                        service.errors,
-                        authorize,
-                        metrics,
-                        paging.paging_key(self._settings.service_token, service.name),
-                    ),
-                    RequestValidationInterceptor(),
-                ],
+                interceptors=[self._calls, RequestValidationInterceptor()],
                 # Without this a second process could bind the same port and
                 # share its traffic silently.
                 options=[
@@ -184,6 +184,8 @@ class ServiceRunner:
             await self._health.enter_graceful_shutdown()
             if self._settings.shutdown_drain_ms:
                 await asyncio.sleep(self._settings.shutdown_drain_ms / 1000)
+            if self._calls is not None:
+                self._calls.end_streams()  # they would hold the stop for its whole grace
             await self._server.stop(self._settings.shutdown_grace_ms / 1000)
             self._server = None
         for task in self._tasks:

@@ -26,6 +26,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 BIN = Path(sys.executable).parent
 READY_TIMEOUT_S = 30.0
+# How long a stop waits for a process to exit after its signal before SIGKILL.
+STOP_TIMEOUT_S = 15.0
 
 
 class EmbeddedError(Exception):
@@ -48,6 +50,26 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def start_together(processes: Sequence[ManagedProcess], timeout_s: float = READY_TIMEOUT_S) -> None:
+    """Spawn them all, then wait until each is ready: they start side by side.
+    On a failure the ones already spawned are stopped."""
+    try:
+        for process in processes:
+            process.spawn()
+        for process in processes:
+            process.wait_ready(timeout_s)
+    except BaseException:
+        stop_together(processes)
+        raise
+
+
+def stop_together(processes: Sequence[ManagedProcess], timeout_s: float = STOP_TIMEOUT_S) -> None:
+    """Signal them all, then wait for each (SIGKILL after `timeout_s`): they stop side by side."""
+    deadline = time.monotonic() + timeout_s
+    for process in [p for p in processes if p._signal_stop()]:
+        process._wait_stopped(deadline)
 
 
 class ManagedProcess:
@@ -74,6 +96,11 @@ class ManagedProcess:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout_s: float = READY_TIMEOUT_S) -> None:
+        self.spawn()
+        self.wait_ready(timeout_s)
+
+    def spawn(self) -> None:
+        """Start the process without waiting for it to be ready (see start_together)."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log_file:
             self.process = subprocess.Popen(
@@ -88,6 +115,10 @@ class ManagedProcess:
                 # supervisor only, which then stops children in order.
                 start_new_session=True,
             )
+
+    def wait_ready(self, timeout_s: float = READY_TIMEOUT_S) -> None:
+        """Poll its readiness probe until it answers; stop it and fail if it exits or never does."""
+        assert self.process is not None, "spawn() first"
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -118,13 +149,21 @@ class ManagedProcess:
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
-    def stop(self, timeout_s: float = 15.0) -> None:
+    def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
+        stop_together([self], timeout_s)
+
+    def _signal_stop(self) -> bool:
+        """Ask it to stop; False if it was not running."""
         if self.process is None or self.process.poll() is not None:
-            return
+            return False
         with contextlib.suppress(ProcessLookupError):
             self.process.send_signal(self._stop_signal)
+        return True
+
+    def _wait_stopped(self, deadline: float) -> None:
+        assert self.process is not None
         try:
-            self.process.wait(timeout_s)
+            self.process.wait(max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()

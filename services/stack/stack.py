@@ -151,60 +151,77 @@ class Stack:
 
     # -- lifecycle -------------------------------------------------------------
     def start(self) -> None:
+        """The stores, the simulator and the SMTP sink side by side (migrations run
+        meanwhile, once PostgreSQL answers), then every service replica side by side,
+        then Envoy once they all answer."""
         self._preflight()
         try:
-            self._start_stores()
+            postgres, *others = self._stores()
+            self._start_together([postgres])
+            self._spawned(others)
             self._migrate()
-            self._start_paystack_simulator()
-            for name in SERVICES:
-                if name not in self.external_services:
-                    for replica in range(self.replicas):
-                        self.start_service(name, replica)
+            self._wait_ready(others)
+            self._start_together(
+                [
+                    self._service_process(name, replica)
+                    for name in SERVICES
+                    if name not in self.external_services
+                    for replica in range(self.replicas)
+                ]
+            )
             self._start_envoy()
         except BaseException:
             self.stop()
             raise
 
     def _start(self, process: embedded.ManagedProcess) -> embedded.ManagedProcess:
-        try:
-            process.start()
-        except embedded.EmbeddedError as exc:
-            raise StackError(str(exc)) from None
-        self.processes.append(process)
+        self._start_together([process])
         return process
 
-    def _start_stores(self) -> None:
+    def _start_together(self, processes: Sequence[embedded.ManagedProcess]) -> None:
+        self._spawned(processes)
+        self._wait_ready(processes)
+
+    def _spawned(self, processes: Sequence[embedded.ManagedProcess]) -> None:
+        for process in processes:
+            process.spawn()
+            self.processes.append(process)  # so stop() stops it whatever happens next
+
+    @staticmethod
+    def _wait_ready(processes: Sequence[embedded.ManagedProcess]) -> None:
+        try:
+            for process in processes:
+                process.wait_ready()
+        except embedded.EmbeddedError as exc:
+            raise StackError(str(exc)) from None
+
+    def _stores(self) -> list[embedded.ManagedProcess]:
+        """PostgreSQL first; then the Mongo-wire server, the SMTP sink and the Paystack
+        simulator (development only: production talks to Paystack itself, PAYSTACK_BASE_URL)."""
         s = self.settings
-        self._start(
+        return [
             embedded.postgres(
                 self.data_dir / "postgres",
                 s.postgres_port,
                 self.logs_dir / "postgres.log",
                 durable=self.durable,
-            )
-        )
-        self._start(embedded.mongo_wire(self.data_dir / "mongodb", s.mongodb_port, self.logs_dir / "mongodb.log"))
-        self._start(
+            ),
+            embedded.mongo_wire(self.data_dir / "mongodb", s.mongodb_port, self.logs_dir / "mongodb.log"),
             embedded.ManagedProcess(
                 "smtp sink",
                 [str(embedded.BIN / "gofund"), "smtp-sink"],
                 log_path=self.logs_dir / "smtp-sink.log",
                 ready=embedded.tcp_ready(s.smtp_port),
                 env=self.env,
-            )
-        )
-
-    def _start_paystack_simulator(self) -> None:
-        # Development only: production talks to Paystack itself (PAYSTACK_BASE_URL).
-        self._start(
+            ),
             embedded.ManagedProcess(
                 "paystack simulator",
                 [str(embedded.BIN / "gofund"), "paystack-sim"],
                 log_path=self.logs_dir / "paystack-sim.log",
                 ready=embedded.tcp_ready(self.settings.paystack_simulator_port),
                 env=self.env,
-            )
-        )
+            ),
+        ]
 
     def _migrate(self) -> None:
         for service in POSTGRES_DATABASES:
@@ -214,10 +231,14 @@ class Stack:
 
     def start_service(self, name: str, replica: int = 0) -> embedded.ManagedProcess:
         """Start (or restart) one replica of a service."""
+        return self._start(self._service_process(name, replica))
+
+    def _service_process(self, name: str, replica: int) -> embedded.ManagedProcess:
+        """One replica's process, recorded as that replica (not yet started)."""
         port = self.replica_ports(name)[replica]
         env = {**self.env, f"GOFUND_{name.upper()}_PORT": str(port)}
         log_name = name if replica == 0 else f"{name}-{replica}"
-        process = self._start(embedded.gofund_service(name, port, env, self.logs_dir / f"{log_name}.log"))
+        process = embedded.gofund_service(name, port, env, self.logs_dir / f"{log_name}.log")
         replicas = self.replica_processes.setdefault(name, [])
         if replica < len(replicas):
             replicas[replica] = process
@@ -318,8 +339,13 @@ class Stack:
         return next((p for p in self.processes if not p.running()), None)
 
     def stop(self) -> None:
-        for process in reversed(self.processes):
-            process.stop()
+        """Envoy first (no new traffic); then every service side by side, so the
+        streams between them end as both ends stop; then what they used."""
+        services = {id(p) for replicas in self.replica_processes.values() for p in replicas}
+        edge = [p for p in self.processes if p is self.envoy]
+        embedded.stop_together(edge)
+        embedded.stop_together([p for p in self.processes if id(p) in services])
+        embedded.stop_together([p for p in self.processes if p not in edge and id(p) not in services])
         self.processes.clear()
         self.services.clear()
         self.replica_processes.clear()

@@ -87,6 +87,14 @@ class ProbeServicer(ledger_service_pb2_grpc.LedgerInternalServiceServicer):
             return await self.stub().GetTransaction(ledger_service_pb2.GetTransactionRequest(transaction_id="report"))
         return reply(kind)
 
+    async def WatchBalances(self, request: Any, context_: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        """A stream that never ends on its own (as every watch stream)."""
+        try:
+            yield ledger_service_pb2.WatchBalancesResponse()
+            await asyncio.Event().wait()
+        finally:
+            self.finished.append("stream")
+
 
 def reply(text: str) -> ledger_service_pb2.GetTransactionResponse:
     return ledger_service_pb2.GetTransactionResponse(transaction=ledger_pb2.Transaction(id=text))
@@ -261,6 +269,26 @@ async def test_in_flight_call_finishes_during_graceful_stop(probe: Any) -> None:
     received, remaining, _ = response.transaction.id.split("|")
     assert received  # the downstream call went through while the server drained
     assert float(remaining) > 0
+
+
+async def test_a_stopping_server_ends_its_open_streams_with_unavailable_at_once(probe: Any) -> None:
+    servicer, port, runner = probe
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stream = ledger_service_pb2_grpc.LedgerInternalServiceStub(channel).WatchBalances(
+            ledger_service_pb2.WatchBalancesRequest()
+        )
+        await stream.read()  # open, and the handler is waiting for changes
+        stopping = asyncio.create_task(runner.stop())
+        with pytest.raises(grpc.aio.AioRpcError) as ended:
+            await stream.read()
+        await stopping
+    # Told, not cut off when the grace ran out (that would be CANCELLED, with no reason):
+    # the client knows to reconnect elsewhere, and the handler's clean-up ran.
+    assert ended.value.code() is grpc.StatusCode.UNAVAILABLE
+    info = error_info(ended.value)
+    assert info is not None
+    assert info.reason == "SHUTTING_DOWN"
+    assert "stream" in servicer.finished
 
 
 async def test_port_in_use_is_a_startup_error(probe: Any, tmp_path: Path) -> None:
