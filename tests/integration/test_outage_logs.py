@@ -84,8 +84,7 @@ async def test_a_postgres_restart_is_one_warning_when_it_starts_and_one_when_it_
         # Down until both services have said so (the scheduler ticks every 50 ms, the
         # listeners retry every 0.5 s), and for a while after: the outage this test is
         # about lasts seconds, long enough for every pooled connection (no pre-ping) to
-        # meet it. Restarted at the first failure, a connection the pool still held (most likely)
-        # fails after the recovery and starts a second, real, 0.0 s outage (CI saw it).
+        # meet it.
         for dependency in ("goals database", "ledger database"):
             await eventually(lambda d=dependency: _said_since(caplog, before, d), timeout_s=30)
         await asyncio.sleep(OUTAGE_S)
@@ -106,12 +105,20 @@ async def test_a_postgres_restart_is_one_warning_when_it_starts_and_one_when_it_
 
     during = caplog.records[before:]
     for dependency in ("goals database", "ledger database"):
-        started, ended = outage_lines(during, dependency)
-        assert started.levelno == logging.WARNING
-        assert "unavailable" in started.getMessage()
-        assert started.error_class  # type: ignore[attr-defined]
-        assert ended.levelno == logging.WARNING
-        assert ended.duration_s > 0  # type: ignore[attr-defined]
+        lines = outage_lines(during, dependency)
+        # One line when it starts and one when it ends, never one per failed call. A
+        # connection opened in the instant PostgreSQL was stopping can still fail once
+        # after the recovery (seen on CI and here): a second, real outage of a moment,
+        # logged as one more pair, not as noise.
+        assert len(lines) in (2, 4), [r.getMessage() for r in lines]
+        for started, ended in zip(lines[::2], lines[1::2], strict=True):
+            assert started.levelno == logging.WARNING
+            assert "unavailable" in started.getMessage()
+            assert started.error_class  # type: ignore[attr-defined]
+            assert ended.levelno == logging.WARNING
+            assert "available again" in ended.getMessage()
+            assert ended.duration_s >= 0  # type: ignore[attr-defined]
+        assert lines[1].duration_s > 0  # type: ignore[attr-defined]  # the outage itself
     # Payments stayed down all along: still the one outage, not a line per refund retry.
     assert outage_lines(during, "payments") == []
     assert [r.getMessage() for r in during if r.levelno >= logging.ERROR] == []
