@@ -111,7 +111,8 @@ class CallContextInterceptor(grpc.aio.ServerInterceptor):
         self._ending_streams = False
 
     def end_streams(self) -> None:
-        """End every open server stream with UNAVAILABLE (a stopping server).
+        """End every open server stream our handlers yield (every watch; not grpc's own
+        health Watch, which writes through the context) with UNAVAILABLE (a stopping server).
 
         A watch stream never finishes on its own, so a graceful stop would wait
         its whole grace period for it and then cancel it anyway; told at once, the

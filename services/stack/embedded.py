@@ -52,19 +52,6 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def start_together(processes: Sequence[ManagedProcess], timeout_s: float = READY_TIMEOUT_S) -> None:
-    """Spawn them all, then wait until each is ready: they start side by side.
-    On a failure the ones already spawned are stopped."""
-    try:
-        for process in processes:
-            process.spawn()
-        for process in processes:
-            process.wait_ready(timeout_s)
-    except BaseException:
-        stop_together(processes)
-        raise
-
-
 def stop_together(processes: Sequence[ManagedProcess], timeout_s: float = STOP_TIMEOUT_S) -> None:
     """Signal them all, then wait for each (SIGKILL after `timeout_s`): they stop side by side."""
     deadline = time.monotonic() + timeout_s
@@ -100,7 +87,7 @@ class ManagedProcess:
         self.wait_ready(timeout_s)
 
     def spawn(self) -> None:
-        """Start the process without waiting for it to be ready (see start_together)."""
+        """Start the process without waiting for it to be ready (then `wait_ready`)."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log_file:
             self.process = subprocess.Popen(

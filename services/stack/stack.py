@@ -341,11 +341,11 @@ class Stack:
     def stop(self) -> None:
         """Envoy first (no new traffic); then every service side by side, so the
         streams between them end as both ends stop; then what they used."""
-        services = {id(p) for replicas in self.replica_processes.values() for p in replicas}
-        edge = [p for p in self.processes if p is self.envoy]
-        embedded.stop_together(edge)
-        embedded.stop_together([p for p in self.processes if id(p) in services])
-        embedded.stop_together([p for p in self.processes if p not in edge and id(p) not in services])
+        services = {p for replicas in self.replica_processes.values() for p in replicas}
+        edge = {self.envoy} if self.envoy is not None else set()
+        embedded.stop_together([p for p in self.processes if p in edge])
+        embedded.stop_together([p for p in self.processes if p in services])
+        embedded.stop_together([p for p in self.processes if p not in edge | services])
         self.processes.clear()
         self.services.clear()
         self.replica_processes.clear()
