@@ -60,7 +60,11 @@ async def build(settings: Settings, stack: AsyncExitStack, *, clock: Callable[[]
         clock=clock,
         interval_s=settings.scheduler_interval_ms / 1000,
     )
-    broadcaster = ProgressBroadcaster(database)
+    broadcaster = ProgressBroadcaster(
+        database,
+        min_interval_s=1 / settings.stream_max_updates_per_s,
+        heartbeat_s=settings.stream_heartbeat_ms / 1000,
+    )
     # The two streams goals follows, each from its stored cursor: GOAL balances
     # from the ledger, payment outcomes from payments.
     balances = Follower(database, balance_stream(ledger), clock, scheduler.wake)
@@ -73,8 +77,6 @@ async def build(settings: Settings, stack: AsyncExitStack, *, clock: Callable[[]
         rules=rules,
         clock=clock,
         wake_sagas=scheduler.wake,
-        heartbeat_s=settings.stream_heartbeat_ms / 1000,
-        stream_min_interval_s=1 / settings.stream_max_updates_per_s,
     )
     services = goals_service_pb2.DESCRIPTOR.services_by_name
     descriptors = [services["GoalsService"], services["GoalsInternalService"]]

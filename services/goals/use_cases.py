@@ -8,7 +8,6 @@ what makes the step safe (documented in `sagas`).
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -60,13 +59,8 @@ class Goals:
         rules: lifecycle.Rules,
         clock: Callable[[], datetime],
         wake_sagas: Callable[[], None],
-        heartbeat_s: float,
-        stream_min_interval_s: float = 0.0,
     ) -> None:
         self.database = database
-        self.heartbeat_s = heartbeat_s
-        # WatchGoal sends a watcher at most one change this often (the newest; the last always arrives).
-        self.stream_min_interval_s = stream_min_interval_s
         self.ledger = ledger
         self.payments = payments
         self.broadcaster = broadcaster
@@ -188,9 +182,9 @@ class Goals:
 
     async def watch(self, goal_id: str, after_seq: int = 0) -> AsyncIterator[tuple[store.Progress, bool]]:
         """(progress, heartbeat): the goal's progress now unless the client saw it (`after_seq`),
-        then each change in seq order until a final status; the latest again as a heartbeat
-        after `heartbeat_s` without a message. Changes are sent at most every
-        `stream_min_interval_s`: the ones in between are coalesced to the newest.
+        then each change the goal's feed publishes, in seq order, until a final status; the
+        latest again as a heartbeat when the feed has been quiet (see streams.GoalFeed,
+        which also paces and coalesces the changes).
 
         A goal's progress is one state, not a history, so resuming needs no
         replay: the current state is everything the client missed, coalesced.
@@ -199,7 +193,8 @@ class Goals:
         if after_seq < 0:
             raise _invalid("after_seq", "must not be negative", "INVALID_AFTER_SEQ")
         # Subscribed before reading, so no commit falls between the read and the stream.
-        watcher = self.broadcaster.subscribe(goal_id)
+        feed = self.broadcaster.subscribe(goal_id)
+        handled = feed.frame
         try:
             current = await self._progress(goal_id)
             if current is None:
@@ -207,31 +202,21 @@ class Goals:
             if after_seq > current.seq:
                 # Every seq a client was sent is committed, so this one was not this goal's.
                 raise _invalid("after_seq", f"is above the goal's seq, {current.seq}", "INVALID_AFTER_SEQ")
-            loop = asyncio.get_running_loop()
             if current.seq > after_seq:
                 yield current, False
-            quiet_until = loop.time() + self.heartbeat_s
-            next_at = 0.0
             while not current.status.final:
-                if (pause := next_at - loop.time()) > 0:
-                    await asyncio.sleep(pause)  # what commits meanwhile is coalesced in the watcher
-                try:
-                    async with asyncio.timeout_at(quiet_until):
-                        latest = await watcher.next()
-                except TimeoutError:
+                await feed.wait(handled)
+                reread, heartbeat = feed.reread_frame > handled, feed.heartbeat_frame > handled
+                handled = feed.frame
+                # Notifications may have been lost: read the goal.
+                latest = await self._progress(goal_id) if reread else feed.published
+                if latest is not None and latest.seq > current.seq:
+                    current = latest
+                    yield current, False
+                elif heartbeat:
                     yield current, True
-                    quiet_until = loop.time() + self.heartbeat_s
-                    continue
-                if latest is None:  # notifications may have been lost: read it
-                    latest = await self._progress(goal_id)
-                if latest is None or latest.seq <= current.seq:
-                    continue
-                current = latest
-                yield current, False
-                quiet_until = loop.time() + self.heartbeat_s
-                next_at = loop.time() + self.stream_min_interval_s
         finally:
-            self.broadcaster.unsubscribe(watcher)
+            self.broadcaster.unsubscribe(feed)
 
     async def _progress(self, goal_id: str) -> store.Progress | None:
         # A short read on its own connection: never hold one while a client is written to.
