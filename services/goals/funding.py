@@ -19,7 +19,14 @@ from services.goals.peers import BalanceChange, LedgerGateway
 
 
 def balance_stream(ledger: LedgerGateway) -> Stream[BalanceChange]:
-    return Stream("goal balance stream", store.LedgerCursor, ledger.goal_balance_changes, apply_balance_change)
+    # A balance change is the account's state at its seq: of several, the newest is what counts.
+    return Stream(
+        "goal balance stream",
+        store.LedgerCursor,
+        ledger.goal_balance_changes,
+        apply_balance_change,
+        key=lambda change: change.account_id,
+    )
 
 
 async def apply_balance_change(session: AsyncSession, change: BalanceChange, now: datetime) -> bool:

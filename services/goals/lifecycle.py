@@ -16,7 +16,10 @@ ledger's balance, payments' confirmation) are in.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import uuid
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -87,6 +90,29 @@ async def apply_balance(session: AsyncSession, goal: store.Goal, balance: int, s
     await refresh_progress(session, goal, now)
 
 
+# Where `progress_once` keeps the goals whose progress it refreshes at the end.
+_PROGRESS_LATER = "gofund.goals.progress_later"
+
+
+@contextlib.asynccontextmanager
+async def progress_once(session: AsyncSession, clock: Callable[[], datetime]) -> AsyncIterator[None]:
+    """Within it, `refresh_progress` only notes the goal, and each goal noted is refreshed
+    once when it ends without an error: for a batch of stream messages applied in one
+    transaction, one progress change (one seq, one NOTIFY, one count of the contributions)
+    per goal instead of one per message. The progress is a function of what is stored
+    (see `refresh_progress`), so refreshing once at the end shows what refreshing after
+    each message would have ended with; its only move, OPEN to FUNDED, changes nothing
+    a message applied after it reads (a FUNDED goal accepts money as an OPEN one does)."""
+    later: dict[uuid.UUID, store.Goal] = {}
+    session.info[_PROGRESS_LATER] = later
+    try:
+        yield
+    finally:
+        del session.info[_PROGRESS_LATER]
+    for goal in later.values():
+        await refresh_progress(session, goal, clock())
+
+
 async def refresh_progress(session: AsyncSession, goal: store.Goal, now: datetime) -> None:
     """Bring the goal's progress up to date with its two signals: one change (one `seq`) at most.
 
@@ -126,6 +152,10 @@ async def refresh_progress(session: AsyncSession, goal: store.Goal, now: datetim
     compares raised with the GOAL balance until the outflow is decided). Only
     a goal funded by the deadline rule keeps its balance as raised (`max`).
     """
+    later = session.info.get(_PROGRESS_LATER)
+    if later is not None:
+        later[goal.id] = goal
+        return
     status = goal.status
     if not domain.accepts_money(status, goal.outflow):
         return  # closed: the progress keeps what claim_outflow fixed

@@ -354,6 +354,34 @@ async def test_an_outcome_goals_cannot_apply_is_logged_as_an_error_and_stepped_o
     assert cursor >= 2
 
 
+async def test_a_batch_holding_an_outcome_goals_cannot_apply_applies_the_others_and_steps_over_that_one(
+    platform: Platform, caplog: pytest.LogCaptureFixture
+) -> None:
+    owner, alice, bob = await platform.users(3)
+    goal = await platform.goal(owner, target=10_000)
+    first, second = [await platform.pending_contribution(goal, backer, 300) for backer in (alice, bob)]
+    unknown = str(uuid.uuid4())
+
+    def paid(contribution_id: str, payment_id: str) -> payments_pb2.PaymentOutcome:
+        confirmation = payments_pb2.ContributionPaid(
+            contribution_id=contribution_id, payment_id=payment_id, amount=300, currency="NGN"
+        )
+        return payments_pb2.PaymentOutcome(contribution_paid=confirmation)
+
+    payments = [str(uuid.uuid4()) for _ in range(3)]
+    with caplog.at_level(logging.ERROR, logger="gofund.goals.follower"):
+        await platform.deliver_together(
+            [paid(first, payments[0]), paid(unknown, payments[1]), paid(second, payments[2])]
+        )
+    assert await platform.contribution_state(first) == ("SUCCEEDED", payments[0], False)
+    assert await platform.contribution_state(second) == ("SUCCEEDED", payments[2], False)
+    logged = [r for r in caplog.records if r.name == "gofund.goals.follower"]
+    assert [(r.levelname, r.rule) for r in logged] == [("ERROR", "ContributionNotFound")]  # type: ignore[attr-defined]
+    assert unknown in logged[0].payload  # type: ignore[attr-defined]
+    ((cursor,),) = await platform.goals_sql("SELECT last_seq FROM payments_cursor")
+    assert cursor >= 3
+
+
 async def test_the_internal_service_refuses_user_tokens(platform: Platform) -> None:
     payer = await platform.user()
     internal = goals_service_pb2_grpc.GoalsInternalServiceStub(platform.goals.channel)

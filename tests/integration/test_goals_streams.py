@@ -10,6 +10,7 @@ import grpc
 import pytest
 from gofund.goals.v1 import goals_pb2, goals_service_pb2
 from gofund.ledger.v1 import ledger_service_pb2
+from gofund.payments.v1 import payments_pb2
 
 from services.common.server import ServiceRunner
 from services.ledger import main as ledger_main
@@ -426,6 +427,29 @@ async def test_two_backers_paying_at_once_make_at_most_one_change_each_with_ever
     assert steps <= {(600, 1, OPEN), (400, 1, OPEN), (1000, 2, FUNDED)}
     assert [c.seq for c in seen] == sorted({c.seq for c in seen})
     assert await goal_seq(platform, goal.id) - first.seq <= 2
+
+
+async def test_confirmations_applied_as_one_batch_make_one_change_for_their_goal(platform: Platform) -> None:
+    # A follower behind its stream applies what arrived meanwhile in one transaction:
+    # the goal shows the batch's outcome once, reaching FUNDED in that change.
+    owner, *backers = await platform.users(4)
+    goal = await platform.goal(owner, target=900)
+    before = await goal_seq(platform, goal.id)
+    paid = []
+    for backer in backers:
+        contribution_id = await platform.pending_contribution(goal, backer, 300)
+        payment_id = str(uuid.uuid4())
+        await platform.capture(goal, 300, payment_id)
+        confirmation = payments_pb2.ContributionPaid(
+            contribution_id=contribution_id, payment_id=payment_id, amount=300, currency=goal.currency
+        )
+        paid.append(payments_pb2.PaymentOutcome(contribution_paid=confirmation))
+    await _capture_applied(platform, goal.id, 900)
+    assert await goal_seq(platform, goal.id) == before  # no confirmation yet: nothing shown
+    await platform.deliver_together(paid)
+    assert await goal_seq(platform, goal.id) == before + 1
+    (shown,) = await take(watch(platform, goal.id), 1)
+    assert (shown.raised_amount, shown.contributor_count, shown.status) == (900, 3, FUNDED)
 
 
 @pytest.mark.parametrize("order", ["capture first", "confirmation first"])
