@@ -183,7 +183,7 @@ class Goals:
     async def watch(self, goal_id: str, after_seq: int = 0) -> AsyncIterator[tuple[store.Progress, bool]]:
         """(progress, heartbeat): the goal's progress now unless the client saw it (`after_seq`),
         then each change the goal's feed publishes, in seq order, until a final status; the
-        latest again as a heartbeat when the feed has been quiet (see streams.GoalFeed,
+        latest again as a heartbeat when the feed has been quiet (see services.common.feed,
         which also paces and coalesces the changes).
 
         A goal's progress is one state, not a history, so resuming needs no

@@ -27,7 +27,11 @@ async def build(settings: Settings, stack: AsyncExitStack) -> Service:
     authenticator = RemoteAuthenticator(
         channels, settings.target("identity"), cache_ttl_s=settings.auth_cache_ms / 1000
     )
-    broadcaster = Broadcaster(database)
+    broadcaster = Broadcaster(
+        database,
+        min_interval_s=1 / settings.stream_max_updates_per_s,
+        heartbeat_s=settings.stream_heartbeat_ms / 1000,
+    )
     batches = PostingBatches()
     ledger = Ledger(database, broadcaster, on_batch=batches.observe)
     services = ledger_service_pb2.DESCRIPTOR.services_by_name
@@ -38,11 +42,7 @@ async def build(settings: Settings, stack: AsyncExitStack) -> Service:
         servicers=[
             (
                 ledger_service_pb2_grpc.add_LedgerServiceServicer_to_server,
-                LedgerServicer(
-                    ledger,
-                    heartbeat_s=settings.stream_heartbeat_ms / 1000,
-                    min_interval_s=1 / settings.stream_max_updates_per_s,
-                ),
+                LedgerServicer(ledger),
             ),
             (
                 ledger_service_pb2_grpc.add_LedgerInternalServiceServicer_to_server,

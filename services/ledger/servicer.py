@@ -179,10 +179,8 @@ def account_types(values: Iterable[ledger_pb2.AccountType.ValueType]) -> list[Ac
 class LedgerServicer(ledger_service_pb2_grpc.LedgerServiceServicer):
     """Public reads; each checks visibility first (a hidden account is NOT_FOUND)."""
 
-    def __init__(self, ledger: Ledger, *, heartbeat_s: float, min_interval_s: float) -> None:
+    def __init__(self, ledger: Ledger) -> None:
         self.ledger = ledger
-        self.heartbeat_s = heartbeat_s
-        self.min_interval_s = min_interval_s
 
     async def GetAccount(
         self, request: ledger_service_pb2.GetAccountRequest, context: grpc.aio.ServicerContext
@@ -215,11 +213,7 @@ class LedgerServicer(ledger_service_pb2_grpc.LedgerServiceServicer):
         watched = account_id(request.account_id)
         since = resume_after(request.after_seq, context)
         await self.ledger.visible_account(watched)
-        changes = self.ledger.watch(
-            account_ids=[watched], account_types=[], after_seq=since, current_first=since == 0,
-            heartbeat_s=self.heartbeat_s, min_interval_s=self.min_interval_s,
-        )  # fmt: skip
-        async for change, heartbeat in changes:
+        async for change, heartbeat in self.ledger.watch_account(watched, after_seq=since):
             yield watch_balance_bytes(change, heartbeat)
 
 
@@ -324,10 +318,8 @@ class LedgerInternalServicer(ledger_service_pb2_grpc.LedgerInternalServiceServic
         # No heartbeats: only services call this, straight over gRPC (no proxy
         # or browser to cut an idle stream), and a stream of many accounts has
         # no one latest balance to repeat.
-        changes = self.ledger.watch(
-            account_ids=ids, account_types=types, after_seq=after_seq(request.after_seq), current_first=False
-        )
-        async for change, _ in changes:
+        changes = self.ledger.watch(account_ids=ids, account_types=types, after_seq=after_seq(request.after_seq))
+        async for change in changes:
             yield watch_balances_bytes(change)
 
     async def Reconcile(

@@ -13,6 +13,10 @@ latest balance, still in seq order). If it falls behind on more accounts than
 its capacity, it is closed and its client resumes from the last seq it saw,
 replaying from the entries. If the listening connection drops, every watcher is
 closed the same way, because notifications sent meanwhile are lost.
+
+The public WatchBalance (one account, paced to a rate, with heartbeats) does
+not get a watcher of its own: each watched account has one `Feed`
+(services.common.feed), which paces its changes once for all its watchers.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from collections.abc import Iterable
 
 from services.common.db import Database
 from services.common.errors import DomainError
+from services.common.feed import Feed
 from services.common.listen import Listener
 from services.ledger.domain import AccountType
 from services.ledger.store import NOTIFY_CHANNEL, BalanceChange, changes_after
@@ -79,9 +84,20 @@ class Watcher:
 
 
 class Broadcaster:
-    def __init__(self, database: Database, *, capacity: int = DEFAULT_CAPACITY) -> None:
+    def __init__(
+        self,
+        database: Database,
+        *,
+        capacity: int = DEFAULT_CAPACITY,
+        min_interval_s: float = 0.0,
+        heartbeat_s: float | None = None,
+    ) -> None:
         self._database = database
         self._capacity = capacity
+        # One paced feed per account watched by the public WatchBalance (services.common.feed).
+        self._feeds: dict[str, Feed[BalanceChange]] = {}
+        self._min_interval_s = min_interval_s
+        self._heartbeat_s = heartbeat_s
         self._by_account: dict[str, set[Watcher]] = defaultdict(set)
         self._by_type: dict[AccountType, set[Watcher]] = defaultdict(set)
         self._listener = Listener(
@@ -97,7 +113,8 @@ class Broadcaster:
 
     @property
     def watcher_count(self) -> int:
-        return len({w for ws in (*self._by_account.values(), *self._by_type.values()) for w in ws})
+        watchers = len({w for ws in (*self._by_account.values(), *self._by_type.values()) for w in ws})
+        return watchers + sum(feed.watchers for feed in self._feeds.values())
 
     async def run(self) -> None:
         """Keep one LISTEN connection open for the life of the process (a background loop)."""
@@ -107,17 +124,37 @@ class Broadcaster:
         self, account_ids: Iterable[str], account_types: Iterable[AccountType], timeout_s: float = 5.0
     ) -> Watcher:
         """A watcher that receives every change committed from now on."""
-        try:
-            async with asyncio.timeout(timeout_s):
-                await self._listener.listening.wait()
-        except TimeoutError:
-            raise ChangeFeedUnavailable("the ledger is not receiving changes right now; try again") from None
+        await self._wait_listening(timeout_s)
         watcher = Watcher(account_ids, account_types, self._capacity)
         for account_id in watcher.account_ids:
             self._by_account[account_id].add(watcher)
         for account_type in watcher.account_types:
             self._by_type[account_type].add(watcher)
         return watcher
+
+    async def follow(self, account_id: str, timeout_s: float = 5.0) -> Feed[BalanceChange]:
+        """The account's feed, which publishes its balance changes committed from now on, paced."""
+        await self._wait_listening(timeout_s)
+        feed = self._feeds.get(account_id)
+        if feed is None:
+            feed = self._feeds[account_id] = Feed(
+                account_id, min_interval_s=self._min_interval_s, heartbeat_s=self._heartbeat_s
+            )
+        feed.watchers += 1
+        return feed
+
+    def unfollow(self, feed: Feed[BalanceChange]) -> None:
+        feed.watchers -= 1
+        if feed.watchers == 0 and self._feeds.get(feed.key) is feed:
+            del self._feeds[feed.key]
+            feed.close()
+
+    async def _wait_listening(self, timeout_s: float) -> None:
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._listener.listening.wait()
+        except TimeoutError:
+            raise ChangeFeedUnavailable("the ledger is not receiving changes right now; try again") from None
 
     def unsubscribe(self, watcher: Watcher) -> None:
         for account_id in watcher.account_ids:
@@ -150,6 +187,8 @@ class Broadcaster:
                     limit=last - first + 1,
                 )
         for change in changes:
+            if (feed := self._feeds.get(change.account_id)) is not None:
+                feed.offer(change)
             for watcher in self._by_account.get(change.account_id, ()):
                 watcher.offer(change)
             for watcher in self._by_type.get(change.account_type, ()):
@@ -157,6 +196,9 @@ class Broadcaster:
                     watcher.offer(change)
 
     def _close_all(self, reason: str) -> None:
+        feeds, self._feeds = self._feeds, {}
+        for feed in feeds.values():
+            feed.end(reason)
         for watchers in (*self._by_account.values(), *self._by_type.values()):
             for watcher in watchers:
                 watcher.close(reason)

@@ -6,7 +6,6 @@ gRPC here, and SQL only through `store`.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Callable, Sequence
 
 from services.common import context
@@ -15,7 +14,7 @@ from services.ledger import domain, store
 from services.ledger.batcher import Batcher
 from services.ledger.domain import AccountType, Posting, TransactionKind
 from services.ledger.store import PostRequest, TransactionRow
-from services.ledger.streams import Broadcaster
+from services.ledger.streams import Broadcaster, WatcherClosed
 
 REPLAY_PAGE = 1000
 # Requests per database transaction: enough to pay a commit's flush and round
@@ -169,79 +168,88 @@ class Ledger:
 
     # -- streams --------------------------------------------------------------
     async def watch(
-        self,
-        *,
-        account_ids: Sequence[str],
-        account_types: Sequence[AccountType],
-        after_seq: int,
-        current_first: bool,
-        heartbeat_s: float | None = None,
-        min_interval_s: float = 0.0,
-    ) -> AsyncIterator[tuple[store.BalanceChange, bool]]:
-        """(change, heartbeat): changes in seq order, the missed ones from the entries, then live ones.
+        self, *, account_ids: Sequence[str], account_types: Sequence[AccountType], after_seq: int
+    ) -> AsyncIterator[store.BalanceChange]:
+        """Every change after `after_seq` in seq order: the missed ones from the entries, then
+        live ones (of an account a slow watcher falls behind on, only the newest).
 
         The watcher is registered before the database is read, so a commit
         lands either in what is read or in the watcher (or both: then seq
-        decides). `current_first` (one account, after_seq 0) starts with the
-        account's current balance instead of its history. With `heartbeat_s`
-        (one account), a live stream quiet that long repeats its latest
-        balance, flagged as a heartbeat. With `min_interval_s`, live changes
-        are sent at most that often: the ones in between are coalesced to the
-        newest (the watcher keeps one per account), and the last one always
-        arrives.
+        decides).
         """
         watcher = await self.broadcaster.subscribe(account_ids, account_types)
         try:
-            # Each read takes a pooled connection only for the query, never while
-            # the client is being written to: a slow client must not hold the pool.
-            async with self.database.engine.connect() as connection:
-                snapshot = await store.last_seq(connection)
-                first = await self._current(connection, account_ids[0]) if current_first else None
-            last: store.BalanceChange | None = None
-            if first is not None:
-                yield first, False
-                last = first
-                # The balance may include commits after `snapshot`; never repeat them.
-                sent = max(snapshot, first.seq)
-            else:
-                async for change in self._missed(account_ids, account_types, after_seq, snapshot):
-                    yield change, False
-                    last = change
-                sent = max(after_seq, snapshot)
-            loop = asyncio.get_running_loop()
-            quiet_until = None if heartbeat_s is None else loop.time() + heartbeat_s
-            next_at = 0.0
+            sent = after_seq
+            async for change in self._catch_up(account_ids, account_types, after_seq, current_first=False):
+                sent = max(sent, change.seq)
+                yield change
             while True:
-                if (pause := next_at - loop.time()) > 0:
-                    await asyncio.sleep(pause)  # what commits meanwhile is coalesced in the watcher
-                try:
-                    async with asyncio.timeout_at(quiet_until):
-                        batch = await watcher.next_batch()
-                except TimeoutError:
-                    assert heartbeat_s is not None
+                for change in await watcher.next_batch():
+                    if change.seq > sent:
+                        sent = change.seq
+                        yield change
+        finally:
+            self.broadcaster.unsubscribe(watcher)
+
+    async def watch_account(
+        self, account_id: str, *, after_seq: int
+    ) -> AsyncIterator[tuple[store.BalanceChange, bool]]:
+        """(change, heartbeat): one account's changes after `after_seq` (after_seq 0: its
+        balance now, instead of its history), then what its feed publishes: live changes
+        paced to the feed's rate (the ones in between coalesced to the newest; the last
+        one always arrives), and the latest balance again, flagged as a heartbeat, when
+        the account has been quiet (see services.common.feed).
+        """
+        feed = await self.broadcaster.follow(account_id)
+        handled = feed.frame
+        try:
+            last: store.BalanceChange | None = None
+            sent = after_seq
+            async for change in self._catch_up([account_id], [], after_seq, current_first=after_seq == 0):
+                sent = max(sent, change.seq)
+                last = change
+                yield change, False
+            while True:
+                await feed.wait(handled)
+                if feed.ended is not None:
+                    raise WatcherClosed(feed.ended)
+                heartbeat = feed.heartbeat_frame > handled
+                handled = feed.frame
+                published = feed.published
+                if published is not None and published.seq > sent:
+                    sent, last = published.seq, published
+                    yield published, False
+                elif heartbeat:
                     if last is None:
                         # Nothing sent since the client's after_seq: its latest state is the
                         # balance now (no change to the account after balance.seq).
                         async with self.database.engine.connect() as connection:
-                            last = await self._current(connection, account_ids[0])
+                            last = await self._current(connection, account_id)
                         if last.seq > sent:  # committed, not yet delivered: a change, not a repeat
                             sent = last.seq
                             yield last, False
-                            quiet_until = loop.time() + heartbeat_s
                             continue
                     yield last, True
-                    quiet_until = loop.time() + heartbeat_s
-                    continue
-                for change in batch:
-                    if change.seq > sent:
-                        sent = change.seq
-                        yield change, False
-                        last = change
-                        if heartbeat_s is not None:
-                            quiet_until = loop.time() + heartbeat_s
-                next_at = loop.time() + min_interval_s
         finally:
-            self.broadcaster.unsubscribe(watcher)
+            self.broadcaster.unfollow(feed)
+
+    async def _catch_up(
+        self, account_ids: Sequence[str], account_types: Sequence[AccountType], after_seq: int, *, current_first: bool
+    ) -> AsyncIterator[store.BalanceChange]:
+        """What a new watcher sends before live changes: the balance now (`current_first`, one
+        account) or the changes after `after_seq` up to the last committed seq, from the
+        entries. What commits after that is live; a live change at or below the highest seq
+        sent was in what was read, and is not sent again."""
+        # Each read takes a pooled connection only for the query, never while
+        # the client is being written to: a slow client must not hold the pool.
+        async with self.database.engine.connect() as connection:
+            snapshot = await store.last_seq(connection)
+            first = await self._current(connection, account_ids[0]) if current_first else None
+        if first is not None:
+            yield first
+            return
+        async for change in self._missed(account_ids, account_types, after_seq, snapshot):
+            yield change
 
     async def _missed(
         self, account_ids: Sequence[str], account_types: Sequence[AccountType], after_seq: int, snapshot: int

@@ -9,10 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import psycopg
 import pytest
 import pytest_asyncio
 from gofund.ledger.v1 import ledger_pb2, ledger_service_pb2, ledger_service_pb2_grpc
 
+from services.common.db import psycopg_dsn
 from services.common.server import ServiceRunner
 from services.ledger.main import build
 from services.stack import embedded
@@ -343,3 +345,27 @@ async def test_a_busy_balance_stream_is_coalesced_to_its_rate_and_ends_on_the_la
     # The first change goes out at once, the nine after it as one: the newest.
     assert len(changes) == 2
     assert (changes[-1].balance, changes[-1].transaction_id) == (10, posted[-1].transaction.id)
+
+
+async def test_a_ledger_that_loses_its_change_feed_ends_every_balance_stream_and_a_resume_misses_nothing(
+    ledger: LedgerUnderTest, quick_heartbeats: tuple[ledger_service_pb2_grpc.LedgerServiceStub, Any]
+) -> None:
+    public, broadcaster = quick_heartbeats
+    escrow, goal = await open_account(ledger.internal, "ESCROW"), await open_account(ledger.internal, "GOAL")
+    await fund(ledger.internal, escrow, goal, 10)
+    stream = public.WatchBalance(ledger_service_pb2.WatchBalanceRequest(account_id=goal))
+    (first,) = await take(stream, 1)
+    # Every LISTEN connection on the ledger's database is cut: notifications sent
+    # before the listeners are back are lost, so no stream may go on as if complete.
+    async with await psycopg.AsyncConnection.connect(psycopg_dsn(ledger.url), autocommit=True) as sql:
+        await sql.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE 'LISTEN%'")
+    with pytest.raises(grpc.aio.AioRpcError) as ended:
+        await take(stream, 100)
+    assert ended.value.code() is grpc.StatusCode.UNAVAILABLE
+    assert reason(ended.value, "ledger.gofund") == "WATCH_INTERRUPTED"
+    posted = await fund(ledger.internal, escrow, goal, 5)  # perhaps while nobody listened
+    resumed = public.WatchBalance(ledger_service_pb2.WatchBalanceRequest(account_id=goal, after_seq=first.seq))
+    change = await next_message(resumed, heartbeat=False)
+    resumed.cancel()
+    assert (change.balance, change.transaction_id) == (15, posted.transaction.id)
+    await eventually(lambda: asyncio.sleep(0, broadcaster.watcher_count == 0), 5, "the watchers to be forgotten")

@@ -1,11 +1,11 @@
-"""A goal's feed publishes the newest progress at its pace, never goes back, wakes every
-watcher on one frame, and tells them to reread after a lost feed."""
+"""A feed (here of a goal's progress) publishes the newest state at its pace, never goes back,
+wakes every watcher on one frame, tells them to reread after a lost feed, and ends."""
 
 import asyncio
 
+from services.common.feed import Feed
 from services.goals.domain import GoalStatus
 from services.goals.store import Progress
-from services.goals.streams import GoalFeed
 
 HOUR_S = 3600.0
 
@@ -14,8 +14,8 @@ def progress(seq: int, raised: int, status: GoalStatus = GoalStatus.OPEN) -> Pro
     return Progress("g", seq, status, raised, 1000, 1, "NGN")
 
 
-def feed(min_interval_s: float = 0.05, heartbeat_s: float = HOUR_S) -> GoalFeed:
-    return GoalFeed("g", min_interval_s=min_interval_s, heartbeat_s=heartbeat_s)
+def feed(min_interval_s: float = 0.05, heartbeat_s: float = HOUR_S) -> Feed[Progress]:
+    return Feed("g", min_interval_s=min_interval_s, heartbeat_s=heartbeat_s)
 
 
 def test_the_first_change_goes_out_at_once_and_the_rest_of_a_pause_as_its_newest() -> None:
@@ -97,6 +97,20 @@ def test_a_quiet_feed_beats_and_a_lost_feed_asks_watchers_to_read_the_goal_again
         return beat, reread, goal.published is None
 
     assert asyncio.run(run()) == (True, True, True)
+
+
+def test_an_ended_feed_wakes_its_watchers_and_takes_nothing_more() -> None:
+    async def run() -> tuple[str | None, Progress | None]:
+        goal = feed(min_interval_s=0)
+        seen = goal.frame
+        waiting = asyncio.create_task(goal.wait(seen))
+        await asyncio.sleep(0)
+        goal.end("the listener lost its connection")
+        await waiting
+        goal.offer(progress(2, 100))
+        return goal.ended, goal.published
+
+    assert asyncio.run(run()) == ("the listener lost its connection", None)
 
 
 def test_progress_travels_as_json_unchanged() -> None:
