@@ -101,6 +101,20 @@ async def test_steps_publishing_at_once_get_every_seq_once_in_order(outcomes: Ou
     assert kinds.count("payout_settled") == 2
 
 
+async def test_two_replicas_publishing_at_once_get_every_seq_once(outcomes: Outcomes) -> None:
+    # Each process serializes its own appends; two processes' appends conflict in the store.
+    replica = Outcomes(PaymentsStore(outcomes._store.database))
+    payments = [a_payment() for _ in range(10)]
+    await asyncio.gather(
+        *(outcomes.contribution_paid(p) for p in payments[:5]),
+        *(replica.contribution_paid(p) for p in payments[5:]),
+        *(replica.contribution_paid(p) for p in payments[:5]),  # the same steps, repeated over there
+    )
+    seen = await read(outcomes, 0, len(payments))
+    assert [o.seq for o in seen] == list(range(1, len(payments) + 1))
+    assert {o.contribution_paid.payment_id for o in seen} == {p.payment_id for p in payments}
+
+
 async def test_a_repeated_step_publishes_nothing_new(outcomes: Outcomes) -> None:
     paid = a_payment()
     await asyncio.gather(*(outcomes.contribution_paid(paid) for _ in range(5)))
