@@ -73,8 +73,7 @@ def _contribution_not_found(contribution_id: str) -> domain.ContributionNotFound
 async def _locked(session: AsyncSession, contribution_id: str) -> tuple[store.Goal, store.Contribution]:
     """The contribution and its goal, both locked (goal first, as everywhere) and read after the locks."""
     canonical = canonical_id(contribution_id)
-    goal_id = await store.goal_of_contribution(session, canonical) if canonical else None
-    goal = await store.get_goal(session, str(goal_id), lock=True) if goal_id else None
+    goal = await store.lock_goal_of_contribution(session, canonical) if canonical else None
     contribution = await store.get_contribution(session, canonical, lock=True) if goal and canonical else None
     if goal is None or contribution is None:
         raise _contribution_not_found(contribution_id)

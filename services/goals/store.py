@@ -515,9 +515,11 @@ async def get_contribution(session: AsyncSession, contribution_id: str, *, lock:
     return (await session.execute(query)).scalar_one_or_none()
 
 
-async def goal_of_contribution(session: AsyncSession, contribution_id: str) -> uuid.UUID | None:
-    """The contribution's goal id, without loading it: callers lock the goal, then read the contribution."""
-    query = select(Contribution.goal_id).where(Contribution.id == uuid.UUID(contribution_id))
+async def lock_goal_of_contribution(session: AsyncSession, contribution_id: str) -> Goal | None:
+    """The contribution's goal, locked and read under the lock, in one statement (the goal id
+    from the contribution in a subquery): callers then lock and read the contribution."""
+    goal_id = select(Contribution.goal_id).where(Contribution.id == uuid.UUID(contribution_id)).scalar_subquery()
+    query = for_update(select(Goal).where(Goal.id == goal_id))
     return (await session.execute(query)).scalar_one_or_none()
 
 
