@@ -67,8 +67,7 @@ def watcher_process(target: str, goal_id: str, final: int, count: int, ready: An
                 except grpc.aio.AioRpcError:
                     if stop.is_set():
                         return  # cancelled at the end
-                    # As a page would: connect again (a few of 2,000 streams opened at
-                    # once come back CANCELLED; counted and printed).
+                    # As a page would: connect again (counted and printed).
                     refused[0] += 1
                     await asyncio.sleep(0.2)
 

@@ -124,6 +124,13 @@ class ServiceRunner:
                     # every 5 minutes with GOAWAY too_many_pings.
                     ("grpc.http2.min_recv_ping_interval_without_data_ms", 20_000),
                     ("grpc.keepalive_permit_without_calls", 1),
+                    # Calls that arrived before the server asked for them wait in gRPC's
+                    # own queue, and beyond 1,000 of them (its default) it cancels some:
+                    # of 2,000 watchers opening one viral goal at once, about 1 in 8
+                    # came back CANCELLED (a bare grpc.aio server does the same). A burst
+                    # of pages is queued and served instead; each waiting call is small.
+                    ("grpc.server.max_pending_requests", 20_000),
+                    ("grpc.server.max_pending_requests_hard_limit", 40_000),
                 ],
             )
             for add_to_server, servicer in service.servicers:

@@ -99,6 +99,22 @@ async def test_a_watcher_that_goes_away_is_forgotten(platform: Platform) -> None
     await eventually(lambda: asyncio.sleep(0, broadcaster.watcher_count == before))
 
 
+async def test_two_thousand_watchers_opening_one_goal_at_once_are_all_served(platform: Platform) -> None:
+    # A viral goal: a burst of pages opening at once is queued, not cancelled by
+    # gRPC beyond its default 1,000 calls waiting for the server.
+    owner = await platform.user()
+    goal = await platform.goal(owner)
+    streams = [watch(platform, goal.id) for _ in range(2000)]
+    try:
+        firsts = await asyncio.gather(*(take(stream, 1) for stream in streams), return_exceptions=True)
+    finally:
+        for stream in streams:
+            stream.cancel()
+    failed = [f for f in firsts if isinstance(f, BaseException)]
+    assert failed == []
+    assert {first[0].goal_id for first in firsts if not isinstance(first, BaseException)} == {goal.id}
+
+
 async def test_changes_made_by_another_goals_process_reach_every_watcher(platform: Platform) -> None:
     replica = await platform.start_goals()
     try:
