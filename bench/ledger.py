@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import psutil
 import psycopg
 from benchkit import line, percentile
 from gofund.ledger.v1 import ledger_pb2, ledger_service_pb2, ledger_service_pb2_grpc
@@ -47,6 +48,7 @@ from services.stack import embedded
 CLIENTS = 8
 CROWD = 32  # clients of a viral goal
 SETTLE_S = 3.0  # quiet before a baseline run
+WATCHED_ROUNDS = 3  # pairs of runs (none, then 1,000 watchers on the posted accounts)
 ACCOUNTS = 20
 LEDGER_INTERNAL = ledger_service_pb2.DESCRIPTOR.services_by_name["LedgerInternalService"]
 
@@ -327,6 +329,8 @@ async def with_watchers(
     process.start()
     while not ready.is_set():
         await asyncio.sleep(0.05)
+    watchers_cpu = psutil.Process(process.pid).cpu_times()
+    began = time.monotonic()
     committed: dict[int, float] = {}
 
     def on_posted(response: Any, at: float) -> None:
@@ -334,6 +338,11 @@ async def with_watchers(
             committed[entry.seq] = at
 
     rate = await grpc_throughput(target, uniform(posted, CLIENTS, per_client), on_posted=on_posted)
+    # The watchers' own process shares the 2 cores with the ledger and PostgreSQL: said,
+    # so the posting rate can be read against it.
+    now_cpu = psutil.Process(process.pid).cpu_times()
+    used = (now_cpu.user + now_cpu.system - watchers_cpu.user - watchers_cpu.system) / (time.monotonic() - began)
+    line("watchers_process_cores_used_while_posting", f"{used:.2f}", "-")
     await asyncio.sleep(1.0)  # let the last changes arrive
     stop.set()
     seen = await asyncio.to_thread(results.get)
@@ -408,15 +417,28 @@ async def main(quick: bool) -> None:
         await asyncio.sleep(SETTLE_S)
         none_before_connected = await grpc_throughput(target, uniform(accounts, CLIENTS, per_client))
         connected, _, _ = await with_watchers(target, accounts, idle, per_client, 1000)
-        await asyncio.sleep(SETTLE_S)  # the last run's 1,000 streams are torn down
-        none_before_active = await grpc_throughput(target, uniform(accounts, CLIENTS, per_client))
-        active, latencies, delivered = await with_watchers(target, accounts, accounts, per_client, 1000)
+        # The watched figure is the median of WATCHED_ROUNDS pairs, each a run without
+        # watchers just before a run with them: a single pair moved by more than the
+        # watchers' own cost (its baseline between 755 and 909 per s in one day's runs).
+        ratios: list[float] = []
+        latencies: list[float] = []
+        delivered = 0
+        for _ in range(WATCHED_ROUNDS):
+            await asyncio.sleep(SETTLE_S)  # the last run's 1,000 streams are torn down
+            none_before_active = await grpc_throughput(target, uniform(accounts, CLIENTS, per_client))
+            active, seen, messages = await with_watchers(target, accounts, accounts, per_client, 1000)
+            ratios.append(active / none_before_active)
+            latencies += seen
+            delivered += messages
+            line("post_transaction_grpc_per_s_no_watchers_then_1000_watchers_on_the_posted_accounts",
+                 f"{none_before_active:.0f} / {active:.0f}", "-")  # fmt: skip
         line("post_transaction_grpc_per_s_no_watchers", f"{none_before_connected:.0f}", "-")
         line("post_transaction_grpc_per_s_1000_watchers_connected", f"{connected:.0f}", "-")
-        line("post_transaction_grpc_per_s_no_watchers_again", f"{none_before_active:.0f}", "-")
-        line("post_transaction_grpc_per_s_1000_watchers_on_the_posted_accounts", f"{active:.0f}", "-")
         line("post_with_1000_watchers_connected_vs_none", f"{connected / none_before_connected:.2f}", ">= 0.8")
-        line("post_with_1000_watchers_on_the_posted_accounts_vs_none", f"{active / none_before_active:.2f}", ">= 0.8")
+        line("post_with_1000_watchers_on_the_posted_accounts_vs_none_each_round",
+             " ".join(f"{r:.2f}" for r in ratios), "-")  # fmt: skip
+        line(f"post_with_1000_watchers_on_the_posted_accounts_vs_none_median_of_{WATCHED_ROUNDS}",
+             f"{statistics.median(ratios):.2f}", ">= 0.8")  # fmt: skip
         line("watcher_messages_delivered", str(delivered), "-")
         line("commit_to_watcher_p50_ms_1000_watchers", f"{percentile(latencies, 0.5) * 1000:.1f}", "-")
         line("commit_to_watcher_p99_ms_1000_watchers", f"{percentile(latencies, 0.99) * 1000:.1f}", "<= 50")
