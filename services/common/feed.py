@@ -26,6 +26,8 @@ from typing import Generic, Protocol, TypeVar
 
 
 class Sequenced(Protocol):
+    """A state or message that carries its place in commit order."""
+
     @property
     def seq(self) -> int: ...
 
@@ -118,3 +120,46 @@ class Feed(Generic[S]):
         for waiter in waiting:
             if not waiter.done():
                 waiter.set_result(None)
+
+
+class Feeds(Generic[S]):
+    """The feeds of one process's watched things, by key: a feed lives while it has watchers."""
+
+    def __init__(self, *, min_interval_s: float, heartbeat_s: float | None) -> None:
+        self._feeds: dict[str, Feed[S]] = {}
+        self._min_interval_s = min_interval_s
+        self._heartbeat_s = heartbeat_s
+
+    @property
+    def watcher_count(self) -> int:
+        return sum(feed.watchers for feed in self._feeds.values())
+
+    def join(self, key: str) -> Feed[S]:
+        """The feed of `key` (a new one if nobody watches it), with one more watcher."""
+        feed = self._feeds.get(key)
+        if feed is None:
+            feed = self._feeds[key] = Feed(key, min_interval_s=self._min_interval_s, heartbeat_s=self._heartbeat_s)
+        feed.watchers += 1
+        return feed
+
+    def leave(self, feed: Feed[S]) -> None:
+        """One watcher fewer; the last one takes the feed's timers with it."""
+        feed.watchers -= 1
+        if feed.watchers == 0 and self._feeds.get(feed.key) is feed:
+            del self._feeds[feed.key]
+            feed.close()
+
+    def offer(self, key: str, state: S) -> None:
+        """`state` to the feed of `key`, if anyone watches it."""
+        if (feed := self._feeds.get(key)) is not None:
+            feed.offer(state)
+
+    def reread_all(self) -> None:
+        for feed in self._feeds.values():
+            feed.reread()
+
+    def end_all(self, reason: str) -> None:
+        """End every feed (its watchers close their streams); watchers who join later get new ones."""
+        feeds, self._feeds = self._feeds, {}
+        for feed in feeds.values():
+            feed.end(reason)

@@ -27,13 +27,14 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Generic, Protocol, TypeVar
+from typing import Generic, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.common import outage
 from services.common.db import Database
 from services.common.errors import DomainError
+from services.common.feed import Sequenced
 from services.goals import lifecycle, store
 from services.goals.peers import Refused
 
@@ -43,11 +44,6 @@ BACKOFF_START_S = 0.1
 BACKOFF_MAX_S = 5.0
 # The most stream messages applied in one transaction.
 BATCH_MAX = 100
-
-
-class Sequenced(Protocol):
-    @property
-    def seq(self) -> int: ...
 
 
 M = TypeVar("M", bound=Sequenced)
@@ -80,7 +76,8 @@ class _Ended:
 async def batches(messages: AsyncIterator[M], most: int) -> AsyncIterator[list[M]]:
     """The stream's messages, each batch what arrived while the one before was applied
     (at most `most`), read ahead by a task of its own; the stream's end or error comes
-    after the messages before it."""
+    after the messages before it. (A queue and a task, written here: what is wanted is
+    whatever has arrived so far, not the fixed-size chunks stream libraries batch into.)"""
     queue: asyncio.Queue[M | _Ended] = asyncio.Queue(maxsize=most)
 
     async def read() -> None:

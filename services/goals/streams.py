@@ -17,7 +17,7 @@ import asyncio
 import logging
 
 from services.common.db import Database
-from services.common.feed import Feed
+from services.common.feed import Feed, Feeds
 from services.common.listen import Listener
 from services.goals.store import NOTIFY_CHANNEL, Progress
 
@@ -26,9 +26,7 @@ log = logging.getLogger("gofund.goals.streams")
 
 class ProgressBroadcaster:
     def __init__(self, database: Database, *, min_interval_s: float, heartbeat_s: float) -> None:
-        self._feeds: dict[str, Feed[Progress]] = {}
-        self._min_interval_s = min_interval_s
-        self._heartbeat_s = heartbeat_s
+        self._feeds: Feeds[Progress] = Feeds(min_interval_s=min_interval_s, heartbeat_s=heartbeat_s)
         self._listener = Listener(
             database,
             NOTIFY_CHANNEL,
@@ -42,7 +40,7 @@ class ProgressBroadcaster:
 
     @property
     def watcher_count(self) -> int:
-        return sum(feed.watchers for feed in self._feeds.values())
+        return self._feeds.watcher_count
 
     @property
     def listening(self) -> asyncio.Event:
@@ -54,19 +52,10 @@ class ProgressBroadcaster:
 
     def subscribe(self, goal_id: str) -> Feed[Progress]:
         """The goal's feed, which publishes every change committed from now on."""
-        feed = self._feeds.get(goal_id)
-        if feed is None:
-            feed = self._feeds[goal_id] = Feed(
-                goal_id, min_interval_s=self._min_interval_s, heartbeat_s=self._heartbeat_s
-            )
-        feed.watchers += 1
-        return feed
+        return self._feeds.join(goal_id)
 
     def unsubscribe(self, feed: Feed[Progress]) -> None:
-        feed.watchers -= 1
-        if feed.watchers == 0 and self._feeds.get(feed.key) is feed:
-            del self._feeds[feed.key]
-            feed.close()
+        self._feeds.leave(feed)
 
     async def _dispatch(self, payload: str) -> None:
         try:
@@ -74,10 +63,7 @@ class ProgressBroadcaster:
         except (ValueError, TypeError):
             log.error("ignored a malformed progress notification", extra={"payload": payload[:200]})
             return
-        feed = self._feeds.get(progress.goal_id)
-        if feed is not None:
-            feed.offer(progress)
+        self._feeds.offer(progress.goal_id, progress)
 
     async def _reread_all(self) -> None:
-        for feed in self._feeds.values():
-            feed.reread()
+        self._feeds.reread_all()

@@ -29,7 +29,7 @@ from collections.abc import Iterable
 
 from services.common.db import Database
 from services.common.errors import DomainError
-from services.common.feed import Feed
+from services.common.feed import Feed, Feeds
 from services.common.listen import Listener
 from services.ledger.domain import AccountType
 from services.ledger.store import NOTIFY_CHANNEL, BalanceChange, changes_after
@@ -95,9 +95,7 @@ class Broadcaster:
         self._database = database
         self._capacity = capacity
         # One paced feed per account watched by the public WatchBalance (services.common.feed).
-        self._feeds: dict[str, Feed[BalanceChange]] = {}
-        self._min_interval_s = min_interval_s
-        self._heartbeat_s = heartbeat_s
+        self._feeds: Feeds[BalanceChange] = Feeds(min_interval_s=min_interval_s, heartbeat_s=heartbeat_s)
         self._by_account: dict[str, set[Watcher]] = defaultdict(set)
         self._by_type: dict[AccountType, set[Watcher]] = defaultdict(set)
         self._listener = Listener(
@@ -114,7 +112,7 @@ class Broadcaster:
     @property
     def watcher_count(self) -> int:
         watchers = len({w for ws in (*self._by_account.values(), *self._by_type.values()) for w in ws})
-        return watchers + sum(feed.watchers for feed in self._feeds.values())
+        return watchers + self._feeds.watcher_count
 
     async def run(self) -> None:
         """Keep one LISTEN connection open for the life of the process (a background loop)."""
@@ -135,19 +133,10 @@ class Broadcaster:
     async def follow(self, account_id: str, timeout_s: float = 5.0) -> Feed[BalanceChange]:
         """The account's feed, which publishes its balance changes committed from now on, paced."""
         await self._wait_listening(timeout_s)
-        feed = self._feeds.get(account_id)
-        if feed is None:
-            feed = self._feeds[account_id] = Feed(
-                account_id, min_interval_s=self._min_interval_s, heartbeat_s=self._heartbeat_s
-            )
-        feed.watchers += 1
-        return feed
+        return self._feeds.join(account_id)
 
     def unfollow(self, feed: Feed[BalanceChange]) -> None:
-        feed.watchers -= 1
-        if feed.watchers == 0 and self._feeds.get(feed.key) is feed:
-            del self._feeds[feed.key]
-            feed.close()
+        self._feeds.leave(feed)
 
     async def _wait_listening(self, timeout_s: float) -> None:
         try:
@@ -187,8 +176,7 @@ class Broadcaster:
                     limit=last - first + 1,
                 )
         for change in changes:
-            if (feed := self._feeds.get(change.account_id)) is not None:
-                feed.offer(change)
+            self._feeds.offer(change.account_id, change)
             for watcher in self._by_account.get(change.account_id, ()):
                 watcher.offer(change)
             for watcher in self._by_type.get(change.account_type, ()):
@@ -196,9 +184,7 @@ class Broadcaster:
                     watcher.offer(change)
 
     def _close_all(self, reason: str) -> None:
-        feeds, self._feeds = self._feeds, {}
-        for feed in feeds.values():
-            feed.end(reason)
+        self._feeds.end_all(reason)
         for watchers in (*self._by_account.values(), *self._by_type.values()):
             for watcher in watchers:
                 watcher.close(reason)
