@@ -212,8 +212,8 @@ class LedgerServicer(ledger_service_pb2_grpc.LedgerServiceServicer):
     ) -> AsyncIterator[bytes]:
         watched = account_id(request.account_id)
         since = resume_after(request.after_seq, context)
-        await self.ledger.visible_account(watched)
-        async for change, heartbeat in self.ledger.watch_account(watched, after_seq=since):
+        account = await self.ledger.visible_account(watched)
+        async for change, heartbeat in self.ledger.watch_account(account, after_seq=since):
             yield watch_balance_bytes(change, heartbeat)
 
 

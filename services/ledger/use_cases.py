@@ -180,7 +180,7 @@ class Ledger:
         watcher = await self.broadcaster.subscribe(account_ids, account_types)
         try:
             sent = after_seq
-            async for change in self._catch_up(account_ids, account_types, after_seq, current_first=False):
+            async for change in self._catch_up(account_ids, account_types, after_seq, current_of=None):
                 sent = max(sent, change.seq)
                 yield change
             while True:
@@ -192,20 +192,22 @@ class Ledger:
             self.broadcaster.unsubscribe(watcher)
 
     async def watch_account(
-        self, account_id: str, *, after_seq: int
+        self, account: store.AccountRow, *, after_seq: int
     ) -> AsyncIterator[tuple[store.BalanceChange, bool]]:
         """(change, heartbeat): one account's changes after `after_seq` (after_seq 0: its
         balance now, instead of its history), then what its feed publishes: live changes
         paced to the feed's rate (the ones in between coalesced to the newest; the last
         one always arrives), and the latest balance again, flagged as a heartbeat, when
-        the account has been quiet (see services.common.feed).
+        the account has been quiet (see services.common.feed). `account` as the caller
+        read it (its visibility checked), so it is not read again.
         """
-        feed = await self.broadcaster.follow(account_id)
+        feed = await self.broadcaster.follow(account.id)
         handled = feed.frame
         try:
             last: store.BalanceChange | None = None
             sent = after_seq
-            async for change in self._catch_up([account_id], [], after_seq, current_first=after_seq == 0):
+            current_of = account if after_seq == 0 else None
+            async for change in self._catch_up([account.id], [], after_seq, current_of=current_of):
                 sent = max(sent, change.seq)
                 last = change
                 yield change, False
@@ -224,7 +226,7 @@ class Ledger:
                         # Nothing sent since the client's after_seq: its latest state is the
                         # balance now (no change to the account after balance.seq).
                         async with self.database.engine.connect() as connection:
-                            last = await self._current(connection, account_id)
+                            last = await self._current(connection, account)
                         if last.seq > sent:  # committed, not yet delivered: a change, not a repeat
                             sent = last.seq
                             yield last, False
@@ -234,20 +236,27 @@ class Ledger:
             self.broadcaster.unfollow(feed)
 
     async def _catch_up(
-        self, account_ids: Sequence[str], account_types: Sequence[AccountType], after_seq: int, *, current_first: bool
+        self,
+        account_ids: Sequence[str],
+        account_types: Sequence[AccountType],
+        after_seq: int,
+        *,
+        current_of: store.AccountRow | None,
     ) -> AsyncIterator[store.BalanceChange]:
-        """What a new watcher sends before live changes: the balance now (`current_first`, one
-        account) or the changes after `after_seq` up to the last committed seq, from the
-        entries. What commits after that is live; a live change at or below the highest seq
-        sent was in what was read, and is not sent again."""
+        """What a new watcher sends before live changes: the balance of `current_of` now, or
+        the changes after `after_seq` up to the last committed seq, from the entries. What
+        commits after that is live; a live change at or below the highest seq sent was in
+        what was read (an account's balance carries the seq of its latest change), and is
+        not sent again."""
         # Each read takes a pooled connection only for the query, never while
         # the client is being written to: a slow client must not hold the pool.
+        if current_of is not None:
+            async with self.database.engine.connect() as connection:
+                current = await self._current(connection, current_of)
+            yield current
+            return
         async with self.database.engine.connect() as connection:
             snapshot = await store.last_seq(connection)
-            first = await self._current(connection, account_ids[0]) if current_first else None
-        if first is not None:
-            yield first
-            return
         async for change in self._missed(account_ids, account_types, after_seq, snapshot):
             yield change
 
@@ -267,10 +276,9 @@ class Ledger:
             sent = page[-1].seq if len(page) == REPLAY_PAGE else snapshot
 
     @staticmethod
-    async def _current(connection: store.Executor, account_id: str) -> store.BalanceChange:
+    async def _current(connection: store.Executor, account: store.AccountRow) -> store.BalanceChange:
         """The account's balance now, as a change with no transaction."""
-        account = await store.get_account(connection, account_id)
-        (balance,) = await store.get_balances(connection, [account_id])
+        (balance,) = await store.get_balances(connection, [account.id])
         return store.BalanceChange(
             account.id, account.account_type, account.entity_id, account.currency,
             balance.balance, balance.debits, balance.credits, balance.seq, "",
