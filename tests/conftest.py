@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import sys
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
+import pytest_asyncio
+from pymongo import AsyncMongoClient
 
 from services.common.config import Settings
 from services.common.db import ensure_database, upgrade
 from services.common.headers import SERVICE_CREDENTIAL_HEADER
+from services.payments.store import PaymentsStore, ensure_indexes
 from services.stack import embedded
 
 
@@ -71,6 +74,19 @@ def _ignoring_pymongo_monitor_leaks(
         return report(unraisable)
 
     return hook
+
+
+@pytest_asyncio.fixture
+async def payments_store(mongodb_port: int) -> AsyncIterator[PaymentsStore]:
+    """Payments' repository over a database of its own on the Mongo-wire server, with its indexes."""
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        f"mongodb://127.0.0.1:{mongodb_port}/?directConnection=true", tz_aware=True
+    )
+    database = client[unique_name("payments")]
+    await ensure_indexes(database)
+    yield PaymentsStore(database)
+    await client.drop_database(database.name)
+    await client.close()
 
 
 def unique_name(prefix: str) -> str:

@@ -869,7 +869,8 @@ class PaymentsStore:
             # The event as read is the one leased, not read again after the lease (a round trip
             # per event): every write that changes a pending event's content or counts also
             # sets its nextAttemptAt (a new delivery, arm_event, a failed attempt), so the
-            # lease is taken only if nothing wrote the event since it was read.
+            # lease is taken only if nothing wrote the event since it was read; `due` alone
+            # would not do, since a replica whose clock is behind leaves the event due.
             taken = await self.events.update_one(
                 {"eventId": doc["eventId"], **due, "nextAttemptAt": doc["nextAttemptAt"]},
                 {"$set": {"leaseUntil": stamp + lease, "leaseToken": token}},

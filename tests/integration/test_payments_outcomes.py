@@ -11,21 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any
 
 import grpc
 import pytest
-import pytest_asyncio
 from gofund.payments.v1 import payments_pb2, payments_service_pb2
-from pymongo import AsyncMongoClient
 
 from services.payments.domain import PaymentStatus, PayoutStatus
 from services.payments.outcomes import Outcomes
-from services.payments.store import Payment, PaymentsStore, Payout, ensure_indexes
-from tests.conftest import unique_name
+from services.payments.store import Payment, PaymentsStore, Payout
 from tests.helpers import reason, rejected
 from tests.integration.fixtures.goals import Platform
 from tests.integration.fixtures.payments import paid_contribution
@@ -36,16 +31,9 @@ pytestmark = pytest.mark.asyncio
 NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
 
 
-@pytest_asyncio.fixture
-async def outcomes(mongodb_port: int) -> AsyncIterator[Outcomes]:
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
-        f"mongodb://127.0.0.1:{mongodb_port}/?directConnection=true", tz_aware=True
-    )
-    database = client[unique_name("payments")]
-    await ensure_indexes(database)
-    yield Outcomes(PaymentsStore(database))
-    await client.drop_database(database.name)
-    await client.close()
+@pytest.fixture
+def outcomes(payments_store: PaymentsStore) -> Outcomes:
+    return Outcomes(payments_store)
 
 
 def a_payment(status: PaymentStatus = PaymentStatus.SUCCESS) -> Payment:
