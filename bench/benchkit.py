@@ -16,6 +16,7 @@ from pathlib import Path
 
 import grpc
 import httpx
+import psutil
 from gofund.identity.v1 import identity_service_pb2, identity_service_pb2_grpc
 from gofund.ledger.v1 import ledger_pb2, ledger_service_pb2, ledger_service_pb2_grpc
 
@@ -47,6 +48,12 @@ def platform(name: str, environment: Callable[[Path], dict[str, str]], *, durabl
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] if ordered else float("nan")
+
+
+def cpu_s(pid: int) -> float:
+    """The CPU time a process has used so far (user and system), in seconds."""
+    times = psutil.Process(pid).cpu_times()
+    return float(times.user + times.system)
 
 
 def line(name: str, value: str, target: str) -> None:

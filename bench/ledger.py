@@ -33,9 +33,8 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-import psutil
 import psycopg
-from benchkit import line, percentile
+from benchkit import cpu_s, line, percentile
 from gofund.ledger.v1 import ledger_pb2, ledger_service_pb2, ledger_service_pb2_grpc
 
 from services.common.clients import Channels
@@ -329,7 +328,7 @@ async def with_watchers(
     process.start()
     while not ready.is_set():
         await asyncio.sleep(0.05)
-    watchers_cpu = psutil.Process(process.pid).cpu_times()
+    watchers_cpu = cpu_s(process.pid)
     began = time.monotonic()
     committed: dict[int, float] = {}
 
@@ -340,8 +339,7 @@ async def with_watchers(
     rate = await grpc_throughput(target, uniform(posted, CLIENTS, per_client), on_posted=on_posted)
     # The watchers' own process shares the 2 cores with the ledger and PostgreSQL: said,
     # so the posting rate can be read against it.
-    now_cpu = psutil.Process(process.pid).cpu_times()
-    used = (now_cpu.user + now_cpu.system - watchers_cpu.user - watchers_cpu.system) / (time.monotonic() - began)
+    used = (cpu_s(process.pid) - watchers_cpu) / (time.monotonic() - began)
     line("watchers_process_cores_used_while_posting", f"{used:.2f}", "-")
     await asyncio.sleep(1.0)  # let the last changes arrive
     stop.set()

@@ -33,8 +33,7 @@ from typing import Any
 
 import grpc
 import httpx
-import psutil
-from benchkit import AMOUNT, GoalBalance, deliver, line, open_goal, paid_events, platform, webhook_environment
+from benchkit import AMOUNT, GoalBalance, cpu_s, deliver, line, open_goal, paid_events, platform, webhook_environment
 from gofund.goals.v1 import goals_service_pb2, goals_service_pb2_grpc
 
 from services.stack.stack import Stack
@@ -105,16 +104,10 @@ def paced_delivery(stack: Stack, http: httpx.Client, events: list[tuple[str, byt
     return len(events) / (time.monotonic() - began)
 
 
-def process_cpu_s(process: Any) -> float:
-    times = psutil.Process(process.pid).cpu_times()
-    return float(times.user + times.system)
-
-
 def goals_cpu_s(stack: Stack) -> float:
     process = stack.services["goals"].process
     assert process is not None
-    times = psutil.Process(process.pid).cpu_times()
-    return float(times.user + times.system)
+    return cpu_s(process.pid)
 
 
 def viral_run(stack: Stack, http: httpx.Client, count: int, watchers: int) -> tuple[float, float, list[float | None]]:
@@ -138,7 +131,7 @@ def viral_run(stack: Stack, http: httpx.Client, count: int, watchers: int) -> tu
     try:
         last_capture.start()
         cpu_before = goals_cpu_s(stack)
-        watchers_before = process_cpu_s(process) if process is not None else 0.0
+        watchers_before = cpu_s(process.pid) if process is not None else 0.0
         began = time.monotonic()
         rate = paced_delivery(stack, http, events)
         last_capture.join()
@@ -151,7 +144,7 @@ def viral_run(stack: Stack, http: httpx.Client, count: int, watchers: int) -> tu
         if process is not None:
             # The watchers' own process shares the 2 cores with the platform: said, so the
             # lateness can be read against it.
-            share = (process_cpu_s(process) - watchers_before) / (time.monotonic() - began)
+            share = (cpu_s(process.pid) - watchers_before) / (time.monotonic() - began)
             line(f"viral_{watchers}_watchers_process_cores_used", f"{share:.2f}", "-")
     finally:
         balance.close()
