@@ -169,11 +169,10 @@ class Charges:
         payment = await self.payer_payment(principal, payment_id)
         if payment.status is not PaymentStatus.PENDING or payment.flagged:
             return payment
-        await self._parts.records.arm_event(
-            f"{domain.SETTLE_PAYMENT}:{payment.payment_id}", domain.SETTLE_PAYMENT, {"payment_id": payment.payment_id}
-        )
+        event_id = f"{domain.SETTLE_PAYMENT}:{payment.payment_id}"
+        await self._parts.records.arm_event(event_id, domain.SETTLE_PAYMENT, {"payment_id": payment.payment_id})
         settled = await self.settle(payment, confirmed_by_event=False, notify=False)
-        self._parts.wake_processor()
+        self._parts.wake_processor(event_id)
         return settled
 
     # -- settlement --------------------------------------------------------------------------

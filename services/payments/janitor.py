@@ -104,5 +104,5 @@ class Janitor:
                     data["abandon_before"] = abandon_before
                 await self._records.arm_event(f"{event}:{due.record_id}", event, data)
         if made:
-            self._payments.wake_processor()
+            self._payments.wake_processor(None)
         return made

@@ -22,5 +22,6 @@ class Parts:
     leases: Leases
     # When the janitor first looks at a payment, refund or payout nobody has settled.
     first_check_after: timedelta
-    # Work handed to the outbox starts now (the processor's wake-up).
-    wake_processor: Callable[[], None]
+    # Work handed to the outbox starts now (the processor's wake-up, given the event's id
+    # where there is one, else None: look at what is due).
+    wake_processor: Callable[[str | None], None]

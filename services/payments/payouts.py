@@ -245,11 +245,11 @@ class Payouts:
     async def _refuse(self, payout: Payout, reason: str) -> Payout:
         """A payout that never reached Paystack fails now; its outcome is published as for
         transfer.failed, through the processor (so it retries under a new payout id)."""
+        event_id = f"{domain.PAYOUT_REJECTED}:{payout.payout_id}"
         await self._parts.records.arm_event(
-            f"{domain.PAYOUT_REJECTED}:{payout.payout_id}", domain.PAYOUT_REJECTED,
-            {"payout_id": payout.payout_id, "reason": reason},
-        )  # fmt: skip
-        self._parts.wake_processor()
+            event_id, domain.PAYOUT_REJECTED, {"payout_id": payout.payout_id, "reason": reason}
+        )
+        self._parts.wake_processor(event_id)
         return await self._reject(payout.payout_id, reason)
 
     async def _reject(self, payout_id: str, reason: str) -> Payout:

@@ -86,21 +86,28 @@ def raise_if_cancelling() -> None:
         raise asyncio.CancelledError
 
 
+# Event ids handed to the workers by intake; beyond this many, an event waits for a
+# worker's look at the due set (every worker looks whenever no event is handed to it).
+HANDED_MAX = 10_000
+
+
 class Processor:
     def __init__(self, payments: Payments, *, max_attempts: int, retry_base_ms: int, workers: int = 1) -> None:
         self._payments = payments
         self._workers = workers
         self._max_attempts = max_attempts
         self._base_s = retry_base_ms / 1000
-        # One token per event stored (up to one per worker): each wakes one idle
-        # worker, where a shared Event woke them all and all but one then asked
-        # the store in vain (two queries each, per event, on the webhook's path).
-        self._wake: asyncio.Queue[None] = asyncio.Queue(maxsize=workers)
+        # What intake stored, by id (None: something is due, look at the due set): a
+        # worker claims a handed event by its unique id, where the due set's query costs
+        # the store time in proportion to the whole backlog (see claim_due_event), so a
+        # burst of webhooks would make every claim slower the more of them wait.
+        self._handed: asyncio.Queue[str | None] = asyncio.Queue(maxsize=HANDED_MAX)
 
-    def wake(self) -> None:
-        """A new event is stored: an idle worker looks now rather than at the next poll."""
-        with contextlib.suppress(asyncio.QueueFull):  # every worker already has a reason to look
-            self._wake.put_nowait(None)
+    def wake(self, event_id: str | None = None) -> None:
+        """An event is stored (`event_id`, or any pending work if None): an idle worker
+        takes it now rather than at the next poll."""
+        with contextlib.suppress(asyncio.QueueFull):  # the workers' look at the due set will find it
+            self._handed.put_nowait(event_id)
 
     async def run(self) -> None:
         """Process due events until cancelled (the server cancels it on shutdown)."""
@@ -117,11 +124,13 @@ class Processor:
 
     async def _work(self) -> None:
         """One worker: events are claimed one at a time, so workers never share one."""
+        handed: str | None = None
         while True:
-            # A token left from while this worker was busy makes it look again at once,
-            # so an event stored after a look still gets a worker.
+            if handed is None:
+                with contextlib.suppress(asyncio.QueueEmpty):
+                    handed = self._handed.get_nowait()
             try:
-                worked = await self.process_one()
+                worked = await self.process_one(handed)
             except Exception as exc:
                 raise_if_cancelling()
                 # The store itself failed (claiming an event); wait and look again.
@@ -130,10 +139,14 @@ class Processor:
                 else:
                     log.exception("webhook processor could not claim an event")
                 worked = False
-            if not worked:
-                await self._idle()
+            if handed is not None:
+                # Taken, or someone else had it: the next handed event, else the due set.
+                handed = None
+            elif not worked:
+                handed = await self._idle()
 
-    async def _idle(self) -> None:
+    async def _idle(self) -> str | None:
+        """Wait for an event handed over (returned) or the next one due by the store."""
         delay = IDLE_POLL_S
         try:
             due = await self._payments.records.next_event_due()
@@ -142,12 +155,19 @@ class Processor:
             due = None
         if due is not None:
             delay = min(delay, max((due - now()).total_seconds(), 0.0))
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.get(), timeout=delay)
+        try:
+            return await asyncio.wait_for(self._handed.get(), timeout=delay)
+        except TimeoutError:
+            return None
 
-    async def process_one(self) -> bool:
-        """Claim and apply one due event; False if none was due."""
-        claimed = await self._payments.records.claim_due_event(EVENT_LEASE)
+    async def process_one(self, event_id: str | None = None) -> bool:
+        """Claim and apply the event `event_id` if it is due (else the oldest due event);
+        False if none was due."""
+        records = self._payments.records
+        if event_id is None:
+            claimed = await records.claim_due_event(EVENT_LEASE)
+        else:
+            claimed = await records.claim_event(event_id, EVENT_LEASE)
         if claimed is None:
             return False
         event_id, token = claimed.event_id, claimed.token

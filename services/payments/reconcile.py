@@ -543,15 +543,16 @@ class Schedule:
         for drift in report.drifts:
             payment_id = drift.ids.get("payment_id", "")
             if drift.kind == "CHARGE_NOT_CAPTURED" and payment_id in pending:
+                event_id = f"{domain.CHECK_PAYMENT}:{payment_id}"
                 await records.arm_event(
-                    f"{domain.CHECK_PAYMENT}:{payment_id}",
+                    event_id,
                     domain.CHECK_PAYMENT,
                     {
                         "payment_id": payment_id,
                         "abandon_before": (report.checked_at - timedelta(days=3650)).isoformat(),
                     },
                 )
-                self._payments.wake_processor()
+                self._payments.wake_processor(event_id)
 
     async def refresh(self) -> None:
         """The gauges from the last stored run (every replica, every few seconds)."""

@@ -56,7 +56,7 @@ class Payments:
         self.peers = peers
         self.outcomes = outcomes
         # Set by main once the processor exists: work handed to the outbox starts now.
-        self.wake_processor: Callable[[], None] = lambda: None
+        self.wake_processor: Callable[[str | None], None] = lambda event_id: None
         parts = Parts(
             records, paystack, peers, outcomes, Leases(records, paystack_timeout_s=paystack_timeout_s),
             first_check_after=first_check_after, wake_processor=self._wake,
@@ -68,5 +68,5 @@ class Payments:
             records, self.charges, self.refunds, self.payouts, secret_key=secret_key, wake_processor=self._wake
         )
 
-    def _wake(self) -> None:
-        self.wake_processor()
+    def _wake(self, event_id: str | None) -> None:
+        self.wake_processor(event_id)

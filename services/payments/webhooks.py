@@ -35,7 +35,7 @@ class Webhooks:
         payouts: Payouts,
         *,
         secret_key: str,
-        wake_processor: Callable[[], None],
+        wake_processor: Callable[[str | None], None],
     ) -> None:
         self._records = records
         self._charges = charges
@@ -61,7 +61,7 @@ class Webhooks:
                 "the event could not be stored; Paystack will deliver it again"
             ) from None
         if new and parsed.handled:
-            self._wake_processor()
+            self._wake_processor(parsed.event_id)
         log.info(
             "webhook received",
             extra={"event_id": parsed.event_id, "event": parsed.event, "duplicate": not new, "status": str(status)},
@@ -149,5 +149,5 @@ class Webhooks:
                 "an ignored event type is never processed", metadata={"event_id": event_id}
             )
         if event.status is EventStatus.PENDING:
-            self._wake_processor()
+            self._wake_processor(event_id)
         return event
