@@ -56,6 +56,22 @@ def cpu_s(pid: int) -> float:
     return float(times.user + times.system)
 
 
+def platform_cpu_s(stack: Stack) -> dict[str, float]:
+    """The CPU time each of the platform's processes has used so far, by name, a process's
+    children included (PostgreSQL's work is done by its backends)."""
+    used: dict[str, float] = {}
+    for managed in stack.processes:
+        if managed.process is None or managed.process.poll() is not None:
+            continue
+        process = psutil.Process(managed.process.pid)
+        total = cpu_s(process.pid)
+        for child in process.children(recursive=True):
+            with contextlib.suppress(psutil.NoSuchProcess):  # a backend that ended meanwhile
+                total += cpu_s(child.pid)
+        used[managed.name] = used.get(managed.name, 0.0) + total
+    return used
+
+
 def line(name: str, value: str, target: str) -> None:
     print(f"{name}: {value} (target {target})", flush=True)
 

@@ -12,7 +12,12 @@ it. Prints one line per figure: `name: value (target ...)`.
   captures from the ledger's balance stream, never by polling the platform;
 - post_transaction_per_s: the same ledger capture posted directly by 8 clients;
 - first_delivery_p50_ms: one event at a time, from POST to its capture in the
-  ledger; duplicate_delivery_p50_ms: the same bodies again, POST to answer.
+  ledger; duplicate_delivery_p50_ms: the same bodies again, POST to answer;
+- webhook_cpu_ms_per_event_<process>: each process's CPU time over the
+  throughput run per event, and their total, which with the machine's cores
+  bounds the rate (webhook_events_per_s_the_cores_allow; the bench's own
+  clients, not counted, take more): where the time goes, measured, and how
+  far the path is from its target on this machine.
 
   make bench                         # 300 events
   make bench BENCH_FLAGS=--quick     # 60 events
@@ -21,6 +26,7 @@ it. Prints one line per figure: `name: value (target ...)`.
 from __future__ import annotations
 
 import argparse
+import re
 import statistics
 import time
 import uuid
@@ -28,6 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import httpx
+import psutil
 from benchkit import (
     AMOUNT,
     CREDENTIAL,
@@ -37,6 +44,7 @@ from benchkit import (
     open_goal,
     paid_events,
     platform,
+    platform_cpu_s,
     webhook_environment,
 )
 from gofund.ledger.v1 import ledger_pb2, ledger_service_pb2, ledger_service_pb2_grpc
@@ -46,14 +54,21 @@ from services.stack.stack import Stack
 CLIENTS = 8
 
 
-def webhook_throughput(stack: Stack, http: httpx.Client, goal: GoalBalance, events: list[tuple[str, bytes]]) -> float:
-    """Events delivered by CLIENTS clients until every one is captured in the ledger, per second."""
+def webhook_throughput(
+    stack: Stack, http: httpx.Client, goal: GoalBalance, events: list[tuple[str, bytes]]
+) -> tuple[float, dict[str, float]]:
+    """Events delivered by CLIENTS clients until every one is captured in the ledger, per
+    second; and each platform process's CPU ms per event meanwhile."""
     target = goal.balance + AMOUNT * len(events)
+    cpu_before = platform_cpu_s(stack)
     started = time.perf_counter()
     with ThreadPoolExecutor(CLIENTS) as pool:
         list(pool.map(lambda event: deliver(http, stack, event[1]), events))
     goal.wait_for(target)
-    return len(events) / (time.perf_counter() - started)
+    rate = len(events) / (time.perf_counter() - started)
+    cpu_after = platform_cpu_s(stack)
+    per_event = {name: (cpu_after[name] - cpu_before.get(name, 0.0)) * 1000 / len(events) for name in cpu_after}
+    return rate, per_event
 
 
 def delivery_latencies(
@@ -120,7 +135,7 @@ def main(quick: bool) -> None:
             events = paid_events(stack, http, goal_id, payer, count + sample)
             goal = GoalBalance(stack, goal_id)
             try:
-                throughput = webhook_throughput(stack, http, goal, events[:count])
+                throughput, cpu_ms = webhook_throughput(stack, http, goal, events[:count])
                 first_p50, duplicate_p50 = delivery_latencies(stack, http, goal, events[count:])
             finally:
                 goal.close()
@@ -131,6 +146,16 @@ def main(quick: bool) -> None:
         line("first_delivery_p50_ms", f"{first_p50:.1f}", "-")
         line("duplicate_delivery_p50_ms", f"{duplicate_p50:.1f}", "-")
         line("duplicate_vs_first_delivery_p50", f"{duplicate_p50 / first_p50:.2f}", "<= 0.5")
+        for name, ms in sorted(cpu_ms.items(), key=lambda item: -item[1]):
+            if ms >= 0.05:
+                process = re.sub(r"\W+", "_", name.removesuffix(" service"))
+                line(f"webhook_cpu_ms_per_event_{process}", f"{ms:.2f}", "-")
+        total = sum(cpu_ms.values())
+        cores = psutil.cpu_count() or 1
+        line("webhook_cpu_ms_per_event_total", f"{total:.1f}", "-")
+        # At the target the path would run at half the direct rate, so every process together
+        # may spend at most cores / (0.5 * direct) seconds per event.
+        line(f"webhook_events_per_s_the_{cores}_cores_allow", f"{cores * 1000 / total:.0f}", f">= {direct * 0.5:.0f}")
 
 
 if __name__ == "__main__":

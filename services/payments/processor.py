@@ -3,7 +3,11 @@
 A received event is stored PENDING and acknowledged; this loop then applies it
 (`Webhooks.process`) and marks it PROCESSED. It runs in every payments process
 and picks up whatever is due, so events left by a crash are resumed at start-up
-and events stored by another replica are processed too. Each event is taken
+and events stored by another replica are processed too. Intake hands the id of
+what it stored to this process's workers, which claim it by that id; the due
+set is asked whenever nothing is handed over. A handed id is only a shortcut:
+the store is the record of what is due, so a hand-over lost (its queue full, a
+worker stopped) delays an event until the next look, and never drops it. Each event is taken
 under a lease (one conditional update), so two processes never work on the
 same event at once; a process that dies mid-event leaves a lease that runs out.
 
@@ -87,7 +91,8 @@ def raise_if_cancelling() -> None:
 
 
 # Event ids handed to the workers by intake; beyond this many, an event waits for a
-# worker's look at the due set (every worker looks whenever no event is handed to it).
+# worker's look at the due set (every worker looks whenever no event is handed to it,
+# and at least every IDLE_POLL_S).
 HANDED_MAX = 10_000
 
 
