@@ -106,6 +106,7 @@ async def _paid(session: AsyncSession, paid: ContributionPaid, now: datetime) ->
     contribution.paid_at = paid.paid_at
     store.touch(contribution, now)
     if domain.accepts_money(goal.status, goal.outflow):
+        await store.count_contribution(session, goal, contribution)
         await session.flush()
         # Shown now if the balance stream brought its capture already, else with
         # that balance change: one progress change either way.
@@ -144,6 +145,9 @@ async def _refunded(session: AsyncSession, refunded: ContributionRefunded, now: 
         return
     if step == "refused":
         raise domain.ContributionNotSucceeded("the contribution never succeeded, so nothing was refunded")
+    if not contribution.refund_on_confirm:
+        # It counted (a succeeded contribution confirmed while the goal took money).
+        await store.uncount_contribution(session, goal, contribution)
     contribution.status = ContributionStatus.REFUNDED
     store.touch(contribution, now)
     refund = await store.get_refund(session, contribution.id, lock=True)

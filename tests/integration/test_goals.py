@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from typing import Any
 
 import grpc
 import pytest
@@ -497,3 +498,45 @@ async def test_cancelling_a_funded_goal_refunds_every_contribution_then_the_goal
     # Closed goals keep what they raised, for the record.
     assert (refunded.status, refunded.raised_amount, refunded.contributor_count) == (REFUNDED, 5000, 2)
     assert await platform.balance(goal.account_id) == 0
+
+
+async def test_the_counts_kept_on_a_goal_follow_its_contributions_in_and_out(platform: Platform) -> None:
+    """A goal's raised amount and contributors are kept on its row as contributions start and
+    stop counting (no sum over every contribution at each change): a contributor paying twice
+    counts once, a refund of one of their two keeps them, the last one removes them, and a
+    replayed confirmation or refund changes nothing; the kept counts always equal the sum."""
+    owner, twice, once = await platform.users(3)
+    goal = await platform.goal(owner, target=100_000)
+
+    async def kept_and_summed() -> tuple[list[Any], list[Any]]:
+        kept = await platform.goals_sql("SELECT counted_amount, counted_contributors FROM goals WHERE id = %s", goal.id)
+        summed = await platform.goals_sql(
+            "SELECT coalesce(sum(amount), 0), count(DISTINCT user_id) FROM contributions "
+            "WHERE goal_id = %s AND status = 'SUCCEEDED' AND NOT refund_on_confirm",
+            goal.id,
+        )
+        return [tuple(row) for row in kept], [tuple(row) for row in summed]
+
+    first, first_payment = await platform.contribute(goal, twice, 1000)
+    await platform.contribute(goal, twice, 2000)
+    await platform.contribute(goal, once, 4000)
+    assert await platform.confirm(first, first_payment, 1000, "NGN") is None  # a replay
+    assert await kept_and_summed() == ([(7000, 2)], [(7000, 2)])
+    shown = await platform.until(goal.id, lambda g: g.raised_amount == 7000)
+    assert shown.contributor_count == 2
+
+    # An operator's refund of one of `twice`'s contributions: they still count, once.
+    await platform.refund_posting(goal, 1000, first_payment)
+    assert await platform.refunded(first, first_payment) is None
+    assert await platform.refunded(first, first_payment) is None  # a replay
+    assert await kept_and_summed() == ([(6000, 2)], [(6000, 2)])
+
+    # `once`'s only contribution refunded: they no longer count.
+    ((only, only_payment),) = await platform.goals_sql(
+        "SELECT id::text, payment_id FROM contributions WHERE goal_id = %s AND user_id = %s", goal.id, once.id
+    )
+    await platform.refund_posting(goal, 4000, only_payment)
+    assert await platform.refunded(only, only_payment) is None
+    assert await kept_and_summed() == ([(2000, 1)], [(2000, 1)])
+    shown = await platform.until(goal.id, lambda g: g.raised_amount == 2000)
+    assert shown.contributor_count == 1

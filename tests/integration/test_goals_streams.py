@@ -148,10 +148,16 @@ async def test_a_restarted_goals_process_resumes_the_balance_stream_from_its_sto
             contribution_id = await platform.pending_contribution(goal, backer, amount)
             payment_id = str(uuid.uuid4())
             await platform.capture(goal, amount, payment_id)
+            # Confirmed as payments' outcome would confirm it: counted on the goal too.
             await platform.goals_sql(
                 "UPDATE contributions SET status = 'SUCCEEDED', payment_id = %s WHERE id = %s",
                 payment_id,
                 contribution_id,
+            )
+            await platform.goals_sql(
+                "UPDATE goals SET counted_amount = counted_amount + %s, counted_contributors = 1 WHERE id = %s",
+                amount,
+                goal.id,
             )
     finally:
         platform.goals = await platform.start_goals()
