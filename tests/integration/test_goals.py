@@ -540,3 +540,27 @@ async def test_the_counts_kept_on_a_goal_follow_its_contributions_in_and_out(pla
     assert await kept_and_summed() == ([(2000, 1)], [(2000, 1)])
     shown = await platform.until(goal.id, lambda g: g.raised_amount == 2000)
     assert shown.contributor_count == 1
+
+
+async def test_kept_counts_that_drifted_are_logged_and_mended_when_the_outflow_is_decided(
+    platform: Platform, caplog: pytest.LogCaptureFixture
+) -> None:
+    owner, backer = await platform.users(2)
+    goal = await platform.goal(owner, target=100_000)
+    await platform.contribute(goal, backer, 3000)
+    await platform.goals_sql("UPDATE goals SET counted_amount = 99, counted_contributors = 7 WHERE id = %s", goal.id)
+
+    with caplog.at_level(logging.ERROR, logger="gofund.goals.lifecycle"):
+        cancelled = (
+            await platform.goals.public.CancelGoal(
+                goals_service_pb2.CancelGoalRequest(goal_id=goal.id, reason="Venue closed"), metadata=owner.auth
+            )
+        ).goal
+
+    # The refund is decided on the contributions, never on the kept counts.
+    assert (cancelled.status, cancelled.raised_amount, cancelled.contributor_count) == (REFUNDING, 3000, 1)
+    assert await platform.goals_sql(
+        "SELECT counted_amount, counted_contributors FROM goals WHERE id = %s", goal.id
+    ) == [(3000, 1)]
+    drifts = [r for r in caplog.records if r.getMessage() == "the goal's kept counts drifted from its contributions"]
+    assert len(drifts) == 1
