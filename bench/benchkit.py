@@ -148,6 +148,12 @@ def paid_events(stack: Stack, http: httpx.Client, goal_id: str, payer: str, coun
         return list(pool.map(one, range(count)))
 
 
+def ledger_account(ledger: ledger_service_pb2_grpc.LedgerInternalServiceStub, kind: int, entity_id: str) -> str:
+    """The id of the ledger account of `kind` for `entity_id` in NGN (opened if new: OpenAccount is idempotent)."""
+    request = ledger_service_pb2.OpenAccountRequest(account_type=kind, entity_id=entity_id, currency="NGN")
+    return str(ledger.OpenAccount(request, metadata=CREDENTIAL).account.id)
+
+
 class GoalBalance:
     """The goal's ledger balance as the internal WatchBalances stream pushes it: waiting for
     captures costs the platform nothing (polling the store or the ledger would load the very
@@ -156,12 +162,7 @@ class GoalBalance:
     def __init__(self, stack: Stack, goal_id: str) -> None:
         self._channel = grpc.insecure_channel(f"127.0.0.1:{stack.settings.ledger_port}")
         ledger = ledger_service_pb2_grpc.LedgerInternalServiceStub(self._channel)
-        account = ledger.OpenAccount(
-            ledger_service_pb2.OpenAccountRequest(
-                account_type=ledger_pb2.ACCOUNT_TYPE_GOAL, entity_id=goal_id, currency="NGN"
-            ),
-            metadata=CREDENTIAL,
-        ).account.id
+        account = ledger_account(ledger, ledger_pb2.ACCOUNT_TYPE_GOAL, goal_id)
         self._changed = threading.Condition()
         self.balance = 0
         self._stream = ledger.WatchBalances(

@@ -40,6 +40,7 @@ from benchkit import (
     CREDENTIAL,
     GoalBalance,
     deliver,
+    ledger_account,
     line,
     open_goal,
     paid_events,
@@ -92,13 +93,8 @@ def delivery_latencies(
 def post_transaction_rate(stack: Stack, seconds: float) -> float:
     with grpc.insecure_channel(f"127.0.0.1:{stack.settings.ledger_port}") as channel:
         ledger = ledger_service_pb2_grpc.LedgerInternalServiceStub(channel)
-
-        def account(kind: int, entity: str) -> str:
-            request = ledger_service_pb2.OpenAccountRequest(account_type=kind, entity_id=entity, currency="NGN")
-            return str(ledger.OpenAccount(request, metadata=CREDENTIAL).account.id)
-
-        escrow = account(ledger_pb2.ACCOUNT_TYPE_ESCROW, "platform")
-        goal = account(ledger_pb2.ACCOUNT_TYPE_GOAL, str(uuid.uuid4()))
+        escrow = ledger_account(ledger, ledger_pb2.ACCOUNT_TYPE_ESCROW, "platform")
+        goal = ledger_account(ledger, ledger_pb2.ACCOUNT_TYPE_GOAL, str(uuid.uuid4()))
         stop_at = time.perf_counter() + seconds
 
         def client(_: int) -> int:

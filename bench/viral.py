@@ -15,6 +15,10 @@ process of their own). Asserts nothing; prints one line per figure:
   raised amount once goals has both the capture and payments' outcome;
 - goals_cpu_per_contribution_watched_vs_unwatched: the goals process's CPU
   time per contribution with the watchers ÷ without;
+- goals_cpu_per_contribution_crowded_vs_new_goal: the same, unwatched, on a
+  goal that already holds CROWDED succeeded contributions (planted in goals'
+  database as goals stores them, their money posted to the goal's account)
+  ÷ on a new goal: what a change of progress costs as a goal grows;
 - viral_contributions_per_s: the delivery rate achieved with the watchers.
 
   make bench                         # 300 contributions per run
@@ -33,12 +37,27 @@ from typing import Any
 
 import grpc
 import httpx
-from benchkit import AMOUNT, GoalBalance, cpu_s, deliver, line, open_goal, paid_events, platform, webhook_environment
+import psycopg
+from benchkit import (
+    AMOUNT,
+    CREDENTIAL,
+    GoalBalance,
+    cpu_s,
+    deliver,
+    ledger_account,
+    line,
+    open_goal,
+    paid_events,
+    platform,
+    webhook_environment,
+)
 from gofund.goals.v1 import goals_service_pb2, goals_service_pb2_grpc
+from gofund.ledger.v1 import ledger_pb2, ledger_service_pb2, ledger_service_pb2_grpc
 
 from services.stack.stack import Stack
 
 RATE = 100.0  # contributions per second
+CROWDED = 100_000  # contributions a crowded goal already holds
 WATCHERS = 2000
 CHANNELS = 32  # the watchers' connections to goals
 SETTLE_S = 60.0  # how long watchers may take to see the final amount before they count as never
@@ -110,12 +129,55 @@ def goals_cpu_s(stack: Stack) -> float:
     return cpu_s(process.pid)
 
 
-def viral_run(stack: Stack, http: httpx.Client, count: int, watchers: int) -> tuple[float, float, list[float | None]]:
-    """One goal, `count` contributions at RATE with `watchers` watching:
-    (goals CPU s per contribution, delivery rate, per watcher the lateness of the final amount in s)."""
+def plant_contributions(stack: Stack, goal_id: str, count: int) -> None:
+    """`count` succeeded contributions of AMOUNT on the goal, each from a contributor of its own,
+    stored (and counted on the goal) as goals stores a confirmed one, and their money in the
+    goal's ledger account, so the goal shows them once goals has the balance."""
+    url = stack.settings.database_url("goals").replace("postgresql+psycopg", "postgresql")
+    with psycopg.connect(url, autocommit=True) as connection:
+        connection.execute(
+            "INSERT INTO contributions (id, goal_id, user_id, payment_id, payment_reference, idempotency_key, amount,"
+            " currency, status, created_at, updated_at, paid_at, failure_reason, refund_on_confirm)"
+            " SELECT gen_random_uuid(), %s, gen_random_uuid(), gen_random_uuid()::text, md5(n::text), md5(n::text),"
+            " %s, 'NGN', 'SUCCEEDED', now(), now(), now(), '', false FROM generate_series(1, %s) AS n",
+            (goal_id, AMOUNT, count),
+        )
+        connection.execute(
+            "UPDATE goals SET counted_amount = counted_amount + %s, counted_contributors = counted_contributors + %s"
+            " WHERE id = %s",
+            (AMOUNT * count, count, goal_id),
+        )
+        connection.execute("ANALYZE contributions")
+    with grpc.insecure_channel(f"127.0.0.1:{stack.settings.ledger_port}") as channel:
+        ledger = ledger_service_pb2_grpc.LedgerInternalServiceStub(channel)
+        escrow = ledger_account(ledger, ledger_pb2.ACCOUNT_TYPE_ESCROW, "platform")
+        goal = ledger_account(ledger, ledger_pb2.ACCOUNT_TYPE_GOAL, goal_id)
+        ledger.PostTransaction(
+            ledger_service_pb2.PostTransactionRequest(
+                transaction_id=f"bench:{goal_id}:planted",
+                postings=[
+                    ledger_pb2.Posting(account_id=escrow, entry_type=ledger_pb2.ENTRY_TYPE_DEBIT,
+                                       amount=AMOUNT * count, currency="NGN"),
+                    ledger_pb2.Posting(account_id=goal, entry_type=ledger_pb2.ENTRY_TYPE_CREDIT,
+                                       amount=AMOUNT * count, currency="NGN"),
+                ],
+                description="bench: the planted contributions' money",
+            ),
+            metadata=CREDENTIAL,
+        )  # fmt: skip
+
+
+def viral_run(
+    stack: Stack, http: httpx.Client, count: int, watchers: int, planted: int = 0
+) -> tuple[float, float, list[float | None]]:
+    """One goal (holding `planted` contributions already), `count` contributions at RATE with
+    `watchers` watching: (goals CPU s per contribution, delivery rate, per watcher the
+    lateness of the final amount in s)."""
     goal_id, payer = open_goal(stack, http)
     events = paid_events(stack, http, goal_id, payer, count)
-    final = AMOUNT * count
+    if planted:
+        plant_contributions(stack, goal_id, planted)
+    final = AMOUNT * (planted + count)
     balance = GoalBalance(stack, goal_id)
     captured_at: list[float] = []
     # When the ledger committed the last capture: its stream's message reaching the bench.
@@ -163,6 +225,7 @@ def main(quick: bool) -> None:
         with httpx.Client(timeout=30, limits=httpx.Limits(max_connections=32)) as http:
             unwatched_cpu, unwatched_rate, _ = viral_run(stack, http, count, 0)
             watched_cpu, watched_rate, lateness = viral_run(stack, http, count, WATCHERS)
+            crowded_cpu, crowded_rate, _ = viral_run(stack, http, count, 0, planted=CROWDED)
         missed = sum(1 for late in lateness if late is None)
         late_ms = [max(0.0, late) * 1000 for late in lateness if late is not None]
         line("viral_contributions_per_s_unwatched", f"{unwatched_rate:.0f}", f"{RATE:.0f}")
@@ -175,6 +238,9 @@ def main(quick: bool) -> None:
         line("goals_cpu_ms_per_contribution_unwatched", f"{unwatched_cpu * 1000:.2f}", "-")
         line(f"goals_cpu_ms_per_contribution_{WATCHERS}_watchers", f"{watched_cpu * 1000:.2f}", "-")
         line("goals_cpu_per_contribution_watched_vs_unwatched", f"{watched_cpu / unwatched_cpu:.2f}", "<= 1.5")
+        line(f"viral_contributions_per_s_goal_with_{CROWDED}_contributions", f"{crowded_rate:.0f}", f"{RATE:.0f}")
+        line(f"goals_cpu_ms_per_contribution_goal_with_{CROWDED}_contributions", f"{crowded_cpu * 1000:.2f}", "-")
+        line("goals_cpu_per_contribution_crowded_vs_new_goal", f"{crowded_cpu / unwatched_cpu:.2f}", "-")
 
 
 if __name__ == "__main__":
